@@ -1,0 +1,533 @@
+//! The system file model: `flows/systems/<system>.yaml`.
+//!
+//! A system file describes one HTTP API completely enough for the generic connector to talk
+//! to it: base URL, authentication, politeness, and per entity its endpoints, record paths,
+//! fields, pagination, incremental reads, deletes and batch writes. A new REST system needs
+//! a YAML file, not code. Doc comments become `schemas/system.schema.json`.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::env::EnvString;
+use crate::spec::node::{Checked, Loc};
+
+/// A system file: one external application with an HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Tether system file")]
+pub struct SystemFile {
+    /// The system's name, the file name without `.yaml` (`keap`).
+    pub system: Loc<String>,
+    /// How documents name the system ("Keap", "Customerp").
+    pub title: String,
+    /// Base URL every endpoint path is appended to. `${VAR}` and `${VAR:-default}` are read
+    /// from the environment.
+    pub base_url: Loc<EnvString>,
+    /// How requests are authenticated.
+    pub auth: Loc<Auth>,
+    /// Request budget shared by every flow that uses this system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Timeouts, retries and size limits.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// Where an error response keeps its message, code and field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorFormat>,
+    /// The record types of the system, by name (`customers`, `Contact`).
+    pub entities: IndexMap<String, Checked<EntitySpec>>,
+}
+
+/// Authentication. Credentials come from the environment (`${KEAP_API_KEY}`) and are sent
+/// only to the origin of the base URL or the token endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// No authentication.
+    None,
+    /// `Authorization: Bearer <token>` with a fixed token.
+    Bearer {
+        /// The token.
+        token: Loc<EnvString>,
+    },
+    /// A fixed key in a header (`X-Api-Key: <key>`).
+    ApiKey {
+        /// The header name.
+        header: String,
+        /// The key.
+        key: Loc<EnvString>,
+    },
+    /// OAuth 2.0 client credentials grant: the token is fetched from `token_url`, cached, and
+    /// fetched again when it expires or a request answers 401.
+    Oauth2ClientCredentials {
+        /// Token endpoint; a path is taken relative to the base URL.
+        token_url: Loc<EnvString>,
+        /// Client id.
+        client_id: Loc<EnvString>,
+        /// Client secret.
+        client_secret: Loc<EnvString>,
+        /// Requested scope, if the API wants one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+    /// Salesforce's OAuth 2.0 token endpoint (client credentials). Its response carries the
+    /// org's `instance_url`; requests go to that URL followed by `api_path`. The base URL is
+    /// the login host.
+    Salesforce {
+        /// Token endpoint, relative to the base URL (`/services/oauth2/token`).
+        token_path: String,
+        /// API prefix on the instance URL (`/services/data/v60.0`).
+        api_path: String,
+        /// Connected app consumer key.
+        client_id: Loc<EnvString>,
+        /// Connected app consumer secret.
+        client_secret: Loc<EnvString>,
+    },
+}
+
+/// A request budget (token bucket).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The period of `requests`.
+    pub per: RatePeriod,
+    /// Requests that may go at once after a quiet spell; defaults to `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Response headers that say how many requests remain (Keap's throttle headers); the
+    /// connector slows down when they run low.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining_headers: Vec<String>,
+}
+
+/// A time unit for rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RatePeriod {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+/// Timeouts, retries and limits for requests to one system.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Seconds a request may take before it is abandoned and retried.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Retries of a request that failed with 429, 5xx, a timeout or a connection error.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// The largest response body accepted, in bytes.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout_seconds: default_timeout(),
+            max_retries: default_retries(),
+            max_response_bytes: default_max_response(),
+        }
+    }
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_max_response() -> u64 {
+    32 * 1024 * 1024
+}
+
+/// JSONPaths into an error response body.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFormat {
+    /// The human-readable message (`$.error.message`).
+    pub message: String,
+    /// The machine-readable code (`$.error.code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The offending field, when the API names it (`$.error.field`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One record type of a system.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    /// How documents name the entity ("Companies", "Customer").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The object name the API uses for this entity where it differs from the key
+    /// (Salesforce sObject names in SOQL and `attributes.type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// JSONPath of the record id (`$.id`).
+    pub id: Loc<String>,
+    /// Whether ids are numbers or strings in the API.
+    pub id_type: IdType,
+    /// JSONPath of the record's last-modified time, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<Loc<String>>,
+    /// The record's fields, from the API contract.
+    pub fields: IndexMap<String, FieldSpec>,
+    /// How records are listed.
+    pub list: ListSpec,
+    /// How one record is read (`GET /customers/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get: Option<Endpoint>,
+    /// How a record is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<CreateSpec>,
+    /// How a record is updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
+    /// How a record is deleted; absent when the API cannot delete this entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Endpoint>,
+    /// How deleted records are discovered.
+    #[serde(default)]
+    pub deletes: DeleteDiscovery,
+    /// A batch write endpoint, where the system has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+}
+
+/// How ids look in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    Integer,
+    String,
+}
+
+/// One field of a record, from the API contract.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// The field's type in the API.
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    /// Must be given when a record is created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// Set by the server; never written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// May be null.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nullable: bool,
+    /// Unique across the entity (the API refuses duplicates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unique: bool,
+    /// The allowed values of an `enum` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// For `reference` fields: the entity the id points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
+    /// For `object` fields, and `array` fields of objects: the nested fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<IndexMap<String, FieldSpec>>,
+    /// For `array` fields of scalars: the item type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<FieldType>,
+    /// What the field holds, when its name does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Field types as APIs carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldType {
+    String,
+    /// A JSON integer.
+    Integer,
+    /// A JSON number (double); converted exactly to and from decimals by the mapping.
+    Number,
+    /// A decimal number carried as a string (`"12.50"`).
+    Decimal,
+    Boolean,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// An instant with offset (RFC 3339, or Salesforce's `+0000` form).
+    Datetime,
+    Email,
+    Phone,
+    Url,
+    /// ISO 3166-1 alpha-2 (`NO`).
+    CountryCode,
+    /// ISO 3166-1 alpha-3 (`NOR`), as Keap uses.
+    CountryCodeAlpha3,
+    /// ISO 4217 (`EUR`).
+    CurrencyCode,
+    /// One of `values`.
+    Enum,
+    /// The id of another record (`references`).
+    Reference,
+    /// A record id.
+    Id,
+    /// A nested object with `fields`.
+    Object,
+    /// A list, of `fields` objects or `items` scalars.
+    Array,
+}
+
+/// An endpoint path relative to the base URL; `{id}` stands for the record id.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The path (`/customers/{id}`).
+    pub path: String,
+    /// JSONPath of the record in the response, when it is wrapped; defaults to the whole body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Fixed query parameters.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub query: IndexMap<String, String>,
+}
+
+/// How records are listed.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSpec {
+    /// The list path (`/customers`).
+    pub path: String,
+    /// JSONPath of the record array in a page (`$.data`).
+    pub records: Loc<String>,
+    /// Fixed query parameters sent with every list request.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub query: IndexMap<String, String>,
+    /// How pages follow each other.
+    pub pagination: Pagination,
+    /// How only changed records are read; without it the entity is listed whole and changes
+    /// are found by comparing content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// Pagination styles.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// One response holds everything.
+    None,
+    /// `?offset=0&limit=100`, then the next offset.
+    Offset {
+        /// Offset parameter name.
+        offset_param: String,
+        /// Limit parameter name.
+        limit_param: String,
+        /// Records per page.
+        size: u32,
+        /// JSONPath of the total count, when pages carry it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<String>,
+    },
+    /// `?page=1&per_page=100` with a total page count.
+    Page {
+        /// Page number parameter name.
+        page_param: String,
+        /// Page size parameter name.
+        size_param: String,
+        /// Records per page.
+        size: u32,
+        /// The first page's number.
+        #[serde(default = "one")]
+        first_page: u32,
+        /// JSONPath of the total number of pages.
+        total_pages: String,
+    },
+    /// An opaque cursor from each page (`next_cursor`), sent back as a parameter.
+    Cursor {
+        /// Cursor parameter name.
+        cursor_param: String,
+        /// Page size parameter name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per page.
+        size: u32,
+        /// JSONPath of the next cursor; null or absent on the last page.
+        next_cursor: String,
+    },
+    /// Each page links the next by URL (Keap `next`, Salesforce `nextRecordsUrl`).
+    NextUrl {
+        /// JSONPath of the next page's URL (absolute, or a path on the same host).
+        next: String,
+        /// JSONPath of a flag that is true on the last page (Salesforce `done`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done: Option<String>,
+        /// Page size parameter of the first request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_param: Option<String>,
+        /// Records per page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
+        /// Stop when a page has fewer records than `size` (Keap sends `next` even on the last page).
+        #[serde(default)]
+        stop_on_short_page: bool,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Incremental read styles.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Incremental {
+    /// A query parameter with the last seen modification time (`?modified_since=...`).
+    ModifiedSince {
+        /// Parameter name.
+        param: String,
+        /// Whether the API includes records modified exactly at the given instant.
+        inclusive: bool,
+    },
+    /// A SOQL query (Salesforce). `{fields}` is replaced by the entity's readable fields,
+    /// `{since}` by the last seen modification time, `{limit}` by the page size.
+    Soql {
+        /// The query path (`/query`).
+        path: String,
+        /// The query for an incremental read.
+        query: String,
+        /// The query for a first, full read.
+        initial_query: String,
+    },
+    /// A change feed with a sync token (Keap `/products/sync`).
+    SyncToken {
+        /// The feed path.
+        path: String,
+        /// Token parameter name.
+        param: String,
+        /// JSONPath of the next token in a response.
+        token: String,
+        /// JSONPath of the change entries.
+        changes: String,
+        /// JSONPath of the record inside an entry.
+        record: String,
+        /// JSONPath of the entry's status.
+        status: String,
+        /// The status value that means deleted.
+        deleted_status: String,
+    },
+}
+
+/// How a record is created.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpec {
+    /// The path (`/customers`).
+    pub path: String,
+    /// What the response body holds.
+    #[serde(default)]
+    pub response: CreateResponse,
+}
+
+/// What a create answers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CreateResponse {
+    /// The stored record with its server-assigned fields.
+    #[default]
+    Record,
+    /// Only the new id, at a JSONPath (Salesforce `{"id": ..., "success": true}`).
+    Id {
+        /// JSONPath of the id.
+        path: String,
+    },
+}
+
+/// How a record is updated.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    /// The path (`/customers/{id}`).
+    pub path: String,
+    /// PATCH sends the changed fields; PUT replaces the whole record, so the connector reads
+    /// the record, merges the changes and writes it all.
+    pub method: UpdateMethod,
+}
+
+/// Update methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum UpdateMethod {
+    Patch,
+    Put,
+}
+
+/// How deleted records are discovered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeleteDiscovery {
+    /// Deletions cannot be seen.
+    #[default]
+    None,
+    /// A tombstone endpoint lists deleted ids since a time (Customerp `/deleted`).
+    Tombstones {
+        /// The path.
+        path: String,
+        /// Fixed query parameters (`entity: customers`).
+        #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+        query: IndexMap<String, String>,
+        /// Parameter for the time of the last seen deletion.
+        since_param: String,
+        /// JSONPath of the tombstone array.
+        records: String,
+        /// JSONPath of the id inside a tombstone.
+        id: String,
+        /// JSONPath of the deletion time inside a tombstone.
+        deleted_at: String,
+        /// How tombstone pages follow each other.
+        pagination: Pagination,
+    },
+    /// Deleted records stay listable with a flag (Custom Webshop `deleted: true`).
+    SoftDelete {
+        /// JSONPath of the flag in a record.
+        flag: String,
+        /// List parameter that includes deleted records.
+        include_param: String,
+    },
+    /// Deletions are found by listing everything and looking for linked ids that are gone.
+    FullListing,
+    /// Salesforce `GET /sobjects/{object}/deleted/?start=...&end=...`.
+    GetDeleted {
+        /// The path (`/sobjects/Contact/deleted/`).
+        path: String,
+    },
+    /// Deletions come through the incremental change feed (`sync_token`).
+    ChangeFeed,
+}
+
+/// A batch write endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// The batch protocol.
+    pub style: BatchStyle,
+    /// The path (`/composite/sobjects`).
+    pub path: String,
+    /// Records per request.
+    pub size: u32,
+}
+
+/// Batch protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStyle {
+    /// Salesforce sObject Collections: POST to create, PATCH to update, per-record results.
+    SalesforceCollections,
+}
