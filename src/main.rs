@@ -1,5 +1,87 @@
-//! The `tether` command line: argument parsing and glue between the library modules.
+//! The `tether` command line: argument parsing, logging setup and exit codes. Each
+//! subcommand is a thin call into the library; `anyhow` carries errors to this edge.
 
-fn main() {
-    println!("tether");
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cli;
+
+/// Tether keeps business records in sync between systems, in both directions, from
+/// declarative YAML flow files.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, long_about = None)]
+pub struct Cli {
+    /// The flows directory; system files are in its `systems/` folder.
+    #[arg(long, global = true, env = "TETHER_FLOWS", default_value = "flows")]
+    pub flows: PathBuf,
+
+    /// Log filter (`info`, `debug`, `tether=debug`); also RUST_LOG.
+    #[arg(long, global = true, env = "TETHER_LOG")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats for commands whose output a program may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check flow and system files and report every problem with its file, line and column.
+    Validate {
+        /// Files or directories to check (default: the flows directory).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Write the JSON Schemas of flow and system files (used by editors).
+    Schema {
+        /// Directory to write `flow.schema.json` and `system.schema.json` into.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Only check that the files there are up to date; exit 1 when they are not.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Exit codes by failure class.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Invalid flows, failed records, stale files.
+    pub const FAILED: u8 = 1;
+    /// Wrong arguments.
+    pub const USAGE: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    cli::init_logging(cli.log.as_deref());
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
 }

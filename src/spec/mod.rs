@@ -4,9 +4,11 @@
 //! deserializes the typed model ([`flow`], [`system`]) from it; [`env`] resolves `${VAR}`
 //! where URLs and credentials go.
 
+pub mod check;
 pub mod diagnostic;
 pub mod env;
 pub mod flow;
 pub mod load;
 pub mod node;
+pub mod schema;
 pub mod system;
