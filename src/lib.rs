@@ -4,5 +4,7 @@
 //!
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
+//! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
 
+pub mod sandbox;
 pub mod spec;

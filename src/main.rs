@@ -52,6 +52,8 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Serve simulators of the five APIs on loopback (seed data, auth, rate limits, faults).
+    Sandbox(cli::sandbox::SandboxArgs),
 }
 
 /// Exit codes by failure class.
