@@ -323,6 +323,7 @@ impl Sandbox {
             Some(path) => load_state(path)?,
             None => Store::default(),
         };
+        let needs_seed = options.seed > 0 && store.is_empty();
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             clock: Clock::default(),
@@ -398,7 +399,6 @@ impl Sandbox {
             backends.push((system, backend));
         }
 
-        let needs_seed = options.seed > 0 && shared.store().is_empty();
         if needs_seed {
             let mut store = shared.store();
             seed::seed(&mut store, &backends, options.seed, options.seed_rng)?;
