@@ -24,7 +24,10 @@ async fn start(options: SandboxOptions) -> Sandbox {
 }
 
 fn url(sandbox: &Sandbox, system: &str, path: &str) -> String {
-    format!("{}{path}", sandbox.base_url(system).expect("system is served"))
+    format!(
+        "{}{path}",
+        sandbox.base_url(system).expect("system is served")
+    )
 }
 
 fn client() -> reqwest::Client {
@@ -58,7 +61,10 @@ async fn crm_token(sandbox: &Sandbox) -> String {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
-    body["access_token"].as_str().expect("token is a string").to_string()
+    body["access_token"]
+        .as_str()
+        .expect("token is a string")
+        .to_string()
 }
 
 async fn sf_token(sandbox: &Sandbox) -> (String, String) {
@@ -78,7 +84,10 @@ async fn sf_token(sandbox: &Sandbox) -> (String, String) {
     assert_eq!(status, StatusCode::OK, "{body}");
     (
         body["access_token"].as_str().expect("token").to_string(),
-        body["instance_url"].as_str().expect("instance url").to_string(),
+        body["instance_url"]
+            .as_str()
+            .expect("instance url")
+            .to_string(),
     )
 }
 
@@ -86,12 +95,20 @@ async fn sf_token(sandbox: &Sandbox) -> (String, String) {
 
 #[tokio::test]
 async fn customcrm_oauth_paging_since_and_hard_deletes() {
-    let sandbox = start(SandboxOptions { seed: 7, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 7,
+        ..options()
+    })
+    .await;
     let http = client();
 
     let (status, body) = json_of(
         http.post(url(&sandbox, "customcrm", "/oauth/token"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "x"), ("client_secret", "y")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "x"),
+                ("client_secret", "y"),
+            ])
             .send()
             .await
             .expect("request"),
@@ -99,7 +116,11 @@ async fn customcrm_oauth_paging_since_and_hard_deletes() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "invalid_client");
-    let unauthenticated = http.get(url(&sandbox, "customcrm", "/customers")).send().await.expect("request");
+    let unauthenticated = http
+        .get(url(&sandbox, "customcrm", "/customers"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
 
     let token = crm_token(&sandbox).await;
@@ -127,7 +148,10 @@ async fn customcrm_oauth_paging_since_and_hard_deletes() {
     assert_eq!(seen.len(), 7);
 
     let records = sandbox.records("customcrm", "customers").expect("records");
-    let middle = records[3]["lastModified"].as_str().expect("lastModified").to_string();
+    let middle = records[3]["lastModified"]
+        .as_str()
+        .expect("lastModified")
+        .to_string();
     let (_, body) = json_of(
         http.get(url(&sandbox, "customcrm", "/customers"))
             .bearer_auth(&token)
@@ -167,7 +191,10 @@ async fn customcrm_oauth_paging_since_and_hard_deletes() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(updated["companyName"], "Fresh Co", "PATCH keeps the other fields");
+    assert_eq!(
+        updated["companyName"], "Fresh Co",
+        "PATCH keeps the other fields"
+    );
     assert!(updated["lastModified"].as_str() > created["lastModified"].as_str());
     let (status, invalid) = json_of(
         http.post(url(&sandbox, "customcrm", "/customers"))
@@ -204,7 +231,11 @@ async fn customcrm_oauth_paging_since_and_hard_deletes() {
             .expect("request"),
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "tokens expire after expires_in");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "tokens expire after expires_in"
+    );
     assert_eq!(body["error"]["message"], "access token expired");
 }
 
@@ -231,12 +262,20 @@ async fn inhouse_systems_answer_429_with_retry_after_over_their_limit() {
             .expect("request");
         statuses.push(response.status());
         if let Some(value) = response.headers().get("retry-after") {
-            retry_after = value.to_str().ok().and_then(|value| value.parse::<u64>().ok());
+            retry_after = value
+                .to_str()
+                .ok()
+                .and_then(|value| value.parse::<u64>().ok());
         }
     }
     assert_eq!(
         statuses,
-        vec![StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
+        vec![
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
     );
     assert!(retry_after.is_some_and(|seconds| (1..=60).contains(&seconds)));
     assert_eq!(sandbox.request_counts()["customerp"].throttled, 1);
@@ -254,7 +293,11 @@ async fn inhouse_systems_answer_429_with_retry_after_over_their_limit() {
 
 #[tokio::test]
 async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
-    let sandbox = start(SandboxOptions { seed: 5, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 5,
+        ..options()
+    })
+    .await;
     let http = client();
     let get = |path: &str, query: Vec<(&str, String)>| {
         http.get(url(&sandbox, "customerp", path))
@@ -274,9 +317,12 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
     let mut ids = Vec::new();
     loop {
         let (_, body) = json_of(
-            get("/products", vec![("offset", offset.to_string()), ("limit", "2".into())])
-                .await
-                .expect("request"),
+            get(
+                "/products",
+                vec![("offset", offset.to_string()), ("limit", "2".into())],
+            )
+            .await
+            .expect("request"),
         )
         .await;
         let data = body["data"].as_array().expect("data").clone();
@@ -299,14 +345,20 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(customer["customer_number"], "C-000006");
-    let modified = customer["modified_at"].as_str().expect("modified_at").to_string();
+    let modified = customer["modified_at"]
+        .as_str()
+        .expect("modified_at")
+        .to_string();
     let (_, listed) = json_of(
         get("/customers", vec![("modified_since", modified.clone())])
             .await
             .expect("request"),
     )
     .await;
-    assert_eq!(listed["total"], 1, "modified_since includes the instant itself");
+    assert_eq!(
+        listed["total"], 1,
+        "modified_since includes the instant itself"
+    );
     assert_eq!(listed["data"][0]["id"], customer["id"]);
 
     let existing_sku = sandbox.records("customerp", "products").expect("records")[0]["sku"].clone();
@@ -345,15 +397,23 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
         .expect("request");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let (status, tombstones) = json_of(
-        get("/deleted", vec![("entity", "customers".into()), ("since", before_delete)])
-            .await
-            .expect("request"),
+        get(
+            "/deleted",
+            vec![("entity", "customers".into()), ("since", before_delete)],
+        )
+        .await
+        .expect("request"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tombstones["total"], 1);
     assert_eq!(tombstones["data"][0]["id"], id);
-    let (status, bad) = json_of(get("/deleted", vec![("entity", "planets".into())]).await.expect("request")).await;
+    let (status, bad) = json_of(
+        get("/deleted", vec![("entity", "planets".into())])
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad["error"]["field"], "entity");
 }
@@ -362,13 +422,21 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
 
 #[tokio::test]
 async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
-    let sandbox = start(SandboxOptions { seed: 6, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 6,
+        ..options()
+    })
+    .await;
     let http = client();
     let request = |method: reqwest::Method, path: &str| {
         http.request(method, url(&sandbox, "customwebshop", path))
             .header("X-Api-Key", credentials::CUSTOMWEBSHOP_API_KEY)
     };
-    let denied = http.get(url(&sandbox, "customwebshop", "/customers")).send().await.expect("request");
+    let denied = http
+        .get(url(&sandbox, "customwebshop", "/customers"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
 
     let mut cursor: Option<String> = None;
@@ -397,8 +465,10 @@ async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
 
     let (status, created) = json_of(
         request(reqwest::Method::POST, "/customers")
-            .json(&json!({"email": "Kim@Shop.example", "first_name": "Kim", "phone": "+1 555 0100",
-                          "addresses": [], "marketing_opt_in": true}))
+            .json(
+                &json!({"email": "Kim@Shop.example", "first_name": "Kim", "phone": "+1 555 0100",
+                          "addresses": [], "marketing_opt_in": true}),
+            )
             .send()
             .await
             .expect("request"),
@@ -407,7 +477,10 @@ async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().expect("uuid").to_string();
     assert_eq!(id.len(), 36);
-    let updated_at = created["updated_at"].as_str().expect("updated_at").to_string();
+    let updated_at = created["updated_at"]
+        .as_str()
+        .expect("updated_at")
+        .to_string();
     let (_, after) = json_of(
         request(reqwest::Method::GET, "/customers")
             .query(&[("updated_after", updated_at.as_str())])
@@ -417,7 +490,11 @@ async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
     )
     .await;
     assert!(
-        after["items"].as_array().expect("items").iter().all(|item| item["id"] != id.as_str()),
+        after["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|item| item["id"] != id.as_str()),
         "updated_after is strict"
     );
 
@@ -459,11 +536,16 @@ async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched["deleted"], true);
     let listed = |include: bool| {
-        let mut query = vec![("updated_after", updated_at.clone()), ("page_size", "250".to_string())];
+        let mut query = vec![
+            ("updated_after", updated_at.clone()),
+            ("page_size", "250".to_string()),
+        ];
         if include {
             query.push(("include_deleted", "true".into()));
         }
-        request(reqwest::Method::GET, "/customers").query(&query).send()
+        request(reqwest::Method::GET, "/customers")
+            .query(&query)
+            .send()
     };
     let (_, without) = json_of(listed(false).await.expect("request")).await;
     assert!(without["items"].as_array().expect("items").is_empty());
@@ -478,14 +560,22 @@ async fn customwebshop_cursors_strict_updated_after_put_and_soft_deletes() {
             .expect("request"),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "a soft-deleted customer releases its email");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a soft-deleted customer releases its email"
+    );
 }
 
 // ---- Keap ---------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn keap_paging_links_since_statuses_and_product_sync() {
-    let sandbox = start(SandboxOptions { seed: 4, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 4,
+        ..options()
+    })
+    .await;
     let http = client();
     let keap = |method: reqwest::Method, path: &str| {
         http.request(method, url(&sandbox, "keap", path))
@@ -500,15 +590,26 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(denied["fault"]["detail"]["errorcode"], "keymanagement.service.invalid_access_token");
+    assert_eq!(
+        denied["fault"]["detail"]["errorcode"],
+        "keymanagement.service.invalid_access_token"
+    );
     let bearer = http
         .get(url(&sandbox, "keap", "/companies"))
         .bearer_auth(credentials::KEAP_API_KEY)
         .send()
         .await
         .expect("request");
-    assert_eq!(bearer.status(), StatusCode::OK, "the key is also accepted as a bearer token");
-    assert!(bearer.headers().contains_key("x-keap-product-throttle-available"));
+    assert_eq!(
+        bearer.status(),
+        StatusCode::OK,
+        "the key is also accepted as a bearer token"
+    );
+    assert!(
+        bearer
+            .headers()
+            .contains_key("x-keap-product-throttle-available")
+    );
 
     let mut next = url(&sandbox, "keap", "/contacts?limit=3");
     let mut total = 0;
@@ -524,7 +625,10 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
         assert_eq!(status, StatusCode::OK);
         let contacts = page["contacts"].as_array().expect("contacts").len();
         total += contacts;
-        assert!(page["next"].is_string(), "next is present on every page, the last one included");
+        assert!(
+            page["next"].is_string(),
+            "next is present on every page, the last one included"
+        );
         if contacts < 3 {
             break;
         }
@@ -542,11 +646,17 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert!(company.get("last_updated").is_none(), "v1 companies carry no timestamps");
-    let delete_company = keap(reqwest::Method::DELETE, &format!("/companies/{}", company["id"]))
-        .send()
-        .await
-        .expect("request");
+    assert!(
+        company.get("last_updated").is_none(),
+        "v1 companies carry no timestamps"
+    );
+    let delete_company = keap(
+        reqwest::Method::DELETE,
+        &format!("/companies/{}", company["id"]),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(delete_company.status(), StatusCode::METHOD_NOT_ALLOWED);
 
     let (status, missing) = json_of(
@@ -558,7 +668,10 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing["message"], "Contact must contain an e-mail address or phone number");
+    assert_eq!(
+        missing["message"],
+        "Contact must contain an e-mail address or phone number"
+    );
     let (status, contact) = json_of(
         keap(reqwest::Method::POST, "/contacts")
             .json(&json!({"given_name": "Ada", "family_name": "Lovelace",
@@ -571,7 +684,10 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(contact["company"]["company_name"], "Harbor Optics Inc");
-    let last_updated = contact["last_updated"].as_str().expect("last_updated").to_string();
+    let last_updated = contact["last_updated"]
+        .as_str()
+        .expect("last_updated")
+        .to_string();
     assert!(last_updated.ends_with("+0000"));
     let since = format!("{}Z", &last_updated[..23]);
     let (_, recent) = json_of(
@@ -582,7 +698,12 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
             .expect("request"),
     )
     .await;
-    let recent_ids: Vec<&Value> = recent["contacts"].as_array().expect("contacts").iter().map(|c| &c["id"]).collect();
+    let recent_ids: Vec<&Value> = recent["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
     assert_eq!(recent_ids, vec![&contact["id"]]);
 
     let (status, opportunity) = json_of(
@@ -595,15 +716,33 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     .await;
     assert_eq!(status, StatusCode::OK, "opportunity create answers 200");
     assert_eq!(opportunity["contact"]["first_name"], "Ada");
-    let contact_deleted = keap(reqwest::Method::DELETE, &format!("/contacts/{}", contact["id"]))
-        .send()
-        .await
-        .expect("request");
+    let contact_deleted = keap(
+        reqwest::Method::DELETE,
+        &format!("/contacts/{}", contact["id"]),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(contact_deleted.status(), StatusCode::NO_CONTENT);
 
-    let (_, first_sync) = json_of(keap(reqwest::Method::GET, "/products/sync").send().await.expect("request")).await;
-    assert_eq!(first_sync["product_statuses"].as_array().expect("statuses").len(), 4);
-    let token = first_sync["sync_token"].as_str().expect("sync token").to_string();
+    let (_, first_sync) = json_of(
+        keap(reqwest::Method::GET, "/products/sync")
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        first_sync["product_statuses"]
+            .as_array()
+            .expect("statuses")
+            .len(),
+        4
+    );
+    let token = first_sync["sync_token"]
+        .as_str()
+        .expect("sync token")
+        .to_string();
     let (status, product) = json_of(
         keap(reqwest::Method::POST, "/products")
             .json(&json!({"product_name": "Polar Headset", "sku": "SKU-99999", "product_price": 49.5}))
@@ -636,7 +775,10 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
         .collect();
     assert_eq!(
         statuses,
-        vec![(product["id"].clone(), json!("CREATED")), (first_id, json!("DELETED"))]
+        vec![
+            (product["id"].clone(), json!("CREATED")),
+            (first_id, json!("DELETED"))
+        ]
     );
 }
 
@@ -665,7 +807,10 @@ async fn keap_throttles_with_the_gateway_body() {
     let response = last.expect("three requests");
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
-        response.headers().get("x-keap-product-throttle-limit").and_then(|value| value.to_str().ok()),
+        response
+            .headers()
+            .get("x-keap-product-throttle-limit")
+            .and_then(|value| value.to_str().ok()),
         Some("2")
     );
     let (_, body) = json_of(response).await;
@@ -680,7 +825,11 @@ async fn salesforce_auth_query_paging_and_errors() {
     let http = client();
     let (status, refused) = json_of(
         http.post(url(&sandbox, "salesforce", "/services/oauth2/token"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "nope"), ("client_secret", "x")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nope"),
+                ("client_secret", "x"),
+            ])
             .send()
             .await
             .expect("request"),
@@ -689,7 +838,10 @@ async fn salesforce_auth_query_paging_and_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["error"], "invalid_client_id");
     let (token, instance) = sf_token(&sandbox).await;
-    assert_eq!(instance, sandbox.base_url("salesforce").expect("salesforce"));
+    assert_eq!(
+        instance,
+        sandbox.base_url("salesforce").expect("salesforce")
+    );
     let api = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{instance}/services/data/v60.0{path}"))
             .bearer_auth(&token)
@@ -708,7 +860,13 @@ async fn salesforce_auth_query_paging_and_errors() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(results.as_array().expect("results").iter().all(|result| result["success"] == true));
+        assert!(
+            results
+                .as_array()
+                .expect("results")
+                .iter()
+                .all(|result| result["success"] == true)
+        );
     }
 
     let query = "SELECT Id, LastName, SystemModstamp FROM Contact WHERE SystemModstamp > 2020-01-01T00:00:00Z ORDER BY SystemModstamp, Id";
@@ -725,20 +883,38 @@ async fn salesforce_auth_query_paging_and_errors() {
     assert_eq!(page["done"], false);
     assert_eq!(page["records"].as_array().expect("records").len(), 200);
     assert_eq!(page["records"][0]["attributes"]["type"], "Contact");
-    let next = page["nextRecordsUrl"].as_str().expect("nextRecordsUrl").to_string();
-    let (_, rest) = json_of(http.get(format!("{instance}{next}")).bearer_auth(&token).send().await.expect("request")).await;
+    let next = page["nextRecordsUrl"]
+        .as_str()
+        .expect("nextRecordsUrl")
+        .to_string();
+    let (_, rest) = json_of(
+        http.get(format!("{instance}{next}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(rest["done"], true);
     assert_eq!(rest["records"].as_array().expect("records").len(), 50);
     assert!(rest.get("nextRecordsUrl").is_none());
 
     let (status, malformed) = json_of(
-        api(reqwest::Method::GET, "/query").query(&[("q", "SELECT FROM Contact")]).send().await.expect("request"),
+        api(reqwest::Method::GET, "/query")
+            .query(&[("q", "SELECT FROM Contact")])
+            .send()
+            .await
+            .expect("request"),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(malformed[0]["errorCode"], "MALFORMED_QUERY");
     let (status, unknown) = json_of(
-        api(reqwest::Method::GET, "/query").query(&[("q", "SELECT Id, Foo FROM Contact")]).send().await.expect("request"),
+        api(reqwest::Method::GET, "/query")
+            .query(&[("q", "SELECT Id, Foo FROM Contact")])
+            .send()
+            .await
+            .expect("request"),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -761,10 +937,21 @@ async fn salesforce_auth_query_paging_and_errors() {
         .await
         .expect("request");
     assert_eq!(patched.status(), StatusCode::NO_CONTENT);
-    let (_, contact) = json_of(api(reqwest::Method::GET, &format!("/sobjects/Contact/{id}")).send().await.expect("request")).await;
+    let (_, contact) = json_of(
+        api(reqwest::Method::GET, &format!("/sobjects/Contact/{id}"))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(contact["Name"], "Grace Hopper");
     assert_eq!(contact["Title"], "Rear Admiral");
-    assert!(contact["SystemModstamp"].as_str().expect("stamp").ends_with("+0000"));
+    assert!(
+        contact["SystemModstamp"]
+            .as_str()
+            .expect("stamp")
+            .ends_with("+0000")
+    );
     let (status, read_only) = json_of(
         api(reqwest::Method::PATCH, &format!("/sobjects/Contact/{id}"))
             .json(&json!({"Name": "X"}))
@@ -777,9 +964,18 @@ async fn salesforce_auth_query_paging_and_errors() {
     assert_eq!(read_only[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
 
     let before = sandbox.now();
-    let deleted = api(reqwest::Method::DELETE, &format!("/sobjects/Contact/{id}")).send().await.expect("request");
+    let deleted = api(reqwest::Method::DELETE, &format!("/sobjects/Contact/{id}"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let (status, again) = json_of(api(reqwest::Method::DELETE, &format!("/sobjects/Contact/{id}")).send().await.expect("request")).await;
+    let (status, again) = json_of(
+        api(reqwest::Method::DELETE, &format!("/sobjects/Contact/{id}"))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(again[0]["errorCode"], "ENTITY_IS_DELETED");
     sandbox.advance_clock(Duration::from_secs(120));
@@ -796,7 +992,14 @@ async fn salesforce_auth_query_paging_and_errors() {
     assert_eq!(deleted_list["deletedRecords"][0]["id"], id.as_str());
 
     sandbox.advance_clock(Duration::from_secs(7200));
-    let (status, expired) = json_of(api(reqwest::Method::GET, "/query").query(&[("q", "SELECT Id FROM Contact")]).send().await.expect("request")).await;
+    let (status, expired) = json_of(
+        api(reqwest::Method::GET, "/query")
+            .query(&[("q", "SELECT Id FROM Contact")])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(expired[0]["errorCode"], "INVALID_SESSION_ID");
 }
@@ -816,31 +1019,66 @@ async fn salesforce_collections_report_partial_failures_and_roll_back() {
         {"attributes": {"type": "Account"}, "Name": "Acme"},
         {"attributes": {"type": "Contact"}, "FirstName": "No Last Name"},
     ]);
-    let (status, partial) = json_of(post(json!({"allOrNone": false, "records": records})).await.expect("request")).await;
+    let (status, partial) = json_of(
+        post(json!({"allOrNone": false, "records": records}))
+            .await
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(partial[0]["success"], true);
     assert_eq!(partial[1]["success"], false);
-    assert_eq!(partial[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
-    assert_eq!(partial[1]["errors"][0]["fields"], json!(["LastName"]));
-    assert_eq!(sandbox.records("salesforce", "Account").expect("records").len(), 1);
-
-    let (_, rolled) = json_of(post(json!({"allOrNone": true, "records": records})).await.expect("request")).await;
-    assert_eq!(rolled[0]["errors"][0]["statusCode"], "ALL_OR_NONE_OPERATION_ROLLED_BACK");
-    assert_eq!(rolled[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
     assert_eq!(
-        sandbox.records("salesforce", "Account").expect("records").len(),
+        partial[1]["errors"][0]["statusCode"],
+        "REQUIRED_FIELD_MISSING"
+    );
+    assert_eq!(partial[1]["errors"][0]["fields"], json!(["LastName"]));
+    assert_eq!(
+        sandbox
+            .records("salesforce", "Account")
+            .expect("records")
+            .len(),
+        1
+    );
+
+    let (_, rolled) = json_of(
+        post(json!({"allOrNone": true, "records": records}))
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        rolled[0]["errors"][0]["statusCode"],
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    assert_eq!(
+        rolled[1]["errors"][0]["statusCode"],
+        "REQUIRED_FIELD_MISSING"
+    );
+    assert_eq!(
+        sandbox
+            .records("salesforce", "Account")
+            .expect("records")
+            .len(),
         1,
         "nothing of a rolled-back request stays"
     );
-    let too_many: Vec<Value> = (0..201).map(|_| json!({"attributes": {"type": "Account"}, "Name": "X"})).collect();
-    let (status, refused) = json_of(post(json!({"records": too_many})).await.expect("request")).await;
+    let too_many: Vec<Value> = (0..201)
+        .map(|_| json!({"attributes": {"type": "Account"}, "Name": "X"}))
+        .collect();
+    let (status, refused) =
+        json_of(post(json!({"records": too_many})).await.expect("request")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused[0]["errorCode"], "EXCEEDED_ID_LIMIT");
 }
 
 #[tokio::test]
 async fn salesforce_computes_order_totals_and_checks_price_books() {
-    let sandbox = start(SandboxOptions { seed: 2, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 2,
+        ..options()
+    })
+    .await;
     let order = sandbox.records("salesforce", "Order").expect("orders")[0].clone();
     let items: Vec<Value> = sandbox
         .records("salesforce", "OrderItem")
@@ -848,11 +1086,17 @@ async fn salesforce_computes_order_totals_and_checks_price_books() {
         .into_iter()
         .filter(|item| item["OrderId"] == order["Id"])
         .collect();
-    let sum: f64 = items.iter().filter_map(|item| item["TotalPrice"].as_f64()).sum();
+    let sum: f64 = items
+        .iter()
+        .filter_map(|item| item["TotalPrice"].as_f64())
+        .sum();
     assert!((order["TotalAmount"].as_f64().expect("total") - sum).abs() < 0.005);
     assert_eq!(order["OrderNumber"].as_str().map(str::len), Some(8));
 
-    let entry = sandbox.records("salesforce", "PricebookEntry").expect("entries")[0].clone();
+    let entry = sandbox
+        .records("salesforce", "PricebookEntry")
+        .expect("entries")[0]
+        .clone();
     let added = sandbox
         .insert(
             "salesforce",
@@ -862,12 +1106,19 @@ async fn salesforce_computes_order_totals_and_checks_price_books() {
         .expect("line is added");
     assert_eq!(added["TotalPrice"], 20.5);
     let id = order["Id"].as_str().expect("id");
-    let after = sandbox.record("salesforce", "Order", id).expect("lookup").expect("order exists");
+    let after = sandbox
+        .record("salesforce", "Order", id)
+        .expect("lookup")
+        .expect("order exists");
     assert!((after["TotalAmount"].as_f64().expect("total") - (sum + 20.5)).abs() < 0.005);
     assert!(after["SystemModstamp"].as_str() > order["SystemModstamp"].as_str());
 
     let custom_book = sandbox
-        .insert("salesforce", "Pricebook2", json!({"Name": "Partners", "IsActive": true}))
+        .insert(
+            "salesforce",
+            "Pricebook2",
+            json!({"Name": "Partners", "IsActive": true}),
+        )
         .expect("book is created");
     let product = sandbox
         .insert("salesforce", "Product2", json!({"Name": "Loose Part"}))
@@ -879,45 +1130,93 @@ async fn salesforce_computes_order_totals_and_checks_price_books() {
             json!({"Pricebook2Id": custom_book["Id"], "Product2Id": product["Id"], "UnitPrice": 3}),
         )
         .expect_err("no standard price yet");
-    assert!(refused.to_string().contains("STANDARD_PRICE_NOT_DEFINED"), "{refused}");
+    assert!(
+        refused.to_string().contains("STANDARD_PRICE_NOT_DEFINED"),
+        "{refused}"
+    );
 }
 
 // ---- Sandbox-wide behaviour --------------------------------------------------------------------
 
 #[tokio::test]
 async fn seed_data_is_deterministic_and_overlaps_across_systems() {
-    let first = start(SandboxOptions { seed: 12, seed_rng: 42, ..options() }).await;
-    let second = start(SandboxOptions { seed: 12, seed_rng: 42, ..options() }).await;
+    let first = start(SandboxOptions {
+        seed: 12,
+        seed_rng: 42,
+        ..options()
+    })
+    .await;
+    let second = start(SandboxOptions {
+        seed: 12,
+        seed_rng: 42,
+        ..options()
+    })
+    .await;
     for system in tether::sandbox::SYSTEMS {
         for entity in first.entities(system).expect("entities") {
             let records = first.records(system, entity).expect("records");
-            assert_eq!(records, second.records(system, entity).expect("records"), "{system} {entity}");
+            assert_eq!(
+                records,
+                second.records(system, entity).expect("records"),
+                "{system} {entity}"
+            );
             if entity != "Pricebook2" {
-                assert!(records.len() >= 12, "{system} {entity} has {}", records.len());
+                assert!(
+                    records.len() >= 12,
+                    "{system} {entity} has {}",
+                    records.len()
+                );
             }
         }
     }
     let emails = |records: Vec<Value>, pick: &dyn Fn(&Value) -> Option<String>| -> Vec<String> {
-        records.iter().filter_map(pick).map(|email| email.to_lowercase()).collect()
+        records
+            .iter()
+            .filter_map(pick)
+            .map(|email| email.to_lowercase())
+            .collect()
     };
-    let keap_people = emails(first.records("keap", "contacts").expect("records"), &|contact| {
-        contact["email_addresses"][0]["email"].as_str().map(str::to_string)
-    });
-    let salesforce_people = emails(first.records("salesforce", "Contact").expect("records"), &|contact| {
-        contact["Email"].as_str().map(str::to_string)
-    });
-    assert!(keap_people.iter().any(|email| salesforce_people.contains(email)));
-    let keap_companies = emails(first.records("keap", "companies").expect("records"), &|company| {
-        company["email_address"].as_str().map(str::to_string)
-    });
-    let erp_customers = emails(first.records("customerp", "customers").expect("records"), &|customer| {
-        customer["email"].as_str().map(str::to_string)
-    });
-    let shop_customers = emails(first.records("customwebshop", "customers").expect("records"), &|customer| {
-        customer["email"].as_str().map(str::to_string)
-    });
-    assert!(keap_companies.iter().any(|email| erp_customers.contains(email)));
-    assert!(shop_customers.iter().any(|email| erp_customers.contains(email)));
+    let keap_people = emails(
+        first.records("keap", "contacts").expect("records"),
+        &|contact| {
+            contact["email_addresses"][0]["email"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    let salesforce_people = emails(
+        first.records("salesforce", "Contact").expect("records"),
+        &|contact| contact["Email"].as_str().map(str::to_string),
+    );
+    assert!(
+        keap_people
+            .iter()
+            .any(|email| salesforce_people.contains(email))
+    );
+    let keap_companies = emails(
+        first.records("keap", "companies").expect("records"),
+        &|company| company["email_address"].as_str().map(str::to_string),
+    );
+    let erp_customers = emails(
+        first.records("customerp", "customers").expect("records"),
+        &|customer| customer["email"].as_str().map(str::to_string),
+    );
+    let shop_customers = emails(
+        first
+            .records("customwebshop", "customers")
+            .expect("records"),
+        &|customer| customer["email"].as_str().map(str::to_string),
+    );
+    assert!(
+        keap_companies
+            .iter()
+            .any(|email| erp_customers.contains(email))
+    );
+    assert!(
+        shop_customers
+            .iter()
+            .any(|email| erp_customers.contains(email))
+    );
     let skus = |system: &str, field: &str, entity: &str| -> Vec<String> {
         first
             .records(system, entity)
@@ -927,14 +1226,27 @@ async fn seed_data_is_deterministic_and_overlaps_across_systems() {
             .collect()
     };
     let erp_skus = skus("customerp", "sku", "products");
-    assert!(skus("keap", "sku", "products").iter().any(|sku| erp_skus.contains(sku)));
-    assert!(skus("customwebshop", "sku", "products").iter().any(|sku| erp_skus.contains(sku)));
-    assert!(skus("salesforce", "ProductCode", "Product2").iter().any(|sku| erp_skus.contains(sku)));
+    assert!(
+        skus("keap", "sku", "products")
+            .iter()
+            .any(|sku| erp_skus.contains(sku))
+    );
+    assert!(
+        skus("customwebshop", "sku", "products")
+            .iter()
+            .any(|sku| erp_skus.contains(sku))
+    );
+    assert!(
+        skus("salesforce", "ProductCode", "Product2")
+            .iter()
+            .any(|sku| erp_skus.contains(sku))
+    );
 }
 
 #[tokio::test]
 async fn state_file_keeps_data_across_restarts() {
-    let path = std::env::temp_dir().join(format!("tether-sandbox-state-{}.json", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("tether-sandbox-state-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let first = start(SandboxOptions {
         state_file: Some(path.clone()),
@@ -943,7 +1255,11 @@ async fn state_file_keeps_data_across_restarts() {
     })
     .await;
     let added = first
-        .insert("customerp", "customers", json!({"name": "Kept AS", "currency": "NOK", "is_active": true}))
+        .insert(
+            "customerp",
+            "customers",
+            json!({"name": "Kept AS", "currency": "NOK", "is_active": true}),
+        )
         .expect("insert");
     first.shutdown().await.expect("shutdown saves");
     let second = start(SandboxOptions {
@@ -956,7 +1272,11 @@ async fn state_file_keeps_data_across_restarts() {
     assert_eq!(customers.len(), 3, "the saved state wins over seeding");
     assert!(customers.contains(&added));
     let next = second
-        .insert("customerp", "customers", json!({"name": "Next AS", "currency": "NOK", "is_active": true}))
+        .insert(
+            "customerp",
+            "customers",
+            json!({"name": "Next AS", "currency": "NOK", "is_active": true}),
+        )
         .expect("insert");
     assert_eq!(next["customer_number"], "C-000004", "numbering continues");
     assert!(next["modified_at"].as_str() > added["modified_at"].as_str());
@@ -966,34 +1286,80 @@ async fn state_file_keeps_data_across_restarts() {
 
 #[tokio::test]
 async fn direct_edits_move_modified_times_and_go_through_the_rules() {
-    let sandbox = start(SandboxOptions { seed: 3, ..options() }).await;
-    let customer = sandbox.records("customwebshop", "customers").expect("records")[0].clone();
+    let sandbox = start(SandboxOptions {
+        seed: 3,
+        ..options()
+    })
+    .await;
+    let customer = sandbox
+        .records("customwebshop", "customers")
+        .expect("records")[0]
+        .clone();
     let id = customer["id"].as_str().expect("id");
     let edited = sandbox
-        .update("customwebshop", "customers", id, json!({"first_name": "Edited"}))
+        .update(
+            "customwebshop",
+            "customers",
+            id,
+            json!({"first_name": "Edited"}),
+        )
         .expect("edit");
     assert_eq!(edited["first_name"], "Edited");
-    assert_eq!(edited["email"], customer["email"], "a direct edit keeps the other fields");
-    assert!(edited["updated_at"].as_str() > customer["updated_at"].as_str());
-    let other = sandbox.records("customwebshop", "customers").expect("records")[1].clone();
-    let refused = sandbox
-        .update("customwebshop", "customers", id, json!({"email": other["email"]}))
-        .expect_err("duplicate email");
-    assert!(matches!(refused, tether::sandbox::SandboxError::Rejected { status: 422, .. }));
-    sandbox.delete("customwebshop", "customers", id).expect("delete");
     assert_eq!(
-        sandbox.record("customwebshop", "customers", id).expect("lookup").expect("still there")["deleted"],
+        edited["email"], customer["email"],
+        "a direct edit keeps the other fields"
+    );
+    assert!(edited["updated_at"].as_str() > customer["updated_at"].as_str());
+    let other = sandbox
+        .records("customwebshop", "customers")
+        .expect("records")[1]
+        .clone();
+    let refused = sandbox
+        .update(
+            "customwebshop",
+            "customers",
+            id,
+            json!({"email": other["email"]}),
+        )
+        .expect_err("duplicate email");
+    assert!(matches!(
+        refused,
+        tether::sandbox::SandboxError::Rejected { status: 422, .. }
+    ));
+    sandbox
+        .delete("customwebshop", "customers", id)
+        .expect("delete");
+    assert_eq!(
+        sandbox
+            .record("customwebshop", "customers", id)
+            .expect("lookup")
+            .expect("still there")["deleted"],
         true
     );
-    let refused = sandbox.delete("keap", "companies", "1").expect_err("no DELETE for Keap companies");
-    assert!(matches!(refused, tether::sandbox::SandboxError::Rejected { status: 405, .. }));
-    assert_eq!(sandbox.request_counts()["customwebshop"].total, 0, "direct access is not counted");
+    let refused = sandbox
+        .delete("keap", "companies", "1")
+        .expect_err("no DELETE for Keap companies");
+    assert!(matches!(
+        refused,
+        tether::sandbox::SandboxError::Rejected { status: 405, .. }
+    ));
+    assert_eq!(
+        sandbox.request_counts()["customwebshop"].total,
+        0,
+        "direct access is not counted"
+    );
 }
 
 #[tokio::test]
 async fn faults_hit_only_the_chosen_system_and_are_counted() {
-    let faults: FaultSpec = "rate=1,kinds=503,systems=customerp".parse().expect("valid spec");
-    let sandbox = start(SandboxOptions { faults, ..options() }).await;
+    let faults: FaultSpec = "rate=1,kinds=503,systems=customerp"
+        .parse()
+        .expect("valid spec");
+    let sandbox = start(SandboxOptions {
+        faults,
+        ..options()
+    })
+    .await;
     let http = client();
     let faulty = http
         .get(url(&sandbox, "customerp", "/customers"))
@@ -1037,10 +1403,17 @@ async fn env_names_every_system_file_variable() {
             "SALESFORCE_CLIENT_SECRET",
         ]
     );
-    let value = |name: &str| env.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let value = |name: &str| {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
     assert!(value("CUSTOMERP_BASE_URL").is_some_and(|url| url.ends_with("/api/v1")));
     assert!(value("KEAP_BASE_URL").is_some_and(|url| url.ends_with("/crm/rest/v1")));
-    assert_eq!(value("SALESFORCE_LOGIN_URL"), sandbox.base_url("salesforce"));
+    assert_eq!(
+        value("SALESFORCE_LOGIN_URL"),
+        sandbox.base_url("salesforce")
+    );
 }
 
 // ---- Conformance with the contract files -----------------------------------------------------
@@ -1062,7 +1435,10 @@ fn contract(dir: &std::path::Path, file: &str) -> SchemaDoc {
 
 fn assert_conforms(doc: &SchemaDoc, schema: &Value, body: &Value, mode: Mode, what: &str) {
     let violations = doc.validate(schema, body, mode);
-    assert!(violations.is_empty(), "{what} breaks its contract: {violations:?}\n{body}");
+    assert!(
+        violations.is_empty(),
+        "{what} breaks its contract: {violations:?}\n{body}"
+    );
 }
 
 #[test]
@@ -1081,15 +1457,25 @@ fn embedded_contract_copies_match_the_contracts() {
         let theirs = std::fs::read(dir.join(file)).expect("contract reads");
         assert!(ours == theirs, "{file} differs from the contract");
     }
-    let full: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("keap-v1.openapi.json")).expect("keap reads"))
-        .expect("keap parses");
-    let subset: Value =
-        serde_json::from_str(&std::fs::read_to_string(embedded.join("keap-v1.subset.json")).expect("subset reads"))
-            .expect("subset parses");
+    let full: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("keap-v1.openapi.json")).expect("keap reads"),
+    )
+    .expect("keap parses");
+    let subset: Value = serde_json::from_str(
+        &std::fs::read_to_string(embedded.join("keap-v1.subset.json")).expect("subset reads"),
+    )
+    .expect("subset parses");
     let mut titles = std::collections::BTreeMap::new();
     collect_titled(&full["paths"], &mut titles);
-    for (title, schema) in subset["components"]["schemas"].as_object().expect("schemas") {
-        assert_eq!(titles.get(title.as_str()).copied(), Some(schema), "Keap schema {title} differs from the contract");
+    for (title, schema) in subset["components"]["schemas"]
+        .as_object()
+        .expect("schemas")
+    {
+        assert_eq!(
+            titles.get(title.as_str()).copied(),
+            Some(schema),
+            "Keap schema {title} differs from the contract"
+        );
     }
 }
 
@@ -1113,13 +1499,29 @@ async fn inhouse_responses_conform_to_their_openapi_schemas() {
     let Some(dir) = contracts_dir() else {
         return;
     };
-    let sandbox = start(SandboxOptions { seed: 3, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 3,
+        ..options()
+    })
+    .await;
     let http = client();
     let token = crm_token(&sandbox).await;
     let systems: [(&str, &str, &[&str]); 3] = [
-        ("customcrm", "customcrm.openapi.json", &["customers", "users", "products", "quotes", "orders"]),
-        ("customerp", "customerp.openapi.json", &["customers", "contacts", "products", "orders", "quotes"]),
-        ("customwebshop", "customwebshop.openapi.json", &["customers", "products", "orders"]),
+        (
+            "customcrm",
+            "customcrm.openapi.json",
+            &["customers", "users", "products", "quotes", "orders"],
+        ),
+        (
+            "customerp",
+            "customerp.openapi.json",
+            &["customers", "contacts", "products", "orders", "quotes"],
+        ),
+        (
+            "customwebshop",
+            "customwebshop.openapi.json",
+            &["customers", "products", "orders"],
+        ),
     ];
     for (system, file, entities) in systems {
         let doc = contract(&dir, file);
@@ -1138,8 +1540,15 @@ async fn inhouse_responses_conform_to_their_openapi_schemas() {
             )
             .await;
             assert_eq!(status, StatusCode::OK);
-            let list_schema = &doc.root()["paths"][&collection]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
-            assert_conforms(&doc, list_schema, &list, Mode::default(), &format!("{system} list {entity}"));
+            let list_schema = &doc.root()["paths"][&collection]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"];
+            assert_conforms(
+                &doc,
+                list_schema,
+                &list,
+                Mode::default(),
+                &format!("{system} list {entity}"),
+            );
             let first = list.as_object().and_then(|page| {
                 ["results", "data", "items"]
                     .iter()
@@ -1161,8 +1570,15 @@ async fn inhouse_responses_conform_to_their_openapi_schemas() {
             )
             .await;
             assert_eq!(status, StatusCode::OK);
-            let one_schema = &doc.root()["paths"][&item]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
-            assert_conforms(&doc, one_schema, &one, Mode::default(), &format!("{system} get {entity}"));
+            let one_schema = &doc.root()["paths"][&item]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"];
+            assert_conforms(
+                &doc,
+                one_schema,
+                &one,
+                Mode::default(),
+                &format!("{system} get {entity}"),
+            );
         }
         let error_schema = json!({"$ref": "#/components/schemas/Error"});
         let (status, not_found) = json_of(
@@ -1181,10 +1597,28 @@ async fn inhouse_responses_conform_to_their_openapi_schemas() {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_conforms(&doc, &error_schema, &not_found, Mode::default(), &format!("{system} 404"));
-        let (status, unauthorized) = json_of(http.get(url(&sandbox, system, "/customers")).send().await.expect("request")).await;
+        assert_conforms(
+            &doc,
+            &error_schema,
+            &not_found,
+            Mode::default(),
+            &format!("{system} 404"),
+        );
+        let (status, unauthorized) = json_of(
+            http.get(url(&sandbox, system, "/customers"))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_conforms(&doc, &error_schema, &unauthorized, Mode::default(), &format!("{system} 401"));
+        assert_conforms(
+            &doc,
+            &error_schema,
+            &unauthorized,
+            Mode::default(),
+            &format!("{system} 401"),
+        );
     }
     let doc = contract(&dir, "customerp.openapi.json");
     let (_, tombstones) = json_of(
@@ -1196,8 +1630,15 @@ async fn inhouse_responses_conform_to_their_openapi_schemas() {
             .expect("request"),
     )
     .await;
-    let schema = &doc.root()["paths"]["/deleted"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
-    assert_conforms(&doc, schema, &tombstones, Mode::default(), "customerp deleted");
+    let schema = &doc.root()["paths"]["/deleted"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    assert_conforms(
+        &doc,
+        schema,
+        &tombstones,
+        Mode::default(),
+        "customerp deleted",
+    );
 }
 
 #[tokio::test]
@@ -1206,7 +1647,11 @@ async fn keap_responses_conform_to_the_v1_schemas() {
         return;
     };
     let doc = contract(&dir, "keap-v1.openapi.json");
-    let sandbox = start(SandboxOptions { seed: 3, ..options() }).await;
+    let sandbox = start(SandboxOptions {
+        seed: 3,
+        ..options()
+    })
+    .await;
     let http = client();
     // Keap's file is OpenAPI 3.0 without `nullable`; real answers carry nulls and `+0000` offsets.
     let mode = Mode {
@@ -1229,18 +1674,24 @@ async fn keap_responses_conform_to_the_v1_schemas() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        let schema = &doc.root()["paths"][operation]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let schema = &doc.root()["paths"][operation]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
         assert_conforms(&doc, schema, &body, mode, &format!("keap {path}"));
     }
     let contact = &sandbox.records("keap", "contacts").expect("records")[0];
     let (_, full) = json_of(
-        http.get(url(&sandbox, "keap", &format!("/contacts/{}", contact["id"])))
-            .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
-            .send()
-            .await
-            .expect("request"),
+        http.get(url(
+            &sandbox,
+            "keap",
+            &format!("/contacts/{}", contact["id"]),
+        ))
+        .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+        .send()
+        .await
+        .expect("request"),
     )
     .await;
-    let schema = &doc.root()["paths"]["/v1/contacts/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let schema = &doc.root()["paths"]["/v1/contacts/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
     assert_conforms(&doc, schema, &full, mode, "keap get contact");
 }

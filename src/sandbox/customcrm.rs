@@ -9,7 +9,9 @@ use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::sandbox::http::{ApiRequest, ApiResponse, Simulator, Window};
-use crate::sandbox::inhouse::{Conventions, DeleteMode, EntityDef, IdKind, InHouse, Paging, UpdateMethod, error};
+use crate::sandbox::inhouse::{
+    Conventions, DeleteMode, EntityDef, IdKind, InHouse, NumberFormat, Paging, UpdateMethod, error,
+};
 use crate::sandbox::store::{Stamp, Store};
 use crate::sandbox::{Backend, FaultKind, SandboxError, Shared, credentials};
 
@@ -30,8 +32,7 @@ fn order_number(number: u64) -> String {
 }
 
 fn conventions() -> Conventions {
-    type Number = Option<(&'static str, fn(u64) -> String)>;
-    let entity = |name, read, write, patch, number: Number| EntityDef {
+    let entity = |name, read, write, patch, number: NumberFormat| EntityDef {
         name,
         read,
         write,
@@ -44,7 +45,13 @@ fn conventions() -> Conventions {
         base_path: BASE_PATH,
         contract: include_str!("contracts/customcrm.openapi.json"),
         entities: vec![
-            entity("customers", "Customer", "CustomerWrite", "CustomerPatch", None),
+            entity(
+                "customers",
+                "Customer",
+                "CustomerWrite",
+                "CustomerPatch",
+                None,
+            ),
             entity("users", "User", "UserWrite", "UserPatch", None),
             entity("products", "Product", "ProductWrite", "ProductPatch", None),
             entity(
@@ -117,7 +124,9 @@ impl CustomCrm {
             (Some(id), Some(secret)) => (id, secret),
             _ => basic_credentials(request).unwrap_or_default(),
         };
-        if client_id != credentials::CUSTOMCRM_CLIENT_ID || client_secret != credentials::CUSTOMCRM_CLIENT_SECRET {
+        if client_id != credentials::CUSTOMCRM_CLIENT_ID
+            || client_secret != credentials::CUSTOMCRM_CLIENT_SECRET
+        {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
@@ -128,7 +137,10 @@ impl CustomCrm {
         let ttl = self.core.shared.options.token_ttl.as_secs().max(1);
         let token = format!("crm-{}", self.core.shared.token(40));
         let now = self.core.shared.clock.now();
-        let mut tokens = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         tokens.retain(|_, expires| *expires > now);
         tokens.insert(token.clone(), now + ttl as i64 * 1000);
         ApiResponse::json(
@@ -234,7 +246,13 @@ impl Backend for CustomCrm {
         self.core.records(entity)
     }
 
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         self.core.create_at(store, entity, body, at)
     }
 }

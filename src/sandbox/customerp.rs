@@ -8,7 +8,9 @@ use axum::http::{StatusCode, header};
 use serde_json::Value;
 
 use crate::sandbox::http::{ApiRequest, ApiResponse, Simulator, Window};
-use crate::sandbox::inhouse::{Conventions, DeleteMode, EntityDef, IdKind, InHouse, Paging, UpdateMethod, error};
+use crate::sandbox::inhouse::{
+    Conventions, DeleteMode, EntityDef, IdKind, InHouse, NumberFormat, Paging, UpdateMethod, error,
+};
 use crate::sandbox::store::{Stamp, Store};
 use crate::sandbox::{Backend, FaultKind, SandboxError, Shared, credentials};
 
@@ -29,15 +31,17 @@ fn quote_number(number: u64) -> String {
 }
 
 fn conventions() -> Conventions {
-    type Number = Option<(&'static str, fn(u64) -> String)>;
-    let entity = |name, read, write, patch, number: Number, unique: &'static [&'static str]| EntityDef {
-        name,
-        read,
-        write,
-        patch,
-        number,
-        unique,
-    };
+    let entity =
+        |name, read, write, patch, number: NumberFormat, unique: &'static [&'static str]| {
+            EntityDef {
+                name,
+                read,
+                write,
+                patch,
+                number,
+                unique,
+            }
+        };
     Conventions {
         system: "customerp",
         base_path: "/api/v1",
@@ -51,8 +55,22 @@ fn conventions() -> Conventions {
                 Some(("customer_number", customer_number)),
                 &[],
             ),
-            entity("contacts", "Contact", "ContactWrite", "ContactPatch", None, &[]),
-            entity("products", "Product", "ProductWrite", "ProductPatch", None, &["sku"]),
+            entity(
+                "contacts",
+                "Contact",
+                "ContactWrite",
+                "ContactPatch",
+                None,
+                &[],
+            ),
+            entity(
+                "products",
+                "Product",
+                "ProductWrite",
+                "ProductPatch",
+                None,
+                &["sku"],
+            ),
             entity(
                 "orders",
                 "Order",
@@ -134,7 +152,13 @@ impl Backend for Customerp {
         self.core.records(entity)
     }
 
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         self.core.create_at(store, entity, body, at)
     }
 }

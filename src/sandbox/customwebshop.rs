@@ -10,7 +10,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::sandbox::http::{ApiRequest, ApiResponse, Simulator, Window};
-use crate::sandbox::inhouse::{Conventions, DeleteMode, EntityDef, IdKind, InHouse, Paging, UpdateMethod, error};
+use crate::sandbox::inhouse::{
+    Conventions, DeleteMode, EntityDef, IdKind, InHouse, Paging, UpdateMethod, error,
+};
 use crate::sandbox::store::{Stamp, Store};
 use crate::sandbox::{Backend, FaultKind, SandboxError, Shared, credentials, request};
 
@@ -116,7 +118,13 @@ impl Backend for CustomWebshop {
         self.core.records(entity)
     }
 
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         self.core.create_at(store, entity, body, at)
     }
 

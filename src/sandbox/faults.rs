@@ -107,7 +107,9 @@ pub enum FaultSpecError {
     BadKind(String),
     #[error("duration `{0}` is not a number followed by ms, s or m")]
     BadDuration(String),
-    #[error("unknown system `{0}` (expected customcrm, customerp, customwebshop, keap or salesforce)")]
+    #[error(
+        "unknown system `{0}` (expected customcrm, customerp, customwebshop, keap or salesforce)"
+    )]
     BadSystem(String),
     #[error("fault rate {0} is set but no kinds are given")]
     RateWithoutKinds(f64),
@@ -118,7 +120,11 @@ impl FromStr for FaultSpec {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut spec = FaultSpec::default();
-        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| FaultSpecError::NotKeyValue(item.to_string()))?;
@@ -211,11 +217,17 @@ mod tests {
 
     #[test]
     fn parses_the_documented_form() {
-        let spec: FaultSpec = "rate=0.1,kinds=429+500+timeout,latency=200ms".parse().expect("valid spec");
+        let spec: FaultSpec = "rate=0.1,kinds=429+500+timeout,latency=200ms"
+            .parse()
+            .expect("valid spec");
         assert_eq!(spec.rate, 0.1);
         assert_eq!(
             spec.kinds,
-            vec![FaultKind::TooManyRequests, FaultKind::ServerError, FaultKind::Timeout]
+            vec![
+                FaultKind::TooManyRequests,
+                FaultKind::ServerError,
+                FaultKind::Timeout
+            ]
         );
         assert_eq!(spec.latency, Duration::from_millis(200));
         assert!(spec.applies_to("keap"));
@@ -225,7 +237,11 @@ mod tests {
 
     #[test]
     fn bad_input_says_what_is_wrong() {
-        let error = |text: &str| text.parse::<FaultSpec>().expect_err("invalid spec").to_string();
+        let error = |text: &str| {
+            text.parse::<FaultSpec>()
+                .expect_err("invalid spec")
+                .to_string()
+        };
         assert!(error("rate=2,kinds=500").contains("between 0 and 1"));
         assert!(error("rate=0.5,kinds=418").contains("unknown fault kind `418`"));
         assert!(error("latency=fast").contains("duration `fast`"));

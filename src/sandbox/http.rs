@@ -32,7 +32,9 @@ pub struct ApiRequest {
 
 impl ApiRequest {
     pub fn new(method: Method, path_and_query: &str, headers: HeaderMap, body: Bytes) -> Self {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         Self {
             method,
             path: path.to_string(),
@@ -197,7 +199,8 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
         fault = app.shared.draw_fault();
     }
     if let Some(kind) = fault {
-        app.shared.count(system, |counts| counts.injected_faults += 1);
+        app.shared
+            .count(system, |counts| counts.injected_faults += 1);
         tracing::debug!(system, fault = %kind, path = %parts.uri.path(), "injecting fault");
         match kind {
             FaultKind::LostResponse => {}
@@ -249,7 +252,9 @@ pub fn decode_component(text: &str, plus_is_space: bool) -> String {
         match bytes[index] {
             b'+' if plus_is_space => out.push(b' '),
             b'%' => {
-                let hex = text.get(index + 1..index + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                let hex = text
+                    .get(index + 1..index + 3)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
                 match hex {
                     Some(byte) => {
                         out.push(byte);
@@ -311,7 +316,10 @@ pub struct Usage {
 impl Limiter {
     pub fn new(windows: &[Window]) -> Self {
         Self {
-            windows: windows.iter().map(|window| (*window, VecDeque::new())).collect(),
+            windows: windows
+                .iter()
+                .map(|window| (*window, VecDeque::new()))
+                .collect(),
         }
     }
 
@@ -330,7 +338,10 @@ impl Limiter {
             .windows
             .iter()
             .filter(|(window, hits)| hits.len() as u64 >= window.requests)
-            .map(|(window, hits)| hits.front().map_or(window.per_ms, |oldest| oldest + window.per_ms - now))
+            .map(|(window, hits)| {
+                hits.front()
+                    .map_or(window.per_ms, |oldest| oldest + window.per_ms - now)
+            })
             .max();
         if let Some(wait) = wait {
             return Err(wait.max(1));
@@ -347,7 +358,9 @@ impl Limiter {
             .iter()
             .map(|(window, hits)| Usage {
                 used: hits.len() as u64,
-                resets_at: hits.front().map_or(now + window.per_ms, |oldest| oldest + window.per_ms),
+                resets_at: hits
+                    .front()
+                    .map_or(now + window.per_ms, |oldest| oldest + window.per_ms),
             })
             .collect()
     }
@@ -368,15 +381,22 @@ mod tests {
         assert_eq!(decode_component("a+b", false), "a+b");
         assert_eq!(decode_component("100%", true), "100%");
         assert_eq!(decode_component("%zz", true), "%zz");
-        let pairs = parse_urlencoded("q=SELECT+Id+FROM+Contact&since=2024-01-01T00%3A00%3A00%2B00%3A00");
+        let pairs =
+            parse_urlencoded("q=SELECT+Id+FROM+Contact&since=2024-01-01T00%3A00%3A00%2B00%3A00");
         assert_eq!(pairs[0].1, "SELECT Id FROM Contact");
         assert_eq!(pairs[1].1, "2024-01-01T00:00:00+00:00");
-        assert_eq!(decode_component(&encode_component("a b+c/é"), false), "a b+c/é");
+        assert_eq!(
+            decode_component(&encode_component("a b+c/é"), false),
+            "a b+c/é"
+        );
     }
 
     #[test]
     fn limiter_refuses_over_the_limit_and_recovers_after_the_window() {
-        let mut limiter = Limiter::new(&[Window { requests: 2, per_ms: 1000 }]);
+        let mut limiter = Limiter::new(&[Window {
+            requests: 2,
+            per_ms: 1000,
+        }]);
         assert!(limiter.check(0).is_ok());
         assert!(limiter.check(100).is_ok());
         assert_eq!(limiter.check(200), Err(800));
@@ -388,8 +408,16 @@ mod tests {
 
     #[test]
     fn segments_ignore_trailing_slashes_and_decode() {
-        let request = ApiRequest::new(Method::GET, "/crm/rest/v1/contacts/?limit=2", HeaderMap::new(), Bytes::new());
-        assert_eq!(request.segments_after("/crm/rest/v1"), Some(vec!["contacts".to_string()]));
+        let request = ApiRequest::new(
+            Method::GET,
+            "/crm/rest/v1/contacts/?limit=2",
+            HeaderMap::new(),
+            Bytes::new(),
+        );
+        assert_eq!(
+            request.segments_after("/crm/rest/v1"),
+            Some(vec!["contacts".to_string()])
+        );
         assert_eq!(request.segments_after("/crm/rest/v2"), None);
         assert_eq!(request.segments_after("/crm/rest/v"), None);
         assert_eq!(request.query("limit"), Some("2"));

@@ -48,6 +48,9 @@ pub enum IdKind {
     Uuid,
 }
 
+/// A server-assigned number: its field and how the n-th number reads.
+pub type NumberFormat = Option<(&'static str, fn(u64) -> String)>;
+
 /// One entity of an in-house system and its schemas in the contract.
 #[derive(Debug, Clone)]
 pub struct EntityDef {
@@ -56,7 +59,7 @@ pub struct EntityDef {
     pub write: &'static str,
     pub patch: &'static str,
     /// A server-assigned number: its field and how to format it.
-    pub number: Option<(&'static str, fn(u64) -> String)>,
+    pub number: NumberFormat,
     /// Fields unique among live records (422 on duplicates).
     pub unique: &'static [&'static str],
 }
@@ -90,7 +93,12 @@ pub struct InHouse {
 }
 
 /// The contract's error body: `{"error":{"code","message","field"}}`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>, field: Option<&str>) -> ApiResponse {
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    field: Option<&str>,
+) -> ApiResponse {
     ApiResponse::json(
         status,
         json!({"error": {"code": code, "message": message.into(), "field": field}}),
@@ -99,11 +107,20 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>, field: 
 
 fn invalid(violation: &Violation) -> ApiResponse {
     let field = (!violation.path.is_empty()).then_some(violation.path.as_str());
-    error(StatusCode::UNPROCESSABLE_ENTITY, violation.code, &violation.message, field)
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        violation.code,
+        &violation.message,
+        field,
+    )
 }
 
 impl InHouse {
-    pub fn new(conventions: Conventions, shared: Arc<Shared>, windows: Vec<Window>) -> Result<Self, SchemaDocError> {
+    pub fn new(
+        conventions: Conventions,
+        shared: Arc<Shared>,
+        windows: Vec<Window>,
+    ) -> Result<Self, SchemaDocError> {
         let doc = SchemaDoc::parse(conventions.contract)?;
         {
             let mut store = shared.store();
@@ -122,11 +139,18 @@ impl InHouse {
     }
 
     pub fn entity(&self, name: &str) -> Option<&EntityDef> {
-        self.conventions.entities.iter().find(|entity| entity.name == name)
+        self.conventions
+            .entities
+            .iter()
+            .find(|entity| entity.name == name)
     }
 
     pub fn entity_names(&self) -> Vec<&'static str> {
-        self.conventions.entities.iter().map(|entity| entity.name).collect()
+        self.conventions
+            .entities
+            .iter()
+            .map(|entity| entity.name)
+            .collect()
     }
 
     pub fn collection_path(&self, entity: &str) -> String {
@@ -163,7 +187,10 @@ impl InHouse {
             FaultKind::TooManyRequests => error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("rate limit exceeded ({}); retry after 1 s", self.conventions.limit_text),
+                format!(
+                    "rate limit exceeded ({}); retry after 1 s",
+                    self.conventions.limit_text
+                ),
                 None,
             )
             .with_header(header::RETRY_AFTER, "1"),
@@ -185,13 +212,20 @@ impl InHouse {
     }
 
     fn not_found(&self, what: &str) -> ApiResponse {
-        error(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), None)
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+            None,
+        )
     }
 
     fn canonical_id(&self, text: &str) -> Option<String> {
         match self.conventions.ids {
             IdKind::Integer => text.parse::<u64>().ok().map(|id| id.to_string()),
-            IdKind::Uuid => crate::sandbox::schema::is_uuid(text).then(|| text.to_ascii_lowercase()),
+            IdKind::Uuid => {
+                crate::sandbox::schema::is_uuid(text).then(|| text.to_ascii_lowercase())
+            }
         }
     }
 
@@ -273,8 +307,16 @@ impl InHouse {
     }
 
     /// Validates and stores a new record written at `at`; returns its id.
-    pub fn create_at(&self, store: &mut Store, entity_name: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
-        let entity = self.entity(entity_name).ok_or_else(|| self.not_found("collection"))?;
+    pub fn create_at(
+        &self,
+        store: &mut Store,
+        entity_name: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
+        let entity = self
+            .entity(entity_name)
+            .ok_or_else(|| self.not_found("collection"))?;
         self.validate(entity.write, &body)?;
         let fields = body.as_object().cloned().unwrap_or_default();
         let system = self.conventions.system;
@@ -336,7 +378,9 @@ impl InHouse {
             (&Method::PATCH, [id]) if self.conventions.update == UpdateMethod::Patch => {
                 self.update(entity, id, request)
             }
-            (&Method::PUT, [id]) if self.conventions.update == UpdateMethod::Put => self.update(entity, id, request),
+            (&Method::PUT, [id]) if self.conventions.update == UpdateMethod::Put => {
+                self.update(entity, id, request)
+            }
             (&Method::DELETE, [id]) => self.delete(entity, id),
             (_, []) | (_, [_]) => method_not_allowed(),
             _ => self.not_found("resource"),
@@ -425,7 +469,9 @@ impl InHouse {
         record.modified = at;
         record.touched = at;
         let rendered = self.render(entity, &record);
-        store.entity_mut(self.conventions.system, entity.name).put(record);
+        store
+            .entity_mut(self.conventions.system, entity.name)
+            .put(record);
         ApiResponse::json(StatusCode::OK, rendered)
     }
 
@@ -469,7 +515,12 @@ impl InHouse {
     }
 
     /// An integer list parameter, with the contract's default and bounds.
-    fn int_parameter(&self, request: &ApiRequest, path: &str, name: &str) -> Result<i64, ApiResponse> {
+    fn int_parameter(
+        &self,
+        request: &ApiRequest,
+        path: &str,
+        name: &str,
+    ) -> Result<i64, ApiResponse> {
         let schema = self.parameter(path, name);
         let default = schema
             .and_then(|schema| schema.get("default"))
@@ -486,8 +537,12 @@ impl InHouse {
                 Some(name),
             )
         })?;
-        let minimum = schema.and_then(|schema| schema.get("minimum")).and_then(Value::as_i64);
-        let maximum = schema.and_then(|schema| schema.get("maximum")).and_then(Value::as_i64);
+        let minimum = schema
+            .and_then(|schema| schema.get("minimum"))
+            .and_then(Value::as_i64);
+        let maximum = schema
+            .and_then(|schema| schema.get("maximum"))
+            .and_then(Value::as_i64);
         if let Some(minimum) = minimum.filter(|minimum| value < *minimum) {
             return Err(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -527,7 +582,11 @@ impl InHouse {
         }
     }
 
-    fn try_list(&self, entity: &EntityDef, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+    fn try_list(
+        &self,
+        entity: &EntityDef,
+        request: &ApiRequest,
+    ) -> Result<ApiResponse, ApiResponse> {
         let conventions = &self.conventions;
         let path = format!("/{}", entity.name);
         let since = Self::instant_parameter(request, conventions.since_param)?;
@@ -556,7 +615,10 @@ impl InHouse {
             })
             .collect();
         let render = |records: &[&Record]| -> Vec<Value> {
-            records.iter().map(|record| self.render(entity, record)).collect()
+            records
+                .iter()
+                .map(|record| self.render(entity, record))
+                .collect()
         };
         let body = match conventions.paging {
             Paging::Pages => {
@@ -599,12 +661,16 @@ impl InHouse {
                 };
                 let start = match after {
                     None => 0,
-                    Some(position) => records.partition_point(|record| (record.touched, record.seq) <= position),
+                    Some(position) => {
+                        records.partition_point(|record| (record.touched, record.seq) <= position)
+                    }
                 };
                 let end = (start + page_size).min(records.len());
                 let page = &records[start..end];
                 let next_cursor = match page.last() {
-                    Some(last) if end < records.len() => Value::String(encode_cursor(last.touched, last.seq)),
+                    Some(last) if end < records.len() => {
+                        Value::String(encode_cursor(last.touched, last.seq))
+                    }
                     _ => Value::Null,
                 };
                 json!({ "items": render(page), "next_cursor": next_cursor })
@@ -707,7 +773,10 @@ fn encode_cursor(touched: Stamp, seq: u64) -> String {
 
 fn decode_cursor(text: &str) -> Option<(Stamp, u64)> {
     let (touched, seq) = text.split_once('.')?;
-    Some((i64::from_str_radix(touched, 16).ok()?, u64::from_str_radix(seq, 16).ok()?))
+    Some((
+        i64::from_str_radix(touched, 16).ok()?,
+        u64::from_str_radix(seq, 16).ok()?,
+    ))
 }
 
 #[cfg(test)]

@@ -14,9 +14,13 @@ use std::sync::{Arc, Mutex};
 use axum::http::{HeaderName, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::sandbox::http::{ApiRequest, ApiResponse, Limiter, Simulator, Window, encode_query, retry_after_seconds};
+use crate::sandbox::http::{
+    ApiRequest, ApiResponse, Limiter, Simulator, Window, encode_query, retry_after_seconds,
+};
 use crate::sandbox::schema::{Mode, SchemaDoc, is_email};
-use crate::sandbox::store::{ChangeKind, Record, Stamp, Store, offset_datetime, parse_lenient_datetime};
+use crate::sandbox::store::{
+    ChangeKind, Record, Stamp, Store, offset_datetime, parse_lenient_datetime,
+};
 use crate::sandbox::{Backend, FaultKind, SandboxError, Shared, credentials};
 
 const BASE_PATH: &str = "/crm/rest/v1";
@@ -76,7 +80,10 @@ fn singular(entity: &str) -> &'static str {
 }
 
 fn not_found(entity: &str) -> ApiResponse {
-    message(StatusCode::NOT_FOUND, format!("Unable to find this {}", singular(entity)))
+    message(
+        StatusCode::NOT_FOUND,
+        format!("Unable to find this {}", singular(entity)),
+    )
 }
 
 fn bad_request(text: impl Into<String>) -> ApiResponse {
@@ -88,7 +95,11 @@ fn non_null(value: Option<&Value>) -> Option<&Value> {
 }
 
 impl Keap {
-    pub fn new(shared: Arc<Shared>, root: &str, windows: Vec<Window>) -> Result<Self, SandboxError> {
+    pub fn new(
+        shared: Arc<Shared>,
+        root: &str,
+        windows: Vec<Window>,
+    ) -> Result<Self, SandboxError> {
         let doc = SchemaDoc::parse(include_str!("contracts/keap-v1.subset.json"))?;
         let throttle_limit = windows
             .iter()
@@ -99,8 +110,14 @@ impl Keap {
             .find(|window| window.per_ms == DAY_MS)
             .map_or(NOMINAL_QUOTA, |window| window.requests);
         let report = Limiter::new(&[
-            Window { requests: u64::MAX, per_ms: MINUTE_MS },
-            Window { requests: u64::MAX, per_ms: DAY_MS },
+            Window {
+                requests: u64::MAX,
+                per_ms: MINUTE_MS,
+            },
+            Window {
+                requests: u64::MAX,
+                per_ms: DAY_MS,
+            },
         ]);
         Ok(Self {
             shared,
@@ -114,7 +131,9 @@ impl Keap {
     }
 
     fn authorized(request: &ApiRequest) -> bool {
-        let key = request.header("x-keap-api-key").or_else(|| request.bearer());
+        let key = request
+            .header("x-keap-api-key")
+            .or_else(|| request.bearer());
         key == Some(credentials::KEAP_API_KEY)
     }
 
@@ -134,18 +153,33 @@ impl Keap {
             ("x-keap-product-quota-limit", self.quota_limit.to_string()),
             ("x-keap-product-quota-time-unit", "day".to_string()),
             ("x-keap-product-quota-interval", "1".to_string()),
-            ("x-keap-product-quota-available", self.quota_limit.saturating_sub(day.used).to_string()),
+            (
+                "x-keap-product-quota-available",
+                self.quota_limit.saturating_sub(day.used).to_string(),
+            ),
             ("x-keap-product-quota-used", day.used.to_string()),
-            ("x-keap-product-quota-expiry-time", day.resets_at.to_string()),
-            ("x-keap-product-throttle-limit", self.throttle_limit.to_string()),
+            (
+                "x-keap-product-quota-expiry-time",
+                day.resets_at.to_string(),
+            ),
+            (
+                "x-keap-product-throttle-limit",
+                self.throttle_limit.to_string(),
+            ),
             ("x-keap-product-throttle-time-unit", "minute".to_string()),
             ("x-keap-product-throttle-interval", "1".to_string()),
-            ("x-keap-product-throttle-available", self.throttle_limit.saturating_sub(minute.used).to_string()),
+            (
+                "x-keap-product-throttle-available",
+                self.throttle_limit.saturating_sub(minute.used).to_string(),
+            ),
             ("x-keap-product-throttle-used", minute.used.to_string()),
             ("x-keap-tenant-throttle-limit", "10000".to_string()),
             ("x-keap-tenant-throttle-time-unit", "minute".to_string()),
             ("x-keap-tenant-throttle-interval", "1".to_string()),
-            ("x-keap-tenant-throttle-available", 10_000u64.saturating_sub(minute.used).to_string()),
+            (
+                "x-keap-tenant-throttle-available",
+                10_000u64.saturating_sub(minute.used).to_string(),
+            ),
             ("x-keap-tenant-throttle-used", minute.used.to_string()),
             ("x-keap-tenant-id", "sandbox.infusionsoft.com".to_string()),
             ("x-keap-product-spike-limit", "10ps".to_string()),
@@ -156,7 +190,10 @@ impl Keap {
         response
     }
 
-    fn entity_store<'a>(store: &'a Store, entity: &str) -> Option<&'a crate::sandbox::store::EntityStore> {
+    fn entity_store<'a>(
+        store: &'a Store,
+        entity: &str,
+    ) -> Option<&'a crate::sandbox::store::EntityStore> {
         store.entity(SYSTEM, entity)
     }
 
@@ -178,7 +215,10 @@ impl Keap {
             .validate(&schema, body, mode)
             .into_iter()
             // Custom field content is free-form in practice, whatever the file says.
-            .find(|violation| !(violation.path.starts_with("custom_fields[") && violation.path.ends_with(".content")));
+            .find(|violation| {
+                !(violation.path.starts_with("custom_fields[")
+                    && violation.path.ends_with(".content"))
+            });
         match violation {
             Some(violation) => Err(bad_request(violation.message)),
             None => Ok(()),
@@ -186,7 +226,13 @@ impl Keap {
     }
 
     /// Rules the schemas do not express.
-    fn check_rules(&self, store: &Store, entity: &str, fields: &Map<String, Value>, creating: bool) -> Result<(), ApiResponse> {
+    fn check_rules(
+        &self,
+        store: &Store,
+        entity: &str,
+        fields: &Map<String, Value>,
+        creating: bool,
+    ) -> Result<(), ApiResponse> {
         match entity {
             "companies" => {
                 if let Some(email) = non_null(fields.get("email_address")).and_then(Value::as_str)
@@ -202,42 +248,63 @@ impl Keap {
             "contacts" => {
                 let emails = fields.get("email_addresses").and_then(Value::as_array);
                 let phones = fields.get("phone_numbers").and_then(Value::as_array);
-                if creating && emails.is_none_or(Vec::is_empty) && phones.is_none_or(Vec::is_empty) {
-                    return Err(bad_request("Contact must contain an e-mail address or phone number"));
+                if creating && emails.is_none_or(Vec::is_empty) && phones.is_none_or(Vec::is_empty)
+                {
+                    return Err(bad_request(
+                        "Contact must contain an e-mail address or phone number",
+                    ));
                 }
                 for email in emails.into_iter().flatten() {
                     if let Some(address) = email.get("email").and_then(Value::as_str)
                         && !is_email(address)
                     {
-                        return Err(bad_request(format!("Email address '{address}' is not valid")));
+                        return Err(bad_request(format!(
+                            "Email address '{address}' is not valid"
+                        )));
                     }
                 }
                 if emails.is_some_and(|emails| emails.len() > 3) {
                     return Err(bad_request("A contact can have at most 3 email addresses"));
                 }
-                for address in fields.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+                for address in fields
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     check_region(address)?;
                 }
-                if let Some(company_id) = non_null(fields.get("company")).and_then(|company| company.get("id")) {
-                    let known = company_id
-                        .as_u64()
-                        .is_some_and(|id| Self::find(store, "companies", &id.to_string()).is_some());
+                if let Some(company_id) =
+                    non_null(fields.get("company")).and_then(|company| company.get("id"))
+                {
+                    let known = company_id.as_u64().is_some_and(|id| {
+                        Self::find(store, "companies", &id.to_string()).is_some()
+                    });
                     if !known {
-                        return Err(bad_request(format!("Company with id {company_id} not found")));
+                        return Err(bad_request(format!(
+                            "Company with id {company_id} not found"
+                        )));
                     }
                 }
             }
             "opportunities" => {
-                if let Some(contact_id) = non_null(fields.get("contact")).and_then(|contact| contact.get("id")) {
+                if let Some(contact_id) =
+                    non_null(fields.get("contact")).and_then(|contact| contact.get("id"))
+                {
                     let known = contact_id
                         .as_u64()
                         .is_some_and(|id| Self::find(store, "contacts", &id.to_string()).is_some());
                     if !known {
-                        return Err(bad_request(format!("Contact with id {contact_id} not found")));
+                        return Err(bad_request(format!(
+                            "Contact with id {contact_id} not found"
+                        )));
                     }
                 }
-                if let Some(stage_id) = non_null(fields.get("stage")).and_then(|stage| stage.get("id"))
-                    && !STAGES.iter().any(|(id, _, _)| stage_id.as_i64() == Some(*id))
+                if let Some(stage_id) =
+                    non_null(fields.get("stage")).and_then(|stage| stage.get("id"))
+                    && !STAGES
+                        .iter()
+                        .any(|(id, _, _)| stage_id.as_i64() == Some(*id))
                 {
                     return Err(bad_request(format!("Stage with id {stage_id} not found")));
                 }
@@ -263,7 +330,8 @@ impl Keap {
 
     /// Keeps only what a client may write; read-only fields in a body are ignored.
     fn writable(&self, entity: &str, body: &Value) -> Map<String, Value> {
-        let schema = json!({ "$ref": format!("#/components/schemas/{}", Self::write_schema(entity)) });
+        let schema =
+            json!({ "$ref": format!("#/components/schemas/{}", Self::write_schema(entity)) });
         let names = self.doc.property_names(&schema);
         body.as_object()
             .map(|object| {
@@ -276,9 +344,17 @@ impl Keap {
             .unwrap_or_default()
     }
 
-    pub fn create_in(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    pub fn create_in(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         if !body.is_object() {
-            return Err(bad_request("Input could not be converted to a valid request"));
+            return Err(bad_request(
+                "Input could not be converted to a valid request",
+            ));
         }
         self.validate(Self::write_schema(entity), &body)?;
         let fields = self.writable(entity, &body);
@@ -293,23 +369,48 @@ impl Keap {
 
     fn render_company(record: &Record, optional: &[String], full: bool) -> Value {
         let fields = &record.fields;
-        let email = non_null(fields.get("email_address")).cloned().unwrap_or(Value::Null);
+        let email = non_null(fields.get("email_address"))
+            .cloned()
+            .unwrap_or(Value::Null);
         let opted_in = !email.is_null() && non_null(fields.get("opt_in_reason")).is_some();
         let mut out = Map::new();
-        out.insert("id".into(), json!(record.id.parse::<u64>().unwrap_or_default()));
-        out.insert("company_name".into(), fields.get("company_name").cloned().unwrap_or(Value::Null));
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        out.insert(
+            "company_name".into(),
+            fields.get("company_name").cloned().unwrap_or(Value::Null),
+        );
         out.insert("email_address".into(), email);
         out.insert("email_opted_in".into(), json!(opted_in));
         out.insert(
             "email_status".into(),
-            json!(if opted_in { "SingleOptIn" } else { "NonMarketable" }),
+            json!(if opted_in {
+                "SingleOptIn"
+            } else {
+                "NonMarketable"
+            }),
         );
-        out.insert("phone_number".into(), fields.get("phone_number").cloned().unwrap_or(Value::Null));
-        out.insert("address".into(), fields.get("address").cloned().unwrap_or(Value::Null));
-        out.insert("website".into(), fields.get("website").cloned().unwrap_or(Value::Null));
+        out.insert(
+            "phone_number".into(),
+            fields.get("phone_number").cloned().unwrap_or(Value::Null),
+        );
+        out.insert(
+            "address".into(),
+            fields.get("address").cloned().unwrap_or(Value::Null),
+        );
+        out.insert(
+            "website".into(),
+            fields.get("website").cloned().unwrap_or(Value::Null),
+        );
         for name in ["notes", "fax_number", "custom_fields"] {
             if full || optional.iter().any(|wanted| wanted == name) {
-                let default = if name == "custom_fields" { json!([]) } else { Value::Null };
+                let default = if name == "custom_fields" {
+                    json!([])
+                } else {
+                    Value::Null
+                };
                 out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
             }
         }
@@ -318,7 +419,10 @@ impl Keap {
 
     fn render_contact(store: &Store, record: &Record, optional: &[String], full: bool) -> Value {
         let fields = &record.fields;
-        let emails = fields.get("email_addresses").cloned().unwrap_or_else(|| json!([]));
+        let emails = fields
+            .get("email_addresses")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
         let has_email = emails.as_array().is_some_and(|emails| !emails.is_empty());
         let opted_in = has_email && non_null(fields.get("opt_in_reason")).is_some();
         let company = non_null(fields.get("company"))
@@ -332,13 +436,34 @@ impl Keap {
                 })
             });
         let mut out = Map::new();
-        out.insert("id".into(), json!(record.id.parse::<u64>().unwrap_or_default()));
-        for name in ["given_name", "middle_name", "family_name", "prefix", "suffix", "preferred_name"] {
-            out.insert(name.into(), fields.get(name).cloned().unwrap_or(Value::Null));
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        for name in [
+            "given_name",
+            "middle_name",
+            "family_name",
+            "prefix",
+            "suffix",
+            "preferred_name",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         out.insert("email_addresses".into(), emails);
-        for name in ["phone_numbers", "fax_numbers", "addresses", "social_accounts"] {
-            out.insert(name.into(), fields.get(name).cloned().unwrap_or_else(|| json!([])));
+        for name in [
+            "phone_numbers",
+            "fax_numbers",
+            "addresses",
+            "social_accounts",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or_else(|| json!([])),
+            );
         }
         out.insert(
             "company_name".into(),
@@ -351,7 +476,11 @@ impl Keap {
         out.insert("email_opted_in".into(), json!(opted_in));
         out.insert(
             "email_status".into(),
-            json!(if opted_in { "SingleOptIn" } else { "NonMarketable" }),
+            json!(if opted_in {
+                "SingleOptIn"
+            } else {
+                "NonMarketable"
+            }),
         );
         for name in [
             "anniversary",
@@ -364,15 +493,28 @@ impl Keap {
             "time_zone",
             "website",
         ] {
-            out.insert(name.into(), fields.get(name).cloned().unwrap_or(Value::Null));
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         out.insert("ScoreValue".into(), Value::Null);
-        out.insert("date_created".into(), json!(offset_datetime(record.created)));
-        out.insert("last_updated".into(), json!(offset_datetime(record.modified)));
+        out.insert(
+            "date_created".into(),
+            json!(offset_datetime(record.created)),
+        );
+        out.insert(
+            "last_updated".into(),
+            json!(offset_datetime(record.modified)),
+        );
         out.insert("last_updated_utc_millis".into(), json!(record.modified));
         for name in ["job_title", "lead_source_id", "custom_fields"] {
             if full || optional.iter().any(|wanted| wanted == name) {
-                let default = if name == "custom_fields" { json!([]) } else { Value::Null };
+                let default = if name == "custom_fields" {
+                    json!([])
+                } else {
+                    Value::Null
+                };
                 out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
             }
         }
@@ -451,10 +593,16 @@ impl Keap {
             .map(|(id, first, last)| json!({"id": id, "first_name": first, "last_name": last}))
             .unwrap_or(Value::Null);
         let mut out = Map::new();
-        out.insert("id".into(), json!(record.id.parse::<u64>().unwrap_or_default()));
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
         out.insert(
             "opportunity_title".into(),
-            fields.get("opportunity_title").cloned().unwrap_or(Value::Null),
+            fields
+                .get("opportunity_title")
+                .cloned()
+                .unwrap_or(Value::Null),
         );
         out.insert("contact".into(), contact);
         out.insert("stage".into(), stage);
@@ -468,18 +616,33 @@ impl Keap {
             "opportunity_notes",
             "affiliate_id",
         ] {
-            out.insert(name.into(), fields.get(name).cloned().unwrap_or(Value::Null));
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         out.insert(
             "include_in_forecast".into(),
-            fields.get("include_in_forecast").cloned().unwrap_or(json!(0)),
+            fields
+                .get("include_in_forecast")
+                .cloned()
+                .unwrap_or(json!(0)),
         );
         out.insert(
             "custom_fields".into(),
-            fields.get("custom_fields").cloned().unwrap_or_else(|| json!([])),
+            fields
+                .get("custom_fields")
+                .cloned()
+                .unwrap_or_else(|| json!([])),
         );
-        out.insert("date_created".into(), json!(offset_datetime(record.created)));
-        out.insert("last_updated".into(), json!(offset_datetime(record.modified)));
+        out.insert(
+            "date_created".into(),
+            json!(offset_datetime(record.created)),
+        );
+        out.insert(
+            "last_updated".into(),
+            json!(offset_datetime(record.modified)),
+        );
         Value::Object(out)
     }
 
@@ -487,11 +650,26 @@ impl Keap {
     /// which carry `status` 1/0 instead of `active`).
     fn render_product(record: &Record, listed: bool) -> Value {
         let fields = &record.fields;
-        let active = fields.get("active").and_then(Value::as_bool).unwrap_or(false);
+        let active = fields
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut out = Map::new();
-        out.insert("id".into(), json!(record.id.parse::<u64>().unwrap_or_default()));
-        for name in ["product_name", "product_desc", "product_price", "product_short_desc", "sku"] {
-            out.insert(name.into(), fields.get(name).cloned().unwrap_or(Value::Null));
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        for name in [
+            "product_name",
+            "product_desc",
+            "product_price",
+            "product_short_desc",
+            "sku",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         if listed {
             out.insert("status".into(), json!(i32::from(active)));
@@ -501,14 +679,23 @@ impl Keap {
         }
         out.insert(
             "subscription_only".into(),
-            fields.get("subscription_only").cloned().unwrap_or(json!(false)),
+            fields
+                .get("subscription_only")
+                .cloned()
+                .unwrap_or(json!(false)),
         );
         out.insert("subscription_plans".into(), json!([]));
         out.insert("url".into(), Value::Null);
         Value::Object(out)
     }
 
-    fn render(store: &Store, entity: &str, record: &Record, optional: &[String], full: bool) -> Value {
+    fn render(
+        store: &Store,
+        entity: &str,
+        record: &Record,
+        optional: &[String],
+        full: bool,
+    ) -> Value {
         match entity {
             "companies" => Self::render_company(record, optional, full),
             "contacts" => Self::render_contact(store, record, optional, full),
@@ -544,7 +731,9 @@ impl Keap {
             [entity, id] if ENTITIES.contains(entity) => match *method {
                 Method::GET => self.get(entity, id, request),
                 Method::PATCH => self.update(entity, id, request),
-                Method::DELETE if matches!(*entity, "contacts" | "products") => self.delete(entity, id),
+                Method::DELETE if matches!(*entity, "contacts" | "products") => {
+                    self.delete(entity, id)
+                }
                 _ => not_supported(method),
             },
             _ => message(StatusCode::NOT_FOUND, "Resource not found"),
@@ -657,7 +846,10 @@ impl Keap {
         record.modified = at;
         record.touched = at;
         store.entity_mut(SYSTEM, entity).put(record.clone());
-        ApiResponse::json(StatusCode::OK, Self::render(&store, entity, &record, &[], true))
+        ApiResponse::json(
+            StatusCode::OK,
+            Self::render(&store, entity, &record, &[], true),
+        )
     }
 
     fn list_parameter(request: &ApiRequest, name: &str) -> Vec<String> {
@@ -694,7 +886,9 @@ impl Keap {
         };
         let limit = match number("limit")? {
             None | Some(0) => MAX_LIMIT,
-            Some(limit) if limit < 0 => return Err(bad_request("Invalid value for parameter 'limit'")),
+            Some(limit) if limit < 0 => {
+                return Err(bad_request("Invalid value for parameter 'limit'"));
+            }
             Some(limit) => limit.min(MAX_LIMIT),
         };
         let offset = number("offset")?.unwrap_or(0);
@@ -705,7 +899,13 @@ impl Keap {
     }
 
     /// `next`/`previous` for a list: the same query with `limit` and `offset` moved.
-    fn page_links(&self, path: &str, request: &ApiRequest, limit: i64, offset: i64) -> (String, String) {
+    fn page_links(
+        &self,
+        path: &str,
+        request: &ApiRequest,
+        limit: i64,
+        offset: i64,
+    ) -> (String, String) {
         let rest: Vec<(String, String)> = request
             .query
             .iter()
@@ -713,7 +913,10 @@ impl Keap {
             .cloned()
             .collect();
         let link = |offset: i64| {
-            let mut pairs = vec![("limit".to_string(), limit.to_string()), ("offset".to_string(), offset.to_string())];
+            let mut pairs = vec![
+                ("limit".to_string(), limit.to_string()),
+                ("offset".to_string(), offset.to_string()),
+            ];
             pairs.extend(rest.iter().cloned());
             format!("{}{BASE_PATH}/{path}/?{}", self.root, encode_query(&pairs))
         };
@@ -731,9 +934,9 @@ impl Keap {
         let instant = |name: &str| -> Result<Option<Stamp>, ApiResponse> {
             match request.query(name) {
                 None | Some("") => Ok(None),
-                Some(text) => parse_lenient_datetime(text)
-                    .map(Some)
-                    .ok_or_else(|| bad_request(format!("Invalid date format for '{name}': {text}"))),
+                Some(text) => parse_lenient_datetime(text).map(Some).ok_or_else(|| {
+                    bad_request(format!("Invalid date format for '{name}': {text}"))
+                }),
             }
         };
         let (since, until) = if entity == "contacts" {
@@ -744,8 +947,21 @@ impl Keap {
         let order = request.query("order").unwrap_or("id");
         let allowed: &[&str] = match entity {
             "companies" => &["id", "date_created", "name", "email"],
-            "contacts" => &["id", "date_created", "last_updated", "name", "firstName", "email"],
-            "opportunities" => &["next_action", "opportunity_name", "contact_name", "date_created", "id"],
+            "contacts" => &[
+                "id",
+                "date_created",
+                "last_updated",
+                "name",
+                "firstName",
+                "email",
+            ],
+            "opportunities" => &[
+                "next_action",
+                "opportunity_name",
+                "contact_name",
+                "date_created",
+                "id",
+            ],
             _ => &["id"],
         };
         if !allowed.contains(&order) {
@@ -813,17 +1029,30 @@ impl Keap {
                 }
                 "opportunities" => {
                     request.query("stage_id").is_none_or(|stage| {
-                        record.fields.get("stage").and_then(|value| value.get("id")).map(Value::to_string)
+                        record
+                            .fields
+                            .get("stage")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
                             == Some(stage.to_string())
                     }) && request.query("user_id").is_none_or(|user| {
-                        record.fields.get("user").and_then(|value| value.get("id")).map(Value::to_string)
+                        record
+                            .fields
+                            .get("user")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
                             == Some(user.to_string())
                     })
                 }
                 _ => match request.query("active") {
                     None => true,
                     Some(active) => {
-                        record.fields.get("active").and_then(Value::as_bool).unwrap_or(false) == (active == "true")
+                        record
+                            .fields
+                            .get("active")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                            == (active == "true")
                     }
                 },
             })
@@ -832,10 +1061,15 @@ impl Keap {
         match order {
             "date_created" => records.sort_by_key(|record| (record.created, record.seq)),
             "last_updated" => records.sort_by_key(|record| (record.modified, record.seq)),
-            "name" if entity == "companies" => records.sort_by_key(|record| text(record, "company_name")),
-            "name" => records.sort_by_key(|record| (text(record, "family_name"), text(record, "given_name"))),
+            "name" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "company_name"))
+            }
+            "name" => records
+                .sort_by_key(|record| (text(record, "family_name"), text(record, "given_name"))),
             "firstName" => records.sort_by_key(|record| text(record, "given_name")),
-            "email" if entity == "companies" => records.sort_by_key(|record| text(record, "email_address")),
+            "email" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "email_address"))
+            }
             "email" => records.sort_by_key(|record| first_email(record)),
             "opportunity_name" => records.sort_by_key(|record| text(record, "opportunity_title")),
             "next_action" => records.sort_by_key(|record| text(record, "next_action_date")),
@@ -899,7 +1133,8 @@ impl Keap {
             Err(response) => return response,
         };
         let store = self.shared.store();
-        let head = Self::entity_store(&store, "products").map_or(0, |products| products.next_change);
+        let head =
+            Self::entity_store(&store, "products").map_or(0, |products| products.next_change);
         let since = match request.query("sync_token") {
             None | Some("") => 0,
             Some(token) => match token.parse::<u64>() {
@@ -912,7 +1147,11 @@ impl Keap {
             for change in products.changes.iter().filter(|change| change.seq > since) {
                 match statuses.iter_mut().find(|(id, _, _)| *id == change.id) {
                     Some(entry) => entry.1 = change.kind,
-                    None => statuses.push((change.id.clone(), change.kind, change.kind == ChangeKind::Created)),
+                    None => statuses.push((
+                        change.id.clone(),
+                        change.kind,
+                        change.kind == ChangeKind::Created,
+                    )),
                 }
             }
         }
@@ -948,8 +1187,12 @@ impl Keap {
 }
 
 fn check_region(address: &Value) -> Result<(), ApiResponse> {
-    let region = non_null(address.get("region")).and_then(Value::as_str).unwrap_or_default();
-    let country = non_null(address.get("country_code")).and_then(Value::as_str).unwrap_or_default();
+    let region = non_null(address.get("region"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let country = non_null(address.get("country_code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !region.is_empty() && country.is_empty() {
         return Err(bad_request("country_code is required when region is given"));
     }
@@ -1001,9 +1244,13 @@ impl Simulator for Keap {
     fn fault(&self, kind: FaultKind) -> ApiResponse {
         match kind {
             FaultKind::TooManyRequests => {
-                ApiResponse::json(StatusCode::TOO_MANY_REQUESTS, throttled_body()).with_header(header::RETRY_AFTER, "1")
+                ApiResponse::json(StatusCode::TOO_MANY_REQUESTS, throttled_body())
+                    .with_header(header::RETRY_AFTER, "1")
             }
-            FaultKind::ServerError => message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred"),
+            FaultKind::ServerError => message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            ),
             FaultKind::Unavailable => gateway_fault(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The Service is temporarily unavailable",
@@ -1048,7 +1295,13 @@ impl Backend for Keap {
             .collect()
     }
 
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         self.create_in(store, entity, body, at)
     }
 
@@ -1065,7 +1318,9 @@ impl Backend for Keap {
             && !object.contains_key(name)
         {
             let store = self.shared.store();
-            if let Some(current) = Self::find(&store, entity, id).and_then(|record| record.fields.get(name)) {
+            if let Some(current) =
+                Self::find(&store, entity, id).and_then(|record| record.fields.get(name))
+            {
                 object.insert(name.to_string(), current.clone());
             }
         }

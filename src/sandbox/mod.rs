@@ -45,7 +45,13 @@ mod store;
 pub use faults::{FaultKind, FaultSpec, FaultSpecError};
 
 /// The simulated systems, in the order of their ports (`port_base + 1` to `+ 5`).
-pub const SYSTEMS: [&str; 5] = ["customcrm", "customerp", "customwebshop", "keap", "salesforce"];
+pub const SYSTEMS: [&str; 5] = [
+    "customcrm",
+    "customerp",
+    "customwebshop",
+    "keap",
+    "salesforce",
+];
 
 /// The fixed credentials the simulators accept (and [`Sandbox::env`] hands out).
 pub mod credentials {
@@ -73,7 +79,9 @@ impl RateLimit {
     fn window(self) -> Window {
         Window {
             requests: self.requests,
-            per_ms: i64::try_from(self.per.as_millis()).unwrap_or(i64::MAX).max(1),
+            per_ms: i64::try_from(self.per.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
         }
     }
 }
@@ -199,12 +207,20 @@ pub enum SandboxError {
         source: std::io::Error,
     },
     #[error("cannot read or write sandbox state {path}: {source}")]
-    StateIo { path: PathBuf, source: std::io::Error },
+    StateIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("sandbox state {path} is not valid: {source}")]
-    StateFormat { path: PathBuf, source: serde_json::Error },
+    StateFormat {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("embedded contract is broken: {0}")]
     Contract(#[from] schema::SchemaDocError),
-    #[error("unknown system `{0}` (expected customcrm, customerp, customwebshop, keap or salesforce)")]
+    #[error(
+        "unknown system `{0}` (expected customcrm, customerp, customwebshop, keap or salesforce)"
+    )]
     UnknownSystem(String),
     #[error("{system} has no entity `{entity}` (it has {known})")]
     UnknownEntity {
@@ -213,11 +229,19 @@ pub enum SandboxError {
         known: String,
     },
     #[error("{system} {entity} {id} does not exist")]
-    NotFound { system: String, entity: String, id: String },
+    NotFound {
+        system: String,
+        entity: String,
+        id: String,
+    },
     /// The system refused the change the way its API would have: `status` and `body` are
     /// what an HTTP client would have received.
     #[error("{system} refused the change with {status}: {body}")]
-    Rejected { system: String, status: u16, body: Value },
+    Rejected {
+        system: String,
+        status: u16,
+        body: Value,
+    },
     #[error("seeding {system} {entity} failed with {status}: {body}")]
     Seed {
         system: String,
@@ -240,7 +264,9 @@ pub(crate) struct Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -289,7 +315,13 @@ pub(crate) trait Backend: Simulator {
     fn records(&self, entity: &str) -> Vec<Value>;
     /// Creates a record with the API's validation and server-assigned fields at time `at`
     /// (seed data has historical times); returns its id.
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse>;
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse>;
     /// A person's partial edit: PATCH where the API has it; the web shop merges the
     /// patch into the current record and PUTs the result.
     fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {
@@ -345,10 +377,16 @@ impl Sandbox {
             let addr = SocketAddr::new(options.bind, port);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|source| SandboxError::Bind { system, addr, source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| SandboxError::Bind { system, addr, source })?;
+                .map_err(|source| SandboxError::Bind {
+                    system,
+                    addr,
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| SandboxError::Bind {
+                system,
+                addr,
+                source,
+            })?;
             listeners.push((system, listener, format!("http://{local}")));
         }
 
@@ -395,7 +433,12 @@ impl Sandbox {
                 let _ = receiver.wait_for(|stopped| *stopped).await;
             };
             let simulator: Arc<dyn Simulator> = backend.clone();
-            servers.push(tokio::spawn(http::serve(listener, simulator, shared.clone(), shutdown)));
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                simulator,
+                shared.clone(),
+                shutdown,
+            )));
             backends.push((system, backend));
         }
 
@@ -454,17 +497,32 @@ impl Sandbox {
         let url = |system: &str| self.base_url(system).unwrap_or_default().to_string();
         let pairs = [
             ("CUSTOMCRM_BASE_URL", url("customcrm")),
-            ("CUSTOMCRM_CLIENT_ID", credentials::CUSTOMCRM_CLIENT_ID.to_string()),
-            ("CUSTOMCRM_CLIENT_SECRET", credentials::CUSTOMCRM_CLIENT_SECRET.to_string()),
+            (
+                "CUSTOMCRM_CLIENT_ID",
+                credentials::CUSTOMCRM_CLIENT_ID.to_string(),
+            ),
+            (
+                "CUSTOMCRM_CLIENT_SECRET",
+                credentials::CUSTOMCRM_CLIENT_SECRET.to_string(),
+            ),
             ("CUSTOMERP_BASE_URL", url("customerp")),
             ("CUSTOMERP_TOKEN", credentials::CUSTOMERP_TOKEN.to_string()),
             ("CUSTOMWEBSHOP_BASE_URL", url("customwebshop")),
-            ("CUSTOMWEBSHOP_API_KEY", credentials::CUSTOMWEBSHOP_API_KEY.to_string()),
+            (
+                "CUSTOMWEBSHOP_API_KEY",
+                credentials::CUSTOMWEBSHOP_API_KEY.to_string(),
+            ),
             ("KEAP_BASE_URL", url("keap")),
             ("KEAP_API_KEY", credentials::KEAP_API_KEY.to_string()),
             ("SALESFORCE_LOGIN_URL", url("salesforce")),
-            ("SALESFORCE_CLIENT_ID", credentials::SALESFORCE_CLIENT_ID.to_string()),
-            ("SALESFORCE_CLIENT_SECRET", credentials::SALESFORCE_CLIENT_SECRET.to_string()),
+            (
+                "SALESFORCE_CLIENT_ID",
+                credentials::SALESFORCE_CLIENT_ID.to_string(),
+            ),
+            (
+                "SALESFORCE_CLIENT_SECRET",
+                credentials::SALESFORCE_CLIENT_SECRET.to_string(),
+            ),
         ];
         pairs
             .into_iter()
@@ -506,17 +564,30 @@ impl Sandbox {
 
     /// One record as a GET of it returns it; `None` when the GET would answer 404 (a web
     /// shop record that is soft-deleted is still returned, with `deleted: true`).
-    pub fn record(&self, system: &str, entity: &str, id: &str) -> Result<Option<Value>, SandboxError> {
+    pub fn record(
+        &self,
+        system: &str,
+        entity: &str,
+        id: &str,
+    ) -> Result<Option<Value>, SandboxError> {
         let backend = self.backend(system, entity)?;
         let path = format!("{}/{}", backend.collection_path(entity), id);
         let response = backend.route(&request(Method::GET, &path, None));
-        Ok(response.status.is_success().then_some(response.body).flatten())
+        Ok(response
+            .status
+            .is_success()
+            .then_some(response.body)
+            .flatten())
     }
 
     /// Creates a record as a person in the system would; returns it as the API renders it.
     pub fn insert(&self, system: &str, entity: &str, record: Value) -> Result<Value, SandboxError> {
         let backend = self.backend(system, entity)?;
-        let response = backend.route(&request(Method::POST, &backend.collection_path(entity), Some(&record)));
+        let response = backend.route(&request(
+            Method::POST,
+            &backend.collection_path(entity),
+            Some(&record),
+        ));
         let body = accepted(system, response)?.unwrap_or_default();
         let id = match body.get("id") {
             Some(Value::String(id)) => id.clone(),
@@ -533,7 +604,13 @@ impl Sandbox {
 
     /// Changes some fields of a record as a person would (its modified time moves);
     /// returns the record as the API renders it.
-    pub fn update(&self, system: &str, entity: &str, id: &str, patch: Value) -> Result<Value, SandboxError> {
+    pub fn update(
+        &self,
+        system: &str,
+        entity: &str,
+        id: &str,
+        patch: Value,
+    ) -> Result<Value, SandboxError> {
         let backend = self.backend(system, entity)?;
         let response = backend.edit(entity, id, patch);
         if response.status.as_u16() == 404 {
@@ -544,11 +621,12 @@ impl Sandbox {
             });
         }
         accepted(system, response)?;
-        self.record(system, entity, id)?.ok_or_else(|| SandboxError::NotFound {
-            system: system.to_string(),
-            entity: entity.to_string(),
-            id: id.to_string(),
-        })
+        self.record(system, entity, id)?
+            .ok_or_else(|| SandboxError::NotFound {
+                system: system.to_string(),
+                entity: entity.to_string(),
+                id: id.to_string(),
+            })
     }
 
     /// Deletes a record as the system's own DELETE does (hard delete, tombstone or soft
@@ -572,7 +650,12 @@ impl Sandbox {
         let counts = lock(&self.shared.counts);
         SYSTEMS
             .iter()
-            .map(|system| (system.to_string(), counts.get(system).copied().unwrap_or_default()))
+            .map(|system| {
+                (
+                    system.to_string(),
+                    counts.get(system).copied().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 

@@ -24,7 +24,9 @@ use serde_json::{Map, Value, json};
 use crate::sandbox::http::{ApiRequest, ApiResponse, Limiter, Simulator, Window};
 use crate::sandbox::salesforce::soql::{Condition, Literal, Op};
 use crate::sandbox::schema::is_email;
-use crate::sandbox::store::{EntityStore, Record, Stamp, Store, offset_datetime, parse_lenient_datetime};
+use crate::sandbox::store::{
+    EntityStore, Record, Stamp, Store, offset_datetime, parse_lenient_datetime,
+};
 use crate::sandbox::{Backend, FaultKind, Shared, credentials};
 
 const SYSTEM: &str = "salesforce";
@@ -69,7 +71,9 @@ struct ObjectDef {
 
 impl ObjectDef {
     fn field(&self, name: &str) -> Option<&FieldDef> {
-        self.fields.iter().find(|field| field.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .find(|field| field.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -88,10 +92,14 @@ fn load_objects() -> Vec<ObjectDef> {
     ];
     for line in tables.iter().flat_map(|table| table.lines().skip(1)) {
         let columns: Vec<&str> = line.trim().split(',').collect();
-        let [object, name, label, kind, nillable, createable, updateable] = columns.as_slice() else {
+        let [object, name, label, kind, nillable, createable, updateable] = columns.as_slice()
+        else {
             continue;
         };
-        if let Some(definition) = objects.iter_mut().find(|definition| definition.name == *object) {
+        if let Some(definition) = objects
+            .iter_mut()
+            .find(|definition| definition.name == *object)
+        {
             definition.fields.push(FieldDef {
                 name: name.to_string(),
                 label: label.to_string(),
@@ -109,7 +117,11 @@ fn load_objects() -> Vec<ObjectDef> {
 fn reference_target(object: &str, field: &str) -> Option<&'static str> {
     Some(match field {
         "AccountId" => "Account",
-        "ContactId" | "ReportsToId" | "BillToContactId" | "ShipToContactId" | "CustomerAuthorizedById" => "Contact",
+        "ContactId"
+        | "ReportsToId"
+        | "BillToContactId"
+        | "ShipToContactId"
+        | "CustomerAuthorizedById" => "Contact",
         "OrderId" | "OriginalOrderId" => "Order",
         "OriginalOrderItemId" => "OrderItem",
         "Product2Id" => "Product2",
@@ -118,7 +130,11 @@ fn reference_target(object: &str, field: &str) -> Option<&'static str> {
         "QuoteId" | "SyncedQuoteId" => "Quote",
         "OpportunityId" => "Opportunity",
         "ParentId" if object == "Account" => "Account",
-        "OwnerId" | "CreatedById" | "LastModifiedById" | "CompanyAuthorizedById" | "ActivatedById" => "User",
+        "OwnerId"
+        | "CreatedById"
+        | "LastModifiedById"
+        | "CompanyAuthorizedById"
+        | "ActivatedById" => "User",
         _ => return None,
     })
 }
@@ -163,7 +179,9 @@ fn normalize_id(text: &str) -> Option<String> {
         15 => Some(format!("{text}{}", id_suffix(text))),
         18 => {
             let suffix = id_suffix(&text[..15]);
-            text[15..].eq_ignore_ascii_case(&suffix).then(|| format!("{}{suffix}", &text[..15]))
+            text[15..]
+                .eq_ignore_ascii_case(&suffix)
+                .then(|| format!("{}{suffix}", &text[..15]))
         }
         _ => None,
     }
@@ -228,7 +246,11 @@ fn not_found() -> SfError {
 }
 
 fn entity_is_deleted() -> SfError {
-    SfError::new(StatusCode::NOT_FOUND, "ENTITY_IS_DELETED", "entity is deleted")
+    SfError::new(
+        StatusCode::NOT_FOUND,
+        "ENTITY_IS_DELETED",
+        "entity is deleted",
+    )
 }
 
 /// A validated write, ready to apply.
@@ -258,7 +280,9 @@ pub struct Salesforce {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Salesforce {
@@ -275,7 +299,10 @@ impl Salesforce {
             org_id: sf_id("00D", 1),
             sessions: Mutex::new(HashMap::new()),
             enforce: Mutex::new(Limiter::new(&windows)),
-            usage: Mutex::new(Limiter::new(&[Window { requests: u64::MAX, per_ms: DAY_MS }])),
+            usage: Mutex::new(Limiter::new(&[Window {
+                requests: u64::MAX,
+                per_ms: DAY_MS,
+            }])),
             daily_limit,
             cursors: Mutex::new(HashMap::new()),
         };
@@ -286,9 +313,12 @@ impl Salesforce {
     /// Every org has a standard price book.
     fn ensure_standard_pricebook(&self) {
         let mut store = self.shared.store();
-        let exists = store
-            .entity(SYSTEM, "Pricebook2")
-            .is_some_and(|books| books.records.values().any(|book| book.fields.get("IsStandard") == Some(&json!(true))));
+        let exists = store.entity(SYSTEM, "Pricebook2").is_some_and(|books| {
+            books
+                .records
+                .values()
+                .any(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+        });
         if exists {
             return;
         }
@@ -304,11 +334,15 @@ impl Salesforce {
     }
 
     fn object(&self, name: &str) -> Option<&ObjectDef> {
-        self.objects.iter().find(|object| object.name.eq_ignore_ascii_case(name))
+        self.objects
+            .iter()
+            .find(|object| object.name.eq_ignore_ascii_case(name))
     }
 
     fn object_of_id(&self, id: &str) -> Option<&ObjectDef> {
-        self.objects.iter().find(|object| id.starts_with(object.prefix))
+        self.objects
+            .iter()
+            .find(|object| id.starts_with(object.prefix))
     }
 
     fn limit_header(&self, response: ApiResponse) -> ApiResponse {
@@ -335,7 +369,11 @@ impl Salesforce {
             return oauth_error("invalid_request", "must use HTTP POST");
         }
         let form = request.form();
-        let field = |name: &str| form.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        let field = |name: &str| {
+            form.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
         if field("grant_type").as_deref() != Some("client_credentials") {
             return oauth_error("unsupported_grant_type", "grant type not supported");
         }
@@ -379,7 +417,10 @@ impl Salesforce {
             )
         };
         let token = request.bearer().ok_or_else(invalid)?;
-        let expires = lock(&self.sessions).get(token).copied().ok_or_else(invalid)?;
+        let expires = lock(&self.sessions)
+            .get(token)
+            .copied()
+            .ok_or_else(invalid)?;
         if expires <= self.shared.clock.now() {
             return Err(invalid());
         }
@@ -396,7 +437,13 @@ impl Salesforce {
     }
 
     /// Checks and normalises one value for a field.
-    fn normalize_value(&self, store: &Store, object: &ObjectDef, field: &FieldDef, value: &Value) -> Result<Value, SfError> {
+    fn normalize_value(
+        &self,
+        store: &Store,
+        object: &ObjectDef,
+        field: &FieldDef,
+        value: &Value,
+    ) -> Result<Value, SfError> {
         let parse_error = |expected: &str| {
             SfError::bad(
                 "JSON_PARSER_ERROR",
@@ -411,10 +458,11 @@ impl Salesforce {
                 return Ok(json!(false));
             }
             if !field.nillable {
-                return Err(
-                    SfError::bad("REQUIRED_FIELD_MISSING", format!("Required fields are missing: [{}]", field.name))
-                        .with_fields(vec![field.name.clone()]),
-                );
+                return Err(SfError::bad(
+                    "REQUIRED_FIELD_MISSING",
+                    format!("Required fields are missing: [{}]", field.name),
+                )
+                .with_fields(vec![field.name.clone()]));
             }
             return Ok(Value::Null);
         }
@@ -436,24 +484,23 @@ impl Salesforce {
                     .with_fields(vec![field.name.clone()])
                 };
                 match reference_target(object.name, &field.name) {
-                    Some("User") => {
-                        if id != self.user_id {
-                            return Err(invalid());
-                        }
-                    }
+                    Some("User") if id != self.user_id => return Err(invalid()),
+                    Some("User") | None => {}
                     Some(target) => {
                         let prefix = self.object(target).map_or("", |object| object.prefix);
-                        if !id.starts_with(prefix) || Self::find_live(store, target, &id).is_none() {
+                        if !id.starts_with(prefix) || Self::find_live(store, target, &id).is_none()
+                        {
                             return Err(invalid());
                         }
                     }
-                    None => {}
                 }
                 Ok(Value::String(id))
             }
             "boolean" => match value {
                 Value::Bool(_) => Ok(value.clone()),
-                Value::String(text) if text == "true" || text == "false" => Ok(json!(text == "true")),
+                Value::String(text) if text == "true" || text == "false" => {
+                    Ok(json!(text == "true"))
+                }
                 _ => Err(parse_error("boolean")),
             },
             "double" | "currency" | "percent" => match value {
@@ -525,12 +572,19 @@ impl Salesforce {
                     format!("No such column '{key}' on sobject of type {}", object.name),
                 )
             })?;
-            let allowed = if creating { field.createable } else { field.updateable };
+            let allowed = if creating {
+                field.createable
+            } else {
+                field.updateable
+            };
             if !allowed {
                 locked.push(field.name.clone());
                 continue;
             }
-            out.insert(field.name.clone(), self.normalize_value(store, object, field, value)?);
+            out.insert(
+                field.name.clone(),
+                self.normalize_value(store, object, field, value)?,
+            );
         }
         if !locked.is_empty() {
             return Err(SfError::bad(
@@ -545,7 +599,12 @@ impl Salesforce {
         Ok(out)
     }
 
-    fn prepare_create(&self, store: &Store, object: &ObjectDef, body: &Map<String, Value>) -> Result<Prepared, SfError> {
+    fn prepare_create(
+        &self,
+        store: &Store,
+        object: &ObjectDef,
+        body: &Map<String, Value>,
+    ) -> Result<Prepared, SfError> {
         if body.keys().any(|key| key.eq_ignore_ascii_case("id")) {
             return Err(SfError::bad(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -558,7 +617,10 @@ impl Salesforce {
             .fields
             .iter()
             .filter(|field| {
-                field.createable && !field.nillable && field.kind != "boolean" && field.name != "OwnerId"
+                field.createable
+                    && !field.nillable
+                    && field.kind != "boolean"
+                    && field.name != "OwnerId"
             })
             .filter(|field| fields.get(&field.name).is_none_or(Value::is_null))
             .map(|field| field.name.clone())
@@ -569,7 +631,9 @@ impl Salesforce {
             _ => &[],
         };
         for name in practically_required {
-            if fields.get(*name).is_none_or(Value::is_null) && !missing.iter().any(|field| field == name) {
+            if fields.get(*name).is_none_or(Value::is_null)
+                && !missing.iter().any(|field| field == name)
+            {
                 missing.push(name.to_string());
             }
         }
@@ -594,7 +658,13 @@ impl Salesforce {
         })
     }
 
-    fn prepare_update(&self, store: &Store, object: &ObjectDef, id: &str, body: &Map<String, Value>) -> Result<Prepared, SfError> {
+    fn prepare_update(
+        &self,
+        store: &Store,
+        object: &ObjectDef,
+        id: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Prepared, SfError> {
         let current = self.existing(store, object, id)?;
         let mut fields = self.normalize_body(store, object, body, false)?;
         self.object_rules(store, object, Some(current), &mut fields)?;
@@ -605,8 +675,15 @@ impl Salesforce {
         })
     }
 
-    fn existing<'a>(&self, store: &'a Store, object: &ObjectDef, id: &str) -> Result<&'a Record, SfError> {
-        let id = normalize_id(id).filter(|id| id.starts_with(object.prefix)).ok_or_else(not_found)?;
+    fn existing<'a>(
+        &self,
+        store: &'a Store,
+        object: &ObjectDef,
+        id: &str,
+    ) -> Result<&'a Record, SfError> {
+        let id = normalize_id(id)
+            .filter(|id| id.starts_with(object.prefix))
+            .ok_or_else(not_found)?;
         let record = store
             .entity(SYSTEM, object.name)
             .and_then(|records| records.get(&id))
@@ -633,8 +710,11 @@ impl Salesforce {
                 .filter(|value| !value.is_null())
         };
         let integrity = |message: &str, field: &str| {
-            SfError::bad("FIELD_INTEGRITY_EXCEPTION", format!("field integrity exception: {message}"))
-                .with_fields(vec![field.to_string()])
+            SfError::bad(
+                "FIELD_INTEGRITY_EXCEPTION",
+                format!("field integrity exception: {message}"),
+            )
+            .with_fields(vec![field.to_string()])
         };
         match object.name {
             "Order" => {
@@ -647,7 +727,10 @@ impl Salesforce {
                         .with_fields(vec!["Status".into()]));
                     }
                     if current.is_none() && status != "Draft" {
-                        return Err(integrity("Status (new orders must have a Draft status)", "Status"));
+                        return Err(integrity(
+                            "Status (new orders must have a Draft status)",
+                            "Status",
+                        ));
                     }
                 }
             }
@@ -664,7 +747,9 @@ impl Salesforce {
                     .and_then(|parent| parent.fields.get("Pricebook2Id"))
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                let entry = match merged("PricebookEntryId").and_then(|id| id.as_str().map(str::to_string)) {
+                let entry = match merged("PricebookEntryId")
+                    .and_then(|id| id.as_str().map(str::to_string))
+                {
                     Some(entry_id) => Self::find_live(store, "PricebookEntry", &entry_id),
                     None => {
                         let product = merged("Product2Id");
@@ -672,15 +757,21 @@ impl Salesforce {
                             entries.records.values().find(|entry| {
                                 entry.is_live()
                                     && entry.fields.get("Product2Id") == product.as_ref()
-                                    && entry.fields.get("Pricebook2Id").and_then(Value::as_str) == book.as_deref()
+                                    && entry.fields.get("Pricebook2Id").and_then(Value::as_str)
+                                        == book.as_deref()
                             })
                         })
                     }
                 };
                 let Some(entry) = entry else {
-                    return Err(integrity("PricebookEntryId (no price book entry for this product)", "PricebookEntryId"));
+                    return Err(integrity(
+                        "PricebookEntryId (no price book entry for this product)",
+                        "PricebookEntryId",
+                    ));
                 };
-                if book.is_none() || entry.fields.get("Pricebook2Id").and_then(Value::as_str) != book.as_deref() {
+                if book.is_none()
+                    || entry.fields.get("Pricebook2Id").and_then(Value::as_str) != book.as_deref()
+                {
                     return Err(integrity(
                         &format!(
                             "PricebookEntryId (pricebook entry is in a different pricebook than the one assigned to the {}, or {} has no pricebook assigned)",
@@ -692,17 +783,28 @@ impl Salesforce {
                 if let Some(product) = merged("Product2Id")
                     && entry.fields.get("Product2Id") != Some(&product)
                 {
-                    return Err(integrity("Product2Id (does not match the price book entry)", "Product2Id"));
+                    return Err(integrity(
+                        "Product2Id (does not match the price book entry)",
+                        "Product2Id",
+                    ));
                 }
                 fields.insert("PricebookEntryId".into(), json!(entry.id));
                 fields.insert(
                     "Product2Id".into(),
-                    entry.fields.get("Product2Id").cloned().unwrap_or(Value::Null),
+                    entry
+                        .fields
+                        .get("Product2Id")
+                        .cloned()
+                        .unwrap_or(Value::Null),
                 );
                 if fields.get("ListPrice").is_none_or(Value::is_null) {
                     fields.insert(
                         "ListPrice".into(),
-                        entry.fields.get("UnitPrice").cloned().unwrap_or(Value::Null),
+                        entry
+                            .fields
+                            .get("UnitPrice")
+                            .cloned()
+                            .unwrap_or(Value::Null),
                     );
                 }
             }
@@ -719,14 +821,16 @@ impl Salesforce {
                         entries
                             .records
                             .values()
-                            .filter(|entry| entry.is_live() && entry.fields.get("Product2Id") == product.as_ref())
+                            .filter(|entry| {
+                                entry.is_live()
+                                    && entry.fields.get("Product2Id") == product.as_ref()
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                if entries
-                    .iter()
-                    .any(|entry| entry.fields.get("Pricebook2Id").and_then(Value::as_str) == book_id.as_deref())
-                {
+                if entries.iter().any(|entry| {
+                    entry.fields.get("Pricebook2Id").and_then(Value::as_str) == book_id.as_deref()
+                }) {
                     return Err(SfError::bad(
                         "DUPLICATE_VALUE",
                         "This price definition already exists in this price book",
@@ -747,15 +851,15 @@ impl Salesforce {
                     ));
                 }
             }
-            "Quote" if current.is_none() => {
-                if fields.get("Pricebook2Id").is_none_or(Value::is_null) {
-                    let book = merged("OpportunityId")
-                        .and_then(|id| id.as_str().map(str::to_string))
-                        .and_then(|id| Self::find_live(store, "Opportunity", &id))
-                        .and_then(|opportunity| opportunity.fields.get("Pricebook2Id").cloned());
-                    if let Some(book) = book {
-                        fields.insert("Pricebook2Id".into(), book);
-                    }
+            "Quote"
+                if current.is_none() && fields.get("Pricebook2Id").is_none_or(Value::is_null) =>
+            {
+                let book = merged("OpportunityId")
+                    .and_then(|id| id.as_str().map(str::to_string))
+                    .and_then(|id| Self::find_live(store, "Opportunity", &id))
+                    .and_then(|opportunity| opportunity.fields.get("Pricebook2Id").cloned());
+                if let Some(book) = book {
+                    fields.insert("Pricebook2Id".into(), book);
                 }
             }
             _ => {}
@@ -768,20 +872,36 @@ impl Salesforce {
     fn derived(object: &str, fields: &mut Map<String, Value>) {
         match object {
             "Order" => {
-                let status = fields.get("Status").and_then(Value::as_str).unwrap_or("Draft");
-                let code = if status == "Activated" { "Activated" } else { "Draft" };
+                let status = fields
+                    .get("Status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Draft");
+                let code = if status == "Activated" {
+                    "Activated"
+                } else {
+                    "Draft"
+                };
                 fields.insert("StatusCode".into(), json!(code));
             }
             "OrderItem" => {
-                let quantity = fields.get("Quantity").and_then(Value::as_f64).unwrap_or(0.0);
+                let quantity = fields
+                    .get("Quantity")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 let total = (quantity * cents(fields.get("UnitPrice")) as f64).round() as i64;
                 fields.insert("TotalPrice".into(), money(total));
                 fields.insert("AvailableQuantity".into(), json!(quantity));
             }
             "QuoteLineItem" => {
-                let quantity = fields.get("Quantity").and_then(Value::as_f64).unwrap_or(0.0);
+                let quantity = fields
+                    .get("Quantity")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 let subtotal = (quantity * cents(fields.get("UnitPrice")) as f64).round() as i64;
-                let discount = fields.get("Discount").and_then(Value::as_f64).unwrap_or(0.0);
+                let discount = fields
+                    .get("Discount")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 let total = (subtotal as f64 * (1.0 - discount / 100.0)).round() as i64;
                 fields.insert("Subtotal".into(), money(subtotal));
                 fields.insert("TotalPrice".into(), money(total));
@@ -789,7 +909,8 @@ impl Salesforce {
             "Quote" => {
                 let subtotal = cents(fields.get("Subtotal"));
                 let total = cents(fields.get("TotalPrice"));
-                let grand = total + cents(fields.get("Tax")) + cents(fields.get("ShippingHandling"));
+                let grand =
+                    total + cents(fields.get("Tax")) + cents(fields.get("ShippingHandling"));
                 fields.insert("GrandTotal".into(), money(grand));
                 let discount = if subtotal > 0 {
                     json!(((1.0 - total as f64 / subtotal as f64) * 10_000.0).round() / 100.0)
@@ -799,7 +920,11 @@ impl Salesforce {
                 fields.insert("Discount".into(), discount);
             }
             "Opportunity" => {
-                let stage = fields.get("StageName").and_then(Value::as_str).unwrap_or_default().to_string();
+                let stage = fields
+                    .get("StageName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let (probability, category) = match stage.as_str() {
                     "Prospecting" => (10, "Pipeline"),
                     "Qualification" => (10, "Pipeline"),
@@ -816,8 +941,12 @@ impl Salesforce {
                 if fields.get("Probability").is_none_or(Value::is_null) {
                     fields.insert("Probability".into(), json!(probability));
                 }
-                let probability = fields.get("Probability").and_then(Value::as_f64).unwrap_or(0.0);
-                let expected = (cents(fields.get("Amount")) as f64 * probability / 100.0).round() as i64;
+                let probability = fields
+                    .get("Probability")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let expected =
+                    (cents(fields.get("Amount")) as f64 * probability / 100.0).round() as i64;
                 let expected = if fields.get("Amount").is_none_or(Value::is_null) {
                     Value::Null
                 } else {
@@ -827,10 +956,17 @@ impl Salesforce {
                 fields.insert("IsClosed".into(), json!(stage.starts_with("Closed")));
                 fields.insert("IsWon".into(), json!(stage == "Closed Won"));
                 fields.insert("ForecastCategory".into(), json!(category));
-                if fields.get("ForecastCategoryName").is_none_or(Value::is_null) {
+                if fields
+                    .get("ForecastCategoryName")
+                    .is_none_or(Value::is_null)
+                {
                     fields.insert(
                         "ForecastCategoryName".into(),
-                        json!(if category == "Closed" { "Closed" } else { category }),
+                        json!(if category == "Closed" {
+                            "Closed"
+                        } else {
+                            category
+                        }),
                     );
                 }
             }
@@ -845,7 +981,11 @@ impl Salesforce {
             "QuoteLineItem" => ("Quote", "QuoteId"),
             _ => return,
         };
-        let Some(parent_id) = fields.get(parent_field).and_then(Value::as_str).map(str::to_string) else {
+        let Some(parent_id) = fields
+            .get(parent_field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
             return;
         };
         let parents = store.entity_mut(SYSTEM, parent_object);
@@ -853,12 +993,20 @@ impl Salesforce {
             return;
         };
         if object == "OrderItem" {
-            let total = cents(parent.fields.get("TotalAmount")) + sign * cents(fields.get("TotalPrice"));
+            let total =
+                cents(parent.fields.get("TotalAmount")) + sign * cents(fields.get("TotalPrice"));
             parent.fields.insert("TotalAmount".into(), money(total));
         } else {
-            let subtotal = cents(parent.fields.get("Subtotal")) + sign * cents(fields.get("Subtotal"));
-            let total = cents(parent.fields.get("TotalPrice")) + sign * cents(fields.get("TotalPrice"));
-            let count = parent.fields.get("LineItemCount").and_then(Value::as_i64).unwrap_or(0) + sign;
+            let subtotal =
+                cents(parent.fields.get("Subtotal")) + sign * cents(fields.get("Subtotal"));
+            let total =
+                cents(parent.fields.get("TotalPrice")) + sign * cents(fields.get("TotalPrice"));
+            let count = parent
+                .fields
+                .get("LineItemCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + sign;
             parent.fields.insert("Subtotal".into(), money(subtotal));
             parent.fields.insert("TotalPrice".into(), money(total));
             parent.fields.insert("LineItemCount".into(), json!(count));
@@ -889,17 +1037,24 @@ impl Salesforce {
                 id
             }
             None => {
-                let prefix = self.object(object).map_or("000", |definition| definition.prefix);
+                let prefix = self
+                    .object(object)
+                    .map_or("000", |definition| definition.prefix);
                 let id = sf_id(prefix, store.next_counter("salesforce.id"));
                 let definition = self.object(object);
                 let mut fields = prepared.fields;
-                for field in definition.map(|definition| definition.fields.as_slice()).unwrap_or_default() {
+                for field in definition
+                    .map(|definition| definition.fields.as_slice())
+                    .unwrap_or_default()
+                {
                     if field.kind == "boolean" && !fields.contains_key(&field.name) {
                         fields.insert(field.name.clone(), json!(false));
                     }
                 }
                 if definition.is_some_and(|definition| definition.field("OwnerId").is_some()) {
-                    fields.entry("OwnerId").or_insert_with(|| json!(self.user_id));
+                    fields
+                        .entry("OwnerId")
+                        .or_insert_with(|| json!(self.user_id));
                 }
                 let entity = store.entity_mut(SYSTEM, object);
                 match object {
@@ -937,7 +1092,13 @@ impl Salesforce {
     }
 
     /// Children deleted with their parent, and references that block a delete.
-    fn delete_record(&self, store: &mut Store, object: &str, id: &str, at: Stamp) -> Result<(), SfError> {
+    fn delete_record(
+        &self,
+        store: &mut Store,
+        object: &str,
+        id: &str,
+        at: Stamp,
+    ) -> Result<(), SfError> {
         const CASCADE: [(&str, &str, &str); 7] = [
             ("Order", "OrderItem", "OrderId"),
             ("Quote", "QuoteLineItem", "QuoteId"),
@@ -962,22 +1123,31 @@ impl Salesforce {
                     children
                         .records
                         .values()
-                        .filter(|record| record.is_live() && record.fields.get(field).and_then(Value::as_str) == Some(id))
+                        .filter(|record| {
+                            record.is_live()
+                                && record.fields.get(field).and_then(Value::as_str) == Some(id)
+                        })
                         .map(|record| record.id.clone())
                         .collect()
                 })
                 .unwrap_or_default()
         };
         if object == "Pricebook2"
-            && Self::find_live(store, object, id).is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+            && Self::find_live(store, object, id)
+                .is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)))
         {
-            return Err(SfError::bad("DELETE_FAILED", "The standard price book cannot be deleted"));
+            return Err(SfError::bad(
+                "DELETE_FAILED",
+                "The standard price book cannot be deleted",
+            ));
         }
         for (parent, child, field) in BLOCKING {
             if parent == object && !referencing(store, child, field).is_empty() {
                 return Err(SfError::bad(
                     "DELETE_FAILED",
-                    format!("Your attempt to delete this {object} could not be completed because it is associated with {child} records."),
+                    format!(
+                        "Your attempt to delete this {object} could not be completed because it is associated with {child} records."
+                    ),
                 ));
             }
         }
@@ -1004,7 +1174,13 @@ impl Salesforce {
         format!("{API_PREFIX}{version}/sobjects/{object}/{id}")
     }
 
-    fn value_of(&self, store: &Store, object: &ObjectDef, record: &Record, field: &FieldDef) -> Value {
+    fn value_of(
+        &self,
+        store: &Store,
+        object: &ObjectDef,
+        record: &Record,
+        field: &FieldDef,
+    ) -> Value {
         match field.name.as_str() {
             "Id" => return json!(record.id),
             "IsDeleted" => return json!(!record.is_live()),
@@ -1016,12 +1192,24 @@ impl Salesforce {
         }
         match (object.name, field.name.as_str()) {
             ("Contact", "Name") => {
-                let first = record.fields.get("FirstName").and_then(Value::as_str).unwrap_or_default();
-                let last = record.fields.get("LastName").and_then(Value::as_str).unwrap_or_default();
+                let first = record
+                    .fields
+                    .get("FirstName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let last = record
+                    .fields
+                    .get("LastName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 return json!(format!("{first} {last}").trim());
             }
             ("PricebookEntry", "Name" | "ProductCode") => {
-                let source = if field.name == "Name" { "Name" } else { "ProductCode" };
+                let source = if field.name == "Name" {
+                    "Name"
+                } else {
+                    "ProductCode"
+                };
                 return record
                     .fields
                     .get("Product2Id")
@@ -1063,7 +1251,12 @@ impl Salesforce {
             if parts.iter().all(|(_, value)| value.is_null()) {
                 return Value::Null;
             }
-            return Value::Object(parts.into_iter().map(|(key, value)| (key.to_string(), value)).collect());
+            return Value::Object(
+                parts
+                    .into_iter()
+                    .map(|(key, value)| (key.to_string(), value))
+                    .collect(),
+            );
         }
         match record.fields.get(&field.name) {
             Some(value) => value.clone(),
@@ -1073,7 +1266,14 @@ impl Salesforce {
     }
 
     /// A record with `attributes` and the given fields (all fields when `None`).
-    fn render(&self, store: &Store, version: &str, object: &ObjectDef, record: &Record, fields: Option<&[String]>) -> Value {
+    fn render(
+        &self,
+        store: &Store,
+        version: &str,
+        object: &ObjectDef,
+        record: &Record,
+        fields: Option<&[String]>,
+    ) -> Value {
         let mut out = Map::new();
         out.insert(
             "attributes".into(),
@@ -1083,13 +1283,19 @@ impl Salesforce {
             Some(names) => {
                 for name in names {
                     if let Some(field) = object.field(name) {
-                        out.insert(field.name.clone(), self.value_of(store, object, record, field));
+                        out.insert(
+                            field.name.clone(),
+                            self.value_of(store, object, record, field),
+                        );
                     }
                 }
             }
             None => {
                 for field in &object.fields {
-                    out.insert(field.name.clone(), self.value_of(store, object, record, field));
+                    out.insert(
+                        field.name.clone(),
+                        self.value_of(store, object, record, field),
+                    );
                 }
             }
         }
@@ -1124,7 +1330,9 @@ impl Salesforce {
             (&Method::GET, ["query" | "queryAll", locator]) => self.query_more(version, locator),
             (&Method::GET, ["sobjects"]) => Ok(self.global_describe(version)),
             (_, ["composite", "sobjects"]) => self.collection(request, version),
-            (&Method::GET, ["composite", "sobjects", object]) => self.collection_retrieve(request, version, object),
+            (&Method::GET, ["composite", "sobjects", object]) => {
+                self.collection_retrieve(request, version, object)
+            }
             (_, ["sobjects", object, rest @ ..]) => self.sobject(request, version, object, rest),
             _ => Err(not_found()),
         };
@@ -1181,12 +1389,24 @@ impl Salesforce {
     fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, SfError> {
         match request.json() {
             Ok(Value::Object(object)) => Ok(object),
-            Ok(_) => Err(SfError::bad("JSON_PARSER_ERROR", "The request body must be a JSON object")),
-            Err(error) => Err(SfError::bad("JSON_PARSER_ERROR", format!("Unexpected character: {error}"))),
+            Ok(_) => Err(SfError::bad(
+                "JSON_PARSER_ERROR",
+                "The request body must be a JSON object",
+            )),
+            Err(error) => Err(SfError::bad(
+                "JSON_PARSER_ERROR",
+                format!("Unexpected character: {error}"),
+            )),
         }
     }
 
-    fn sobject(&self, request: &ApiRequest, version: &str, object_name: &str, rest: &[&str]) -> Result<ApiResponse, SfError> {
+    fn sobject(
+        &self,
+        request: &ApiRequest,
+        version: &str,
+        object_name: &str,
+        rest: &[&str],
+    ) -> Result<ApiResponse, SfError> {
         let object = self.object(object_name).ok_or_else(not_found)?;
         match (&request.method, rest) {
             (&Method::GET, []) => Ok(ApiResponse::json(
@@ -1272,7 +1492,10 @@ impl Salesforce {
         let (start, end) = (minute(instant("start")?), minute(instant("end")?));
         let now = self.shared.clock.now();
         if end < start {
-            return Err(SfError::bad("INVALID_REPLICATION_DATE", "EndDate must be after StartDate"));
+            return Err(SfError::bad(
+                "INVALID_REPLICATION_DATE",
+                "EndDate must be after StartDate",
+            ));
         }
         if start < now - 30 * DAY_MS {
             return Err(SfError::bad(
@@ -1283,7 +1506,11 @@ impl Salesforce {
         Ok((start, end.min(minute(now))))
     }
 
-    fn get_deleted(&self, request: &ApiRequest, object: &ObjectDef) -> Result<ApiResponse, SfError> {
+    fn get_deleted(
+        &self,
+        request: &ApiRequest,
+        object: &ObjectDef,
+    ) -> Result<ApiResponse, SfError> {
         let (start, end) = self.window(request)?;
         let store = self.shared.store();
         let mut deleted: Vec<(&str, Stamp)> = store
@@ -1313,7 +1540,11 @@ impl Salesforce {
         ))
     }
 
-    fn get_updated(&self, request: &ApiRequest, object: &ObjectDef) -> Result<ApiResponse, SfError> {
+    fn get_updated(
+        &self,
+        request: &ApiRequest,
+        object: &ObjectDef,
+    ) -> Result<ApiResponse, SfError> {
         let (start, end) = self.window(request)?;
         let store = self.shared.store();
         let ids: Vec<&str> = store
@@ -1335,7 +1566,12 @@ impl Salesforce {
 
     // ---- query -----------------------------------------------------------------------------
 
-    fn query(&self, request: &ApiRequest, version: &str, include_deleted: bool) -> Result<ApiResponse, SfError> {
+    fn query(
+        &self,
+        request: &ApiRequest,
+        version: &str,
+        include_deleted: bool,
+    ) -> Result<ApiResponse, SfError> {
         let text = request
             .query("q")
             .ok_or_else(|| SfError::bad("MALFORMED_QUERY", "A query string has to be specified"))?;
@@ -1362,7 +1598,10 @@ impl Salesforce {
         for name in &parsed.fields {
             let field = object.field(name).ok_or_else(|| no_column(name))?;
             if fields.contains(&field.name) {
-                return Err(SfError::bad("DUPLICATE_FIELD", format!("duplicate field selected: {}", field.name)));
+                return Err(SfError::bad(
+                    "DUPLICATE_FIELD",
+                    format!("duplicate field selected: {}", field.name),
+                ));
             }
             fields.push(field.name.clone());
         }
@@ -1371,7 +1610,9 @@ impl Salesforce {
         }
         let mut order = Vec::new();
         for item in &parsed.order {
-            let field = object.field(&item.field).ok_or_else(|| no_column(&item.field))?;
+            let field = object
+                .field(&item.field)
+                .ok_or_else(|| no_column(&item.field))?;
             order.push((field.clone(), item.descending, item.nulls_last));
         }
         let store = self.shared.store();
@@ -1381,13 +1622,23 @@ impl Salesforce {
             .unwrap_or_default()
             .into_iter()
             .map(|record| self.render(&store, version, object, record, None))
-            .filter(|row| parsed.condition.as_ref().is_none_or(|condition| self.matches(object, condition, row)))
+            .filter(|row| {
+                parsed
+                    .condition
+                    .as_ref()
+                    .is_none_or(|condition| self.matches(object, condition, row))
+            })
             .collect();
         drop(store);
         if !order.is_empty() {
             rows.sort_by(|left, right| {
                 for (field, descending, nulls_last) in &order {
-                    let ordering = compare_values(left.get(&field.name), right.get(&field.name), *nulls_last, *descending);
+                    let ordering = compare_values(
+                        left.get(&field.name),
+                        right.get(&field.name),
+                        *nulls_last,
+                        *descending,
+                    );
                     if ordering != std::cmp::Ordering::Equal {
                         return ordering;
                     }
@@ -1425,7 +1676,10 @@ impl Salesforce {
             let mut cursors = lock(&self.cursors);
             cursors.retain(|_, cursor| cursor.created + CURSOR_TTL_MS > now);
             if cursors.len() >= 50
-                && let Some(oldest) = cursors.iter().min_by_key(|(_, cursor)| cursor.created).map(|(key, _)| key.clone())
+                && let Some(oldest) = cursors
+                    .iter()
+                    .min_by_key(|(_, cursor)| cursor.created)
+                    .map(|(key, _)| key.clone())
             {
                 cursors.remove(&oldest);
             }
@@ -1482,23 +1736,28 @@ impl Salesforce {
     /// Checks field names and literal types in a condition.
     fn check_condition(&self, object: &ObjectDef, condition: &Condition) -> Result<(), SfError> {
         match condition {
-            Condition::And(terms) | Condition::Or(terms) => {
-                terms.iter().try_for_each(|term| self.check_condition(object, term))
-            }
+            Condition::And(terms) | Condition::Or(terms) => terms
+                .iter()
+                .try_for_each(|term| self.check_condition(object, term)),
             Condition::Not(inner) => self.check_condition(object, inner),
             Condition::Compare { field, value, op } => {
                 let definition = self.filter_field(object, field)?;
                 if *op == Op::Like && !is_text_kind(&definition.kind) {
                     return Err(SfError::bad(
                         "INVALID_QUERY_FILTER_OPERATOR",
-                        format!("invalid operator on {} field: {}", definition.kind, definition.name),
+                        format!(
+                            "invalid operator on {} field: {}",
+                            definition.kind, definition.name
+                        ),
                     ));
                 }
                 check_literal(definition, value)
             }
             Condition::In { field, values, .. } => {
                 let definition = self.filter_field(object, field)?;
-                values.iter().try_for_each(|value| check_literal(definition, value))
+                values
+                    .iter()
+                    .try_for_each(|value| check_literal(definition, value))
             }
         }
     }
@@ -1528,14 +1787,25 @@ impl Salesforce {
                 let Some(definition) = object.field(field) else {
                     return false;
                 };
-                compare(definition, row.get(&definition.name).unwrap_or(&Value::Null), *op, value)
+                compare(
+                    definition,
+                    row.get(&definition.name).unwrap_or(&Value::Null),
+                    *op,
+                    value,
+                )
             }
-            Condition::In { field, values, negated } => {
+            Condition::In {
+                field,
+                values,
+                negated,
+            } => {
                 let Some(definition) = object.field(field) else {
                     return false;
                 };
                 let actual = row.get(&definition.name).unwrap_or(&Value::Null);
-                let found = values.iter().any(|value| compare(definition, actual, Op::Eq, value));
+                let found = values
+                    .iter()
+                    .any(|value| compare(definition, actual, Op::Eq, value));
                 found != *negated
             }
         }
@@ -1547,11 +1817,19 @@ impl Salesforce {
         match request.method {
             Method::POST | Method::PATCH => {
                 let body = Self::body_object(request)?;
-                let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
+                let all_or_none = body
+                    .get("allOrNone")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let records = body
                     .get("records")
                     .and_then(Value::as_array)
-                    .ok_or_else(|| SfError::bad("JSON_PARSER_ERROR", "records: a list of records is required"))?;
+                    .ok_or_else(|| {
+                        SfError::bad(
+                            "JSON_PARSER_ERROR",
+                            "records: a list of records is required",
+                        )
+                    })?;
                 if records.len() > MAX_COLLECTION {
                     return Err(SfError::bad(
                         "EXCEEDED_ID_LIMIT",
@@ -1587,7 +1865,10 @@ impl Salesforce {
                 Err(SfError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "METHOD_NOT_ALLOWED",
-                    format!("HTTP Method '{}' not allowed. Allowed are POST,PATCH,DELETE", request.method),
+                    format!(
+                        "HTTP Method '{}' not allowed. Allowed are POST,PATCH,DELETE",
+                        request.method
+                    ),
                 ))
             }
         }
@@ -1597,7 +1878,10 @@ impl Salesforce {
         store.systems.get(SYSTEM).cloned()
     }
 
-    fn restore(store: &mut Store, snapshot: Option<std::collections::BTreeMap<String, EntityStore>>) {
+    fn restore(
+        store: &mut Store,
+        snapshot: Option<std::collections::BTreeMap<String, EntityStore>>,
+    ) {
         match snapshot {
             Some(entities) => {
                 store.systems.insert(SYSTEM.to_string(), entities);
@@ -1615,17 +1899,22 @@ impl Salesforce {
         let mut outcomes: Vec<Result<String, SfError>> = Vec::new();
         for record in records {
             let outcome = (|| -> Result<String, SfError> {
-                let body = record
-                    .as_object()
-                    .ok_or_else(|| SfError::bad("JSON_PARSER_ERROR", "each record must be a JSON object"))?;
+                let body = record.as_object().ok_or_else(|| {
+                    SfError::bad("JSON_PARSER_ERROR", "each record must be a JSON object")
+                })?;
                 let type_name = body
                     .get("attributes")
                     .and_then(|attributes| attributes.get("type"))
                     .and_then(Value::as_str)
-                    .ok_or_else(|| SfError::bad("INVALID_TYPE", "Must send a concrete entity type."))?;
-                let object = self
-                    .object(type_name)
-                    .ok_or_else(|| SfError::bad("INVALID_TYPE", format!("sObject type '{type_name}' is not supported.")))?;
+                    .ok_or_else(|| {
+                        SfError::bad("INVALID_TYPE", "Must send a concrete entity type.")
+                    })?;
+                let object = self.object(type_name).ok_or_else(|| {
+                    SfError::bad(
+                        "INVALID_TYPE",
+                        format!("sObject type '{type_name}' is not supported."),
+                    )
+                })?;
                 let prepared = if creating {
                     self.prepare_create(&store, object, body)?
                 } else {
@@ -1633,7 +1922,9 @@ impl Salesforce {
                         .get("id")
                         .or_else(|| body.get("Id"))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| SfError::bad("MISSING_ARGUMENT", "Id not specified in an update call"))?;
+                        .ok_or_else(|| {
+                            SfError::bad("MISSING_ARGUMENT", "Id not specified in an update call")
+                        })?;
                     self.prepare_update(&store, object, id, body)?
                 };
                 Ok(self.apply(&mut store, prepared, at))
@@ -1671,13 +1962,15 @@ impl Salesforce {
             let outcome = (|| -> Result<String, SfError> {
                 let normalized = normalize_id(id)
                     .ok_or_else(|| SfError::bad("MALFORMED_ID", format!("malformed id {id}")))?;
-                let object = self
-                    .object_of_id(&normalized)
-                    .ok_or_else(|| SfError::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))?;
+                let object = self.object_of_id(&normalized).ok_or_else(|| {
+                    SfError::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+                })?;
                 let record = store
                     .entity(SYSTEM, object.name)
                     .and_then(|records| records.get(&normalized))
-                    .ok_or_else(|| SfError::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))?;
+                    .ok_or_else(|| {
+                        SfError::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+                    })?;
                 if !record.is_live() {
                     return Err(SfError::bad("ENTITY_IS_DELETED", "entity is deleted"));
                 }
@@ -1695,7 +1988,9 @@ impl Salesforce {
                 .into_iter()
                 .map(|(id, outcome)| match outcome {
                     Ok(_) => json!({"id": id, "success": false, "errors": [rolled_back()]}),
-                    Err(error) => json!({"id": id, "success": false, "errors": [error.record_error()]}),
+                    Err(error) => {
+                        json!({"id": id, "success": false, "errors": [error.record_error()]})
+                    }
                 })
                 .collect();
         }
@@ -1708,11 +2003,19 @@ impl Salesforce {
             .collect()
     }
 
-    fn collection_retrieve(&self, request: &ApiRequest, version: &str, object_name: &str) -> Result<ApiResponse, SfError> {
+    fn collection_retrieve(
+        &self,
+        request: &ApiRequest,
+        version: &str,
+        object_name: &str,
+    ) -> Result<ApiResponse, SfError> {
         let object = self.object(object_name).ok_or_else(not_found)?;
-        let fields: Option<Vec<String>> = request
-            .query("fields")
-            .map(|fields| fields.split(',').map(|name| name.trim().to_string()).collect());
+        let fields: Option<Vec<String>> = request.query("fields").map(|fields| {
+            fields
+                .split(',')
+                .map(|name| name.trim().to_string())
+                .collect()
+        });
         let store = self.shared.store();
         let records: Vec<Value> = request
             .query("ids")
@@ -1758,10 +2061,16 @@ fn is_text_kind(kind: &str) -> bool {
 
 fn check_literal(field: &FieldDef, value: &Literal) -> Result<(), SfError> {
     let expected = match field.kind.as_str() {
-        "datetime" => ("dateTime", matches!(value, Literal::DateTime(_) | Literal::Null)),
+        "datetime" => (
+            "dateTime",
+            matches!(value, Literal::DateTime(_) | Literal::Null),
+        ),
         "date" => ("date", matches!(value, Literal::Date(_) | Literal::Null)),
         "boolean" => ("boolean", matches!(value, Literal::Bool(_) | Literal::Null)),
-        "double" | "currency" | "percent" | "int" => ("number", matches!(value, Literal::Number(_) | Literal::Null)),
+        "double" | "currency" | "percent" | "int" => (
+            "number",
+            matches!(value, Literal::Number(_) | Literal::Null),
+        ),
         _ => ("string", matches!(value, Literal::Text(_) | Literal::Null)),
     };
     if expected.1 {
@@ -1788,7 +2097,9 @@ fn like(pattern: &str, text: &str) -> bool {
             None => text.is_empty(),
             Some(('%', rest)) => (0..=text.len()).any(|skip| matches(rest, &text[skip..])),
             Some(('_', rest)) => !text.is_empty() && matches(rest, &text[1..]),
-            Some((c, rest)) => text.first().is_some_and(|first| first == c) && matches(rest, &text[1..]),
+            Some((c, rest)) => {
+                text.first().is_some_and(|first| first == c) && matches(rest, &text[1..])
+            }
         }
     }
     let pattern: Vec<char> = pattern.to_lowercase().chars().collect();
@@ -1816,13 +2127,20 @@ fn compare(field: &FieldDef, actual: &Value, op: Op, literal: &Literal) -> bool 
         };
     }
     let ordering: Option<Ordering> = match literal {
-        Literal::DateTime(at) => actual.as_str().and_then(parse_lenient_datetime).map(|value| value.cmp(at)),
+        Literal::DateTime(at) => actual
+            .as_str()
+            .and_then(parse_lenient_datetime)
+            .map(|value| value.cmp(at)),
         Literal::Date(date) => actual.as_str().map(|value| value.cmp(date.as_str())),
         Literal::Number(number) => actual.as_f64().and_then(|value| value.partial_cmp(number)),
         Literal::Bool(flag) => actual.as_bool().map(|value| value.cmp(flag)),
         Literal::Text(text) => actual.as_str().map(|value| {
             if matches!(field.kind.as_str(), "id" | "reference") {
-                let normalize = |id: &str| normalize_id(id).unwrap_or_else(|| id.to_string()).to_lowercase();
+                let normalize = |id: &str| {
+                    normalize_id(id)
+                        .unwrap_or_else(|| id.to_string())
+                        .to_lowercase()
+                };
                 normalize(value).cmp(&normalize(text))
             } else {
                 value.to_lowercase().cmp(&text.to_lowercase())
@@ -1844,7 +2162,12 @@ fn compare(field: &FieldDef, actual: &Value, op: Op, literal: &Literal) -> bool 
     }
 }
 
-fn compare_values(left: Option<&Value>, right: Option<&Value>, nulls_last: bool, descending: bool) -> std::cmp::Ordering {
+fn compare_values(
+    left: Option<&Value>,
+    right: Option<&Value>,
+    nulls_last: bool,
+    descending: bool,
+) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     let left = left.filter(|value| !value.is_null());
     let right = right.filter(|value| !value.is_null());
@@ -1877,7 +2200,11 @@ fn compare_values(left: Option<&Value>, right: Option<&Value>, nulls_last: bool,
                     .to_lowercase()
                     .cmp(&right.as_str().unwrap_or_default().to_lowercase()),
             };
-            if descending { ordering.reverse() } else { ordering }
+            if descending {
+                ordering.reverse()
+            } else {
+                ordering
+            }
         }
     }
 }
@@ -1978,7 +2305,13 @@ impl Backend for Salesforce {
             .unwrap_or_default()
     }
 
-    fn create_at(&self, store: &mut Store, entity: &str, body: Value, at: Stamp) -> Result<String, ApiResponse> {
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
         let object = self.object(entity).ok_or_else(|| not_found().response())?;
         let body = body.as_object().cloned().unwrap_or_default();
         let prepared = self
@@ -2000,7 +2333,10 @@ mod tests {
         assert_eq!(normalize_id(&id[..15]), Some(id.clone()));
         assert_eq!(normalize_id(&id), Some(id.clone()));
         // The documented example: 001A0000006Vm9r -> 001A0000006Vm9rIAC.
-        assert_eq!(normalize_id("001A0000006Vm9r").as_deref(), Some("001A0000006Vm9rIAC"));
+        assert_eq!(
+            normalize_id("001A0000006Vm9r").as_deref(),
+            Some("001A0000006Vm9rIAC")
+        );
         assert_eq!(normalize_id("not-an-id"), None);
     }
 
@@ -2009,9 +2345,16 @@ mod tests {
         let objects = load_objects();
         for object in &objects {
             assert!(object.field("Id").is_some(), "{} has no Id", object.name);
-            assert!(object.field("SystemModstamp").is_some(), "{} has no SystemModstamp", object.name);
+            assert!(
+                object.field("SystemModstamp").is_some(),
+                "{} has no SystemModstamp",
+                object.name
+            );
         }
-        let order = objects.iter().find(|object| object.name == "Order").expect("Order is simulated");
+        let order = objects
+            .iter()
+            .find(|object| object.name == "Order")
+            .expect("Order is simulated");
         let total = order.field("TotalAmount").expect("Order has TotalAmount");
         assert!(!total.createable && !total.updateable);
     }

@@ -41,7 +41,10 @@ pub enum SchemaDocError {
     #[error("contract document is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("contract pattern `{pattern}` does not compile: {source}")]
-    Pattern { pattern: String, source: regex::Error },
+    Pattern {
+        pattern: String,
+        source: regex::Error,
+    },
 }
 
 impl SchemaDoc {
@@ -105,7 +108,14 @@ impl SchemaDoc {
             .map(|property| self.resolve(property))
     }
 
-    fn check(&self, schema: &Value, value: &Value, mode: Mode, path: &str, out: &mut Vec<Violation>) {
+    fn check(
+        &self,
+        schema: &Value,
+        value: &Value,
+        mode: Mode,
+        path: &str,
+        out: &mut Vec<Violation>,
+    ) {
         let schema = self.resolve(schema);
         if value.is_null() && mode.null_as_absent {
             return;
@@ -160,7 +170,9 @@ impl SchemaDoc {
                 for (name, child_value) in object {
                     let child = join(path, name);
                     match properties.and_then(|properties| properties.get(name)) {
-                        Some(child_schema) => self.check(child_schema, child_value, mode, &child, out),
+                        Some(child_schema) => {
+                            self.check(child_schema, child_value, mode, &child, out)
+                        }
                         None if closed => out.push(Violation {
                             message: format!("unknown field {child}"),
                             path: child,
@@ -181,14 +193,24 @@ impl SchemaDoc {
         }
     }
 
-    fn check_string(&self, schema: &Value, text: &str, mode: Mode, path: &str, out: &mut Vec<Violation>) {
+    fn check_string(
+        &self,
+        schema: &Value,
+        text: &str,
+        mode: Mode,
+        path: &str,
+        out: &mut Vec<Violation>,
+    ) {
         if let Some(minimum) = schema.get("minLength").and_then(Value::as_u64)
             && (text.chars().count() as u64) < minimum
         {
             out.push(Violation {
                 path: path.to_string(),
                 code: "too_short",
-                message: format!("{} must have at least {minimum} characters", field_name(path)),
+                message: format!(
+                    "{} must have at least {minimum} characters",
+                    field_name(path)
+                ),
             });
             return;
         }
@@ -215,7 +237,10 @@ impl SchemaDoc {
     }
 }
 
-fn collect_patterns(value: &Value, patterns: &mut HashMap<String, Regex>) -> Result<(), SchemaDocError> {
+fn collect_patterns(
+    value: &Value,
+    patterns: &mut HashMap<String, Regex>,
+) -> Result<(), SchemaDocError> {
     match value {
         Value::Object(object) => {
             if let Some(Value::String(pattern)) = object.get("pattern")
@@ -251,7 +276,9 @@ fn has_type(value: &Value, kind: &str) -> bool {
         "number" => value.is_number(),
         "integer" => match value {
             Value::Number(number) => {
-                number.is_i64() || number.is_u64() || number.as_f64().is_some_and(|float| float.fract() == 0.0)
+                number.is_i64()
+                    || number.is_u64()
+                    || number.as_f64().is_some_and(|float| float.fract() == 0.0)
             }
             _ => false,
         },
@@ -263,8 +290,14 @@ fn check_number(schema: &Value, number: &serde_json::Number, path: &str, out: &m
     let Some(value) = number.as_f64() else {
         return;
     };
-    let below = schema.get("minimum").and_then(Value::as_f64).filter(|minimum| value < *minimum);
-    let above = schema.get("maximum").and_then(Value::as_f64).filter(|maximum| value > *maximum);
+    let below = schema
+        .get("minimum")
+        .and_then(Value::as_f64)
+        .filter(|minimum| value < *minimum);
+    let above = schema
+        .get("maximum")
+        .and_then(Value::as_f64)
+        .filter(|maximum| value > *maximum);
     let int32 = schema.get("format").and_then(Value::as_str) == Some("int32")
         && !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&value);
     if let Some(minimum) = below {
@@ -296,7 +329,8 @@ pub fn format_ok(format: &str, text: &str, mode: Mode) -> bool {
         "date" => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok(),
         "date-time" => {
             crate::sandbox::store::parse_rfc3339(text).is_some()
-                || (mode.lenient_datetime && crate::sandbox::store::parse_lenient_datetime(text).is_some())
+                || (mode.lenient_datetime
+                    && crate::sandbox::store::parse_lenient_datetime(text).is_some())
         }
         "uuid" => is_uuid(text),
         _ => true,
@@ -320,7 +354,9 @@ fn is_uri(text: &str) -> bool {
         return false;
     };
     let mut chars = scheme.chars();
-    chars.next().is_some_and(|first| first.is_ascii_alphabetic())
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
         && !text.chars().any(char::is_whitespace)
@@ -385,7 +421,10 @@ mod tests {
     #[test]
     fn each_rule_reports_its_field() {
         assert_eq!(codes(json!({})), vec![("name".to_string(), "required")]);
-        assert_eq!(codes(json!({"name": ""})), vec![("name".to_string(), "too_short")]);
+        assert_eq!(
+            codes(json!({"name": ""})),
+            vec![("name".to_string(), "too_short")]
+        );
         assert_eq!(
             codes(json!({"name": "A", "email": "nope"})),
             vec![("email".to_string(), "invalid_format")]
@@ -402,17 +441,34 @@ mod tests {
             codes(json!({"name": "A", "lines": [{"qty": 0}]})),
             vec![("lines[0].qty".to_string(), "out_of_range")]
         );
-        assert_eq!(codes(json!({"name": 5})), vec![("name".to_string(), "invalid_type")]);
-        assert_eq!(codes(json!({"name": "A", "x": 1})), vec![("x".to_string(), "unknown_field")]);
+        assert_eq!(
+            codes(json!({"name": 5})),
+            vec![("name".to_string(), "invalid_type")]
+        );
+        assert_eq!(
+            codes(json!({"name": "A", "x": 1})),
+            vec![("x".to_string(), "unknown_field")]
+        );
     }
 
     #[test]
     fn formats_follow_their_rfcs_loosely() {
         let strict = Mode::default();
         assert!(format_ok("date-time", "2024-05-01T10:00:00Z", strict));
-        assert!(!format_ok("date-time", "2024-05-01T10:00:00.000+0000", strict));
-        let lenient = Mode { lenient_datetime: true, ..Mode::default() };
-        assert!(format_ok("date-time", "2024-05-01T10:00:00.000+0000", lenient));
+        assert!(!format_ok(
+            "date-time",
+            "2024-05-01T10:00:00.000+0000",
+            strict
+        ));
+        let lenient = Mode {
+            lenient_datetime: true,
+            ..Mode::default()
+        };
+        assert!(format_ok(
+            "date-time",
+            "2024-05-01T10:00:00.000+0000",
+            lenient
+        ));
         assert!(format_ok("date", "2024-02-29", strict));
         assert!(!format_ok("date", "2023-02-29", strict));
         assert!(format_ok("uri", "https://example.com", strict));

@@ -17,26 +17,100 @@ use crate::sandbox::store::{Stamp, Store};
 use crate::sandbox::{Backend, SandboxError};
 
 const FIRST_NAMES: [&str; 40] = [
-    "Ada", "Bjorn", "Camille", "Daniel", "Elif", "Farah", "Gustav", "Hanna", "Ivan", "Julia", "Kari", "Lars",
-    "Maja", "Nils", "Olivia", "Pedro", "Quinn", "Rosa", "Sven", "Tuva", "Ugo", "Vera", "William", "Xenia", "Yusuf",
-    "Zara", "Amir", "Beatrice", "Carlos", "Dina", "Emil", "Frida", "Georg", "Helena", "Isak", "Jonas", "Klara",
-    "Leo", "Mia", "Noah",
+    "Ada", "Bjorn", "Camille", "Daniel", "Elif", "Farah", "Gustav", "Hanna", "Ivan", "Julia",
+    "Kari", "Lars", "Maja", "Nils", "Olivia", "Pedro", "Quinn", "Rosa", "Sven", "Tuva", "Ugo",
+    "Vera", "William", "Xenia", "Yusuf", "Zara", "Amir", "Beatrice", "Carlos", "Dina", "Emil",
+    "Frida", "Georg", "Helena", "Isak", "Jonas", "Klara", "Leo", "Mia", "Noah",
 ];
 const LAST_NAMES: [&str; 40] = [
-    "Andersen", "Berg", "Carlsen", "Dahl", "Eriksen", "Fischer", "Garcia", "Hansen", "Iversen", "Johansen",
-    "Kowalski", "Lund", "Moreau", "Nilsen", "Olsen", "Petersen", "Quist", "Rossi", "Solberg", "Tanaka", "Umar",
-    "Vik", "Weber", "Xu", "Yilmaz", "Zimmermann", "Aasen", "Bakke", "Costa", "Dubois", "Engel", "Foss", "Gomez",
-    "Holm", "Jensen", "Karlsen", "Larsen", "Meyer", "Novak", "Ortiz",
+    "Andersen",
+    "Berg",
+    "Carlsen",
+    "Dahl",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Iversen",
+    "Johansen",
+    "Kowalski",
+    "Lund",
+    "Moreau",
+    "Nilsen",
+    "Olsen",
+    "Petersen",
+    "Quist",
+    "Rossi",
+    "Solberg",
+    "Tanaka",
+    "Umar",
+    "Vik",
+    "Weber",
+    "Xu",
+    "Yilmaz",
+    "Zimmermann",
+    "Aasen",
+    "Bakke",
+    "Costa",
+    "Dubois",
+    "Engel",
+    "Foss",
+    "Gomez",
+    "Holm",
+    "Jensen",
+    "Karlsen",
+    "Larsen",
+    "Meyer",
+    "Novak",
+    "Ortiz",
 ];
 const COMPANY_FIRST: [&str; 24] = [
-    "Nordic", "Blue", "Granite", "Fjord", "Aurora", "Summit", "Harbor", "Evergreen", "Polar", "Silver", "Copper",
-    "Birch", "Atlas", "Bright", "Coastal", "Delta", "Iron", "Lumen", "Maple", "North", "Oak", "Pine", "River",
+    "Nordic",
+    "Blue",
+    "Granite",
+    "Fjord",
+    "Aurora",
+    "Summit",
+    "Harbor",
+    "Evergreen",
+    "Polar",
+    "Silver",
+    "Copper",
+    "Birch",
+    "Atlas",
+    "Bright",
+    "Coastal",
+    "Delta",
+    "Iron",
+    "Lumen",
+    "Maple",
+    "North",
+    "Oak",
+    "Pine",
+    "River",
     "Stone",
 ];
 const COMPANY_SECOND: [&str; 20] = [
-    "Lumber", "Logistics", "Analytics", "Foods", "Robotics", "Textiles", "Energy", "Marine", "Software",
-    "Furniture", "Pharma", "Builders", "Optics", "Outfitters", "Media", "Farms", "Instruments", "Design",
-    "Motors", "Supplies",
+    "Lumber",
+    "Logistics",
+    "Analytics",
+    "Foods",
+    "Robotics",
+    "Textiles",
+    "Energy",
+    "Marine",
+    "Software",
+    "Furniture",
+    "Pharma",
+    "Builders",
+    "Optics",
+    "Outfitters",
+    "Media",
+    "Farms",
+    "Instruments",
+    "Design",
+    "Motors",
+    "Supplies",
 ];
 const COMPANY_SUFFIX: [&str; 5] = ["AS", "Ltd", "GmbH", "Inc", "AB"];
 const JOB_TITLES: [&str; 8] = [
@@ -53,22 +127,72 @@ const JOB_TITLES: [&str; 8] = [
 const PLACES: [(&str, &str, &str, &str, &str, &str); 10] = [
     ("Oslo", "NO", "NOR", "Oslo", "Karl Johans gate", "0154"),
     ("Bergen", "NO", "NOR", "Vestland", "Strandkaien", "5013"),
-    ("Stockholm", "SE", "SWE", "Stockholm", "Drottninggatan", "111 51"),
-    ("Copenhagen", "DK", "DNK", "Capital Region", "Strøget", "1160"),
+    (
+        "Stockholm",
+        "SE",
+        "SWE",
+        "Stockholm",
+        "Drottninggatan",
+        "111 51",
+    ),
+    (
+        "Copenhagen",
+        "DK",
+        "DNK",
+        "Capital Region",
+        "Strøget",
+        "1160",
+    ),
     ("Berlin", "DE", "DEU", "Berlin", "Friedrichstraße", "10117"),
     ("Hamburg", "DE", "DEU", "Hamburg", "Jungfernstieg", "20354"),
     ("London", "GB", "GBR", "England", "Baker Street", "NW1 6XE"),
     ("Austin", "US", "USA", "Texas", "Congress Avenue", "78701"),
-    ("Chicago", "US", "USA", "Illinois", "Michigan Avenue", "60611"),
-    ("Amsterdam", "NL", "NLD", "North Holland", "Damrak", "1012 LG"),
+    (
+        "Chicago",
+        "US",
+        "USA",
+        "Illinois",
+        "Michigan Avenue",
+        "60611",
+    ),
+    (
+        "Amsterdam",
+        "NL",
+        "NLD",
+        "North Holland",
+        "Damrak",
+        "1012 LG",
+    ),
 ];
 const PRODUCT_ADJECTIVES: [&str; 12] = [
-    "Ergonomic", "Compact", "Heavy-Duty", "Wireless", "Recycled", "Premium", "Modular", "Portable", "Insulated",
-    "Smart", "Classic", "Industrial",
+    "Ergonomic",
+    "Compact",
+    "Heavy-Duty",
+    "Wireless",
+    "Recycled",
+    "Premium",
+    "Modular",
+    "Portable",
+    "Insulated",
+    "Smart",
+    "Classic",
+    "Industrial",
 ];
 const PRODUCT_NOUNS: [&str; 14] = [
-    "Office Chair", "Standing Desk", "Label Printer", "Pallet Jack", "Safety Helmet", "Work Lamp", "Storage Rack",
-    "Coffee Machine", "Headset", "Monitor Arm", "Toolbox", "Rain Jacket", "Water Bottle", "Backpack",
+    "Office Chair",
+    "Standing Desk",
+    "Label Printer",
+    "Pallet Jack",
+    "Safety Helmet",
+    "Work Lamp",
+    "Storage Rack",
+    "Coffee Machine",
+    "Headset",
+    "Monitor Arm",
+    "Toolbox",
+    "Rain Jacket",
+    "Water Bottle",
+    "Backpack",
 ];
 
 struct Organisation {
@@ -128,7 +252,12 @@ fn phone(rng: &mut fastrand::Rng, country: &str) -> String {
         "NL" => "+31",
         _ => "+1",
     };
-    format!("{code} {:03} {:02} {:03}", rng.u32(200..999), rng.u32(10..99), rng.u32(100..999))
+    format!(
+        "{code} {:03} {:02} {:03}",
+        rng.u32(200..999),
+        rng.u32(10..99),
+        rng.u32(100..999)
+    )
 }
 
 fn world(rng: &mut fastrand::Rng, count: usize) -> World {
@@ -142,7 +271,11 @@ fn world(rng: &mut fastrand::Rng, count: usize) -> World {
                 pick(rng, &COMPANY_SECOND),
                 pick(rng, &COMPANY_SUFFIX)
             );
-            let name = if names.contains(&base) { format!("{base} {}", index + 1) } else { base };
+            let name = if names.contains(&base) {
+                format!("{base} {}", index + 1)
+            } else {
+                base
+            };
             names.insert(name.clone());
             let domain = format!("{}.example", slug(&name));
             let place = rng.usize(..PLACES.len());
@@ -162,11 +295,19 @@ fn world(rng: &mut fastrand::Rng, count: usize) -> World {
             let first = pick(rng, &FIRST_NAMES).to_string();
             let last = pick(rng, &LAST_NAMES).to_string();
             let organisation = rng.usize(..organisations.len());
-            let domain = organisations[organisation].email.trim_start_matches("info@").to_string();
+            let domain = organisations[organisation]
+                .email
+                .trim_start_matches("info@")
+                .to_string();
             Person {
-                email: format!("{}.{}{}@{domain}", first.to_lowercase(), last.to_lowercase(), index + 1),
+                email: format!(
+                    "{}.{}{}@{domain}",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    index + 1
+                ),
                 phone: phone(rng, PLACES[organisations[organisation].place].1),
-                title: *pick(rng, &JOB_TITLES),
+                title: JOB_TITLES[rng.usize(..JOB_TITLES.len())],
                 first,
                 last,
                 organisation,
@@ -175,7 +316,11 @@ fn world(rng: &mut fastrand::Rng, count: usize) -> World {
         .collect();
     let products = (0..pool)
         .map(|index| {
-            let name = format!("{} {}", pick(rng, &PRODUCT_ADJECTIVES), pick(rng, &PRODUCT_NOUNS));
+            let name = format!(
+                "{} {}",
+                pick(rng, &PRODUCT_ADJECTIVES),
+                pick(rng, &PRODUCT_NOUNS)
+            );
             Product {
                 sku: format!("SKU-{:05}", 10_001 + index),
                 description: format!("{name} for professional use."),
@@ -285,7 +430,12 @@ pub fn seed(
     Ok(())
 }
 
-fn seed_keap(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> Result<(), SandboxError> {
+fn seed_keap(
+    seeder: &mut Seeder,
+    world: &World,
+    from: usize,
+    count: usize,
+) -> Result<(), SandboxError> {
     let mut companies = Vec::new();
     for organisation in &world.organisations[from..from + count] {
         let (city, _, alpha3, region, street, postal) = PLACES[organisation.place];
@@ -347,15 +497,15 @@ fn seed_keap(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> R
         let low = i64::from(seeder.rng.u32(10..200)) * 100;
         let title = format!("{} deal {}", world.people[from + index].last, index + 1);
         let body = json!({
-                "opportunity_title": title,
-                "contact": {"id": Seeder::int(contact)},
-                "stage": {"id": stages[seeder.rng.usize(..stages.len())]},
-                "user": {"id": 1},
-                "projected_revenue_low": low as f64,
-                "projected_revenue_high": (low * 3 / 2) as f64,
-                "estimated_close_date": format!("{}T12:00:00.000+0000", seeder.clock.date()),
-                "include_in_forecast": 1,
-            });
+            "opportunity_title": title,
+            "contact": {"id": Seeder::int(contact)},
+            "stage": {"id": stages[seeder.rng.usize(..stages.len())]},
+            "user": {"id": 1},
+            "projected_revenue_low": low as f64,
+            "projected_revenue_high": (low * 3 / 2) as f64,
+            "estimated_close_date": format!("{}T12:00:00.000+0000", seeder.clock.date()),
+            "include_in_forecast": 1,
+        });
         seeder.create("keap", "opportunities", body)?;
     }
     Ok(())
@@ -364,7 +514,12 @@ fn seed_keap(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> R
 fn lines(seeder: &mut Seeder, products: &[(String, i64)]) -> (Vec<(usize, i64)>, i64) {
     let count = seeder.rng.usize(1..=3);
     let picked: Vec<(usize, i64)> = (0..count)
-        .map(|_| (seeder.rng.usize(..products.len()), i64::from(seeder.rng.u32(1..6))))
+        .map(|_| {
+            (
+                seeder.rng.usize(..products.len()),
+                i64::from(seeder.rng.u32(1..6)),
+            )
+        })
         .collect();
     let total = picked
         .iter()
@@ -373,7 +528,12 @@ fn lines(seeder: &mut Seeder, products: &[(String, i64)]) -> (Vec<(usize, i64)>,
     (picked, total)
 }
 
-fn seed_customerp(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> Result<(), SandboxError> {
+fn seed_customerp(
+    seeder: &mut Seeder,
+    world: &World,
+    from: usize,
+    count: usize,
+) -> Result<(), SandboxError> {
     let mut customers = Vec::new();
     for organisation in &world.organisations[from..from + count] {
         let (city, alpha2, _, _, street, postal) = PLACES[organisation.place];
@@ -464,25 +624,32 @@ fn seed_customerp(seeder: &mut Seeder, world: &World, from: usize, count: usize)
     Ok(())
 }
 
-fn seed_customwebshop(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> Result<(), SandboxError> {
+fn seed_customwebshop(
+    seeder: &mut Seeder,
+    world: &World,
+    from: usize,
+    count: usize,
+) -> Result<(), SandboxError> {
     let mut customers = Vec::new();
     // Most web-shop customers are ERP customers (same organisation email); the rest are new.
     let known = count * 3 / 4;
-    let indices: Vec<usize> = (from..from + known).chain(from + count..from + count + (count - known)).collect();
+    let indices: Vec<usize> = (from..from + known)
+        .chain(from + count..from + count + (count - known))
+        .collect();
     for index in indices {
         let organisation = &world.organisations[index.min(world.organisations.len() - 1)];
         let contact = &world.people[index.min(world.people.len() - 1)];
         let (city, alpha2, _, _, street, postal) = PLACES[organisation.place];
         let body = json!({
-                "email": organisation.email,
-                "first_name": contact.first,
-                "last_name": contact.last,
-                "company": organisation.name,
-                "phone": organisation.phone,
-                "addresses": [{"type": "billing", "line1": format!("{street} {}", organisation.street_number),
-                               "city": city, "zip": postal, "country": alpha2}],
-                "marketing_opt_in": seeder.rng.bool(),
-            });
+            "email": organisation.email,
+            "first_name": contact.first,
+            "last_name": contact.last,
+            "company": organisation.name,
+            "phone": organisation.phone,
+            "addresses": [{"type": "billing", "line1": format!("{street} {}", organisation.street_number),
+                           "city": city, "zip": postal, "country": alpha2}],
+            "marketing_opt_in": seeder.rng.bool(),
+        });
         let id = seeder.create("customwebshop", "customers", body);
         match id {
             Ok(id) => customers.push((id, organisation.email.clone())),
@@ -506,12 +673,19 @@ fn seed_customwebshop(seeder: &mut Seeder, world: &World, from: usize, count: us
                 "inventory": product.stock,
             }),
         )?;
-        products.push((product.sku.clone(), product.price_cents, product.name.clone()));
+        products.push((
+            product.sku.clone(),
+            product.price_cents,
+            product.name.clone(),
+        ));
     }
     if customers.is_empty() {
         return Ok(());
     }
-    let prices: Vec<(String, i64)> = products.iter().map(|(sku, price, _)| (sku.clone(), *price)).collect();
+    let prices: Vec<(String, i64)> = products
+        .iter()
+        .map(|(sku, price, _)| (sku.clone(), *price))
+        .collect();
     for _ in 0..count {
         let (customer, email) = customers[seeder.rng.usize(..customers.len())].clone();
         let (picked, total) = lines(seeder, &prices);
@@ -531,7 +705,12 @@ fn seed_customwebshop(seeder: &mut Seeder, world: &World, from: usize, count: us
     Ok(())
 }
 
-fn seed_salesforce(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> Result<(), SandboxError> {
+fn seed_salesforce(
+    seeder: &mut Seeder,
+    world: &World,
+    from: usize,
+    count: usize,
+) -> Result<(), SandboxError> {
     let mut accounts = Vec::new();
     for organisation in &world.organisations[from..from + count] {
         let (city, _, _, region, street, postal) = PLACES[organisation.place];
@@ -590,7 +769,14 @@ fn seed_salesforce(seeder: &mut Seeder, world: &World, from: usize, count: usize
         )?;
         entries.push((entry, product.price_cents));
     }
-    let stages = ["Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost"];
+    let stages = [
+        "Prospecting",
+        "Qualification",
+        "Proposal/Price Quote",
+        "Negotiation/Review",
+        "Closed Won",
+        "Closed Lost",
+    ];
     let mut opportunities = Vec::new();
     for index in 0..count {
         let account = accounts[seeder.rng.usize(..accounts.len())].clone();
@@ -633,7 +819,12 @@ fn seed_salesforce(seeder: &mut Seeder, world: &World, from: usize, count: usize
     Ok(())
 }
 
-fn seed_customcrm(seeder: &mut Seeder, world: &World, from: usize, count: usize) -> Result<(), SandboxError> {
+fn seed_customcrm(
+    seeder: &mut Seeder,
+    world: &World,
+    from: usize,
+    count: usize,
+) -> Result<(), SandboxError> {
     let mut customers = Vec::new();
     for organisation in &world.organisations[from..from + count] {
         let (city, alpha2, _, _, street, postal) = PLACES[organisation.place];

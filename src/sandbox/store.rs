@@ -139,7 +139,11 @@ impl EntityStore {
     }
 
     /// The first unique field whose value in `fields` is held by another live record.
-    pub fn unique_conflict(&self, fields: &Map<String, Value>, own_id: Option<&str>) -> Option<String> {
+    pub fn unique_conflict(
+        &self,
+        fields: &Map<String, Value>,
+        own_id: Option<&str>,
+    ) -> Option<String> {
         self.unique.iter().find_map(|field| {
             let key = normalise_key(fields.get(field)?)?;
             let holder = self.unique_index.get(&(field.clone(), key))?;
@@ -152,7 +156,9 @@ impl EntityStore {
             let keys: Vec<(String, String)> = self
                 .unique
                 .iter()
-                .filter_map(|field| Some((field.clone(), normalise_key(record.fields.get(field)?)?)))
+                .filter_map(|field| {
+                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
+                })
                 .collect();
             for key in keys {
                 if self.unique_index.get(&key).map(String::as_str) == Some(id) {
@@ -167,7 +173,9 @@ impl EntityStore {
             let keys: Vec<(String, String)> = self
                 .unique
                 .iter()
-                .filter_map(|field| Some((field.clone(), normalise_key(record.fields.get(field)?)?)))
+                .filter_map(|field| {
+                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
+                })
                 .collect();
             for key in keys {
                 self.unique_index.insert(key, id.to_string());
@@ -400,7 +408,10 @@ mod tests {
         let record = entity.new_record("1".into(), fields(json!({"email": "Ann@Example.com"})), 1);
         entity.put(record);
         let duplicate = fields(json!({"email": " ann@example.COM"}));
-        assert_eq!(entity.unique_conflict(&duplicate, None), Some("email".to_string()));
+        assert_eq!(
+            entity.unique_conflict(&duplicate, None),
+            Some("email".to_string())
+        );
         assert_eq!(entity.unique_conflict(&duplicate, Some("1")), None);
         assert!(entity.soft_delete("1", 2));
         assert_eq!(entity.unique_conflict(&duplicate, None), None);
@@ -413,7 +424,13 @@ mod tests {
         entity.put(record);
         assert!(entity.remove("7", 20).is_some());
         assert!(entity.get("7").is_none());
-        assert_eq!(entity.tombstones, vec![Tombstone { id: "7".into(), deleted_at: 20 }]);
+        assert_eq!(
+            entity.tombstones,
+            vec![Tombstone {
+                id: "7".into(),
+                deleted_at: 20
+            }]
+        );
         let kinds: Vec<ChangeKind> = entity.changes.iter().map(|change| change.kind).collect();
         assert_eq!(kinds, vec![ChangeKind::Created, ChangeKind::Deleted]);
     }
@@ -432,7 +449,10 @@ mod tests {
         let at = 1_731_011_713_217;
         assert_eq!(offset_datetime(at), "2024-11-07T20:35:13.217+0000");
         assert_eq!(rfc3339(at), "2024-11-07T20:35:13.217Z");
-        assert_eq!(parse_lenient_datetime("2024-11-07T20:35:13.217+0000"), Some(at));
+        assert_eq!(
+            parse_lenient_datetime("2024-11-07T20:35:13.217+0000"),
+            Some(at)
+        );
         assert_eq!(parse_rfc3339("2024-11-07T21:35:13.217+01:00"), Some(at));
         assert_eq!(parse_rfc3339("2024-11-07T20:35:13.217+0000"), None);
     }

@@ -35,8 +35,16 @@ pub enum Condition {
     And(Vec<Condition>),
     Or(Vec<Condition>),
     Not(Box<Condition>),
-    Compare { field: String, op: Op, value: Literal },
-    In { field: String, values: Vec<Literal>, negated: bool },
+    Compare {
+        field: String,
+        op: Op,
+        value: Literal,
+    },
+    In {
+        field: String,
+        values: Vec<Literal>,
+        negated: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +112,9 @@ fn tokens(text: &str) -> Result<Vec<Token>, SyntaxError> {
                 }
             }
             out.push(Token::Text(value));
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(index + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(index + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = index;
             index += 1;
             while chars
@@ -204,10 +214,15 @@ impl Parser {
 
     fn identifier(&mut self) -> Result<String, SyntaxError> {
         const RESERVED: [&str; 13] = [
-            "select", "from", "where", "order", "by", "limit", "offset", "and", "or", "not", "in", "asc", "desc",
+            "select", "from", "where", "order", "by", "limit", "offset", "and", "or", "not", "in",
+            "asc", "desc",
         ];
         match self.peek() {
-            Some(Token::Word(word)) if !RESERVED.iter().any(|reserved| word.eq_ignore_ascii_case(reserved)) => {
+            Some(Token::Word(word))
+                if !RESERVED
+                    .iter()
+                    .any(|reserved| word.eq_ignore_ascii_case(reserved)) =>
+            {
                 let word = word.clone();
                 self.position += 1;
                 Ok(word)
@@ -230,12 +245,18 @@ impl Parser {
             Some(Token::Text(text)) => Ok(Literal::Text(text)),
             Some(Token::Word(word)) if word.eq_ignore_ascii_case("null") => Ok(Literal::Null),
             Some(Token::Word(word)) if word.eq_ignore_ascii_case("true") => Ok(Literal::Bool(true)),
-            Some(Token::Word(word)) if word.eq_ignore_ascii_case("false") => Ok(Literal::Bool(false)),
+            Some(Token::Word(word)) if word.eq_ignore_ascii_case("false") => {
+                Ok(Literal::Bool(false))
+            }
             Some(Token::Number(number)) => {
                 if number.contains('T') {
                     parse_lenient_datetime(&number)
                         .map(Literal::DateTime)
-                        .ok_or_else(|| SyntaxError(format!("line 1:0 no viable alternative at character '{number}'")))
+                        .ok_or_else(|| {
+                            SyntaxError(format!(
+                                "line 1:0 no viable alternative at character '{number}'"
+                            ))
+                        })
                 } else if number.len() == 10 && number.matches('-').count() == 2 {
                     chrono::NaiveDate::parse_from_str(&number, "%Y-%m-%d")
                         .map(|_| Literal::Date(number.clone()))
@@ -302,7 +323,11 @@ impl Parser {
                 values.push(self.literal()?);
             }
             self.symbol(")")?;
-            return Ok(Condition::In { field, values, negated });
+            return Ok(Condition::In {
+                field,
+                values,
+                negated,
+            });
         }
         let op = match self.next() {
             Some(Token::Symbol("=")) => Op::Eq,
@@ -440,8 +465,14 @@ mod tests {
         let error = |text: &str| parse(text).expect_err("malformed").0;
         assert_eq!(error("SELECT FROM Contact"), "unexpected token: 'FROM'");
         assert_eq!(error("SELECT Id Contact"), "unexpected token: 'Contact'");
-        assert_eq!(error("SELECT Id FROM Contact WHERE"), "unexpected end of query");
-        assert_eq!(error("SELECT Id FROM Contact LIMIT ten"), "unexpected token: 'ten'");
+        assert_eq!(
+            error("SELECT Id FROM Contact WHERE"),
+            "unexpected end of query"
+        );
+        assert_eq!(
+            error("SELECT Id FROM Contact LIMIT ten"),
+            "unexpected token: 'ten'"
+        );
         assert!(error("SELECT Id FROM Contact WHERE Name = 'x").contains("unterminated"));
     }
 }
