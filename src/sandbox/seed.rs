@@ -512,15 +512,14 @@ fn seed_keap(
 }
 
 fn lines(seeder: &mut Seeder, products: &[(String, i64)]) -> (Vec<(usize, i64)>, i64) {
-    let count = seeder.rng.usize(1..=3);
-    let picked: Vec<(usize, i64)> = (0..count)
-        .map(|_| {
-            (
-                seeder.rng.usize(..products.len()),
-                i64::from(seeder.rng.u32(1..6)),
-            )
-        })
-        .collect();
+    let count = seeder.rng.usize(1..=3).min(products.len());
+    let mut picked: Vec<(usize, i64)> = Vec::with_capacity(count);
+    while picked.len() < count {
+        let product = seeder.rng.usize(..products.len());
+        if !picked.iter().any(|(chosen, _)| *chosen == product) {
+            picked.push((product, i64::from(seeder.rng.u32(1..6))));
+        }
+    }
     let total = picked
         .iter()
         .map(|(index, quantity)| products[*index].1 * quantity)

@@ -231,6 +231,14 @@ impl Parser {
         }
     }
 
+    /// An object name: any word, keywords included (`FROM Order`).
+    fn object_name(&mut self) -> Result<String, SyntaxError> {
+        match self.next() {
+            Some(Token::Word(word)) => Ok(word),
+            other => Err(SyntaxError(describe(other.as_ref()))),
+        }
+    }
+
     fn number(&mut self) -> Result<usize, SyntaxError> {
         match self.next() {
             Some(Token::Number(number)) => number
@@ -357,7 +365,7 @@ pub fn parse(text: &str) -> Result<Query, SyntaxError> {
         fields.push(parser.identifier()?);
     }
     parser.keyword("from")?;
-    let object = parser.identifier()?;
+    let object = parser.object_name()?;
     let condition = if parser.is_keyword("where") {
         parser.position += 1;
         Some(parser.condition()?)
@@ -447,6 +455,8 @@ mod tests {
         );
         assert_eq!(query.order.len(), 2);
         assert_eq!(query.limit, Some(500));
+        let orders = parse("SELECT Id FROM Order ORDER BY Id").expect("Order is an object name");
+        assert_eq!(orders.object, "Order");
     }
 
     #[test]
