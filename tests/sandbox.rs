@@ -1382,6 +1382,79 @@ async fn faults_hit_only_the_chosen_system_and_are_counted() {
 }
 
 #[tokio::test]
+async fn a_lost_response_still_applies_the_write() {
+    let faults: FaultSpec = "rate=1,kinds=lost,systems=customerp"
+        .parse()
+        .expect("valid spec");
+    let sandbox = start(SandboxOptions {
+        faults,
+        ..options()
+    })
+    .await;
+    let response = client()
+        .post(url(&sandbox, "customerp", "/customers"))
+        .bearer_auth(credentials::CUSTOMERP_TOKEN)
+        .json(&json!({"name": "Ghost Writes AS", "currency": "EUR", "is_active": true}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let customers = sandbox.records("customerp", "customers").expect("records");
+    assert_eq!(
+        customers.len(),
+        1,
+        "the create happened although its answer was lost"
+    );
+    assert_eq!(customers[0]["name"], "Ghost Writes AS");
+}
+
+#[test]
+fn the_command_prints_exports_and_system_lines_then_serves() {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["sandbox", "--port-base", "0", "--seed", "1", "--print-env"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tether starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(17)
+        .map(|line| line.expect("line reads"))
+        .collect();
+    let exports = lines
+        .iter()
+        .filter(|line| line.starts_with("export "))
+        .count();
+    assert_eq!(exports, 12);
+    let systems: Vec<&str> = lines[12..]
+        .iter()
+        .filter_map(|line| line.split_once(' ').map(|(system, _)| system))
+        .collect();
+    assert_eq!(systems, tether::sandbox::SYSTEMS.to_vec());
+    let keap = lines[15]
+        .split_once(' ')
+        .map(|(_, url)| url.to_string())
+        .expect("keap line");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = runtime.block_on(async {
+        client()
+            .get(format!("{keap}/products"))
+            .send()
+            .await
+            .map(|response| response.status())
+    });
+    child.kill().expect("the sandbox stops");
+    let _ = child.wait();
+    assert_eq!(
+        status.expect("the served API answers"),
+        StatusCode::UNAUTHORIZED,
+        "Keap wants a key"
+    );
+}
+
+#[tokio::test]
 async fn env_names_every_system_file_variable() {
     let sandbox = start(options()).await;
     let env = sandbox.env();

@@ -1329,6 +1329,7 @@ impl Salesforce {
             (&Method::GET, ["queryAll"]) => self.query(request, version, true),
             (&Method::GET, ["query" | "queryAll", locator]) => self.query_more(version, locator),
             (&Method::GET, ["sobjects"]) => Ok(self.global_describe(version)),
+            (&Method::GET, ["limits"]) => Ok(self.limits()),
             (_, ["composite", "sobjects"]) => self.collection(request, version),
             (&Method::GET, ["composite", "sobjects", object]) => {
                 self.collection_retrieve(request, version, object)
@@ -1348,6 +1349,18 @@ impl Salesforce {
             .map(|(label, version)| json!({"label": label, "url": format!("{API_PREFIX}v{version}"), "version": version}))
             .collect();
         ApiResponse::json(StatusCode::OK, Value::Array(versions))
+    }
+
+    /// `GET /limits`: the daily API request allowance and what is left of it.
+    fn limits(&self) -> ApiResponse {
+        let used = lock(&self.usage)
+            .usage(self.shared.clock.now())
+            .first()
+            .map_or(0, |usage| usage.used);
+        ApiResponse::json(
+            StatusCode::OK,
+            json!({"DailyApiRequests": {"Max": self.daily_limit, "Remaining": self.daily_limit.saturating_sub(used)}}),
+        )
     }
 
     fn global_describe(&self, version: &str) -> ApiResponse {
