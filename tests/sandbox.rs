@@ -1336,6 +1336,15 @@ async fn direct_edits_move_modified_times_and_go_through_the_rules() {
             .expect("still there")["deleted"],
         true
     );
+    let company = sandbox
+        .update(
+            "keap",
+            "companies",
+            "1",
+            json!({"notes": "Called about renewal"}),
+        )
+        .expect("a person edits a note; the name the API requires on PATCH stays");
+    assert_eq!(company["notes"], "Called about renewal");
     let refused = sandbox
         .delete("keap", "companies", "1")
         .expect_err("no DELETE for Keap companies");

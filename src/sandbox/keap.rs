@@ -1305,6 +1305,11 @@ impl Backend for Keap {
         self.create_in(store, entity, body, at)
     }
 
+    fn record(&self, entity: &str, id: &str) -> Option<Value> {
+        let store = self.shared.store();
+        Self::find(&store, entity, id).map(|record| Self::render(&store, entity, record, &[], true))
+    }
+
     /// A person's edit: the API's PATCH requires the name of companies and products even
     /// when it does not change, so the current one is filled in.
     fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {

@@ -322,6 +322,16 @@ pub(crate) trait Backend: Simulator {
         body: Value,
         at: Stamp,
     ) -> Result<String, ApiResponse>;
+    /// One record as `records` renders it; `None` where a GET of it answers 404.
+    fn record(&self, entity: &str, id: &str) -> Option<Value> {
+        let path = format!("{}/{}", self.collection_path(entity), id);
+        let response = self.route(&request(Method::GET, &path, None));
+        response
+            .status
+            .is_success()
+            .then_some(response.body)
+            .flatten()
+    }
     /// A person's partial edit: PATCH where the API has it; the web shop merges the
     /// patch into the current record and PUTs the result.
     fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {
@@ -562,22 +572,16 @@ impl Sandbox {
         Ok(self.backend(system, entity)?.records(entity))
     }
 
-    /// One record as a GET of it returns it; `None` when the GET would answer 404 (a web
-    /// shop record that is soft-deleted is still returned, with `deleted: true`).
+    /// One record as [`Sandbox::records`] renders it (what a GET of it returns, with every
+    /// optional property); `None` when a GET would answer 404. A soft-deleted web shop
+    /// record is still returned, with `deleted: true`.
     pub fn record(
         &self,
         system: &str,
         entity: &str,
         id: &str,
     ) -> Result<Option<Value>, SandboxError> {
-        let backend = self.backend(system, entity)?;
-        let path = format!("{}/{}", backend.collection_path(entity), id);
-        let response = backend.route(&request(Method::GET, &path, None));
-        Ok(response
-            .status
-            .is_success()
-            .then_some(response.body)
-            .flatten())
+        Ok(self.backend(system, entity)?.record(entity, id))
     }
 
     /// Creates a record as a person in the system would; returns it as the API renders it.

@@ -3,11 +3,12 @@
 //! [LIMIT n] [OFFSET n]`, where `cond` combines comparisons (`=`, `!=`, `<>`, `<`, `<=`,
 //! `>`, `>=`, `LIKE`, `IN (...)`, `NOT IN (...)`) with `AND`, `OR`, `NOT` and parentheses.
 //! Literals: `'strings'`, numbers, `true`/`false`/`null`, dates `2024-05-01` and unquoted
-//! datetimes `2024-05-01T00:00:00Z` (or with `+hh:mm`, `.000`).
+//! datetimes `2024-05-01T00:00:00Z` (or with `+hh:mm`, `.000`; a `+0000` offset is refused
+//! as Salesforce refuses it).
 //!
 //! Parsing knows no schema; the simulator resolves field names and types afterwards.
 
-use crate::sandbox::store::{Stamp, parse_lenient_datetime};
+use crate::sandbox::store::{Stamp, parse_rfc3339};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
@@ -258,7 +259,8 @@ impl Parser {
             }
             Some(Token::Number(number)) => {
                 if number.contains('T') {
-                    parse_lenient_datetime(&number)
+                    // SOQL takes `Z` or `+hh:mm` offsets only, not the `+0000` of its own output.
+                    parse_rfc3339(&number)
                         .map(Literal::DateTime)
                         .ok_or_else(|| {
                             SyntaxError(format!(
@@ -484,5 +486,13 @@ mod tests {
             "unexpected token: 'ten'"
         );
         assert!(error("SELECT Id FROM Contact WHERE Name = 'x").contains("unterminated"));
+        assert!(
+            error("SELECT Id FROM Contact WHERE SystemModstamp > 2024-05-01T00:00:00.000+0000")
+                .contains("no viable")
+        );
+        assert!(
+            parse("SELECT Id FROM Contact WHERE SystemModstamp > 2024-05-01T00:00:00.000+02:00")
+                .is_ok()
+        );
     }
 }
