@@ -408,6 +408,23 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tombstones["total"], 1);
     assert_eq!(tombstones["data"][0]["id"], id);
+    let (status, dangling) = json_of(
+        http.post(url(&sandbox, "customerp", "/orders"))
+            .bearer_auth(credentials::CUSTOMERP_TOKEN)
+            .json(&json!({"customer_id": id, "status": "draft", "order_date": "2024-06-01", "currency": "NOK",
+                          "total_amount": "0.00", "lines": []}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an order cannot name a deleted customer"
+    );
+    assert_eq!(dangling["error"]["code"], "invalid_reference");
+    assert_eq!(dangling["error"]["field"], "customer_id");
     let (status, bad) = json_of(
         get("/deleted", vec![("entity", "planets".into())])
             .await
@@ -716,6 +733,21 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     .await;
     assert_eq!(status, StatusCode::OK, "opportunity create answers 200");
     assert_eq!(opportunity["contact"]["first_name"], "Ada");
+    let (status, upserted) = json_of(
+        keap(reqwest::Method::PUT, "/contacts")
+            .json(&json!({"duplicate_option": "Email", "job_title": "Analyst",
+                          "email_addresses": [{"email": "ADA@harbor.example", "field": "EMAIL1"}]}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        upserted["id"], contact["id"],
+        "PUT matched the contact by email"
+    );
+    assert_eq!(upserted["job_title"], "Analyst");
     let contact_deleted = keap(
         reqwest::Method::DELETE,
         &format!("/contacts/{}", contact["id"]),

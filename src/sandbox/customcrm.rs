@@ -79,6 +79,14 @@ fn conventions() -> Conventions {
         modified_field: "lastModified",
         deleted_field: None,
         limit_text: "10 requests/s",
+        references: &[
+            ("quotes", "customerId", "customers"),
+            ("quotes", "ownerUserId", "users"),
+            ("quotes", "lines[].productId", "products"),
+            ("orders", "customerId", "customers"),
+            ("orders", "quoteId", "quotes"),
+            ("orders", "lines[].productId", "products"),
+        ],
     }
 }
 

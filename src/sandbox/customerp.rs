@@ -98,6 +98,15 @@ fn conventions() -> Conventions {
         modified_field: "modified_at",
         deleted_field: None,
         limit_text: "20 requests/s",
+        references: &[
+            ("contacts", "customer_id", "customers"),
+            ("orders", "customer_id", "customers"),
+            ("orders", "contact_id", "contacts"),
+            ("orders", "lines[].product_id", "products"),
+            ("quotes", "customer_id", "customers"),
+            ("quotes", "contact_id", "contacts"),
+            ("quotes", "lines[].product_id", "products"),
+        ],
     }
 }
 

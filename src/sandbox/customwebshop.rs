@@ -65,6 +65,7 @@ fn conventions() -> Conventions {
         modified_field: "updated_at",
         deleted_field: Some("deleted"),
         limit_text: "10 requests/s",
+        references: &[("orders", "customer_id", "customers")],
     }
 }
 

@@ -83,6 +83,9 @@ pub struct Conventions {
     pub deleted_field: Option<&'static str>,
     /// How the rate limit reads in 429 messages (`10 requests/s`).
     pub limit_text: &'static str,
+    /// Foreign keys checked on writes: `(entity, field, target entity)`; a field
+    /// `lines[].product_id` is checked in every item of `lines`.
+    pub references: &'static [(&'static str, &'static str, &'static str)],
 }
 
 pub struct InHouse {
@@ -297,6 +300,68 @@ impl InHouse {
         }
     }
 
+    /// 422 when a reference names no live record of its target entity.
+    fn check_references(
+        &self,
+        store: &Store,
+        entity: &EntityDef,
+        fields: &Map<String, Value>,
+    ) -> Result<(), ApiResponse> {
+        let references = self
+            .conventions
+            .references
+            .iter()
+            .filter(|(owner, _, _)| *owner == entity.name);
+        for (_, path, target) in references {
+            let mut values: Vec<(String, &Value)> = Vec::new();
+            match path.split_once("[].") {
+                Some((list, field)) => {
+                    for (index, item) in fields
+                        .get(list)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        if let Some(value) = item.get(field) {
+                            values.push((format!("{list}[{index}].{field}"), value));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(value) = fields.get(*path) {
+                        values.push((path.to_string(), value));
+                    }
+                }
+            }
+            for (field, value) in values {
+                let id = match value {
+                    Value::Null => continue,
+                    Value::String(text) => self.canonical_id(text),
+                    other => self.canonical_id(&other.to_string()),
+                };
+                let exists = id.is_some_and(|id| {
+                    store
+                        .entity(self.conventions.system, target)
+                        .and_then(|records| records.get(&id))
+                        .is_some_and(Record::is_live)
+                });
+                if !exists {
+                    return Err(error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_reference",
+                        format!(
+                            "{field} {value} does not refer to an existing {}",
+                            singular(target)
+                        ),
+                        Some(&field),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn duplicate(&self, entity: &EntityDef, field: &str) -> ApiResponse {
         error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -319,6 +384,7 @@ impl InHouse {
             .ok_or_else(|| self.not_found("collection"))?;
         self.validate(entity.write, &body)?;
         let fields = body.as_object().cloned().unwrap_or_default();
+        self.check_references(store, entity, &fields)?;
         let system = self.conventions.system;
         let entity_store = store.entity_mut(system, entity.name);
         if let Some(field) = entity_store.unique_conflict(&fields, None) {
@@ -458,6 +524,9 @@ impl InHouse {
             for (name, value) in changes {
                 record.fields.insert(name, value);
             }
+        }
+        if let Err(response) = self.check_references(&store, entity, &record.fields) {
+            return response;
         }
         if let Some(field) = store
             .entity_mut(self.conventions.system, entity.name)

@@ -726,6 +726,7 @@ impl Keap {
             [entity] if ENTITIES.contains(entity) => match *method {
                 Method::GET => self.list(entity, request),
                 Method::POST => self.create(entity, request),
+                Method::PUT if *entity == "contacts" => self.upsert_contact(request),
                 _ => not_supported(method),
             },
             [entity, id] if ENTITIES.contains(entity) => match *method {
@@ -780,6 +781,96 @@ impl Keap {
                 ApiResponse::json(status, Self::render(&store, entity, record, &[], true))
             }
             Err(response) => response,
+        }
+    }
+
+    /// `PUT /contacts`: create or update by `duplicate_option` (`Email` or
+    /// `EmailAndName`); answers 200 either way.
+    fn upsert_contact(&self, request: &ApiRequest) -> ApiResponse {
+        let body = match Self::body(request) {
+            Ok(Value::Object(body)) => body,
+            Ok(_) => return bad_request("Input could not be converted to a valid request"),
+            Err(response) => return response,
+        };
+        let with_name = match body.get("duplicate_option").and_then(Value::as_str) {
+            Some("Email") => false,
+            Some("EmailAndName") => true,
+            _ => return bad_request("duplicate_option must be Email or EmailAndName"),
+        };
+        if let Err(response) = self.validate("CreateOrPatchContact", &Value::Object(body.clone())) {
+            return response;
+        }
+        let changes = self.writable("contacts", &Value::Object(body.clone()));
+        let email = changes
+            .get("email_addresses")
+            .and_then(Value::as_array)
+            .and_then(|emails| emails.first())
+            .and_then(|email| email.get("email"))
+            .and_then(Value::as_str)
+            .map(str::to_lowercase);
+        let Some(email) = email else {
+            return bad_request("Contact must contain an e-mail address to match on");
+        };
+        let same = |record: &Record, name: &str| {
+            let wanted = changes
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let found = record
+                .fields
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            wanted.eq_ignore_ascii_case(found)
+        };
+        let mut store = self.shared.store();
+        let existing = Self::entity_store(&store, "contacts").and_then(|contacts| {
+            contacts
+                .by_change(false)
+                .into_iter()
+                .find(|record| {
+                    let emails = record
+                        .fields
+                        .get("email_addresses")
+                        .and_then(Value::as_array);
+                    let matches_email = emails.into_iter().flatten().any(|entry| {
+                        entry
+                            .get("email")
+                            .and_then(Value::as_str)
+                            .is_some_and(|address| address.eq_ignore_ascii_case(&email))
+                    });
+                    matches_email
+                        && (!with_name
+                            || (same(record, "given_name") && same(record, "family_name")))
+                })
+                .cloned()
+        });
+        let at = self.shared.stamp(&mut store);
+        let id = match existing {
+            Some(mut record) => {
+                for (name, value) in changes {
+                    record.fields.insert(name, value);
+                }
+                if let Err(response) = self.check_rules(&store, "contacts", &record.fields, false) {
+                    return response;
+                }
+                record.modified = at;
+                record.touched = at;
+                let id = record.id.clone();
+                store.entity_mut(SYSTEM, "contacts").put(record);
+                id
+            }
+            None => match self.create_in(&mut store, "contacts", Value::Object(changes), at) {
+                Ok(id) => id,
+                Err(response) => return response,
+            },
+        };
+        match Self::find(&store, "contacts", &id) {
+            Some(record) => ApiResponse::json(
+                StatusCode::OK,
+                Self::render(&store, "contacts", record, &[], true),
+            ),
+            None => not_found("contacts"),
         }
     }
 
