@@ -1102,6 +1102,45 @@ async fn salesforce_collections_report_partial_failures_and_roll_back() {
         json_of(post(json!({"records": too_many})).await.expect("request")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+
+    let account = sandbox.records("salesforce", "Account").expect("records")[0]["Id"].clone();
+    let (status, updated) = json_of(
+        http.patch(format!("{instance}/services/data/v60.0/composite/sobjects"))
+            .bearer_auth(&token)
+            .json(&json!({"allOrNone": false, "records": [
+                {"attributes": {"type": "Account"}, "id": account, "Phone": "+1 555 0199"},
+                {"attributes": {"type": "Account"}, "id": "001000000000000AAA", "Phone": "+1 555 0100"},
+            ]}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated[0]["success"], true);
+    assert_eq!(updated[1]["success"], false);
+    assert_eq!(updated[1]["errors"][0]["statusCode"], "NOT_FOUND");
+    let (status, deleted) = json_of(
+        http.delete(format!("{instance}/services/data/v60.0/composite/sobjects"))
+            .bearer_auth(&token)
+            .query(&[(
+                "ids",
+                format!("{},not-an-id", account.as_str().expect("id")),
+            )])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted[0]["success"], true);
+    assert_eq!(deleted[1]["errors"][0]["statusCode"], "MALFORMED_ID");
+    assert!(
+        sandbox
+            .records("salesforce", "Account")
+            .expect("records")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
