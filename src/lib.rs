@@ -6,3 +6,4 @@
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
 
 pub mod spec;
+pub mod validate;
