@@ -7,4 +7,5 @@
 
 pub mod docs;
 pub mod spec;
+pub mod sync;
 pub mod validate;
