@@ -4,3 +4,4 @@
 //! [`merge`] is the pure heart: one pair, field by field.
 
 pub mod merge;
+pub mod order;
