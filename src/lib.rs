@@ -5,4 +5,7 @@
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
 
+pub mod docs;
 pub mod spec;
+pub mod sync;
+pub mod validate;

@@ -2,6 +2,7 @@
 
 use crate::{Cli, Command};
 
+mod docs;
 mod schema;
 mod validate;
 
@@ -24,5 +25,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { paths, format } => validate::run(&cli.flows, &paths, format),
         Command::Schema { out, check } => schema::run(&out, check),
+        Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),
     }
 }

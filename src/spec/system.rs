@@ -470,6 +470,8 @@ pub enum UpdateMethod {
 }
 
 /// How deleted records are discovered.
+// Loaded once per system file, so the size of the tombstone variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeleteDiscovery {
