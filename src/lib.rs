@@ -5,4 +5,5 @@
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
 
+pub mod connector;
 pub mod spec;
