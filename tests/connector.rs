@@ -293,13 +293,23 @@ async fn erp_server(state: Shared, log: Log) -> String {
                 if let Some(response) = take_fault(&state).await {
                     return response;
                 }
+                if id == "8" {
+                    return (
+                        StatusCode::MOVED_PERMANENTLY,
+                        [("location", "/api/customers/1")],
+                    )
+                        .into_response();
+                }
                 let elsewhere = state.lock().unwrap().elsewhere.clone();
                 if let (Some(other), "7") = (elsewhere, id.as_str()) {
                     return (StatusCode::FOUND, [("location", format!("{other}/steal"))])
                         .into_response();
                 }
                 let mut erp = state.lock().unwrap();
-                let position = erp.records.iter().position(|r| r["id"].as_i64().map(|i| i.to_string()) == Some(id.clone()));
+                let position = erp
+                    .records
+                    .iter()
+                    .position(|r| r["id"].as_i64().map(|i| i.to_string()) == Some(id.clone()));
                 let not_found = || {
                     (
                         StatusCode::NOT_FOUND,
@@ -622,6 +632,8 @@ async fn patch_create_delete_and_get() {
         (one.id.as_str(), one.data["name"].as_str()),
         ("1", Some("c1"))
     );
+    let moved = connector.get("customers", "8").await.unwrap().unwrap();
+    assert_eq!(moved.id, "1", "a redirect within the origin is followed");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2097,12 +2109,12 @@ entities:
     );
     remaining.store(500, Ordering::SeqCst);
     let connector = connect(&bucket);
-    for _ in 0..3 {
+    for _ in 0..4 {
         connector.get("contacts", "1").await.unwrap();
     }
     let stats = connector.stats();
     assert!(stats.rate_limit_waits >= 1, "{stats:?}");
-    assert_eq!(stats.requests, 3);
+    assert_eq!(stats.requests, 4);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,6 +29,16 @@ pub const MAX_SEEN: usize = 20_000;
 /// watermark; a record stamped in the far future must not hide every later change.
 const FUTURE_TOLERANCE_HOURS: i64 = 24;
 
+/// `t - d`, or the earliest instant when that underflows (times come from APIs).
+pub(crate) fn minus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Whether a time is too far ahead of this machine's clock to move a watermark.
+fn in_future(t: DateTime<Utc>) -> bool {
+    t > Utc::now() + chrono::Duration::hours(FUTURE_TOLERANCE_HOURS)
+}
+
 /// Where the next read of an entity starts. Stored as its string form ([`fmt::Display`],
 /// [`FromStr`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +203,7 @@ impl Tracker {
     /// The instant to ask for records modified since: the watermark minus the lookback, or
     /// nothing for a first, full read.
     pub fn since(&self) -> Option<DateTime<Utc>> {
-        self.start.map(|w| w - self.lookback)
+        self.start.map(|w| minus(w, self.lookback))
     }
 
     /// The highest modified time handed out in this read.
@@ -214,8 +224,7 @@ impl Tracker {
             self.ordered = false;
         }
         self.last = Some(modified);
-        let horizon = Utc::now() + chrono::Duration::hours(FUTURE_TOLERANCE_HOURS);
-        if modified <= horizon {
+        if !in_future(modified) {
             self.max = self.max.max(Some(modified));
         } else {
             tracing::warn!(
@@ -233,13 +242,15 @@ impl Tracker {
     /// The API states that everything up to `t` has been handed out (Salesforce
     /// `latestDateCovered`).
     pub fn cover(&mut self, t: DateTime<Utc>) {
-        self.covered = self.covered.max(Some(t));
+        if !in_future(t) {
+            self.covered = self.covered.max(Some(t));
+        }
     }
 
     /// Forgets versions that can no longer come back in an ordered read.
     fn prune(&mut self) {
         if let Some(max) = self.max {
-            let floor = max - self.lookback;
+            let floor = minus(max, self.lookback);
             self.seen.retain(|(_, m)| *m >= floor);
         }
     }
@@ -256,7 +267,7 @@ impl Tracker {
         else {
             return Cursor::beginning();
         };
-        let floor = at - self.lookback;
+        let floor = minus(at, self.lookback);
         let mut seen: Vec<(String, DateTime<Utc>)> = self
             .seen
             .iter()
@@ -357,6 +368,25 @@ mod tests {
         assert_eq!(
             tracker.checkpoint(true).watermark(),
             Some(t("2024-05-01T10:00:00Z"))
+        );
+        tracker.cover(t("2999-01-01T00:00:00Z"));
+        assert_eq!(
+            tracker.checkpoint(true).watermark(),
+            Some(t("2024-05-01T10:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_earliest_instants_do_not_overflow() {
+        let mut tracker = Tracker::new(
+            Some(&Cursor::at(DateTime::<Utc>::MIN_UTC)),
+            chrono::Duration::seconds(60),
+        );
+        assert_eq!(tracker.since(), Some(DateTime::<Utc>::MIN_UTC));
+        tracker.admit("a", Some(DateTime::<Utc>::MIN_UTC));
+        assert_eq!(
+            tracker.checkpoint(true).watermark(),
+            Some(DateTime::<Utc>::MIN_UTC)
         );
     }
 

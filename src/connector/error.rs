@@ -144,13 +144,17 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// Whether the same call may succeed later: rate limits, server errors, timeouts,
-    /// broken connections, garbled bodies, and Salesforce's lock and rollback codes. A
+    /// Whether the same call may succeed later: rate limits (including Salesforce's spent
+    /// daily budget, a 403 `REQUEST_LIMIT_EXCEEDED`), server errors, timeouts, broken
+    /// connections, garbled bodies, and Salesforce's lock and rollback codes. A
     /// create whose outcome is unknown is retryable too; see [`Self::may_have_applied`].
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConnectorError::Status { status, .. } => {
-                *status == 429 || *status == 408 || *status >= 500
+            ConnectorError::Status { status, error, .. } => {
+                *status == 429
+                    || *status == 408
+                    || *status >= 500
+                    || error.code.as_deref() == Some("REQUEST_LIMIT_EXCEEDED")
             }
             ConnectorError::Rejected { error, .. } => error
                 .code

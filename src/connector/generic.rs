@@ -20,9 +20,12 @@ use crate::connector::{
 };
 use crate::spec::node::Checked;
 use crate::spec::system::{
-    BatchStyle, CreateResponse, DeleteDiscovery, EntitySpec, Incremental, Pagination, SystemFile,
-    UpdateMethod,
+    BatchSpec, BatchStyle, CreateResponse, DeleteDiscovery, EntitySpec, Incremental, Pagination,
+    SystemFile, UpdateMethod,
 };
+
+/// Records one Salesforce sObject Collections request may carry.
+const SALESFORCE_COLLECTION_LIMIT: u32 = 200;
 
 /// Pagination with its JSONPaths compiled.
 #[derive(Debug)]
@@ -728,31 +731,27 @@ impl HttpConnector {
             .collect()
     }
 
+    /// Sends records through the batch endpoint in chunks: creates (no id) with POST,
+    /// updates with PATCH.
     async fn batch(
         &self,
-        entity: &str,
+        rt: &EntityRt,
+        batch: &BatchSpec,
+        method: Method,
         records: Vec<(Option<String>, Value)>,
-    ) -> Option<Vec<Result<Written, ConnectorError>>> {
-        let rt = self.entity_rt(entity).ok()?;
-        let batch = rt.spec.batch.as_ref()?;
+    ) -> Vec<Result<Written, ConnectorError>> {
         let BatchStyle::SalesforceCollections = batch.style;
-        let creating = records.first().is_some_and(|(id, _)| id.is_none());
-        let method = if creating {
-            Method::POST
-        } else {
-            Method::PATCH
-        };
-        let size = batch.size.max(1) as usize;
+        let size = batch.size.clamp(1, SALESFORCE_COLLECTION_LIMIT) as usize;
         let mut results = Vec::with_capacity(records.len());
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let chunk: Vec<_> = records.by_ref().take(size).collect();
             results.extend(
-                self.collection_chunk(&rt, &batch.path, method.clone(), chunk)
+                self.collection_chunk(rt, &batch.path, method.clone(), chunk)
                     .await,
             );
         }
-        Some(results)
+        results
     }
 }
 
@@ -808,7 +807,10 @@ impl Connector for HttpConnector {
             can_create: spec.create.is_some(),
             can_update: spec.update.is_some(),
             can_delete: spec.delete.is_some(),
-            batch_size: spec.batch.as_ref().map(|b| b.size as usize),
+            batch_size: spec
+                .batch
+                .as_ref()
+                .map(|b| b.size.clamp(1, SALESFORCE_COLLECTION_LIMIT) as usize),
         })
     }
 
@@ -886,16 +888,12 @@ impl Connector for HttpConnector {
         records: Vec<Value>,
     ) -> BoxFuture<'a, Vec<Result<Written, ConnectorError>>> {
         Box::pin(async move {
-            let has_batch = self
-                .entities
-                .get(entity)
-                .is_some_and(|rt| rt.spec.batch.is_some());
-            if has_batch && !records.is_empty() {
+            let rt = self.entities.get(entity).cloned();
+            if let Some(rt) = &rt
+                && let Some(batch) = &rt.spec.batch
+            {
                 let items = records.into_iter().map(|fields| (None, fields)).collect();
-                if let Some(results) = self.batch(entity, items).await {
-                    return results;
-                }
-                return Vec::new();
+                return self.batch(rt, batch, Method::POST, items).await;
             }
             let mut results = Vec::with_capacity(records.len());
             for fields in records {
@@ -911,23 +909,20 @@ impl Connector for HttpConnector {
         updates: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Vec<Result<Written, ConnectorError>>> {
         Box::pin(async move {
-            let patch_batch = self.entities.get(entity).is_some_and(|rt| {
-                rt.spec.batch.is_some()
-                    && rt
-                        .spec
-                        .update
-                        .as_ref()
-                        .is_some_and(|u| u.method == UpdateMethod::Patch)
-            });
-            if patch_batch && !updates.is_empty() {
+            let rt = self.entities.get(entity).cloned();
+            if let Some(rt) = &rt
+                && let Some(batch) = &rt.spec.batch
+                && rt
+                    .spec
+                    .update
+                    .as_ref()
+                    .is_some_and(|u| u.method == UpdateMethod::Patch)
+            {
                 let items = updates
                     .into_iter()
                     .map(|(id, changes)| (Some(id), changes))
                     .collect();
-                if let Some(results) = self.batch(entity, items).await {
-                    return results;
-                }
-                return Vec::new();
+                return self.batch(rt, batch, Method::PATCH, items).await;
             }
             let mut results = Vec::with_capacity(updates.len());
             for (id, changes) in updates {

@@ -37,6 +37,8 @@ use crate::spec::system::{Auth, ErrorFormat, HttpSettings, RateLimit, RatePeriod
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest slowdown for one request when throttle headers run low.
+const MAX_THROTTLE_DELAY: Duration = Duration::from_secs(30);
 /// Redirects within the origin followed for one read.
 const MAX_REDIRECTS: usize = 5;
 
@@ -116,7 +118,7 @@ impl Throttle {
     fn delay(&self) -> Option<Duration> {
         let remaining = self.remaining.load(Ordering::Relaxed);
         (remaining >= 0 && remaining < self.threshold)
-            .then(|| self.interval * (self.threshold - remaining) as u32)
+            .then(|| (self.interval * (self.threshold - remaining) as u32).min(MAX_THROTTLE_DELAY))
     }
 
     fn observe(&self, headers: &HeaderMap) {

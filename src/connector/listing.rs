@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::connector::cursor::Tracker;
+use crate::connector::cursor::{Tracker, minus};
 use crate::connector::error::ConnectorError;
 use crate::connector::generic::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::http::{HttpCore, Request, join_path};
@@ -303,7 +303,7 @@ fn since_param(since: DateTime<Utc>, inclusive: bool) -> String {
     let since = if inclusive {
         since
     } else {
-        since - chrono::Duration::milliseconds(1)
+        minus(since, chrono::Duration::milliseconds(1))
     };
     value::format_param_time(since)
 }
@@ -539,7 +539,7 @@ impl ListReader {
             }
             *limit = (*limit * 2).min(MAX_SOQL_LIMIT);
         }
-        let since = newest - chrono::Duration::seconds(1);
+        let since = minus(newest, chrono::Duration::seconds(1));
         let text = soql(&self.entity, query, since, *limit);
         self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
     }
