@@ -981,8 +981,9 @@ async fn pagination_server(log: Log) -> String {
         .route(
             "/api/all",
             get(move || {
-                let five = five.clone();
-                async move { axum::Json(json!({"rows": five})) }
+                let mut rows = five.clone();
+                rows.push(json!({"name": "no id"}));
+                async move { axum::Json(json!({"rows": rows})) }
             }),
         );
     serve(router).await
@@ -1067,6 +1068,9 @@ async fn every_pagination_style_reads_every_record_once() {
         assert!(read.last().unwrap().cursor.is_beginning(), "{entity}");
         assert!(!connector.entity(entity).unwrap().incremental);
     }
+    let all = read_all(connector.list_all("all").unwrap()).await.unwrap();
+    assert_eq!(all[0].malformed.len(), 1);
+    assert_eq!(all[0].malformed[0].reason, "no id at `$.id`");
     assert_eq!(
         log.lines(),
         [
@@ -1171,6 +1175,48 @@ async fn secrets_never_appear_in_errors() {
     let message = error.to_string();
     assert!(!message.contains(TOKEN), "{message}");
     assert!(message.contains("token *** may not read this"), "{message}");
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requests_are_logged_without_secrets() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (connector, state, _, _) = erp(five_records(), FAST).await;
+    state.lock().unwrap().faults = VecDeque::from(vec![Fault::Status(500, None)]);
+    connector.get("customers", "1").await.unwrap();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("http request"), "{logs}");
+    assert!(logs.contains("method=GET"), "{logs}");
+    assert!(logs.contains("/api/customers/1"), "{logs}");
+    assert!(
+        logs.contains("status=500") && logs.contains("status=200"),
+        "{logs}"
+    );
+    assert!(logs.contains("duration_ms="), "{logs}");
+    assert!(logs.contains("retrying"), "{logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
 }
 
 #[derive(Default)]
