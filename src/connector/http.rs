@@ -332,6 +332,13 @@ impl HttpCore {
                 }))
             }
         };
+        let loopback = matches!(
+            base_url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        if !matches!(credentials, Credentials::None) && base_url.scheme() == "http" && !loopback {
+            tracing::warn!(system = %system, "credentials are sent over plain HTTP; use https");
+        }
         let settings: &HttpSettings = &system_file.http;
         if !(settings.timeout_seconds > 0.0 && settings.timeout_seconds.is_finite()) {
             return Err(config(&system, "http.timeout_seconds must be positive"));
