@@ -3,8 +3,18 @@
 //! The crate is split by concept; `ARCHITECTURE.md` at the repository root is the map.
 //!
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
-//!   source locations, `${VAR}` interpolation, and validation with diagnostics.
+//!   source locations, `${VAR}` interpolation, and cross-file checks with diagnostics.
+//! - [`validate`] is the one path from loaded files to a checked project, shared by every
+//!   command that loads flows.
+//! - [`connector`] is how the engine talks to systems: the `Connector` trait and the generic
+//!   HTTP connector driven by system files.
+//! - [`sync`] is the engine: links, three-way merges and writes.
+//! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
 //! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
 
+pub mod connector;
+pub mod docs;
 pub mod sandbox;
 pub mod spec;
+pub mod sync;
+pub mod validate;

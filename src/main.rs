@@ -33,6 +33,14 @@ pub enum Format {
     Json,
 }
 
+/// Formats of `tether docs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum DocsFormat {
+    #[default]
+    Rst,
+    Html,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check flow and system files and report every problem with its file, line and column.
@@ -42,6 +50,18 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// Generate the dataflow documents of the flows (reStructuredText or HTML).
+    Docs {
+        /// Directory to write into.
+        #[arg(long, default_value = "docs/dataflows")]
+        out: PathBuf,
+        /// Document format.
+        #[arg(long, value_enum, default_value_t)]
+        format: DocsFormat,
+        /// Only check that the files there are up to date (the `Generated:` line aside).
+        #[arg(long)]
+        check: bool,
     },
     /// Write the JSON Schemas of flow and system files (used by editors).
     Schema {

@@ -68,7 +68,27 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
         Some(i) => &first[..i],
         None => first,
     };
-    first.trim_start_matches("error: ").to_string()
+    let first = first.trim_start_matches("error: ");
+    if first.contains("recursion limit") || first.contains("depth") {
+        return format!(
+            "the document is nested too deeply (at most {} levels)",
+            node::MAX_DEPTH
+        );
+    }
+    // Drop a leading "line N column M: ": the diagnostic shows the position itself.
+    match first
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, message))
+            if position
+                .split(' ')
+                .all(|w| w == "column" || w.chars().all(|c| c.is_ascii_digit())) =>
+        {
+            message.to_string()
+        }
+        _ => first.to_string(),
+    }
 }
 
 /// Reads a spec file, refusing what cannot be one: too large, binary, or not UTF-8.
@@ -263,6 +283,58 @@ impl Project {
         project
     }
 
+    /// Loads what a user names on the command line: directories as flows directories, files
+    /// as system or flow files. Files given alone are checked against the system files of
+    /// `flows_dir`.
+    pub fn load_paths(flows_dir: &Path, paths: &[PathBuf]) -> Project {
+        if paths.is_empty() {
+            return Project::load_dir(flows_dir);
+        }
+        let mut project = Project {
+            flows_dir: flows_dir.to_path_buf(),
+            ..Project::default()
+        };
+        for path in paths {
+            if path.is_dir() {
+                let dir = Project::load_dir(path);
+                project.flows_dir = dir.flows_dir;
+                project.systems.extend(dir.systems);
+                project.flows.extend(dir.flows);
+                project.sources.extend(dir.sources);
+                project.diagnostics.extend(dir.diagnostics);
+                project.files += dir.files;
+            } else {
+                project.add_file(path);
+            }
+        }
+        if !paths.iter().any(|p| p.is_dir()) {
+            let systems = Project::load_dir(flows_dir);
+            for (name, system) in systems.systems {
+                project.systems.entry(name).or_insert(system);
+            }
+            project.sources.extend(systems.sources);
+        }
+        project
+    }
+
+    /// Loads a file given by a user, as a system file when its top-level keys say so
+    /// (`system:`) and as a flow file otherwise.
+    pub fn add_file(&mut self, path: &Path) {
+        let is_system = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "systems")
+            || read_source(path)
+                .ok()
+                .and_then(|text| parse_yaml(&text).ok())
+                .is_some_and(|node| node.get("system").is_some() && node.get("flow").is_none());
+        if is_system {
+            self.add_system_file(path)
+        } else {
+            self.add_flow_file(path)
+        }
+    }
+
     /// Loads one system file into the project.
     pub fn add_system_file(&mut self, path: &Path) {
         self.files += 1;
@@ -272,7 +344,7 @@ impl Project {
             self.sources.insert(path.to_path_buf(), loaded.text.clone());
             let name = loaded.spec.system.value.clone();
             self.systems.insert(name, loaded);
-        } else if let Ok(text) = std::fs::read_to_string(path) {
+        } else if let Ok(text) = read_source(path) {
             self.sources.insert(path.to_path_buf(), text);
         }
     }
@@ -285,10 +357,8 @@ impl Project {
         if let Some(loaded) = loaded {
             self.sources.insert(path.to_path_buf(), loaded.text.clone());
             self.flows.push(loaded);
-        } else if let Ok(text) = std::fs::read_to_string(path) {
-            if text.len() as u64 <= MAX_FILE_BYTES {
-                self.sources.insert(path.to_path_buf(), text);
-            }
+        } else if let Ok(text) = read_source(path) {
+            self.sources.insert(path.to_path_buf(), text);
         }
     }
 

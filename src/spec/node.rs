@@ -149,7 +149,7 @@ fn scalar_key(node: &Node) -> String {
 }
 
 /// The deepest nesting a spec file may have. Real flow files stay under 10 levels.
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 32;
 
 thread_local! {
     static PARSE_DEPTH: Cell<usize> = const { Cell::new(0) };
