@@ -1205,6 +1205,48 @@ async fn salesforce_computes_order_totals_and_checks_price_books() {
         refused.to_string().contains("STANDARD_PRICE_NOT_DEFINED"),
         "{refused}"
     );
+
+    let empty = sandbox
+        .insert(
+            "salesforce",
+            "Order",
+            json!({"AccountId": order["AccountId"], "EffectiveDate": "2024-07-01", "Status": "Draft"}),
+        )
+        .expect("an order without lines");
+    let (token, instance) = sf_token(&sandbox).await;
+    let query = "SELECT Id, TotalAmount, (SELECT Id, TotalPrice FROM OrderItems ORDER BY OrderItemNumber) FROM Order ORDER BY SystemModstamp, Id";
+    let (status, result) = json_of(
+        client()
+            .get(format!("{instance}/services/data/v60.0/query"))
+            .bearer_auth(&token)
+            .query(&[("q", query)])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    for row in result["records"].as_array().expect("records") {
+        let items = &row["OrderItems"];
+        if row["Id"] == empty["Id"] {
+            assert!(
+                items.is_null(),
+                "an order without lines has a null subquery"
+            );
+            continue;
+        }
+        let lines: f64 = items["records"]
+            .as_array()
+            .expect("child records")
+            .iter()
+            .filter_map(|item| item["TotalPrice"].as_f64())
+            .sum();
+        assert!((row["TotalAmount"].as_f64().expect("total") - lines).abs() < 0.005);
+        assert_eq!(
+            items["totalSize"],
+            items["records"].as_array().map_or(0, Vec::len)
+        );
+    }
 }
 
 // ---- Sandbox-wide behaviour --------------------------------------------------------------------

@@ -1231,32 +1231,34 @@ impl Salesforce {
         }
         if field.kind == "address" {
             let prefix = field.name.trim_end_matches("Address");
-            let part = |suffix: &str| {
-                record
-                    .fields
-                    .get(&format!("{prefix}{suffix}"))
-                    .cloned()
-                    .unwrap_or(Value::Null)
-            };
-            let parts = [
-                ("street", part("Street")),
-                ("city", part("City")),
-                ("state", part("State")),
-                ("postalCode", part("PostalCode")),
-                ("country", part("Country")),
-                ("latitude", part("Latitude")),
-                ("longitude", part("Longitude")),
-                ("geocodeAccuracy", part("GeocodeAccuracy")),
+            const PARTS: [(&str, &str); 10] = [
+                ("street", "Street"),
+                ("city", "City"),
+                ("state", "State"),
+                ("postalCode", "PostalCode"),
+                ("country", "Country"),
+                ("stateCode", "StateCode"),
+                ("countryCode", "CountryCode"),
+                ("latitude", "Latitude"),
+                ("longitude", "Longitude"),
+                ("geocodeAccuracy", "GeocodeAccuracy"),
             ];
+            let parts: Vec<(String, Value)> = PARTS
+                .iter()
+                .filter(|(_, suffix)| object.field(&format!("{prefix}{suffix}")).is_some())
+                .map(|(key, suffix)| {
+                    let value = record
+                        .fields
+                        .get(&format!("{prefix}{suffix}"))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    (key.to_string(), value)
+                })
+                .collect();
             if parts.iter().all(|(_, value)| value.is_null()) {
                 return Value::Null;
             }
-            return Value::Object(
-                parts
-                    .into_iter()
-                    .map(|(key, value)| (key.to_string(), value))
-                    .collect(),
-            );
+            return Value::Object(parts.into_iter().collect());
         }
         match record.fields.get(&field.name) {
             Some(value) => value.clone(),
@@ -1598,72 +1600,80 @@ impl Salesforce {
                 ),
             )
         })?;
-        let no_column = |name: &str| {
-            SfError::bad(
-                "INVALID_FIELD",
-                format!(
-                    "No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
-                    object.name
-                ),
-            )
-        };
-        let mut fields = Vec::new();
-        for name in &parsed.fields {
-            let field = object.field(name).ok_or_else(|| no_column(name))?;
-            if fields.contains(&field.name) {
-                return Err(SfError::bad(
-                    "DUPLICATE_FIELD",
-                    format!("duplicate field selected: {}", field.name),
-                ));
+        let mut columns = Vec::new();
+        let mut plain = Vec::new();
+        for item in &parsed.items {
+            match item {
+                soql::Item::Field(name) => {
+                    let name = resolve_field(object, name)?;
+                    if plain.contains(&name) {
+                        return Err(SfError::bad(
+                            "DUPLICATE_FIELD",
+                            format!("duplicate field selected: {name}"),
+                        ));
+                    }
+                    plain.push(name.clone());
+                    columns.push(Column::Field(name));
+                }
+                soql::Item::Subquery(inner) => {
+                    columns.push(Column::Children(self.child_column(object, inner)?))
+                }
             }
-            fields.push(field.name.clone());
         }
         if let Some(condition) = &parsed.condition {
             self.check_condition(object, condition)?;
         }
-        let mut order = Vec::new();
-        for item in &parsed.order {
-            let field = object
-                .field(&item.field)
-                .ok_or_else(|| no_column(&item.field))?;
-            order.push((field.clone(), item.descending, item.nulls_last));
-        }
+        let order = resolve_order(object, &parsed.order)?;
         let store = self.shared.store();
-        let mut rows: Vec<Value> = store
-            .entity(SYSTEM, object.name)
-            .map(|records| records.by_change(include_deleted))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|record| self.render(&store, version, object, record, None))
-            .filter(|row| {
-                parsed
-                    .condition
-                    .as_ref()
-                    .is_none_or(|condition| self.matches(object, condition, row))
-            })
-            .collect();
-        drop(store);
-        if !order.is_empty() {
-            rows.sort_by(|left, right| {
-                for (field, descending, nulls_last) in &order {
-                    let ordering = compare_values(
-                        left.get(&field.name),
-                        right.get(&field.name),
-                        *nulls_last,
-                        *descending,
-                    );
-                    if ordering != std::cmp::Ordering::Equal {
-                        return ordering;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
-        }
-        let rows: Vec<Value> = rows
+        let mut rows = self.select_rows(
+            &store,
+            version,
+            object,
+            parsed.condition.as_ref(),
+            &order,
+            include_deleted,
+        );
+        rows = rows
             .into_iter()
             .skip(parsed.offset.unwrap_or(0))
             .take(parsed.limit.unwrap_or(usize::MAX))
-            .map(|row| project(&row, &fields))
+            .collect();
+        let children: Vec<HashMap<String, Vec<Value>>> = columns
+            .iter()
+            .map(|column| match column {
+                Column::Children(child) => self.child_rows(&store, version, child),
+                Column::Field(_) => HashMap::new(),
+            })
+            .collect();
+        drop(store);
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let mut out = Map::new();
+                if let Some(attributes) = row.get("attributes") {
+                    out.insert("attributes".into(), attributes.clone());
+                }
+                let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
+                for (column, groups) in columns.iter().zip(&children) {
+                    match column {
+                        Column::Field(name) => {
+                            out.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
+                        }
+                        Column::Children(child) => {
+                            let value = match groups.get(id) {
+                                Some(records) if !records.is_empty() => json!({
+                                    "totalSize": records.len(),
+                                    "done": true,
+                                    "records": records,
+                                }),
+                                _ => Value::Null,
+                            };
+                            out.insert(child.relationship.to_string(), value);
+                        }
+                    }
+                }
+                Value::Object(out)
+            })
             .collect();
         let batch = request
             .header("sforce-query-options")
@@ -1714,6 +1724,111 @@ impl Salesforce {
                 "records": first,
             }),
         ))
+    }
+
+    /// Every matching record rendered in full, sorted.
+    fn select_rows(
+        &self,
+        store: &Store,
+        version: &str,
+        object: &ObjectDef,
+        condition: Option<&Condition>,
+        order: &[(FieldDef, bool, bool)],
+        include_deleted: bool,
+    ) -> Vec<Value> {
+        let mut rows: Vec<Value> = store
+            .entity(SYSTEM, object.name)
+            .map(|records| records.by_change(include_deleted))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|record| self.render(store, version, object, record, None))
+            .filter(|row| condition.is_none_or(|condition| self.matches(object, condition, row)))
+            .collect();
+        if !order.is_empty() {
+            rows.sort_by(|left, right| {
+                for (field, descending, nulls_last) in order {
+                    let ordering = compare_values(
+                        left.get(&field.name),
+                        right.get(&field.name),
+                        *nulls_last,
+                        *descending,
+                    );
+                    if ordering != std::cmp::Ordering::Equal {
+                        return ordering;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+        }
+        rows
+    }
+
+    /// Resolves a parent-to-child subquery (`(SELECT Id FROM OrderItems)`).
+    fn child_column<'a>(
+        &'a self,
+        parent: &ObjectDef,
+        inner: &'a soql::Query,
+    ) -> Result<ChildColumn<'a>, SfError> {
+        let (child, parent_field, relationship) = child_relationship(parent.name, &inner.object).ok_or_else(|| {
+            SfError::bad(
+                "INVALID_TYPE",
+                format!(
+                    "Didn't understand relationship '{}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names.",
+                    inner.object
+                ),
+            )
+        })?;
+        let child = self.object(child).ok_or_else(not_found)?;
+        let mut fields = Vec::new();
+        for item in &inner.items {
+            if let soql::Item::Field(name) = item {
+                fields.push(resolve_field(child, name)?);
+            }
+        }
+        if let Some(condition) = &inner.condition {
+            self.check_condition(child, condition)?;
+        }
+        Ok(ChildColumn {
+            relationship,
+            child,
+            parent_field,
+            fields,
+            condition: inner.condition.as_ref(),
+            order: resolve_order(child, &inner.order)?,
+            limit: inner.limit,
+        })
+    }
+
+    /// The rows of a subquery, grouped by the parent they belong to.
+    fn child_rows(
+        &self,
+        store: &Store,
+        version: &str,
+        column: &ChildColumn,
+    ) -> HashMap<String, Vec<Value>> {
+        let mut groups: HashMap<String, Vec<Value>> = HashMap::new();
+        let rows = self.select_rows(
+            store,
+            version,
+            column.child,
+            column.condition,
+            &column.order,
+            false,
+        );
+        for row in rows {
+            let Some(parent) = row
+                .get(column.parent_field)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let group = groups.entry(parent).or_default();
+            if column.limit.is_none_or(|limit| group.len() < limit) {
+                group.push(project(&row, &column.fields));
+            }
+        }
+        groups
     }
 
     fn query_more(&self, version: &str, locator: &str) -> Result<ApiResponse, SfError> {
@@ -2044,6 +2159,88 @@ impl Salesforce {
             .collect();
         Ok(ApiResponse::json(StatusCode::OK, Value::Array(records)))
     }
+}
+
+/// A column of a query result.
+enum Column<'a> {
+    Field(String),
+    Children(ChildColumn<'a>),
+}
+
+/// A resolved parent-to-child subquery.
+struct ChildColumn<'a> {
+    relationship: &'static str,
+    child: &'a ObjectDef,
+    parent_field: &'static str,
+    fields: Vec<String>,
+    condition: Option<&'a Condition>,
+    order: Vec<(FieldDef, bool, bool)>,
+    limit: Option<usize>,
+}
+
+/// Child relationships: `(parent, relationship) -> (child object, field on the child, name)`.
+fn child_relationship(
+    parent: &str,
+    name: &str,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    const RELATIONSHIPS: [(&str, &str, &str, &str); 8] = [
+        ("Order", "OrderItems", "OrderItem", "OrderId"),
+        ("Quote", "QuoteLineItems", "QuoteLineItem", "QuoteId"),
+        ("Account", "Contacts", "Contact", "AccountId"),
+        ("Account", "Opportunities", "Opportunity", "AccountId"),
+        ("Account", "Orders", "Order", "AccountId"),
+        ("Opportunity", "Quotes", "Quote", "OpportunityId"),
+        (
+            "Pricebook2",
+            "PricebookEntries",
+            "PricebookEntry",
+            "Pricebook2Id",
+        ),
+        (
+            "Product2",
+            "PricebookEntries",
+            "PricebookEntry",
+            "Product2Id",
+        ),
+    ];
+    RELATIONSHIPS
+        .iter()
+        .find(|(owner, relationship, _, _)| {
+            *owner == parent && relationship.eq_ignore_ascii_case(name)
+        })
+        .map(|(_, relationship, child, field)| (*child, *field, *relationship))
+}
+
+fn no_column(object: &ObjectDef, name: &str) -> SfError {
+    SfError::bad(
+        "INVALID_FIELD",
+        format!(
+            "No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+            object.name
+        ),
+    )
+}
+
+fn resolve_field(object: &ObjectDef, name: &str) -> Result<String, SfError> {
+    object
+        .field(name)
+        .map(|field| field.name.clone())
+        .ok_or_else(|| no_column(object, name))
+}
+
+fn resolve_order(
+    object: &ObjectDef,
+    order: &[soql::OrderBy],
+) -> Result<Vec<(FieldDef, bool, bool)>, SfError> {
+    order
+        .iter()
+        .map(|item| {
+            object
+                .field(&item.field)
+                .map(|field| (field.clone(), item.descending, item.nulls_last))
+                .ok_or_else(|| no_column(object, &item.field))
+        })
+        .collect()
 }
 
 fn rolled_back() -> Value {

@@ -1,5 +1,5 @@
 //! The SOQL subset the Salesforce simulator understands:
-//! `SELECT f1, f2 FROM Object [WHERE cond] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...]
+//! `SELECT f1, f2, (SELECT g1 FROM ChildRelationship ...) FROM Object [WHERE cond] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...]
 //! [LIMIT n] [OFFSET n]`, where `cond` combines comparisons (`=`, `!=`, `<>`, `<`, `<=`,
 //! `>`, `>=`, `LIKE`, `IN (...)`, `NOT IN (...)`) with `AND`, `OR`, `NOT` and parentheses.
 //! Literals: `'strings'`, numbers, `true`/`false`/`null`, dates `2024-05-01` and unquoted
@@ -55,9 +55,18 @@ pub struct OrderBy {
     pub nulls_last: bool,
 }
 
+/// One entry of a select list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Field(String),
+    /// A child relationship query; its `object` is the relationship name (`OrderItems`).
+    Subquery(Query),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    pub fields: Vec<String>,
+    /// Plain fields (`Name`) and parent-to-child subqueries (`(SELECT Id FROM OrderItems)`).
+    pub items: Vec<Item>,
     pub object: String,
     pub condition: Option<Condition>,
     pub order: Vec<OrderBy>,
@@ -360,11 +369,31 @@ pub fn parse(text: &str) -> Result<Query, SyntaxError> {
         tokens: tokens(text)?,
         position: 0,
     };
+    let query = select(&mut parser, true)?;
+    if let Some(token) = parser.peek() {
+        return Err(SyntaxError(describe(Some(token))));
+    }
+    Ok(query)
+}
+
+fn select_item(parser: &mut Parser, top_level: bool) -> Result<Item, SyntaxError> {
+    if top_level && matches!(parser.peek(), Some(Token::Symbol("("))) {
+        parser.position += 1;
+        let inner = select(parser, false)?;
+        parser.symbol(")")?;
+        Ok(Item::Subquery(inner))
+    } else {
+        parser.identifier().map(Item::Field)
+    }
+}
+
+/// `SELECT ... [LIMIT n] [OFFSET n]`; subqueries are allowed only at the top level.
+fn select(parser: &mut Parser, top_level: bool) -> Result<Query, SyntaxError> {
     parser.keyword("select")?;
-    let mut fields = vec![parser.identifier()?];
+    let mut items = vec![select_item(parser, top_level)?];
     while matches!(parser.peek(), Some(Token::Symbol(","))) {
         parser.position += 1;
-        fields.push(parser.identifier()?);
+        items.push(select_item(parser, top_level)?);
     }
     parser.keyword("from")?;
     let object = parser.object_name()?;
@@ -422,11 +451,8 @@ pub fn parse(text: &str) -> Result<Query, SyntaxError> {
     } else {
         None
     };
-    if let Some(token) = parser.peek() {
-        return Err(SyntaxError(describe(Some(token))));
-    }
     Ok(Query {
-        fields,
+        items,
         object,
         condition,
         order,
@@ -445,7 +471,8 @@ mod tests {
             "SELECT Id, LastName, SystemModstamp FROM Contact WHERE SystemModstamp > 2024-05-01T00:00:00Z ORDER BY SystemModstamp, Id LIMIT 500",
         )
         .expect("valid query");
-        assert_eq!(query.fields, vec!["Id", "LastName", "SystemModstamp"]);
+        let fields = ["Id", "LastName", "SystemModstamp"].map(|name| Item::Field(name.to_string()));
+        assert_eq!(query.items, fields.to_vec());
         assert_eq!(query.object, "Contact");
         assert_eq!(
             query.condition,
@@ -457,8 +484,14 @@ mod tests {
         );
         assert_eq!(query.order.len(), 2);
         assert_eq!(query.limit, Some(500));
-        let orders = parse("SELECT Id FROM Order ORDER BY Id").expect("Order is an object name");
+        let orders = parse("SELECT Id, (SELECT Id FROM OrderItems ORDER BY OrderItemNumber) FROM Order ORDER BY Id")
+            .expect("Order is an object name");
         assert_eq!(orders.object, "Order");
+        let Some(Item::Subquery(items)) = orders.items.get(1) else {
+            panic!("expected a subquery");
+        };
+        assert_eq!(items.object, "OrderItems");
+        assert_eq!(items.order.len(), 1);
     }
 
     #[test]
