@@ -1501,6 +1501,24 @@ async fn faults_hit_only_the_chosen_system_and_are_counted() {
     assert_eq!(counts["customerp"].injected_faults, 1);
     assert_eq!(counts["customwebshop"].injected_faults, 0);
     assert_eq!(counts["customwebshop"].reads, 1);
+
+    let stalls: FaultSpec = "rate=1,kinds=timeout,stall=20ms,systems=keap"
+        .parse()
+        .expect("valid spec");
+    let stalled = start(SandboxOptions {
+        faults: stalls,
+        ..options()
+    })
+    .await;
+    let response = client()
+        .get(url(&stalled, "keap", "/contacts"))
+        .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let (_, body) = json_of(response).await;
+    assert_eq!(body["fault"]["faultstring"], "Gateway Timeout");
 }
 
 #[tokio::test]

@@ -15,6 +15,27 @@
 //! format. The in-house systems are driven by copies of their OpenAPI files
 //! (`contracts/`), Keap by the schemas of its v1 file, Salesforce by describe-derived
 //! field tables.
+//!
+//! Where a contract is silent the simulators choose, and say so here:
+//! - Every write moves the modified time, even one that changes nothing. Writes get strictly
+//!   increasing stamps; seed data has historical times, some shared (bulk imports), and one
+//!   Salesforce collection request shares one stamp.
+//! - In-house systems: unknown fields in a body are 422 (`additionalProperties: false`),
+//!   malformed JSON is 422 `invalid_json`, list parameters outside the contract's bounds are
+//!   422, and a reference to a record that does not exist (or is deleted) is 422
+//!   `invalid_reference`. Customerp `/deleted?since=` is at or after, like `modified_since`.
+//!   Custom CRM `total_pages` is 0 for an empty list; the token endpoint answers 401 for a
+//!   wrong grant or client. The web shop answers a GET of a soft-deleted record with the
+//!   record (`deleted: true`), 404 to a PUT or DELETE of it, and releases its unique keys.
+//! - Keap: `count` is the number of matches, not of the page; `since`/`until` are
+//!   inclusive; `limit` above 1000 is cut to 1000; a sync token names a position in the
+//!   product change log and a first call lists every product ever seen.
+//! - Salesforce: deletes go to the recycle bin (`queryAll` and getDeleted see them, a GET
+//!   answers 404 `ENTITY_IS_DELETED`); a body naming a field that is not createable (or not
+//!   updateable), even with null, is refused with `INVALID_FIELD_FOR_INSERT_UPDATE`; SOQL
+//!   datetimes take `Z` or `+hh:mm` only; deleting an Order, Quote, Opportunity, Account,
+//!   Product2 or Pricebook2 removes its children, and a product or entry still used by a
+//!   line cannot be deleted (`DELETE_FAILED`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
