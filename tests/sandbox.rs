@@ -146,6 +146,36 @@ async fn customcrm_oauth_paging_since_and_hard_deletes() {
         page += 1;
     }
     assert_eq!(seen.len(), 7);
+    let (status, far) = json_of(
+        http.get(url(&sandbox, "customcrm", "/customers"))
+            .bearer_auth(&token)
+            .query(&[("page", i64::MAX.to_string())])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a page far past the end is empty, not an error"
+    );
+    assert_eq!(far["results"], json!([]));
+    let (status, bad) = json_of(
+        http.get(url(&sandbox, "customcrm", "/customers"))
+            .bearer_auth(&token)
+            .query(&[("per_page", "101")])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "per_page is at most 100"
+    );
+    assert_eq!(bad["error"]["field"], "per_page");
 
     let records = sandbox.records("customcrm", "customers").expect("records");
     let middle = records[3]["lastModified"]

@@ -150,7 +150,10 @@ impl CustomCrm {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         tokens.retain(|_, expires| *expires > now);
-        tokens.insert(token.clone(), now + ttl as i64 * 1000);
+        tokens.insert(
+            token.clone(),
+            now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX).saturating_mul(1000)),
+        );
         ApiResponse::json(
             StatusCode::OK,
             json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl}),

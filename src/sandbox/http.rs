@@ -325,7 +325,10 @@ impl Limiter {
 
     fn expire(&mut self, now: Stamp) {
         for (window, hits) in &mut self.windows {
-            while hits.front().is_some_and(|hit| *hit <= now - window.per_ms) {
+            while hits
+                .front()
+                .is_some_and(|hit| *hit <= now.saturating_sub(window.per_ms))
+            {
                 hits.pop_front();
             }
         }
@@ -339,8 +342,9 @@ impl Limiter {
             .iter()
             .filter(|(window, hits)| hits.len() as u64 >= window.requests)
             .map(|(window, hits)| {
-                hits.front()
-                    .map_or(window.per_ms, |oldest| oldest + window.per_ms - now)
+                hits.front().map_or(window.per_ms, |oldest| {
+                    oldest.saturating_add(window.per_ms).saturating_sub(now)
+                })
             })
             .max();
         if let Some(wait) = wait {
@@ -360,7 +364,9 @@ impl Limiter {
                 used: hits.len() as u64,
                 resets_at: hits
                     .front()
-                    .map_or(now + window.per_ms, |oldest| oldest + window.per_ms),
+                    .map_or(now.saturating_add(window.per_ms), |oldest| {
+                        oldest.saturating_add(window.per_ms)
+                    }),
             })
             .collect()
     }

@@ -694,7 +694,7 @@ impl InHouse {
                 let page = self.int_parameter(request, &path, "page")?;
                 let per_page = self.int_parameter(request, &path, "per_page")?.max(1);
                 let total = records.len() as i64;
-                let start = ((page - 1).max(0) * per_page).min(total) as usize;
+                let start = (page - 1).max(0).saturating_mul(per_page).min(total) as usize;
                 let end = (start + per_page as usize).min(records.len());
                 json!({
                     "results": render(&records[start..end]),

@@ -1011,7 +1011,10 @@ impl Keap {
             pairs.extend(rest.iter().cloned());
             format!("{}{BASE_PATH}/{path}/?{}", self.root, encode_query(&pairs))
         };
-        (link(offset + limit), link((offset - limit).max(0)))
+        (
+            link(offset.saturating_add(limit)),
+            link((offset - limit).max(0)),
+        )
     }
 
     fn list(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
