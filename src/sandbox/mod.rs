@@ -689,7 +689,9 @@ impl Sandbox {
     }
 
     /// Moves the server clock forward: tokens and sessions expire, rate-limit windows
-    /// pass, and later writes get later timestamps.
+    /// pass, and later writes get later timestamps. Only the sandbox's clock moves: a client
+    /// that bounds a window with its own clock (Salesforce getDeleted `end`) does not see
+    /// what the sandbox stamped in its future.
     pub fn advance_clock(&self, by: Duration) {
         self.shared
             .clock
