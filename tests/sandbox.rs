@@ -1624,6 +1624,35 @@ fn the_command_prints_exports_and_system_lines_then_serves() {
     );
 }
 
+#[test]
+fn the_command_prints_one_json_line_with_format_json() {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["sandbox", "--port-base", "0", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tether starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line);
+    child.kill().expect("the sandbox stops");
+    let _ = child.wait();
+    assert!(read.is_ok_and(|bytes| bytes > 0));
+    let printed: Value = serde_json::from_str(&line).expect("one JSON line");
+    let systems: Vec<&str> = printed["systems"]
+        .as_object()
+        .expect("systems")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(systems, tether::sandbox::SYSTEMS.to_vec());
+    assert_eq!(
+        printed["env"]["SALESFORCE_LOGIN_URL"],
+        printed["systems"]["salesforce"]
+    );
+}
+
 #[tokio::test]
 async fn env_names_every_system_file_variable() {
     let sandbox = start(options()).await;

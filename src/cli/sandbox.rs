@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tether::sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
 
-use crate::exit;
+use crate::{Format, exit};
 
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
@@ -44,6 +44,9 @@ pub struct SandboxArgs {
     /// Serve without the contracts' rate limits (for benchmarks).
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// `json` prints one line `{"systems": {...}, "env": {...}}` instead of text lines.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
@@ -71,13 +74,34 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
             .await
             .context("cannot start the sandbox")?;
         let mut out = std::io::stdout().lock();
-        if args.print_env {
-            for (name, value) in sandbox.env() {
-                writeln!(out, "export {name}={value}")?;
+        match args.format {
+            Format::Json => {
+                let systems: serde_json::Map<String, serde_json::Value> = sandbox
+                    .systems()
+                    .into_iter()
+                    .map(|(system, url)| (system, url.into()))
+                    .collect();
+                let env: serde_json::Map<String, serde_json::Value> = sandbox
+                    .env()
+                    .into_iter()
+                    .map(|(name, value)| (name, value.into()))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"systems": systems, "env": env})
+                )?;
             }
-        }
-        for (system, url) in sandbox.systems() {
-            writeln!(out, "{system} {url}")?;
+            Format::Text => {
+                if args.print_env {
+                    for (name, value) in sandbox.env() {
+                        writeln!(out, "export {name}={value}")?;
+                    }
+                }
+                for (system, url) in sandbox.systems() {
+                    writeln!(out, "{system} {url}")?;
+                }
+            }
         }
         out.flush()?;
         drop(out);
