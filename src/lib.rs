@@ -6,4 +6,5 @@
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
 
 pub mod spec;
+pub mod store;
 pub mod validate;
