@@ -17,14 +17,14 @@ url="postgres://postgres@${host}:${port}/${database}"
 
 say() { echo "postgres.sh: $*" >&2; }
 
-if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
   say "installing PostgreSQL"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq postgresql >&2
 fi
 
-version=$(ls /etc/postgresql | sort -V | tail -n 1)
+version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
 if [ -z "$version" ]; then
   say "no PostgreSQL cluster under /etc/postgresql"
   exit 1

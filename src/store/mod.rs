@@ -351,9 +351,13 @@ shared_methods! {
         fn link_by_record(identity: &str, record: &RecordKey) -> Option<Link>;
         /// The links of many records of one entity for an identity type (any order; records
         /// without a link are left out).
-        fn links_by_records(identity: &str, system: &str, entity: &str, record_ids: &[String]) -> Vec<Link>;
+        fn links_by_records(
+            identity: &str, system: &str, entity: &str, record_ids: &[String]
+        ) -> Vec<Link>;
         /// The record of a system entity linked to a global id.
-        fn link_by_global(identity: &str, global_id: &GlobalId, system: &str, entity: &str) -> Option<Link>;
+        fn link_by_global(
+            identity: &str, global_id: &GlobalId, system: &str, entity: &str
+        ) -> Option<Link>;
         /// Every record linked to a global id, across systems.
         fn links_of_global(identity: &str, global_id: &GlobalId) -> Vec<Link>;
         /// The pair state of a global id in a mapping.
@@ -389,7 +393,9 @@ shared_methods! {
         /// returns the existing link; a link that would give the record a second global id
         /// of this identity type, or the global id a second record in this entity, fails with
         /// [`StoreError::LinkConflict`] and leaves the transaction usable.
-        fn link(identity: &str, global_id: &GlobalId, record: &RecordKey, origin: LinkOrigin) -> Link;
+        fn link(
+            identity: &str, global_id: &GlobalId, record: &RecordKey, origin: LinkOrigin
+        ) -> Link;
         /// Removes a record's link for an identity type; `false` when there was none.
         fn unlink(identity: &str, record: &RecordKey) -> bool;
         /// Writes a pair state, replacing the one of the same mapping and global id.

@@ -3,8 +3,9 @@
 //! Each function takes a [`Conn`] (a pooled connection or an open transaction of either
 //! backend) and runs the same SQL on it: the schema and the statements keep to what SQLite
 //! and PostgreSQL share (`$n` parameters, `ON CONFLICT ... DO UPDATE`, `RETURNING`, text and
-//! BIGINT columns). The `on!` macro expands a body once per backend, so the queries stay
-//! concrete (no generic executor bounds) while the text exists once.
+//! BIGINT columns). The `on!` macro expands a body (written like a closure) once per
+//! backend, so the queries stay concrete (no generic executor bounds) while the text exists
+//! once.
 //!
 //! No statement here is allowed to fail on data the engine can produce: unique conflicts are
 //! absorbed with `ON CONFLICT` and reported as values, so that a PostgreSQL transaction is
@@ -35,7 +36,7 @@ pub(crate) enum Conn<'a> {
 
 /// Runs `$body` with `$c` bound to the backend's connection, once per backend.
 macro_rules! on {
-    ($conn:expr, $c:ident => $body:expr) => {
+    ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
             Conn::Sqlite($c) => $body,
             Conn::Postgres($c) => $body,
@@ -142,7 +143,7 @@ fn all<R, T>(rows: &[R], read: impl Fn(&R) -> Result<T, StoreError>) -> Result<V
 
 pub(crate) async fn new_global_id(conn: Conn<'_>, identity: &str) -> Result<GlobalId, StoreError> {
     let id = new_id();
-    on!(conn, c => sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO global_ids (identity, global_id, created_at) VALUES ($1, $2, $3)",
     )
     .bind(identity)
@@ -237,7 +238,8 @@ async fn insert_link(
     // Stored with microsecond precision; the returned link says what was stored.
     let now = Utc::now();
     let created_at = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
-    let inserted = on!(conn, c => sqlx::query(
+    let inserted = on!(conn, |c| {
+        sqlx::query(
         "INSERT INTO links (system, entity, record_id, identity, global_id, origin, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
@@ -250,7 +252,8 @@ async fn insert_link(
     .bind(micros(created_at))
     .execute(c)
     .await
-    .map(|done| done.rows_affected()));
+    .map(|done| done.rows_affected())
+    });
     match inserted {
         Ok(0) => Ok(None),
         Ok(_) => Ok(Some(Link {
@@ -282,8 +285,12 @@ pub(crate) async fn link_by_record(
     identity: &str,
     record: &RecordKey,
 ) -> Result<Option<Link>, StoreError> {
-    on!(conn, c => sqlx::query(concat!("SELECT ", link_columns!(), " FROM links \
-         WHERE system = $1 AND entity = $2 AND record_id = $3 AND identity = $4"))
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        link_columns!(),
+        " FROM links \
+         WHERE system = $1 AND entity = $2 AND record_id = $3 AND identity = $4"
+    ))
     .bind(&record.system)
     .bind(&record.entity)
     .bind(&record.id)
@@ -311,8 +318,11 @@ pub(crate) async fn links_by_records(
             link_columns!(),
             placeholders.join(", ")
         );
-        on!(&mut conn, c => {
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(identity).bind(system).bind(entity);
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(identity)
+                .bind(system)
+                .bind(entity);
             for id in chunk {
                 query = query.bind(id);
             }
@@ -330,8 +340,12 @@ pub(crate) async fn link_by_global(
     system: &str,
     entity: &str,
 ) -> Result<Option<Link>, StoreError> {
-    on!(conn, c => sqlx::query(concat!("SELECT ", link_columns!(), " FROM links \
-         WHERE identity = $1 AND global_id = $2 AND system = $3 AND entity = $4"))
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        link_columns!(),
+        " FROM links \
+         WHERE identity = $1 AND global_id = $2 AND system = $3 AND entity = $4"
+    ))
     .bind(identity)
     .bind(global_id.as_str())
     .bind(system)
@@ -347,9 +361,13 @@ pub(crate) async fn links_of_global(
     identity: &str,
     global_id: &GlobalId,
 ) -> Result<Vec<Link>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", link_columns!(), " FROM links WHERE identity = $1 AND global_id = $2 \
-             ORDER BY system, entity"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE identity = $1 AND global_id = $2 \
+             ORDER BY system, entity"
+        ))
         .bind(identity)
         .bind(global_id.as_str())
         .fetch_all(c)
@@ -363,7 +381,8 @@ pub(crate) async fn unlink(
     identity: &str,
     record: &RecordKey,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, c => sqlx::query(
+    let done = on!(conn, |c| {
+        sqlx::query(
         "DELETE FROM links WHERE system = $1 AND entity = $2 AND record_id = $3 AND identity = $4",
     )
     .bind(&record.system)
@@ -372,7 +391,8 @@ pub(crate) async fn unlink(
     .bind(identity)
     .execute(c)
     .await?
-    .rows_affected());
+    .rows_affected()
+    });
     Ok(done > 0)
 }
 
@@ -410,7 +430,11 @@ pub(crate) async fn pair_state(
     mapping: &str,
     global_id: &GlobalId,
 ) -> Result<Option<PairState>, StoreError> {
-    on!(conn, c => sqlx::query(concat!("SELECT ", pair_columns!(), " FROM pair_states WHERE mapping = $1 AND global_id = $2"))
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        pair_columns!(),
+        " FROM pair_states WHERE mapping = $1 AND global_id = $2"
+    ))
     .bind(mapping)
     .bind(global_id.as_str())
     .fetch_optional(c)
@@ -423,8 +447,12 @@ pub(crate) async fn pair_states(
     conn: Conn<'_>,
     mapping: &str,
 ) -> Result<Vec<PairState>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", pair_columns!(), " FROM pair_states WHERE mapping = $1 ORDER BY global_id"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            pair_columns!(),
+            " FROM pair_states WHERE mapping = $1 ORDER BY global_id"
+        ))
         .bind(mapping)
         .fetch_all(c)
         .await?;
@@ -433,7 +461,7 @@ pub(crate) async fn pair_states(
 }
 
 pub(crate) async fn put_pair_state(conn: Conn<'_>, state: &PairState) -> Result<(), StoreError> {
-    on!(conn, c => sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO pair_states (mapping, global_id, source_id, target_id, base, base_hash, \
          source_hash, source_modified_at, target_hash, target_modified_at, synced_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -466,7 +494,7 @@ pub(crate) async fn delete_pair_state(
     mapping: &str,
     global_id: &GlobalId,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, c => sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "DELETE FROM pair_states WHERE mapping = $1 AND global_id = $2",
     )
     .bind(mapping)
@@ -480,7 +508,7 @@ pub(crate) async fn delete_pair_state(
 // Cursors.
 
 pub(crate) async fn cursor(conn: Conn<'_>, key: &CursorKey) -> Result<Option<String>, StoreError> {
-    on!(conn, c => Ok(sqlx::query(
+    on!(conn, |c| Ok(sqlx::query(
         "SELECT position FROM cursors \
          WHERE mapping = $1 AND side = $2 AND system = $3 AND entity = $4",
     )
@@ -514,9 +542,13 @@ macro_rules! cursor_columns {
 }
 
 pub(crate) async fn cursors(conn: Conn<'_>, mapping: &str) -> Result<Vec<Cursor>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", cursor_columns!(), " FROM cursors WHERE mapping = $1 \
-             ORDER BY side, system, entity"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cursor_columns!(),
+            " FROM cursors WHERE mapping = $1 \
+             ORDER BY side, system, entity"
+        ))
         .bind(mapping)
         .fetch_all(c)
         .await?;
@@ -529,7 +561,7 @@ pub(crate) async fn set_cursor(
     key: &CursorKey,
     position: &str,
 ) -> Result<(), StoreError> {
-    on!(conn, c => sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO cursors (mapping, side, system, entity, position, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (mapping, side, system, entity) DO UPDATE SET \
@@ -576,10 +608,13 @@ pub(crate) async fn record_intent(
     conn: Conn<'_>,
     intent: &NewIntent,
 ) -> Result<CreateIntent, StoreError> {
-    on!(conn, c => {
-        let row = sqlx::query(concat!("INSERT INTO create_intents (id, mapping, side, source_record_id, global_id, \
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO create_intents (id, mapping, side, source_record_id, global_id, \
              match_values, payload_hash, state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ", intent_columns!()))
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ",
+            intent_columns!()
+        ))
         .bind(new_id())
         .bind(&intent.mapping)
         .bind(side_str(intent.side))
@@ -598,9 +633,13 @@ pub(crate) async fn open_intents(
     conn: Conn<'_>,
     mapping: &str,
 ) -> Result<Vec<CreateIntent>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", intent_columns!(), " FROM create_intents \
-             WHERE mapping = $1 AND state = 'pending' ORDER BY created_at, id"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            intent_columns!(),
+            " FROM create_intents \
+             WHERE mapping = $1 AND state = 'pending' ORDER BY created_at, id"
+        ))
         .bind(mapping)
         .fetch_all(c)
         .await?;
@@ -612,7 +651,11 @@ pub(crate) async fn intent(
     conn: Conn<'_>,
     id: &IntentId,
 ) -> Result<Option<CreateIntent>, StoreError> {
-    on!(conn, c => sqlx::query(concat!("SELECT ", intent_columns!(), " FROM create_intents WHERE id = $1"))
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        intent_columns!(),
+        " FROM create_intents WHERE id = $1"
+    ))
     .bind(id.as_str())
     .fetch_optional(c)
     .await?
@@ -626,7 +669,7 @@ async fn resolve_intent(
     state: IntentState,
     created_record_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let done = on!(conn, c => sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "UPDATE create_intents SET state = $2, created_record_id = $3, resolved_at = $4 \
          WHERE id = $1 AND state = 'pending'",
     )
@@ -683,13 +726,16 @@ pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, St
         .value
         .as_deref()
         .map(|value| cut(value, PARKED_VALUE_MAX_CHARS));
-    on!(conn, c => {
-        let row = sqlx::query(concat!("INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
              first_parked_at, last_tried_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
              ON CONFLICT (mapping, side, record_id) DO UPDATE SET \
              reason = excluded.reason, field = excluded.field, value = excluded.value, \
              attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at \
-             RETURNING ", parked_columns!()))
+             RETURNING ",
+            parked_columns!()
+        ))
         .bind(&park.mapping)
         .bind(side_str(park.side))
         .bind(&park.record_id)
@@ -709,7 +755,7 @@ pub(crate) async fn unpark(
     side: Side,
     record_id: &str,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, c => sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "DELETE FROM parked WHERE mapping = $1 AND side = $2 AND record_id = $3",
     )
     .bind(mapping)
@@ -725,9 +771,13 @@ pub(crate) async fn parked(
     conn: Conn<'_>,
     mapping: Option<&str>,
 ) -> Result<Vec<ParkedRecord>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", parked_columns!(), " FROM parked WHERE ($1 IS NULL OR mapping = $1) \
-             ORDER BY mapping, side, record_id"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            parked_columns!(),
+            " FROM parked WHERE ($1 IS NULL OR mapping = $1) \
+             ORDER BY mapping, side, record_id"
+        ))
         .bind(mapping)
         .fetch_all(c)
         .await?;
@@ -736,13 +786,15 @@ pub(crate) async fn parked(
 }
 
 pub(crate) async fn parked_counts(conn: Conn<'_>) -> Result<Vec<(String, u64)>, StoreError> {
-    on!(conn, c => {
+    on!(conn, |c| {
         let rows = sqlx::query(
             "SELECT mapping, COUNT(*) AS n FROM parked GROUP BY mapping ORDER BY mapping",
         )
         .fetch_all(c)
         .await?;
-        all(&rows, |row| Ok((row.text("mapping")?, count(row.int("n")?))))
+        all(&rows, |row| {
+            Ok((row.text("mapping")?, count(row.int("n")?)))
+        })
     })
 }
 
@@ -775,9 +827,14 @@ pub(crate) async fn record_conflict(
     conn: Conn<'_>,
     conflict: &NewConflict,
 ) -> Result<Conflict, StoreError> {
-    on!(conn, c => {
-        let row = sqlx::query(concat!("INSERT INTO conflicts (", conflict_columns!(), ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ", conflict_columns!()))
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO conflicts (",
+            conflict_columns!(),
+            ") \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+            conflict_columns!()
+        ))
         .bind(new_id())
         .bind(conflict.run_id.as_str())
         .bind(&conflict.mapping)
@@ -800,9 +857,13 @@ pub(crate) async fn recent_conflicts(
     mapping: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Conflict>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", conflict_columns!(), " FROM conflicts WHERE ($1 IS NULL OR mapping = $1) \
-             ORDER BY at DESC, id DESC LIMIT $2"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            conflict_columns!(),
+            " FROM conflicts WHERE ($1 IS NULL OR mapping = $1) \
+             ORDER BY at DESC, id DESC LIMIT $2"
+        ))
         .bind(mapping)
         .bind(i64::from(limit))
         .fetch_all(c)
@@ -842,9 +903,12 @@ fn names_json(names: &[String]) -> String {
 pub(crate) async fn start_run(mut conn: Conn<'_>, run: &NewRun) -> Result<Run, StoreError> {
     let id = new_id();
     let started_at = micros(Utc::now());
-    let row = on!(&mut conn, c => {
-        let row = sqlx::query(concat!("INSERT INTO runs (id, flows, mappings, worker, started_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING ", run_columns!()))
+    let row = on!(&mut conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO runs (id, flows, mappings, worker, started_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            run_columns!()
+        ))
         .bind(&id)
         .bind(names_json(&run.flows))
         .bind(names_json(&run.mappings))
@@ -874,8 +938,11 @@ pub(crate) async fn finish_run(
     outcome: RunOutcome,
     summary: &Value,
 ) -> Result<Run, StoreError> {
-    let row = on!(conn, c => sqlx::query(concat!("UPDATE runs SET finished_at = $2, outcome = $3, summary = $4 \
-         WHERE id = $1 AND finished_at IS NULL RETURNING ", run_columns!()))
+    let row = on!(conn, |c| sqlx::query(concat!(
+        "UPDATE runs SET finished_at = $2, outcome = $3, summary = $4 \
+         WHERE id = $1 AND finished_at IS NULL RETURNING ",
+        run_columns!()
+    ))
     .bind(id.as_str())
     .bind(micros(Utc::now()))
     .bind(outcome.as_str())
@@ -888,16 +955,20 @@ pub(crate) async fn finish_run(
 }
 
 pub(crate) async fn run(conn: Conn<'_>, id: &RunId) -> Result<Option<Run>, StoreError> {
-    on!(conn, c => sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
-        .bind(id.as_str())
-        .fetch_optional(c)
-        .await?
-        .map(|row| read_run(&row))
-        .transpose())
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_run(&row))
+    .transpose())
 }
 
 pub(crate) async fn last_run(conn: Conn<'_>, mapping: &str) -> Result<Option<Run>, StoreError> {
-    on!(conn, c => sqlx::query(
+    on!(conn, |c| sqlx::query(
         "SELECT runs.* FROM run_mappings JOIN runs ON runs.id = run_mappings.run_id \
          WHERE run_mappings.mapping = $1 \
          ORDER BY run_mappings.started_at DESC, run_mappings.run_id DESC LIMIT 1",
@@ -910,8 +981,12 @@ pub(crate) async fn last_run(conn: Conn<'_>, mapping: &str) -> Result<Option<Run
 }
 
 pub(crate) async fn recent_runs(conn: Conn<'_>, limit: u32) -> Result<Vec<Run>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+        ))
         .bind(i64::from(limit))
         .fetch_all(c)
         .await?;
@@ -945,14 +1020,17 @@ pub(crate) async fn try_acquire_lease(
 ) -> Result<Option<Lease>, StoreError> {
     // One statement: the row lock taken by the upsert makes the check and the takeover
     // atomic on PostgreSQL, and SQLite runs it under its single write lock.
-    on!(conn, c => sqlx::query(concat!("INSERT INTO leases (mapping, worker, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
+    on!(conn, |c| sqlx::query(concat!(
+        "INSERT INTO leases (mapping, worker, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (mapping) DO UPDATE SET \
          acquired_at = CASE WHEN leases.worker = excluded.worker \
              AND leases.expires_at > excluded.acquired_at \
              THEN leases.acquired_at ELSE excluded.acquired_at END, \
          worker = excluded.worker, expires_at = excluded.expires_at \
          WHERE leases.worker = excluded.worker OR leases.expires_at <= excluded.acquired_at \
-         RETURNING ", lease_columns!()))
+         RETURNING ",
+        lease_columns!()
+    ))
     .bind(mapping)
     .bind(worker)
     .bind(micros(now))
@@ -968,7 +1046,7 @@ pub(crate) async fn release_lease(
     mapping: &str,
     worker: &str,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, c => sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "DELETE FROM leases WHERE mapping = $1 AND worker = $2",
     )
     .bind(mapping)
@@ -980,8 +1058,12 @@ pub(crate) async fn release_lease(
 }
 
 pub(crate) async fn leases(conn: Conn<'_>) -> Result<Vec<Lease>, StoreError> {
-    on!(conn, c => {
-        let rows = sqlx::query(concat!("SELECT ", lease_columns!(), " FROM leases ORDER BY mapping"))
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            lease_columns!(),
+            " FROM leases ORDER BY mapping"
+        ))
         .fetch_all(c)
         .await?;
         all(&rows, read_lease)
@@ -1022,7 +1104,7 @@ pub(crate) async fn status(mut conn: Conn<'_>) -> Result<Vec<MappingStatus>, Sto
          WHERE run_mappings.started_at = (SELECT MAX(latest.started_at) FROM run_mappings latest \
          WHERE latest.mapping = run_mappings.mapping) \
          ORDER BY run_mappings.mapping, run_mappings.run_id DESC";
-    on!(&mut conn, c => {
+    on!(&mut conn, |c| {
         for row in sqlx::query(COUNTS).fetch_all(&mut **c).await? {
             let n = count(row.int("n")?);
             let status = entry(&mut by_mapping, row.text("mapping")?);
@@ -1034,7 +1116,9 @@ pub(crate) async fn status(mut conn: Conn<'_>) -> Result<Vec<MappingStatus>, Sto
         }
         for row in sqlx::query(CURSORS).fetch_all(&mut **c).await? {
             let cursor = read_cursor(&row)?;
-            entry(&mut by_mapping, cursor.key.mapping.clone()).cursors.push(cursor);
+            entry(&mut by_mapping, cursor.key.mapping.clone())
+                .cursors
+                .push(cursor);
         }
         for row in sqlx::query(LAST_RUNS).fetch_all(&mut **c).await? {
             let status = entry(&mut by_mapping, row.text("run_mapping")?);
