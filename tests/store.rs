@@ -174,6 +174,7 @@ macro_rules! store_tests {
 store_tests!(
     opens_a_fresh_store_and_reopens_it_with_its_data,
     refuses_a_store_written_by_a_newer_tether,
+    two_processes_opening_a_fresh_store_both_succeed,
     links_resolve_from_either_end,
     a_second_link_is_reported_as_a_conflict,
     pair_states_round_trip,
@@ -251,6 +252,21 @@ async fn refuses_a_store_written_by_a_newer_tether(db: TestDb) {
         error.to_string().contains("newer than this tether knows"),
         "{error}"
     );
+}
+
+async fn two_processes_opening_a_fresh_store_both_succeed(db: TestDb) {
+    // Both race to create the schema; the loser must see the winner's and go on.
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::open(&url).await })
+        })
+        .collect();
+    for open in opens {
+        let store = open.await.expect("task").expect("concurrent open succeeds");
+        store.new_global_id("customer").await.expect("store usable");
+        store.close().await;
+    }
 }
 
 async fn links_resolve_from_either_end(db: TestDb) {

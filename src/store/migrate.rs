@@ -5,6 +5,7 @@
 //! schema is a new file in `migrations/` and a new entry in [`MIGRATIONS`].
 
 use std::ops::Deref;
+use std::time::Duration;
 
 use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{Acquire, SqlSafeStr};
@@ -35,26 +36,47 @@ fn migrator() -> Migrator {
     )
 }
 
+/// How often opening retries migrations that failed because another process was applying
+/// the same ones.
+const MIGRATION_ATTEMPTS: u32 = 5;
+
 /// Applies the missing migrations. A store that has a migration this build does not know
 /// was written by a newer tether: it is refused before anything is changed.
+///
+/// PostgreSQL serialises migrators with an advisory lock; SQLite has none, so two processes
+/// opening a fresh file at once can both try the first migration. The loser's attempt fails
+/// on the winner's tables, and trying again finds them applied.
 pub(crate) async fn run<'a, A>(url: &StoreUrl, pool: A) -> Result<(), StoreError>
 where
-    A: Acquire<'a>,
+    A: Acquire<'a> + Copy,
     <A::Connection as Deref>::Target: Migrate,
 {
-    match migrator().run(pool).await {
-        Ok(()) => Ok(()),
-        Err(MigrateError::VersionMissing(found)) if found > SCHEMA_VERSION => {
-            Err(StoreError::SchemaTooNew {
-                url: url.to_string(),
-                found,
-                supported: SCHEMA_VERSION,
-            })
+    let migrator = migrator();
+    let mut attempt = 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(MigrateError::VersionMissing(found)) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    url: url.to_string(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
+                if attempt < MIGRATION_ATTEMPTS =>
+            {
+                tracing::debug!(store = %url, attempt, "migration raced another process, retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(source) => {
+                return Err(StoreError::Migrate {
+                    url: url.to_string(),
+                    source: Box::new(source),
+                });
+            }
         }
-        Err(source) => Err(StoreError::Migrate {
-            url: url.to_string(),
-            source: Box::new(source),
-        }),
     }
 }
 
