@@ -8,6 +8,8 @@
 //!   command that loads flows.
 //! - [`connector`] is how the engine talks to systems: the `Connector` trait and the generic
 //!   HTTP connector driven by system files.
+//! - [`store`] keeps the engine's state (links, bases, cursors, intents, parked records,
+//!   runs, leases) behind one interface over SQLite and PostgreSQL.
 //! - [`sync`] is the engine: links, three-way merges and writes.
 //! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
 //! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
@@ -16,5 +18,6 @@ pub mod connector;
 pub mod docs;
 pub mod sandbox;
 pub mod spec;
+pub mod store;
 pub mod sync;
 pub mod validate;
