@@ -13,8 +13,14 @@ use sqlx::{Acquire, SqlSafeStr};
 use crate::store::{StoreError, StoreUrl};
 
 /// The migrations, in version order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (
+        2,
+        "record keys",
+        include_str!("migrations/0002_record_keys.sql"),
+    ),
+];
 
 /// The schema version this build writes: the last migration's.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -354,6 +354,10 @@ shared_methods! {
         fn links_by_records(
             identity: &str, system: &str, entity: &str, record_ids: &[String]
         ) -> Vec<Link>;
+        /// Every link of one entity for an identity type.
+        fn links_of_entity(identity: &str, system: &str, entity: &str) -> Vec<Link>;
+        /// The records of one side of a mapping whose match key is `key`.
+        fn find_record_keys(mapping: &str, side: Side, key: &str) -> Vec<String>;
         /// The record of a system entity linked to a global id.
         fn link_by_global(
             identity: &str, global_id: &GlobalId, system: &str, entity: &str
@@ -398,6 +402,8 @@ shared_methods! {
         ) -> Link;
         /// Removes a record's link for an identity type; `false` when there was none.
         fn unlink(identity: &str, record: &RecordKey) -> bool;
+        /// Records the match key of a record a mapping read (`None` removes it).
+        fn put_record_key(mapping: &str, side: Side, record_id: &str, key: Option<&str>) -> ();
         /// Writes a pair state, replacing the one of the same mapping and global id.
         fn put_pair_state(state: &PairState) -> ();
         /// Removes a pair state; `false` when there was none.

@@ -333,6 +333,78 @@ pub(crate) async fn links_by_records(
     Ok(links)
 }
 
+/// Every link of one entity for an identity type.
+pub(crate) async fn links_of_entity(
+    conn: Conn<'_>,
+    identity: &str,
+    system: &str,
+    entity: &str,
+) -> Result<Vec<Link>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE identity = $1 AND system = $2 AND entity = $3"
+        ))
+        .bind(identity)
+        .bind(system)
+        .bind(entity)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_link)
+    })
+}
+
+/// Records the match key of a record a mapping read (`None` removes it).
+pub(crate) async fn put_record_key(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+    key: Option<&str>,
+) -> Result<(), StoreError> {
+    on!(&mut conn, |c| {
+        sqlx::query("DELETE FROM record_keys WHERE mapping = $1 AND side = $2 AND record_id = $3")
+            .bind(mapping)
+            .bind(side_str(side))
+            .bind(record_id)
+            .execute(&mut **c)
+            .await?;
+        if let Some(key) = key {
+            sqlx::query(
+                "INSERT INTO record_keys (mapping, side, record_id, match_key) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(mapping)
+            .bind(side_str(side))
+            .bind(record_id)
+            .bind(key)
+            .execute(&mut **c)
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+/// The records of one side of a mapping whose match key is `key`.
+pub(crate) async fn find_record_keys(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    key: &str,
+) -> Result<Vec<String>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT record_id FROM record_keys WHERE mapping = $1 AND side = $2 AND match_key = $3 ORDER BY record_id",
+        )
+        .bind(mapping)
+        .bind(side_str(side))
+        .bind(key)
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| row.text("record_id"))
+    })
+}
+
 pub(crate) async fn link_by_global(
     conn: Conn<'_>,
     identity: &str,
