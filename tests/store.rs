@@ -512,12 +512,7 @@ async fn pair_states_round_trip(db: TestDb) {
 
 async fn cursors_are_kept_per_mapping_side_and_entity(db: TestDb) {
     let store = db.open().await;
-    let source = CursorKey {
-        mapping: "companies-to-customers".into(),
-        side: Side::Source,
-        system: "keap".into(),
-        entity: "companies".into(),
-    };
+    let source = keap_companies_cursor("companies-to-customers");
     let target = CursorKey {
         side: Side::Target,
         system: "customerp".into(),
@@ -809,12 +804,7 @@ async fn a_dropped_transaction_writes_nothing(db: TestDb) {
     let store = db.open().await;
     let run = store.start_run(&NewRun::default()).await.expect("run");
     let keap = record("keap", "companies", "17");
-    let cursor = CursorKey {
-        mapping: "companies-to-customers".into(),
-        side: Side::Source,
-        system: "keap".into(),
-        entity: "companies".into(),
-    };
+    let cursor = keap_companies_cursor("companies-to-customers");
     let global_id;
     {
         let mut tx = store.transaction().await.expect("tx");
@@ -826,16 +816,9 @@ async fn a_dropped_transaction_writes_nothing(db: TestDb) {
             .await
             .expect("pair");
         tx.set_cursor(&cursor, "page-2").await.expect("cursor");
-        tx.record_intent(&NewIntent {
-            mapping: "companies-to-customers".into(),
-            side: Side::Target,
-            source_record_id: "17".into(),
-            global_id: global_id.clone(),
-            match_values: json!({}),
-            payload_hash: "p".into(),
-        })
-        .await
-        .expect("intent");
+        tx.record_intent(&target_intent("companies-to-customers", &global_id))
+            .await
+            .expect("intent");
         tx.park(&parked_source("companies-to-customers", "18"))
             .await
             .expect("park");
@@ -1083,16 +1066,8 @@ async fn concurrent_transactions_all_land(db: TestDb) {
                 LinkOrigin::Create,
             )
             .await?;
-            tx.set_cursor(
-                &CursorKey {
-                    mapping: format!("mapping-{n}"),
-                    side: Side::Source,
-                    system: "keap".into(),
-                    entity: "companies".into(),
-                },
-                "done",
-            )
-            .await?;
+            tx.set_cursor(&keap_companies_cursor(&format!("mapping-{n}")), "done")
+                .await?;
             tx.commit().await
         }));
     }
@@ -1129,28 +1104,16 @@ async fn status_sums_up_each_mapping(db: TestDb) {
             .await
             .expect("pair");
         if n == 0 {
-            tx.record_intent(&NewIntent {
-                mapping: "companies-to-customers".into(),
-                side: Side::Target,
-                source_record_id: "17".into(),
-                global_id: global_id.clone(),
-                match_values: json!({}),
-                payload_hash: "p".into(),
-            })
-            .await
-            .expect("intent");
+            tx.record_intent(&target_intent("companies-to-customers", &global_id))
+                .await
+                .expect("intent");
         }
     }
     tx.park(&parked_source("contacts-to-contacts", "5"))
         .await
         .expect("park");
     tx.set_cursor(
-        &CursorKey {
-            mapping: "companies-to-customers".into(),
-            side: Side::Source,
-            system: "keap".into(),
-            entity: "companies".into(),
-        },
+        &keap_companies_cursor("companies-to-customers"),
         "2025-03-01T00:00:00Z",
     )
     .await
@@ -1214,5 +1177,25 @@ fn parked_source(mapping: &str, record_id: &str) -> Park {
         reason: "invalid email".into(),
         field: Some("email".into()),
         value: Some("not-an-email".into()),
+    }
+}
+
+fn target_intent(mapping: &str, global_id: &GlobalId) -> NewIntent {
+    NewIntent {
+        mapping: mapping.into(),
+        side: Side::Target,
+        source_record_id: "17".into(),
+        global_id: global_id.clone(),
+        match_values: json!({}),
+        payload_hash: "p".into(),
+    }
+}
+
+fn keap_companies_cursor(mapping: &str) -> CursorKey {
+    CursorKey {
+        mapping: mapping.into(),
+        side: Side::Source,
+        system: "keap".into(),
+        entity: "companies".into(),
     }
 }
