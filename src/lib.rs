@@ -4,8 +4,10 @@
 //!
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
 //!   source locations, `${VAR}` interpolation, and validation with diagnostics.
+//! - [`mapping`] compiles mappings once and applies them to records, both ways; no I/O.
 
 pub mod docs;
+pub mod mapping;
 pub mod spec;
 pub mod sync;
 pub mod validate;

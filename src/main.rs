@@ -72,6 +72,15 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Apply one mapping to records on stdin (JSON Lines or a JSON array); write the mapped
+    /// records to stdout as JSON Lines, in input order. Failed records go to stderr.
+    Map {
+        /// The mapping's name, or `FLOW/MAPPING` where names repeat.
+        mapping: String,
+        /// Map target records back to source fields.
+        #[arg(long)]
+        inverse: bool,
+    },
 }
 
 /// Exit codes by failure class.

@@ -3,6 +3,7 @@
 use crate::{Cli, Command};
 
 mod docs;
+mod map;
 mod schema;
 mod validate;
 
@@ -26,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate { paths, format } => validate::run(&cli.flows, &paths, format),
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),
+        Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
     }
 }
