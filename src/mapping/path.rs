@@ -273,7 +273,7 @@ fn parse_json_path(text: &str) -> Result<RecordPath, PathError> {
     let query =
         jsonpath_rust::parser::parse_json_path(text).map_err(|e| PathError::InvalidJsonPath {
             path: text.to_string(),
-            reason: first_line(&e.to_string()),
+            reason: json_path_reason(&e.to_string()),
         })?;
     let kind = match direct_steps(&query) {
         Some(steps) => Kind::Direct(steps),
@@ -283,6 +283,24 @@ fn parse_json_path(text: &str) -> Result<RecordPath, PathError> {
         text: text.to_string(),
         kind,
     })
+}
+
+/// The JSONPath parser's error in one line: "expected X at character N" for syntax errors.
+fn json_path_reason(text: &str) -> String {
+    let expected = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .map(str::trim);
+    let at = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("--> "))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    match (expected, at) {
+        (Some(expected), Some(at)) => format!("{expected} at character {at}"),
+        (Some(expected), None) => expected.to_string(),
+        _ => first_line(text),
+    }
 }
 
 fn first_line(text: &str) -> String {
