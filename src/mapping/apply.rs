@@ -4,7 +4,8 @@
 //! a target record into the source's fields. Only what the rules map is produced, so the
 //! result is a patch for the other side. A field missing from the record being read is left
 //! out of the result (it never blanks the other side), a null is written as null, and an
-//! empty string stays an empty string where the type allows it. Every rule runs even when
+//! empty string stays an empty string where the type allows it. A null skips the rule's
+//! templates and value map and stays null. Every rule runs even when
 //! others fail; a record with failed rules gives all of their errors at once.
 
 use std::borrow::Cow;
@@ -162,7 +163,7 @@ pub fn apply_inverse(
 }
 
 /// Whether a source record passes the mapping's `filter` (true when there is none).
-pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RuleError> {
+pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RecordError> {
     let Some(filter) = &plan.filter else {
         return Ok(true);
     };
@@ -176,13 +177,15 @@ pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RuleError> {
             Value::Array(a) => !a.is_empty(),
             Value::Object(o) => !o.is_empty(),
         }),
-        Err(reason) => Err(RuleError {
-            mapping: plan.name.clone(),
-            rule: "filter".into(),
-            source_path: None,
-            value: None,
-            kind: RuleErrorKind::Template,
-            reason,
+        Err(reason) => Err(RecordError {
+            errors: vec![RuleError {
+                mapping: plan.name.clone(),
+                rule: "filter".into(),
+                source_path: None,
+                value: None,
+                kind: RuleErrorKind::Template,
+                reason,
+            }],
         }),
     }
 }
@@ -351,7 +354,9 @@ impl Run<'_> {
             Some(value) => value.into_owned(),
         };
         let mut value = value;
-        if let Some(transform) = &rule.transform {
+        if let Some(transform) = &rule.transform
+            && !value.is_null()
+        {
             value = eval_template(transform, &value, lazy)?;
         }
         if let Some(map) = &rule.value_map
@@ -521,10 +526,15 @@ impl Run<'_> {
         }
         let value = match &rule.inverse {
             InversePlan::Direct | InversePlan::None => value,
+            InversePlan::Template(_) if value.is_null() => value,
             InversePlan::Template(inverse) => eval_template(inverse, &value, lazy)?,
             InversePlan::PerSource(list) => {
                 for (path, inverse) in list {
-                    let source_value = eval_template(inverse, &value, lazy)?;
+                    let source_value = if value.is_null() {
+                        Value::Null
+                    } else {
+                        eval_template(inverse, &value, lazy)?
+                    };
                     path.set(out, source_value).map_err(|error| Failure {
                         kind: RuleErrorKind::Write,
                         reason: error.to_string(),

@@ -1017,7 +1017,7 @@ fn check_key(key: &ScalarKey, field: &FieldInfo) -> Result<(), String> {
     let text = Value::String(key.0.clone());
     match field.field_type {
         Some(FieldType::Enum) => match &field.values {
-            Some(values) if !values.iter().any(|v| *v == key.0) => Err(format!(
+            Some(values) if !values.contains(&key.0) => Err(format!(
                 "not one of its values {}",
                 short_list(values.iter())
             )),

@@ -12,8 +12,6 @@
 //! types that cannot be empty (numbers, dates, booleans, codes), and stays an empty string
 //! for text, e-mail and phone.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -276,16 +274,12 @@ pub fn decimal(value: &Value) -> Result<Decimal, String> {
 
 fn decimal_out(d: Decimal, field_type: Option<FieldType>) -> Result<Value, String> {
     match field_type {
-        Some(FieldType::Number) => {
-            if d.is_integer()
-                && let Some(i) = d.to_i64()
-            {
-                return Ok(Value::from(i));
-            }
-            serde_json::Number::from_str(&d.to_string())
-                .map(Value::Number)
-                .map_err(|_| "cannot be written as a JSON number".to_string())
-        }
+        // JSON text of the decimal: integers stay integers, fractions become the double
+        // nearest to the decimal, which prints back as the same digits.
+        Some(FieldType::Number) => serde_json::from_str::<Value>(&d.to_string())
+            .ok()
+            .filter(Value::is_number)
+            .ok_or_else(|| "cannot be written as a JSON number".to_string()),
         Some(FieldType::Integer) => whole(d).map(Value::from),
         _ => Ok(Value::String(d.to_string())),
     }
@@ -508,9 +502,11 @@ mod tests {
         let as_number = to(DataType::Decimal, json!("12.50"), Some(FieldType::Number)).unwrap();
         assert_eq!(as_number.to_string(), "12.5");
         assert_eq!(
-            to(DataType::Decimal, json!("3.00"), Some(FieldType::Number)),
+            to(DataType::Decimal, json!("3"), Some(FieldType::Number)),
             Ok(json!(3))
         );
+        let float = to(DataType::Decimal, json!("3.00"), Some(FieldType::Number)).unwrap();
+        assert_eq!(float.to_string(), "3.0");
         assert_eq!(to(DataType::Decimal, json!("1e3"), None), Ok(json!("1000")));
         assert_eq!(
             to(
