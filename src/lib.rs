@@ -13,9 +13,11 @@
 //! - [`sync`] is the engine: links, three-way merges and writes.
 //! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
 //! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
+//! - [`mapping`] compiles mappings once and applies them to records, both ways; no I/O.
 
 pub mod connector;
 pub mod docs;
+pub mod mapping;
 pub mod sandbox;
 pub mod spec;
 pub mod store;

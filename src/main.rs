@@ -74,6 +74,15 @@ pub enum Command {
     },
     /// Serve simulators of the five APIs on loopback (seed data, auth, rate limits, faults).
     Sandbox(cli::sandbox::SandboxArgs),
+    /// Apply one mapping to records on stdin (JSON Lines or a JSON array); write the mapped
+    /// records to stdout as JSON Lines, in input order. Failed records go to stderr.
+    Map {
+        /// The mapping's name, or `FLOW/MAPPING` where names repeat.
+        mapping: String,
+        /// Map target records back to source fields.
+        #[arg(long)]
+        inverse: bool,
+    },
 }
 
 /// Exit codes by failure class.

@@ -9,6 +9,7 @@ use crate::spec::load::Project;
 pub fn diagnostics(project: &Project) -> Vec<Diagnostic> {
     let mut diagnostics: Vec<Diagnostic> = project.diagnostics.clone();
     diagnostics.extend(crate::spec::check::check(project));
+    diagnostics.extend(crate::mapping::compile_project(project).1);
     diagnostics.sort_by(|a, b| {
         (&a.path, a.line, a.column, a.code).cmp(&(&b.path, b.line, b.column, b.code))
     });

@@ -4,6 +4,7 @@ use crate::{Cli, Command};
 
 mod docs;
 pub mod sandbox;
+mod map;
 mod schema;
 mod validate;
 
@@ -42,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
     }
 }

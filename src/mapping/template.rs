@@ -1,0 +1,1192 @@
+//! Templates and expressions of rules (`transform`, `template`, `inverse`), compiled once in
+//! one minijinja [`Environment`] with Tether's filters.
+//!
+//! The environment has no loader (so templates cannot reach the filesystem), treats undefined
+//! values as errors (`UndefinedBehavior::Strict`), bounds the work of one evaluation (fuel)
+//! and the size of its output. A template that is a single `{{ expression }}` is compiled as
+//! an expression, so its result keeps its type (a number stays a number, `none` stays null);
+//! any other template renders to text.
+//!
+//! A template sees `value` (the rule's value) and `record` (the whole record of the side it
+//! reads). Only the fields of `record` that the plan's templates name are converted for each
+//! record; a template that uses `record` as a whole gets all of it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use minijinja::value::{Enumerator, Kwargs, Object, Rest, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::mapping::country;
+use crate::mapping::types;
+
+/// Instructions one evaluation may run.
+pub const FUEL: u64 = 50_000;
+/// The longest text a template may produce, in bytes.
+pub const MAX_OUTPUT: usize = 256 * 1024;
+
+/// The filters Tether adds to minijinja's built-ins.
+pub const TETHER_FILTERS: &[&str] = &[
+    "coalesce",
+    "parse_date",
+    "format_date",
+    "parse_datetime",
+    "format_datetime",
+    "e164",
+    "to_minor_units",
+    "from_minor_units",
+    "lookup",
+    "join_nonempty",
+    "country_alpha2",
+    "country_alpha3",
+];
+
+/// minijinja's built-in filters (with the `builtins` and `json` features).
+const BUILTIN_FILTERS: &[&str] = &[
+    "safe",
+    "escape",
+    "e",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "length",
+    "count",
+    "dictsort",
+    "items",
+    "reverse",
+    "trim",
+    "join",
+    "split",
+    "lines",
+    "default",
+    "d",
+    "round",
+    "abs",
+    "int",
+    "float",
+    "attr",
+    "first",
+    "last",
+    "min",
+    "max",
+    "sort",
+    "list",
+    "string",
+    "bool",
+    "batch",
+    "slice",
+    "sum",
+    "indent",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "map",
+    "groupby",
+    "unique",
+    "chain",
+    "zip",
+    "pprint",
+    "format",
+    "tojson",
+    "urlencode",
+    "wordcount",
+    "center",
+    "truncate",
+];
+
+/// minijinja's built-in tests (`x is defined`).
+const BUILTIN_TESTS: &[&str] = &[
+    "undefined",
+    "defined",
+    "none",
+    "safe",
+    "escaped",
+    "boolean",
+    "odd",
+    "even",
+    "divisibleby",
+    "number",
+    "integer",
+    "int",
+    "float",
+    "string",
+    "sequence",
+    "iterable",
+    "mapping",
+    "startingwith",
+    "endingwith",
+    "lower",
+    "upper",
+    "sameas",
+    "eq",
+    "equalto",
+    "ne",
+    "lt",
+    "lessthan",
+    "le",
+    "gt",
+    "greaterthan",
+    "ge",
+    "in",
+    "true",
+    "false",
+    "filter",
+    "test",
+];
+
+static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(build_environment);
+
+fn build_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    // `none` renders as nothing in text templates, like an absent value.
+    env.set_formatter(|out, state, value| {
+        if value.is_none() {
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    env.add_function("coalesce", coalesce);
+    env.add_filter("coalesce", coalesce_filter);
+    env.add_filter("parse_date", parse_date);
+    env.add_filter("format_date", format_date);
+    env.add_filter("parse_datetime", parse_datetime);
+    env.add_filter("format_datetime", format_datetime);
+    env.add_filter("e164", e164);
+    env.add_filter("to_minor_units", to_minor_units);
+    env.add_filter("from_minor_units", from_minor_units);
+    env.add_filter("lookup", lookup);
+    env.add_filter("join_nonempty", join_nonempty);
+    env.add_filter("country_alpha2", country_alpha2);
+    env.add_filter("country_alpha3", country_alpha3);
+    env
+}
+
+/// The names a template may use besides `value` and `record`: the environment's globals
+/// and functions.
+pub fn global_names() -> BTreeSet<String> {
+    ENVIRONMENT
+        .globals()
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// What of `record` a template reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RecordUse {
+    /// Nothing.
+    #[default]
+    None,
+    /// These top-level fields.
+    Fields(BTreeSet<String>),
+    /// The whole record.
+    Whole,
+}
+
+impl RecordUse {
+    /// Combines what two templates read.
+    pub fn merge(&mut self, other: &RecordUse) {
+        *self = match (std::mem::take(self), other) {
+            (RecordUse::Whole, _) | (_, RecordUse::Whole) => RecordUse::Whole,
+            (RecordUse::None, other) => other.clone(),
+            (this, RecordUse::None) => this,
+            (RecordUse::Fields(mut mine), RecordUse::Fields(theirs)) => {
+                mine.extend(theirs.iter().cloned());
+                RecordUse::Fields(mine)
+            }
+        };
+    }
+}
+
+enum Body {
+    Expression(minijinja::Expression<'static, 'static>),
+    Text(minijinja::Template<'static, 'static>),
+}
+
+/// A compiled template or expression.
+pub struct CompiledTemplate {
+    source: String,
+    body: Body,
+    /// Top-level names the template reads (`value`, `record`, function names, ...).
+    variables: BTreeSet<String>,
+    record_use: RecordUse,
+    /// Nested names read from `record` (`record.address.city` gives `address.city`).
+    record_paths: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for CompiledTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTemplate")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Why a template does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("unknown filter `{name}`")]
+    UnknownFilter {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("unknown test `{name}`")]
+    UnknownTest { name: String },
+}
+
+impl CompiledTemplate {
+    /// Compiles a template (`{{ value | trim }}`, `{{ record.first }} {{ record.last }}`).
+    pub fn compile(source: &str) -> Result<CompiledTemplate, TemplateError> {
+        let trimmed = source.trim();
+        let (body, code) = match single_expression(trimmed) {
+            Some(expression) => {
+                let compiled = ENVIRONMENT
+                    .compile_expression_owned(expression.to_string())
+                    .map_err(|e| TemplateError::Syntax(error_text(&e)))?;
+                (Body::Expression(compiled), vec![expression.to_string()])
+            }
+            None => {
+                let interned = intern(source);
+                let compiled = ENVIRONMENT
+                    .template_from_named_str("template", interned)
+                    .map_err(|e| TemplateError::Syntax(error_text(&e)))?;
+                (Body::Text(compiled), code_regions(source))
+            }
+        };
+        for region in &code {
+            check_names(region)?;
+        }
+        let nested = match &body {
+            Body::Expression(e) => e.undeclared_variables(true),
+            Body::Text(t) => t.undeclared_variables(true),
+        };
+        let mut variables = BTreeSet::new();
+        let mut record_paths = BTreeSet::new();
+        let mut record_use = RecordUse::None;
+        for name in nested {
+            let top = name.split('.').next().unwrap_or(&name).to_string();
+            if top == "record" {
+                match name.strip_prefix("record.") {
+                    Some(rest) => {
+                        let field = rest.split('.').next().unwrap_or(rest).to_string();
+                        record_use.merge(&RecordUse::Fields(BTreeSet::from([field])));
+                        record_paths.insert(rest.to_string());
+                    }
+                    None => record_use = RecordUse::Whole,
+                }
+            }
+            variables.insert(top);
+        }
+        Ok(CompiledTemplate {
+            source: source.to_string(),
+            body,
+            variables,
+            record_use,
+            record_paths,
+        })
+    }
+
+    /// The template's text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Top-level variable names the template reads.
+    pub fn variables(&self) -> &BTreeSet<String> {
+        &self.variables
+    }
+
+    /// What of `record` the template reads.
+    pub fn record_use(&self) -> &RecordUse {
+        &self.record_use
+    }
+
+    /// The dotted paths read from `record` (`address.city`).
+    pub fn record_paths(&self) -> &BTreeSet<String> {
+        &self.record_paths
+    }
+
+    /// Evaluates the template with `value` and `record` in scope.
+    pub fn eval(&self, value: Value, record: Value) -> Result<serde_json::Value, String> {
+        let scope = Value::from_object(Scope { value, record });
+        match &self.body {
+            Body::Expression(expression) => {
+                let result = expression.eval(scope).map_err(|e| error_text(&e))?;
+                if let Some(text) = result.as_str()
+                    && text.len() > MAX_OUTPUT
+                {
+                    return Err(format!("the result is longer than {MAX_OUTPUT} bytes"));
+                }
+                from_template_value(&result)
+            }
+            Body::Text(template) => {
+                let text = template.render(scope).map_err(|e| error_text(&e))?;
+                if text.len() > MAX_OUTPUT {
+                    return Err(format!("the result is longer than {MAX_OUTPUT} bytes"));
+                }
+                Ok(serde_json::Value::String(text))
+            }
+        }
+    }
+}
+
+/// The scope of one evaluation: `value` and `record`.
+#[derive(Debug)]
+struct Scope {
+    value: Value,
+    record: Value,
+}
+
+impl Object for Scope {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "value" => Some(self.value.clone()),
+            "record" => Some(self.record.clone()),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["value", "record"])
+    }
+}
+
+/// A minijinja error as one line: its description and, for syntax errors, the line.
+fn error_text(error: &Error) -> String {
+    let mut text = match error.detail() {
+        Some(detail) => format!("{}: {detail}", kind_text(error.kind())),
+        None => kind_text(error.kind()).to_string(),
+    };
+    if error.kind() == ErrorKind::SyntaxError
+        && let Some(line) = error.line()
+    {
+        let _ = write!(text, " (line {line} of the template)");
+    }
+    if let Some(source) = std::error::Error::source(error)
+        && let Some(inner) = source.downcast_ref::<Error>()
+    {
+        let _ = write!(text, ": {}", error_text(inner));
+    }
+    text
+}
+
+fn kind_text(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::SyntaxError => "syntax error",
+        ErrorKind::UndefinedError => "undefined value",
+        ErrorKind::UnknownFilter => "unknown filter",
+        ErrorKind::UnknownFunction => "unknown function",
+        ErrorKind::UnknownTest => "unknown test",
+        ErrorKind::UnknownMethod => "unknown method",
+        ErrorKind::TooManyArguments => "too many arguments",
+        ErrorKind::MissingArgument => "missing argument",
+        ErrorKind::OutOfFuel => "the template ran too long",
+        _ => "invalid operation",
+    }
+}
+
+/// The expression of a template that is exactly one `{{ ... }}` block.
+fn single_expression(source: &str) -> Option<&str> {
+    let inner = source.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    if ["{{", "}}", "{%", "%}", "{#", "#}"]
+        .iter()
+        .any(|m| inner.contains(m))
+    {
+        return None;
+    }
+    let inner = inner.trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
+/// The code inside `{{ }}` and `{% %}` blocks of a template.
+fn code_regions(source: &str) -> Vec<String> {
+    let mut regions = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find(['{']) {
+        let after = &rest[start..];
+        let close = if after.starts_with("{{") {
+            "}}"
+        } else if after.starts_with("{%") {
+            "%}"
+        } else if after.starts_with("{#") {
+            "#}"
+        } else {
+            rest = &rest[start + 1..];
+            continue;
+        };
+        let Some(end) = after[2..].find(close) else {
+            break;
+        };
+        if close != "#}" {
+            regions.push(after[2..2 + end].to_string());
+        }
+        rest = &after[2 + end + 2..];
+    }
+    regions
+}
+
+/// Checks the filter and test names used in a piece of template code.
+fn check_names(code: &str) -> Result<(), TemplateError> {
+    let tokens = tokens(code);
+    for (i, token) in tokens.iter().enumerate() {
+        if *token == "|"
+            && let Some(name) = tokens.get(i + 1)
+            && is_identifier(name)
+            && !BUILTIN_FILTERS.contains(name)
+            && !TETHER_FILTERS.contains(name)
+        {
+            let suggestion = crate::spec::node::did_you_mean(
+                name,
+                BUILTIN_FILTERS.iter().chain(TETHER_FILTERS).copied(),
+            )
+            .map(str::to_string);
+            return Err(TemplateError::UnknownFilter {
+                name: name.to_string(),
+                suggestion,
+            });
+        }
+        if *token == "is" {
+            let mut next = i + 1;
+            if tokens.get(next) == Some(&"not") {
+                next += 1;
+            }
+            if let Some(name) = tokens.get(next)
+                && is_identifier(name)
+                && !BUILTIN_TESTS.contains(name)
+            {
+                return Err(TemplateError::UnknownTest {
+                    name: name.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_identifier(token: &str) -> bool {
+    token
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && token.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Splits template code into identifiers and punctuation, skipping string literals.
+fn tokens(code: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let bytes = code.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\'' || b == b'"' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b {
+                if bytes[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+        } else if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] >= 0x80)
+            {
+                i += 1;
+            }
+            if let Some(token) = code.get(start..i) {
+                tokens.push(token);
+            }
+        } else if b.is_ascii_whitespace() {
+            i += 1;
+        } else {
+            if let Some(token) = code.get(i..i + 1) {
+                tokens.push(token);
+            }
+            i += 1;
+        }
+    }
+    tokens
+}
+
+/// Template sources are kept for the life of the process so compiled templates can borrow
+/// them; each distinct text is kept once, so reloading flows does not grow this.
+fn intern(source: &str) -> &'static str {
+    static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> =
+        LazyLock::new(|| Mutex::new(HashSet::new()));
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = interned.get(source) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(source.to_string().into_boxed_str());
+    interned.insert(leaked);
+    leaked
+}
+
+/// Converts a JSON value to a template value.
+pub fn to_template_value(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            Value::from(items.iter().map(to_template_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_template_value(v)))
+                .collect::<BTreeMap<String, Value>>(),
+        ),
+    }
+}
+
+/// Builds the `record` a template sees: the named fields (null when the record lacks them),
+/// or the whole record.
+pub fn record_value(record: &serde_json::Value, fields: &[Arc<str>], whole: bool) -> Value {
+    if whole {
+        return to_template_value(record);
+    }
+    let map = record.as_object();
+    Value::from(
+        fields
+            .iter()
+            .map(|name| {
+                let value = map
+                    .and_then(|m| m.get(&**name))
+                    .map(to_template_value)
+                    .unwrap_or(Value::from(()));
+                (name.clone(), value)
+            })
+            .collect::<BTreeMap<Arc<str>, Value>>(),
+    )
+}
+
+/// Converts a template result back to JSON.
+pub fn from_template_value(value: &Value) -> Result<serde_json::Value, String> {
+    Ok(match value.kind() {
+        ValueKind::Undefined | ValueKind::None => serde_json::Value::Null,
+        ValueKind::Bool => serde_json::Value::Bool(value.is_true()),
+        ValueKind::Number => {
+            if let Some(i) = value.as_i64() {
+                serde_json::Value::from(i)
+            } else {
+                let f = f64::try_from(value.clone()).map_err(|e| error_text(&e))?;
+                serde_json::Number::from_f64(f)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| "the result is not a finite number".to_string())?
+            }
+        }
+        ValueKind::String => serde_json::Value::String(value.as_str().unwrap_or("").to_string()),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items = value.try_iter().map_err(|e| error_text(&e))?;
+            serde_json::Value::Array(
+                items
+                    .map(|item| from_template_value(&item))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        ValueKind::Map => {
+            let keys = value.try_iter().map_err(|e| error_text(&e))?;
+            let mut map = serde_json::Map::new();
+            for key in keys {
+                let item = value.get_item(&key).map_err(|e| error_text(&e))?;
+                let name = match key.as_str() {
+                    Some(s) => s.to_string(),
+                    None => key.to_string(),
+                };
+                map.insert(name, from_template_value(&item)?);
+            }
+            serde_json::Value::Object(map)
+        }
+        _ => {
+            return Err(format!(
+                "the result is {} and not a JSON value",
+                value.kind()
+            ));
+        }
+    })
+}
+
+// ----- filters and functions -----
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message.into())
+}
+
+fn is_empty(value: &Value) -> bool {
+    value.is_undefined() || value.is_none() || value.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
+/// `coalesce(a, b, ...)`: the first argument that is neither none nor empty text.
+fn coalesce(values: Rest<Value>) -> Value {
+    values
+        .iter()
+        .find(|v| !is_empty(v))
+        .cloned()
+        .unwrap_or(Value::from(()))
+}
+
+/// `a | coalesce(b, ...)`: the same as `coalesce(a, b, ...)`.
+fn coalesce_filter(first: Value, rest: Rest<Value>) -> Value {
+    if !is_empty(&first) {
+        return first;
+    }
+    coalesce(rest)
+}
+
+fn text_arg<'a>(value: &'a Value, filter: &str) -> Result<Option<&'a str>, Error> {
+    if value.is_none() || value.is_undefined() {
+        return Ok(None);
+    }
+    match value.as_str() {
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => Ok(Some(s.trim())),
+        None => Err(invalid(format!(
+            "{filter} expects text, found {}",
+            value.kind()
+        ))),
+    }
+}
+
+fn strftime_items(format: &str) -> Result<Vec<Item<'_>>, Error> {
+    StrftimeItems::new(format)
+        .parse()
+        .map_err(|_| invalid(format!("`{format}` is not a valid date format")))
+}
+
+fn format_with(
+    items: &[Item<'_>],
+    formatted: impl FnOnce(&mut String, &[Item<'_>]) -> std::fmt::Result,
+) -> Result<Value, Error> {
+    let mut out = String::new();
+    formatted(&mut out, items).map_err(|_| invalid("the date cannot be written in this format"))?;
+    Ok(Value::from(out))
+}
+
+/// `value | parse_date("%d.%m.%Y")`: reads a date in the given format, gives `YYYY-MM-DD`.
+fn parse_date(value: Value, format: &str) -> Result<Value, Error> {
+    let Some(text) = text_arg(&value, "parse_date")? else {
+        return Ok(Value::from(()));
+    };
+    strftime_items(format)?;
+    NaiveDate::parse_from_str(text, format)
+        .map(|d| Value::from(d.to_string()))
+        .map_err(|e| {
+            invalid(format!(
+                "`{text}` is not a date in the format `{format}`: {e}"
+            ))
+        })
+}
+
+/// `value | format_date("%d.%m.%Y")`: writes a date (or the date of a date-time) in a format.
+fn format_date(value: Value, format: &str) -> Result<Value, Error> {
+    let Some(text) = text_arg(&value, "format_date")? else {
+        return Ok(Value::from(()));
+    };
+    let date = types::date(&serde_json::Value::String(text.to_string())).map_err(invalid)?;
+    let items = strftime_items(format)?;
+    format_with(&items, |out, items| {
+        write!(out, "{}", date.format_with_items(items.iter()))
+    })
+}
+
+/// `value | parse_datetime("%d.%m.%Y %H:%M")`: reads a date-time in the given format (UTC when
+/// it has no offset), gives RFC 3339 in UTC.
+fn parse_datetime(value: Value, format: &str) -> Result<Value, Error> {
+    let Some(text) = text_arg(&value, "parse_datetime")? else {
+        return Ok(Value::from(()));
+    };
+    strftime_items(format)?;
+    let instant = DateTime::parse_from_str(text, format)
+        .map(|d| d.with_timezone(&Utc))
+        .or_else(|_| NaiveDateTime::parse_from_str(text, format).map(|n| n.and_utc()))
+        .map_err(|e| {
+            invalid(format!(
+                "`{text}` is not a date-time in the format `{format}`: {e}"
+            ))
+        })?;
+    Ok(Value::from(types::format_instant(&instant)))
+}
+
+/// `value | format_datetime("%Y-%m-%dT%H:%M:%S%.3f%z")`: writes an instant, in UTC, in a format.
+fn format_datetime(value: Value, format: &str) -> Result<Value, Error> {
+    let Some(text) = text_arg(&value, "format_datetime")? else {
+        return Ok(Value::from(()));
+    };
+    let instant = types::datetime(&serde_json::Value::String(text.to_string())).map_err(invalid)?;
+    let items = strftime_items(format)?;
+    format_with(&items, |out, items| {
+        write!(out, "{}", instant.format_with_items(items.iter()))
+    })
+}
+
+/// `value | e164("NO")`: a phone number in E.164, national numbers read as numbers of the
+/// given country (alpha-2, alpha-3 or name).
+fn e164(value: Value, default_country: Option<&str>) -> Result<Value, Error> {
+    let Some(text) = text_arg(&value, "e164")? else {
+        return Ok(Value::from(()));
+    };
+    let country = match default_country {
+        Some(code) => Some(
+            country::find(code)
+                .ok_or_else(|| invalid(format!("`{code}` is not a country code")))?,
+        ),
+        None => None,
+    };
+    match types::e164(text, country).map_err(invalid)? {
+        Some(number) => Ok(Value::from(number)),
+        None => Err(invalid(format!(
+            "`{text}` is a national number: give the country, e164(\"NO\")"
+        ))),
+    }
+}
+
+fn digits_arg(digits: Option<u32>, kwargs: &Kwargs) -> Result<u32, Error> {
+    let named: Option<u32> = kwargs.get("digits")?;
+    kwargs.assert_all_used()?;
+    let digits = digits.or(named).unwrap_or(2);
+    if digits > 18 {
+        return Err(invalid("digits must be between 0 and 18"));
+    }
+    Ok(digits)
+}
+
+fn decimal_arg(value: &Value, filter: &str) -> Result<Option<Decimal>, Error> {
+    if value.is_none() || value.is_undefined() {
+        return Ok(None);
+    }
+    let json = match value.kind() {
+        ValueKind::String => {
+            let text = value.as_str().unwrap_or("").trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            serde_json::Value::String(text.to_string())
+        }
+        ValueKind::Number => from_template_value(value).map_err(invalid)?,
+        other => {
+            return Err(invalid(format!("{filter} expects a number, found {other}")));
+        }
+    };
+    types::decimal(&json).map(Some).map_err(invalid)
+}
+
+/// `value | to_minor_units(digits=2)`: `"12.50"` gives `1250`; exact, refuses `"12.345"`.
+fn to_minor_units(value: Value, digits: Option<u32>, kwargs: Kwargs) -> Result<Value, Error> {
+    let digits = digits_arg(digits, &kwargs)?;
+    let Some(amount) = decimal_arg(&value, "to_minor_units")? else {
+        return Ok(Value::from(()));
+    };
+    let factor = Decimal::from(10_i64.pow(digits));
+    let minor = amount
+        .checked_mul(factor)
+        .ok_or_else(|| invalid("the amount is too large"))?;
+    if !minor.is_integer() {
+        return Err(invalid(format!(
+            "{amount} has more than {digits} decimal places"
+        )));
+    }
+    minor
+        .to_i64()
+        .map(Value::from)
+        .ok_or_else(|| invalid("the amount is too large"))
+}
+
+/// `value | from_minor_units(digits=2)`: `1250` gives `"12.50"`.
+fn from_minor_units(value: Value, digits: Option<u32>, kwargs: Kwargs) -> Result<Value, Error> {
+    let digits = digits_arg(digits, &kwargs)?;
+    let Some(minor) = decimal_arg(&value, "from_minor_units")? else {
+        return Ok(Value::from(()));
+    };
+    if !minor.is_integer() {
+        return Err(invalid(format!(
+            "{minor} is not a whole number of minor units"
+        )));
+    }
+    let minor = minor
+        .to_i64()
+        .ok_or_else(|| invalid("the amount is too large"))?;
+    Ok(Value::from(
+        Decimal::from_i128_with_scale(i128::from(minor), digits).to_string(),
+    ))
+}
+
+/// `value | lookup({"A": "active"}, default=none)`: the table's entry for the value (keys are
+/// compared as text); without a default, a value missing from the table is an error.
+fn lookup(
+    value: Value,
+    table: Value,
+    default: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let named: Option<Value> = kwargs.get("default")?;
+    kwargs.assert_all_used()?;
+    let default = default.or(named);
+    if value.is_none() || value.is_undefined() {
+        return Ok(default.unwrap_or(Value::from(())));
+    }
+    if table.kind() != ValueKind::Map {
+        return Err(invalid("lookup expects a mapping as its table"));
+    }
+    let key = match value.as_str() {
+        Some(s) => Value::from(s),
+        None => Value::from(value.to_string()),
+    };
+    match table.get_item(&key) {
+        Ok(found) if !found.is_undefined() => Ok(found),
+        _ => default.ok_or_else(|| invalid(format!("`{value}` is not in the lookup table"))),
+    }
+}
+
+/// `[a, b, c] | join_nonempty(" ")`: joins the parts that are neither none nor empty text.
+fn join_nonempty(parts: Value, separator: Option<&str>) -> Result<Value, Error> {
+    let separator = separator.unwrap_or("");
+    let mut out = String::new();
+    let mut first = true;
+    for part in parts.try_iter()? {
+        if is_empty(&part) {
+            continue;
+        }
+        if !first {
+            out.push_str(separator);
+        }
+        first = false;
+        match part.as_str() {
+            Some(s) => out.push_str(s.trim()),
+            None => {
+                let _ = write!(out, "{part}");
+            }
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn country_of(value: &Value, filter: &str) -> Result<Option<&'static country::Country>, Error> {
+    let Some(text) = text_arg(value, filter)? else {
+        return Ok(None);
+    };
+    country::find(text)
+        .map(Some)
+        .ok_or_else(|| invalid(format!("`{text}` is not an ISO 3166-1 country")))
+}
+
+/// `value | country_alpha2`: `NOR` or `Norway` gives `NO`.
+fn country_alpha2(value: Value) -> Result<Value, Error> {
+    Ok(country_of(&value, "country_alpha2")?
+        .map(|c| Value::from(c.alpha2))
+        .unwrap_or(Value::from(())))
+}
+
+/// `value | country_alpha3`: `NO` or `Norway` gives `NOR`.
+fn country_alpha3(value: Value) -> Result<Value, Error> {
+    Ok(country_of(&value, "country_alpha3")?
+        .map(|c| Value::from(c.alpha3))
+        .unwrap_or(Value::from(())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(source: &str, value: serde_json::Value) -> Result<serde_json::Value, String> {
+        let template = CompiledTemplate::compile(source).expect("compiles");
+        template.eval(to_template_value(&value), Value::from(()))
+    }
+
+    fn eval_record(source: &str, record: serde_json::Value) -> Result<serde_json::Value, String> {
+        let template = CompiledTemplate::compile(source).expect("compiles");
+        template.eval(Value::from(()), to_template_value(&record))
+    }
+
+    #[test]
+    fn single_expressions_keep_their_type() {
+        assert_eq!(eval("{{ value }}", json!(12)), Ok(json!(12)));
+        assert_eq!(eval("{{ value }}", json!(null)), Ok(json!(null)));
+        assert_eq!(eval("{{- value | upper -}}", json!("a")), Ok(json!("A")));
+        assert_eq!(eval("x{{ value }}", json!(12)), Ok(json!("x12")));
+        assert_eq!(eval("{{ value }} {{ value }}", json!(null)), Ok(json!(" ")));
+    }
+
+    #[test]
+    fn builtin_text_filters() {
+        assert_eq!(eval("{{ value | trim }}", json!("  a ")), Ok(json!("a")));
+        assert_eq!(eval("{{ value | lower }}", json!("AbC")), Ok(json!("abc")));
+        assert_eq!(
+            eval("{{ value | title }}", json!("ann lee")),
+            Ok(json!("Ann Lee"))
+        );
+        assert_eq!(
+            eval("{{ value | split(',') | join(';') }}", json!("a,b")),
+            Ok(json!("a;b"))
+        );
+        assert_eq!(
+            eval("{{ value | default('x') }}", json!(null)),
+            Ok(json!(null))
+        );
+        assert_eq!(
+            eval_record("{{ record.missing | default('x') }}", json!({})),
+            Ok(json!("x"))
+        );
+    }
+
+    #[test]
+    fn coalesce_takes_the_first_filled_value() {
+        assert_eq!(
+            eval_record(
+                "{{ coalesce(record.a, record.b, 'z') }}",
+                json!({"a": "", "b": null})
+            ),
+            Ok(json!("z"))
+        );
+        assert_eq!(
+            eval_record(
+                "{{ record.a | coalesce(record.b) }}",
+                json!({"a": null, "b": "b"})
+            ),
+            Ok(json!("b"))
+        );
+        assert_eq!(
+            eval_record("{{ coalesce(none) }}", json!({})),
+            Ok(json!(null))
+        );
+    }
+
+    #[test]
+    fn date_filters() {
+        assert_eq!(
+            eval("{{ value | parse_date('%d.%m.%Y') }}", json!("01.05.2024")),
+            Ok(json!("2024-05-01"))
+        );
+        assert_eq!(
+            eval("{{ value | format_date('%d.%m.%Y') }}", json!("2024-05-01")),
+            Ok(json!("01.05.2024"))
+        );
+        assert_eq!(
+            eval(
+                "{{ value | parse_datetime('%d.%m.%Y %H:%M') }}",
+                json!("01.05.2024 14:30")
+            ),
+            Ok(json!("2024-05-01T14:30:00Z"))
+        );
+        assert_eq!(
+            eval(
+                "{{ value | format_datetime('%Y-%m-%dT%H:%M:%S%.3f%z') }}",
+                json!("2024-05-01T14:30:00+02:00")
+            ),
+            Ok(json!("2024-05-01T12:30:00.000+0000"))
+        );
+        assert_eq!(
+            eval("{{ value | parse_date('%d.%m.%Y') }}", json!(null)),
+            Ok(json!(null))
+        );
+        let error = eval("{{ value | parse_date('%d.%m.%Y') }}", json!("2024-05-01")).unwrap_err();
+        assert!(
+            error.contains("`2024-05-01` is not a date in the format `%d.%m.%Y`"),
+            "{error}"
+        );
+        assert!(
+            eval("{{ value | format_date('%Q') }}", json!("2024-05-01"))
+                .unwrap_err()
+                .contains("not a valid date format")
+        );
+        assert!(
+            eval("{{ value | format_date('%Y') }}", json!(5))
+                .unwrap_err()
+                .contains("expects text")
+        );
+    }
+
+    #[test]
+    fn phone_filter() {
+        assert_eq!(
+            eval("{{ value | e164('NO') }}", json!("22 33 44 55")),
+            Ok(json!("+4722334455"))
+        );
+        assert_eq!(
+            eval("{{ value | e164('NOR') }}", json!("+1 (555) 123-4567")),
+            Ok(json!("+15551234567"))
+        );
+        assert!(
+            eval("{{ value | e164('NO') }}", json!("phone me"))
+                .unwrap_err()
+                .contains("does not belong")
+        );
+        assert!(
+            eval("{{ value | e164('XX') }}", json!("123"))
+                .unwrap_err()
+                .contains("not a country code")
+        );
+        assert!(
+            eval("{{ value | e164 }}", json!("22334455"))
+                .unwrap_err()
+                .contains("national")
+        );
+    }
+
+    #[test]
+    fn minor_units_are_exact() {
+        assert_eq!(
+            eval("{{ value | to_minor_units }}", json!("12.50")),
+            Ok(json!(1250))
+        );
+        assert_eq!(
+            eval("{{ value | to_minor_units(digits=3) }}", json!("1.5")),
+            Ok(json!(1500))
+        );
+        assert_eq!(
+            eval("{{ value | to_minor_units(0) }}", json!(7)),
+            Ok(json!(7))
+        );
+        let price: serde_json::Value = serde_json::from_str("19.99").unwrap();
+        assert_eq!(eval("{{ value | to_minor_units }}", price), Ok(json!(1999)));
+        assert!(
+            eval("{{ value | to_minor_units }}", json!("12.345"))
+                .unwrap_err()
+                .contains("more than 2 decimal places")
+        );
+        assert!(eval("{{ value | to_minor_units }}", json!("ten")).is_err());
+        assert_eq!(
+            eval("{{ value | from_minor_units }}", json!(1250)),
+            Ok(json!("12.50"))
+        );
+        assert_eq!(
+            eval("{{ value | from_minor_units(digits=0) }}", json!("42")),
+            Ok(json!("42"))
+        );
+        assert_eq!(
+            eval("{{ value | from_minor_units }}", json!(-5)),
+            Ok(json!("-0.05"))
+        );
+        assert!(eval("{{ value | from_minor_units }}", json!("1.5")).is_err());
+        assert!(eval("{{ value | to_minor_units(digits=40) }}", json!("1")).is_err());
+    }
+
+    #[test]
+    fn lookup_tables() {
+        assert_eq!(
+            eval("{{ value | lookup({'A': 'active'}) }}", json!("A")),
+            Ok(json!("active"))
+        );
+        assert_eq!(
+            eval("{{ value | lookup({'1': 'one'}) }}", json!(1)),
+            Ok(json!("one"))
+        );
+        assert_eq!(
+            eval("{{ value | lookup({'A': 'a'}, default='?') }}", json!("B")),
+            Ok(json!("?"))
+        );
+        assert!(
+            eval("{{ value | lookup({'A': 'a'}) }}", json!("B"))
+                .unwrap_err()
+                .contains("not in the lookup table")
+        );
+    }
+
+    #[test]
+    fn join_nonempty_skips_gaps() {
+        assert_eq!(
+            eval_record(
+                "{{ [record.a, record.b, record.c] | join_nonempty(' ') }}",
+                json!({"a": "Ann", "b": "", "c": "Lee"})
+            ),
+            Ok(json!("Ann Lee"))
+        );
+        assert_eq!(
+            eval_record("{{ [none, ''] | join_nonempty(', ') }}", json!({})),
+            Ok(json!(""))
+        );
+    }
+
+    #[test]
+    fn country_filters() {
+        assert_eq!(
+            eval("{{ value | country_alpha3 }}", json!("no")),
+            Ok(json!("NOR"))
+        );
+        assert_eq!(
+            eval("{{ value | country_alpha2 }}", json!("Sweden")),
+            Ok(json!("SE"))
+        );
+        assert!(
+            eval("{{ value | country_alpha2 }}", json!("Narnia"))
+                .unwrap_err()
+                .contains("Narnia")
+        );
+    }
+
+    #[test]
+    fn strictness_and_limits() {
+        let error = eval_record("{{ record.nope.deeper }}", json!({})).unwrap_err();
+        assert!(error.contains("undefined"), "{error}");
+        let error = eval(
+            "{% for i in range(100000) %}{{ i }}{% endfor %}",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+        let error = eval("{{ 'x' * 1000000 }}", json!(null)).unwrap_err();
+        assert!(error.contains("longer than"), "{error}");
+    }
+
+    #[test]
+    fn compile_errors_name_the_problem() {
+        assert!(
+            matches!(CompiledTemplate::compile("{{ value | trimm }}"), Err(TemplateError::UnknownFilter { name, suggestion: Some(s) }) if name == "trimm" && s == "trim")
+        );
+        assert!(matches!(
+            CompiledTemplate::compile("{{ value is nothing }}"),
+            Err(TemplateError::UnknownTest { .. })
+        ));
+        assert!(matches!(
+            CompiledTemplate::compile("{{ value | }}"),
+            Err(TemplateError::Syntax(_))
+        ));
+        assert!(matches!(
+            CompiledTemplate::compile("{% if %}"),
+            Err(TemplateError::Syntax(_))
+        ));
+        // A `|` inside a string is not a filter.
+        assert!(CompiledTemplate::compile("{{ 'a | b' ~ value }}").is_ok());
+    }
+
+    #[test]
+    fn templates_report_what_they_read() {
+        let t = CompiledTemplate::compile("{{ record.first }} {{ record.address.city | upper }}")
+            .unwrap();
+        assert_eq!(
+            t.record_use(),
+            &RecordUse::Fields(BTreeSet::from(["first".to_string(), "address".to_string()]))
+        );
+        assert!(t.record_paths().contains("address.city"));
+        let t = CompiledTemplate::compile("{{ record | tojson }}").unwrap();
+        assert_eq!(t.record_use(), &RecordUse::Whole);
+        let t = CompiledTemplate::compile("{{ coalesce(valeu, 1) }}").unwrap();
+        assert!(t.variables().contains("valeu"));
+        assert!(global_names().contains("coalesce"));
+    }
+}
