@@ -3,8 +3,8 @@
 use crate::{Cli, Command};
 
 mod docs;
-pub mod sandbox;
 mod map;
+pub mod sandbox;
 mod schema;
 mod validate;
 
