@@ -17,6 +17,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "TETHER_FLOWS", default_value = "flows")]
     pub flows: PathBuf,
 
+    /// Where the engine keeps its state: a SQLite file path or `sqlite://PATH`, or
+    /// `postgres://...`.
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_STATE",
+        default_value = ".tether/state.db"
+    )]
+    pub state: tether::store::StoreUrl,
+
     /// Log filter (`info`, `debug`, `tether=debug`); also RUST_LOG.
     #[arg(long, global = true, env = "TETHER_LOG")]
     pub log: Option<String>,
@@ -43,6 +53,42 @@ pub enum DocsFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Sync the flows: both ways, every mapping, until nothing changes.
+    Run(cli::run::RunArgs),
+    /// Show what `run` would do (links, creates, updates with before and after, deletes,
+    /// conflicts), writing nothing.
+    Plan {
+        #[command(flatten)]
+        selection: cli::run::Selection,
+        /// Plan against the built-in simulators, as `run --sandbox` would run.
+        #[arg(long)]
+        sandbox: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Per mapping: links, last run and its outcome, cursors, and parked records.
+    Status {
+        /// List only the parked records, with their reasons.
+        #[arg(long)]
+        parked: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Explain one record: its global id and counterparts, each mapped field with its rule
+    /// and last synced value, and any parked reason.
+    Explain {
+        /// The system (`keap`).
+        system: String,
+        /// The entity (`companies`).
+        entity: String,
+        /// The record's id in that system.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Check flow and system files and report every problem with its file, line and column.
     Validate {
         /// Files or directories to check (default: the flows directory).

@@ -4,8 +4,10 @@ use crate::{Cli, Command};
 
 mod docs;
 mod map;
+pub mod run;
 pub mod sandbox;
 mod schema;
+mod status;
 mod validate;
 
 /// Writes command output to stdout. A closed pipe (`tether validate | head`) ends the output
@@ -39,6 +41,28 @@ pub fn init_logging(filter: Option<&str>) {
 /// Runs one subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Run(args) => run::run(&cli.flows, &cli.state, args, false),
+        Command::Plan {
+            selection,
+            sandbox,
+            format,
+        } => {
+            let args = run::RunArgs {
+                selection,
+                allow_mass_change: false,
+                sandbox,
+                seed: 20,
+                format,
+            };
+            run::run(&cli.flows, &cli.state, args, true)
+        }
+        Command::Status { parked, format } => status::status(&cli.state, parked, format),
+        Command::Explain {
+            system,
+            entity,
+            id,
+            format,
+        } => status::explain(&cli.flows, &cli.state, &system, &entity, &id, format),
         Command::Validate { paths, format } => validate::run(&cli.flows, &paths, format),
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),

@@ -613,11 +613,23 @@ impl Run<'_> {
                 return Ok(());
             }
         };
-        let value = match rule.data_type {
-            DataType::Reference => self.reference(rule, value, false)?,
-            DataType::Array if rule.items.is_some() => self.items(rule, value, prefix, false)?,
-            data_type => types::coerce(data_type, value.clone(), rule.source_field.shape())
-                .map_err(|reason| Failure::new(RuleErrorKind::Type, reason, &value))?,
+        // An inverse template writes the source's own terms (a decimal for a price in cents):
+        // its output is checked against the source field's type, not the rule's.
+        let data_type = match (&rule.inverse, rule.source_field.field_type) {
+            (InversePlan::Template(_), Some(field_type)) => types::data_type_of(field_type),
+            (InversePlan::Template(_), None) => None,
+            _ => Some(rule.data_type),
+        };
+        let value = match data_type {
+            Some(DataType::Reference) => self.reference(rule, value, false)?,
+            Some(DataType::Array) if rule.items.is_some() => {
+                self.items(rule, value, prefix, false)?
+            }
+            Some(data_type) => {
+                types::coerce(data_type, value.clone(), rule.source_field.shape())
+                    .map_err(|reason| Failure::new(RuleErrorKind::Type, reason, &value))?
+            }
+            None => value,
         };
         if rule.required && is_empty(&value) {
             return Err(Failure::new(

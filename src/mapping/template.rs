@@ -46,6 +46,29 @@ pub const TETHER_FILTERS: &[&str] = &[
     "country_alpha3",
 ];
 
+/// The names `record.<name>` in a piece of template code, by a plain scan.
+fn record_fields_written(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    let mut from = 0;
+    while let Some(found) = code[from..].find("record.") {
+        let start = from + found;
+        let preceded = start > 0
+            && (bytes[start - 1].is_ascii_alphanumeric()
+                || bytes[start - 1] == b'_'
+                || bytes[start - 1] == b'.');
+        let name_start = start + "record.".len();
+        let name_end = code[name_start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(code.len(), |i| name_start + i);
+        if !preceded && name_end > name_start {
+            out.push(code[name_start..name_end].to_string());
+        }
+        from = name_end.max(start + 1);
+    }
+    out
+}
+
 /// minijinja's built-in filters (with the `builtins` and `json` features).
 const BUILTIN_FILTERS: &[&str] = &[
     "safe",
@@ -289,6 +312,16 @@ impl CompiledTemplate {
                 }
             }
             variables.insert(top);
+        }
+        // The analysis above does not see attribute access inside call arguments
+        // (`coalesce(record.a, record.b)`): every `record.<name>` written in the code counts.
+        if !matches!(record_use, RecordUse::Whole) {
+            for region in &code {
+                for field in record_fields_written(region) {
+                    record_use.merge(&RecordUse::Fields(BTreeSet::from([field.clone()])));
+                    record_paths.insert(field);
+                }
+            }
         }
         Ok(CompiledTemplate {
             source: source.to_string(),

@@ -134,9 +134,36 @@ pub fn coerce(data_type: DataType, value: Value, shape: FieldShape<'_>) -> Resul
         },
         DataType::Array => match value {
             Value::Array(_) => Ok(value),
+            // A template renders text: a list written as JSON (`{{ [...] | tojson }}`) is read.
+            Value::String(text) if text.trim_start().starts_with('[') => {
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(list @ Value::Array(_)) => Ok(list),
+                    _ => Err(format!(
+                        "expected a list, found text that is not a JSON list: {text}"
+                    )),
+                }
+            }
             other => Err(format!("expected a list, found {}", kind_name(&other))),
         },
     }
+}
+
+/// The data type a field of an API holds, for values written in the field's own terms (the
+/// output of an `inverse` template). `None` where the value is taken as it is.
+pub fn data_type_of(field_type: FieldType) -> Option<DataType> {
+    Some(match field_type {
+        FieldType::String | FieldType::Url | FieldType::Enum => DataType::String,
+        FieldType::Integer => DataType::Integer,
+        FieldType::Number | FieldType::Decimal => DataType::Decimal,
+        FieldType::Boolean => DataType::Boolean,
+        FieldType::Date => DataType::Date,
+        FieldType::Datetime => DataType::Datetime,
+        FieldType::Email => DataType::Email,
+        FieldType::Phone => DataType::Phone,
+        FieldType::CountryCode | FieldType::CountryCodeAlpha3 => DataType::CountryCode,
+        FieldType::CurrencyCode => DataType::CurrencyCode,
+        FieldType::Reference | FieldType::Id | FieldType::Object | FieldType::Array => return None,
+    })
 }
 
 /// The normal form of a value of `data_type`, used to compare values and to hash them:

@@ -234,6 +234,10 @@ pub struct FieldSpec {
     /// Set by the server; never written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Must be sent with every update, even when unchanged (Keap v1 `company_name`,
+    /// `product_name`): the engine copies it from the current record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required_on_update: bool,
     /// May be null.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nullable: bool,

@@ -37,7 +37,7 @@ use crate::mapping::{
 };
 use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
 use crate::spec::load::Project;
-use crate::spec::system::IdType;
+use crate::spec::system::{FieldSpec, IdType};
 use crate::store::{
     CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park, RecordKey,
     RunId, RunOutcome, SideSeen, Store, StoreError,
@@ -90,6 +90,18 @@ pub struct RunOptions {
     pub allow_mass_change: bool,
     /// The worker running this (`tether serve`).
     pub worker: Option<String>,
+    /// Told what the run is doing ("pass 1: mapping-name"), for a progress line.
+    pub progress: Option<Progress>,
+}
+
+/// A callback for progress messages.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl Default for RunOptions {
@@ -101,6 +113,7 @@ impl Default for RunOptions {
             max_passes: 4,
             allow_mass_change: false,
             worker: None,
+            progress: None,
         }
     }
 }
@@ -113,6 +126,8 @@ pub struct SideRuntime {
     pub connector: Arc<dyn Connector>,
     pub info: EntityInfo,
     pub id_type: IdType,
+    /// The entity's fields from its system file.
+    pub fields: IndexMap<String, FieldSpec>,
 }
 
 /// A mapping ready to run.
@@ -216,6 +231,36 @@ fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
         }
     }
     out
+}
+
+/// Shapes a write body for a system: nulls are left out of fields the system does not let
+/// be null (a missing reference, an empty address part), and fields the system wants with
+/// every update are copied from the current record.
+fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: Option<&Value>) {
+    fn strip(value: &mut Value, fields: &IndexMap<String, FieldSpec>) {
+        let Value::Object(map) = value else { return };
+        map.retain(|name, v| !(v.is_null() && fields.get(name).is_some_and(|f| !f.nullable)));
+        for (name, v) in map.iter_mut() {
+            let Some(nested) = fields.get(name).and_then(|f| f.fields.as_ref()) else {
+                continue;
+            };
+            match v {
+                Value::Object(_) => strip(v, nested),
+                Value::Array(items) => items.iter_mut().for_each(|item| strip(item, nested)),
+                _ => {}
+            }
+        }
+    }
+    strip(body, fields);
+    if let (Some(current), Value::Object(map)) = (current, body) {
+        for (name, _) in fields.iter().filter(|(_, f)| f.required_on_update) {
+            if !map.contains_key(name)
+                && let Some(value) = current.get(name)
+            {
+                map.insert(name.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// Translates ids through the links of other mappings, from links loaded before the pass.
@@ -326,8 +371,9 @@ struct PairPlan {
     target_seen: SideSeen,
     updates: Vec<Update>,
     conflicts: Vec<merge::Conflict>,
-    /// True when this pair existed before the run (counts for the circuit breaker).
-    existed: bool,
+    /// When the pair was last synced, if it existed before this pass (the circuit breaker
+    /// counts pairs that existed before the run).
+    synced_at: Option<chrono::DateTime<Utc>>,
     /// Linked now by match keys (links to write).
     new_links: Vec<(Side, String)>,
     new_global: bool,
@@ -375,18 +421,20 @@ impl Engine {
                         system: system.to_owned(),
                         entity: entity.to_owned(),
                     })?;
-                let id_type = project
+                let entity_spec = project
                     .systems
                     .get(system)
                     .and_then(|s| s.spec.entities.get(entity))
-                    .and_then(|e| e.valid())
-                    .map_or(IdType::String, |e| e.id_type);
+                    .and_then(|e| e.valid());
+                let id_type = entity_spec.map_or(IdType::String, |e| e.id_type);
+                let fields = entity_spec.map(|e| e.fields.clone()).unwrap_or_default();
                 Ok(SideRuntime {
                     system: system.to_owned(),
                     entity: entity.to_owned(),
                     connector,
                     info,
                     id_type,
+                    fields,
                 })
             };
             let source = side(&flow.spec.source.value, &spec.source.value)?;
@@ -503,12 +551,16 @@ impl Engine {
         } else {
             options.max_passes.max(1)
         };
+        let started_at = Utc::now();
         let mut failure: Option<EngineError> = None;
         for pass in 1..=passes {
             report.passes = pass;
             let last_pass = pass == passes;
             let mut writes = 0;
             for mapping in &selected {
+                if let Some(progress) = &options.progress {
+                    (progress.0)(&format!("pass {pass}: {}", mapping.name));
+                }
                 let carry = deferred.remove(&mapping.name).unwrap_or_default();
                 match self
                     .sync_mapping(
@@ -517,6 +569,7 @@ impl Engine {
                         run_id.as_ref(),
                         carry,
                         last_pass,
+                        started_at,
                         &mut report.actions,
                     )
                     .await
@@ -689,6 +742,7 @@ impl Engine {
     }
 
     /// One pass of one mapping. Returns its counts and the records waiting for references.
+    #[allow(clippy::too_many_arguments)]
     async fn sync_mapping(
         &self,
         m: &MappingRuntime,
@@ -696,6 +750,7 @@ impl Engine {
         run_id: Option<&RunId>,
         carried: Vec<(Side, String)>,
         last_pass: bool,
+        run_started: chrono::DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
         let mut report = MappingReport {
@@ -737,7 +792,9 @@ impl Engine {
         }
 
         let pairs = self.store.pair_states(&m.name).await?;
-        let linked_before = pairs.len();
+        // Pairs made earlier in this run do not count for the circuit breaker: an initial
+        // sync in several passes is not a mass change.
+        let linked_before = pairs.iter().filter(|p| p.synced_at < run_started).count();
         let resolver = self.resolver(m).await?;
         let mut work = self
             .decide(m, &source, &target, pairs, &resolver, options)
@@ -752,7 +809,7 @@ impl Engine {
         let overwrites = work
             .pairs
             .iter()
-            .filter(|p| p.existed && !p.updates.is_empty())
+            .filter(|p| p.synced_at.is_some_and(|t| t < run_started) && !p.updates.is_empty())
             .count();
         let deletes = work.deletes.len() + work.unlinks.len();
         let share = if linked_before == 0 {
@@ -773,7 +830,9 @@ impl Engine {
             );
             warn!(mapping = %m.name, %message, "circuit breaker");
             report.stopped = Some(message);
-            return Ok((report, Vec::new()));
+            if !options.dry_run {
+                return Ok((report, Vec::new()));
+            }
         }
 
         if options.dry_run {
@@ -1258,7 +1317,7 @@ impl Engine {
             Side::Source => mapping::apply_forward(plan, &record.data, resolver),
             Side::Target => mapping::apply_inverse(plan, &record.data, resolver),
         };
-        let body = match mapped {
+        let mut body = match mapped {
             Ok(body) => body,
             Err(error) if error.waits_for_references() => return Ok(Err(None)),
             Err(error) => return Ok(Err(Some(parking_from(side, &record.id, &error)))),
@@ -1269,6 +1328,7 @@ impl Engine {
             Side::Source => Canonical::of(plan, &body).into_fields(),
             Side::Target => Canonical::of(plan, &record.data).into_fields(),
         };
+        shape_body(&mut body, &m.side(other(side)).fields, None);
         let (global_id, new_global) = match own_global {
             Some(global) => (global, false),
             None => (GlobalId::new(String::new()), true),
@@ -1363,7 +1423,11 @@ impl Engine {
             updates.push(Update {
                 on: Side::Target,
                 id: target.id.clone(),
-                body: target_patch(plan, &merged.to_target),
+                body: {
+                    let mut body = target_patch(plan, &merged.to_target);
+                    shape_body(&mut body, &m.target.fields, Some(&target.data));
+                    body
+                },
                 changes,
             });
         }
@@ -1378,7 +1442,8 @@ impl Engine {
             }
             let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
             match mapping::apply_inverse_selected(plan, &overlaid, resolver, &selected) {
-                Ok(body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
+                Ok(mut body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
+                    shape_body(&mut body, &m.source.fields, Some(&source.data));
                     let changes = merged
                         .to_source
                         .iter()
@@ -1440,7 +1505,7 @@ impl Engine {
             base: merged.base,
             updates,
             conflicts: merged.conflicts,
-            existed: pair.is_some(),
+            synced_at: pair.map(|p| p.synced_at),
             new_links: Vec::new(),
             new_global: false,
         }))

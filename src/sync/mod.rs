@@ -6,5 +6,6 @@
 
 pub mod engine;
 pub mod merge;
+pub mod open;
 pub mod order;
 pub mod report;

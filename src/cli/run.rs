@@ -1,0 +1,318 @@
+//! `tether run` and `tether plan`: one run over the flows (or its plan), with a progress line
+//! on a terminal and a summary of reads, links, creates, updates, deletes, conflicts, parked
+//! records and HTTP requests per system. `--sandbox` runs against in-process simulators.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use tether::sandbox::{RateLimits, Sandbox, SandboxOptions};
+use tether::store::StoreUrl;
+use tether::sync::engine::RunOptions;
+use tether::sync::report::{Action, RunReport};
+
+use crate::{Format, exit};
+
+/// Which mappings a run covers.
+#[derive(Debug, Clone, Args)]
+pub struct Selection {
+    /// Only this flow (repeatable).
+    #[arg(long = "flow", id = "flow", value_name = "NAME")]
+    pub flows: Vec<String>,
+    /// Only this mapping, or `FLOW/MAPPING` (repeatable).
+    #[arg(long = "mapping", id = "mapping", value_name = "NAME")]
+    pub mappings: Vec<String>,
+}
+
+/// Options of `tether run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Let a run through that would overwrite or delete more than a mapping's
+    /// `max_change_share` of its linked records.
+    #[arg(long)]
+    pub allow_mass_change: bool,
+    /// Run against the built-in simulators of all five systems (started in-process, with
+    /// seed data on first use, kept in `.tether/sandbox.json`).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// With `--sandbox`: records per entity seeded when the simulated data is new.
+    #[arg(long, default_value_t = 20)]
+    pub seed: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// The sandbox state file used by `--sandbox`, next to the default store.
+pub fn sandbox_state_path() -> PathBuf {
+    PathBuf::from(".tether/sandbox.json")
+}
+
+/// Starts the in-process simulators for `--sandbox`, seeding them when their state is new.
+pub async fn start_sandbox(seed: usize) -> anyhow::Result<Sandbox> {
+    let state = sandbox_state_path();
+    let fresh = !state.exists();
+    if let Some(parent) = state.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let options = SandboxOptions {
+        seed: if fresh { seed } else { 0 },
+        state_file: Some(state),
+        rate_limits: RateLimits::unlimited(),
+        ..SandboxOptions::default()
+    };
+    Sandbox::start(options)
+        .await
+        .context("cannot start the sandbox")
+}
+
+/// A lookup for `${VAR}` that prefers the sandbox's values, then the process environment.
+pub fn env_lookup(overlay: Vec<(String, String)>) -> impl Fn(&str) -> Option<String> {
+    let overlay: HashMap<String, String> = overlay.into_iter().collect();
+    move |name: &str| {
+        overlay
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A spinner on a terminal while the run goes; nothing otherwise.
+fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
+pub fn run(flows: &Path, state: &StoreUrl, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
+    runtime()?.block_on(async move {
+        let sandbox = if args.sandbox {
+            Some(start_sandbox(args.seed).await?)
+        } else {
+            None
+        };
+        let lookup = env_lookup(sandbox.as_ref().map(Sandbox::env).unwrap_or_default());
+        let open_options = tether::sync::open::OpenOptions {
+            ignore_rate_limits: args.sandbox,
+        };
+        let engine = tether::sync::open::open(flows, state, &lookup, open_options).await?;
+        let bar = spinner(args.format == Format::Text);
+        let progress_bar = bar.clone();
+        let options = RunOptions {
+            flows: args.selection.flows.clone(),
+            mappings: args.selection.mappings.clone(),
+            dry_run,
+            allow_mass_change: args.allow_mass_change,
+            progress: progress_bar.map(|bar| {
+                tether::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
+                    bar.set_message(message.to_owned())
+                }))
+            }),
+            ..RunOptions::default()
+        };
+        let started = Instant::now();
+        let result = engine.run(&options).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if let Some(sandbox) = sandbox {
+            sandbox
+                .shutdown()
+                .await
+                .context("cannot save the sandbox state")?;
+        }
+        let report = result?;
+        match args.format {
+            Format::Json => {
+                crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?
+            }
+            Format::Text => crate::cli::emit(&summary(&report, started.elapsed()))?,
+        }
+        Ok(if report.stopped().is_empty() {
+            exit::OK
+        } else {
+            exit::FAILED
+        })
+    })
+}
+
+fn summary(report: &RunReport, elapsed: Duration) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let what = if report.dry_run { "plan" } else { "run" };
+    let _ = writeln!(
+        out,
+        "{what}{} finished in {:.1} s, {} pass{}",
+        report
+            .run_id
+            .as_deref()
+            .map(|id| format!(" {id}"))
+            .unwrap_or_default(),
+        elapsed.as_secs_f64(),
+        report.passes,
+        if report.passes == 1 { "" } else { "es" }
+    );
+    let width = report
+        .mappings
+        .iter()
+        .map(|m| m.mapping.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>11}  {:>6}  {:>11}  {:>11}  {:>9}  {:>9}  {:>6}",
+        "mapping",
+        "read s/t",
+        "linked",
+        "created s/t",
+        "updated s/t",
+        "deleted",
+        "conflicts",
+        "parked"
+    );
+    for m in &report.mappings {
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>11}  {:>6}  {:>11}  {:>11}  {:>9}  {:>9}  {:>6}",
+            m.mapping,
+            format!("{}/{}", m.read_source, m.read_target),
+            m.linked,
+            format!("{}/{}", m.created_source, m.created_target),
+            format!("{}/{}", m.updated_source, m.updated_target),
+            m.deleted_source + m.deleted_target,
+            m.conflicts,
+            m.parked,
+        );
+        if let Some(reason) = &m.stopped {
+            let _ = writeln!(out, "  stopped: {reason}");
+        }
+    }
+    let requests: Vec<String> = report
+        .systems
+        .iter()
+        .map(|s| format!("{} {}", s.system, s.requests))
+        .collect();
+    if !requests.is_empty() {
+        let _ = writeln!(out, "HTTP requests: {}", requests.join(", "));
+    }
+    let writes = report.writes();
+    if report.dry_run {
+        let _ = writeln!(
+            out,
+            "{} actions planned; nothing was written",
+            report.actions.len()
+        );
+        for action in &report.actions {
+            let _ = writeln!(out, "  {}", describe(action));
+        }
+    } else if writes == 0 && report.parked() == 0 {
+        let _ = writeln!(out, "nothing changed: every linked record is in sync");
+    } else {
+        let _ = writeln!(
+            out,
+            "{writes} writes, {} records parked (see `tether status --parked`)",
+            report.parked()
+        );
+    }
+    out
+}
+
+fn short(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// One line for a planned action.
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Link {
+            mapping,
+            source_id,
+            target_id,
+            key,
+        } => format!("{mapping}: link source {source_id} to target {target_id} ({key})"),
+        Action::Ambiguous {
+            mapping,
+            side,
+            record_id,
+            candidates,
+            ..
+        } => {
+            format!(
+                "{mapping}: {side:?} {record_id} matches {} records ({}): parked",
+                candidates.len(),
+                candidates.join(", ")
+            )
+        }
+        Action::Create {
+            mapping,
+            on,
+            from_id,
+            fields,
+        } => format!(
+            "{mapping}: create on {on:?} from {from_id}: {}",
+            short(fields)
+        ),
+        Action::Update {
+            mapping,
+            on,
+            id,
+            changes,
+        } => format!(
+            "{mapping}: update {on:?} {id}: {}",
+            changes
+                .iter()
+                .map(|c| format!(
+                    "{} {} -> {}",
+                    c.field,
+                    c.before.as_ref().map_or("(none)".to_owned(), short),
+                    short(&c.after)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Action::Delete { mapping, on, id } => format!("{mapping}: delete {on:?} {id}"),
+        Action::Unlink { mapping, side, id } => {
+            format!("{mapping}: unlink {side:?} {id} (deleted)")
+        }
+        Action::Conflict {
+            mapping,
+            field,
+            winner,
+            reason,
+            ..
+        } => format!("{mapping}: conflict on {field}: {winner:?} wins ({reason})"),
+        Action::Park {
+            mapping,
+            side,
+            id,
+            reason,
+            ..
+        } => format!("{mapping}: park {side:?} {id}: {reason}"),
+    }
+}

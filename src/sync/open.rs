@@ -1,0 +1,82 @@
+//! Opening an engine from a flows directory: load, validate, compile, connect, open the
+//! store. Every command that runs flows (`run`, `plan`, `serve`) and the tests take this one
+//! path, so they see the same project the same way.
+
+use std::path::Path;
+
+use crate::connector::{Connectors, ConnectorsError};
+use crate::spec::load::Project;
+use crate::spec::system::SystemFile;
+use crate::store::{Store, StoreError, StoreUrl};
+use crate::sync::engine::{Engine, EngineError};
+
+/// Why an engine could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the flows do not validate ({errors} errors; first: {first}); run `tether validate`")]
+    Invalid { errors: usize, first: String },
+    #[error(transparent)]
+    Connectors(#[from] ConnectorsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// How an engine is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Send requests as fast as the systems answer, ignoring the system files' rate limits
+    /// (for the built-in simulators, which have none of their own when asked so).
+    pub ignore_rate_limits: bool,
+}
+
+/// Loads and validates the flows under `flows`, compiles every mapping, builds a connector
+/// per system (credentials read with `lookup`), and opens the store at `state`.
+pub async fn open(
+    flows: &Path,
+    state: &StoreUrl,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    options: OpenOptions,
+) -> Result<Engine, OpenError> {
+    let project = Project::load_dir(flows);
+    open_project(&project, state, lookup, options).await
+}
+
+/// Like [`open`], for a project already loaded.
+pub async fn open_project(
+    project: &Project,
+    state: &StoreUrl,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    options: OpenOptions,
+) -> Result<Engine, OpenError> {
+    let diagnostics = crate::validate::diagnostics(project);
+    let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    if let Some(first) = errors.first() {
+        return Err(OpenError::Invalid {
+            errors: errors.len(),
+            first: format!(
+                "{}:{}:{}: {}",
+                first.path.display(),
+                first.line,
+                first.column,
+                first.message
+            ),
+        });
+    }
+    let (plans, _) = crate::mapping::compile_project(project);
+    let systems: Vec<SystemFile> = project
+        .systems
+        .values()
+        .map(|s| {
+            let mut system = s.spec.clone();
+            if options.ignore_rate_limits {
+                system.rate_limit = None;
+            }
+            system
+        })
+        .collect();
+    let connectors = Connectors::from_systems_with(systems.iter(), lookup)?;
+    let store = Store::open(state).await?;
+    Ok(Engine::new(project, &plans, connectors, store)?)
+}
