@@ -597,6 +597,16 @@ impl Engine {
                 break;
             }
         }
+        if !options.dry_run {
+            // A record parked in several passes is one parked record.
+            let parked = self.store.parked(None).await?;
+            for total in totals.values_mut() {
+                total.parked = parked
+                    .iter()
+                    .filter(|p| p.mapping == total.mapping && p.last_tried_at >= started_at)
+                    .count() as u64;
+            }
+        }
         report.mappings = totals.into_values().collect();
         let after = self.connectors.stats();
         report.systems = after
@@ -765,8 +775,11 @@ impl Engine {
 
         // Parked records and records waiting for references are tried again.
         let parked = self.store.parked(Some(&m.name)).await?;
+        // Records parked earlier in this run wait for the next run: a later pass would only
+        // park them again.
         let retry: Vec<(Side, String)> = parked
             .iter()
+            .filter(|p| p.last_tried_at < run_started)
             .map(|p| (p.side, p.record_id.clone()))
             .chain(carried)
             .collect();

@@ -1,0 +1,406 @@
+//! The sync engine end to end: the shipped flows, over real HTTP, against the simulators of
+//! all five systems, on a SQLite store in a temporary folder. Each test edits the systems the
+//! way a person would (through the simulators' own store rules) and runs the engine again.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tether::sandbox::{RateLimits, Sandbox, SandboxOptions};
+use tether::store::{Store, StoreUrl};
+use tether::sync::engine::RunOptions;
+use tether::sync::open::{OpenOptions, open};
+use tether::sync::report::RunReport;
+
+struct World {
+    sandbox: Sandbox,
+    state: StoreUrl,
+    _dir: TempDir,
+}
+
+/// A folder removed when the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!(
+        "tether-sync-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempDir(dir)
+}
+
+async fn world(name: &str, seed: usize) -> World {
+    let dir = temp_dir(name);
+    let sandbox = Sandbox::start(SandboxOptions {
+        seed,
+        rate_limits: RateLimits::unlimited(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("store url");
+    World {
+        sandbox,
+        state,
+        _dir: dir,
+    }
+}
+
+fn flows() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")
+}
+
+impl World {
+    async fn run(&self, mappings: &[&str]) -> RunReport {
+        let env: std::collections::HashMap<String, String> =
+            self.sandbox.env().into_iter().collect();
+        let lookup = move |name: &str| env.get(name).cloned();
+        let engine = open(
+            &flows(),
+            &self.state,
+            &lookup,
+            OpenOptions {
+                ignore_rate_limits: true,
+            },
+        )
+        .await
+        .expect("engine opens");
+        let options = RunOptions {
+            mappings: mappings.iter().map(|m| (*m).to_owned()).collect(),
+            ..RunOptions::default()
+        };
+        engine.run(&options).await.expect("run succeeds")
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.state).await.expect("store opens")
+    }
+
+    fn find(&self, system: &str, entity: &str, field: &str, value: &str) -> Vec<Value> {
+        self.sandbox
+            .records(system, entity)
+            .expect("records")
+            .into_iter()
+            .filter(|r| {
+                r.get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(value))
+            })
+            .collect()
+    }
+
+    fn one(&self, system: &str, entity: &str, field: &str, value: &str) -> Value {
+        let found = self.find(system, entity, field, value);
+        assert_eq!(
+            found.len(),
+            1,
+            "exactly one {system} {entity} with {field} = {value}: {found:#?}"
+        );
+        found.into_iter().next().expect("one")
+    }
+}
+
+fn id_of(record: &Value) -> String {
+    match &record["id"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+const COMPANIES: &str = "keap-companies-to-customerp-customers";
+const CONTACTS: &str = "keap-contacts-to-customerp-contacts";
+const SF_CONTACTS: &str = "salesforce-contacts-to-customerp-contacts";
+
+fn keap_company(name: &str, email: &str) -> Value {
+    json!({
+        "company_name": name,
+        "email_address": email,
+        "website": "https://example.com",
+        "address": { "line1": "1 Main St", "locality": "Oslo", "zip_code": "0150", "country_code": "NOR" }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_created_on_either_side_appear_on_the_other_and_a_second_run_writes_nothing() {
+    let w = world("create", 3).await;
+    let first = w.run(&[COMPANIES, CONTACTS]).await;
+    assert!(
+        first.writes() > 0,
+        "the first run syncs the seed data: {first:#?}"
+    );
+
+    w.sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Fjord Tools AS", "post@fjordtools.example"),
+        )
+        .expect("insert keap company");
+    w.sandbox
+        .insert("customerp", "customers", json!({ "name": "Nordlys Handel", "email": "hei@nordlys.example", "currency": "NOK", "is_active": true }))
+        .expect("insert erp customer");
+    let report = w.run(&[COMPANIES, CONTACTS]).await;
+    let companies = report
+        .mappings
+        .iter()
+        .find(|m| m.mapping == COMPANIES)
+        .expect("companies report");
+    assert_eq!(
+        (companies.created_target, companies.created_source),
+        (1, 1),
+        "{companies:#?}"
+    );
+
+    let customer = w.one("customerp", "customers", "name", "Fjord Tools AS");
+    assert_eq!(customer["email"], "post@fjordtools.example");
+    assert_eq!(
+        customer["billing_address"]["country"], "NO",
+        "Keap's alpha-3 NOR becomes alpha-2 NO"
+    );
+    assert_eq!(customer["billing_address"]["city"], "Oslo");
+    let company = w.one("keap", "companies", "company_name", "Nordlys Handel");
+    assert_eq!(company["email_address"], "hei@nordlys.example");
+
+    let again = w.run(&[COMPANIES, CONTACTS]).await;
+    assert_eq!(
+        again.writes(),
+        0,
+        "a run straight after writes nothing: {again:#?}"
+    );
+    assert_eq!(again.parked(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_flow_both_ways_and_the_same_field_edited_twice_follows_the_policy() {
+    let w = world("edits", 0).await;
+    let keap = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Bryggen Bakeri", "ordre@bryggen.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    let customer = w.one("customerp", "customers", "name", "Bryggen Bakeri");
+
+    // Different fields on both sides: both kept.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&keap),
+            json!({ "company_name": "Bryggen Bakeri", "website": "https://bryggen.example" }),
+        )
+        .expect("edit keap");
+    w.sandbox
+        .update(
+            "customerp",
+            "customers",
+            &id_of(&customer),
+            json!({ "phone": "+4755000000" }),
+        )
+        .expect("edit erp");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.writes(), 2, "one write each way: {report:#?}");
+    let customer = w.one("customerp", "customers", "name", "Bryggen Bakeri");
+    assert_eq!(customer["website"], "https://bryggen.example");
+    let keap = w.one("keap", "companies", "company_name", "Bryggen Bakeri");
+    assert_eq!(keap["phone_number"]["number"], "+4755000000");
+
+    // The same field on both sides: this mapping's policy is target-wins, and it is recorded.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&keap),
+            json!({ "company_name": "Bryggen Bakeri", "email_address": "keap@bryggen.example" }),
+        )
+        .expect("edit keap");
+    w.sandbox
+        .update(
+            "customerp",
+            "customers",
+            &id_of(&customer),
+            json!({ "email": "erp@bryggen.example" }),
+        )
+        .expect("edit erp");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].conflicts, 1, "{report:#?}");
+    assert_eq!(
+        w.one("keap", "companies", "company_name", "Bryggen Bakeri")["email_address"],
+        "erp@bryggen.example"
+    );
+    assert_eq!(
+        w.one("customerp", "customers", "name", "Bryggen Bakeri")["email"],
+        "erp@bryggen.example"
+    );
+    let conflicts = w
+        .store()
+        .await
+        .recent_conflicts(Some(COMPANIES), 10)
+        .await
+        .expect("conflicts");
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].field, "email");
+    assert_eq!(conflicts[0].source_value, "keap@bryggen.example");
+
+    let again = w.run(&[COMPANIES]).await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_value_is_parked_while_the_rest_syncs_and_syncs_once_fixed() {
+    let w = world("parked", 0).await;
+    let bad = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            json!({ "company_name": "Bad Country Ltd", "address": { "country_code": "XXX" } }),
+        )
+        .expect("insert");
+    w.sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Good Country AS", "hello@good.example"),
+        )
+        .expect("insert");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].parked, 1, "{report:#?}");
+    assert_eq!(
+        w.find("customerp", "customers", "name", "Good Country AS")
+            .len(),
+        1,
+        "the good record synced"
+    );
+    assert!(
+        w.find("customerp", "customers", "name", "Bad Country Ltd")
+            .is_empty()
+    );
+    let parked = w
+        .store()
+        .await
+        .parked(Some(COMPANIES))
+        .await
+        .expect("parked");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].record_id, id_of(&bad));
+    assert!(
+        parked[0].reason.contains("billing_address.country") && parked[0].reason.contains("XXX"),
+        "{}",
+        parked[0].reason
+    );
+
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&bad),
+            json!({ "company_name": "Bad Country Ltd", "address": { "country_code": "SWE" } }),
+        )
+        .expect("fix");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].unparked, 1, "{report:#?}");
+    assert_eq!(
+        w.one("customerp", "customers", "name", "Bad Country Ltd")["billing_address"]["country"],
+        "SE"
+    );
+    assert!(
+        w.store()
+            .await
+            .parked(Some(COMPANIES))
+            .await
+            .expect("parked")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_across_flows() {
+    let w = world("identity", 0).await;
+    // A Keap company reaches the web shop directly and through the ERP: one shop customer.
+    w.sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Vestland Sykkel", "kontakt@vestland.example"),
+        )
+        .expect("insert");
+    w.run(&[
+        COMPANIES,
+        "keap-companies-to-customwebshop-customers",
+        "customerp-customers-to-customwebshop-customers",
+    ])
+    .await;
+    let shop = w.find(
+        "customwebshop",
+        "customers",
+        "email",
+        "kontakt@vestland.example",
+    );
+    assert_eq!(shop.len(), 1, "one web-shop customer: {shop:#?}");
+    assert_eq!(
+        w.find("customerp", "customers", "name", "Vestland Sykkel")
+            .len(),
+        1
+    );
+
+    // A Salesforce contact and a Keap contact with the same email are one ERP contact.
+    w.sandbox
+        .insert("keap", "contacts", json!({ "given_name": "Ada", "family_name": "Lovelace", "email_addresses": [{ "email": "ada@engine.example", "field": "EMAIL1" }] }))
+        .expect("keap contact");
+    w.sandbox
+        .insert(
+            "salesforce",
+            "Contact",
+            json!({ "FirstName": "Ada", "LastName": "Lovelace", "Email": "ada@engine.example" }),
+        )
+        .expect("salesforce contact");
+    w.run(&[CONTACTS, SF_CONTACTS]).await;
+    assert_eq!(
+        w.find("customerp", "contacts", "email", "ada@engine.example")
+            .len(),
+        1,
+        "one ERP contact"
+    );
+    let again = w.run(&[CONTACTS, SF_CONTACTS]).await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_follows_the_policy() {
+    let w = world("delete", 0).await;
+    let contact = w
+        .sandbox
+        .insert("keap", "contacts", json!({ "given_name": "Grace", "family_name": "Hopper", "email_addresses": [{ "email": "grace@navy.example", "field": "EMAIL1" }] }))
+        .expect("keap contact");
+    w.run(&[CONTACTS]).await;
+    assert_eq!(
+        w.find("customerp", "contacts", "email", "grace@navy.example")
+            .len(),
+        1
+    );
+    // The contacts mapping unlinks on delete: the ERP contact stays, the pair is forgotten.
+    w.sandbox
+        .delete("keap", "contacts", &id_of(&contact))
+        .expect("delete");
+    let report = w.run(&[CONTACTS]).await;
+    assert_eq!(report.mappings[0].unlinked, 1, "{report:#?}");
+    assert_eq!(
+        w.find("customerp", "contacts", "email", "grace@navy.example")
+            .len(),
+        1,
+        "kept by policy"
+    );
+    let pairs = w.store().await.pair_states(CONTACTS).await.expect("pairs");
+    assert!(pairs.iter().all(|p| p.source_id != id_of(&contact)));
+}
