@@ -404,3 +404,126 @@ async fn a_delete_follows_the_policy() {
     let pairs = w.store().await.pair_states(CONTACTS).await.expect("pairs");
     assert!(pairs.iter().all(|p| p.source_id != id_of(&contact)));
 }
+
+/// Runs `tether run` as a child process against the simulators.
+fn tether_run(w: &World, mappings: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
+        .arg("--flows")
+        .arg(flows())
+        .arg("--state")
+        .arg(w.state.to_string())
+        .args(["--log", "error", "run", "--no-rate-limits"])
+        .args(mappings.iter().flat_map(|m| ["--mapping", m]))
+        .envs(w.sandbox.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_run_at_random_moments_leaves_no_duplicate_and_no_lost_edit() {
+    let w = world("crash", 0).await;
+    let kills: usize = std::env::var("TETHER_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut companies = Vec::new();
+    for i in 0..120 {
+        let record = w
+            .sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company(
+                    &format!("Crash Test {i:03}"),
+                    &format!("c{i}@crash.example"),
+                ),
+            )
+            .expect("insert");
+        companies.push(id_of(&record));
+    }
+    for i in 0..60 {
+        w.sandbox
+            .insert(
+                "customerp",
+                "customers",
+                json!({ "name": format!("Erp Only {i:03}"), "currency": "EUR", "is_active": true }),
+            )
+            .expect("insert");
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut edited: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for round in 0..kills {
+        // An edit between runs must survive whatever the kill interrupted.
+        let id = &companies[rng.usize(..companies.len())];
+        let name = w
+            .sandbox
+            .record("keap", "companies", id)
+            .expect("record")
+            .expect("exists")["company_name"]
+            .clone();
+        let website = format!("https://edit-{round}.example");
+        w.sandbox
+            .update(
+                "keap",
+                "companies",
+                id,
+                json!({ "company_name": name, "website": website }),
+            )
+            .expect("edit");
+        edited.insert(id.clone());
+        let mut child = tether_run(&w, &[COMPANIES])
+            .spawn()
+            .expect("spawn tether run");
+        tokio::time::sleep(std::time::Duration::from_millis(rng.u64(30..900))).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let status = tether_run(&w, &[COMPANIES]).status().expect("final run");
+    assert!(status.success(), "the run after the kills completes");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(
+        report.writes(),
+        0,
+        "the last run finds everything in sync: {report:#?}"
+    );
+
+    for i in 0..120 {
+        w.one(
+            "customerp",
+            "customers",
+            "name",
+            &format!("Crash Test {i:03}"),
+        );
+    }
+    for i in 0..60 {
+        w.one(
+            "keap",
+            "companies",
+            "company_name",
+            &format!("Erp Only {i:03}"),
+        );
+    }
+    for id in &edited {
+        let name = w
+            .sandbox
+            .record("keap", "companies", id)
+            .expect("record")
+            .expect("exists")["company_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let customer = w.one("customerp", "customers", "name", &name);
+        let latest = w
+            .sandbox
+            .record("keap", "companies", id)
+            .expect("record")
+            .expect("exists")["website"]
+            .clone();
+        assert_eq!(
+            customer["website"], latest,
+            "the latest edit of {name} reached the ERP"
+        );
+    }
+}

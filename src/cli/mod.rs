@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 selection,
                 allow_mass_change: false,
                 sandbox,
+                no_rate_limits: false,
                 seed: 20,
                 format,
             };

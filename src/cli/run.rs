@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// seed data on first use, kept in `.tether/sandbox.json`).
     #[arg(long)]
     pub sandbox: bool,
+    /// Send requests as fast as the systems answer, ignoring the system files' rate limits
+    /// (for simulators and benchmarks; `--sandbox` implies it).
+    #[arg(long)]
+    pub no_rate_limits: bool,
     /// With `--sandbox`: records per entity seeded when the simulated data is new.
     #[arg(long, default_value_t = 20)]
     pub seed: usize,

@@ -804,6 +804,11 @@ impl Engine {
             }
         }
 
+        // Intents left open by a crash are resolved before anything is decided, so a record
+        // created just before the crash is linked, not created again.
+        if !options.dry_run {
+            self.resolve_intents(m, &source, &target).await?;
+        }
         let pairs = self.store.pair_states(&m.name).await?;
         // Pairs made earlier in this run do not count for the circuit breaker: an initial
         // sync in several passes is not a mass change.
@@ -812,11 +817,6 @@ impl Engine {
         let mut work = self
             .decide(m, &source, &target, pairs, &resolver, options)
             .await?;
-
-        // Intents left open by a crash are resolved before anything is created.
-        if !options.dry_run {
-            self.resolve_intents(m, &source, &target, &mut work).await?;
-        }
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
         let overwrites = work
@@ -1530,7 +1530,6 @@ impl Engine {
         m: &MappingRuntime,
         source: &SideRead,
         target: &SideRead,
-        work: &mut MappingWork,
     ) -> Result<(), EngineError> {
         let intents = self.store.open_intents(&m.name).await?;
         for intent in intents {
@@ -1599,8 +1598,6 @@ impl Engine {
                     )
                     .await?;
                     tx.complete_intent(&intent.id, &id).await?;
-                    // The pair is merged from scratch on this pass: the record is read again.
-                    work.deferred.push((intent.side, id));
                 }
                 _ => {
                     debug!(mapping = %m.name, intent = %intent.id.as_str(), "abandoning an intent whose create did not happen");
