@@ -3,11 +3,23 @@
 //! The crate is split by concept; `ARCHITECTURE.md` at the repository root is the map.
 //!
 //! - [`spec`] owns what users write: the flow and system file model, YAML loading with
-//!   source locations, `${VAR}` interpolation, and validation with diagnostics.
+//!   source locations, `${VAR}` interpolation, and cross-file checks with diagnostics.
+//! - [`validate`] is the one path from loaded files to a checked project, shared by every
+//!   command that loads flows.
+//! - [`connector`] is how the engine talks to systems: the `Connector` trait and the generic
+//!   HTTP connector driven by system files.
+//! - [`store`] keeps the engine's state (links, bases, cursors, intents, parked records,
+//!   runs, leases) behind one interface over SQLite and PostgreSQL.
+//! - [`sync`] is the engine: links, three-way merges and writes.
+//! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
+//! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
 //! - [`mapping`] compiles mappings once and applies them to records, both ways; no I/O.
 
+pub mod connector;
 pub mod docs;
 pub mod mapping;
+pub mod sandbox;
 pub mod spec;
+pub mod store;
 pub mod sync;
 pub mod validate;

@@ -72,6 +72,8 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Serve simulators of the five APIs on loopback (seed data, auth, rate limits, faults).
+    Sandbox(cli::sandbox::SandboxArgs),
     /// Apply one mapping to records on stdin (JSON Lines or a JSON array); write the mapped
     /// records to stdout as JSON Lines, in input order. Failed records go to stderr.
     Map {

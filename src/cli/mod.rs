@@ -4,8 +4,23 @@ use crate::{Cli, Command};
 
 mod docs;
 mod map;
+pub mod sandbox;
 mod schema;
 mod validate;
+
+/// Writes command output to stdout. A closed pipe (`tether validate | head`) ends the output
+/// quietly instead of failing: the reader has what it wanted.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
 
 /// Sets up `tracing` to stderr, filtered by `--log`, `TETHER_LOG` or `RUST_LOG`.
 pub fn init_logging(filter: Option<&str>) {
@@ -27,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate { paths, format } => validate::run(&cli.flows, &paths, format),
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),
+        Command::Sandbox(args) => sandbox::run(args),
         Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
     }
 }

@@ -12,13 +12,18 @@ pub fn run(flows: &Path, paths: &[PathBuf], format: Format) -> anyhow::Result<u8
     let diagnostics: Vec<Diagnostic> = tether::validate::diagnostics(&project);
     let summary: Summary = tether::validate::summary(&project, &diagnostics);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&diagnostics)?),
+        Format::Json => crate::cli::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&diagnostics)?
+        ))?,
         Format::Text => {
+            let mut text = String::new();
             for diagnostic in &diagnostics {
                 let source = project.sources.get(&diagnostic.path).map(String::as_str);
-                print!("{}", diagnostic.render(source));
+                text.push_str(&diagnostic.render(source));
             }
-            println!("{summary}");
+            text.push_str(&format!("{summary}\n"));
+            crate::cli::emit(&text)?;
         }
     }
     Ok(if summary.errors > 0 {

@@ -183,14 +183,14 @@ pub fn index_page(flows: &[FlowView<'_>], generated: &str) -> String {
             }
         }
     }
-    let (cx, cy, radius) = (380.0f64, 230.0f64, 170.0f64);
+    let (cx, cy, radius) = (380.0f64, 260.0f64, 215.0f64);
     let position = |i: usize| {
         let angle = std::f64::consts::TAU * i as f64 / systems.len().max(1) as f64
             - std::f64::consts::FRAC_PI_2;
         (cx + radius * angle.cos(), cy + radius * angle.sin())
     };
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 760 470\" role=\"img\" aria-label=\"Systems and the flows between them\">{ARROW_DEFS}"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 760 520\" role=\"img\" aria-label=\"Systems and the flows between them\">{ARROW_DEFS}"
     );
     for flow in flows {
         let from = systems
@@ -214,23 +214,26 @@ pub fn index_page(flows: &[FlowView<'_>], generated: &str) -> String {
         let _ = write!(
             svg,
             "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#2456c7\" stroke-width=\"2\"{marker}/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\" fill=\"#475467\">{} mappings</text>",
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\" fill=\"#475467\" stroke=\"#fff\" stroke-width=\"4\" paint-order=\"stroke\">{} mappings</text>",
             x1 + dx * shrink,
             y1 + dy * shrink,
             x2 - dx * shrink,
             y2 - dy * shrink,
-            (x1 + x2) / 2.0,
-            (y1 + y2) / 2.0 - 6.0,
+            // The label sits beside the middle of the line, on its left, so crossing lines
+            // do not put their labels on top of each other.
+            x1 + dx * 0.5 - dy / length * 14.0,
+            y1 + dy * 0.5 + dx / length * 14.0,
             flow.mappings().count()
         );
     }
     for (i, system) in systems.iter().enumerate() {
         let (x, y) = position(i);
+        let width = (system.chars().count() as f64 * 10.0 + 24.0).max(120.0);
         let _ = write!(
             svg,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"120\" height=\"40\" rx=\"8\" fill=\"#f2f4f8\" stroke=\"#98a2b3\"/>\
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{width:.0}\" height=\"40\" rx=\"8\" fill=\"#f2f4f8\" stroke=\"#98a2b3\"/>\
              <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"600\" fill=\"#1d2330\">{}</text>",
-            x - 60.0,
+            x - width / 2.0,
             y - 20.0,
             y + 5.0,
             esc(system)

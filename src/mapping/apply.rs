@@ -9,7 +9,7 @@
 //! others fail; a record with failed rules gives all of their errors at once.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -137,10 +137,30 @@ pub fn apply_forward(
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
+    forward_with(plan, record, references, Select::All)
+}
+
+/// Maps a source record to the fields an existing target record keeps in sync: every rule
+/// but the `create_only` ones.
+pub fn apply_forward_existing(
+    plan: &MappingPlan,
+    record: &Value,
+    references: &dyn ResolveReference,
+) -> Result<Value, RecordError> {
+    forward_with(plan, record, references, Select::Existing)
+}
+
+fn forward_with(
+    plan: &MappingPlan,
+    record: &Value,
+    references: &dyn ResolveReference,
+    select: Select<'_>,
+) -> Result<Value, RecordError> {
     let mut run = Run {
         plan,
         references,
         errors: Vec::new(),
+        select,
     };
     let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
     run.forward_set(&plan.rules, record, &mut out, "");
@@ -153,10 +173,31 @@ pub fn apply_inverse(
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
+    inverse_with(plan, record, references, Select::All)
+}
+
+/// Maps a target record back to source fields through the rules whose target paths are in
+/// `targets` only: what the engine sends back when those fields changed on the target.
+pub fn apply_inverse_selected(
+    plan: &MappingPlan,
+    record: &Value,
+    references: &dyn ResolveReference,
+    targets: &HashSet<&str>,
+) -> Result<Value, RecordError> {
+    inverse_with(plan, record, references, Select::Only(targets))
+}
+
+fn inverse_with(
+    plan: &MappingPlan,
+    record: &Value,
+    references: &dyn ResolveReference,
+    select: Select<'_>,
+) -> Result<Value, RecordError> {
     let mut run = Run {
         plan,
         references,
         errors: Vec::new(),
+        select,
     };
     let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
     run.inverse_set(&plan.rules, record, &mut out, "");
@@ -216,6 +257,30 @@ struct Run<'p> {
     plan: &'p MappingPlan,
     references: &'p dyn ResolveReference,
     errors: Vec<RuleError>,
+    select: Select<'p>,
+}
+
+/// Which of a plan's top-level rules a run applies.
+#[derive(Clone, Copy)]
+enum Select<'p> {
+    All,
+    /// Every rule but `create_only` ones: the fields an existing record keeps in sync.
+    Existing,
+    /// Only the rules with these target paths.
+    Only(&'p HashSet<&'p str>),
+}
+
+impl Select<'_> {
+    fn includes(self, rule: &RulePlan, prefix: &str) -> bool {
+        if !prefix.is_empty() {
+            return true;
+        }
+        match self {
+            Select::All => true,
+            Select::Existing => !rule.create_only,
+            Select::Only(targets) => targets.contains(rule.target.as_str()),
+        }
+    }
 }
 
 /// A failure inside one rule, before it is named.
@@ -294,7 +359,7 @@ impl Run<'_> {
             converted: None,
         };
         for rule in &set.rules {
-            if !rule.direction.forward() {
+            if !rule.direction.forward() || !self.select.includes(rule, prefix) {
                 continue;
             }
             match self.forward_rule(rule, record, &mut lazy, prefix) {
@@ -479,7 +544,10 @@ impl Run<'_> {
             converted: None,
         };
         for rule in &set.rules {
-            if !rule.direction.backward() || matches!(rule.inverse, InversePlan::None) {
+            if !rule.direction.backward()
+                || matches!(rule.inverse, InversePlan::None)
+                || !self.select.includes(rule, prefix)
+            {
                 continue;
             }
             if let Err(failure) = self.inverse_rule(rule, record, &mut lazy, out, prefix) {

@@ -42,6 +42,11 @@ impl Canonical {
         }
     }
 
+    /// A canonical form from fields already normalised (a stored base).
+    pub fn from_fields(fields: BTreeMap<String, Value>) -> Canonical {
+        Canonical { fields }
+    }
+
     /// The normalised fields, by rule target path.
     pub fn fields(&self) -> &BTreeMap<String, Value> {
         &self.fields

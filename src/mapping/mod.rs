@@ -25,7 +25,7 @@ pub mod types;
 
 pub use apply::{
     KeepIds, RecordError, ReferenceRequest, ResolveReference, RuleError, RuleErrorKind, accepts,
-    apply_forward, apply_inverse,
+    apply_forward, apply_forward_existing, apply_inverse, apply_inverse_selected,
 };
 pub use canonical::{CANONICAL_VERSION, Canonical};
 pub use plan::{MappingPlan, ReferenceRule, RulePlan, compile, compile_project};

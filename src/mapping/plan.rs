@@ -143,6 +143,8 @@ pub struct RulePlan {
     /// The rule's own direction, or the mapping's.
     pub direction: Direction,
     pub required: bool,
+    /// The rule fills the field only when a record is created on the other side.
+    pub create_only: bool,
     /// The target value used when the source has none, in the target's representation.
     pub default: Option<Value>,
     /// For references: the mapping whose links translate the id.
@@ -796,6 +798,7 @@ impl Compiler<'_> {
             data_type,
             direction,
             required: spec.required,
+            create_only: spec.create_only,
             default,
             reference: spec.reference.as_ref().map(|r| r.value.clone()),
             transform,

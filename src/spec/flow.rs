@@ -141,6 +141,11 @@ pub struct RuleSpec {
     /// Which way this rule works; defaults to the mapping's direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Loc<Direction>>,
+    /// When true, the rule fills the field only when the record is created on the other side;
+    /// it never overwrites the field of an existing record (defaults, fixed values, times of
+    /// creation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_only: bool,
     /// For `type: reference`: the mapping whose links translate the id (`companies-to-customers`).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<Loc<String>>,
@@ -289,7 +294,7 @@ pub enum ConflictPolicy {
 }
 
 /// A side of a mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Side {
     #[default]

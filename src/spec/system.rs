@@ -117,12 +117,17 @@ pub enum RatePeriod {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Seconds a request may take before it is abandoned and retried.
+    /// Seconds a request may take, body included, before it is abandoned and retried;
+    /// fractions are allowed (`0.5`).
     #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
+    pub timeout_seconds: f64,
     /// Retries of a request that failed with 429, 5xx, a timeout or a connection error.
     #[serde(default = "default_retries")]
     pub max_retries: u32,
+    /// Milliseconds before the first retry; each further retry waits about twice as long
+    /// (with random jitter, at most a minute). A `Retry-After` header overrides it.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
     /// The largest response body accepted, in bytes.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: u64,
@@ -133,16 +138,20 @@ impl Default for HttpSettings {
         HttpSettings {
             timeout_seconds: default_timeout(),
             max_retries: default_retries(),
+            retry_delay_ms: default_retry_delay(),
             max_response_bytes: default_max_response(),
         }
     }
 }
 
-fn default_timeout() -> u64 {
-    30
+fn default_timeout() -> f64 {
+    30.0
 }
 fn default_retries() -> u32 {
     5
+}
+fn default_retry_delay() -> u64 {
+    500
 }
 fn default_max_response() -> u64 {
     32 * 1024 * 1024
@@ -313,9 +322,19 @@ pub struct ListSpec {
     /// How pages follow each other.
     pub pagination: Pagination,
     /// How only changed records are read; without it the entity is listed whole and changes
-    /// are found by comparing content.
+    /// are found by comparing content. Incremental listings are expected oldest change
+    /// first (the SOQL template says `ORDER BY`), so a read can resume mid-way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,
+    /// Seconds before the stored watermark where the next incremental read starts again,
+    /// to catch records stamped by a skewed clock or committed late; records read twice are
+    /// recognised by id and modified time. Also used for tombstones and deletion windows.
+    #[serde(default = "default_lookback")]
+    pub lookback_seconds: u64,
+}
+
+fn default_lookback() -> u64 {
+    60
 }
 
 /// Pagination styles.

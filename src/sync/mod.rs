@@ -1,7 +1,10 @@
 //! The sync engine: runs mappings in dependency order, links records to global ids, merges
 //! linked pairs three ways, and writes through connectors with crash-safe create intents.
 //!
-//! [`merge`] is the pure heart: one pair, field by field.
+//! [`engine`] runs the mappings; [`merge`] is its pure heart (one pair, field by field);
+//! [`order`] puts mappings after the ones they reference; [`report`] says what a run did.
 
+pub mod engine;
 pub mod merge;
 pub mod order;
+pub mod report;

@@ -1,0 +1,966 @@
+//! Reads page by page: entity listings (whole, modified-since, SOQL, sync-token feeds),
+//! tombstone listings and Salesforce deletion windows.
+//!
+//! Each reader computes everything that can fail for a page (request, answer, next
+//! position) before it changes any state, so an error leaves it where it was and the same
+//! page can be asked for again. Pagination follows the system file: offset/limit (stops on
+//! the total, or on a short page without one), page numbers (stops at the total page
+//! count), opaque cursors (stops when the cursor is null, empty or repeats) and next links
+//! (stops on a done flag, a missing link, an empty page, or a short page where the API
+//! sends a link even on the last page). Next links are resolved against the page's URL and
+//! refused, when followed, if they leave the allowed origins.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::connector::cursor::{Tracker, minus};
+use crate::connector::error::ConnectorError;
+use crate::connector::generic::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
+use crate::connector::http::{HttpCore, Request, join_path};
+use crate::connector::value::{self, JsonPath};
+use crate::connector::{BoxFuture, Cursor, Deletion, Malformed, Page, PageReader, Record};
+
+/// The largest SOQL `LIMIT` a sliced read grows to when one timestamp holds more records.
+const MAX_SOQL_LIMIT: u64 = 50_000;
+/// Salesforce keeps deletions this long; `getDeleted` refuses older starts.
+const SALESFORCE_DELETED_DAYS: i64 = 29;
+/// The longest window one `getDeleted` request may cover.
+const SALESFORCE_WINDOW_DAYS: i64 = 15;
+
+/// Where the next page of a listing is.
+#[derive(Debug, Clone, PartialEq)]
+enum Position {
+    First,
+    Offset(u64),
+    Page(u64),
+    Cursor(String),
+    Url(Url),
+    Done,
+}
+
+/// The request side of one paginated listing.
+#[derive(Debug)]
+struct Pager {
+    path: String,
+    query: Vec<(String, String)>,
+    position: Position,
+}
+
+impl Pager {
+    fn new(path: &str, query: Vec<(String, String)>) -> Pager {
+        Pager {
+            path: path.to_owned(),
+            query,
+            position: Position::First,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.position == Position::Done
+    }
+
+    /// The URL of the current page.
+    fn url(&self, api_base: &Url, paging: &Paging) -> Result<Url, String> {
+        if let Position::Url(url) = &self.position {
+            return Ok(url.clone());
+        }
+        let mut url = join_path(api_base, &self.path)?;
+        let mut params: Vec<(String, String)> = self.query.clone();
+        match (paging, &self.position) {
+            (
+                Paging::Offset {
+                    offset_param,
+                    limit_param,
+                    size,
+                    ..
+                },
+                position,
+            ) => {
+                let offset = match position {
+                    Position::Offset(offset) => *offset,
+                    _ => 0,
+                };
+                params.push((offset_param.clone(), offset.to_string()));
+                params.push((limit_param.clone(), size.to_string()));
+            }
+            (
+                Paging::Page {
+                    page_param,
+                    size_param,
+                    size,
+                    first_page,
+                    ..
+                },
+                position,
+            ) => {
+                let page = match position {
+                    Position::Page(page) => *page,
+                    _ => *first_page,
+                };
+                params.push((page_param.clone(), page.to_string()));
+                params.push((size_param.clone(), size.to_string()));
+            }
+            (
+                Paging::Cursor {
+                    cursor_param,
+                    size_param,
+                    size,
+                    ..
+                },
+                position,
+            ) => {
+                if let Some(size_param) = size_param {
+                    params.push((size_param.clone(), size.to_string()));
+                }
+                if let Position::Cursor(cursor) = position {
+                    params.push((cursor_param.clone(), cursor.clone()));
+                }
+            }
+            (
+                Paging::NextUrl {
+                    size_param: Some(size_param),
+                    size: Some(size),
+                    ..
+                },
+                _,
+            ) => params.push((size_param.clone(), size.to_string())),
+            _ => {}
+        }
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params);
+        }
+        Ok(url)
+    }
+
+    /// Where the page after this one is, from its answer and its number of items.
+    fn next(
+        &self,
+        paging: &Paging,
+        body: &Value,
+        count: usize,
+        answered: &Url,
+    ) -> Result<Position, String> {
+        let count = count as u64;
+        let number = |path: &JsonPath| {
+            path.first(body).and_then(|v| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+        };
+        Ok(match paging {
+            Paging::None => Position::Done,
+            Paging::Offset { size, total, .. } => {
+                let offset = match self.position {
+                    Position::Offset(offset) => offset,
+                    _ => 0,
+                };
+                let next = offset + count;
+                let finished = count == 0
+                    || match total.as_ref().and_then(number) {
+                        Some(total) => next >= total,
+                        None => count < *size,
+                    };
+                if finished {
+                    Position::Done
+                } else {
+                    Position::Offset(next)
+                }
+            }
+            Paging::Page {
+                size,
+                first_page,
+                total_pages,
+                ..
+            } => {
+                let page = match self.position {
+                    Position::Page(page) => page,
+                    _ => *first_page,
+                };
+                let finished = count == 0
+                    || match number(total_pages) {
+                        Some(total) => page + 1 - first_page >= total,
+                        None => count < *size,
+                    };
+                if finished {
+                    Position::Done
+                } else {
+                    Position::Page(page + 1)
+                }
+            }
+            Paging::Cursor { next_cursor, .. } => {
+                match next_cursor.first(body).and_then(value::id_string) {
+                    None => Position::Done,
+                    Some(cursor) if self.position == Position::Cursor(cursor.clone()) => {
+                        Position::Done
+                    }
+                    Some(cursor) => Position::Cursor(cursor),
+                }
+            }
+            Paging::NextUrl {
+                next,
+                done,
+                size,
+                stop_on_short_page,
+                ..
+            } => {
+                let flagged_done = done
+                    .as_ref()
+                    .and_then(|d| d.first(body))
+                    .is_some_and(|v| v.as_bool() == Some(true));
+                let short = *stop_on_short_page && size.is_some_and(|size| count < size);
+                let link = next
+                    .first(body)
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
+                match link {
+                    _ if flagged_done || short || count == 0 => Position::Done,
+                    None => Position::Done,
+                    Some(link) => {
+                        let url = answered
+                            .join(link)
+                            .map_err(|e| format!("the next link is not a URL: {e}"))?;
+                        if &url == answered {
+                            Position::Done
+                        } else {
+                            Position::Url(url)
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The items at `path` in a page: the elements of the array it selects, or every value
+/// it selects; `None` when it selects nothing.
+fn items(path: &JsonPath, body: &Value) -> Option<Vec<Value>> {
+    let selected = path.select(body);
+    match selected.as_slice() {
+        [] => None,
+        [Value::Array(items)] => Some(items.clone()),
+        [Value::Null] => Some(Vec::new()),
+        many => Some(many.iter().map(|v| (*v).clone()).collect()),
+    }
+}
+
+fn truthy(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        _ => false,
+    }
+}
+
+/// Fetches one page and returns its JSON body and the URL that answered.
+async fn fetch(
+    core: &HttpCore,
+    entity: &str,
+    pager: &Pager,
+    paging: &Paging,
+) -> Result<(Value, Url, Url), ConnectorError> {
+    let api_base = core.api_base().await?;
+    let url = pager
+        .url(&api_base, paging)
+        .map_err(|message| ConnectorError::Config {
+            system: core.system.clone(),
+            message: format!("entity `{entity}`: {message}"),
+        })?;
+    let request = Request::get(url.clone(), entity);
+    let reply = core.send(&request).await?;
+    if !reply.is_success() {
+        return Err(ConnectorError::Status {
+            context: core.context(&request.method, &reply.url, entity),
+            status: reply.status,
+            error: core.api_error(reply.status, reply.json.as_ref(), &reply.text),
+            retry_after: None,
+        });
+    }
+    match reply.json {
+        Some(body) => Ok((body, reply.url, url)),
+        None => Err(ConnectorError::Malformed {
+            context: core.context(&request.method, &reply.url, entity),
+            message: "the body is empty".to_owned(),
+            transient: true,
+        }),
+    }
+}
+
+fn shape_error(core: &HttpCore, entity: &str, url: &Url, message: String) -> ConnectorError {
+    ConnectorError::Malformed {
+        context: core.context(&reqwest::Method::GET, url, entity),
+        message,
+        transient: false,
+    }
+}
+
+fn since_param(since: DateTime<Utc>, inclusive: bool) -> String {
+    let since = if inclusive {
+        since
+    } else {
+        minus(since, chrono::Duration::milliseconds(1))
+    };
+    value::format_param_time(since)
+}
+
+/// What an entity listing reads.
+#[derive(Debug)]
+enum Source {
+    /// The list endpoint, whole or filtered by a modified-since parameter.
+    List,
+    /// A SOQL query; `sliced` when the template has `LIMIT {limit}`.
+    Soql { limit: u64, sliced: bool },
+    /// A sync-token change feed, with the newest token seen.
+    Feed { token: Option<String> },
+}
+
+/// Reads an entity's list endpoint, SOQL query or change feed.
+pub(crate) struct ListReader {
+    core: Arc<HttpCore>,
+    entity: Arc<EntityRt>,
+    source: Source,
+    pager: Pager,
+    tracker: Option<Tracker>,
+    start: Cursor,
+    finished: bool,
+}
+
+impl ListReader {
+    /// Lists the entity whole.
+    pub fn full(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
+        let query = list_query(&entity);
+        ListReader {
+            pager: Pager::new(&entity.spec.list.path, query),
+            core,
+            entity,
+            source: Source::List,
+            tracker: None,
+            start: Cursor::beginning(),
+            finished: false,
+        }
+    }
+
+    /// Reads what changed since `cursor`, per the entity's incremental read.
+    pub fn changes(
+        core: Arc<HttpCore>,
+        entity: Arc<EntityRt>,
+        cursor: Option<&Cursor>,
+    ) -> ListReader {
+        match &entity.incremental {
+            None => ListReader::full(core, entity),
+            Some(IncrementalRt::ModifiedSince { param, inclusive }) => {
+                let tracker = Tracker::new(cursor, entity.lookback);
+                let mut query = list_query(&entity);
+                if let Some(since) = tracker.since() {
+                    query.push((param.clone(), since_param(since, *inclusive)));
+                }
+                ListReader {
+                    pager: Pager::new(&entity.spec.list.path, query),
+                    core,
+                    source: Source::List,
+                    tracker: Some(tracker),
+                    start: cursor.cloned().unwrap_or_else(Cursor::beginning),
+                    finished: false,
+                    entity,
+                }
+            }
+            Some(IncrementalRt::Soql {
+                path,
+                query,
+                initial_query,
+            }) => {
+                let tracker = Tracker::new(cursor, entity.lookback);
+                let limit = entity.paging.size().unwrap_or(2000);
+                let text = match tracker.since() {
+                    Some(since) => soql(&entity, query, since, limit),
+                    None => soql(&entity, initial_query, DateTime::<Utc>::MIN_UTC, limit),
+                };
+                let sliced = query.contains("{limit}") || initial_query.contains("{limit}");
+                ListReader {
+                    pager: Pager::new(path, vec![("q".to_owned(), text)]),
+                    core,
+                    source: Source::Soql { limit, sliced },
+                    tracker: Some(tracker),
+                    start: cursor.cloned().unwrap_or_else(Cursor::beginning),
+                    finished: false,
+                    entity,
+                }
+            }
+            Some(IncrementalRt::SyncToken { path, param, .. }) => {
+                let start = cursor
+                    .filter(|c| c.token().is_some())
+                    .cloned()
+                    .unwrap_or_else(Cursor::beginning);
+                let mut query = Vec::new();
+                if let Some(token) = start.token() {
+                    query.push((param.clone(), token.to_owned()));
+                }
+                ListReader {
+                    pager: Pager::new(path, query),
+                    core,
+                    source: Source::Feed { token: None },
+                    tracker: None,
+                    start,
+                    finished: false,
+                    entity,
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self) -> Result<Option<Page>, ConnectorError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let entity = self.entity.clone();
+        let (body, answered, asked) =
+            fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
+        let item_path = match (&self.source, &entity.incremental) {
+            (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
+            _ => &entity.records,
+        };
+        let Some(items) = items(item_path, &body) else {
+            return Err(shape_error(
+                &self.core,
+                &entity.name,
+                &asked,
+                format!("the page has nothing at `{}`", item_path.as_str()),
+            ));
+        };
+        let count = items.len();
+        let next = self
+            .pager
+            .next(&entity.paging, &body, count, &answered)
+            .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+
+        // Nothing below can fail: the page is taken.
+        let mut page = Page {
+            records: Vec::new(),
+            deleted: Vec::new(),
+            malformed: Vec::new(),
+            cursor: Cursor::beginning(),
+            last: false,
+        };
+        let mut admitted = 0usize;
+        for item in items {
+            let (data, deleted_status) = match &entity.incremental {
+                Some(IncrementalRt::SyncToken {
+                    record,
+                    status,
+                    deleted_status,
+                    ..
+                }) if matches!(self.source, Source::Feed { .. }) => {
+                    let is_deleted = status
+                        .first(&item)
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(deleted_status));
+                    match record.first(&item) {
+                        Some(data) => (data.clone(), is_deleted),
+                        None => {
+                            page.malformed.push(Malformed {
+                                reason: format!("no record at `{}`", record.as_str()),
+                                data: item,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                _ => (item, false),
+            };
+            let record = match entity.to_record(data) {
+                Ok(record) => record,
+                Err((data, reason)) => {
+                    page.malformed.push(Malformed { data, reason });
+                    continue;
+                }
+            };
+            if let Some(tracker) = &mut self.tracker
+                && !tracker.admit(&record.id, record.modified)
+            {
+                continue;
+            }
+            admitted += 1;
+            push_record(&entity, &mut page, record, deleted_status);
+        }
+        if let (Source::Feed { token }, Some(IncrementalRt::SyncToken { token: path, .. })) =
+            (&mut self.source, &entity.incremental)
+            && let Some(found) = path.first(&body).and_then(value::id_string)
+        {
+            *token = Some(found);
+        }
+        self.pager.position = next;
+        if self.pager.done() {
+            self.slice_again(count, admitted);
+        }
+        let last = self.pager.done();
+        page.last = last;
+        page.cursor = match (&self.tracker, &self.source) {
+            (Some(tracker), _) => tracker.checkpoint(last),
+            (None, Source::Feed { token: Some(token) }) if last => {
+                Cursor::sync_token(token.clone())
+            }
+            (None, Source::Feed { .. }) => self.start.clone(),
+            (None, _) => Cursor::beginning(),
+        };
+        self.finished = last;
+        Ok(Some(page))
+    }
+
+    /// A sliced SOQL read whose slice was full runs the query again from the newest
+    /// modified time read, with a larger limit when the slice brought nothing new.
+    fn slice_again(&mut self, count: usize, admitted: usize) {
+        let Source::Soql {
+            limit,
+            sliced: true,
+        } = &mut self.source
+        else {
+            return;
+        };
+        if (count as u64) < *limit {
+            return;
+        }
+        let Some(IncrementalRt::Soql { query, .. }) = &self.entity.incremental else {
+            return;
+        };
+        let Some(newest) = self.tracker.as_ref().and_then(Tracker::max_seen) else {
+            return;
+        };
+        if admitted == 0 {
+            if *limit >= MAX_SOQL_LIMIT {
+                tracing::warn!(system = %self.core.system, entity = %self.entity.name,
+                    "more records share one modified time than a SOQL query may return; \
+                     the rest comes in a later run");
+                return;
+            }
+            *limit = (*limit * 2).min(MAX_SOQL_LIMIT);
+        }
+        let since = minus(newest, chrono::Duration::seconds(1));
+        let text = soql(&self.entity, query, since, *limit);
+        self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
+    }
+}
+
+/// Files a record as changed or deleted (soft-delete flag or feed status).
+fn push_record(entity: &EntityRt, page: &mut Page, record: Record, deleted_status: bool) {
+    let soft_deleted = match &entity.deletes {
+        Deletes::SoftDelete { flag, .. } => truthy(flag.first(&record.data)),
+        _ => false,
+    };
+    if soft_deleted || deleted_status {
+        page.deleted.push(Deletion {
+            deleted_at: if soft_deleted { record.modified } else { None },
+            id: record.id,
+        });
+    } else {
+        page.records.push(record);
+    }
+}
+
+/// The fixed query of the list endpoint, with the soft-delete parameter.
+fn list_query(entity: &EntityRt) -> Vec<(String, String)> {
+    let mut query: Vec<(String, String)> = entity
+        .spec
+        .list
+        .query
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Deletes::SoftDelete { include_param, .. } = &entity.deletes {
+        query.push((include_param.clone(), "true".to_owned()));
+    }
+    query
+}
+
+/// Fills a SOQL template: `{fields}`, `{since}` (an unquoted datetime literal) and `{limit}`.
+fn soql(entity: &EntityRt, template: &str, since: DateTime<Utc>, limit: u64) -> String {
+    let fields: Vec<&str> = entity.spec.fields.keys().map(String::as_str).collect();
+    template
+        .replace("{fields}", &fields.join(", "))
+        .replace("{since}", &value::format_soql_time(since))
+        .replace("{limit}", &limit.to_string())
+}
+
+impl PageReader for ListReader {
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Page>, ConnectorError>> {
+        Box::pin(self.read())
+    }
+}
+
+/// Reads a tombstone endpoint (Customerp `/deleted`) from a watermark on deletion times.
+pub(crate) struct TombstoneReader {
+    core: Arc<HttpCore>,
+    entity: Arc<EntityRt>,
+    pager: Pager,
+    tracker: Tracker,
+    finished: bool,
+}
+
+impl TombstoneReader {
+    pub fn new(core: Arc<HttpCore>, entity: Arc<EntityRt>, cursor: Option<&Cursor>) -> Self {
+        let tracker = Tracker::new(cursor, entity.lookback);
+        let (path, mut query) = match &entity.deletes {
+            Deletes::Tombstones(tombstones) => (tombstones.path.clone(), tombstones.query.clone()),
+            _ => (String::new(), Vec::new()),
+        };
+        if let (Deletes::Tombstones(tombstones), Some(since)) = (&entity.deletes, tracker.since()) {
+            query.push((tombstones.since_param.clone(), since_param_value(since)));
+        }
+        TombstoneReader {
+            pager: Pager::new(&path, query),
+            core,
+            entity,
+            tracker,
+            finished: false,
+        }
+    }
+
+    async fn read(&mut self) -> Result<Option<Page>, ConnectorError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let entity = self.entity.clone();
+        let Deletes::Tombstones(tombstones) = &entity.deletes else {
+            return Ok(None);
+        };
+        let Tombstones {
+            records,
+            id,
+            deleted_at,
+            paging,
+            ..
+        } = tombstones.as_ref();
+        let (body, answered, asked) = fetch(&self.core, &entity.name, &self.pager, paging).await?;
+        let Some(items) = items(records, &body) else {
+            return Err(shape_error(
+                &self.core,
+                &entity.name,
+                &asked,
+                format!("the page has nothing at `{}`", records.as_str()),
+            ));
+        };
+        let next = self
+            .pager
+            .next(paging, &body, items.len(), &answered)
+            .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+        let mut page = Page {
+            records: Vec::new(),
+            deleted: Vec::new(),
+            malformed: Vec::new(),
+            cursor: Cursor::beginning(),
+            last: false,
+        };
+        for item in items {
+            let Some(deleted_id) = id.first(&item).and_then(value::id_string) else {
+                page.malformed.push(Malformed {
+                    reason: format!("no id at `{}`", id.as_str()),
+                    data: item,
+                });
+                continue;
+            };
+            let at = deleted_at.first(&item).and_then(value::parse_time);
+            if self.tracker.admit(&deleted_id, at) {
+                page.deleted.push(Deletion {
+                    id: deleted_id,
+                    deleted_at: at,
+                });
+            }
+        }
+        self.pager.position = next;
+        page.last = self.pager.done();
+        page.cursor = self.tracker.checkpoint(page.last);
+        self.finished = page.last;
+        Ok(Some(page))
+    }
+}
+
+/// Tombstone filters are taken as inclusive and asked one millisecond early, which costs
+/// nothing since repeats are dropped.
+fn since_param_value(since: DateTime<Utc>) -> String {
+    since_param(since, false)
+}
+
+impl PageReader for TombstoneReader {
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Page>, ConnectorError>> {
+        Box::pin(self.read())
+    }
+}
+
+/// Reads Salesforce `getDeleted` in windows of at most 15 days up to now, each window one
+/// page; the watermark is the API's `latestDateCovered`.
+pub(crate) struct DeletedWindowReader {
+    core: Arc<HttpCore>,
+    entity: Arc<EntityRt>,
+    tracker: Tracker,
+    next_start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    finished: bool,
+}
+
+impl DeletedWindowReader {
+    pub fn new(core: Arc<HttpCore>, entity: Arc<EntityRt>, cursor: Option<&Cursor>) -> Self {
+        let tracker = Tracker::new(cursor, entity.lookback);
+        let end = Utc::now();
+        let oldest = end - chrono::Duration::days(SALESFORCE_DELETED_DAYS);
+        let mut start = tracker
+            .since()
+            .unwrap_or_else(|| end - chrono::Duration::days(SALESFORCE_WINDOW_DAYS));
+        if start < oldest {
+            tracing::warn!(system = %core.system, entity = %entity.name,
+                "the deletion cursor is older than Salesforce keeps deletions; \
+                 deletions before {oldest} are only found by a full listing");
+            start = oldest;
+        }
+        let start = start.min(end - chrono::Duration::minutes(1));
+        DeletedWindowReader {
+            core,
+            entity,
+            tracker,
+            next_start: start,
+            end,
+            finished: false,
+        }
+    }
+
+    async fn read(&mut self) -> Result<Option<Page>, ConnectorError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let Deletes::GetDeleted { path } = &self.entity.deletes else {
+            return Ok(None);
+        };
+        let window_end =
+            (self.next_start + chrono::Duration::days(SALESFORCE_WINDOW_DAYS)).min(self.end);
+        let format = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+        let pager = Pager::new(
+            path,
+            vec![
+                ("start".to_owned(), format(self.next_start)),
+                ("end".to_owned(), format(window_end)),
+            ],
+        );
+        let (body, _, asked) = fetch(&self.core, &self.entity.name, &pager, &Paging::None).await?;
+        let Some(Value::Array(deleted)) = body.get("deletedRecords") else {
+            return Err(shape_error(
+                &self.core,
+                &self.entity.name,
+                &asked,
+                "the answer has no `deletedRecords` array".to_owned(),
+            ));
+        };
+        let mut page = Page {
+            records: Vec::new(),
+            deleted: Vec::new(),
+            malformed: Vec::new(),
+            cursor: Cursor::beginning(),
+            last: false,
+        };
+        for item in deleted {
+            let Some(id) = item.get("id").and_then(value::id_string) else {
+                page.malformed.push(Malformed {
+                    data: item.clone(),
+                    reason: "no id".to_owned(),
+                });
+                continue;
+            };
+            let at = item.get("deletedDate").and_then(value::parse_time);
+            if self.tracker.admit(&id, at) {
+                page.deleted.push(Deletion { id, deleted_at: at });
+            }
+        }
+        if let Some(covered) = body.get("latestDateCovered").and_then(value::parse_time) {
+            self.tracker.cover(covered);
+        }
+        self.next_start = window_end;
+        page.last = window_end >= self.end;
+        page.cursor = self.tracker.checkpoint(page.last);
+        self.finished = page.last;
+        Ok(Some(page))
+    }
+}
+
+impl PageReader for DeletedWindowReader {
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Page>, ConnectorError>> {
+        Box::pin(self.read())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn offset_pages_stop_on_total_or_short_page() {
+        let with_total = Paging::Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            size: 2,
+            total: Some(JsonPath::compile("$.total").unwrap()),
+        };
+        let mut pager = Pager::new("/customers", vec![("modified_since".into(), "x".into())]);
+        let base = url("http://127.0.0.1:1/api");
+        assert_eq!(
+            pager.url(&base, &with_total).unwrap().as_str(),
+            "http://127.0.0.1:1/api/customers?modified_since=x&offset=0&limit=2"
+        );
+        let answered = url("http://127.0.0.1:1/api/customers");
+        let next = pager
+            .next(&with_total, &json!({"total": 3}), 2, &answered)
+            .unwrap();
+        assert_eq!(next, Position::Offset(2));
+        pager.position = next;
+        assert_eq!(
+            pager
+                .next(&with_total, &json!({"total": 3}), 1, &answered)
+                .unwrap(),
+            Position::Done
+        );
+        let without_total = Paging::Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            size: 2,
+            total: None,
+        };
+        assert_eq!(
+            pager
+                .next(&without_total, &json!({}), 2, &answered)
+                .unwrap(),
+            Position::Offset(4)
+        );
+        assert_eq!(
+            pager
+                .next(&without_total, &json!({}), 1, &answered)
+                .unwrap(),
+            Position::Done
+        );
+    }
+
+    #[test]
+    fn next_links_resolve_and_stop() {
+        let paging = Paging::NextUrl {
+            next: JsonPath::compile("$.nextRecordsUrl").unwrap(),
+            done: Some(JsonPath::compile("$.done").unwrap()),
+            size_param: None,
+            size: None,
+            stop_on_short_page: false,
+        };
+        let pager = Pager::new("/query", Vec::new());
+        let answered = url("https://na1.example.test/services/data/v60.0/query?q=x");
+        assert_eq!(
+            pager
+                .next(
+                    &paging,
+                    &json!({"done": false, "nextRecordsUrl": "/services/data/v60.0/query/01g-500"}),
+                    5,
+                    &answered
+                )
+                .unwrap(),
+            Position::Url(url(
+                "https://na1.example.test/services/data/v60.0/query/01g-500"
+            ))
+        );
+        assert_eq!(
+            pager
+                .next(
+                    &paging,
+                    &json!({"done": true, "nextRecordsUrl": "/x"}),
+                    5,
+                    &answered
+                )
+                .unwrap(),
+            Position::Done
+        );
+        let keap = Paging::NextUrl {
+            next: JsonPath::compile("$.next").unwrap(),
+            done: None,
+            size_param: Some("limit".into()),
+            size: Some(3),
+            stop_on_short_page: true,
+        };
+        assert_eq!(
+            pager
+                .next(
+                    &keap,
+                    &json!({"next": "https://h/v1/contacts?offset=3"}),
+                    2,
+                    &answered
+                )
+                .unwrap(),
+            Position::Done
+        );
+    }
+
+    #[test]
+    fn cursors_stop_when_null_or_repeated() {
+        let paging = Paging::Cursor {
+            cursor_param: "cursor".into(),
+            size_param: Some("page_size".into()),
+            size: 2,
+            next_cursor: JsonPath::compile("$.next_cursor").unwrap(),
+        };
+        let mut pager = Pager::new("/customers", Vec::new());
+        let answered = url("http://h/shop/api/customers");
+        assert_eq!(
+            pager
+                .next(&paging, &json!({"next_cursor": "c2"}), 2, &answered)
+                .unwrap(),
+            Position::Cursor("c2".into())
+        );
+        pager.position = Position::Cursor("c2".into());
+        assert_eq!(
+            pager
+                .url(&url("http://h/shop/api"), &paging)
+                .unwrap()
+                .as_str(),
+            "http://h/shop/api/customers?page_size=2&cursor=c2"
+        );
+        assert_eq!(
+            pager
+                .next(&paging, &json!({"next_cursor": "c2"}), 2, &answered)
+                .unwrap(),
+            Position::Done
+        );
+        assert_eq!(
+            pager
+                .next(&paging, &json!({"next_cursor": null}), 2, &answered)
+                .unwrap(),
+            Position::Done
+        );
+    }
+
+    #[test]
+    fn pages_stop_at_total_pages() {
+        let paging = Paging::Page {
+            page_param: "page".into(),
+            size_param: "per_page".into(),
+            size: 2,
+            first_page: 1,
+            total_pages: JsonPath::compile("$.total_pages").unwrap(),
+        };
+        let mut pager = Pager::new("/customers", Vec::new());
+        let answered = url("http://h/crm/api/customers");
+        assert_eq!(
+            pager
+                .next(&paging, &json!({"total_pages": 2}), 2, &answered)
+                .unwrap(),
+            Position::Page(2)
+        );
+        pager.position = Position::Page(2);
+        assert_eq!(
+            pager
+                .next(&paging, &json!({"total_pages": 2}), 2, &answered)
+                .unwrap(),
+            Position::Done
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The connector module owns every conversation with an external system: the [`Connector`]
+//! trait the sync engine talks to, and [`HttpConnector`], the one generic implementation
+//! driven entirely by a system file (`flows/systems/<system>.yaml`), so that a new REST
+//! system needs a YAML file, not code. Connectors written in Rust implement the same trait
+//! and go into the same [`Connectors`] registry.
+//!
+//! The engine knows systems only through this trait; the connector knows nothing of flows,
+//! mappings, links or the store. Records travel as `serde_json::Value` with their id (as a
+//! string) and modified time extracted by the system file's JSONPaths.
+//!
+//! # Reading changes and cursors
+//!
+//! [`Connector::changes`] reads an entity page by page from a [`Cursor`]. Every [`Page`]
+//! carries the cursor that is safe to store once each record of that page (and of the
+//! pages before it) is done or parked; after a crash, reading again from the last stored
+//! cursor hands out everything not yet done. An error from [`PageReader::next_page`] leaves
+//! the reader where it was, so calling it again retries the same page and nothing is lost.
+//!
+//! What a cursor means depends on the entity's incremental read:
+//!
+//! - **Modified-since parameter and SOQL**: a watermark `W` (every version modified before
+//!   `W` was handed out) and the versions `(id, modified)` handed out at or after
+//!   `W - lookback`. The next read asks for records modified since `W - lookback`
+//!   (`lookback_seconds` in the system file; one millisecond earlier still when the API's
+//!   filter is strict) and drops the versions it already handed out. So records that share
+//!   a timestamp across a page or run boundary, records stamped by a clock running behind,
+//!   or committed late, by up to the lookback, and the difference between inclusive and
+//!   strict filters lose nothing and hand out nothing twice. A newer version of the same
+//!   record (a later modified time) is a new change and is handed out again. Within a read
+//!   the watermark moves page by page while records come oldest change first (the APIs'
+//!   documented order; the SOQL template's `ORDER BY`); if they do not, it stays where the
+//!   read started until the last page. A modified time more than a day in the future never
+//!   moves the watermark. A SOQL template with `LIMIT {limit}` is read in slices: when a
+//!   slice is full, the query runs again from the newest modified time read (one second
+//!   earlier, de-duplicated), with a doubled limit if a slice brought nothing new.
+//! - **Sync token** (Keap's product feed): the token of the last completed read. Pages
+//!   before the last carry the cursor the read started from, since a feed cannot be
+//!   resumed half-way; a crash mid-feed reads the feed again (at least once).
+//! - **No incremental read**: the beginning; every read lists the entity whole and the
+//!   engine finds changes by comparing content.
+//!
+//! Deletions are found per the system file: inside the change pages ([`Page::deleted`]:
+//! soft-delete flags, change-feed statuses), through [`Connector::deletions`] (tombstones,
+//! Salesforce `getDeleted`, with watermark cursors of their own), or by comparing a
+//! [`Connector::list_all`] listing with the links ([`DeletionDiscovery`]).
+//!
+//! Within one read the connector follows the API's own pagination with a fixed `since`. An
+//! offset-paginated listing whose records change while it is being read can shift records
+//! across a page boundary; the next read's lookback catches only those modified within it.
+//!
+//! # Writes
+//!
+//! PATCH sends the changed fields; PUT replaces the record, so the connector reads it,
+//! merges the changes, drops read-only fields and writes the whole record. A create that
+//! answers only an id is read back when the entity has a `get` endpoint. Batches go through
+//! the system's batch endpoint (Salesforce sObject Collections) in chunks of its size, and
+//! answer one result per record, in order; without a batch endpoint they are sent one by
+//! one. A failure is a [`ConnectorError`] that says whether it is retryable, whether a
+//! write may have been applied anyway, and what the API said (status, code, message,
+//! field), so the engine can park a refused record with a clear reason.
+//!
+//! # Politeness and secrets
+//!
+//! Every request of a system goes through one place (`http.rs`): one rate limiter per
+//! system shared by every flow, `Retry-After` and throttle headers honoured, bounded
+//! retries with backoff and jitter, timeouts, a body size limit, logging without secrets,
+//! and credentials sent only to the base URL's origin, the token endpoint and Salesforce's
+//! instance URL.
+
+mod cursor;
+mod error;
+mod generic;
+mod http;
+mod listing;
+mod registry;
+mod value;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use cursor::{Cursor, InvalidCursor, MAX_SEEN};
+pub use error::{ApiError, ConnectorError, RequestContext};
+pub use generic::HttpConnector;
+pub use registry::{Connectors, ConnectorsError};
+
+/// A boxed future, so the traits stay usable as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One record of an entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The id, as a string (`"42"`, `"003RO0000035WQgYAM"`).
+    pub id: String,
+    /// The last-modified time, when the entity has one and the record carries it.
+    pub modified: Option<DateTime<Utc>>,
+    /// The record as the API returned it.
+    pub data: Value,
+}
+
+/// A record that was deleted in the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub id: String,
+    /// When it was deleted, when the API says.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A listed item that cannot be used as a record (no id where the system file says).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub data: Value,
+    pub reason: String,
+}
+
+/// One page of a read.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Changed (or, for full listings, all) records, in the API's order.
+    pub records: Vec<Record>,
+    /// Records found deleted.
+    pub deleted: Vec<Deletion>,
+    /// Items without an id, to be reported.
+    pub malformed: Vec<Malformed>,
+    /// Safe to store once everything in this page and the pages before it is done or
+    /// parked.
+    pub cursor: Cursor,
+    /// Whether this is the last page of the read; a full listing is complete only when
+    /// its last page was read.
+    pub last: bool,
+}
+
+/// What a write returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// The record's id (new for a create).
+    pub id: String,
+    /// The stored record, when the API answered it (or it was read back).
+    pub record: Option<Record>,
+}
+
+/// What a delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The record was deleted now.
+    Deleted,
+    /// The record was already gone (404).
+    AlreadyGone,
+}
+
+/// How deletions of an entity are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionDiscovery {
+    /// They cannot be seen.
+    None,
+    /// They arrive in the change pages ([`Page::deleted`]).
+    InChanges,
+    /// [`Connector::deletions`] reads them from a cursor.
+    Feed,
+    /// Only by listing everything ([`Connector::list_all`]) and looking for linked ids
+    /// that are gone.
+    FullListing,
+}
+
+/// What a connector can do with an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntityInfo {
+    /// Whether [`Connector::changes`] reads only what changed since its cursor; if not,
+    /// every read lists the entity whole.
+    pub incremental: bool,
+    /// Whether records carry a modified time.
+    pub modified_times: bool,
+    pub deletions: DeletionDiscovery,
+    pub can_get: bool,
+    pub can_create: bool,
+    pub can_update: bool,
+    pub can_delete: bool,
+    /// Records per batch request, when the system has a batch endpoint.
+    pub batch_size: Option<usize>,
+}
+
+/// Counters of one system, for the run summary and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectorStats {
+    /// Requests sent (every attempt, token requests included).
+    pub requests: u64,
+    /// Attempts that failed: status 400 or above, timeouts, broken connections, bad bodies.
+    pub errors: u64,
+    /// Attempts that were retries (including the one after a 401 token refresh).
+    pub retries: u64,
+    /// Times a request waited for the rate limit, a `Retry-After` or low throttle headers.
+    pub rate_limit_waits: u64,
+    /// Milliseconds spent in those waits.
+    pub rate_limit_wait_ms: u64,
+    /// Access tokens fetched.
+    pub token_fetches: u64,
+}
+
+/// A read in progress: pages are pulled one at a time.
+pub trait PageReader: Send {
+    /// The next page, or `None` after the last one. An error leaves the reader where it
+    /// was: calling again retries the same page.
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Page>, ConnectorError>>;
+}
+
+/// A system, as the sync engine sees it. Used as `Arc<dyn Connector>`, shared by every flow
+/// that uses the system.
+pub trait Connector: Send + Sync {
+    /// The system's name (`keap`).
+    fn system(&self) -> &str;
+
+    /// What the connector can do with an entity; `None` for an unknown entity.
+    fn entity(&self, entity: &str) -> Option<EntityInfo>;
+
+    /// Reads the records changed since `cursor` (`None`: from the beginning).
+    fn changes(
+        &self,
+        entity: &str,
+        cursor: Option<&Cursor>,
+    ) -> Result<Box<dyn PageReader>, ConnectorError>;
+
+    /// Lists every record of the entity, ignoring any incremental read.
+    fn list_all(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError>;
+
+    /// Reads the deletions since `cursor`, for entities whose deletions are a
+    /// [`DeletionDiscovery::Feed`].
+    fn deletions(
+        &self,
+        entity: &str,
+        cursor: Option<&Cursor>,
+    ) -> Result<Box<dyn PageReader>, ConnectorError>;
+
+    /// Reads one record; `None` when it does not exist.
+    fn get<'a>(
+        &'a self,
+        entity: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Record>, ConnectorError>>;
+
+    /// Creates a record.
+    fn create<'a>(
+        &'a self,
+        entity: &'a str,
+        fields: Value,
+    ) -> BoxFuture<'a, Result<Written, ConnectorError>>;
+
+    /// Changes fields of a record; `changes` holds only what changed.
+    fn update<'a>(
+        &'a self,
+        entity: &'a str,
+        id: &'a str,
+        changes: Value,
+    ) -> BoxFuture<'a, Result<Written, ConnectorError>>;
+
+    /// Deletes a record.
+    fn delete<'a>(
+        &'a self,
+        entity: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Deleted, ConnectorError>>;
+
+    /// Creates several records; one result per record, in order. The default sends them
+    /// one by one.
+    fn create_many<'a>(
+        &'a self,
+        entity: &'a str,
+        records: Vec<Value>,
+    ) -> BoxFuture<'a, Vec<Result<Written, ConnectorError>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(records.len());
+            for fields in records {
+                results.push(self.create(entity, fields).await);
+            }
+            results
+        })
+    }
+
+    /// Updates several records (`(id, changes)`); one result per record, in order. The
+    /// default sends them one by one.
+    fn update_many<'a>(
+        &'a self,
+        entity: &'a str,
+        updates: Vec<(String, Value)>,
+    ) -> BoxFuture<'a, Vec<Result<Written, ConnectorError>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(updates.len());
+            for (id, changes) in updates {
+                results.push(self.update(entity, &id, changes).await);
+            }
+            results
+        })
+    }
+
+    /// The counters so far.
+    fn stats(&self) -> ConnectorStats;
+}

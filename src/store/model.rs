@@ -1,0 +1,451 @@
+//! The records the state store keeps, as the engine sees them: links, pair states, cursors,
+//! create intents, parked records, conflicts, runs and leases.
+//!
+//! These types know nothing about SQL; `ops` turns them into rows and back.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use crate::spec::flow::Side;
+
+/// How many characters of an offending value a parked record keeps.
+pub const PARKED_VALUE_MAX_CHARS: usize = 300;
+
+/// A new time-ordered id: 26 characters of Crockford base32, the first ten of which encode
+/// the milliseconds since the Unix epoch (so ids sort by creation time), the rest 80 random
+/// bits.
+pub(crate) fn new_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = u128::try_from(Utc::now().timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
+    let random = (u128::from(fastrand::u64(..)) << 16) | u128::from(fastrand::u16(..));
+    let mut bits = (millis << 80) | random;
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(bits & 31) as usize];
+        bits >>= 5;
+    }
+    out.iter().map(|&byte| char::from(byte)).collect()
+}
+
+macro_rules! string_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id read back from the store or from the engine's own records.
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_owned())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// The id that records of every system share when they are the same real-world thing
+    /// (of one identity type). Created by [`crate::store::Store::new_global_id`].
+    GlobalId
+);
+string_id!(
+    /// The id of a recorded create intent.
+    IntentId
+);
+string_id!(
+    /// The id of a run.
+    RunId
+);
+string_id!(
+    /// The id of a recorded conflict.
+    ConflictId
+);
+
+/// A record of one system: system name, entity name and the record's id there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RecordKey {
+    pub system: String,
+    pub entity: String,
+    pub id: String,
+}
+
+impl RecordKey {
+    pub fn new(
+        system: impl Into<String>,
+        entity: impl Into<String>,
+        id: impl Into<String>,
+    ) -> Self {
+        RecordKey {
+            system: system.into(),
+            entity: entity.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.system, self.entity, self.id)
+    }
+}
+
+/// How a link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkOrigin {
+    /// An existing counterpart was found by the mapping's match keys.
+    MatchKey,
+    /// The engine created the counterpart.
+    Create,
+    /// A user linked the records by hand.
+    Manual,
+}
+
+/// A record attached to a global id of an identity type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Link {
+    pub identity: String,
+    pub global_id: GlobalId,
+    pub record: RecordKey,
+    pub origin: LinkOrigin,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a link was refused: it would give a record a second global id of one identity type,
+/// or a global id a second record in one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LinkConflict {
+    /// The record is already linked to another global id of this identity type.
+    #[error("record {record} is already linked to {identity} {existing}")]
+    RecordLinked {
+        identity: String,
+        record: RecordKey,
+        existing: GlobalId,
+    },
+    /// The global id already has another record in this system's entity.
+    #[error("{identity} {global_id} is already linked to record {existing}")]
+    GlobalIdTaken {
+        identity: String,
+        global_id: GlobalId,
+        existing: RecordKey,
+    },
+}
+
+/// What the engine last saw of one side of a linked pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SideSeen {
+    /// The hash of the side's mapped content when it was last read or written.
+    pub hash: Option<String>,
+    /// The side's own modification time then, when its API has one.
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+/// The state of one linked pair in one mapping: the base of its next three-way merge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairState {
+    pub mapping: String,
+    pub global_id: GlobalId,
+    pub source_id: String,
+    pub target_id: String,
+    /// The canonical mapped fields as last synced.
+    pub base: Value,
+    pub base_hash: String,
+    pub source: SideSeen,
+    pub target: SideSeen,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Where a cursor belongs: one side of one mapping, reading one system's entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CursorKey {
+    pub mapping: String,
+    pub side: Side,
+    pub system: String,
+    pub entity: String,
+}
+
+/// A stored cursor: the connector's serialised position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cursor {
+    pub key: CursorKey,
+    pub position: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A create the engine is about to send, recorded first so that a crash cannot duplicate it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewIntent {
+    pub mapping: String,
+    /// The side the record is created on.
+    pub side: Side,
+    /// The id of the record being copied, on the other side.
+    pub source_record_id: String,
+    pub global_id: GlobalId,
+    /// The match key values the created record will carry, to find it after a crash.
+    pub match_values: Value,
+    pub payload_hash: String,
+}
+
+/// Where a create intent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntentState {
+    /// Recorded; the create may or may not have reached the system.
+    Pending,
+    /// The record was created (or found) and linked.
+    Done,
+    /// The create did not happen and will not be retried under this intent.
+    Abandoned,
+}
+
+/// A recorded create intent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreateIntent {
+    pub id: IntentId,
+    pub mapping: String,
+    pub side: Side,
+    pub source_record_id: String,
+    pub global_id: GlobalId,
+    pub match_values: Value,
+    pub payload_hash: String,
+    pub state: IntentState,
+    /// The id of the created record, once done.
+    pub created_record_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Why a record is parked; the store adds the attempt count and times.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Park {
+    pub mapping: String,
+    /// The side the record was read from.
+    pub side: Side,
+    pub record_id: String,
+    pub reason: String,
+    /// The rule or field at fault, when there is one.
+    pub field: Option<String>,
+    /// The offending value; the store keeps its first [`PARKED_VALUE_MAX_CHARS`] characters.
+    pub value: Option<String>,
+}
+
+/// A parked record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkedRecord {
+    pub mapping: String,
+    pub side: Side,
+    pub record_id: String,
+    pub reason: String,
+    pub field: Option<String>,
+    pub value: Option<String>,
+    /// How many times the record was parked (1 after the first time).
+    pub attempts: u32,
+    pub first_parked_at: DateTime<Utc>,
+    pub last_tried_at: DateTime<Utc>,
+}
+
+/// A field changed on both sides to different values, and how it was decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewConflict {
+    pub run_id: RunId,
+    pub mapping: String,
+    pub global_id: GlobalId,
+    pub field: String,
+    pub source_value: Value,
+    pub target_value: Value,
+    /// The last synced value, when the pair had one.
+    pub base_value: Option<Value>,
+    /// What decided (`newest-wins`, `source-wins`, `tie-breaker`, ...).
+    pub resolution: String,
+    pub winner: Side,
+}
+
+/// A recorded conflict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub id: ConflictId,
+    pub run_id: RunId,
+    pub mapping: String,
+    pub global_id: GlobalId,
+    pub field: String,
+    pub source_value: Value,
+    pub target_value: Value,
+    pub base_value: Option<Value>,
+    pub resolution: String,
+    pub winner: Side,
+    pub at: DateTime<Utc>,
+}
+
+/// What a run covers and who runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewRun {
+    pub flows: Vec<String>,
+    pub mappings: Vec<String>,
+    /// The worker running it (`tether serve`), if any.
+    pub worker: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    /// Every selected mapping ran; parked records do not make a run fail.
+    Ok,
+    /// The run stopped on an error.
+    Failed,
+    /// A circuit breaker stopped the run (too many failures in a row).
+    CircuitBreaker,
+    /// A user or a shutdown stopped the run.
+    Cancelled,
+}
+
+/// A run, finished or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub flows: Vec<String>,
+    pub mappings: Vec<String>,
+    pub worker: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `None` while the run is going on (or when it died without finishing).
+    pub outcome: Option<RunOutcome>,
+    pub summary: Option<Value>,
+}
+
+/// A mapping held by one worker until a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub mapping: String,
+    pub worker: String,
+    /// When this worker took the lease (renewals keep it).
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What `tether status` shows for one mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MappingStatus {
+    pub mapping: String,
+    /// Linked pairs with a base snapshot.
+    pub pairs: u64,
+    pub parked: u64,
+    pub open_intents: u64,
+    pub last_run: Option<Run>,
+    pub cursors: Vec<Cursor>,
+}
+
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        impl $name {
+            /// The name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+
+            pub(crate) fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+text_enum!(LinkOrigin { MatchKey = "match-key", Create = "create", Manual = "manual" });
+text_enum!(IntentState { Pending = "pending", Done = "done", Abandoned = "abandoned" });
+text_enum!(RunOutcome {
+    Ok = "ok",
+    Failed = "failed",
+    CircuitBreaker = "circuit-breaker",
+    Cancelled = "cancelled",
+});
+
+pub(crate) fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Source => "source",
+        Side::Target => "target",
+    }
+}
+
+pub(crate) fn parse_side(text: &str) -> Option<Side> {
+    match text {
+        "source" => Some(Side::Source),
+        "target" => Some(Side::Target),
+        _ => None,
+    }
+}
+
+/// The first `max` characters of `value`, on a character boundary.
+pub(crate) fn cut(value: &str, max: usize) -> &str {
+    match value.char_indices().nth(max) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_26_base32_characters_and_sort_by_time() {
+        let first = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_id();
+        assert_eq!(first.len(), 26);
+        assert!(first.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(first < second, "{first} should sort before {second}");
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("héllo", 2), "hé");
+        assert_eq!(cut("abc", 10), "abc");
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_stored_names() {
+        for outcome in [
+            RunOutcome::Ok,
+            RunOutcome::Failed,
+            RunOutcome::CircuitBreaker,
+            RunOutcome::Cancelled,
+        ] {
+            assert_eq!(RunOutcome::parse(outcome.as_str()), Some(outcome));
+        }
+        for side in [Side::Source, Side::Target] {
+            assert_eq!(parse_side(side_str(side)), Some(side));
+        }
+        assert_eq!(LinkOrigin::parse("somewhere"), None);
+    }
+}

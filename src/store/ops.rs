@@ -1,0 +1,1203 @@
+//! Every query of the state store, written once and compiled for both backends.
+//!
+//! Each function takes a [`Conn`] (a pooled connection or an open transaction of either
+//! backend) and runs the same SQL on it: the schema and the statements keep to what SQLite
+//! and PostgreSQL share (`$n` parameters, `ON CONFLICT ... DO UPDATE`, `RETURNING`, text and
+//! BIGINT columns). The `on!` macro expands a body (written like a closure) once per
+//! backend, so the queries stay concrete (no generic executor bounds) while the text exists
+//! once.
+//!
+//! No statement here is allowed to fail on data the engine can produce: unique conflicts are
+//! absorbed with `ON CONFLICT` and reported as values, so that a PostgreSQL transaction is
+//! never left aborted by an expected error.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::error::ErrorKind;
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::store::StoreError;
+use crate::store::model::{
+    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, IntentId, IntentState, Lease,
+    Link, LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewIntent, NewRun,
+    PARKED_VALUE_MAX_CHARS, PairState, Park, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side,
+    SideSeen, cut, new_id, parse_side, side_str,
+};
+
+/// A connection of either backend, borrowed from a pool or from a transaction.
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the backend's connection, once per backend.
+macro_rules! on {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+/// How many record ids one `IN (...)` list carries.
+const IN_LIST_CHUNK: usize = 500;
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Typed column reads shared by both backends' rows.
+trait Get {
+    fn text(&self, column: &'static str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &'static str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError>;
+
+    fn time(&self, column: &'static str) -> Result<DateTime<Utc>, StoreError> {
+        let micros = self.int(column)?;
+        DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt {
+            what: column,
+            value: micros.to_string(),
+        })
+    }
+
+    fn opt_time(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.opt_int(column)? {
+            Some(_) => self.time(column).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn json(&self, column: &'static str) -> Result<Value, StoreError> {
+        let text = self.text(column)?;
+        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+            what: column,
+            value: cut(&text, 80).to_owned(),
+        })
+    }
+
+    fn opt_json(&self, column: &'static str) -> Result<Option<Value>, StoreError> {
+        match self.opt_text(column)? {
+            Some(_) => self.json(column).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn names(&self, column: &'static str) -> Result<Vec<String>, StoreError> {
+        let text = self.text(column)?;
+        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+            what: column,
+            value: cut(&text, 80).to_owned(),
+        })
+    }
+
+    fn side(&self, column: &'static str) -> Result<Side, StoreError> {
+        parsed(column, self.text(column)?, parse_side)
+    }
+}
+
+fn parsed<T>(
+    what: &'static str,
+    text: String,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(&text).ok_or(StoreError::Corrupt { what, value: text })
+}
+
+macro_rules! impl_get {
+    ($row:ty) => {
+        impl Get for $row {
+            fn text(&self, column: &'static str) -> Result<String, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &'static str) -> Result<i64, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+
+impl_get!(SqliteRow);
+impl_get!(PgRow);
+
+fn all<R, T>(rows: &[R], read: impl Fn(&R) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(read).collect()
+}
+
+// Global ids and links.
+
+pub(crate) async fn new_global_id(conn: Conn<'_>, identity: &str) -> Result<GlobalId, StoreError> {
+    let id = new_id();
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO global_ids (identity, global_id, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(identity)
+    .bind(&id)
+    .bind(micros(Utc::now()))
+    .execute(c)
+    .await
+    .map(|_| ())?);
+    Ok(GlobalId::new(id))
+}
+
+macro_rules! link_columns {
+    () => {
+        "system, entity, record_id, identity, global_id, origin, created_at"
+    };
+}
+
+fn read_link(row: &impl Get) -> Result<Link, StoreError> {
+    Ok(Link {
+        identity: row.text("identity")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        record: RecordKey {
+            system: row.text("system")?,
+            entity: row.text("entity")?,
+            id: row.text("record_id")?,
+        },
+        origin: parsed("origin", row.text("origin")?, LinkOrigin::parse)?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(crate) async fn link(
+    mut conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+    record: &RecordKey,
+    origin: LinkOrigin,
+) -> Result<Link, StoreError> {
+    // Nothing inserted means a link is in the way; the lookups find it unless a concurrent
+    // unlink removed it in between, in which case the insert is tried again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if let Some(link) =
+            insert_link(reborrow(&mut conn), identity, global_id, record, origin).await?
+        {
+            return Ok(link);
+        }
+        if let Some(existing) = link_by_record(reborrow(&mut conn), identity, record).await? {
+            if existing.global_id == *global_id {
+                return Ok(existing);
+            }
+            return Err(StoreError::LinkConflict(Box::new(
+                LinkConflict::RecordLinked {
+                    identity: identity.to_owned(),
+                    record: record.clone(),
+                    existing: existing.global_id,
+                },
+            )));
+        }
+        let taken = link_by_global(
+            reborrow(&mut conn),
+            identity,
+            global_id,
+            &record.system,
+            &record.entity,
+        )
+        .await?;
+        if let Some(taken) = taken {
+            return Err(StoreError::LinkConflict(Box::new(
+                LinkConflict::GlobalIdTaken {
+                    identity: identity.to_owned(),
+                    global_id: global_id.clone(),
+                    existing: taken.record,
+                },
+            )));
+        }
+        if attempts == 3 {
+            return Err(StoreError::Contended("link"));
+        }
+    }
+}
+
+/// Inserts a link unless one is in the way; `None` when one is.
+async fn insert_link(
+    conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+    record: &RecordKey,
+    origin: LinkOrigin,
+) -> Result<Option<Link>, StoreError> {
+    // Stored with microsecond precision; the returned link says what was stored.
+    let now = Utc::now();
+    let created_at = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
+    let inserted = on!(conn, |c| {
+        sqlx::query(
+        "INSERT INTO links (system, entity, record_id, identity, global_id, origin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(&record.system)
+    .bind(&record.entity)
+    .bind(&record.id)
+    .bind(identity)
+    .bind(global_id.as_str())
+    .bind(origin.as_str())
+    .bind(micros(created_at))
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected())
+    });
+    match inserted {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(Link {
+            identity: identity.to_owned(),
+            global_id: global_id.clone(),
+            record: record.clone(),
+            origin,
+            created_at,
+        })),
+        Err(sqlx::Error::Database(error)) if error.kind() == ErrorKind::ForeignKeyViolation => {
+            Err(StoreError::UnknownGlobalId {
+                identity: identity.to_owned(),
+                global_id: global_id.clone(),
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn reborrow<'a>(conn: &'a mut Conn<'_>) -> Conn<'a> {
+    match conn {
+        Conn::Sqlite(c) => Conn::Sqlite(c),
+        Conn::Postgres(c) => Conn::Postgres(c),
+    }
+}
+
+pub(crate) async fn link_by_record(
+    conn: Conn<'_>,
+    identity: &str,
+    record: &RecordKey,
+) -> Result<Option<Link>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        link_columns!(),
+        " FROM links \
+         WHERE system = $1 AND entity = $2 AND record_id = $3 AND identity = $4"
+    ))
+    .bind(&record.system)
+    .bind(&record.entity)
+    .bind(&record.id)
+    .bind(identity)
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_link(&row))
+    .transpose())
+}
+
+pub(crate) async fn links_by_records(
+    mut conn: Conn<'_>,
+    identity: &str,
+    system: &str,
+    entity: &str,
+    record_ids: &[String],
+) -> Result<Vec<Link>, StoreError> {
+    let mut links = Vec::new();
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        let placeholders: Vec<String> = (4..4 + chunk.len()).map(|n| format!("${n}")).collect();
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "SELECT {} FROM links \
+             WHERE identity = $1 AND system = $2 AND entity = $3 AND record_id IN ({})",
+            link_columns!(),
+            placeholders.join(", ")
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(identity)
+                .bind(system)
+                .bind(entity);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            links.extend(all(&rows, read_link)?);
+        });
+    }
+    Ok(links)
+}
+
+/// Every link of one entity for an identity type.
+pub(crate) async fn links_of_entity(
+    conn: Conn<'_>,
+    identity: &str,
+    system: &str,
+    entity: &str,
+) -> Result<Vec<Link>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE identity = $1 AND system = $2 AND entity = $3"
+        ))
+        .bind(identity)
+        .bind(system)
+        .bind(entity)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_link)
+    })
+}
+
+/// Records the match key of a record a mapping read (`None` removes it).
+pub(crate) async fn put_record_key(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+    key: Option<&str>,
+) -> Result<(), StoreError> {
+    on!(&mut conn, |c| {
+        sqlx::query("DELETE FROM record_keys WHERE mapping = $1 AND side = $2 AND record_id = $3")
+            .bind(mapping)
+            .bind(side_str(side))
+            .bind(record_id)
+            .execute(&mut **c)
+            .await?;
+        if let Some(key) = key {
+            sqlx::query(
+                "INSERT INTO record_keys (mapping, side, record_id, match_key) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(mapping)
+            .bind(side_str(side))
+            .bind(record_id)
+            .bind(key)
+            .execute(&mut **c)
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+/// The records of one side of a mapping whose match key is `key`.
+pub(crate) async fn find_record_keys(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    key: &str,
+) -> Result<Vec<String>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT record_id FROM record_keys WHERE mapping = $1 AND side = $2 AND match_key = $3 ORDER BY record_id",
+        )
+        .bind(mapping)
+        .bind(side_str(side))
+        .bind(key)
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| row.text("record_id"))
+    })
+}
+
+pub(crate) async fn link_by_global(
+    conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+    system: &str,
+    entity: &str,
+) -> Result<Option<Link>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        link_columns!(),
+        " FROM links \
+         WHERE identity = $1 AND global_id = $2 AND system = $3 AND entity = $4"
+    ))
+    .bind(identity)
+    .bind(global_id.as_str())
+    .bind(system)
+    .bind(entity)
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_link(&row))
+    .transpose())
+}
+
+pub(crate) async fn links_of_global(
+    conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+) -> Result<Vec<Link>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE identity = $1 AND global_id = $2 \
+             ORDER BY system, entity"
+        ))
+        .bind(identity)
+        .bind(global_id.as_str())
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_link)
+    })
+}
+
+pub(crate) async fn unlink(
+    conn: Conn<'_>,
+    identity: &str,
+    record: &RecordKey,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| {
+        sqlx::query(
+        "DELETE FROM links WHERE system = $1 AND entity = $2 AND record_id = $3 AND identity = $4",
+    )
+    .bind(&record.system)
+    .bind(&record.entity)
+    .bind(&record.id)
+    .bind(identity)
+    .execute(c)
+    .await?
+    .rows_affected()
+    });
+    Ok(done > 0)
+}
+
+// Pair states.
+
+macro_rules! pair_columns {
+    () => {
+        "mapping, global_id, source_id, target_id, base, base_hash, \
+    source_hash, source_modified_at, target_hash, target_modified_at, synced_at"
+    };
+}
+
+fn read_pair(row: &impl Get) -> Result<PairState, StoreError> {
+    Ok(PairState {
+        mapping: row.text("mapping")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        source_id: row.text("source_id")?,
+        target_id: row.text("target_id")?,
+        base: row.json("base")?,
+        base_hash: row.text("base_hash")?,
+        source: SideSeen {
+            hash: row.opt_text("source_hash")?,
+            modified_at: row.opt_time("source_modified_at")?,
+        },
+        target: SideSeen {
+            hash: row.opt_text("target_hash")?,
+            modified_at: row.opt_time("target_modified_at")?,
+        },
+        synced_at: row.time("synced_at")?,
+    })
+}
+
+pub(crate) async fn pair_state(
+    conn: Conn<'_>,
+    mapping: &str,
+    global_id: &GlobalId,
+) -> Result<Option<PairState>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        pair_columns!(),
+        " FROM pair_states WHERE mapping = $1 AND global_id = $2"
+    ))
+    .bind(mapping)
+    .bind(global_id.as_str())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_pair(&row))
+    .transpose())
+}
+
+pub(crate) async fn pair_states(
+    conn: Conn<'_>,
+    mapping: &str,
+) -> Result<Vec<PairState>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            pair_columns!(),
+            " FROM pair_states WHERE mapping = $1 ORDER BY global_id"
+        ))
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_pair)
+    })
+}
+
+pub(crate) async fn put_pair_state(conn: Conn<'_>, state: &PairState) -> Result<(), StoreError> {
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO pair_states (mapping, global_id, source_id, target_id, base, base_hash, \
+         source_hash, source_modified_at, target_hash, target_modified_at, synced_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (mapping, global_id) DO UPDATE SET \
+         source_id = excluded.source_id, target_id = excluded.target_id, \
+         base = excluded.base, base_hash = excluded.base_hash, \
+         source_hash = excluded.source_hash, source_modified_at = excluded.source_modified_at, \
+         target_hash = excluded.target_hash, target_modified_at = excluded.target_modified_at, \
+         synced_at = excluded.synced_at",
+    )
+    .bind(&state.mapping)
+    .bind(state.global_id.as_str())
+    .bind(&state.source_id)
+    .bind(&state.target_id)
+    .bind(state.base.to_string())
+    .bind(&state.base_hash)
+    .bind(state.source.hash.as_deref())
+    .bind(state.source.modified_at.map(micros))
+    .bind(state.target.hash.as_deref())
+    .bind(state.target.modified_at.map(micros))
+    .bind(micros(state.synced_at))
+    .execute(c)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub(crate) async fn delete_pair_state(
+    conn: Conn<'_>,
+    mapping: &str,
+    global_id: &GlobalId,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "DELETE FROM pair_states WHERE mapping = $1 AND global_id = $2",
+    )
+    .bind(mapping)
+    .bind(global_id.as_str())
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+// Cursors.
+
+pub(crate) async fn cursor(conn: Conn<'_>, key: &CursorKey) -> Result<Option<String>, StoreError> {
+    on!(conn, |c| Ok(sqlx::query(
+        "SELECT position FROM cursors \
+         WHERE mapping = $1 AND side = $2 AND system = $3 AND entity = $4",
+    )
+    .bind(&key.mapping)
+    .bind(side_str(key.side))
+    .bind(&key.system)
+    .bind(&key.entity)
+    .fetch_optional(c)
+    .await?
+    .map(|row| row.text("position"))
+    .transpose()?))
+}
+
+fn read_cursor(row: &impl Get) -> Result<Cursor, StoreError> {
+    Ok(Cursor {
+        key: CursorKey {
+            mapping: row.text("mapping")?,
+            side: row.side("side")?,
+            system: row.text("system")?,
+            entity: row.text("entity")?,
+        },
+        position: row.text("position")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+macro_rules! cursor_columns {
+    () => {
+        "mapping, side, system, entity, position, updated_at"
+    };
+}
+
+pub(crate) async fn cursors(conn: Conn<'_>, mapping: &str) -> Result<Vec<Cursor>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cursor_columns!(),
+            " FROM cursors WHERE mapping = $1 \
+             ORDER BY side, system, entity"
+        ))
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_cursor)
+    })
+}
+
+pub(crate) async fn set_cursor(
+    conn: Conn<'_>,
+    key: &CursorKey,
+    position: &str,
+) -> Result<(), StoreError> {
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO cursors (mapping, side, system, entity, position, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (mapping, side, system, entity) DO UPDATE SET \
+         position = excluded.position, updated_at = excluded.updated_at",
+    )
+    .bind(&key.mapping)
+    .bind(side_str(key.side))
+    .bind(&key.system)
+    .bind(&key.entity)
+    .bind(position)
+    .bind(micros(Utc::now()))
+    .execute(c)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+// Create intents.
+
+macro_rules! intent_columns {
+    () => {
+        "id, mapping, side, source_record_id, global_id, match_values, \
+    payload_hash, state, created_record_id, created_at, resolved_at"
+    };
+}
+
+fn read_intent(row: &impl Get) -> Result<CreateIntent, StoreError> {
+    Ok(CreateIntent {
+        id: IntentId::new(row.text("id")?),
+        mapping: row.text("mapping")?,
+        side: row.side("side")?,
+        source_record_id: row.text("source_record_id")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        match_values: row.json("match_values")?,
+        payload_hash: row.text("payload_hash")?,
+        state: parsed("intent state", row.text("state")?, IntentState::parse)?,
+        created_record_id: row.opt_text("created_record_id")?,
+        created_at: row.time("created_at")?,
+        resolved_at: row.opt_time("resolved_at")?,
+    })
+}
+
+pub(crate) async fn record_intent(
+    conn: Conn<'_>,
+    intent: &NewIntent,
+) -> Result<CreateIntent, StoreError> {
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO create_intents (id, mapping, side, source_record_id, global_id, \
+             match_values, payload_hash, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ",
+            intent_columns!()
+        ))
+        .bind(new_id())
+        .bind(&intent.mapping)
+        .bind(side_str(intent.side))
+        .bind(&intent.source_record_id)
+        .bind(intent.global_id.as_str())
+        .bind(intent.match_values.to_string())
+        .bind(&intent.payload_hash)
+        .bind(micros(Utc::now()))
+        .fetch_one(c)
+        .await?;
+        read_intent(&row)
+    })
+}
+
+pub(crate) async fn open_intents(
+    conn: Conn<'_>,
+    mapping: &str,
+) -> Result<Vec<CreateIntent>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            intent_columns!(),
+            " FROM create_intents \
+             WHERE mapping = $1 AND state = 'pending' ORDER BY created_at, id"
+        ))
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_intent)
+    })
+}
+
+pub(crate) async fn intent(
+    conn: Conn<'_>,
+    id: &IntentId,
+) -> Result<Option<CreateIntent>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        intent_columns!(),
+        " FROM create_intents WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_intent(&row))
+    .transpose())
+}
+
+async fn resolve_intent(
+    conn: Conn<'_>,
+    id: &IntentId,
+    state: IntentState,
+    created_record_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE create_intents SET state = $2, created_record_id = $3, resolved_at = $4 \
+         WHERE id = $1 AND state = 'pending'",
+    )
+    .bind(id.as_str())
+    .bind(state.as_str())
+    .bind(created_record_id)
+    .bind(micros(Utc::now()))
+    .execute(c)
+    .await?
+    .rows_affected());
+    if done == 0 {
+        return Err(StoreError::IntentNotPending(id.clone()));
+    }
+    Ok(())
+}
+
+pub(crate) async fn complete_intent(
+    conn: Conn<'_>,
+    id: &IntentId,
+    created_record_id: &str,
+) -> Result<(), StoreError> {
+    resolve_intent(conn, id, IntentState::Done, Some(created_record_id)).await
+}
+
+pub(crate) async fn abandon_intent(conn: Conn<'_>, id: &IntentId) -> Result<(), StoreError> {
+    resolve_intent(conn, id, IntentState::Abandoned, None).await
+}
+
+// Parked records.
+
+macro_rules! parked_columns {
+    () => {
+        "mapping, side, record_id, reason, field, value, attempts, \
+    first_parked_at, last_tried_at"
+    };
+}
+
+fn read_parked(row: &impl Get) -> Result<ParkedRecord, StoreError> {
+    Ok(ParkedRecord {
+        mapping: row.text("mapping")?,
+        side: row.side("side")?,
+        record_id: row.text("record_id")?,
+        reason: row.text("reason")?,
+        field: row.opt_text("field")?,
+        value: row.opt_text("value")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        first_parked_at: row.time("first_parked_at")?,
+        last_tried_at: row.time("last_tried_at")?,
+    })
+}
+
+pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, StoreError> {
+    let value = park
+        .value
+        .as_deref()
+        .map(|value| cut(value, PARKED_VALUE_MAX_CHARS));
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
+             first_parked_at, last_tried_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
+             ON CONFLICT (mapping, side, record_id) DO UPDATE SET \
+             reason = excluded.reason, field = excluded.field, value = excluded.value, \
+             attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at \
+             RETURNING ",
+            parked_columns!()
+        ))
+        .bind(&park.mapping)
+        .bind(side_str(park.side))
+        .bind(&park.record_id)
+        .bind(&park.reason)
+        .bind(park.field.as_deref())
+        .bind(value)
+        .bind(micros(Utc::now()))
+        .fetch_one(c)
+        .await?;
+        read_parked(&row)
+    })
+}
+
+pub(crate) async fn unpark(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "DELETE FROM parked WHERE mapping = $1 AND side = $2 AND record_id = $3",
+    )
+    .bind(mapping)
+    .bind(side_str(side))
+    .bind(record_id)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+pub(crate) async fn parked(
+    conn: Conn<'_>,
+    mapping: Option<&str>,
+) -> Result<Vec<ParkedRecord>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            parked_columns!(),
+            " FROM parked WHERE ($1 IS NULL OR mapping = $1) \
+             ORDER BY mapping, side, record_id"
+        ))
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_parked)
+    })
+}
+
+pub(crate) async fn parked_counts(conn: Conn<'_>) -> Result<Vec<(String, u64)>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT mapping, COUNT(*) AS n FROM parked GROUP BY mapping ORDER BY mapping",
+        )
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| {
+            Ok((row.text("mapping")?, count(row.int("n")?)))
+        })
+    })
+}
+
+// Conflicts.
+
+macro_rules! conflict_columns {
+    () => {
+        "id, run_id, mapping, global_id, field, source_value, \
+    target_value, base_value, resolution, winner, at"
+    };
+}
+
+fn read_conflict(row: &impl Get) -> Result<Conflict, StoreError> {
+    Ok(Conflict {
+        id: ConflictId::new(row.text("id")?),
+        run_id: RunId::new(row.text("run_id")?),
+        mapping: row.text("mapping")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        field: row.text("field")?,
+        source_value: row.json("source_value")?,
+        target_value: row.json("target_value")?,
+        base_value: row.opt_json("base_value")?,
+        resolution: row.text("resolution")?,
+        winner: row.side("winner")?,
+        at: row.time("at")?,
+    })
+}
+
+pub(crate) async fn record_conflict(
+    conn: Conn<'_>,
+    conflict: &NewConflict,
+) -> Result<Conflict, StoreError> {
+    on!(conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO conflicts (",
+            conflict_columns!(),
+            ") \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+            conflict_columns!()
+        ))
+        .bind(new_id())
+        .bind(conflict.run_id.as_str())
+        .bind(&conflict.mapping)
+        .bind(conflict.global_id.as_str())
+        .bind(&conflict.field)
+        .bind(conflict.source_value.to_string())
+        .bind(conflict.target_value.to_string())
+        .bind(conflict.base_value.as_ref().map(Value::to_string))
+        .bind(&conflict.resolution)
+        .bind(side_str(conflict.winner))
+        .bind(micros(Utc::now()))
+        .fetch_one(c)
+        .await?;
+        read_conflict(&row)
+    })
+}
+
+pub(crate) async fn recent_conflicts(
+    conn: Conn<'_>,
+    mapping: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Conflict>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            conflict_columns!(),
+            " FROM conflicts WHERE ($1 IS NULL OR mapping = $1) \
+             ORDER BY at DESC, id DESC LIMIT $2"
+        ))
+        .bind(mapping)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_conflict)
+    })
+}
+
+// Runs.
+
+macro_rules! run_columns {
+    () => {
+        "id, flows, mappings, worker, started_at, finished_at, outcome, summary"
+    };
+}
+
+fn read_run(row: &impl Get) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: RunId::new(row.text("id")?),
+        flows: row.names("flows")?,
+        mappings: row.names("mappings")?,
+        worker: row.opt_text("worker")?,
+        started_at: row.time("started_at")?,
+        finished_at: row.opt_time("finished_at")?,
+        outcome: match row.opt_text("outcome")? {
+            Some(text) => Some(parsed("run outcome", text, RunOutcome::parse)?),
+            None => None,
+        },
+        summary: row.opt_json("summary")?,
+    })
+}
+
+fn names_json(names: &[String]) -> String {
+    Value::from(names.to_vec()).to_string()
+}
+
+pub(crate) async fn start_run(mut conn: Conn<'_>, run: &NewRun) -> Result<Run, StoreError> {
+    let id = new_id();
+    let started_at = micros(Utc::now());
+    let row = on!(&mut conn, |c| {
+        let row = sqlx::query(concat!(
+            "INSERT INTO runs (id, flows, mappings, worker, started_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            run_columns!()
+        ))
+        .bind(&id)
+        .bind(names_json(&run.flows))
+        .bind(names_json(&run.mappings))
+        .bind(run.worker.as_deref())
+        .bind(started_at)
+        .fetch_one(&mut **c)
+        .await?;
+        for mapping in &run.mappings {
+            sqlx::query(
+                "INSERT INTO run_mappings (mapping, run_id, started_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(mapping)
+            .bind(&id)
+            .bind(started_at)
+            .execute(&mut **c)
+            .await?;
+        }
+        read_run(&row)?
+    });
+    Ok(row)
+}
+
+pub(crate) async fn finish_run(
+    conn: Conn<'_>,
+    id: &RunId,
+    outcome: RunOutcome,
+    summary: &Value,
+) -> Result<Run, StoreError> {
+    let row = on!(conn, |c| sqlx::query(concat!(
+        "UPDATE runs SET finished_at = $2, outcome = $3, summary = $4 \
+         WHERE id = $1 AND finished_at IS NULL RETURNING ",
+        run_columns!()
+    ))
+    .bind(id.as_str())
+    .bind(micros(Utc::now()))
+    .bind(outcome.as_str())
+    .bind(summary.to_string())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_run(&row))
+    .transpose()?);
+    row.ok_or_else(|| StoreError::RunNotOpen(id.clone()))
+}
+
+pub(crate) async fn run(conn: Conn<'_>, id: &RunId) -> Result<Option<Run>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_run(&row))
+    .transpose())
+}
+
+pub(crate) async fn last_run(conn: Conn<'_>, mapping: &str) -> Result<Option<Run>, StoreError> {
+    on!(conn, |c| sqlx::query(
+        "SELECT runs.* FROM run_mappings JOIN runs ON runs.id = run_mappings.run_id \
+         WHERE run_mappings.mapping = $1 \
+         ORDER BY run_mappings.started_at DESC, run_mappings.run_id DESC LIMIT 1",
+    )
+    .bind(mapping)
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_run(&row))
+    .transpose())
+}
+
+pub(crate) async fn recent_runs(conn: Conn<'_>, limit: u32) -> Result<Vec<Run>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_run)
+    })
+}
+
+// Leases.
+
+macro_rules! lease_columns {
+    () => {
+        "mapping, worker, acquired_at, expires_at"
+    };
+}
+
+fn read_lease(row: &impl Get) -> Result<Lease, StoreError> {
+    Ok(Lease {
+        mapping: row.text("mapping")?,
+        worker: row.text("worker")?,
+        acquired_at: row.time("acquired_at")?,
+        expires_at: row.time("expires_at")?,
+    })
+}
+
+pub(crate) async fn try_acquire_lease(
+    conn: Conn<'_>,
+    mapping: &str,
+    worker: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<Option<Lease>, StoreError> {
+    // One statement: the row lock taken by the upsert makes the check and the takeover
+    // atomic on PostgreSQL, and SQLite runs it under its single write lock.
+    on!(conn, |c| sqlx::query(concat!(
+        "INSERT INTO leases (mapping, worker, acquired_at, expires_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (mapping) DO UPDATE SET \
+         acquired_at = CASE WHEN leases.worker = excluded.worker \
+             AND leases.expires_at > excluded.acquired_at \
+             THEN leases.acquired_at ELSE excluded.acquired_at END, \
+         worker = excluded.worker, expires_at = excluded.expires_at \
+         WHERE leases.worker = excluded.worker OR leases.expires_at <= excluded.acquired_at \
+         RETURNING ",
+        lease_columns!()
+    ))
+    .bind(mapping)
+    .bind(worker)
+    .bind(micros(now))
+    .bind(micros(expires_at))
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_lease(&row))
+    .transpose())
+}
+
+pub(crate) async fn release_lease(
+    conn: Conn<'_>,
+    mapping: &str,
+    worker: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "DELETE FROM leases WHERE mapping = $1 AND worker = $2",
+    )
+    .bind(mapping)
+    .bind(worker)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+pub(crate) async fn leases(conn: Conn<'_>) -> Result<Vec<Lease>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            lease_columns!(),
+            " FROM leases ORDER BY mapping"
+        ))
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_lease)
+    })
+}
+
+// Status.
+
+pub(crate) async fn status(mut conn: Conn<'_>) -> Result<Vec<MappingStatus>, StoreError> {
+    let mut by_mapping: BTreeMap<String, MappingStatus> = BTreeMap::new();
+    fn entry(
+        by_mapping: &mut BTreeMap<String, MappingStatus>,
+        mapping: String,
+    ) -> &mut MappingStatus {
+        by_mapping
+            .entry(mapping.clone())
+            .or_insert_with(|| MappingStatus {
+                mapping,
+                pairs: 0,
+                parked: 0,
+                open_intents: 0,
+                last_run: None,
+                cursors: Vec::new(),
+            })
+    }
+    const COUNTS: &str = "SELECT 'pairs' AS what, mapping, COUNT(*) AS n FROM pair_states \
+        GROUP BY mapping \
+        UNION ALL SELECT 'parked', mapping, COUNT(*) FROM parked GROUP BY mapping \
+        UNION ALL SELECT 'intents', mapping, COUNT(*) FROM create_intents \
+        WHERE state = 'pending' GROUP BY mapping";
+    const CURSORS: &str = concat!(
+        "SELECT ",
+        cursor_columns!(),
+        " FROM cursors ORDER BY mapping, side, system, entity"
+    );
+    const LAST_RUNS: &str = "SELECT run_mappings.mapping AS run_mapping, runs.* \
+         FROM run_mappings JOIN runs ON runs.id = run_mappings.run_id \
+         WHERE run_mappings.started_at = (SELECT MAX(latest.started_at) FROM run_mappings latest \
+         WHERE latest.mapping = run_mappings.mapping) \
+         ORDER BY run_mappings.mapping, run_mappings.run_id DESC";
+    on!(&mut conn, |c| {
+        for row in sqlx::query(COUNTS).fetch_all(&mut **c).await? {
+            let n = count(row.int("n")?);
+            let status = entry(&mut by_mapping, row.text("mapping")?);
+            match row.text("what")?.as_str() {
+                "pairs" => status.pairs = n,
+                "parked" => status.parked = n,
+                _ => status.open_intents = n,
+            }
+        }
+        for row in sqlx::query(CURSORS).fetch_all(&mut **c).await? {
+            let cursor = read_cursor(&row)?;
+            entry(&mut by_mapping, cursor.key.mapping.clone())
+                .cursors
+                .push(cursor);
+        }
+        for row in sqlx::query(LAST_RUNS).fetch_all(&mut **c).await? {
+            let status = entry(&mut by_mapping, row.text("run_mapping")?);
+            if status.last_run.is_none() {
+                status.last_run = Some(read_run(&row)?);
+            }
+        }
+    });
+    Ok(by_mapping.into_values().collect())
+}

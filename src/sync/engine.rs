@@ -1,0 +1,1957 @@
+//! The engine: one run over the selected mappings, in dependency order, repeated in passes
+//! until nothing changes.
+//!
+//! One pass of one mapping:
+//! 1. Read both sides from their cursors (changes only, where the API allows), deletions
+//!    too, and retry the mapping's parked records.
+//! 2. Resolve create intents left open by a crash: the record was created if it can be found
+//!    by its match values (or its content); then it is linked, otherwise the intent is
+//!    abandoned and the create happens again.
+//! 3. Sort the records into linked pairs (counterpart found through the global id, across
+//!    flows) and unlinked records, which are matched by their match keys (one candidate:
+//!    link; several: park, never guess; none: create).
+//! 4. Merge each pair three ways ([`crate::sync::merge`]) and plan the writes; apply the
+//!    delete policy to deleted records.
+//! 5. Stop before writing if the writes would overwrite or delete more than the mapping's
+//!    `max_change_share` of its linked pairs (the circuit breaker).
+//! 6. Write: creates through recorded intents, updates, deletes, each batch followed by one
+//!    store transaction (links, pair states, intents, parked records), so a crash leaves no
+//!    half-written state and no duplicate. Then the cursors move.
+//!
+//! The engine knows systems only through the `Connector` trait and state only through the
+//! store; it never imports the simulators.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use tracing::{debug, info, warn};
+
+use crate::connector::{
+    Connector, ConnectorError, Connectors, Cursor as ConnectorCursor, EntityInfo, Record,
+};
+use crate::mapping::{
+    self, Canonical, KeepIds, MappingPlan, RecordError, ReferenceRequest, ResolveReference,
+};
+use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
+use crate::spec::load::Project;
+use crate::spec::system::IdType;
+use crate::store::{
+    CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park, RecordKey,
+    RunId, RunOutcome, SideSeen, Store, StoreError,
+};
+use crate::sync::merge::{self, Fields, MergePolicy, Version};
+use crate::sync::order::dependency_order;
+use crate::sync::report::{Action, FieldChange, MappingReport, RunReport, SystemReport};
+
+/// Linked pairs a mapping needs before its circuit breaker can trip: a share of a handful
+/// of records says little.
+const BREAKER_MIN_LINKED: usize = 10;
+/// Records written per batch and store transaction.
+const BATCH: usize = 50;
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("mapping `{0}` is not loaded")]
+    UnknownMapping(String),
+    #[error("flow `{0}` is not loaded")]
+    UnknownFlow(String),
+    #[error("mapping `{mapping}` has no connector for system `{system}`")]
+    NoConnector { mapping: String, system: String },
+    #[error("mapping `{mapping}`: {system} has no entity `{entity}`")]
+    NoEntity {
+        mapping: String,
+        system: String,
+        entity: String,
+    },
+    #[error("stored cursor of `{mapping}` is unreadable: {reason}")]
+    BadCursor { mapping: String, reason: String },
+}
+
+/// What a run covers and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only these flows (all when empty).
+    pub flows: Vec<String>,
+    /// Only these mappings (all when empty).
+    pub mappings: Vec<String>,
+    /// Plan only: read, decide, write nothing (no store changes either).
+    pub dry_run: bool,
+    /// Passes at most; a pass that writes nothing ends the run earlier.
+    pub max_passes: u32,
+    /// Let the circuit breaker pass.
+    pub allow_mass_change: bool,
+    /// The worker running this (`tether serve`).
+    pub worker: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            flows: Vec::new(),
+            mappings: Vec::new(),
+            dry_run: false,
+            max_passes: 4,
+            allow_mass_change: false,
+            worker: None,
+        }
+    }
+}
+
+/// One side of a mapping at run time.
+#[derive(Clone)]
+pub struct SideRuntime {
+    pub system: String,
+    pub entity: String,
+    pub connector: Arc<dyn Connector>,
+    pub info: EntityInfo,
+    pub id_type: IdType,
+}
+
+/// A mapping ready to run.
+pub struct MappingRuntime {
+    pub name: String,
+    pub flow: String,
+    pub spec: MappingSpec,
+    pub plan: Arc<MappingPlan>,
+    pub source: SideRuntime,
+    pub target: SideRuntime,
+    /// Mappings named by reference rules.
+    pub references: Vec<String>,
+}
+
+impl MappingRuntime {
+    fn side(&self, side: Side) -> &SideRuntime {
+        match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        }
+    }
+    fn identity(&self) -> &str {
+        &self.spec.identity.value
+    }
+}
+
+/// The sync engine over a loaded project.
+pub struct Engine {
+    store: Store,
+    connectors: Connectors,
+    /// In dependency order.
+    mappings: Vec<Arc<MappingRuntime>>,
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Source => Side::Target,
+        Side::Target => Side::Source,
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Source => "source",
+        Side::Target => "target",
+    }
+}
+
+/// Text that identifies the same thing on both sides: case, surrounding and repeated
+/// whitespace ignored; several keys joined.
+fn key_text(values: &[Option<Value>]) -> Option<String> {
+    let mut parts = Vec::with_capacity(values.len());
+    for value in values {
+        let text = match value.as_ref()? {
+            Value::String(s) => s
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
+            Value::Null => return None,
+            other => other.to_string(),
+        };
+        if text.is_empty() {
+            return None;
+        }
+        parts.push(text);
+    }
+    (!parts.is_empty()).then(|| parts.join("\u{1f}"))
+}
+
+/// The match key of a record on one side of a mapping.
+fn match_key(plan: &MappingPlan, side: Side, record: &Value) -> Option<String> {
+    if plan.match_keys.is_empty() {
+        return None;
+    }
+    let values: Vec<Option<Value>> = plan
+        .match_keys
+        .iter()
+        .map(|k| {
+            let path = match side {
+                Side::Source => &k.source,
+                Side::Target => &k.target,
+            };
+            path.get(record).map(|v| v.into_owned())
+        })
+        .collect();
+    key_text(&values)
+}
+
+fn fields_hash(fields: &Fields) -> String {
+    let canonical = Canonical::from_fields(fields.clone());
+    format!("{:016x}", canonical.hash())
+}
+
+/// Writes `fields` (target paths -> values) into a target-shaped object.
+fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
+    let mut out = Value::Object(Map::new());
+    for (path, value) in fields {
+        if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
+            let _ = rule.target.set(&mut out, value.clone());
+        }
+    }
+    out
+}
+
+/// Translates ids through the links of other mappings, from links loaded before the pass.
+struct LinkResolver {
+    /// (mapping, from system, id) -> id on the other side.
+    ids: HashMap<(String, String, String), Value>,
+}
+
+impl ResolveReference for LinkResolver {
+    fn resolve(&self, request: &ReferenceRequest<'_>) -> Option<Value> {
+        let id = match request.id {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        self.ids
+            .get(&(
+                request.mapping.to_owned(),
+                request.from_system.to_owned(),
+                id,
+            ))
+            .cloned()
+    }
+}
+
+fn id_value(id: &str, id_type: IdType) -> Value {
+    match id_type {
+        IdType::Integer => id
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(id.to_owned())),
+        IdType::String => Value::String(id.to_owned()),
+    }
+}
+
+/// A pair touched by a pass: source id, target id, and its state when it has one.
+type Touched<'a> = (Option<String>, Option<String>, Option<&'a PairState>);
+
+/// What one side of one pass read.
+#[derive(Default)]
+struct SideRead {
+    records: IndexMap<String, Record>,
+    deleted: Vec<String>,
+    /// The ids of a complete full listing, when the read was one (deletions by absence).
+    listed: Option<HashSet<String>>,
+    cursor: Option<String>,
+    deletion_cursor: Option<String>,
+}
+
+/// A record that failed a rule or was refused.
+struct Parking {
+    side: Side,
+    id: String,
+    reason: String,
+    field: Option<String>,
+    value: Option<String>,
+}
+
+fn parking_from(side: Side, id: &str, error: &RecordError) -> Parking {
+    let first = error.errors.first();
+    Parking {
+        side,
+        id: id.to_owned(),
+        reason: error.to_string(),
+        field: first.map(|e| e.rule.clone()),
+        value: first.and_then(|e| e.value.clone()),
+    }
+}
+
+fn parking_from_write(side: Side, id: &str, error: &ConnectorError) -> Parking {
+    let api = error.api_error();
+    Parking {
+        side,
+        id: id.to_owned(),
+        reason: error.to_string(),
+        field: api.and_then(|a| a.field.clone()),
+        value: None,
+    }
+}
+
+/// A create to send.
+struct Create {
+    on: Side,
+    from_id: String,
+    global_id: GlobalId,
+    new_global: bool,
+    body: Value,
+    /// The canonical fields the new record will hold (the pair's first base).
+    fields: Fields,
+    match_values: Option<String>,
+}
+
+/// An update to send to one side of a linked pair.
+struct Update {
+    on: Side,
+    id: String,
+    body: Value,
+    changes: Vec<FieldChange>,
+}
+
+/// The decisions for one linked pair.
+struct PairPlan {
+    global_id: GlobalId,
+    source_id: String,
+    target_id: String,
+    base: Fields,
+    source_seen: SideSeen,
+    target_seen: SideSeen,
+    updates: Vec<Update>,
+    conflicts: Vec<merge::Conflict>,
+    /// True when this pair existed before the run (counts for the circuit breaker).
+    existed: bool,
+    /// Linked now by match keys (links to write).
+    new_links: Vec<(Side, String)>,
+    new_global: bool,
+}
+
+/// Everything one pass of one mapping decided.
+#[derive(Default)]
+struct MappingWork {
+    pairs: Vec<PairPlan>,
+    creates: Vec<Create>,
+    deletes: Vec<(Side, String, GlobalId)>,
+    unlinks: Vec<(Side, String, GlobalId)>,
+    parked: Vec<Parking>,
+    deferred: Vec<(Side, String)>,
+    ambiguous: Vec<Action>,
+    ok_ids: Vec<(Side, String)>,
+    record_keys: Vec<(Side, String, Option<String>)>,
+}
+
+impl Engine {
+    /// Builds the engine: every compiled mapping with its connectors, in dependency order.
+    pub fn new(
+        project: &Project,
+        plans: &IndexMap<String, Arc<MappingPlan>>,
+        connectors: Connectors,
+        store: Store,
+    ) -> Result<Engine, EngineError> {
+        let mut runtimes: IndexMap<String, Arc<MappingRuntime>> = IndexMap::new();
+        for (flow, spec) in project.mappings() {
+            let name = spec.name.value.clone();
+            let Some(plan) = plans.get(&name) else {
+                continue;
+            };
+            let side = |system: &str, entity: &str| -> Result<SideRuntime, EngineError> {
+                let connector = connectors
+                    .get(system)
+                    .ok_or_else(|| EngineError::NoConnector {
+                        mapping: name.clone(),
+                        system: system.to_owned(),
+                    })?;
+                let info = connector
+                    .entity(entity)
+                    .ok_or_else(|| EngineError::NoEntity {
+                        mapping: name.clone(),
+                        system: system.to_owned(),
+                        entity: entity.to_owned(),
+                    })?;
+                let id_type = project
+                    .systems
+                    .get(system)
+                    .and_then(|s| s.spec.entities.get(entity))
+                    .and_then(|e| e.valid())
+                    .map_or(IdType::String, |e| e.id_type);
+                Ok(SideRuntime {
+                    system: system.to_owned(),
+                    entity: entity.to_owned(),
+                    connector,
+                    info,
+                    id_type,
+                })
+            };
+            let source = side(&flow.spec.source.value, &spec.source.value)?;
+            let target = side(&flow.spec.target.value, &spec.target.value)?;
+            let references = plan
+                .references()
+                .iter()
+                .map(|r| r.mapping.to_owned())
+                .collect::<Vec<_>>();
+            runtimes.insert(
+                name.clone(),
+                Arc::new(MappingRuntime {
+                    name,
+                    flow: flow.spec.flow.value.clone(),
+                    spec: spec.clone(),
+                    plan: plan.clone(),
+                    source,
+                    target,
+                    references,
+                }),
+            );
+        }
+        let nodes: Vec<(String, Vec<String>)> = runtimes
+            .values()
+            .map(|m| (m.name.clone(), m.references.clone()))
+            .collect();
+        let mappings = dependency_order(&nodes)
+            .into_iter()
+            .filter_map(|n| runtimes.get(&n).cloned())
+            .collect();
+        Ok(Engine {
+            store,
+            connectors,
+            mappings,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn mappings(&self) -> &[Arc<MappingRuntime>] {
+        &self.mappings
+    }
+
+    fn selected(&self, options: &RunOptions) -> Result<Vec<Arc<MappingRuntime>>, EngineError> {
+        for flow in &options.flows {
+            if !self.mappings.iter().any(|m| &m.flow == flow) {
+                return Err(EngineError::UnknownFlow(flow.clone()));
+            }
+        }
+        for name in &options.mappings {
+            if !self
+                .mappings
+                .iter()
+                .any(|m| &m.name == name || format!("{}/{}", m.flow, m.name) == *name)
+            {
+                return Err(EngineError::UnknownMapping(name.clone()));
+            }
+        }
+        Ok(self
+            .mappings
+            .iter()
+            .filter(|m| options.flows.is_empty() || options.flows.contains(&m.flow))
+            .filter(|m| {
+                options.mappings.is_empty()
+                    || options
+                        .mappings
+                        .iter()
+                        .any(|n| *n == m.name || *n == format!("{}/{}", m.flow, m.name))
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Runs (or, with `dry_run`, plans) the selected mappings.
+    pub async fn run(&self, options: &RunOptions) -> Result<RunReport, EngineError> {
+        let selected = self.selected(options)?;
+        let before = self.connectors.stats();
+        let mut report = RunReport {
+            dry_run: options.dry_run,
+            ..RunReport::default()
+        };
+        let run_id = if options.dry_run {
+            None
+        } else {
+            let run = self
+                .store
+                .start_run(&NewRun {
+                    flows: options.flows.clone(),
+                    mappings: selected.iter().map(|m| m.name.clone()).collect(),
+                    worker: options.worker.clone(),
+                })
+                .await?;
+            Some(run.id)
+        };
+        report.run_id = run_id.as_ref().map(|id| id.as_str().to_owned());
+        let mut totals: IndexMap<String, MappingReport> = selected
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    MappingReport {
+                        mapping: m.name.clone(),
+                        flow: m.flow.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let mut deferred: HashMap<String, Vec<(Side, String)>> = HashMap::new();
+        let passes = if options.dry_run {
+            1
+        } else {
+            options.max_passes.max(1)
+        };
+        let mut failure: Option<EngineError> = None;
+        for pass in 1..=passes {
+            report.passes = pass;
+            let last_pass = pass == passes;
+            let mut writes = 0;
+            for mapping in &selected {
+                let carry = deferred.remove(&mapping.name).unwrap_or_default();
+                match self
+                    .sync_mapping(
+                        mapping,
+                        options,
+                        run_id.as_ref(),
+                        carry,
+                        last_pass,
+                        &mut report.actions,
+                    )
+                    .await
+                {
+                    Ok((pass_report, waiting)) => {
+                        writes += pass_report.writes();
+                        if !waiting.is_empty() {
+                            deferred.insert(mapping.name.clone(), waiting);
+                        }
+                        if let Some(total) = totals.get_mut(&mapping.name) {
+                            total.absorb(&pass_report);
+                        }
+                    }
+                    Err(error) => {
+                        warn!(mapping = %mapping.name, %error, "mapping failed");
+                        if let Some(total) = totals.get_mut(&mapping.name) {
+                            total.stopped = Some(error.to_string());
+                        }
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            info!(pass, writes, "pass done");
+            if writes == 0 && deferred.is_empty() {
+                break;
+            }
+        }
+        report.mappings = totals.into_values().collect();
+        let after = self.connectors.stats();
+        report.systems = after
+            .iter()
+            .map(|(system, stats)| {
+                let previous = before.get(system).copied().unwrap_or_default();
+                SystemReport::delta(system, &previous, stats)
+            })
+            .filter(|s| s.requests > 0)
+            .collect();
+        if let Some(id) = &run_id {
+            let outcome = if failure.is_some() {
+                RunOutcome::Failed
+            } else if report.mappings.iter().any(|m| m.stopped.is_some()) {
+                RunOutcome::CircuitBreaker
+            } else {
+                RunOutcome::Ok
+            };
+            let summary = serde_json::to_value(&report).unwrap_or(Value::Null);
+            self.store.finish_run(id, outcome, &summary).await?;
+        }
+        Ok(report)
+    }
+
+    /// Reads one side of a mapping from its stored cursor.
+    async fn read_side(&self, m: &MappingRuntime, side: Side) -> Result<SideRead, EngineError> {
+        let rt = m.side(side);
+        let key = cursor_key(m, side, false);
+        let stored = self.store.cursor(&key).await?;
+        let cursor = stored
+            .as_deref()
+            .map(|text| text.parse::<ConnectorCursor>())
+            .transpose()
+            .map_err(|e| EngineError::BadCursor {
+                mapping: m.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut read = SideRead::default();
+        let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
+        let mut complete = false;
+        let mut last_cursor = None;
+        while let Some(page) = reader.next_page().await? {
+            for record in page.records {
+                read.records.insert(record.id.clone(), record);
+            }
+            read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+            for malformed in page.malformed {
+                warn!(mapping = %m.name, side = side_name(side), reason = %malformed.reason, "listed item skipped");
+            }
+            last_cursor = Some(page.cursor.to_string());
+            complete = page.last;
+        }
+        read.cursor = last_cursor;
+        match rt.info.deletions {
+            crate::connector::DeletionDiscovery::Feed => {
+                let key = cursor_key(m, side, true);
+                let stored = self.store.cursor(&key).await?;
+                let cursor = stored
+                    .as_deref()
+                    .map(|text| text.parse::<ConnectorCursor>())
+                    .transpose()
+                    .map_err(|e| EngineError::BadCursor {
+                        mapping: m.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let mut reader = rt.connector.deletions(&rt.entity, cursor.as_ref())?;
+                while let Some(page) = reader.next_page().await? {
+                    read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+                    read.deletion_cursor = Some(page.cursor.to_string());
+                }
+            }
+            crate::connector::DeletionDiscovery::FullListing => {
+                if !rt.info.incremental && complete {
+                    read.listed = Some(read.records.keys().cloned().collect());
+                } else {
+                    let mut reader = rt.connector.list_all(&rt.entity)?;
+                    let mut ids = HashSet::new();
+                    let mut done = false;
+                    while let Some(page) = reader.next_page().await? {
+                        ids.extend(page.records.into_iter().map(|r| r.id));
+                        done = page.last;
+                    }
+                    if done {
+                        read.listed = Some(ids);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(read)
+    }
+
+    /// Loads the id translations of every mapping `m` refers to.
+    async fn resolver(&self, m: &MappingRuntime) -> Result<LinkResolver, EngineError> {
+        let mut ids = HashMap::new();
+        for name in &m.references {
+            let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
+                continue;
+            };
+            let identity = referenced.identity();
+            let source_links = self
+                .store
+                .links_of_entity(
+                    identity,
+                    &referenced.source.system,
+                    &referenced.source.entity,
+                )
+                .await?;
+            let target_links = self
+                .store
+                .links_of_entity(
+                    identity,
+                    &referenced.target.system,
+                    &referenced.target.entity,
+                )
+                .await?;
+            let target_by_global: HashMap<&str, &str> = target_links
+                .iter()
+                .map(|l| (l.global_id.as_str(), l.record.id.as_str()))
+                .collect();
+            for link in &source_links {
+                if let Some(target_id) = target_by_global.get(link.global_id.as_str()) {
+                    ids.insert(
+                        (
+                            name.clone(),
+                            referenced.source.system.clone(),
+                            link.record.id.clone(),
+                        ),
+                        id_value(target_id, referenced.target.id_type),
+                    );
+                    ids.insert(
+                        (
+                            name.clone(),
+                            referenced.target.system.clone(),
+                            (*target_id).to_owned(),
+                        ),
+                        id_value(&link.record.id, referenced.source.id_type),
+                    );
+                }
+            }
+        }
+        Ok(LinkResolver { ids })
+    }
+
+    /// One pass of one mapping. Returns its counts and the records waiting for references.
+    async fn sync_mapping(
+        &self,
+        m: &MappingRuntime,
+        options: &RunOptions,
+        run_id: Option<&RunId>,
+        carried: Vec<(Side, String)>,
+        last_pass: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
+        let mut report = MappingReport {
+            mapping: m.name.clone(),
+            flow: m.flow.clone(),
+            ..Default::default()
+        };
+        let mut source = self.read_side(m, Side::Source).await?;
+        let mut target = self.read_side(m, Side::Target).await?;
+        report.read_source = source.records.len() as u64;
+        report.read_target = target.records.len() as u64;
+
+        // Parked records and records waiting for references are tried again.
+        let parked = self.store.parked(Some(&m.name)).await?;
+        let retry: Vec<(Side, String)> = parked
+            .iter()
+            .map(|p| (p.side, p.record_id.clone()))
+            .chain(carried)
+            .collect();
+        for (side, id) in retry {
+            let read = match side {
+                Side::Source => &mut source,
+                Side::Target => &mut target,
+            };
+            if read.records.contains_key(&id) {
+                continue;
+            }
+            let rt = m.side(side);
+            match rt.connector.get(&rt.entity, &id).await? {
+                Some(record) => {
+                    read.records.insert(id, record);
+                }
+                None => {
+                    if !options.dry_run {
+                        self.store.unpark(&m.name, side, &id).await?;
+                    }
+                }
+            }
+        }
+
+        let pairs = self.store.pair_states(&m.name).await?;
+        let linked_before = pairs.len();
+        let resolver = self.resolver(m).await?;
+        let mut work = self
+            .decide(m, &source, &target, pairs, &resolver, options)
+            .await?;
+
+        // Intents left open by a crash are resolved before anything is created.
+        if !options.dry_run {
+            self.resolve_intents(m, &source, &target, &mut work).await?;
+        }
+
+        // The circuit breaker counts overwrites and deletes of pairs that existed before.
+        let overwrites = work
+            .pairs
+            .iter()
+            .filter(|p| p.existed && !p.updates.is_empty())
+            .count();
+        let deletes = work.deletes.len() + work.unlinks.len();
+        let share = if linked_before == 0 {
+            0.0
+        } else {
+            (overwrites + deletes) as f64 / linked_before as f64
+        };
+        if linked_before >= BREAKER_MIN_LINKED
+            && share > m.spec.max_change_share
+            && !options.allow_mass_change
+        {
+            let message = format!(
+                "stopped before writing: this run would overwrite or delete {} of {} linked records ({:.0}%), more than the mapping's max_change_share of {:.0}%; check the source data, then run again with --allow-mass-change to let it through",
+                overwrites + deletes,
+                linked_before,
+                share * 100.0,
+                m.spec.max_change_share * 100.0
+            );
+            warn!(mapping = %m.name, %message, "circuit breaker");
+            report.stopped = Some(message);
+            return Ok((report, Vec::new()));
+        }
+
+        if options.dry_run {
+            plan_actions(m, &work, actions);
+            report.linked = work
+                .pairs
+                .iter()
+                .filter(|p| !p.new_links.is_empty())
+                .count() as u64;
+            report.created_source =
+                work.creates.iter().filter(|c| c.on == Side::Source).count() as u64;
+            report.created_target =
+                work.creates.iter().filter(|c| c.on == Side::Target).count() as u64;
+            report.updated_source = count_updates(&work, Side::Source);
+            report.updated_target = count_updates(&work, Side::Target);
+            report.conflicts = work.pairs.iter().map(|p| p.conflicts.len() as u64).sum();
+            report.parked = work.parked.len() as u64;
+            return Ok((report, Vec::new()));
+        }
+
+        let waiting = if last_pass {
+            for (side, id) in std::mem::take(&mut work.deferred) {
+                work.parked.push(Parking {
+                    side,
+                    id,
+                    reason: "waiting for a referenced record to be linked; retried on the next run"
+                        .into(),
+                    field: None,
+                    value: None,
+                });
+            }
+            Vec::new()
+        } else {
+            std::mem::take(&mut work.deferred)
+        };
+
+        self.execute(m, run_id, work, &mut report, &parked).await?;
+
+        // Everything read is done or parked: the cursors move.
+        let mut tx = self.store.transaction().await?;
+        for (side, read) in [(Side::Source, &source), (Side::Target, &target)] {
+            if let Some(position) = &read.cursor {
+                tx.set_cursor(&cursor_key(m, side, false), position).await?;
+            }
+            if let Some(position) = &read.deletion_cursor {
+                tx.set_cursor(&cursor_key(m, side, true), position).await?;
+            }
+        }
+        tx.commit().await?;
+        debug!(mapping = %m.name, ?report, "mapping pass done");
+        Ok((report, waiting))
+    }
+
+    /// Sorts the records of a pass into pairs, matches, creates, deletes and parked records.
+    async fn decide(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+        pairs: Vec<PairState>,
+        resolver: &LinkResolver,
+        options: &RunOptions,
+    ) -> Result<MappingWork, EngineError> {
+        let plan = &m.plan;
+        let identity = m.identity();
+        let mut work = MappingWork::default();
+        let pairs_by_global: HashMap<String, PairState> = pairs
+            .into_iter()
+            .map(|p| (p.global_id.as_str().to_owned(), p))
+            .collect();
+        let pair_of_source: HashMap<&str, &PairState> = pairs_by_global
+            .values()
+            .map(|p| (p.source_id.as_str(), p))
+            .collect();
+        let pair_of_target: HashMap<&str, &PairState> = pairs_by_global
+            .values()
+            .map(|p| (p.target_id.as_str(), p))
+            .collect();
+
+        // Deletions: explicit, or by absence from a complete listing.
+        let mut deleted: Vec<(Side, String)> = Vec::new();
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            deleted.extend(read.deleted.iter().map(|id| (side, id.clone())));
+            if let Some(listed) = &read.listed {
+                let ids = match side {
+                    Side::Source => pair_of_source.keys(),
+                    Side::Target => pair_of_target.keys(),
+                };
+                deleted.extend(
+                    ids.filter(|id| !listed.contains(**id))
+                        .map(|id| (side, (*id).to_owned())),
+                );
+            }
+        }
+        let mut gone: HashSet<(Side, String)> = HashSet::new();
+        for (side, id) in deleted {
+            let pair = match side {
+                Side::Source => pair_of_source.get(id.as_str()),
+                Side::Target => pair_of_target.get(id.as_str()),
+            };
+            let Some(pair) = pair else { continue };
+            if !gone.insert((side, id.clone())) {
+                continue;
+            }
+            let counterpart = match side {
+                Side::Source => pair.target_id.clone(),
+                Side::Target => pair.source_id.clone(),
+            };
+            match m.spec.deletes {
+                DeletePolicy::Ignore => {}
+                DeletePolicy::Unlink => work.unlinks.push((side, id, pair.global_id.clone())),
+                DeletePolicy::Propagate => {
+                    if m.side(other(side)).info.can_delete {
+                        work.deletes.push((
+                            other(side),
+                            counterpart.clone(),
+                            pair.global_id.clone(),
+                        ));
+                        gone.insert((other(side), counterpart));
+                    }
+                    work.unlinks.push((side, id, pair.global_id.clone()));
+                }
+            }
+        }
+
+        // Links of the records read, for records that are not in a pair of this mapping.
+        let source_ids: Vec<String> = source
+            .records
+            .keys()
+            .filter(|id| !pair_of_source.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        let target_ids: Vec<String> = target
+            .records
+            .keys()
+            .filter(|id| !pair_of_target.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        let source_links: HashMap<String, GlobalId> = self
+            .store
+            .links_by_records(identity, &m.source.system, &m.source.entity, &source_ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.record.id, l.global_id))
+            .collect();
+        let target_links: HashMap<String, GlobalId> = self
+            .store
+            .links_by_records(identity, &m.target.system, &m.target.entity, &target_ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.record.id, l.global_id))
+            .collect();
+
+        // Pairs touched by this pass, by global id: (source id, target id, pair state).
+        let mut touched: IndexMap<String, Touched<'_>> = IndexMap::new();
+        let mut unlinked_source: Vec<&Record> = Vec::new();
+        let mut unlinked_target: Vec<&Record> = Vec::new();
+        for record in source.records.values() {
+            if gone.contains(&(Side::Source, record.id.clone())) {
+                continue;
+            }
+            if let Some(pair) = pair_of_source.get(record.id.as_str()) {
+                touched.insert(
+                    pair.global_id.as_str().to_owned(),
+                    (
+                        Some(record.id.clone()),
+                        Some(pair.target_id.clone()),
+                        Some(*pair),
+                    ),
+                );
+            } else if let Some(global) = source_links.get(&record.id) {
+                match self
+                    .store
+                    .link_by_global(identity, global, &m.target.system, &m.target.entity)
+                    .await?
+                {
+                    Some(link) if !pair_of_target.contains_key(link.record.id.as_str()) => {
+                        touched.insert(
+                            global.as_str().to_owned(),
+                            (Some(record.id.clone()), Some(link.record.id), None),
+                        );
+                    }
+                    _ => unlinked_source.push(record),
+                }
+            } else {
+                unlinked_source.push(record);
+            }
+        }
+        for record in target.records.values() {
+            if gone.contains(&(Side::Target, record.id.clone())) {
+                continue;
+            }
+            if let Some(pair) = pair_of_target.get(record.id.as_str()) {
+                let entry = touched
+                    .entry(pair.global_id.as_str().to_owned())
+                    .or_insert((Some(pair.source_id.clone()), None, Some(*pair)));
+                entry.1 = Some(record.id.clone());
+            } else if let Some(global) = target_links.get(&record.id) {
+                if touched.contains_key(global.as_str()) {
+                    continue;
+                }
+                match self
+                    .store
+                    .link_by_global(identity, global, &m.source.system, &m.source.entity)
+                    .await?
+                {
+                    Some(link) if !pair_of_source.contains_key(link.record.id.as_str()) => {
+                        touched.insert(
+                            global.as_str().to_owned(),
+                            (Some(link.record.id), Some(record.id.clone()), None),
+                        );
+                    }
+                    _ => unlinked_target.push(record),
+                }
+            } else {
+                unlinked_target.push(record);
+            }
+        }
+
+        // Linked pairs: fetch the side that was not read, then merge.
+        for (global, (source_id, target_id, pair)) in touched {
+            let (Some(source_id), Some(target_id)) = (source_id, target_id) else {
+                continue;
+            };
+            if gone.contains(&(Side::Source, source_id.clone()))
+                || gone.contains(&(Side::Target, target_id.clone()))
+            {
+                continue;
+            }
+            let source_record = match source.records.get(&source_id) {
+                Some(r) => r.clone(),
+                None => match m.source.connector.get(&m.source.entity, &source_id).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            let target_record = match target.records.get(&target_id) {
+                Some(r) => r.clone(),
+                None => match m.target.connector.get(&m.target.entity, &target_id).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            let global_id = GlobalId::new(global);
+            match self.merge_pair(
+                m,
+                global_id,
+                &source_record,
+                &target_record,
+                pair,
+                resolver,
+                &mut work,
+            ) {
+                Ok(Some(pair_plan)) => work.pairs.push(pair_plan),
+                Ok(None) => {}
+                Err(parking) => work.parked.push(parking),
+            }
+        }
+
+        // Unlinked records: match, or create on the other side.
+        let mut claimed: HashSet<(Side, String)> = HashSet::new();
+        for (side, records) in [
+            (Side::Source, unlinked_source),
+            (Side::Target, unlinked_target),
+        ] {
+            let allowed = match side {
+                Side::Source => m.spec.direction.forward(),
+                Side::Target => m.spec.direction.backward(),
+            };
+            for record in records {
+                if claimed.contains(&(side, record.id.clone())) {
+                    continue;
+                }
+                let key = match_key(plan, side, &record.data);
+                work.record_keys
+                    .push((side, record.id.clone(), key.clone()));
+                if side == Side::Source {
+                    match mapping::accepts(plan, &record.data) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(error) => {
+                            work.parked.push(parking_from(side, &record.id, &error));
+                            continue;
+                        }
+                    }
+                }
+                let own_global = match side {
+                    Side::Source => source_links.get(&record.id).cloned(),
+                    Side::Target => target_links.get(&record.id).cloned(),
+                };
+                let other_side = other(side);
+                let other_read = match other_side {
+                    Side::Source => source,
+                    Side::Target => target,
+                };
+                let candidates = match &key {
+                    Some(key) => {
+                        self.candidates(
+                            m,
+                            other_side,
+                            key,
+                            other_read,
+                            &pair_of_source,
+                            &pair_of_target,
+                            &claimed,
+                        )
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
+                match candidates.len() {
+                    0 if !allowed => {}
+                    0 => match self
+                        .plan_create(m, side, record, own_global, key.clone(), resolver)
+                        .await?
+                    {
+                        Ok(create) => work.creates.push(create),
+                        Err(Some(parking)) => work.parked.push(parking),
+                        Err(None) => work.deferred.push((side, record.id.clone())),
+                    },
+                    1 => {
+                        let candidate_id = candidates[0].clone();
+                        let candidate = match other_read.records.get(&candidate_id) {
+                            Some(r) => r.clone(),
+                            None => match m
+                                .side(other_side)
+                                .connector
+                                .get(&m.side(other_side).entity, &candidate_id)
+                                .await?
+                            {
+                                Some(r) => r,
+                                None => continue,
+                            },
+                        };
+                        claimed.insert((other_side, candidate_id.clone()));
+                        let other_rt = m.side(other_side);
+                        let candidate_global = self
+                            .store
+                            .link_by_record(
+                                identity,
+                                &RecordKey::new(&other_rt.system, &other_rt.entity, &candidate_id),
+                            )
+                            .await?
+                            .map(|l| l.global_id);
+                        let (global, new_global) = match (own_global, candidate_global) {
+                            (Some(a), Some(b)) if a != b => {
+                                work.parked.push(Parking {
+                                    side,
+                                    id: record.id.clone(),
+                                    reason: format!(
+                                        "matches {} `{candidate_id}` by key, but the two are already different {identity}s ({} and {}); link them by hand or fix the data",
+                                        other_rt.system,
+                                        a.as_str(),
+                                        b.as_str()
+                                    ),
+                                    field: None,
+                                    value: key.clone(),
+                                });
+                                continue;
+                            }
+                            (Some(a), _) => (a, false),
+                            (None, Some(b)) => (b, false),
+                            (None, None) => (GlobalId::new(String::new()), true),
+                        };
+                        let (source_record, target_record) = match side {
+                            Side::Source => (record.clone(), candidate),
+                            Side::Target => (candidate, record.clone()),
+                        };
+                        match self.merge_pair(
+                            m,
+                            global,
+                            &source_record,
+                            &target_record,
+                            None,
+                            resolver,
+                            &mut work,
+                        ) {
+                            Ok(Some(mut pair_plan)) => {
+                                pair_plan.new_links = vec![
+                                    (Side::Source, source_record.id.clone()),
+                                    (Side::Target, target_record.id.clone()),
+                                ];
+                                pair_plan.new_global = new_global;
+                                work.pairs.push(pair_plan);
+                            }
+                            Ok(None) => {}
+                            Err(parking) => work.parked.push(parking),
+                        }
+                    }
+                    _ => {
+                        let reason = format!(
+                            "ambiguous match: {} records of {} {} have the same match key; link one by hand or make the key unique",
+                            candidates.len(),
+                            m.side(other_side).system,
+                            m.side(other_side).entity
+                        );
+                        work.ambiguous.push(Action::Ambiguous {
+                            mapping: m.name.clone(),
+                            side,
+                            record_id: record.id.clone(),
+                            key: key.clone().unwrap_or_default(),
+                            candidates: candidates.clone(),
+                        });
+                        work.parked.push(Parking {
+                            side,
+                            id: record.id.clone(),
+                            reason,
+                            field: None,
+                            value: key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        // Match keys of linked records too, so later records can find them.
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            for record in read.records.values() {
+                if !work
+                    .record_keys
+                    .iter()
+                    .any(|(s, id, _)| *s == side && *id == record.id)
+                {
+                    work.record_keys.push((
+                        side,
+                        record.id.clone(),
+                        match_key(plan, side, &record.data),
+                    ));
+                }
+            }
+        }
+        let _ = options;
+        Ok(work)
+    }
+
+    /// Records of `side` with match key `key` that are free to link: read in this pass or
+    /// known from earlier ones, and not in a pair of this mapping or claimed in this pass.
+    #[allow(clippy::too_many_arguments)]
+    async fn candidates(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        key: &str,
+        read: &SideRead,
+        pair_of_source: &HashMap<&str, &PairState>,
+        pair_of_target: &HashMap<&str, &PairState>,
+        claimed: &HashSet<(Side, String)>,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut ids: Vec<String> = read
+            .records
+            .values()
+            .filter(|r| match_key(&m.plan, side, &r.data).as_deref() == Some(key))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in self.store.find_record_keys(&m.name, side, key).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let paired = match side {
+            Side::Source => pair_of_source,
+            Side::Target => pair_of_target,
+        };
+        ids.retain(|id| {
+            !paired.contains_key(id.as_str()) && !claimed.contains(&(side, id.clone()))
+        });
+        Ok(ids)
+    }
+
+    /// Plans the create of `record`'s counterpart on the other side. `Err(None)`: the record
+    /// waits for a referenced record to be linked.
+    async fn plan_create(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        record: &Record,
+        own_global: Option<GlobalId>,
+        key: Option<String>,
+        resolver: &LinkResolver,
+    ) -> Result<Result<Create, Option<Parking>>, EngineError> {
+        let plan = &m.plan;
+        let mapped = match side {
+            Side::Source => mapping::apply_forward(plan, &record.data, resolver),
+            Side::Target => mapping::apply_inverse(plan, &record.data, resolver),
+        };
+        let body = match mapped {
+            Ok(body) => body,
+            Err(error) if error.waits_for_references() => return Ok(Err(None)),
+            Err(error) => return Ok(Err(Some(parking_from(side, &record.id, &error)))),
+        };
+        // The base is in the target's terms: the created target record, or the source
+        // record as it maps forward.
+        let fields = match side {
+            Side::Source => Canonical::of(plan, &body).into_fields(),
+            Side::Target => Canonical::of(plan, &record.data).into_fields(),
+        };
+        let (global_id, new_global) = match own_global {
+            Some(global) => (global, false),
+            None => (GlobalId::new(String::new()), true),
+        };
+        Ok(Ok(Create {
+            on: other(side),
+            from_id: record.id.clone(),
+            global_id,
+            new_global,
+            body,
+            fields,
+            match_values: key,
+        }))
+    }
+
+    /// Merges one pair. `Ok(None)`: nothing to do and nothing to record.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_pair(
+        &self,
+        m: &MappingRuntime,
+        global_id: GlobalId,
+        source: &Record,
+        target: &Record,
+        pair: Option<&PairState>,
+        resolver: &LinkResolver,
+        work: &mut MappingWork,
+    ) -> Result<Option<PairPlan>, Parking> {
+        let plan = &m.plan;
+        let forward = match mapping::apply_forward_existing(plan, &source.data, resolver) {
+            Ok(value) => value,
+            Err(error) if error.waits_for_references() => {
+                work.deferred.push((Side::Source, source.id.clone()));
+                return Ok(None);
+            }
+            Err(error) => return Err(parking_from(Side::Source, &source.id, &error)),
+        };
+        let source_fields = Canonical::of(plan, &forward).into_fields();
+        let target_fields = Canonical::of(plan, &target.data).into_fields();
+        let source_hash = fields_hash(&source_fields);
+        let target_hash = fields_hash(&target_fields);
+        let base: Option<Fields> = pair.map(|p| match &p.base {
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => BTreeMap::new(),
+        });
+        // A side whose content hash is what the engine last saw or wrote has not changed,
+        // even if the system normalised the values it stored: it counts as the base.
+        let unchanged = |seen: &SideSeen, hash: &str| seen.hash.as_deref() == Some(hash);
+        let source_view = match (pair, &base) {
+            (Some(p), Some(base)) if unchanged(&p.source, &source_hash) => base.clone(),
+            _ => source_fields.clone(),
+        };
+        let target_view = match (pair, &base) {
+            (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
+            _ => target_fields.clone(),
+        };
+        let directions: HashMap<&str, Direction> = plan
+            .rules
+            .rules
+            .iter()
+            .map(|r| (r.target.as_str(), r.direction))
+            .collect();
+        let direction = |field: &str| directions.get(field).copied().unwrap_or(m.spec.direction);
+        let policy = MergePolicy {
+            conflict: m.spec.conflict,
+            tie_breaker: m.spec.tie_breaker,
+            keep_filled: m.spec.keep_filled,
+        };
+        let merged = merge::merge(
+            base.as_ref(),
+            Version {
+                fields: &source_view,
+                modified: source.modified,
+            },
+            Version {
+                fields: &target_view,
+                modified: target.modified,
+            },
+            policy,
+            &direction,
+        );
+        let mut updates = Vec::new();
+        if !merged.to_target.is_empty() {
+            let changes = merged
+                .to_target
+                .iter()
+                .map(|(field, after)| FieldChange {
+                    field: field.clone(),
+                    before: target_fields.get(field).cloned(),
+                    after: after.clone(),
+                })
+                .collect();
+            updates.push(Update {
+                on: Side::Target,
+                id: target.id.clone(),
+                body: target_patch(plan, &merged.to_target),
+                changes,
+            });
+        }
+        if !merged.to_source.is_empty() {
+            // The target record with the values to send back, mapped backwards through the
+            // rules of those fields only.
+            let mut overlaid = target.data.clone();
+            for (path, value) in &merged.to_source {
+                if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
+                    let _ = rule.target.set(&mut overlaid, value.clone());
+                }
+            }
+            let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
+            match mapping::apply_inverse_selected(plan, &overlaid, resolver, &selected) {
+                Ok(body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
+                    let changes = merged
+                        .to_source
+                        .iter()
+                        .map(|(field, after)| FieldChange {
+                            field: field.clone(),
+                            before: source_fields.get(field).cloned(),
+                            after: after.clone(),
+                        })
+                        .collect();
+                    updates.push(Update {
+                        on: Side::Source,
+                        id: source.id.clone(),
+                        body,
+                        changes,
+                    });
+                }
+                Ok(_) => {}
+                Err(error) if error.waits_for_references() => {
+                    work.deferred.push((Side::Target, target.id.clone()));
+                    return Ok(None);
+                }
+                Err(error) => return Err(parking_from(Side::Target, &target.id, &error)),
+            }
+        }
+        if updates.is_empty()
+            && pair.is_some()
+            && pair.is_some_and(|p| p.base_hash == fields_hash(&merged.base))
+        {
+            // Nothing changed and the stored state is current.
+            if pair.is_some_and(|p| {
+                unchanged(&p.source, &source_hash) && unchanged(&p.target, &target_hash)
+            }) {
+                work.ok_ids.push((Side::Source, source.id.clone()));
+                work.ok_ids.push((Side::Target, target.id.clone()));
+                return Ok(None);
+            }
+        }
+        let written_hash = fields_hash(&merged.base);
+        Ok(Some(PairPlan {
+            global_id,
+            source_id: source.id.clone(),
+            target_id: target.id.clone(),
+            source_seen: SideSeen {
+                hash: Some(if merged.to_source.is_empty() {
+                    source_hash
+                } else {
+                    written_hash.clone()
+                }),
+                modified_at: source.modified,
+            },
+            target_seen: SideSeen {
+                hash: Some(if merged.to_target.is_empty() {
+                    target_hash
+                } else {
+                    written_hash
+                }),
+                modified_at: target.modified,
+            },
+            base: merged.base,
+            updates,
+            conflicts: merged.conflicts,
+            existed: pair.is_some(),
+            new_links: Vec::new(),
+            new_global: false,
+        }))
+    }
+
+    /// Finds the records that crashed creates left behind, and links them.
+    async fn resolve_intents(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+        work: &mut MappingWork,
+    ) -> Result<(), EngineError> {
+        let intents = self.store.open_intents(&m.name).await?;
+        for intent in intents {
+            let (side_read, rt) = match intent.side {
+                Side::Source => (source, &m.source),
+                Side::Target => (target, &m.target),
+            };
+            let key = intent.match_values.as_str().map(str::to_owned);
+            let mut found: Option<String> = None;
+            if let Some(key) = &key {
+                let mut ids: Vec<String> = side_read
+                    .records
+                    .values()
+                    .filter(|r| {
+                        match_key(&m.plan, intent.side, &r.data).as_deref() == Some(key.as_str())
+                    })
+                    .map(|r| r.id.clone())
+                    .collect();
+                for id in self
+                    .store
+                    .find_record_keys(&m.name, intent.side, key)
+                    .await?
+                {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                if ids.len() == 1 {
+                    found = ids.pop();
+                }
+            }
+            if found.is_none() {
+                // Without a key, a record with exactly the content the create sent.
+                found = side_read
+                    .records
+                    .values()
+                    .filter(|r| {
+                        let fields = match intent.side {
+                            Side::Target => Canonical::of(&m.plan, &r.data).into_fields(),
+                            Side::Source => {
+                                match mapping::apply_forward(&m.plan, &r.data, &KeepIds) {
+                                    Ok(body) => Canonical::of(&m.plan, &body).into_fields(),
+                                    Err(_) => return false,
+                                }
+                            }
+                        };
+                        fields_hash(&fields) == intent.payload_hash
+                    })
+                    .map(|r| r.id.clone())
+                    .next();
+            }
+            let mut tx = self.store.transaction().await?;
+            match found {
+                Some(id)
+                    if tx
+                        .link_by_record(m.identity(), &RecordKey::new(&rt.system, &rt.entity, &id))
+                        .await?
+                        .is_none() =>
+                {
+                    info!(mapping = %m.name, record = %id, "a create interrupted by a crash is found and linked");
+                    tx.link(
+                        m.identity(),
+                        &intent.global_id,
+                        &RecordKey::new(&rt.system, &rt.entity, &id),
+                        LinkOrigin::Create,
+                    )
+                    .await?;
+                    tx.complete_intent(&intent.id, &id).await?;
+                    // The pair is merged from scratch on this pass: the record is read again.
+                    work.deferred.push((intent.side, id));
+                }
+                _ => {
+                    debug!(mapping = %m.name, intent = %intent.id.as_str(), "abandoning an intent whose create did not happen");
+                    tx.abandon_intent(&intent.id).await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the writes of one pass and records their results, a batch per transaction.
+    async fn execute(
+        &self,
+        m: &MappingRuntime,
+        run_id: Option<&RunId>,
+        work: MappingWork,
+        report: &mut MappingReport,
+        parked_before: &[crate::store::ParkedRecord],
+    ) -> Result<(), EngineError> {
+        let identity = m.identity().to_owned();
+        let was_parked: HashSet<(Side, &str)> = parked_before
+            .iter()
+            .map(|p| (p.side, p.record_id.as_str()))
+            .collect();
+        let mut done_ids: Vec<(Side, String)> = work.ok_ids;
+
+        // Record keys first, so a crash mid-way can still find what was read.
+        let mut tx = self.store.transaction().await?;
+        for (side, id, key) in &work.record_keys {
+            tx.put_record_key(&m.name, *side, id, key.as_deref())
+                .await?;
+        }
+        tx.commit().await?;
+
+        // Deletes and unlinks.
+        for (side, id, global) in &work.deletes {
+            let rt = m.side(*side);
+            match rt.connector.delete(&rt.entity, id).await {
+                Ok(_) => match side {
+                    Side::Source => report.deleted_source += 1,
+                    Side::Target => report.deleted_target += 1,
+                },
+                Err(error) if error.is_permanent() => {
+                    self.store
+                        .park(&park_of(m, parking_from_write(*side, id, &error)))
+                        .await?;
+                    report.parked += 1;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            let mut tx = self.store.transaction().await?;
+            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
+                .await?;
+            tx.delete_pair_state(&m.name, global).await?;
+            tx.commit().await?;
+        }
+        for (side, id, global) in &work.unlinks {
+            let rt = m.side(*side);
+            let mut tx = self.store.transaction().await?;
+            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
+                .await?;
+            tx.delete_pair_state(&m.name, global).await?;
+            tx.commit().await?;
+            report.unlinked += 1;
+        }
+
+        // Pairs: links made by match keys, updates, conflicts, new bases.
+        for chunk in work.pairs.chunks(BATCH) {
+            let mut results: Vec<Result<(), Parking>> = Vec::with_capacity(chunk.len());
+            for pair in chunk {
+                let mut outcome = Ok(());
+                for update in &pair.updates {
+                    let rt = m.side(update.on);
+                    match rt
+                        .connector
+                        .update(&rt.entity, &update.id, update.body.clone())
+                        .await
+                    {
+                        Ok(_) => match update.on {
+                            Side::Source => report.updated_source += 1,
+                            Side::Target => report.updated_target += 1,
+                        },
+                        Err(error) if error.is_permanent() => {
+                            outcome = Err(parking_from_write(
+                                other(update.on),
+                                if update.on == Side::Source {
+                                    &pair.target_id
+                                } else {
+                                    &pair.source_id
+                                },
+                                &error,
+                            ));
+                            break;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                results.push(outcome);
+            }
+            let mut tx = self.store.transaction().await?;
+            for (pair, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        let global = if pair.new_global {
+                            tx.new_global_id(&identity).await?
+                        } else {
+                            pair.global_id.clone()
+                        };
+                        for (side, id) in &pair.new_links {
+                            let rt = m.side(*side);
+                            tx.link(
+                                &identity,
+                                &global,
+                                &RecordKey::new(&rt.system, &rt.entity, id),
+                                LinkOrigin::MatchKey,
+                            )
+                            .await?;
+                        }
+                        if !pair.new_links.is_empty() {
+                            report.linked += 1;
+                        }
+                        if let Some(run_id) = run_id {
+                            for conflict in &pair.conflicts {
+                                tx.record_conflict(&NewConflict {
+                                    run_id: run_id.clone(),
+                                    mapping: m.name.clone(),
+                                    global_id: global.clone(),
+                                    field: conflict.field.clone(),
+                                    source_value: conflict.source.clone().unwrap_or(Value::Null),
+                                    target_value: conflict.target.clone().unwrap_or(Value::Null),
+                                    base_value: conflict.base.clone(),
+                                    resolution: conflict.reason.clone(),
+                                    winner: conflict.winner,
+                                })
+                                .await?;
+                                report.conflicts += 1;
+                            }
+                        }
+                        tx.put_pair_state(&PairState {
+                            mapping: m.name.clone(),
+                            global_id: global,
+                            source_id: pair.source_id.clone(),
+                            target_id: pair.target_id.clone(),
+                            base: Value::Object(
+                                pair.base
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            ),
+                            base_hash: fields_hash(&pair.base),
+                            source: pair.source_seen.clone(),
+                            target: pair.target_seen.clone(),
+                            synced_at: Utc::now(),
+                        })
+                        .await?;
+                        done_ids.push((Side::Source, pair.source_id.clone()));
+                        done_ids.push((Side::Target, pair.target_id.clone()));
+                    }
+                    Err(parking) => {
+                        tx.park(&park_of(m, parking)).await?;
+                        report.parked += 1;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+
+        // Creates, each recorded as an intent before it is sent.
+        for chunk in work.creates.chunks(BATCH) {
+            let mut tx = self.store.transaction().await?;
+            let mut prepared = Vec::with_capacity(chunk.len());
+            for create in chunk {
+                let global = if create.new_global {
+                    tx.new_global_id(&identity).await?
+                } else {
+                    create.global_id.clone()
+                };
+                let from_rt = m.side(other(create.on));
+                tx.link(
+                    &identity,
+                    &global,
+                    &RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
+                    LinkOrigin::Create,
+                )
+                .await?;
+                let intent = tx
+                    .record_intent(&NewIntent {
+                        mapping: m.name.clone(),
+                        side: create.on,
+                        source_record_id: create.from_id.clone(),
+                        global_id: global.clone(),
+                        match_values: create
+                            .match_values
+                            .clone()
+                            .map_or(Value::Null, Value::String),
+                        payload_hash: fields_hash(&create.fields),
+                    })
+                    .await?;
+                prepared.push((create, global, intent.id));
+            }
+            tx.commit().await?;
+            for on in [Side::Source, Side::Target] {
+                let group: Vec<&(&Create, GlobalId, crate::store::IntentId)> =
+                    prepared.iter().filter(|(c, _, _)| c.on == on).collect();
+                if group.is_empty() {
+                    continue;
+                }
+                let rt = m.side(on);
+                let bodies: Vec<Value> = group.iter().map(|(c, _, _)| c.body.clone()).collect();
+                let results = rt.connector.create_many(&rt.entity, bodies).await;
+                let mut tx = self.store.transaction().await?;
+                for ((create, global, intent_id), result) in group.into_iter().zip(results) {
+                    match result {
+                        Ok(written) => {
+                            tx.link(
+                                &identity,
+                                global,
+                                &RecordKey::new(&rt.system, &rt.entity, &written.id),
+                                LinkOrigin::Create,
+                            )
+                            .await?;
+                            tx.complete_intent(intent_id, &written.id).await?;
+                            let stored_fields = match (&written.record, on) {
+                                (Some(record), Side::Target) => {
+                                    Canonical::of(&m.plan, &record.data).into_fields()
+                                }
+                                _ => create.fields.clone(),
+                            };
+                            let hash = fields_hash(&create.fields);
+                            let (source_id, target_id) = match on {
+                                Side::Target => (create.from_id.clone(), written.id.clone()),
+                                Side::Source => (written.id.clone(), create.from_id.clone()),
+                            };
+                            tx.put_pair_state(&PairState {
+                                mapping: m.name.clone(),
+                                global_id: global.clone(),
+                                source_id,
+                                target_id,
+                                base: Value::Object(
+                                    create
+                                        .fields
+                                        .iter()
+                                        .map(|(k, v)| (k.clone(), v.clone()))
+                                        .collect(),
+                                ),
+                                base_hash: hash.clone(),
+                                source: SideSeen {
+                                    hash: Some(if on == Side::Source {
+                                        fields_hash(&stored_fields)
+                                    } else {
+                                        hash.clone()
+                                    }),
+                                    modified_at: None,
+                                },
+                                target: SideSeen {
+                                    hash: Some(if on == Side::Target {
+                                        fields_hash(&stored_fields)
+                                    } else {
+                                        hash
+                                    }),
+                                    modified_at: written.record.as_ref().and_then(|r| r.modified),
+                                },
+                                synced_at: Utc::now(),
+                            })
+                            .await?;
+                            if let Some(key) = &create.match_values {
+                                tx.put_record_key(&m.name, on, &written.id, Some(key))
+                                    .await?;
+                            }
+                            match on {
+                                Side::Source => report.created_source += 1,
+                                Side::Target => report.created_target += 1,
+                            }
+                            done_ids.push((other(on), create.from_id.clone()));
+                        }
+                        Err(error) if !error.may_have_applied() => {
+                            tx.abandon_intent(intent_id).await?;
+                            tx.park(&park_of(
+                                m,
+                                parking_from_write(other(on), &create.from_id, &error),
+                            ))
+                            .await?;
+                            report.parked += 1;
+                        }
+                        Err(error) => {
+                            // The create may have happened: the intent stays open and the next
+                            // run finds the record before creating anything.
+                            warn!(mapping = %m.name, %error, "a create may have happened; it is resolved on the next run");
+                        }
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+
+        // Parked records and unparking.
+        let mut tx = self.store.transaction().await?;
+        for parking in work.parked {
+            tx.park(&park_of(m, parking)).await?;
+            report.parked += 1;
+        }
+        for (side, id) in &done_ids {
+            if was_parked.contains(&(*side, id.as_str())) && tx.unpark(&m.name, *side, id).await? {
+                report.unparked += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn park_of(m: &MappingRuntime, parking: Parking) -> Park {
+    Park {
+        mapping: m.name.clone(),
+        side: parking.side,
+        record_id: parking.id,
+        reason: parking.reason,
+        field: parking.field,
+        value: parking.value,
+    }
+}
+
+fn count_updates(work: &MappingWork, side: Side) -> u64 {
+    work.pairs
+        .iter()
+        .flat_map(|p| &p.updates)
+        .filter(|u| u.on == side)
+        .count() as u64
+}
+
+fn cursor_key(m: &MappingRuntime, side: Side, deletions: bool) -> CursorKey {
+    let rt = m.side(side);
+    CursorKey {
+        mapping: m.name.clone(),
+        side,
+        system: rt.system.clone(),
+        entity: if deletions {
+            format!("{}#deletions", rt.entity)
+        } else {
+            rt.entity.clone()
+        },
+    }
+}
+
+/// The actions of a planned pass, for `tether plan`.
+fn plan_actions(m: &MappingRuntime, work: &MappingWork, actions: &mut Vec<Action>) {
+    for pair in &work.pairs {
+        if !pair.new_links.is_empty() {
+            actions.push(Action::Link {
+                mapping: m.name.clone(),
+                source_id: pair.source_id.clone(),
+                target_id: pair.target_id.clone(),
+                key: "match key".to_owned(),
+            });
+        }
+        for conflict in &pair.conflicts {
+            actions.push(Action::Conflict {
+                mapping: m.name.clone(),
+                field: conflict.field.clone(),
+                base: conflict.base.clone(),
+                source: conflict.source.clone(),
+                target: conflict.target.clone(),
+                winner: conflict.winner,
+                reason: conflict.reason.clone(),
+            });
+        }
+        for update in &pair.updates {
+            actions.push(Action::Update {
+                mapping: m.name.clone(),
+                on: update.on,
+                id: update.id.clone(),
+                changes: update.changes.clone(),
+            });
+        }
+    }
+    actions.extend(work.ambiguous.iter().cloned());
+    for create in &work.creates {
+        actions.push(Action::Create {
+            mapping: m.name.clone(),
+            on: create.on,
+            from_id: create.from_id.clone(),
+            fields: create.body.clone(),
+        });
+    }
+    for (side, id, _) in &work.deletes {
+        actions.push(Action::Delete {
+            mapping: m.name.clone(),
+            on: *side,
+            id: id.clone(),
+        });
+    }
+    for (side, id, _) in &work.unlinks {
+        actions.push(Action::Unlink {
+            mapping: m.name.clone(),
+            side: *side,
+            id: id.clone(),
+        });
+    }
+    for parking in &work.parked {
+        actions.push(Action::Park {
+            mapping: m.name.clone(),
+            side: parking.side,
+            id: parking.id.clone(),
+            reason: parking.reason.clone(),
+            field: parking.field.clone(),
+            value: parking.value.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn match_keys_ignore_case_and_spacing() {
+        assert_eq!(
+            key_text(&[Some(json!("  Ada@Example.com "))]),
+            Some("ada@example.com".into())
+        );
+        assert_eq!(
+            key_text(&[Some(json!("Acme   AS"))]),
+            key_text(&[Some(json!("acme as"))])
+        );
+        assert_eq!(key_text(&[Some(json!(""))]), None);
+        assert_eq!(key_text(&[None]), None);
+        assert_eq!(key_text(&[Some(json!(42))]), Some("42".into()));
+    }
+}
