@@ -54,7 +54,7 @@ pub fn run(flows: &Path, name: &str, inverse: bool) -> anyhow::Result<u8> {
                 &plan,
                 record,
                 inverse,
-                &format!("record {}", index + 1),
+                Position::Item(index + 1),
                 &mut out,
                 &mut counts,
             )?;
@@ -72,9 +72,9 @@ pub fn run(flows: &Path, name: &str, inverse: bool) -> anyhow::Result<u8> {
             if line.trim().is_empty() {
                 continue;
             }
-            let position = format!("record {number} (line {number})");
+            let position = Position::Line(number);
             match serde_json::from_str::<Value>(&line) {
-                Ok(record) => map_one(&plan, &record, inverse, &position, &mut out, &mut counts)?,
+                Ok(record) => map_one(&plan, &record, inverse, position, &mut out, &mut counts)?,
                 Err(error) => {
                     counts.failed += 1;
                     eprintln!("{position}: invalid JSON: {error}");
@@ -96,6 +96,24 @@ pub fn run(flows: &Path, name: &str, inverse: bool) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Where a record was in the input.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    /// The n-th line of JSON Lines input.
+    Line(usize),
+    /// The n-th item of a JSON array.
+    Item(usize),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "record {n} (line {n})"),
+            Position::Item(n) => write!(f, "record {n}"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     failed: usize,
@@ -106,7 +124,7 @@ fn map_one(
     plan: &MappingPlan,
     record: &Value,
     inverse: bool,
-    position: &str,
+    position: Position,
     out: &mut impl Write,
     counts: &mut Counts,
 ) -> anyhow::Result<()> {

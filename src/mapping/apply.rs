@@ -9,7 +9,7 @@
 //! others fail; a record with failed rules gives all of their errors at once.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -162,7 +162,7 @@ fn forward_with(
         errors: Vec::new(),
         select,
     };
-    let mut out = Value::Object(Map::new());
+    let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
     run.forward_set(&plan.rules, record, &mut out, "");
     run.finish(out)
 }
@@ -199,7 +199,7 @@ fn inverse_with(
         errors: Vec::new(),
         select,
     };
-    let mut out = Value::Object(Map::new());
+    let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
     run.inverse_set(&plan.rules, record, &mut out, "");
     run.finish(out)
 }
@@ -428,7 +428,7 @@ impl Run<'_> {
         if let Some(map) = &rule.value_map
             && !value.is_null()
         {
-            value = match map.forward.get(&scalar_text(&value)) {
+            value = match lookup(&map.forward, &value) {
                 Some(mapped) => mapped.clone(),
                 None => {
                     return Err(Failure::new(
@@ -518,7 +518,7 @@ impl Run<'_> {
         let base = rule_name(prefix, rule);
         for (index, item) in list.iter().enumerate() {
             let item_prefix = format!("{base}[{index}]");
-            let mut mapped = Value::Object(Map::new());
+            let mut mapped = Value::Object(Map::with_capacity(items.rules.len()));
             if forward {
                 self.forward_set(items, item, &mut mapped, &item_prefix);
             } else {
@@ -581,7 +581,7 @@ impl Run<'_> {
             let found = map
                 .backward
                 .as_ref()
-                .and_then(|backward| backward.get(&scalar_text(&value)));
+                .and_then(|backward| lookup(backward, &value));
             value = match found {
                 Some(mapped) => mapped.clone(),
                 None => {
@@ -649,12 +649,20 @@ impl Run<'_> {
     }
 }
 
+/// Looks a scalar up in a value map by its text, without copying text values.
+fn lookup<'m>(map: &'m HashMap<String, Value>, value: &Value) -> Option<&'m Value> {
+    match value {
+        Value::String(text) => map.get(text.as_str()),
+        other => map.get(&scalar_text(other)),
+    }
+}
+
 fn eval_template(
     template: &CompiledTemplate,
     value: &Value,
     lazy: &mut LazyRecord<'_>,
 ) -> Result<Value, Failure> {
     template
-        .eval(template::to_template_value(value), lazy.get())
+        .eval_json(value, || lazy.get())
         .map_err(|reason| Failure::new(RuleErrorKind::Template, reason, value))
 }

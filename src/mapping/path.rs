@@ -173,7 +173,7 @@ fn get_steps<'a>(steps: &[Step], record: &'a Value) -> Option<&'a Value> {
     let mut current = record;
     for step in steps {
         current = match step {
-            Step::Key(key) => current.as_object()?.get(key)?,
+            Step::Key(key) => object_get(current.as_object()?, key)?,
             Step::Index(index) => current.as_array()?.get(*index)?,
             Step::Select { key, value } => current
                 .as_array()?
@@ -182,6 +182,16 @@ fn get_steps<'a>(steps: &[Step], record: &'a Value) -> Option<&'a Value> {
         };
     }
     Some(current)
+}
+
+/// Looks a key up in an object. Records have few fields, and comparing a handful of short
+/// keys is cheaper than hashing the key, so small objects are scanned.
+fn object_get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= 24 {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
 }
 
 fn set_steps(steps: &[Step], record: &mut Value, value: Value) -> Result<(), String> {

@@ -267,6 +267,7 @@ pub fn compile(
     let mut compiler = Compiler {
         file,
         diagnostics: Vec::new(),
+        reported_elsewhere: 0,
     };
     let rules = compiler.rule_set(
         &mapping
@@ -292,7 +293,8 @@ pub fn compile(
         filter_needs = RecordNeeds::from_use(compiled.record_use());
         Some(compiled)
     });
-    if compiler.diagnostics.iter().any(Diagnostic::is_error) {
+    if compiler.error_count() > 0 {
+        compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(compiler.diagnostics);
     }
     Ok(MappingPlan {
@@ -342,6 +344,9 @@ type Fields = IndexMap<String, FieldSpec>;
 struct Compiler<'a> {
     file: &'a Path,
     diagnostics: Vec<Diagnostic>,
+    /// Problems another check reports (`${VAR}` where no interpolation is allowed): the
+    /// mapping gets no plan, without a second diagnostic for the same spot.
+    reported_elsewhere: usize,
 }
 
 /// What resolving a path against a field list found.
@@ -526,7 +531,18 @@ impl Compiler<'_> {
         record_fields: &Fields,
         role: TemplateRole,
     ) -> Option<CompiledTemplate> {
-        let compiled = match CompiledTemplate::compile(&text.value) {
+        if text.value.contains("${") {
+            self.reported_elsewhere += 1;
+            return None;
+        }
+        // The mapping filter is an expression (`record.role == "sales"`); a template around it
+        // (`{{ ... }}`) is accepted too.
+        let source = if role == TemplateRole::Filter && !text.value.contains("{{") {
+            format!("{{{{ {} }}}}", text.value)
+        } else {
+            text.value.clone()
+        };
+        let compiled = match CompiledTemplate::compile(&source) {
             Ok(compiled) => compiled,
             Err(TemplateError::UnknownFilter { name, suggestion }) => {
                 let help = suggestion
@@ -795,7 +811,7 @@ impl Compiler<'_> {
     }
 
     fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.is_error()).count()
+        self.diagnostics.iter().filter(|d| d.is_error()).count() + self.reported_elsewhere
     }
 
     fn inverse(
@@ -1050,4 +1066,186 @@ fn short_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let shown: Vec<String> = names.iter().take(12).map(|n| format!("`{n}`")).collect();
     let more = if names.len() > 12 { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{KeepIds, accepts, apply_forward, apply_inverse};
+    use crate::spec::flow::FlowFile;
+    use crate::spec::load::load_text;
+    use crate::spec::system::SystemFile;
+    use serde_json::json;
+
+    const SYSTEM: &str = r#"
+system: SYS
+title: T
+base_url: http://127.0.0.1:9
+auth: none
+entities:
+  people:
+    id: $.id
+    id_type: integer
+    fields:
+      id: { type: id, read_only: true }
+      name: { type: string }
+      first: { type: string }
+      last: { type: string }
+      kind: { type: enum, values: [a, b, c] }
+      role: { type: string }
+      tags: { type: array, fields: { k: { type: string }, v: { type: string } } }
+    list: { path: /people, records: $.items, pagination: none }
+"#;
+
+    /// Compiles the mapping `m` with the given rules (YAML list items) between two systems
+    /// with the entity above.
+    fn compile_rules(rules: &str, extra: &str) -> Result<MappingPlan, Vec<Diagnostic>> {
+        let mut project = Project::default();
+        for name in ["src", "dst"] {
+            let (loaded, diagnostics) =
+                load_text::<SystemFile>(Path::new(name), SYSTEM.replace("SYS", name));
+            assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+            project
+                .systems
+                .insert(name.into(), loaded.expect("system loads"));
+        }
+        let flow = format!(
+            "flow: f\ntitle: F\nsource: src\ntarget: dst\nmappings:\n  - name: m\n    source_label: S\n    target_label: T\n    source: people\n    target: people\n    identity: person\n{extra}    properties:\n{rules}"
+        );
+        let (loaded, diagnostics) = load_text::<FlowFile>(Path::new("f.yaml"), flow);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let loaded = loaded.expect("flow loads");
+        let mapping = loaded.spec.mappings[0]
+            .valid()
+            .expect("valid mapping")
+            .clone();
+        let (source, target) = entities(&project, &loaded.spec, &mapping).expect("entities");
+        compile(
+            Path::new("f.yaml"),
+            "f",
+            "src",
+            "dst",
+            &mapping,
+            source,
+            target,
+        )
+    }
+
+    fn codes_of(result: Result<MappingPlan, Vec<Diagnostic>>) -> Vec<(&'static str, u32)> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => diagnostics.iter().map(|d| (d.code, d.line)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_clean_mapping_compiles() {
+        let plan = compile_rules(
+            "      - { source: $.name, target: name, type: string }\n",
+            "",
+        )
+        .expect("compiles");
+        assert_eq!(plan.rules.rules.len(), 1);
+        assert_eq!(plan.source_system, "src");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let rules = "      - { source: $.nmae, target: name, type: string }\n      - { source: $.name, target: nmae, type: string }\n      - { source: $.kind, target: kind, type: enum, value_map: { a: x } }\n";
+        assert_eq!(
+            codes_of(compile_rules(rules, "")),
+            [
+                (codes::UNKNOWN_FIELD, 13),
+                (codes::UNKNOWN_FIELD, 14),
+                (codes::VALUE_MAP_TYPE_MISMATCH, 15)
+            ]
+        );
+    }
+
+    #[test]
+    fn match_keys_and_template_fields_are_checked() {
+        let extra = "    match: [{ source: $.emial, target: name }]\n";
+        let rules = "      - { template: \"{{ record.nmae }}\", target: name, type: string, direction: source-to-target }\n";
+        let found = codes_of(compile_rules(rules, extra));
+        assert_eq!(
+            found,
+            [(codes::UNKNOWN_FIELD, 12), (codes::UNKNOWN_FIELD, 14)]
+        );
+    }
+
+    #[test]
+    fn two_way_rules_need_a_way_back() {
+        // A query path, a template rule without inverse, a value map that is not one-to-one.
+        let rules = "      - { source: \"$.tags[*].v\", target: name, type: string }\n      - { template: \"{{ record.first }}\", target: first, type: string }\n      - { source: $.kind, target: kind, type: enum, value_map: { a: a, b: a, c: c } }\n      - { source: $.id, target: role, type: string }\n";
+        assert_eq!(
+            codes_of(compile_rules(rules, "")),
+            [
+                (codes::MISSING_INVERSE, 13),
+                (codes::MISSING_INVERSE, 14),
+                (codes::MISSING_INVERSE, 15),
+                (codes::READ_ONLY_TARGET, 16)
+            ]
+        );
+        // One-way, the same rules are fine.
+        let one_way = rules.replace(" }\n", ", direction: source-to-target }\n");
+        assert_eq!(codes_of(compile_rules(&one_way, "")), []);
+        // An inverse value map makes the map usable backwards.
+        let with_inverse = "      - { source: $.kind, target: kind, type: enum, value_map: { a: a, b: a }, inverse_value_map: { a: b } }\n";
+        let plan = compile_rules(with_inverse, "").expect("compiles");
+        let back = apply_inverse(&plan, &json!({"kind": "a"}), &KeepIds).unwrap();
+        assert_eq!(back, json!({"kind": "b"}));
+    }
+
+    #[test]
+    fn templates_see_only_value_record_and_globals() {
+        let rules = "      - { template: \"{{ value }}\", target: name, type: string, direction: source-to-target }\n      - { source: $.name, target: first, type: string, transform: \"{{ coalesce(value, record.last) }}\", direction: source-to-target }\n";
+        assert_eq!(
+            codes_of(compile_rules(rules, "")),
+            [(codes::UNKNOWN_VARIABLE, 13)]
+        );
+    }
+
+    #[test]
+    fn a_template_rule_with_an_inverse_per_source_path_works_both_ways() {
+        let rules = "      - template: \"{{ record.first }} {{ record.last }}\"\n        target: name\n        type: string\n        inverse:\n          $.first: \"{{ value | split(' ') | first }}\"\n          $.last: \"{{ value | split(' ') | last }}\"\n";
+        let plan = compile_rules(rules, "").expect("compiles");
+        let forward =
+            apply_forward(&plan, &json!({"first": "Ann", "last": "Lee"}), &KeepIds).unwrap();
+        assert_eq!(forward, json!({"name": "Ann Lee"}));
+        let back = apply_inverse(&plan, &json!({"name": "Bo Berg"}), &KeepIds).unwrap();
+        assert_eq!(back, json!({"first": "Bo", "last": "Berg"}));
+    }
+
+    #[test]
+    fn the_mapping_filter_selects_records() {
+        let extra = "    filter: \"record.role == 'sales'\"\n";
+        let plan = compile_rules(
+            "      - { source: $.name, target: name, type: string }\n",
+            extra,
+        )
+        .expect("compiles");
+        assert_eq!(accepts(&plan, &json!({"role": "sales"})), Ok(true));
+        assert_eq!(accepts(&plan, &json!({"role": "it"})), Ok(false));
+        assert_eq!(accepts(&plan, &json!({})), Ok(false));
+        let bad = compile_rules(
+            "      - { source: $.name, target: name, type: string }\n",
+            "    filter: \"record.rol == 'x'\"\n",
+        );
+        assert_eq!(codes_of(bad), [(codes::UNKNOWN_FIELD, 12)]);
+    }
+
+    #[test]
+    fn selector_targets_are_written_back_as_list_items() {
+        let rules = "      - { source: \"$.tags[?(@.k=='x')].v\", target: name, type: string }\n";
+        let plan = compile_rules(rules, "").expect("compiles");
+        let forward = apply_forward(
+            &plan,
+            &json!({"tags": [{"k": "y", "v": 1}, {"k": "x", "v": "X"}]}),
+            &KeepIds,
+        )
+        .unwrap();
+        assert_eq!(forward, json!({"name": "X"}));
+        let back = apply_inverse(&plan, &forward, &KeepIds).unwrap();
+        assert_eq!(back, json!({"tags": [{"k": "x", "v": "X"}]}));
+    }
 }

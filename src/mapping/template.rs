@@ -237,10 +237,50 @@ enum Body {
     Text(minijinja::Template<'static, 'static>),
 }
 
+/// Text filters that a plain `value | trim | upper` chain applies directly, with exactly the
+/// results of minijinja's filters of the same names on text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextFilter {
+    Trim,
+    Upper,
+    Lower,
+}
+
+/// Recognises `value | f | g` where every filter is a [`TextFilter`] without arguments.
+fn text_chain(expression: &str) -> Option<Vec<TextFilter>> {
+    let mut parts = expression.split('|').map(str::trim);
+    if parts.next()? != "value" {
+        return None;
+    }
+    let chain: Vec<TextFilter> = parts
+        .map(|name| match name {
+            "trim" => Some(TextFilter::Trim),
+            "upper" => Some(TextFilter::Upper),
+            "lower" => Some(TextFilter::Lower),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!chain.is_empty()).then_some(chain)
+}
+
+fn apply_chain(chain: &[TextFilter], text: &str) -> String {
+    let mut out = text.to_string();
+    for filter in chain {
+        out = match filter {
+            TextFilter::Trim => out.trim().to_string(),
+            TextFilter::Upper => out.to_uppercase(),
+            TextFilter::Lower => out.to_lowercase(),
+        };
+    }
+    out
+}
+
 /// A compiled template or expression.
 pub struct CompiledTemplate {
     source: String,
     body: Body,
+    /// For `value | trim`-like chains: the filters, applied directly to text values.
+    chain: Option<Vec<TextFilter>>,
     /// Top-level names the template reads (`value`, `record`, function names, ...).
     variables: BTreeSet<String>,
     record_use: RecordUse,
@@ -274,6 +314,7 @@ impl CompiledTemplate {
     /// Compiles a template (`{{ value | trim }}`, `{{ record.first }} {{ record.last }}`).
     pub fn compile(source: &str) -> Result<CompiledTemplate, TemplateError> {
         let trimmed = source.trim();
+        let chain = single_expression(trimmed).and_then(text_chain);
         let (body, code) = match single_expression(trimmed) {
             Some(expression) => {
                 let compiled = ENVIRONMENT
@@ -326,6 +367,7 @@ impl CompiledTemplate {
         Ok(CompiledTemplate {
             source: source.to_string(),
             body,
+            chain,
             variables,
             record_use,
             record_paths,
@@ -350,6 +392,18 @@ impl CompiledTemplate {
     /// The dotted paths read from `record` (`address.city`).
     pub fn record_paths(&self) -> &BTreeSet<String> {
         &self.record_paths
+    }
+
+    /// Evaluates the template on a JSON value, with `record` in scope.
+    pub fn eval_json(
+        &self,
+        value: &serde_json::Value,
+        record: impl FnOnce() -> Value,
+    ) -> Result<serde_json::Value, String> {
+        if let (Some(chain), serde_json::Value::String(text)) = (&self.chain, value) {
+            return Ok(serde_json::Value::String(apply_chain(chain, text)));
+        }
+        self.eval(to_template_value(value), record())
     }
 
     /// Evaluates the template with `value` and `record` in scope.
@@ -963,6 +1017,33 @@ mod tests {
         assert_eq!(eval("{{- value | upper -}}", json!("a")), Ok(json!("A")));
         assert_eq!(eval("x{{ value }}", json!(12)), Ok(json!("x12")));
         assert_eq!(eval("{{ value }} {{ value }}", json!(null)), Ok(json!(" ")));
+    }
+
+    #[test]
+    fn direct_text_chains_agree_with_minijinja() {
+        for source in [
+            "{{ value | trim }}",
+            "{{ value|trim|upper }}",
+            "{{ value | lower | trim }}",
+        ] {
+            let template = CompiledTemplate::compile(source).unwrap();
+            assert!(template.chain.is_some(), "{source}");
+            for text in ["  Ann Lee ", "ÅSE ø", "\u{a0}x\t", ""] {
+                let direct = template
+                    .eval_json(&json!(text), || Value::from(()))
+                    .unwrap();
+                let engine = template.eval(Value::from(text), Value::from(())).unwrap();
+                assert_eq!(direct, engine, "{source} on {text:?}");
+            }
+        }
+        let template = CompiledTemplate::compile("{{ value | trim('x') }}").unwrap();
+        assert!(template.chain.is_none());
+        // Numbers go through minijinja.
+        let template = CompiledTemplate::compile("{{ value | upper }}").unwrap();
+        assert_eq!(
+            template.eval_json(&json!(5), || Value::from(())),
+            Ok(json!("5"))
+        );
     }
 
     #[test]

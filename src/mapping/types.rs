@@ -73,17 +73,21 @@ pub fn coerce(data_type: DataType, value: Value, shape: FieldShape<'_>) -> Resul
         }
         DataType::Date => {
             let date = date(&value)?;
-            Ok(Value::String(match field_type {
-                Some(FieldType::Datetime) => format!("{date}T00:00:00Z"),
-                _ => date.to_string(),
-            }))
+            Ok(match field_type {
+                Some(FieldType::Datetime) => Value::String(format!("{date}T00:00:00Z")),
+                // A value already written as `YYYY-MM-DD` is kept as it is.
+                _ if matches!(&value, Value::String(s) if iso_date(s).is_some()) => value,
+                _ => Value::String(date.to_string()),
+            })
         }
         DataType::Datetime => {
             let instant = datetime(&value)?;
-            Ok(Value::String(match field_type {
-                Some(FieldType::Date) => instant.date_naive().to_string(),
-                _ => format_instant(&instant),
-            }))
+            Ok(match field_type {
+                Some(FieldType::Date) => Value::String(instant.date_naive().to_string()),
+                // A value already in the normal form is kept as it is.
+                _ if matches!(&value, Value::String(s) if is_normal_instant(s)) => value,
+                _ => Value::String(format_instant(&instant)),
+            })
         }
         DataType::Email => {
             let text = text(&value)?;
@@ -331,10 +335,25 @@ pub fn boolean(value: &Value) -> Result<bool, String> {
     }
 }
 
+/// Reads `YYYY-MM-DD` exactly, without a format string.
+fn iso_date(text: &str) -> Option<NaiveDate> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
+}
+
 /// Reads a calendar date: `YYYY-MM-DD`, or the date part of a date-time as written.
 pub fn date(value: &Value) -> Result<NaiveDate, String> {
     let text = text(value)?.trim();
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+    if let Some(date) = iso_date(text) {
         return Ok(date);
     }
     if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
@@ -375,12 +394,19 @@ pub fn datetime(value: &Value) -> Result<DateTime<Utc>, String> {
     if let Some(naive) = naive_datetime(text) {
         return Ok(naive.and_utc());
     }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+    if let Some(date) = iso_date(text)
         && let Some(midnight) = date.and_hms_opt(0, 0, 0)
     {
         return Ok(midnight.and_utc());
     }
     Err("not a date-time (RFC 3339, like 2024-05-01T12:00:00Z)".into())
+}
+
+/// Whether text is already an instant in the normal form (`YYYY-MM-DDTHH:MM:SSZ`): upper-case
+/// `T` and `Z` and no fraction of a second, once it parsed as an instant.
+fn is_normal_instant(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 20 && b[10] == b'T' && b[19] == b'Z'
 }
 
 /// Writes an instant as RFC 3339 in UTC with `Z`, with fractional seconds only when present.
