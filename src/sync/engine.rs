@@ -296,6 +296,9 @@ fn id_value(id: &str, id_type: IdType) -> Value {
     }
 }
 
+/// The content hashes of a pair's source and target as the systems stored a write.
+type StoredHashes = (Option<String>, Option<String>);
+
 /// A pair touched by a pass: source id, target id, and its state when it has one.
 type Touched<'a> = (Option<String>, Option<String>, Option<&'a PairState>);
 
@@ -882,7 +885,8 @@ impl Engine {
             std::mem::take(&mut work.deferred)
         };
 
-        self.execute(m, run_id, work, &mut report, &parked).await?;
+        self.execute(m, run_id, work, &mut report, &parked, &resolver)
+            .await?;
 
         // Everything read is done or parked: the cursors move.
         let mut tx = self.store.transaction().await?;
@@ -1003,11 +1007,30 @@ impl Engine {
         let mut touched: IndexMap<String, Touched<'_>> = IndexMap::new();
         let mut unlinked_source: Vec<&Record> = Vec::new();
         let mut unlinked_target: Vec<&Record> = Vec::new();
+        // A side read again with the content last seen or written has not changed: a full
+        // listing (Keap companies) costs its pages, not a read of every counterpart.
+        let source_unchanged = |record: &Record, pair: &PairState| {
+            pair.source.hash.is_some()
+                && mapping::apply_forward_existing(plan, &record.data, resolver)
+                    .ok()
+                    .map(|body| fields_hash(&Canonical::of(plan, &body).into_fields()))
+                    == pair.source.hash
+        };
+        let target_unchanged = |record: &Record, pair: &PairState| {
+            pair.target.hash.is_some()
+                && Some(fields_hash(
+                    &Canonical::of(plan, &record.data).into_fields(),
+                )) == pair.target.hash
+        };
         for record in source.records.values() {
             if gone.contains(&(Side::Source, record.id.clone())) {
                 continue;
             }
             if let Some(pair) = pair_of_source.get(record.id.as_str()) {
+                if source_unchanged(record, pair) {
+                    work.ok_ids.push((Side::Source, record.id.clone()));
+                    continue;
+                }
                 touched.insert(
                     pair.global_id.as_str().to_owned(),
                     (
@@ -1039,6 +1062,14 @@ impl Engine {
                 continue;
             }
             if let Some(pair) = pair_of_target.get(record.id.as_str()) {
+                if target_unchanged(record, pair) {
+                    if let Some(entry) = touched.get_mut(pair.global_id.as_str()) {
+                        entry.1 = Some(record.id.clone());
+                    } else {
+                        work.ok_ids.push((Side::Target, record.id.clone()));
+                    }
+                    continue;
+                }
                 let entry = touched
                     .entry(pair.global_id.as_str().to_owned())
                     .or_insert((Some(pair.source_id.clone()), None, Some(*pair)));
@@ -1610,6 +1641,7 @@ impl Engine {
     }
 
     /// Sends the writes of one pass and records their results, a batch per transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         m: &MappingRuntime,
@@ -1617,6 +1649,7 @@ impl Engine {
         work: MappingWork,
         report: &mut MappingReport,
         parked_before: &[crate::store::ParkedRecord],
+        resolver: &LinkResolver,
     ) -> Result<(), EngineError> {
         let identity = m.identity().to_owned();
         let was_parked: HashSet<(Side, &str)> = parked_before
@@ -1668,9 +1701,12 @@ impl Engine {
 
         // Pairs: links made by match keys, updates, conflicts, new bases.
         for chunk in work.pairs.chunks(BATCH) {
-            let mut results: Vec<Result<(), Parking>> = Vec::with_capacity(chunk.len());
+            // Per pair: the seen hashes of the sides as the systems stored them, when the
+            // writes answered the stored record, so a value a system normalises is not taken
+            // for an edit on the next read.
+            let mut results: Vec<Result<StoredHashes, Parking>> = Vec::with_capacity(chunk.len());
             for pair in chunk {
-                let mut outcome = Ok(());
+                let mut outcome = Ok((None, None));
                 for update in &pair.updates {
                     let rt = m.side(update.on);
                     match rt
@@ -1678,10 +1714,33 @@ impl Engine {
                         .update(&rt.entity, &update.id, update.body.clone())
                         .await
                     {
-                        Ok(_) => match update.on {
-                            Side::Source => report.updated_source += 1,
-                            Side::Target => report.updated_target += 1,
-                        },
+                        Ok(written) => {
+                            let stored =
+                                written.record.as_ref().and_then(|record| match update.on {
+                                    Side::Target => Some(fields_hash(
+                                        &Canonical::of(&m.plan, &record.data).into_fields(),
+                                    )),
+                                    Side::Source => mapping::apply_forward_existing(
+                                        &m.plan,
+                                        &record.data,
+                                        resolver,
+                                    )
+                                    .ok()
+                                    .map(|body| {
+                                        fields_hash(&Canonical::of(&m.plan, &body).into_fields())
+                                    }),
+                                });
+                            if let Ok(hashes) = &mut outcome {
+                                match update.on {
+                                    Side::Source => hashes.0 = stored,
+                                    Side::Target => hashes.1 = stored,
+                                }
+                            }
+                            match update.on {
+                                Side::Source => report.updated_source += 1,
+                                Side::Target => report.updated_target += 1,
+                            }
+                        }
                         Err(error) if error.is_permanent() => {
                             outcome = Err(parking_from_write(
                                 other(update.on),
@@ -1702,7 +1761,7 @@ impl Engine {
             let mut tx = self.store.transaction().await?;
             for (pair, result) in chunk.iter().zip(results) {
                 match result {
-                    Ok(()) => {
+                    Ok((source_stored, target_stored)) => {
                         let global = if pair.new_global {
                             tx.new_global_id(&identity).await?
                         } else {
@@ -1750,8 +1809,14 @@ impl Engine {
                                     .collect(),
                             ),
                             base_hash: fields_hash(&pair.base),
-                            source: pair.source_seen.clone(),
-                            target: pair.target_seen.clone(),
+                            source: SideSeen {
+                                hash: source_stored.or_else(|| pair.source_seen.hash.clone()),
+                                modified_at: pair.source_seen.modified_at,
+                            },
+                            target: SideSeen {
+                                hash: target_stored.or_else(|| pair.target_seen.hash.clone()),
+                                modified_at: pair.target_seen.modified_at,
+                            },
                             synced_at: Utc::now(),
                         })
                         .await?;

@@ -1,0 +1,153 @@
+//! The sync benchmark: an initial sync of Keap companies and contacts and the ERP's
+//! products (the product master) between Keap and Customerp through the simulators, then an
+//! incremental run after 1% of the records changed. Prints records/s, HTTP requests per
+//! record and peak memory for both runs.
+//!
+//! `cargo bench --bench sync` (10,000 records per entity), or with a count:
+//! `cargo bench --bench sync -- 2000`. Rate limits are off on both sides: the figures are
+//! the engine's own, not the contracts' request budgets.
+
+use std::time::Instant;
+
+use serde_json::json;
+use tether::sandbox::{RateLimits, Sandbox, SandboxOptions};
+use tether::store::StoreUrl;
+use tether::sync::engine::RunOptions;
+use tether::sync::open::{OpenOptions, open};
+
+const MAPPINGS: [&str; 3] = [
+    "keap-companies-to-customerp-customers",
+    "keap-contacts-to-customerp-contacts",
+    "keap-products-to-customerp-products",
+];
+
+/// Peak resident memory of this process (Linux), in MiB.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn total_requests(sandbox: &Sandbox) -> u64 {
+    sandbox.request_counts().values().map(|c| c.total).sum()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let count: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
+    let sandbox = Sandbox::start(SandboxOptions {
+        rate_limits: RateLimits::unlimited(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+
+    let seeding = Instant::now();
+    let mut companies = Vec::with_capacity(count);
+    let mut contacts = Vec::with_capacity(count);
+    for i in 0..count {
+        let company = sandbox
+            .insert(
+                "keap",
+                "companies",
+                json!({ "company_name": format!("Bench Company {i:06}"), "email_address": format!("company{i}@bench.example"),
+                        "address": { "line1": format!("{i} Main St"), "locality": "Oslo", "zip_code": "0150", "country_code": "NOR" } }),
+            )
+            .expect("company");
+        companies.push(company["id"].to_string());
+        let contact = sandbox
+            .insert(
+                "keap",
+                "contacts",
+                json!({ "given_name": "Bench", "family_name": format!("Person {i:06}"),
+                        "email_addresses": [{ "email": format!("person{i}@bench.example"), "field": "EMAIL1" }] }),
+            )
+            .expect("contact");
+        contacts.push(contact["id"].to_string());
+        sandbox
+            .insert(
+                "customerp",
+                "products",
+                json!({ "sku": format!("BENCH-{i:06}"), "name": format!("Bench Product {i}"), "unit_price": "12.50",
+                        "currency": "EUR", "vat_rate": "25.00", "is_active": true, "stock_quantity": 5 }),
+            )
+            .expect("product");
+    }
+    println!(
+        "seeded {count} Keap companies, {count} Keap contacts and {count} ERP products in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+
+    let env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let options = RunOptions {
+        mappings: MAPPINGS.iter().map(|m| (*m).to_owned()).collect(),
+        ..RunOptions::default()
+    };
+
+    let mut figures = Vec::new();
+    for label in ["initial", "incremental (1% changed)"] {
+        if label.starts_with("incremental") {
+            let changed = (count / 100).max(1);
+            for i in 0..changed {
+                let id = companies[i * (count / changed)]
+                    .trim_matches('"')
+                    .to_owned();
+                sandbox
+                    .update("keap", "companies", &id, json!({ "company_name": format!("Bench Company {:06}", i * (count / changed)), "website": format!("https://changed-{i}.example") }))
+                    .expect("edit company");
+                let id = contacts[i * (count / changed)].trim_matches('"').to_owned();
+                sandbox
+                    .update(
+                        "keap",
+                        "contacts",
+                        &id,
+                        json!({ "job_title": format!("Changed {i}") }),
+                    )
+                    .expect("edit contact");
+            }
+        }
+        sandbox.reset_request_counts();
+        let engine = open(
+            &flows,
+            &state,
+            &lookup,
+            OpenOptions {
+                ignore_rate_limits: true,
+            },
+        )
+        .await
+        .expect("engine opens");
+        let started = Instant::now();
+        let report = engine.run(&options).await.expect("run");
+        let seconds = started.elapsed().as_secs_f64();
+        let records = 3 * count;
+        let requests = total_requests(&sandbox);
+        println!(
+            "{label}: {seconds:.2} s, {:.0} records/s over {records} records, {requests} HTTP requests ({:.3} per record), {} writes, {} parked, peak memory {:.0} MiB",
+            records as f64 / seconds,
+            requests as f64 / records as f64,
+            report.writes(),
+            report.parked(),
+            peak_memory_mib().unwrap_or(f64::NAN)
+        );
+        figures.push((seconds, requests));
+    }
+    if let [(initial_s, initial_r), (incremental_s, incremental_r)] = figures[..] {
+        println!(
+            "the incremental run cost {:.1}% of the initial run's time and {:.1}% of its requests",
+            100.0 * incremental_s / initial_s,
+            100.0 * incremental_r as f64 / initial_r as f64
+        );
+    }
+    let _ = sandbox.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
