@@ -230,8 +230,11 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         for action in &report.actions {
             let _ = writeln!(out, "  {}", describe(action));
         }
-    } else if writes == 0 && report.parked() == 0 {
+    } else if writes == 0 {
         let _ = writeln!(out, "nothing changed: every linked record is in sync");
+        if report.parked() > 0 {
+            let _ = writeln!(out, "{} records stay parked (see `tether status --parked`)", report.parked());
+        }
     } else {
         let _ = writeln!(
             out,

@@ -110,7 +110,7 @@ impl Default for RunOptions {
             flows: Vec::new(),
             mappings: Vec::new(),
             dry_run: false,
-            max_passes: 4,
+            max_passes: 8,
             allow_mass_change: false,
             worker: None,
             progress: None,
