@@ -233,7 +233,11 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
     } else if writes == 0 {
         let _ = writeln!(out, "nothing changed: every linked record is in sync");
         if report.parked() > 0 {
-            let _ = writeln!(out, "{} records stay parked (see `tether status --parked`)", report.parked());
+            let _ = writeln!(
+                out,
+                "{} records stay parked (see `tether status --parked`)",
+                report.parked()
+            );
         }
     } else {
         let _ = writeln!(
