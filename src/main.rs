@@ -17,16 +17,6 @@ pub struct Cli {
     #[arg(long, global = true, env = "TETHER_FLOWS", default_value = "flows")]
     pub flows: PathBuf,
 
-    /// Where the engine keeps its state: a SQLite file path or `sqlite://PATH`, or
-    /// `postgres://...`.
-    #[arg(
-        long,
-        global = true,
-        env = "TETHER_STATE",
-        default_value = ".tether/state.db"
-    )]
-    pub state: tether::store::StoreUrl,
-
     /// Log filter (`info`, `debug`, `tether=debug`); also RUST_LOG.
     #[arg(long, global = true, env = "TETHER_LOG")]
     pub log: Option<String>,
@@ -60,6 +50,8 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         selection: cli::run::Selection,
+        #[command(flatten)]
+        state: cli::run::StateArg,
         /// Plan against the built-in simulators, as `run --sandbox` would run.
         #[arg(long)]
         sandbox: bool,
@@ -69,6 +61,8 @@ pub enum Command {
     },
     /// Per mapping: links, last run and its outcome, cursors, and parked records.
     Status {
+        #[command(flatten)]
+        state: cli::run::StateArg,
         /// List only the parked records, with their reasons.
         #[arg(long)]
         parked: bool,
@@ -79,6 +73,8 @@ pub enum Command {
     /// Explain one record: its global id and counterparts, each mapped field with its rule
     /// and last synced value, and any parked reason.
     Explain {
+        #[command(flatten)]
+        state: cli::run::StateArg,
         /// The system (`keap`).
         system: String,
         /// The entity (`companies`).

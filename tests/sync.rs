@@ -411,9 +411,8 @@ fn tether_run(w: &World, mappings: &[&str]) -> std::process::Command {
     command
         .arg("--flows")
         .arg(flows())
-        .arg("--state")
+        .args(["--log", "error", "run", "--no-rate-limits", "--state"])
         .arg(w.state.to_string())
-        .args(["--log", "error", "run", "--no-rate-limits"])
         .args(mappings.iter().flat_map(|m| ["--mapping", m]))
         .envs(w.sandbox.env())
         .stdout(std::process::Stdio::null())

@@ -41,29 +41,36 @@ pub fn init_logging(filter: Option<&str>) {
 /// Runs one subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => run::run(&cli.flows, &cli.state, args, false),
+        Command::Run(args) => run::run(&cli.flows, args, false),
         Command::Plan {
             selection,
+            state,
             sandbox,
             format,
         } => {
             let args = run::RunArgs {
                 selection,
+                state,
                 allow_mass_change: false,
                 sandbox,
                 no_rate_limits: false,
                 seed: 20,
                 format,
             };
-            run::run(&cli.flows, &cli.state, args, true)
+            run::run(&cli.flows, args, true)
         }
-        Command::Status { parked, format } => status::status(&cli.state, parked, format),
+        Command::Status {
+            state,
+            parked,
+            format,
+        } => status::status(&state.url, parked, format),
         Command::Explain {
+            state,
             system,
             entity,
             id,
             format,
-        } => status::explain(&cli.flows, &cli.state, &system, &entity, &id, format),
+        } => status::explain(&cli.flows, &state.url, &system, &entity, &id, format),
         Command::Validate { paths, format } => validate::run(&cli.flows, &paths, format),
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),

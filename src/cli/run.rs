@@ -27,11 +27,25 @@ pub struct Selection {
     pub mappings: Vec<String>,
 }
 
+/// Where the engine keeps its state.
+#[derive(Debug, Clone, Args)]
+pub struct StateArg {
+    /// The state store: a SQLite file path or `sqlite://PATH`, or `postgres://...`.
+    #[arg(
+        long = "state",
+        env = "TETHER_STATE",
+        default_value = ".tether/state.db"
+    )]
+    pub url: StoreUrl,
+}
+
 /// Options of `tether run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub selection: Selection,
+    #[command(flatten)]
+    pub state: StateArg,
     /// Let a run through that would overwrite or delete more than a mapping's
     /// `max_change_share` of its linked records.
     #[arg(long)]
@@ -108,7 +122,9 @@ fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-pub fn run(flows: &Path, state: &StoreUrl, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
+pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
+    let state = args.state.url.clone();
+    let state = &state;
     runtime()?.block_on(async move {
         let sandbox = if args.sandbox {
             Some(start_sandbox(args.seed).await?)
