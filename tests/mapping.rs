@@ -654,3 +654,155 @@ fn map_names_an_unknown_mapping() {
         "{stderr}"
     );
 }
+
+// ----- the shipped flows -----
+
+/// A value of a field as its API carries it, generated from the system file.
+fn field_value(spec: &tether::spec::system::FieldSpec, depth: usize) -> BoxedStrategy<Value> {
+    use tether::spec::system::FieldType as F;
+    let countries = || {
+        tether::mapping::country::COUNTRIES
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    match spec.field_type {
+        F::String | F::Url => "[A-Za-z][A-Za-z0-9]{0,10}".prop_map(Value::from).boxed(),
+        F::Integer | F::Reference | F::Id => (1i64..1_000_000).prop_map(Value::from).boxed(),
+        // Whole numbers: a `number` field may feed an integer field (a CRM's quantity into a
+        // shop's); fractions are covered by the fixture flow's properties above.
+        F::Number => (0i64..100_000).prop_map(Value::from).boxed(),
+        F::Decimal => money().prop_map(|v| Value::String(v.to_string())).boxed(),
+        F::Boolean => any::<bool>().prop_map(Value::from).boxed(),
+        F::Date => (1950i32..2030, 1u32..13, 1u32..29)
+            .prop_map(|(y, m, d)| Value::String(format!("{y:04}-{m:02}-{d:02}")))
+            .boxed(),
+        F::Datetime => (0i64..4_000_000_000)
+            .prop_map(|s| {
+                Value::String(
+                    chrono::DateTime::from_timestamp(s, 0)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default(),
+                )
+            })
+            .boxed(),
+        F::Email => "[a-z]{1,8}@[a-z]{1,8}\\.com".prop_map(Value::from).boxed(),
+        F::Phone => "\\+47[2-9][0-9]{7}".prop_map(Value::from).boxed(),
+        F::CountryCode => proptest::sample::select(countries())
+            .prop_map(|c| Value::from(c.alpha2))
+            .boxed(),
+        F::CountryCodeAlpha3 => proptest::sample::select(countries())
+            .prop_map(|c| Value::from(c.alpha3))
+            .boxed(),
+        F::CurrencyCode => proptest::sample::select(vec!["USD", "EUR", "NOK"])
+            .prop_map(Value::from)
+            .boxed(),
+        F::Enum => match &spec.values {
+            Some(values) if !values.is_empty() => proptest::sample::select(values.clone())
+                .prop_map(Value::from)
+                .boxed(),
+            _ => "[a-z]{1,6}".prop_map(Value::from).boxed(),
+        },
+        F::Object => object_value(spec.fields.as_ref(), depth + 1),
+        F::Array if depth < 3 => match (&spec.fields, spec.items) {
+            (Some(_), _) => {
+                proptest::collection::vec(object_value(spec.fields.as_ref(), depth + 1), 0..4)
+                    .prop_map(Value::Array)
+                    .boxed()
+            }
+            (None, Some(item)) => {
+                let item_spec = tether::spec::system::FieldSpec {
+                    field_type: item,
+                    ..spec.clone()
+                };
+                proptest::collection::vec(field_value(&item_spec, depth + 1), 0..4)
+                    .prop_map(Value::Array)
+                    .boxed()
+            }
+            (None, None) => Just(Value::Array(Vec::new())).boxed(),
+        },
+        F::Array => Just(Value::Array(Vec::new())).boxed(),
+    }
+}
+
+fn object_value(
+    fields: Option<&IndexMap<String, tether::spec::system::FieldSpec>>,
+    depth: usize,
+) -> BoxedStrategy<Value> {
+    let Some(fields) = fields else {
+        return Just(json!({})).boxed();
+    };
+    let parts: Vec<BoxedStrategy<(String, Value)>> = fields
+        .iter()
+        .map(|(name, spec)| {
+            let name = name.clone();
+            field_value(spec, depth)
+                .prop_map(move |v| (name.clone(), v))
+                .boxed()
+        })
+        .collect();
+    parts
+        .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+        .boxed()
+}
+
+/// Two-way rules whose way back is exact: a plain path, no templates, no inverse value map.
+fn exact_two_way(plan: &MappingPlan) -> Vec<(&tether::mapping::plan::RulePlan, &str)> {
+    two_way_sources(plan)
+        .into_iter()
+        .filter(|(rule, _)| {
+            matches!(rule.inverse, tether::mapping::plan::InversePlan::Direct)
+                && rule.transform.is_none()
+                && rule.items.is_none()
+                && rule.value_map.as_ref().is_none_or(|m| {
+                    // One-to-one maps only: an `inverse_value_map` may fold values together.
+                    let backward = m.backward.as_ref();
+                    m.forward.iter().all(|(key, value)| {
+                        backward
+                            .and_then(|b| b.get(&tether::mapping::plan::scalar_text(value)))
+                            .is_some_and(|back| tether::mapping::plan::scalar_text(back) == *key)
+                    })
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_two_way_rules_give_the_source_back() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let project = Project::load_dir(&dir);
+    let (plans, diagnostics) = tether::mapping::compile_project(&project);
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    let mut failures = Vec::new();
+    for (flow, mapping) in project.mappings() {
+        let Some(plan) = plans.get(&mapping.name.value) else {
+            continue;
+        };
+        let Some((source, _)) = tether::mapping::plan::entities(&project, &flow.spec, mapping)
+        else {
+            continue;
+        };
+        let strategy = object_value(Some(&source.fields), 0);
+        let result = runner.run(&strategy, |record| assert_round_trip_exact(plan, &record));
+        if let Err(error) = result {
+            failures.push(format!("{}: {error}", plan.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn assert_round_trip_exact(plan: &MappingPlan, record: &Value) -> Result<(), TestCaseError> {
+    let forward = apply_forward(plan, record, &KeepIds)
+        .map_err(|e| TestCaseError::fail(format!("forward failed: {e}")))?;
+    let back = apply_inverse(plan, &forward, &KeepIds)
+        .map_err(|e| TestCaseError::fail(format!("inverse failed: {e}")))?;
+    for (rule, path) in exact_two_way(plan) {
+        let before = normal_at(rule, path, record);
+        let after = normal_at(rule, path, &back);
+        if rule.default.is_some() && before.as_ref().is_none_or(Value::is_null) {
+            continue;
+        }
+        prop_assert_eq!(&before, &after, "rule `{}` from `{}`", rule.target, path);
+    }
+    Ok(())
+}

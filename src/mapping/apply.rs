@@ -499,7 +499,7 @@ impl Run<'_> {
         let Some(items) = &rule.items else {
             return Ok(value);
         };
-        let list = match value {
+        let list = match types::list_from_text(value) {
             Value::Null => return Ok(Value::Null),
             Value::Array(list) => list,
             other => {

@@ -260,7 +260,8 @@ fn text_chain(expression: &str) -> Option<Vec<TextFilter>> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    (!chain.is_empty()).then_some(chain)
+    // An empty chain is `{{ value }}` itself: text stays the same text.
+    Some(chain)
 }
 
 fn apply_chain(chain: &[TextFilter], text: &str) -> String {
@@ -1022,6 +1023,7 @@ mod tests {
     #[test]
     fn direct_text_chains_agree_with_minijinja() {
         for source in [
+            "{{ value }}",
             "{{ value | trim }}",
             "{{ value|trim|upper }}",
             "{{ value | lower | trim }}",

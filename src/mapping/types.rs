@@ -136,17 +136,8 @@ pub fn coerce(data_type: DataType, value: Value, shape: FieldShape<'_>) -> Resul
             Value::String(_) | Value::Number(_) => Ok(value),
             other => Err(format!("expected a record id, found {}", kind_name(&other))),
         },
-        DataType::Array => match value {
-            Value::Array(_) => Ok(value),
-            // A template renders text: a list written as JSON (`{{ [...] | tojson }}`) is read.
-            Value::String(text) if text.trim_start().starts_with('[') => {
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(list @ Value::Array(_)) => Ok(list),
-                    _ => Err(format!(
-                        "expected a list, found text that is not a JSON list: {text}"
-                    )),
-                }
-            }
+        DataType::Array => match list_from_text(value) {
+            Value::Array(items) => Ok(Value::Array(items)),
             other => Err(format!("expected a list, found {}", kind_name(&other))),
         },
     }
@@ -200,6 +191,20 @@ pub fn normalise(data_type: DataType, value: &Value) -> Value {
         },
         DataType::Enum | DataType::String | DataType::Array => value.clone(),
         _ => coerce(data_type, value.clone(), shape).unwrap_or_else(|_| value.clone()),
+    }
+}
+
+/// A list written as JSON text (what a template's `| tojson` gives) as the list itself; any
+/// other value as it is.
+pub fn list_from_text(value: Value) -> Value {
+    match value {
+        Value::String(text) if text.trim_start().starts_with('[') => {
+            match serde_json::from_str::<Value>(&text) {
+                Ok(list @ Value::Array(_)) => list,
+                _ => Value::String(text),
+            }
+        }
+        other => other,
     }
 }
 
@@ -764,6 +769,11 @@ mod tests {
         assert_eq!(to(DataType::Reference, json!(12), None), Ok(json!(12)));
         assert!(to(DataType::Reference, json!([1]), None).is_err());
         assert!(to(DataType::Array, json!("x"), None).is_err());
+        assert_eq!(
+            to(DataType::Array, json!("[1, {\"a\": 2}]"), None),
+            Ok(json!([1, {"a": 2}]))
+        );
+        assert!(to(DataType::Array, json!("[1,"), None).is_err());
         assert_eq!(normalise(DataType::Reference, &json!(12)), json!("12"));
     }
 }
