@@ -634,19 +634,28 @@ impl Engine {
         Ok(report)
     }
 
-    /// Reads one side of a mapping from its stored cursor.
-    async fn read_side(&self, m: &MappingRuntime, side: Side) -> Result<SideRead, EngineError> {
-        let rt = m.side(side);
-        let key = cursor_key(m, side, false);
-        let stored = self.store.cursor(&key).await?;
-        let cursor = stored
+    /// The stored cursor of one side of a mapping (of its deletion feed with `deletions`).
+    async fn stored_cursor(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        deletions: bool,
+    ) -> Result<Option<ConnectorCursor>, EngineError> {
+        let stored = self.store.cursor(&cursor_key(m, side, deletions)).await?;
+        stored
             .as_deref()
             .map(|text| text.parse::<ConnectorCursor>())
             .transpose()
             .map_err(|e| EngineError::BadCursor {
                 mapping: m.name.clone(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Reads one side of a mapping from its stored cursor.
+    async fn read_side(&self, m: &MappingRuntime, side: Side) -> Result<SideRead, EngineError> {
+        let rt = m.side(side);
+        let cursor = self.stored_cursor(m, side, false).await?;
         let mut read = SideRead::default();
         let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
         let mut complete = false;
@@ -665,16 +674,7 @@ impl Engine {
         read.cursor = last_cursor;
         match rt.info.deletions {
             crate::connector::DeletionDiscovery::Feed => {
-                let key = cursor_key(m, side, true);
-                let stored = self.store.cursor(&key).await?;
-                let cursor = stored
-                    .as_deref()
-                    .map(|text| text.parse::<ConnectorCursor>())
-                    .transpose()
-                    .map_err(|e| EngineError::BadCursor {
-                        mapping: m.name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let cursor = self.stored_cursor(m, side, true).await?;
                 let mut reader = rt.connector.deletions(&rt.entity, cursor.as_ref())?;
                 while let Some(page) = reader.next_page().await? {
                     read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
