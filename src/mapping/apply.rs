@@ -33,8 +33,12 @@ pub struct ReferenceRequest<'a> {
     pub from_system: &'a str,
     /// The system whose id is wanted.
     pub to_system: &'a str,
-    /// The id as read from the record (a string or a number).
+    /// The id as read from the record (a string or a number); with `target_key`, on the
+    /// target side, the key value.
     pub id: &'a Value,
+    /// The referenced mapping's target path whose value stands for the record on the target
+    /// side (the rule's `ref_key`), when the target names records by a field, not an id.
+    pub target_key: Option<&'a str>,
 }
 
 /// Translates ids of referenced records through the links of another mapping. The engine
@@ -479,6 +483,7 @@ impl Run<'_> {
             from_system,
             to_system,
             id: &id,
+            target_key: rule.reference_key.as_deref(),
         };
         self.references.resolve(&request).ok_or_else(|| {
             Failure::new(

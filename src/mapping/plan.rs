@@ -149,6 +149,8 @@ pub struct RulePlan {
     pub default: Option<Value>,
     /// For references: the mapping whose links translate the id.
     pub reference: Option<String>,
+    /// For references by key: the referenced mapping's target path the target side holds.
+    pub reference_key: Option<String>,
     pub transform: Option<CompiledTemplate>,
     pub inverse: InversePlan,
     pub value_map: Option<ValueMapPlan>,
@@ -184,6 +186,8 @@ pub struct ReferenceRule<'a> {
     pub source: Option<&'a str>,
     /// The mapping whose links translate the id.
     pub mapping: &'a str,
+    /// The referenced mapping's target path that stands for the record on the target side.
+    pub key: Option<&'a str>,
 }
 
 impl MappingPlan {
@@ -196,6 +200,7 @@ impl MappingPlan {
                         target: rule.target.as_str(),
                         source: rule.source_path().map(RecordPath::as_str),
                         mapping,
+                        key: rule.reference_key.as_deref(),
                     });
                 }
                 if let Some(items) = &rule.items {
@@ -801,6 +806,7 @@ impl Compiler<'_> {
             create_only: spec.create_only,
             default,
             reference: spec.reference.as_ref().map(|r| r.value.clone()),
+            reference_key: spec.ref_key.as_ref().map(|k| k.value.clone()),
             transform,
             inverse,
             value_map,

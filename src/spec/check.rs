@@ -341,6 +341,23 @@ fn check_references(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<Di
                 continue;
             };
             check_reference_identity(project, flow, mapping, rule, reference, target_mapping, out);
+            if let Some(key) = &rule.ref_key {
+                let targets: Vec<&str> = target_mapping
+                    .properties
+                    .iter()
+                    .filter_map(|r| r.valid())
+                    .map(|r| r.target.value.as_str())
+                    .collect();
+                if !targets.contains(&key.value.as_str()) {
+                    out.push(unknown_name(
+                        &flow.path,
+                        key,
+                        "unknown-ref-key",
+                        &format!("target path of `{}`", reference.value),
+                        &targets,
+                    ));
+                }
+            }
         }
     }
 }

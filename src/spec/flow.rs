@@ -149,6 +149,11 @@ pub struct RuleSpec {
     /// For `type: reference`: the mapping whose links translate the id (`companies-to-customers`).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<Loc<String>>,
+    /// For `type: reference` where the target names the referenced record by a field instead
+    /// of its id (a web shop's order line names its product by `sku`): the target path of the
+    /// referenced mapping that holds that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_key: Option<Loc<String>>,
     /// For `type: array`: the rules applied to each item (order and quote lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<Checked<RuleSpec>>>,

@@ -267,6 +267,9 @@ fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: O
 struct LinkResolver {
     /// (mapping, from system, id) -> id on the other side.
     ids: HashMap<(String, String, String), Value>,
+    /// (mapping, key path, from system, id or key value) -> key value or id on the other
+    /// side, for references by key (`ref_key`), from the referenced mapping's synced values.
+    keyed: HashMap<(String, String, String, String), Value>,
 }
 
 impl ResolveReference for LinkResolver {
@@ -276,13 +279,25 @@ impl ResolveReference for LinkResolver {
             Value::Number(n) => n.to_string(),
             _ => return None,
         };
-        self.ids
-            .get(&(
-                request.mapping.to_owned(),
-                request.from_system.to_owned(),
-                id,
-            ))
-            .cloned()
+        match request.target_key {
+            Some(key) => self
+                .keyed
+                .get(&(
+                    request.mapping.to_owned(),
+                    key.to_owned(),
+                    request.from_system.to_owned(),
+                    id,
+                ))
+                .cloned(),
+            None => self
+                .ids
+                .get(&(
+                    request.mapping.to_owned(),
+                    request.from_system.to_owned(),
+                    id,
+                ))
+                .cloned(),
+        }
     }
 }
 
@@ -751,7 +766,44 @@ impl Engine {
                 }
             }
         }
-        Ok(LinkResolver { ids })
+        // References by key: the referenced mapping's synced value at the key path stands for
+        // the record on its target side.
+        let mut keyed = HashMap::new();
+        for reference in m.plan.references() {
+            let Some(key) = reference.key else { continue };
+            let Some(referenced) = self.mappings.iter().find(|r| r.name == reference.mapping)
+            else {
+                continue;
+            };
+            for pair in self.store.pair_states(&referenced.name).await? {
+                let Some(value) = pair.base.get(key).filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                keyed.insert(
+                    (
+                        referenced.name.clone(),
+                        key.to_owned(),
+                        referenced.source.system.clone(),
+                        pair.source_id.clone(),
+                    ),
+                    value.clone(),
+                );
+                keyed.insert(
+                    (
+                        referenced.name.clone(),
+                        key.to_owned(),
+                        referenced.target.system.clone(),
+                        text,
+                    ),
+                    id_value(&pair.source_id, referenced.source.id_type),
+                );
+            }
+        }
+        Ok(LinkResolver { ids, keyed })
     }
 
     /// One pass of one mapping. Returns its counts and the records waiting for references.
