@@ -647,3 +647,44 @@ async fn random_interleavings_converge() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_lines_name_the_shops_product_by_its_sku() {
+    let w = world("ref-key", 0).await;
+    let product = w
+        .sandbox
+        .insert("customerp", "products", json!({ "sku": "REF-KEY-1", "name": "Tent", "unit_price": "199.00", "currency": "EUR", "vat_rate": "25.00", "is_active": true, "stock_quantity": 3 }))
+        .expect("product");
+    let product_id = product["id"].as_i64().expect("integer id");
+    w.sandbox
+        .insert(
+            "customerp",
+            "orders",
+            json!({ "status": "confirmed", "order_date": "2026-11-20", "currency": "EUR", "total_amount": "398.00",
+                    "lines": [{ "product_id": product_id, "description": "Tent", "quantity": 2, "unit_price": "199.00" }] }),
+        )
+        .expect("order");
+    w.run(&[
+        "customerp-products-to-customwebshop-products",
+        "customerp-orders-to-customwebshop-orders",
+    ])
+    .await;
+    let orders = w
+        .sandbox
+        .records("customwebshop", "orders")
+        .expect("orders");
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(
+        orders[0]["items"][0]["sku"], "REF-KEY-1",
+        "the line names the shop product by its SKU"
+    );
+    assert_eq!(orders[0]["items"][0]["quantity"], 2);
+    assert_eq!(orders[0]["total_cents"], 39800);
+    let again = w
+        .run(&[
+            "customerp-products-to-customwebshop-products",
+            "customerp-orders-to-customwebshop-orders",
+        ])
+        .await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}
