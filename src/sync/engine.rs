@@ -869,9 +869,7 @@ impl Engine {
         // sync in several passes is not a mass change.
         let linked_before = pairs.iter().filter(|p| p.synced_at < run_started).count();
         let resolver = self.resolver(m).await?;
-        let mut work = self
-            .decide(m, &source, &target, pairs, &resolver, options)
-            .await?;
+        let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
         let overwrites = work
@@ -963,7 +961,6 @@ impl Engine {
         target: &SideRead,
         pairs: Vec<PairState>,
         resolver: &LinkResolver,
-        options: &RunOptions,
     ) -> Result<MappingWork, EngineError> {
         let plan = &m.plan;
         let identity = m.identity();
@@ -1359,7 +1356,6 @@ impl Engine {
                 }
             }
         }
-        let _ = options;
         Ok(work)
     }
 
