@@ -234,6 +234,13 @@ pub struct FieldSpec {
     /// Set by the server; never written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Written only when the record is created (Salesforce `OriginalOrderId`); left out of
+    /// updates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_only: bool,
+    /// Written only by updates (Salesforce `ActivatedDate`); left out of creates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_only: bool,
     /// Must be sent with every update, even when unchanged (Keap v1 `company_name`,
     /// `product_name`): the engine copies it from the current record.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

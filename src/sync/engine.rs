@@ -234,9 +234,22 @@ fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
 }
 
 /// Shapes a write body for a system: nulls are left out of fields the system does not let
-/// be null (a missing reference, an empty address part), and fields the system wants with
-/// every update are copied from the current record.
+/// be null (a missing reference, an empty address part), fields a create (or an update) may
+/// not carry are left out, and fields the system wants with every update are copied from the
+/// current record. `current` is the record being updated; `None` for a create.
 fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: Option<&Value>) {
+    if let Value::Object(map) = &mut *body {
+        let creating = current.is_none();
+        map.retain(|name, _| {
+            fields.get(name).is_none_or(|f| {
+                if creating {
+                    !f.update_only
+                } else {
+                    !f.create_only
+                }
+            })
+        });
+    }
     fn strip(value: &mut Value, fields: &IndexMap<String, FieldSpec>) {
         let Value::Object(map) = value else { return };
         map.retain(|name, v| !(v.is_null() && fields.get(name).is_some_and(|f| !f.nullable)));
@@ -2127,6 +2140,51 @@ fn plan_actions(m: &MappingRuntime, work: &MappingWork, actions: &mut Vec<Action
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn field(spec: &str) -> FieldSpec {
+        serde_json::from_str(spec).expect("field spec")
+    }
+
+    #[test]
+    fn write_bodies_carry_only_what_the_system_accepts() {
+        let fields: IndexMap<String, FieldSpec> = [
+            (
+                "name".to_owned(),
+                field(r#"{"type": "string", "required_on_update": true}"#),
+            ),
+            (
+                "opened".to_owned(),
+                field(r#"{"type": "date", "update_only": true}"#),
+            ),
+            (
+                "origin".to_owned(),
+                field(r#"{"type": "string", "create_only": true}"#),
+            ),
+            ("city".to_owned(), field(r#"{"type": "string"}"#)),
+            (
+                "note".to_owned(),
+                field(r#"{"type": "string", "nullable": true}"#),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut create = json!({ "name": "A", "opened": "2026-01-01", "origin": "web", "city": null, "note": null });
+        shape_body(&mut create, &fields, None);
+        assert_eq!(
+            create,
+            json!({ "name": "A", "origin": "web", "note": null })
+        );
+        let mut update = json!({ "opened": "2026-01-01", "origin": "web", "city": "Oslo" });
+        shape_body(
+            &mut update,
+            &fields,
+            Some(&json!({ "name": "A", "city": "Bergen" })),
+        );
+        assert_eq!(
+            update,
+            json!({ "opened": "2026-01-01", "city": "Oslo", "name": "A" })
+        );
+    }
 
     #[test]
     fn match_keys_ignore_case_and_spacing() {
