@@ -171,6 +171,21 @@ impl Tx {
     }
 }
 
+/// How often opening a SQLite file is tried while another process holds the lock that
+/// switching a fresh file to WAL needs.
+const SQLITE_OPEN_ATTEMPTS: u32 = 20;
+
+/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY).
+fn is_locked(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => {
+            database.code().as_deref() == Some("5")
+                || database.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
 impl Store {
     /// Opens the store at `url`, creating it (and a SQLite file's folders) when missing, and
     /// brings its schema up to date. A store written by a newer tether is refused with
@@ -199,12 +214,28 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(SQLITE_MAX_CONNECTIONS)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(open_error)?;
+                // Switching a fresh file to WAL takes an exclusive lock that SQLite does not
+                // wait for: a process opening the same new file at the same moment gets
+                // "database is locked" and tries again shortly.
+                let mut attempt = 0u32;
+                let pool = loop {
+                    attempt += 1;
+                    match SqlitePoolOptions::new()
+                        .max_connections(SQLITE_MAX_CONNECTIONS)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options.clone())
+                        .await
+                    {
+                        Ok(pool) => break pool,
+                        Err(error) if attempt < SQLITE_OPEN_ATTEMPTS && is_locked(&error) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                20 * u64::from(attempt),
+                            ))
+                            .await;
+                        }
+                        Err(error) => return Err(open_error(error)),
+                    }
+                };
                 Pool::Sqlite(pool)
             }
             StoreUrl::Postgres(text) => {
