@@ -141,7 +141,7 @@ pub fn apply_forward(
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
-    forward_with(plan, record, references, Select::All)
+    apply_with(plan, record, references, Select::All, true)
 }
 
 /// Maps a source record to the fields an existing target record keeps in sync: every rule
@@ -151,24 +151,7 @@ pub fn apply_forward_existing(
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
-    forward_with(plan, record, references, Select::Existing)
-}
-
-fn forward_with(
-    plan: &MappingPlan,
-    record: &Value,
-    references: &dyn ResolveReference,
-    select: Select<'_>,
-) -> Result<Value, RecordError> {
-    let mut run = Run {
-        plan,
-        references,
-        errors: Vec::new(),
-        select,
-    };
-    let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
-    run.forward_set(&plan.rules, record, &mut out, "");
-    run.finish(out)
+    apply_with(plan, record, references, Select::Existing, true)
 }
 
 /// Maps a target record back to the source's fields.
@@ -177,7 +160,7 @@ pub fn apply_inverse(
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
-    inverse_with(plan, record, references, Select::All)
+    apply_with(plan, record, references, Select::All, false)
 }
 
 /// Maps a target record back to source fields through the rules whose target paths are in
@@ -188,14 +171,16 @@ pub fn apply_inverse_selected(
     references: &dyn ResolveReference,
     targets: &HashSet<&str>,
 ) -> Result<Value, RecordError> {
-    inverse_with(plan, record, references, Select::Only(targets))
+    apply_with(plan, record, references, Select::Only(targets), false)
 }
 
-fn inverse_with(
+/// Applies the selected rules of a plan to a record, forward or backward.
+fn apply_with(
     plan: &MappingPlan,
     record: &Value,
     references: &dyn ResolveReference,
     select: Select<'_>,
+    forward: bool,
 ) -> Result<Value, RecordError> {
     let mut run = Run {
         plan,
@@ -204,7 +189,11 @@ fn inverse_with(
         select,
     };
     let mut out = Value::Object(Map::with_capacity(plan.rules.rules.len()));
-    run.inverse_set(&plan.rules, record, &mut out, "");
+    if forward {
+        run.forward_set(&plan.rules, record, &mut out, "");
+    } else {
+        run.inverse_set(&plan.rules, record, &mut out, "");
+    }
     run.finish(out)
 }
 

@@ -222,15 +222,32 @@ fn fields_hash(fields: &Fields) -> String {
     format!("{:016x}", canonical.hash())
 }
 
-/// Writes `fields` (target paths -> values) into a target-shaped object.
-fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
-    let mut out = Value::Object(Map::new());
+/// Writes `fields` (target paths -> values) into a target-shaped record.
+fn set_fields(plan: &MappingPlan, record: &mut Value, fields: &Fields) {
     for (path, value) in fields {
         if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
-            let _ = rule.target.set(&mut out, value.clone());
+            let _ = rule.target.set(record, value.clone());
         }
     }
+}
+
+/// A target-shaped object holding only `fields`.
+fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
+    let mut out = Value::Object(Map::new());
+    set_fields(plan, &mut out, fields);
     out
+}
+
+/// Each changed field with its value before, for plans and reports.
+fn field_changes(changed: &Fields, before: &Fields) -> Vec<FieldChange> {
+    changed
+        .iter()
+        .map(|(field, after)| FieldChange {
+            field: field.clone(),
+            before: before.get(field).cloned(),
+            after: after.clone(),
+        })
+        .collect()
 }
 
 /// Shapes a write body for a system: nulls are left out of fields the system does not let
@@ -1516,15 +1533,7 @@ impl Engine {
         );
         let mut updates = Vec::new();
         if !merged.to_target.is_empty() {
-            let changes = merged
-                .to_target
-                .iter()
-                .map(|(field, after)| FieldChange {
-                    field: field.clone(),
-                    before: target_fields.get(field).cloned(),
-                    after: after.clone(),
-                })
-                .collect();
+            let changes = field_changes(&merged.to_target, &target_fields);
             updates.push(Update {
                 on: Side::Target,
                 id: target.id.clone(),
@@ -1540,24 +1549,12 @@ impl Engine {
             // The target record with the values to send back, mapped backwards through the
             // rules of those fields only.
             let mut overlaid = target.data.clone();
-            for (path, value) in &merged.to_source {
-                if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
-                    let _ = rule.target.set(&mut overlaid, value.clone());
-                }
-            }
+            set_fields(plan, &mut overlaid, &merged.to_source);
             let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
             match mapping::apply_inverse_selected(plan, &overlaid, resolver, &selected) {
                 Ok(mut body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
                     shape_body(&mut body, &m.source.fields, Some(&source.data));
-                    let changes = merged
-                        .to_source
-                        .iter()
-                        .map(|(field, after)| FieldChange {
-                            field: field.clone(),
-                            before: source_fields.get(field).cloned(),
-                            after: after.clone(),
-                        })
-                        .collect();
+                    let changes = field_changes(&merged.to_source, &source_fields);
                     updates.push(Update {
                         on: Side::Source,
                         id: source.id.clone(),
