@@ -13,12 +13,15 @@
 //! - [`sync`] is the engine: links, three-way merges and writes.
 //! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
 //! - [`sandbox`] serves faithful simulators of the five APIs on loopback for tests and demos.
+//! - [`serve`] is `tether serve`: scheduled runs, flow reloads, health, metrics, webhooks,
+//!   several workers on one store.
 //! - [`mapping`] compiles mappings once and applies them to records, both ways; no I/O.
 
 pub mod connector;
 pub mod docs;
 pub mod mapping;
 pub mod sandbox;
+pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod sync;

@@ -114,6 +114,9 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Keep the flows in sync all day: scheduled runs, flow files reloaded when they change,
+    /// /health /ready /metrics /status /runs /hooks endpoints, several workers on one store.
+    Serve(cli::serve::ServeArgs),
     /// Serve simulators of the five APIs on loopback (seed data, auth, rate limits, faults).
     Sandbox(cli::sandbox::SandboxArgs),
     /// Apply one mapping to records on stdin (JSON Lines or a JSON array); write the mapped
@@ -149,7 +152,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    cli::init_logging(cli.log.as_deref());
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    cli::init_logging(cli.log.as_deref(), default_log);
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

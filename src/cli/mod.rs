@@ -7,6 +7,7 @@ mod map;
 pub mod run;
 pub mod sandbox;
 mod schema;
+pub mod serve;
 mod status;
 mod validate;
 
@@ -24,13 +25,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Sets up `tracing` to stderr, filtered by `--log`, `TETHER_LOG` or `RUST_LOG`.
-pub fn init_logging(filter: Option<&str>) {
+/// Sets up `tracing` to stderr, filtered by `--log`, `TETHER_LOG` or `RUST_LOG`, else
+/// `default` (`warn` for commands, `info` for the server).
+pub fn init_logging(filter: Option<&str>, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -75,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schema { out, check } => schema::run(&out, check),
         Command::Docs { out, format, check } => docs::run(&cli.flows, &out, format, check),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Serve(args) => serve::run(&cli.flows, args),
         Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
     }
 }

@@ -23,9 +23,11 @@ pub fn check(project: &Project) -> Vec<Diagnostic> {
     for system in project.systems.values() {
         check_system_env(system, &mut out);
         check_file_name(&system.path, &system.spec.system, "system", &mut out);
+        check_webhooks(system, &mut out);
     }
     for flow in &project.flows {
         check_flow_strings(flow, &mut out);
+        check_schedule(flow, &mut out);
         check_file_name(&flow.path, &flow.spec.flow, "flow", &mut out);
         check_flow_systems(project, flow, &mut out);
         check_mapping_names(project, flow, &mut out);
@@ -80,7 +82,46 @@ fn env_strings(system: &SystemFile) -> Vec<&Loc<EnvString>> {
             ..
         } => strings.extend([client_id, client_secret]),
     }
+    if let Some(hooks) = &system.webhooks {
+        strings.push(&hooks.secret);
+    }
     strings
+}
+
+/// Webhook objects name entities of the system.
+fn check_webhooks(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
+    let Some(hooks) = &system.spec.webhooks else {
+        return;
+    };
+    let known: Vec<&str> = system.spec.entities.keys().map(String::as_str).collect();
+    for entity in hooks.objects.values() {
+        if !system.spec.entities.contains_key(&entity.value) {
+            out.push(unknown_name(
+                &system.path,
+                entity,
+                "unknown-entity",
+                "entity",
+                &known,
+            ));
+        }
+    }
+}
+
+/// A flow's schedule is a duration within range.
+fn check_schedule(flow: &Loaded<FlowFile>, out: &mut Vec<Diagnostic>) {
+    if let Some(schedule) = &flow.spec.schedule
+        && let Err(message) = schedule.interval()
+    {
+        out.push(
+            Diagnostic::error(
+                &flow.path,
+                Some(schedule.every.pos),
+                "bad-schedule",
+                message,
+            )
+            .with_help("write a duration such as `30s`, `5m` or `1h`"),
+        );
+    }
 }
 
 fn check_system_env(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {

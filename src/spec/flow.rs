@@ -30,9 +30,55 @@ pub struct FlowFile {
     /// Type"); defaults to the target system's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_label: Option<String>,
+    /// When `tether serve` runs the flow (every 60 s when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
     /// The entity pairs of the flow, in the document's order.
     pub mappings: Vec<Checked<MappingSpec>>,
 }
+
+/// When `tether serve` runs a flow.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// How often: `30s`, `5m`, `1h 30m`; from 1 s to 1 day.
+    pub every: Loc<String>,
+}
+
+/// The shortest and longest schedule intervals.
+pub const SCHEDULE_RANGE: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(24 * 60 * 60),
+);
+
+impl Schedule {
+    /// The interval, or why it is not one.
+    pub fn interval(&self) -> Result<std::time::Duration, String> {
+        let every = humantime::parse_duration(self.every.value.trim())
+            .map_err(|e| format!("`{}` is not a duration ({e})", self.every.value))?;
+        let (min, max) = SCHEDULE_RANGE;
+        if every < min || every > max {
+            return Err(format!(
+                "`{}` is outside the allowed range of 1s to 1 day",
+                self.every.value
+            ));
+        }
+        Ok(every)
+    }
+}
+
+impl FlowFile {
+    /// How often `tether serve` runs the flow.
+    pub fn interval(&self) -> std::time::Duration {
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.interval().ok())
+            .unwrap_or(DEFAULT_INTERVAL)
+    }
+}
+
+/// The interval of a flow without a `schedule`.
+pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One section of a dataflow document: a source entity and a target entity kept in sync.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

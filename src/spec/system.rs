@@ -35,8 +35,41 @@ pub struct SystemFile {
     /// Where an error response keeps its message, code and field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<ErrorFormat>,
+    /// Change notifications the system sends to `tether serve` (`POST /hooks/<system>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Webhooks>,
     /// The record types of the system, by name (`customers`, `Contact`).
     pub entities: IndexMap<String, Checked<EntitySpec>>,
+}
+
+/// Change notifications a system pushes: each one triggers an incremental run of the
+/// mappings that read the entity it names, instead of waiting for the schedule.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    /// How notifications are shaped and verified.
+    pub style: WebhookStyle,
+    /// The shared secret: for `keap`, the `token` query parameter of the hook URL you
+    /// subscribe (`.../hooks/keap?token=...`); for `signed`, the HMAC-SHA256 key.
+    pub secret: Loc<EnvString>,
+    /// `keap`: the object type of an event key (`contact` in `contact.edit`) -> the entity of
+    /// this system it changes.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub objects: IndexMap<String, Loc<String>>,
+}
+
+/// The shape and verification of change notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookStyle {
+    /// Keap REST hooks: the subscription handshake (`X-Hook-Secret` echoed back) and event
+    /// bodies `{"event_key": "contact.edit", "object_keys": [{"id": 1}]}`. Keap does not sign
+    /// events, so the hook URL carries the secret as `?token=`.
+    Keap,
+    /// A generic notification `{"entity": "customers", "ids": ["42"]}`, signed:
+    /// `X-Tether-Timestamp: <unix seconds>` and `X-Tether-Signature: sha256=<hex HMAC-SHA256 of
+    /// "<timestamp>.<body>">`; older than 5 minutes is refused.
+    Signed,
 }
 
 /// Authentication. Credentials come from the environment (`${KEAP_API_KEY}`) and are sent

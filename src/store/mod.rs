@@ -330,6 +330,29 @@ impl Store {
         let mut pooled = self.acquire().await?;
         ops::status(pooled.conn()).await
     }
+
+    /// What `tether status --format json` and the server's `/status` show: every mapping's
+    /// status and every parked record.
+    pub async fn status_report(&self) -> Result<StatusReport, StoreError> {
+        Ok(StatusReport {
+            mappings: self.status().await?,
+            parked: self.parked(None).await?,
+        })
+    }
+
+    /// Checks that the store answers (for readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut pooled = self.acquire().await?;
+        match pooled.conn() {
+            Conn::Sqlite(c) => {
+                sqlx::query("SELECT 1").execute(&mut *c).await?;
+            }
+            Conn::Postgres(c) => {
+                sqlx::query("SELECT 1").execute(&mut *c).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Declares the methods that [`Store`] and [`Tx`] share, each backed by the function of the

@@ -349,6 +349,13 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The state of every mapping and every parked record, as `tether status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub mappings: Vec<MappingStatus>,
+    pub parked: Vec<ParkedRecord>,
+}
+
 /// What `tether status` shows for one mapping.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MappingStatus {

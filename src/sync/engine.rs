@@ -42,6 +42,7 @@ use crate::store::{
     CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park, RecordKey,
     RunId, RunOutcome, SideSeen, Store, StoreError,
 };
+use crate::sync::control::{Cancel, LeaseOptions};
 use crate::sync::merge::{self, Fields, MergePolicy, Version};
 use crate::sync::order::dependency_order;
 use crate::sync::report::{Action, FieldChange, MappingReport, RunReport, SystemReport};
@@ -73,6 +74,12 @@ pub enum EngineError {
     },
     #[error("stored cursor of `{mapping}` is unreadable: {reason}")]
     BadCursor { mapping: String, reason: String },
+    #[error(
+        "interrupted before the next batch of `{mapping}`; its records are read again on the next run"
+    )]
+    Interrupted { mapping: String },
+    #[error("the lease on `{mapping}` was lost to another worker; this worker stopped writing it")]
+    LeaseLost { mapping: String },
 }
 
 /// What a run covers and how.
@@ -92,6 +99,16 @@ pub struct RunOptions {
     pub worker: Option<String>,
     /// Told what the run is doing ("pass 1: mapping-name"), for a progress line.
     pub progress: Option<Progress>,
+    /// Stops the run at the next safe point when set (graceful shutdown).
+    pub cancel: Option<Cancel>,
+    /// Hold each mapping under a lease in the store (several workers on one store).
+    pub lease: Option<LeaseOptions>,
+}
+
+impl RunOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(Cancel::is_cancelled)
+    }
 }
 
 /// A callback for progress messages.
@@ -114,6 +131,8 @@ impl Default for RunOptions {
             allow_mass_change: false,
             worker: None,
             progress: None,
+            cancel: None,
+            lease: None,
         }
     }
 }
@@ -601,11 +620,38 @@ impl Engine {
         };
         let started_at = Utc::now();
         let mut failure: Option<EngineError> = None;
-        for pass in 1..=passes {
+        // Mappings this worker leased, and mappings another worker holds (skipped this run).
+        let mut leased: Vec<String> = Vec::new();
+        let mut held_elsewhere: HashSet<String> = HashSet::new();
+        'passes: for pass in 1..=passes {
             report.passes = pass;
             let last_pass = pass == passes;
             let mut writes = 0;
             for mapping in &selected {
+                if options.cancelled() {
+                    report.interrupted = true;
+                    break 'passes;
+                }
+                if held_elsewhere.contains(&mapping.name) {
+                    continue;
+                }
+                if let (Some(lease), false) = (&options.lease, options.dry_run) {
+                    if !leased.contains(&mapping.name) {
+                        match self.take_lease(&mapping.name, lease).await? {
+                            None => {
+                                leased.push(mapping.name.clone());
+                            }
+                            Some(holder) => {
+                                debug!(mapping = %mapping.name, %holder, "leased to another worker; skipped");
+                                if let Some(total) = totals.get_mut(&mapping.name) {
+                                    total.held_by = Some(holder);
+                                }
+                                held_elsewhere.insert(mapping.name.clone());
+                                continue;
+                            }
+                        }
+                    }
+                }
                 if let Some(progress) = &options.progress {
                     (progress.0)(&format!("pass {pass}: {}", mapping.name));
                 }
@@ -631,6 +677,14 @@ impl Engine {
                             total.absorb(&pass_report);
                         }
                     }
+                    Err(error @ EngineError::Interrupted { .. }) => {
+                        info!(mapping = %mapping.name, "run interrupted");
+                        if let Some(total) = totals.get_mut(&mapping.name) {
+                            total.stopped = Some(error.to_string());
+                        }
+                        report.interrupted = true;
+                        break 'passes;
+                    }
                     Err(error) => {
                         warn!(mapping = %mapping.name, %error, "mapping failed");
                         if let Some(total) = totals.get_mut(&mapping.name) {
@@ -643,6 +697,13 @@ impl Engine {
             info!(pass, writes, "pass done");
             if writes == 0 && deferred.is_empty() {
                 break;
+            }
+        }
+        if let Some(lease) = &options.lease {
+            for mapping in &leased {
+                if let Err(error) = self.store.release_lease(mapping, &lease.worker).await {
+                    warn!(%mapping, %error, "cannot release the lease; it expires on its own");
+                }
             }
         }
         if !options.dry_run {
@@ -666,17 +727,71 @@ impl Engine {
             .filter(|s| s.requests > 0)
             .collect();
         if let Some(id) = &run_id {
-            let outcome = if failure.is_some() {
+            let outcome = if report.interrupted {
+                RunOutcome::Cancelled
+            } else if failure.is_some() {
                 RunOutcome::Failed
             } else if report.mappings.iter().any(|m| m.stopped.is_some()) {
                 RunOutcome::CircuitBreaker
             } else {
                 RunOutcome::Ok
             };
+            report.outcome = Some(outcome);
             let summary = serde_json::to_value(&report).unwrap_or(Value::Null);
             self.store.finish_run(id, outcome, &summary).await?;
         }
         Ok(report)
+    }
+
+    /// Takes or renews the lease on `mapping`; the holder's name when another worker has it.
+    async fn take_lease(
+        &self,
+        mapping: &str,
+        lease: &LeaseOptions,
+    ) -> Result<Option<String>, EngineError> {
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(lease.ttl).unwrap_or(chrono::Duration::MAX);
+        let expires = now
+            .checked_add_signed(ttl)
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        if self
+            .store
+            .try_acquire_lease(mapping, &lease.worker, now, expires)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let holder = self
+            .store
+            .leases()
+            .await?
+            .into_iter()
+            .find(|l| l.mapping == mapping)
+            .map_or_else(|| "another worker".to_owned(), |l| l.worker);
+        Ok(Some(holder))
+    }
+
+    /// A safe point before a write batch: stops when the run is cancelled, and renews the
+    /// mapping's lease, stopping when another worker has taken it.
+    async fn checkpoint(
+        &self,
+        m: &MappingRuntime,
+        options: &RunOptions,
+    ) -> Result<(), EngineError> {
+        if options.cancelled() {
+            return Err(EngineError::Interrupted {
+                mapping: m.name.clone(),
+            });
+        }
+        if let Some(lease) = &options.lease
+            && self.take_lease(&m.name, lease).await?.is_some()
+        {
+            return Err(EngineError::LeaseLost {
+                mapping: m.name.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The stored cursor of one side of a mapping (of its deletion feed with `deletions`).
@@ -965,7 +1080,7 @@ impl Engine {
             std::mem::take(&mut work.deferred)
         };
 
-        self.execute(m, run_id, work, &mut report, &parked, &resolver)
+        self.execute(m, options, run_id, work, &mut report, &parked, &resolver)
             .await?;
 
         // Everything read is done or parked: the cursors move.
@@ -1703,6 +1818,7 @@ impl Engine {
     async fn execute(
         &self,
         m: &MappingRuntime,
+        options: &RunOptions,
         run_id: Option<&RunId>,
         work: MappingWork,
         report: &mut MappingReport,
@@ -1716,6 +1832,7 @@ impl Engine {
             .collect();
         let mut done_ids: Vec<(Side, String)> = work.ok_ids;
 
+        self.checkpoint(m, options).await?;
         // Record keys first, so a crash mid-way can still find what was read.
         let mut tx = self.store.transaction().await?;
         for (side, id, key) in &work.record_keys {
@@ -1759,6 +1876,7 @@ impl Engine {
 
         // Pairs: links made by match keys, updates, conflicts, new bases.
         for chunk in work.pairs.chunks(BATCH) {
+            self.checkpoint(m, options).await?;
             // Per pair: the seen hashes of the sides as the systems stored them, when the
             // writes answered the stored record, so a value a system normalises is not taken
             // for an edit on the next read.
@@ -1892,6 +2010,7 @@ impl Engine {
 
         // Creates, each recorded as an intent before it is sent.
         for chunk in work.creates.chunks(BATCH) {
+            self.checkpoint(m, options).await?;
             let mut tx = self.store.transaction().await?;
             let mut prepared = Vec::with_capacity(chunk.len());
             for create in chunk {

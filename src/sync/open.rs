@@ -50,6 +50,41 @@ pub async fn open_project(
     lookup: &dyn Fn(&str) -> Option<String>,
     options: OpenOptions,
 ) -> Result<Engine, OpenError> {
+    check(project)?;
+    let store = Store::open(state).await?;
+    build(project, store, lookup, options)
+}
+
+/// Builds an engine for a project already loaded, on a store already open (a server
+/// reloading its flows keeps its store).
+pub fn build(
+    project: &Project,
+    store: Store,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    options: OpenOptions,
+) -> Result<Engine, OpenError> {
+    check(project)?;
+    let (plans, _) = crate::mapping::compile_project(project);
+    let connectors = Connectors::from_systems_with(systems(project, options).iter(), lookup)?;
+    Ok(Engine::new(project, &plans, connectors, store)?)
+}
+
+fn systems(project: &Project, options: OpenOptions) -> Vec<SystemFile> {
+    project
+        .systems
+        .values()
+        .map(|s| {
+            let mut system = s.spec.clone();
+            if options.ignore_rate_limits {
+                system.rate_limit = None;
+            }
+            system
+        })
+        .collect()
+}
+
+/// Refuses a project with errors, naming the first.
+fn check(project: &Project) -> Result<(), OpenError> {
     let diagnostics = crate::validate::diagnostics(project);
     let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();
     if let Some(first) = errors.first() {
@@ -64,19 +99,5 @@ pub async fn open_project(
             ),
         });
     }
-    let (plans, _) = crate::mapping::compile_project(project);
-    let systems: Vec<SystemFile> = project
-        .systems
-        .values()
-        .map(|s| {
-            let mut system = s.spec.clone();
-            if options.ignore_rate_limits {
-                system.rate_limit = None;
-            }
-            system
-        })
-        .collect();
-    let connectors = Connectors::from_systems_with(systems.iter(), lookup)?;
-    let store = Store::open(state).await?;
-    Ok(Engine::new(project, &plans, connectors, store)?)
+    Ok(())
 }

@@ -32,6 +32,9 @@ pub struct MappingReport {
     pub unparked: u64,
     /// Why the mapping stopped before writing, if it did (circuit breaker, errors).
     pub stopped: Option<String>,
+    /// The worker that held the mapping's lease, when this run skipped it for that reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 impl MappingReport {
@@ -178,6 +181,10 @@ pub struct RunReport {
     pub systems: Vec<SystemReport>,
     /// Planned actions (`plan` only).
     pub actions: Vec<Action>,
+    /// The run was stopped (shutdown) before it was done; the rest happens next run.
+    pub interrupted: bool,
+    /// How the run ended, as recorded in the run history (`None` for plans).
+    pub outcome: Option<crate::store::RunOutcome>,
 }
 
 impl RunReport {

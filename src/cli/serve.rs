@@ -1,0 +1,93 @@
+//! `tether serve`: the flows run on their schedules in one long-running process, with
+//! health, readiness, metrics, status, run-now and webhook endpoints, flow files reloaded
+//! when they change, and leases so several workers can share one PostgreSQL store.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tether::serve::{ServeOptions, serve, signal};
+use tether::sync::open::OpenOptions;
+
+use crate::cli::run::{StateArg, env_lookup, runtime, start_sandbox};
+use crate::exit;
+
+/// Options of `tether serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Address of the HTTP endpoints (/health, /ready, /metrics, /status, /runs, /hooks).
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// This worker's name, unique among the workers sharing one store (default: host name
+    /// and process id).
+    #[arg(long, env = "TETHER_WORKER")]
+    pub worker: Option<String>,
+    /// Seconds a mapping stays leased to this worker without renewal; a killed worker's
+    /// mappings are taken over after this.
+    #[arg(long, env = "TETHER_LEASE_SECONDS", default_value_t = 30.0)]
+    pub lease_seconds: f64,
+    /// Do not watch the flows folder for changes.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Run against the built-in simulators (started in-process, as `run --sandbox`).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Send requests as fast as the systems answer, ignoring the system files' rate limits.
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+fn default_worker() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tether".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
+    if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
+        anyhow::bail!("--lease-seconds must be at least 1");
+    }
+    runtime()?.block_on(async move {
+        let sandbox = if args.sandbox {
+            Some(start_sandbox(20).await?)
+        } else {
+            None
+        };
+        let lookup = env_lookup(
+            sandbox
+                .as_ref()
+                .map(tether::sandbox::Sandbox::env)
+                .unwrap_or_default(),
+        );
+        let options = ServeOptions {
+            flows: flows.to_owned(),
+            state: args.state.url.clone(),
+            listen: args.listen,
+            worker: args.worker.clone().unwrap_or_else(default_worker),
+            lease_ttl: Duration::from_secs_f64(args.lease_seconds),
+            watch: !args.no_watch,
+            open: OpenOptions {
+                ignore_rate_limits: args.sandbox || args.no_rate_limits,
+            },
+            lookup: Arc::new(lookup),
+        };
+        let result = serve(options, signal()).await;
+        if let Some(sandbox) = sandbox {
+            sandbox
+                .shutdown()
+                .await
+                .context("cannot save the sandbox state")?;
+        }
+        result?;
+        Ok(exit::OK)
+    })
+}

@@ -1,0 +1,394 @@
+//! `tether serve`: the flows kept in sync all day by one long-running process.
+//!
+//! - A scheduler runs each flow every `schedule.every` (60 s by default), one run at a time;
+//!   `POST /runs` and change notifications (`POST /hooks/{system}`) bring runs forward.
+//! - The flows folder is watched: a change that validates replaces the running version
+//!   between runs; one that does not is logged with its diagnostics and the old version keeps
+//!   running ([`reload`]).
+//! - With `--worker` names on one PostgreSQL store, several servers share the mappings: each
+//!   mapping is leased to one worker at a time, and a killed worker's mappings are taken over
+//!   when its leases expire (the engine's create intents make the takeover safe).
+//! - SIGTERM or SIGINT: the run in flight stops after its current batch (its unfinished
+//!   mappings keep their old cursors), leases are released, and the process exits 0.
+//!
+//! [`http`] has the endpoints, [`metrics`] the Prometheus metrics, [`hooks`] the webhooks.
+
+pub mod hooks;
+pub mod http;
+pub mod metrics;
+pub mod reload;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::store::{RunOutcome, Store, StoreError, StoreUrl};
+use crate::sync::control::{Cancel, LeaseOptions};
+use crate::sync::engine::RunOptions;
+use crate::sync::open::{OpenError, OpenOptions};
+use crate::sync::report::RunReport;
+
+pub use reload::Loaded;
+
+/// A lookup for `${VAR}` in system files, shared by reloads.
+pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How the server runs.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub flows: PathBuf,
+    pub state: StoreUrl,
+    pub listen: SocketAddr,
+    /// This worker's name in leases and run history; unique among workers on one store.
+    pub worker: String,
+    /// How long a mapping lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Watch the flows folder and reload changed files.
+    pub watch: bool,
+    pub open: OpenOptions,
+    pub lookup: Lookup,
+}
+
+/// Why the server could not start or went down.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Which mappings a run covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub flows: Vec<String>,
+    pub mappings: Vec<String>,
+}
+
+/// A run asked for through HTTP (`POST /runs`, webhooks).
+pub struct RunRequest {
+    pub scope: Scope,
+    /// `api` or `webhook`, for metrics and logs.
+    pub trigger: &'static str,
+    /// Told the report when the run is done.
+    pub reply: Option<oneshot::Sender<Result<RunReport, String>>>,
+}
+
+/// What the endpoints and the scheduler share.
+pub struct Shared {
+    pub store: Store,
+    pub metrics: metrics::Metrics,
+    pub worker: String,
+    loaded: RwLock<Arc<Loaded>>,
+    /// The last reload's diagnostics when it was rejected, for `/status`.
+    last_reload_error: RwLock<Option<Vec<String>>>,
+    requests: mpsc::Sender<RunRequest>,
+    shutting_down: AtomicBool,
+    lookup: Lookup,
+}
+
+impl Shared {
+    /// The flows running now.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace(&self, loaded: Loaded) {
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+    }
+
+    pub fn last_reload_error(&self) -> Option<Vec<String>> {
+        self.last_reload_error
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_reload_error(&self, error: Option<Vec<String>>) {
+        *self
+            .last_reload_error
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Queues a run; `false` when the server is going down.
+    pub async fn request(&self, request: RunRequest) -> bool {
+        !self.is_shutting_down() && self.requests.send(request).await.is_ok()
+    }
+
+    pub fn lookup(&self) -> &Lookup {
+        &self.lookup
+    }
+}
+
+/// Runs the server until `shutdown` resolves (or SIGTERM/SIGINT when the caller passes
+/// [`signal`]). Returns once the run in flight has stopped and the leases are released.
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = Store::open(&options.state).await?;
+    let loaded = reload::load(&options, store.clone()).map_err(|e| match e {
+        reload::ReloadError::Invalid(diagnostics) => {
+            for d in &diagnostics {
+                warn!("{d}");
+            }
+            ServeError::Open(OpenError::Invalid {
+                errors: diagnostics.len(),
+                first: diagnostics.first().cloned().unwrap_or_default(),
+            })
+        }
+        reload::ReloadError::Open(e) => ServeError::Open(e),
+    })?;
+    info!(
+        flows = loaded.flows.len(),
+        mappings = loaded.engine.mappings().len(),
+        worker = %options.worker,
+        "flows loaded"
+    );
+    let (requests_tx, mut requests) = mpsc::channel::<RunRequest>(64);
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        metrics: metrics::Metrics::new(),
+        worker: options.worker.clone(),
+        loaded: RwLock::new(Arc::new(loaded)),
+        last_reload_error: RwLock::new(None),
+        requests: requests_tx,
+        shutting_down: AtomicBool::new(false),
+        lookup: options.lookup.clone(),
+    });
+
+    // Shutdown: the flag stops the run in flight at its next batch; the notify wakes the loop.
+    let cancel = Cancel::new();
+    let stop = Arc::new(Notify::new());
+    {
+        let (cancel, stop, shared) = (cancel.clone(), stop.clone(), shared.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: finishing the batch in flight");
+            shared.shutting_down.store(true, Ordering::SeqCst);
+            cancel.cancel();
+            stop.notify_one();
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(options.listen);
+    info!(listen = %local, "serving /health /ready /metrics /status /runs /hooks");
+    let http_stop = Arc::new(Notify::new());
+    let server = {
+        let app = http::router(shared.clone());
+        let http_stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_stop.notified().await })
+                .await
+        })
+    };
+
+    let (reload_tx, mut reloads) = mpsc::channel::<()>(1);
+    let _watcher = if options.watch {
+        Some(reload::watch(&options.flows, reload_tx)?)
+    } else {
+        None
+    };
+
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    loop {
+        if shared.is_shutting_down() {
+            break;
+        }
+        let loaded = shared.loaded();
+        // New flows are due now; removed flows are no longer scheduled.
+        due.retain(|flow, _| loaded.flows.iter().any(|(f, _)| f == flow));
+        for (flow, _) in &loaded.flows {
+            due.entry(flow.clone()).or_insert_with(Instant::now);
+        }
+        let next = due.values().min().copied();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            Some(()) = reloads.recv() => {
+                reload_now(&options, &shared);
+            }
+            Some(request) = requests.recv() => {
+                let report = run(&shared, &options, &cancel, &request.scope, request.trigger).await;
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(report);
+                }
+            }
+            () = sleep => {
+                let now = Instant::now();
+                let flows: Vec<String> = due
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(flow, _)| flow.clone())
+                    .collect();
+                let scope = Scope { flows: flows.clone(), mappings: Vec::new() };
+                let _ = run(&shared, &options, &cancel, &scope, "schedule").await;
+                let finished = Instant::now();
+                for flow in flows {
+                    let every = loaded
+                        .flows
+                        .iter()
+                        .find(|(f, _)| *f == flow)
+                        .map_or(crate::spec::flow::DEFAULT_INTERVAL, |(_, every)| *every);
+                    due.insert(flow, finished + every);
+                }
+            }
+        }
+    }
+
+    // Runs asked for and not started are answered, not dropped silently.
+    requests.close();
+    while let Ok(request) = requests.try_recv() {
+        if let Some(reply) = request.reply {
+            let _ = reply.send(Err("the server is shutting down".into()));
+        }
+    }
+    http_stop.notify_one();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ServeError::Http(e)),
+        Err(e) => warn!(error = %e, "the HTTP server task ended abnormally"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Loads the flows again; keeps the running version when the new one does not validate.
+fn reload_now(options: &ServeOptions, shared: &Shared) {
+    match reload::load(options, shared.store.clone()) {
+        Ok(loaded) => {
+            info!(
+                flows = loaded.flows.len(),
+                mappings = loaded.engine.mappings().len(),
+                "flow files changed: reloaded"
+            );
+            shared.replace(loaded);
+            shared.set_reload_error(None);
+            shared.metrics.record_reload("ok");
+        }
+        Err(reload::ReloadError::Invalid(diagnostics)) => {
+            for d in &diagnostics {
+                warn!("{d}");
+            }
+            warn!(
+                errors = diagnostics.len(),
+                "flow files changed but do not validate: the running version stays"
+            );
+            shared.set_reload_error(Some(diagnostics));
+            shared.metrics.record_reload("rejected");
+        }
+        Err(reload::ReloadError::Open(error)) => {
+            warn!(%error, "flow files changed but cannot be loaded: the running version stays");
+            shared.set_reload_error(Some(vec![error.to_string()]));
+            shared.metrics.record_reload("rejected");
+        }
+    }
+}
+
+/// One run over `scope` with the loaded flows.
+async fn run(
+    shared: &Shared,
+    options: &ServeOptions,
+    cancel: &Cancel,
+    scope: &Scope,
+    trigger: &'static str,
+) -> Result<RunReport, String> {
+    let loaded = shared.loaded();
+    let run_options = RunOptions {
+        flows: scope.flows.clone(),
+        mappings: scope.mappings.clone(),
+        worker: Some(options.worker.clone()),
+        cancel: Some(cancel.clone()),
+        lease: Some(LeaseOptions {
+            worker: options.worker.clone(),
+            ttl: options.lease_ttl,
+        }),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    match loaded.engine.run(&run_options).await {
+        Ok(report) => {
+            let outcome = report.outcome.unwrap_or(RunOutcome::Ok);
+            shared
+                .metrics
+                .record_run(trigger, &report, outcome, started.elapsed());
+            info!(
+                trigger,
+                writes = report.writes(),
+                parked = report.parked(),
+                outcome = outcome.as_str(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "run done"
+            );
+            Ok(report)
+        }
+        Err(error) => {
+            warn!(trigger, %error, "run failed");
+            shared.metrics.record_failed_run(trigger);
+            Err(error.to_string())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

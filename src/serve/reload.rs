@@ -1,0 +1,150 @@
+//! Loading the flows folder into a runnable [`Loaded`] (the same validation as `tether
+//! validate`, then the engine), and watching the folder for changes.
+//!
+//! Watching uses `notify` (inotify on Linux, FSEvents, ReadDirectoryChangesW). Editors save
+//! in bursts (a temporary file, a rename, a chmod), so events are debounced: a reload
+//! happens once the folder has been quiet for [`QUIET`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::serve::{ServeError, ServeOptions};
+use crate::spec::load::Project;
+use crate::store::Store;
+use crate::sync::engine::Engine;
+use crate::sync::open::{self, OpenError};
+
+/// How long the flows folder must be quiet before a change is loaded.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A validated flows folder and the engine built from it.
+pub struct Loaded {
+    pub project: Project,
+    pub engine: Engine,
+    /// Every flow with its interval.
+    pub flows: Vec<(String, Duration)>,
+}
+
+/// Why a folder was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files do not validate: every error as `path:line:col: error[code]: message`.
+    #[error("the flows do not validate ({} errors)", .0.len())]
+    Invalid(Vec<String>),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// Loads and validates the flows folder and builds its engine on `store`.
+pub fn load(options: &ServeOptions, store: Store) -> Result<Loaded, ReloadError> {
+    let project = Project::load_dir(&options.flows);
+    let errors: Vec<String> = crate::validate::diagnostics(&project)
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| {
+            format!(
+                "{}:{}:{}: error[{}]: {}",
+                d.path.display(),
+                d.line,
+                d.column,
+                d.code,
+                d.message
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(ReloadError::Invalid(errors));
+    }
+    let lookup = options.lookup.clone();
+    let engine = open::build(&project, store, &move |name| lookup(name), options.open)?;
+    let flows = project
+        .flows
+        .iter()
+        .map(|f| (f.spec.flow.value.clone(), f.spec.interval()))
+        .collect();
+    Ok(Loaded {
+        project,
+        engine,
+        flows,
+    })
+}
+
+/// Whether a changed path can change the project (YAML files; not editor swap files).
+fn relevant(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    ) && !path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".#") || n.starts_with('.'))
+}
+
+/// Watches `dir` (and `systems/` under it) and sends `()` on `reloads` once a burst of
+/// changes to YAML files is over. The watcher stops when the returned handle is dropped.
+pub fn watch(
+    dir: &Path,
+    reloads: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, ServeError> {
+    let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                for path in event.paths {
+                    if relevant(&path) {
+                        let _ = events_tx.send(path);
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "watching the flows folder"),
+        })
+        .map_err(|e| ServeError::Watch {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+    watcher
+        .watch(dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| ServeError::Watch {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        while let Some(first) = events.recv().await {
+            debug!(path = %first.display(), "flow file changed");
+            // Wait until the burst is over.
+            loop {
+                match tokio::time::timeout(QUIET, events.recv()).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // A full channel already holds a reload that will see this change too.
+            if let Err(mpsc::error::TrySendError::Closed(())) = reloads.try_send(()) {
+                return;
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_yaml_files_trigger_reloads() {
+        assert!(relevant(Path::new("flows/keap-to-customerp.yaml")));
+        assert!(relevant(Path::new("flows/systems/keap.yml")));
+        assert!(!relevant(Path::new("flows/keap-to-customerp.yaml.swp")));
+        assert!(!relevant(Path::new("flows/.keap-to-customerp.yaml")));
+        assert!(!relevant(Path::new("flows/notes.txt")));
+    }
+}
