@@ -27,9 +27,11 @@ impl Cancel {
     }
 }
 
-/// Each mapping of a run is held under a lease in the store for `worker`: a mapping leased
-/// to another worker is skipped, and the lease is renewed before every write batch, so a
-/// worker that lost its lease (it stalled past `ttl` and another took over) stops writing.
+/// Each mapping of a run is held under a lease in the store for `worker`, one lease per
+/// identity type (`identity:customer`), since mappings of one identity decide links to the
+/// same global ids: a mapping whose lease another worker holds is skipped, and the lease is
+/// renewed before every write batch, so a worker that lost its lease (it stalled past `ttl`
+/// and another took over) stops writing.
 #[derive(Debug, Clone)]
 pub struct LeaseOptions {
     /// The worker's name, unique among the workers sharing the store.

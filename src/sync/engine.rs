@@ -168,6 +168,13 @@ impl MappingRuntime {
             Side::Target => &self.target,
         }
     }
+    /// The lease a worker holds while it syncs this mapping: one per identity type, because
+    /// mappings of one identity link records to the same global ids (a Keap company reaches
+    /// the shop directly and through the ERP) and must not decide those links concurrently.
+    pub fn lease_name(&self) -> String {
+        format!("identity:{}", self.identity())
+    }
+
     fn identity(&self) -> &str {
         &self.spec.identity.value
     }
@@ -620,7 +627,7 @@ impl Engine {
         };
         let started_at = Utc::now();
         let mut failure: Option<EngineError> = None;
-        // Mappings this worker leased, and mappings another worker holds (skipped this run).
+        // Leases this worker took, and leases another worker holds (skipped this run).
         let mut leased: Vec<String> = Vec::new();
         let mut held_elsewhere: HashSet<String> = HashSet::new();
         'passes: for pass in 1..=passes {
@@ -632,23 +639,25 @@ impl Engine {
                     report.interrupted = true;
                     break 'passes;
                 }
-                if held_elsewhere.contains(&mapping.name) {
+                let lease_name = mapping.lease_name();
+                if held_elsewhere.contains(&lease_name) {
+                    if let Some(total) = totals.get_mut(&mapping.name) {
+                        total.held_by.get_or_insert_with(|| "another worker".into());
+                    }
                     continue;
                 }
-                if let (Some(lease), false) = (&options.lease, options.dry_run) {
-                    if !leased.contains(&mapping.name) {
-                        match self.take_lease(&mapping.name, lease).await? {
-                            None => {
-                                leased.push(mapping.name.clone());
+                if let (Some(lease), false) = (&options.lease, options.dry_run)
+                    && !leased.contains(&lease_name)
+                {
+                    match self.take_lease(&lease_name, lease).await? {
+                        None => leased.push(lease_name),
+                        Some(holder) => {
+                            debug!(mapping = %mapping.name, %holder, "leased to another worker; skipped");
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.held_by = Some(holder);
                             }
-                            Some(holder) => {
-                                debug!(mapping = %mapping.name, %holder, "leased to another worker; skipped");
-                                if let Some(total) = totals.get_mut(&mapping.name) {
-                                    total.held_by = Some(holder);
-                                }
-                                held_elsewhere.insert(mapping.name.clone());
-                                continue;
-                            }
+                            held_elsewhere.insert(lease_name);
+                            continue;
                         }
                     }
                 }
@@ -700,9 +709,9 @@ impl Engine {
             }
         }
         if let Some(lease) = &options.lease {
-            for mapping in &leased {
-                if let Err(error) = self.store.release_lease(mapping, &lease.worker).await {
-                    warn!(%mapping, %error, "cannot release the lease; it expires on its own");
+            for name in &leased {
+                if let Err(error) = self.store.release_lease(name, &lease.worker).await {
+                    warn!(lease = %name, %error, "cannot release the lease; it expires on its own");
                 }
             }
         }
@@ -743,10 +752,10 @@ impl Engine {
         Ok(report)
     }
 
-    /// Takes or renews the lease on `mapping`; the holder's name when another worker has it.
+    /// Takes or renews the lease `name`; the holder's name when another worker has it.
     async fn take_lease(
         &self,
-        mapping: &str,
+        name: &str,
         lease: &LeaseOptions,
     ) -> Result<Option<String>, EngineError> {
         let now = Utc::now();
@@ -756,7 +765,7 @@ impl Engine {
             .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
         if self
             .store
-            .try_acquire_lease(mapping, &lease.worker, now, expires)
+            .try_acquire_lease(name, &lease.worker, now, expires)
             .await?
             .is_some()
         {
@@ -767,7 +776,7 @@ impl Engine {
             .leases()
             .await?
             .into_iter()
-            .find(|l| l.mapping == mapping)
+            .find(|l| l.mapping == name)
             .map_or_else(|| "another worker".to_owned(), |l| l.worker);
         Ok(Some(holder))
     }
@@ -785,7 +794,7 @@ impl Engine {
             });
         }
         if let Some(lease) = &options.lease
-            && self.take_lease(&m.name, lease).await?.is_some()
+            && self.take_lease(&m.lease_name(), lease).await?.is_some()
         {
             return Err(EngineError::LeaseLost {
                 mapping: m.name.clone(),
