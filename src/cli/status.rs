@@ -16,17 +16,17 @@ pub fn status(state: &StoreUrl, parked_only: bool, format: Format) -> anyhow::Re
         let store = Store::open(state)
             .await
             .with_context(|| format!("cannot open the state store {state}"))?;
-        let statuses = store.status().await?;
-        let parked = store.parked(None).await?;
+        let report = store.status_report().await?;
         if format == Format::Json {
             let value = if parked_only {
-                serde_json::to_value(&parked)?
+                serde_json::to_value(&report.parked)?
             } else {
-                json!({ "mappings": statuses, "parked": parked })
+                serde_json::to_value(&report)?
             };
             crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
             return Ok(exit::OK);
         }
+        let (statuses, parked) = (report.mappings, report.parked);
         let mut out = String::new();
         if !parked_only {
             if statuses.is_empty() {
