@@ -722,3 +722,93 @@ async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
     drop(store);
     pg.drop_schema().await;
 }
+
+/// The engine under a lease: an identity leased to another worker is skipped and reported,
+/// taken once that lease expires, and released after the run; a cancelled run writes nothing
+/// and is recorded as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_cancel_in_the_engine() {
+    use tether::sync::control::{Cancel, LeaseOptions};
+
+    let dir = TempDir::new("lease");
+    let flows = dir.flows(None);
+    let sandbox = sandbox(3).await;
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let engine = open(
+        &flows,
+        &state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens");
+    let store = engine.store().clone();
+    let lease = LeaseOptions {
+        worker: "me".into(),
+        ttl: Duration::from_secs(30),
+    };
+
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let report = engine
+        .run(&RunOptions {
+            mappings: vec![COMPANIES.into()],
+            cancel: Some(cancel),
+            ..RunOptions::default()
+        })
+        .await
+        .expect("run");
+    assert!(report.interrupted);
+    assert_eq!(report.outcome, Some(RunOutcome::Cancelled));
+    assert_eq!(report.writes(), 0, "a cancelled run writes nothing");
+
+    let now = chrono::Utc::now();
+    let held = store
+        .try_acquire_lease(
+            "identity:customer",
+            "other",
+            now,
+            now + chrono::Duration::seconds(2),
+        )
+        .await
+        .expect("lease");
+    assert!(held.is_some(), "the other worker holds the customers");
+    let options = RunOptions {
+        mappings: vec![COMPANIES.into()],
+        lease: Some(lease.clone()),
+        worker: Some("me".into()),
+        ..RunOptions::default()
+    };
+    let report = engine.run(&options).await.expect("run");
+    let companies = report
+        .mappings
+        .iter()
+        .find(|m| m.mapping == COMPANIES)
+        .expect("report");
+    assert_eq!(
+        companies.held_by.as_deref(),
+        Some("other"),
+        "{companies:#?}"
+    );
+    assert_eq!(
+        report.writes(),
+        0,
+        "nothing is written under another worker's lease"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.run(&options).await.expect("run");
+    assert!(
+        report.mappings.iter().all(|m| m.held_by.is_none()),
+        "the expired lease is taken over: {report:#?}"
+    );
+    assert!(report.writes() > 0, "and the customers sync");
+    assert!(
+        store.leases().await.expect("leases").is_empty(),
+        "the leases are released after the run"
+    );
+}

@@ -627,89 +627,130 @@ impl Engine {
         };
         let started_at = Utc::now();
         let mut failure: Option<EngineError> = None;
-        // Leases this worker took, and leases another worker holds (skipped this run).
-        let mut leased: Vec<String> = Vec::new();
+        // Leases this worker took (renewed in the background while the run goes on), and
+        // leases another worker holds (skipped this run).
+        let leased: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let held = |name: &str| {
+            leased
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|n| n == name)
+        };
         let mut held_elsewhere: HashSet<String> = HashSet::new();
-        'passes: for pass in 1..=passes {
-            report.passes = pass;
-            let last_pass = pass == passes;
-            let mut writes = 0;
-            for mapping in &selected {
-                if options.cancelled() {
-                    report.interrupted = true;
-                    break 'passes;
-                }
-                let lease_name = mapping.lease_name();
-                if held_elsewhere.contains(&lease_name) {
-                    if let Some(total) = totals.get_mut(&mapping.name) {
-                        total.held_by.get_or_insert_with(|| "another worker".into());
-                    }
-                    continue;
-                }
-                if let (Some(lease), false) = (&options.lease, options.dry_run)
-                    && !leased.contains(&lease_name)
-                {
-                    match self.take_lease(&lease_name, lease).await? {
-                        None => leased.push(lease_name),
-                        Some(holder) => {
-                            debug!(mapping = %mapping.name, %holder, "leased to another worker; skipped");
-                            if let Some(total) = totals.get_mut(&mapping.name) {
-                                total.held_by = Some(holder);
-                            }
-                            held_elsewhere.insert(lease_name);
-                            continue;
-                        }
-                    }
-                }
-                if let Some(progress) = &options.progress {
-                    (progress.0)(&format!("pass {pass}: {}", mapping.name));
-                }
-                let carry = deferred.remove(&mapping.name).unwrap_or_default();
-                match self
-                    .sync_mapping(
-                        mapping,
-                        options,
-                        run_id.as_ref(),
-                        carry,
-                        last_pass,
-                        started_at,
-                        &mut report.actions,
-                    )
-                    .await
-                {
-                    Ok((pass_report, waiting)) => {
-                        writes += pass_report.writes();
-                        if !waiting.is_empty() {
-                            deferred.insert(mapping.name.clone(), waiting);
-                        }
-                        if let Some(total) = totals.get_mut(&mapping.name) {
-                            total.absorb(&pass_report);
-                        }
-                    }
-                    Err(error @ EngineError::Interrupted { .. }) => {
-                        info!(mapping = %mapping.name, "run interrupted");
-                        if let Some(total) = totals.get_mut(&mapping.name) {
-                            total.stopped = Some(error.to_string());
-                        }
+        let passes_done = async {
+            'passes: for pass in 1..=passes {
+                report.passes = pass;
+                let last_pass = pass == passes;
+                let mut writes = 0;
+                for mapping in &selected {
+                    if options.cancelled() {
                         report.interrupted = true;
                         break 'passes;
                     }
-                    Err(error) => {
-                        warn!(mapping = %mapping.name, %error, "mapping failed");
+                    let lease_name = mapping.lease_name();
+                    if held_elsewhere.contains(&lease_name) {
                         if let Some(total) = totals.get_mut(&mapping.name) {
-                            total.stopped = Some(error.to_string());
+                            total.held_by.get_or_insert_with(|| "another worker".into());
                         }
-                        failure.get_or_insert(error);
+                        continue;
+                    }
+                    if let (Some(lease), false) = (&options.lease, options.dry_run)
+                        && !held(&lease_name)
+                    {
+                        match self.take_lease(&lease_name, lease).await? {
+                            None => leased
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push(lease_name.clone()),
+                            Some(holder) => {
+                                debug!(mapping = %mapping.name, %holder, "leased to another worker; skipped");
+                                if let Some(total) = totals.get_mut(&mapping.name) {
+                                    total.held_by = Some(holder);
+                                }
+                                held_elsewhere.insert(lease_name);
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(progress) = &options.progress {
+                        (progress.0)(&format!("pass {pass}: {}", mapping.name));
+                    }
+                    let carry = deferred.remove(&mapping.name).unwrap_or_default();
+                    match self
+                        .sync_mapping(
+                            mapping,
+                            options,
+                            run_id.as_ref(),
+                            carry,
+                            last_pass,
+                            started_at,
+                            &mut report.actions,
+                        )
+                        .await
+                    {
+                        Ok((pass_report, waiting)) => {
+                            writes += pass_report.writes();
+                            if !waiting.is_empty() {
+                                deferred.insert(mapping.name.clone(), waiting);
+                            }
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.absorb(&pass_report);
+                            }
+                        }
+                        Err(EngineError::LeaseLost { .. }) => {
+                            // Another worker took over after this one stalled: it goes on from
+                            // what was recorded; this worker leaves the identity alone.
+                            warn!(mapping = %mapping.name, "lease lost to another worker; skipped for the rest of the run");
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.held_by = Some("another worker (lease lost)".into());
+                            }
+                            leased
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .retain(|n| *n != lease_name);
+                            held_elsewhere.insert(lease_name);
+                        }
+                        Err(error @ EngineError::Interrupted { .. }) => {
+                            info!(mapping = %mapping.name, "run interrupted");
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.stopped = Some(error.to_string());
+                            }
+                            report.interrupted = true;
+                            break 'passes;
+                        }
+                        Err(error) => {
+                            warn!(mapping = %mapping.name, %error, "mapping failed");
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.stopped = Some(error.to_string());
+                            }
+                            failure.get_or_insert(error);
+                        }
                     }
                 }
+                info!(pass, writes, "pass done");
+                if writes == 0 && deferred.is_empty() {
+                    break;
+                }
             }
-            info!(pass, writes, "pass done");
-            if writes == 0 && deferred.is_empty() {
-                break;
+            Ok::<(), EngineError>(())
+        };
+        match &options.lease {
+            Some(lease) if !options.dry_run => {
+                tokio::select! {
+                    done = passes_done => done?,
+                    () = self.renew_leases(lease, &leased) => {}
+                }
             }
+            _ => passes_done.await?,
         }
         if let Some(lease) = &options.lease {
-            for name in &leased {
+            let names = std::mem::take(
+                &mut *leased
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for name in &names {
                 if let Err(error) = self.store.release_lease(name, &lease.worker).await {
                     warn!(lease = %name, %error, "cannot release the lease; it expires on its own");
                 }
@@ -779,6 +820,33 @@ impl Engine {
             .find(|l| l.mapping == name)
             .map_or_else(|| "another worker".to_owned(), |l| l.worker);
         Ok(Some(holder))
+    }
+
+    /// Renews the leases in `leased` every third of their lifetime, so a live worker keeps
+    /// them through long reads; never returns. A lease another worker took is dropped from
+    /// the set (the next write batch's checkpoint stops the mapping).
+    async fn renew_leases(&self, lease: &LeaseOptions, leased: &std::sync::Mutex<Vec<String>>) {
+        let every = (lease.ttl / 3).max(std::time::Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let names = leased
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for name in names {
+                match self.take_lease(&name, lease).await {
+                    Ok(None) => {}
+                    Ok(Some(holder)) => {
+                        warn!(lease = %name, %holder, "lease taken over by another worker");
+                        leased
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .retain(|n| *n != name);
+                    }
+                    Err(error) => warn!(lease = %name, %error, "cannot renew the lease"),
+                }
+            }
+        }
     }
 
     /// A safe point before a write batch: stops when the run is cancelled, and renews the
