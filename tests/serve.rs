@@ -251,10 +251,25 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-async fn in_process_run(state: &StoreUrl, sandbox: &Sandbox, flows: &Path) -> u64 {
+/// A Keap company's email is on exactly one ERP customer and one shop customer.
+fn assert_synced_once(sandbox: &Sandbox, email: &str) {
+    for (system, entity) in [("customerp", "customers"), ("customwebshop", "customers")] {
+        assert_eq!(
+            count(sandbox, system, entity, "email", email),
+            1,
+            "{email} once in {system}"
+        );
+    }
+}
+
+async fn open_engine(
+    state: &StoreUrl,
+    sandbox: &Sandbox,
+    flows: &Path,
+) -> tether::sync::engine::Engine {
     let env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
     let lookup = move |name: &str| env.get(name).cloned();
-    let engine = open(
+    open(
         flows,
         state,
         &lookup,
@@ -263,7 +278,11 @@ async fn in_process_run(state: &StoreUrl, sandbox: &Sandbox, flows: &Path) -> u6
         },
     )
     .await
-    .expect("engine opens");
+    .expect("engine opens")
+}
+
+async fn in_process_run(state: &StoreUrl, sandbox: &Sandbox, flows: &Path) -> u64 {
+    let engine = open_engine(state, sandbox, flows).await;
     let report = engine
         .run(&RunOptions::default())
         .await
@@ -527,16 +546,7 @@ async fn sigterm_mid_run_stops_after_the_batch_and_leaves_a_consistent_store() {
     );
     for i in 0..400 {
         let email = format!("s{i}@shutdown.example");
-        assert_eq!(
-            count(&sandbox, "customerp", "customers", "email", &email),
-            1,
-            "{email} in the ERP"
-        );
-        assert_eq!(
-            count(&sandbox, "customwebshop", "customers", "email", &email),
-            1,
-            "{email} in the shop"
-        );
+        assert_synced_once(&sandbox, &email);
     }
 }
 
@@ -686,16 +696,7 @@ async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
             count(&sandbox, "keap", "companies", "email_address", &email),
             1
         );
-        assert_eq!(
-            count(&sandbox, "customerp", "customers", "email", &email),
-            1,
-            "{email} in the ERP"
-        );
-        assert_eq!(
-            count(&sandbox, "customwebshop", "customers", "email", &email),
-            1,
-            "{email} in the shop"
-        );
+        assert_synced_once(&sandbox, &email);
     }
     for i in 0..60 {
         let name = format!("Erp Worker {i:03}");
@@ -734,18 +735,7 @@ async fn leases_and_cancel_in_the_engine() {
     let flows = dir.flows(None);
     let sandbox = sandbox(3).await;
     let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
-    let env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
-    let lookup = move |name: &str| env.get(name).cloned();
-    let engine = open(
-        &flows,
-        &state,
-        &lookup,
-        OpenOptions {
-            ignore_rate_limits: true,
-        },
-    )
-    .await
-    .expect("engine opens");
+    let engine = open_engine(&state, &sandbox, &flows).await;
     let store = engine.store().clone();
     let lease = LeaseOptions {
         worker: "me".into(),

@@ -82,20 +82,22 @@ pub fn receive(
     }
 }
 
-/// Compares two secrets in time independent of where they differ.
+/// An HMAC-SHA256 keyed with `key`.
+fn hmac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+}
+
+/// Compares two secrets in time independent of where they differ: both are reduced to MACs
+/// under one fixed key, and the MACs compared in constant time, whatever their lengths.
 fn same_secret(given: &str, expected: &str) -> bool {
-    // Comparing MACs of both keeps the comparison constant-time whatever their lengths.
-    let mac = |text: &str| {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"tether-compare")
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(text.as_bytes());
-        mac.finalize().into_bytes()
-    };
-    let expected = mac(expected);
-    let mut check = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"tether-compare")
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let mut reference = hmac(b"tether-compare");
+    reference.update(expected.as_bytes());
+    let mut check = hmac(b"tether-compare");
     check.update(given.as_bytes());
-    check.verify_slice(&expected).is_ok()
+    check
+        .verify_slice(&reference.finalize().into_bytes())
+        .is_ok()
 }
 
 #[derive(Deserialize)]
@@ -165,8 +167,7 @@ fn signed(system: &str, secret: &str, request: &HookRequest<'_>) -> Result<Notic
     })?;
     let given = decode_hex(hex)
         .ok_or_else(|| HookError::Unauthenticated("the signature is not hexadecimal".into()))?;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let mut mac = hmac(secret.as_bytes());
     mac.update(timestamp.trim().as_bytes());
     mac.update(b".");
     mac.update(request.body);
@@ -181,8 +182,7 @@ fn signed(system: &str, secret: &str, request: &HookRequest<'_>) -> Result<Notic
 
 /// The signature header value of `body` sent at `timestamp` (for senders and tests).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let mut mac = hmac(secret.as_bytes());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);

@@ -2,7 +2,6 @@
 //! runs took, and the HTTP requests, errors, retries and rate-limit waits per system, fed from
 //! each run's [`RunReport`]. `/metrics` renders them in the text exposition format.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -19,7 +18,7 @@ type Labels = Vec<(&'static str, String)>;
 
 /// Every metric the server exports.
 pub struct Metrics {
-    registry: Mutex<Registry>,
+    registry: Registry,
     records_read: Family<Labels, Counter>,
     records_written: Family<Labels, Counter>,
     records_parked: Family<Labels, Counter>,
@@ -49,9 +48,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("tether");
-        let metrics = Metrics {
-            registry: Mutex::new(Registry::default()),
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("tether"),
             records_read: Family::default(),
             records_written: Family::default(),
             records_parked: Family::default(),
@@ -67,76 +65,74 @@ impl Metrics {
             webhooks: Family::default(),
             last_run: Gauge::default(),
         };
-        registry.register(
+        metrics.registry.register(
             "records_read",
             "Records read, per mapping and side",
             metrics.records_read.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "records_written",
             "Records created, updated or deleted, per mapping, side and operation",
             metrics.records_written.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "records_parked",
             "Records parked by runs (bad values, refused writes, ambiguous matches), per mapping",
             metrics.records_parked.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "conflicts",
             "Fields edited on both sides and resolved by the conflict policy, per mapping",
             metrics.conflicts.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "mappings_skipped",
             "Mappings a run skipped because another worker held their lease",
             metrics.mappings_skipped.clone(),
         );
-        registry.register("runs", "Runs, by trigger and outcome", metrics.runs.clone());
-        registry.register(
+        metrics
+            .registry
+            .register("runs", "Runs, by trigger and outcome", metrics.runs.clone());
+        metrics.registry.register(
             "run_duration_seconds",
             "How long runs took, by trigger",
             metrics.run_duration.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_requests",
             "HTTP requests sent, per system",
             metrics.http_requests.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_errors",
             "HTTP requests that failed, per system",
             metrics.http_errors.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_retries",
             "HTTP requests retried, per system",
             metrics.http_retries.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "rate_limit_waits",
             "Times a request waited for the system's rate limit, per system",
             metrics.rate_limit_waits.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "flow_reloads",
             "Reloads of the flow files, by result (ok, rejected)",
             metrics.reloads.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "webhooks",
             "Change notifications received, per system and result",
             metrics.webhooks.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "last_run_timestamp_seconds",
             "When the last run finished (Unix time)",
             metrics.last_run.clone(),
         );
-        *metrics
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
         metrics
     }
 
@@ -235,12 +231,8 @@ impl Metrics {
     /// The metrics in the Prometheus (OpenMetrics) text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &registry);
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
