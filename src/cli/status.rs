@@ -62,6 +62,23 @@ pub fn status(state: &StoreUrl, parked_only: bool, format: Format) -> anyhow::Re
                 }
             }
         }
+        if !parked_only {
+            let now = chrono::Utc::now();
+            for lease in store.leases().await? {
+                let state = if lease.expires_at > now {
+                    "held"
+                } else {
+                    "expired"
+                };
+                let _ = writeln!(
+                    out,
+                    "lease {} {state} by worker {} until {}",
+                    lease.mapping,
+                    lease.worker,
+                    lease.expires_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
         if parked_only || !parked.is_empty() {
             let _ = writeln!(out, "{} parked records", parked.len());
             for p in &parked {
