@@ -224,6 +224,16 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
             m.conflicts,
             m.parked,
         );
+        if m.deferred > 0 {
+            let _ = writeln!(
+                out,
+                "  {} records were edited during the run; their updates wait for the next run",
+                m.deferred
+            );
+        }
+        if let Some(held_by) = &m.held_by {
+            let _ = writeln!(out, "  skipped: leased to {held_by}");
+        }
         if let Some(reason) = &m.stopped {
             let _ = writeln!(out, "  stopped: {reason}");
         }

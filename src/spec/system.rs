@@ -522,6 +522,16 @@ pub struct UpdateSpec {
     /// PATCH sends the changed fields; PUT replaces the whole record, so the connector reads
     /// the record, merges the changes and writes it all.
     pub method: UpdateMethod,
+    /// Read the record again just before an update and leave the update for the next read
+    /// when the record changed since it was read (an edit made during the run is merged, not
+    /// overwritten). For systems without conditional writes (`If-Match`); costs one read per
+    /// update. On by default when the entity has a `get`.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Update methods.

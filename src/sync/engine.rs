@@ -147,6 +147,8 @@ pub struct SideRuntime {
     pub id_type: IdType,
     /// The entity's fields from its system file.
     pub fields: IndexMap<String, FieldSpec>,
+    /// Re-read a record before updating it, and leave the update when it moved.
+    pub verify_updates: bool,
 }
 
 /// A mapping ready to run.
@@ -433,6 +435,8 @@ struct Update {
     id: String,
     body: Value,
     changes: Vec<FieldChange>,
+    /// The hash of the record's mapped content as this pass read it.
+    read_hash: String,
 }
 
 /// The decisions for one linked pair.
@@ -502,7 +506,12 @@ impl Engine {
                     .and_then(|e| e.valid());
                 let id_type = entity_spec.map_or(IdType::String, |e| e.id_type);
                 let fields = entity_spec.map(|e| e.fields.clone()).unwrap_or_default();
+                let verify_updates = info.can_get
+                    && entity_spec
+                        .and_then(|e| e.update.as_ref())
+                        .is_some_and(|u| u.verify);
                 Ok(SideRuntime {
+                    verify_updates,
                     system: system.to_owned(),
                     entity: entity.to_owned(),
                     connector,
@@ -847,6 +856,29 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether a record the pair would update changed since this pass read it (re-read where
+    /// the entity asks for it). A record gone since is left to the update, which reports it.
+    async fn moved_since_read(
+        &self,
+        m: &MappingRuntime,
+        pair: &PairPlan,
+        resolver: &LinkResolver,
+    ) -> Result<bool, EngineError> {
+        for update in &pair.updates {
+            let rt = m.side(update.on);
+            if !rt.verify_updates {
+                continue;
+            }
+            if let Some(current) = rt.connector.get(&rt.entity, &update.id).await?
+                && seen_hash(m, update.on, &current.data, resolver).as_deref()
+                    != Some(update.read_hash.as_str())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A safe point before a write batch: stops when the run is cancelled, and renews the
@@ -1735,6 +1767,7 @@ impl Engine {
                     body
                 },
                 changes,
+                read_hash: target_hash.clone(),
             });
         }
         if !merged.to_source.is_empty() {
@@ -1752,6 +1785,7 @@ impl Engine {
                         id: source.id.clone(),
                         body,
                         changes,
+                        read_hash: source_hash.clone(),
                     });
                 }
                 Ok(_) => {}
@@ -1957,9 +1991,17 @@ impl Engine {
             // Per pair: the seen hashes of the sides as the systems stored them, when the
             // writes answered the stored record, so a value a system normalises is not taken
             // for an edit on the next read.
-            let mut results: Vec<Result<StoredHashes, Parking>> = Vec::with_capacity(chunk.len());
+            // `Ok(None)`: a record moved since it was read; the pair waits for the next read.
+            let mut results: Vec<Result<Option<StoredHashes>, Parking>> =
+                Vec::with_capacity(chunk.len());
             for pair in chunk {
-                let mut outcome = Ok((None, None));
+                if self.moved_since_read(m, pair, resolver).await? {
+                    debug!(mapping = %m.name, source = %pair.source_id, target = %pair.target_id, "edited during the run; the update waits for the next read");
+                    report.deferred += 1;
+                    results.push(Ok(None));
+                    continue;
+                }
+                let mut outcome = Ok(Some((None, None)));
                 for update in &pair.updates {
                     let rt = m.side(update.on);
                     match rt
@@ -1968,22 +2010,11 @@ impl Engine {
                         .await
                     {
                         Ok(written) => {
-                            let stored =
-                                written.record.as_ref().and_then(|record| match update.on {
-                                    Side::Target => Some(fields_hash(
-                                        &Canonical::of(&m.plan, &record.data).into_fields(),
-                                    )),
-                                    Side::Source => mapping::apply_forward_existing(
-                                        &m.plan,
-                                        &record.data,
-                                        resolver,
-                                    )
-                                    .ok()
-                                    .map(|body| {
-                                        fields_hash(&Canonical::of(&m.plan, &body).into_fields())
-                                    }),
-                                });
-                            if let Ok(hashes) = &mut outcome {
+                            let stored = written
+                                .record
+                                .as_ref()
+                                .and_then(|record| seen_hash(m, update.on, &record.data, resolver));
+                            if let Ok(Some(hashes)) = &mut outcome {
                                 match update.on {
                                     Side::Source => hashes.0 = stored,
                                     Side::Target => hashes.1 = stored,
@@ -2014,7 +2045,8 @@ impl Engine {
             let mut tx = self.store.transaction().await?;
             for (pair, result) in chunk.iter().zip(results) {
                 match result {
-                    Ok((source_stored, target_stored)) => {
+                    Ok(None) => {}
+                    Ok(Some((source_stored, target_stored))) => {
                         let global = if pair.new_global {
                             tx.new_global_id(&identity).await?
                         } else {
@@ -2227,6 +2259,22 @@ impl Engine {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The hash of a record's mapped content as merges compare it: the target as it is, the
+/// source mapped forward; `None` when the source no longer maps.
+fn seen_hash(
+    m: &MappingRuntime,
+    side: Side,
+    data: &Value,
+    resolver: &LinkResolver,
+) -> Option<String> {
+    match side {
+        Side::Target => Some(fields_hash(&Canonical::of(&m.plan, data).into_fields())),
+        Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
+            .ok()
+            .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct MappingReport {
     pub parked: u64,
     /// Parked records that synced this time.
     pub unparked: u64,
+    /// Pairs whose record was edited while the run went on: their update waits for the next
+    /// read, so the edit is merged instead of overwritten.
+    pub deferred: u64,
     /// Why the mapping stopped before writing, if it did (circuit breaker, errors).
     pub stopped: Option<String>,
     /// The worker that held the mapping's lease, when this run skipped it for that reason.
@@ -62,6 +65,7 @@ impl MappingReport {
         self.conflicts += other.conflicts;
         self.parked += other.parked;
         self.unparked += other.unparked;
+        self.deferred += other.deferred;
         if other.stopped.is_some() {
             self.stopped.clone_from(&other.stopped);
         }
