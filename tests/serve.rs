@@ -14,6 +14,7 @@ use tether::sync::open::{OpenOptions, open};
 
 const COMPANIES: &str = "keap-companies-to-customerp-customers";
 const HOOK_TOKEN: &str = "hook-token-for-tests";
+const SIGNING_SECRET: &str = "signing-secret-for-tests";
 
 /// A folder removed when the test ends.
 struct TempDir(PathBuf);
@@ -294,6 +295,15 @@ async fn in_process_run(state: &StoreUrl, sandbox: &Sandbox, flows: &Path) -> u6
 async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics() {
     let dir = TempDir::new("reload");
     let flows = dir.flows(None);
+    // The ERP sends signed change notifications in this setup.
+    let erp = flows.join("systems/customerp.yaml");
+    let text = std::fs::read_to_string(&erp).expect("read");
+    let text = text.replacen(
+        "\nentities:\n",
+        &format!("\nwebhooks:\n  style: signed\n  secret: {SIGNING_SECRET}\n\nentities:\n"),
+        1,
+    );
+    std::fs::write(&erp, text).expect("write");
     let sandbox = sandbox(3).await;
     let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
     let server = Server::start(&flows, &state, &sandbox, "solo");
@@ -409,6 +419,52 @@ async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics(
         .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
+
+    // A signed notification from the ERP: checked, then the ERP customer mappings run.
+    sandbox
+        .insert(
+            "customerp",
+            "customers",
+            json!({ "name": "Signed Hook GmbH", "email": "signed@test.example", "currency": "EUR", "is_active": true }),
+        )
+        .expect("insert");
+    let body = br#"{"entity":"customers","ids":["any"]}"#.to_vec();
+    let now = chrono::Utc::now().timestamp();
+    let send = |secret: &str| {
+        server
+            .http
+            .post(format!("{}/hooks/customerp", server.base))
+            .header("X-Tether-Timestamp", now.to_string())
+            .header(
+                "X-Tether-Signature",
+                tether::serve::hooks::sign(secret, now, &body),
+            )
+            .body(body.clone())
+            .send()
+    };
+    let forged = send("not-the-secret").await.expect("answered");
+    assert_eq!(
+        forged.status().as_u16(),
+        401,
+        "a wrong signature is refused"
+    );
+    let accepted = send(SIGNING_SECRET).await.expect("answered");
+    assert_eq!(accepted.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        &sandbox,
+        "keap",
+        "companies",
+        "email_address",
+        "signed@test.example",
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the notification's run brings the ERP customer to Keap"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A bad edit is refused with its position, and the old version keeps running.
     let shop = flows.join("keap-to-customwebshop.yaml");
