@@ -21,6 +21,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "TETHER_LOG")]
     pub log: Option<String>,
 
+    /// Log lines as text, or as JSON objects (one per line, for log collectors).
+    #[arg(long, global = true, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +32,14 @@ pub struct Cli {
 /// Output formats for commands whose output a program may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
     #[default]
     Text,
     Json,
@@ -157,7 +169,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    cli::init_logging(cli.log.as_deref(), default_log);
+    cli::init_logging(cli.log.as_deref(), default_log, cli.log_format);
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

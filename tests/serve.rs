@@ -338,6 +338,14 @@ async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics(
         "{metrics}"
     );
     assert!(
+        sample(
+            &metrics,
+            &format!("tether_linked_pairs{{mapping=\"{COMPANIES}\"}}")
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("tether_run_duration_seconds_bucket"),
         "{metrics}"
     );

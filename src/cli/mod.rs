@@ -26,18 +26,22 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Sets up `tracing` to stderr, filtered by `--log`, `TETHER_LOG` or `RUST_LOG`, else
-/// `default` (`warn` for commands, `info` for the server).
-pub fn init_logging(filter: Option<&str>, default: &str) {
+/// `default` (`warn` for commands, `info` for the server), as text or JSON lines.
+pub fn init_logging(filter: Option<&str>, default: &str, format: crate::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }
 
 /// Runs one subcommand and returns the process exit code.

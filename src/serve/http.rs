@@ -57,6 +57,10 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.status().await {
+        Ok(statuses) => shared.metrics.observe_store(&statuses),
+        Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),
+    }
     let mut response = shared.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -33,6 +33,8 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     webhooks: Family<Labels, Counter>,
     last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
+    parked_now: Family<Labels, Gauge>,
+    linked_now: Family<Labels, Gauge>,
 }
 
 fn run_histogram() -> Histogram {
@@ -64,6 +66,8 @@ impl Metrics {
             reloads: Family::default(),
             webhooks: Family::default(),
             last_run: Gauge::default(),
+            parked_now: Family::default(),
+            linked_now: Family::default(),
         };
         metrics.registry.register(
             "records_read",
@@ -133,7 +137,30 @@ impl Metrics {
             "When the last run finished (Unix time)",
             metrics.last_run.clone(),
         );
+        metrics.registry.register(
+            "parked_records",
+            "Records parked now, per mapping (read from the store at each scrape)",
+            metrics.parked_now.clone(),
+        );
+        metrics.registry.register(
+            "linked_pairs",
+            "Linked pairs now, per mapping (read from the store at each scrape)",
+            metrics.linked_now.clone(),
+        );
         metrics
+    }
+
+    /// Sets the gauges that describe the store now.
+    pub fn observe_store(&self, statuses: &[crate::store::MappingStatus]) {
+        for status in statuses {
+            let labels = vec![("mapping", status.mapping.clone())];
+            self.parked_now
+                .get_or_create(&labels)
+                .set(i64::try_from(status.parked).unwrap_or(i64::MAX));
+            self.linked_now
+                .get_or_create(&labels)
+                .set(i64::try_from(status.pairs).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts what a run did.
