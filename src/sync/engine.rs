@@ -16,7 +16,13 @@
 //!    `max_change_share` of its linked pairs (the circuit breaker).
 //! 6. Write: creates through recorded intents, updates, deletes, each batch followed by one
 //!    store transaction (links, pair states, intents, parked records), so a crash leaves no
-//!    half-written state and no duplicate. Then the cursors move.
+//!    half-written state and no duplicate. A record is read again just before its update;
+//!    one edited since it was read is left for the next read (no system here has conditional
+//!    writes). Then the cursors move.
+//!
+//! Between batches the run checks its [`crate::sync::control`]: a cancelled run stops (the
+//! mapping keeps its old cursors), and under leases a worker that lost its lease stops
+//! writing that identity.
 //!
 //! The engine knows systems only through the `Connector` trait and state only through the
 //! store; it never imports the simulators.
