@@ -22,7 +22,13 @@ pub struct Cli {
     pub log: Option<String>,
 
     /// Log lines as text, or as JSON objects (one per line, for log collectors).
-    #[arg(long, global = true, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

@@ -666,14 +666,16 @@ async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
     let dir = TempDir::new("workers");
     let flows = dir.flows(Some("2s"));
     let sandbox = sandbox(0).await;
+    let mut keap_ids = Vec::new();
     for i in 0..200 {
-        sandbox
+        let record = sandbox
             .insert(
                 "keap",
                 "companies",
                 keap_company(&format!("Worker {i:03}"), &format!("w{i}@workers.example")),
             )
             .expect("insert");
+        keap_ids.push(record["id"].to_string());
     }
     for i in 0..60 {
         sandbox
@@ -712,6 +714,18 @@ async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
     killed.child.kill().expect("SIGKILL");
     let _ = killed.child.wait();
     let survivors: Vec<Server> = workers.collect();
+
+    // Edits while the workers take over must all arrive.
+    for i in (0..200).step_by(20) {
+        sandbox
+            .update(
+                "keap",
+                "companies",
+                &keap_ids[i],
+                json!({ "company_name": format!("Worker {i:03}"), "website": format!("https://edited-{i}.example") }),
+            )
+            .expect("edit");
+    }
 
     // The survivors take over w1's mappings once its leases expire, and settle.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -761,6 +775,20 @@ async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
             1
         );
         assert_synced_once(&sandbox, &email);
+    }
+    for i in (0..200).step_by(20) {
+        let email = format!("w{i}@workers.example");
+        let customer = sandbox
+            .records("customerp", "customers")
+            .expect("records")
+            .into_iter()
+            .find(|r| r["email"] == email.as_str())
+            .expect("customer");
+        assert_eq!(
+            customer["website"],
+            format!("https://edited-{i}.example"),
+            "the edit of {email} made during the takeover arrived"
+        );
     }
     for i in 0..60 {
         let name = format!("Erp Worker {i:03}");
