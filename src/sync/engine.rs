@@ -1080,7 +1080,9 @@ impl Engine {
                 .pair_states_of_records(&m.name, side, &ids)
                 .await?
             {
-                pairs.entry(pair.global_id.as_str().to_owned()).or_insert(pair);
+                pairs
+                    .entry(pair.global_id.as_str().to_owned())
+                    .or_insert(pair);
             }
         }
         Ok(pairs.into_values().collect())
