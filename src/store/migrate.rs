@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "record keys",
         include_str!("migrations/0002_record_keys.sql"),
     ),
+    (
+        3,
+        "pair state sides",
+        include_str!("migrations/0003_pair_state_sides.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.

@@ -410,6 +410,9 @@ shared_methods! {
         ) -> Vec<Link>;
         /// Every link of one entity for an identity type.
         fn links_of_entity(identity: &str, system: &str, entity: &str) -> Vec<Link>;
+        /// The stored match keys of some records of one side of a mapping, as (record id,
+        /// key); records without one are left out.
+        fn record_keys_of(mapping: &str, side: Side, record_ids: &[String]) -> Vec<(String, String)>;
         /// The records of one side of a mapping whose match key is `key`.
         fn find_record_keys(mapping: &str, side: Side, key: &str) -> Vec<String>;
         /// The record of a system entity linked to a global id.
@@ -422,6 +425,15 @@ shared_methods! {
         fn pair_state(mapping: &str, global_id: &GlobalId) -> Option<PairState>;
         /// Every pair state of a mapping, by global id.
         fn pair_states(mapping: &str) -> Vec<PairState>;
+        /// The pair states of a mapping whose record on `side` is one of `record_ids` (any
+        /// order).
+        fn pair_states_of_records(
+            mapping: &str, side: Side, record_ids: &[String]
+        ) -> Vec<PairState>;
+        /// The record ids on one side of every pair of a mapping (any order).
+        fn paired_ids(mapping: &str, side: Side) -> Vec<String>;
+        /// How many pairs of a mapping were last synced before `before`.
+        fn count_pairs_synced_before(mapping: &str, before: DateTime<Utc>) -> u64;
         /// A stored cursor position.
         fn cursor(key: &CursorKey) -> Option<String>;
         /// Every cursor of a mapping.

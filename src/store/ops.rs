@@ -385,6 +385,39 @@ pub(crate) async fn put_record_key(
     })
 }
 
+/// The stored match keys of some records of one side of a mapping, by record id (records
+/// without one are left out).
+pub(crate) async fn record_keys_of(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut keys = Vec::new();
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        let placeholders: Vec<String> = (3..3 + chunk.len()).map(|n| format!("${n}")).collect();
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "SELECT record_id, match_key FROM record_keys \
+             WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
+            placeholders.join(", ")
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(mapping)
+                .bind(side_str(side));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            keys.extend(all(&rows, |row| {
+                Ok((row.text("record_id")?, row.text("match_key")?))
+            })?);
+        });
+    }
+    Ok(keys)
+}
+
 /// The records of one side of a mapping whose match key is `key`.
 pub(crate) async fn find_record_keys(
     conn: Conn<'_>,
@@ -529,6 +562,73 @@ pub(crate) async fn pair_states(
         .fetch_all(c)
         .await?;
         all(&rows, read_pair)
+    })
+}
+
+/// The pair states of a mapping whose record on `side` is one of `record_ids`.
+pub(crate) async fn pair_states_of_records(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_ids: &[String],
+) -> Result<Vec<PairState>, StoreError> {
+    let column = match side {
+        Side::Source => "source_id",
+        Side::Target => "target_id",
+    };
+    let mut pairs = Vec::new();
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        let placeholders: Vec<String> = (2..2 + chunk.len()).map(|n| format!("${n}")).collect();
+        // Only a fixed column name and numbered placeholders are spliced into the text; the
+        // ids are bound.
+        let sql = format!(
+            "SELECT {} FROM pair_states WHERE mapping = $1 AND {column} IN ({})",
+            pair_columns!(),
+            placeholders.join(", ")
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(mapping);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            pairs.extend(all(&rows, read_pair)?);
+        });
+    }
+    Ok(pairs)
+}
+
+/// The record ids on one side of every pair of a mapping.
+pub(crate) async fn paired_ids(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+) -> Result<Vec<String>, StoreError> {
+    let sql = match side {
+        Side::Source => "SELECT source_id AS record_id FROM pair_states WHERE mapping = $1",
+        Side::Target => "SELECT target_id AS record_id FROM pair_states WHERE mapping = $1",
+    };
+    on!(conn, |c| {
+        let rows = sqlx::query(sql).bind(mapping).fetch_all(c).await?;
+        all(&rows, |row| row.text("record_id"))
+    })
+}
+
+/// How many pairs of a mapping were last synced before `before`.
+pub(crate) async fn count_pairs_synced_before(
+    conn: Conn<'_>,
+    mapping: &str,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    on!(conn, |c| {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pair_states WHERE mapping = $1 AND synced_at < $2",
+        )
+        .bind(mapping)
+        .bind(micros(before))
+        .fetch_one(c)
+        .await?;
+        Ok(count(row.int("n")?))
     })
 }
 

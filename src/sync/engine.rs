@@ -653,6 +653,13 @@ impl Engine {
                 .any(|n| n == name)
         };
         let mut held_elsewhere: HashSet<String> = HashSet::new();
+        // Every side is read in the first pass; later passes read a side again only when the
+        // run has written to its entity since the mapping last read it, so an incremental
+        // run pays for each full listing (and each lookback window) once. What others change
+        // during the run is read by the next run, as what they change after it.
+        let mut step = 0usize;
+        let mut written_at: HashMap<(String, String), usize> = HashMap::new();
+        let mut read_at: HashMap<(String, Side), usize> = HashMap::new();
         let passes_done = async {
             'passes: for pass in 1..=passes {
                 report.passes = pass;
@@ -692,18 +699,50 @@ impl Engine {
                         (progress.0)(&format!("pass {pass}: {}", mapping.name));
                     }
                     let carry = deferred.remove(&mapping.name).unwrap_or_default();
-                    match self
+                    let entity_of = |side: Side| {
+                        let rt = mapping.side(side);
+                        (rt.system.clone(), rt.entity.clone())
+                    };
+                    let fresh = [Side::Source, Side::Target].map(|side| {
+                        read_at
+                            .get(&(mapping.name.clone(), side))
+                            .is_none_or(|read| {
+                                written_at
+                                    .get(&entity_of(side))
+                                    .is_some_and(|written| written >= read)
+                            })
+                    });
+                    for (side, fresh) in [Side::Source, Side::Target].into_iter().zip(fresh) {
+                        if fresh {
+                            read_at.insert((mapping.name.clone(), side), step);
+                        }
+                    }
+                    let outcome = self
                         .sync_mapping(
                             mapping,
                             options,
                             run_id.as_ref(),
                             carry,
+                            fresh,
                             last_pass,
                             started_at,
                             &mut report.actions,
                         )
-                        .await
-                    {
+                        .await;
+                    let wrote = match &outcome {
+                        Ok((r, _)) => [
+                            r.created_source + r.updated_source + r.deleted_source > 0,
+                            r.created_target + r.updated_target + r.deleted_target > 0,
+                        ],
+                        Err(_) => [true, true],
+                    };
+                    for (side, wrote) in [Side::Source, Side::Target].into_iter().zip(wrote) {
+                        if wrote {
+                            written_at.insert(entity_of(side), step);
+                        }
+                    }
+                    step += 1;
+                    match outcome {
                         Ok((pass_report, waiting)) => {
                             writes += pass_report.writes();
                             if !waiting.is_empty() {
@@ -927,8 +966,17 @@ impl Engine {
             })
     }
 
-    /// Reads one side of a mapping from its stored cursor.
-    async fn read_side(&self, m: &MappingRuntime, side: Side) -> Result<SideRead, EngineError> {
+    /// Reads one side of a mapping from its stored cursor; without `fresh`, reads nothing
+    /// and leaves the cursor where it is.
+    async fn read_side(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+    ) -> Result<SideRead, EngineError> {
+        if !fresh {
+            return Ok(SideRead::default());
+        }
         let rt = m.side(side);
         let cursor = self.stored_cursor(m, side, false).await?;
         let mut read = SideRead::default();
@@ -1074,6 +1122,7 @@ impl Engine {
         options: &RunOptions,
         run_id: Option<&RunId>,
         carried: Vec<(Side, String)>,
+        fresh: [bool; 2],
         last_pass: bool,
         run_started: chrono::DateTime<Utc>,
         actions: &mut Vec<Action>,
@@ -1083,8 +1132,10 @@ impl Engine {
             flow: m.flow.clone(),
             ..Default::default()
         };
-        let mut source = self.read_side(m, Side::Source).await?;
-        let mut target = self.read_side(m, Side::Target).await?;
+        let started = std::time::Instant::now();
+        let mut source = self.read_side(m, Side::Source, fresh[0]).await?;
+        let mut target = self.read_side(m, Side::Target, fresh[1]).await?;
+        let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
 
@@ -1124,12 +1175,17 @@ impl Engine {
         if !options.dry_run {
             self.resolve_intents(m, &source, &target).await?;
         }
-        let pairs = self.store.pair_states(&m.name).await?;
+        let pairs = self.pairs_of(m, &source, &target).await?;
         // Pairs made earlier in this run do not count for the circuit breaker: an initial
         // sync in several passes is not a mass change.
-        let linked_before = pairs.iter().filter(|p| p.synced_at < run_started).count();
+        let linked_before = self
+            .store
+            .count_pairs_synced_before(&m.name, run_started)
+            .await? as usize;
         let resolver = self.resolver(m).await?;
+        let loaded_at = started.elapsed();
         let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
+        let decided_at = started.elapsed();
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
         let overwrites = work
@@ -1209,8 +1265,76 @@ impl Engine {
             }
         }
         tx.commit().await?;
-        debug!(mapping = %m.name, ?report, "mapping pass done");
+        debug!(
+            mapping = %m.name,
+            ?report,
+            read_ms = read_at.as_millis() as u64,
+            load_ms = (loaded_at - read_at).as_millis() as u64,
+            decide_ms = (decided_at - loaded_at).as_millis() as u64,
+            write_ms = (started.elapsed() - decided_at).as_millis() as u64,
+            "mapping pass done"
+        );
         Ok((report, waiting))
+    }
+
+    /// The pair states a pass needs: those of the records read or reported deleted and,
+    /// beside a complete listing, those of paired records missing from it. A run that read
+    /// a few changes loads a few merge bases, not every pair of the mapping.
+    async fn pairs_of(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+    ) -> Result<Vec<PairState>, EngineError> {
+        let mut pairs: HashMap<String, PairState> = HashMap::new();
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            let mut ids: Vec<String> = read
+                .records
+                .keys()
+                .chain(read.deleted.iter())
+                .cloned()
+                .collect();
+            if let Some(listed) = &read.listed {
+                ids.extend(
+                    self.store
+                        .paired_ids(&m.name, side)
+                        .await?
+                        .into_iter()
+                        .filter(|id| !listed.contains(id)),
+                );
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            for pair in self
+                .store
+                .pair_states_of_records(&m.name, side, &ids)
+                .await?
+            {
+                pairs
+                    .entry(pair.global_id.as_str().to_owned())
+                    .or_insert(pair);
+            }
+        }
+        Ok(pairs.into_values().collect())
+    }
+
+    /// Whether the record `id` of `side` is in a pair of the mapping: among the pairs loaded
+    /// for the pass, or, for a record the pass did not read, in the store.
+    async fn is_paired(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        id: &str,
+        loaded: &HashMap<&str, &PairState>,
+    ) -> Result<bool, EngineError> {
+        if loaded.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(!self
+            .store
+            .pair_states_of_records(&m.name, side, &[id.to_owned()])
+            .await?
+            .is_empty())
     }
 
     /// Sorts the records of a pass into pairs, matches, creates, deletes and parked records.
@@ -1354,7 +1478,11 @@ impl Engine {
                     .link_by_global(identity, global, &m.target.system, &m.target.entity)
                     .await?
                 {
-                    Some(link) if !pair_of_target.contains_key(link.record.id.as_str()) => {
+                    Some(link)
+                        if !self
+                            .is_paired(m, Side::Target, &link.record.id, &pair_of_target)
+                            .await? =>
+                    {
                         touched.insert(
                             global.as_str().to_owned(),
                             (Some(record.id.clone()), Some(link.record.id), None),
@@ -1392,7 +1520,11 @@ impl Engine {
                     .link_by_global(identity, global, &m.source.system, &m.source.entity)
                     .await?
                 {
-                    Some(link) if !pair_of_source.contains_key(link.record.id.as_str()) => {
+                    Some(link)
+                        if !self
+                            .is_paired(m, Side::Source, &link.record.id, &pair_of_source)
+                            .await? =>
+                    {
                         touched.insert(
                             global.as_str().to_owned(),
                             (Some(link.record.id), Some(record.id.clone()), None),
@@ -1601,13 +1733,14 @@ impl Engine {
             }
         }
         // Match keys of linked records too, so later records can find them.
+        let keyed: HashSet<(Side, String)> = work
+            .record_keys
+            .iter()
+            .map(|(side, id, _)| (*side, id.clone()))
+            .collect();
         for (side, read) in [(Side::Source, source), (Side::Target, target)] {
             for record in read.records.values() {
-                if !work
-                    .record_keys
-                    .iter()
-                    .any(|(s, id, _)| *s == side && *id == record.id)
-                {
+                if !keyed.contains(&(side, record.id.clone())) {
                     work.record_keys.push((
                         side,
                         record.id.clone(),
@@ -1650,6 +1783,25 @@ impl Engine {
         ids.retain(|id| {
             !paired.contains_key(id.as_str()) && !claimed.contains(&(side, id.clone()))
         });
+        // Records known from earlier passes may be paired without being read in this one.
+        let unread: Vec<String> = ids
+            .iter()
+            .filter(|id| !read.records.contains_key(*id))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            let paired_elsewhere: HashSet<String> = self
+                .store
+                .pair_states_of_records(&m.name, side, &unread)
+                .await?
+                .into_iter()
+                .map(|p| match side {
+                    Side::Source => p.source_id,
+                    Side::Target => p.target_id,
+                })
+                .collect();
+            ids.retain(|id| !paired_elsewhere.contains(id));
+        }
         Ok(ids)
     }
 
@@ -1950,11 +2102,37 @@ impl Engine {
         let mut done_ids: Vec<(Side, String)> = work.ok_ids;
 
         self.checkpoint(m, options).await?;
-        // Record keys first, so a crash mid-way can still find what was read.
+        // Record keys first, so a crash mid-way can still find what was read; only those
+        // that differ from the stored ones are written.
+        let mut stored: HashSet<(Side, String, String)> = HashSet::new();
+        for side in [Side::Source, Side::Target] {
+            let ids: Vec<String> = work
+                .record_keys
+                .iter()
+                .filter(|(s, _, _)| *s == side)
+                .map(|(_, id, _)| id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for (id, key) in self.store.record_keys_of(&m.name, side, &ids).await? {
+                stored.insert((side, id, key));
+            }
+        }
+        let stored_ids: HashSet<(Side, &str)> = stored
+            .iter()
+            .map(|(side, id, _)| (*side, id.as_str()))
+            .collect();
         let mut tx = self.store.transaction().await?;
         for (side, id, key) in &work.record_keys {
-            tx.put_record_key(&m.name, *side, id, key.as_deref())
-                .await?;
+            let unchanged = match key {
+                Some(key) => stored.contains(&(*side, id.clone(), key.clone())),
+                None => !stored_ids.contains(&(*side, id.as_str())),
+            };
+            if !unchanged {
+                tx.put_record_key(&m.name, *side, id, key.as_deref())
+                    .await?;
+            }
         }
         tx.commit().await?;
 
