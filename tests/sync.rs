@@ -2,6 +2,9 @@
 //! all five systems, on a SQLite store in a temporary folder. Each test edits the systems the
 //! way a person would (through the simulators' own store rules) and runs the engine again.
 
+#[path = "sync/matrix.rs"]
+mod matrix;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};

@@ -194,6 +194,15 @@ pub fn strip_read_only(record: &mut Value, fields: &IndexMap<String, FieldSpec>)
     }
 }
 
+/// Whether an id is plain enough to be inserted into a query parameter as it is: letters,
+/// digits, `-`, `_` and `.` only (Salesforce ids, numbers, UUIDs).
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Fills `{id}` in an endpoint path, percent-encoding the id so it stays one path segment.
 pub fn fill_id(path: &str, id: &str) -> String {
     path.replace("{id}", &encode_segment(id))

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "record keys",
         include_str!("migrations/0002_record_keys.sql"),
     ),
+    (
+        3,
+        "unlinked records",
+        include_str!("migrations/0003_unlinked.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.
