@@ -353,6 +353,16 @@ mod tests {
     }
 
     #[test]
+    fn only_plain_ids_go_into_query_parameters() {
+        assert!(is_plain_id("8018d000000001eAAA"));
+        assert!(is_plain_id("42"));
+        assert!(is_plain_id("3841d3a7-394e-4440-85db-5c02bd54a320"));
+        assert!(!is_plain_id(""));
+        assert!(!is_plain_id("x' OR Name != '"));
+        assert!(!is_plain_id("a/b"));
+    }
+
+    #[test]
     fn ids_stay_one_segment_and_urls_hide_secrets() {
         assert_eq!(
             fill_id("/customers/{id}", "a/../b c"),

@@ -1076,7 +1076,14 @@ impl Engine {
         } else {
             deferred.iter().map(|p| (p.side, p.id.clone())).collect()
         };
-        work.parked.extend(deferred);
+        // Parked once per run: a record that waits in several passes is one attempt.
+        work.parked.extend(deferred.into_iter().filter(|waiting| {
+            !parked.iter().any(|p| {
+                p.side == waiting.side
+                    && p.record_id == waiting.id
+                    && p.last_tried_at >= run_started
+            })
+        }));
 
         self.execute(
             m,
@@ -2520,6 +2527,56 @@ mod tests {
         assert_eq!(
             update,
             json!({ "opened": "2026-01-01", "city": "Oslo", "name": "A" })
+        );
+    }
+
+    fn shipped(name: &str) -> Arc<MappingPlan> {
+        let project =
+            Project::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows"));
+        mapping::compile_project(&project)
+            .0
+            .get(name)
+            .cloned()
+            .expect("a shipped mapping")
+    }
+
+    #[test]
+    fn update_bodies_keep_the_other_items_of_a_list_and_write_values_typed() {
+        // One address line of the shop's billing address: the whole list goes, the billing
+        // address with its other fields and the shipping address as they are.
+        let plan = shipped("keap-companies-to-customwebshop-customers");
+        let current = json!({ "email": "a@example.com", "addresses": [
+            { "type": "billing", "line1": "Munkegata 4", "city": "Trondheim", "zip": "7011", "country": "NO" },
+            { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] });
+        let forward = json!({ "addresses": [{ "type": "billing", "line1": "Nyveien 1", "city": "Trondheim" }] });
+        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let changed: Fields = [(
+            "addresses[type=billing].line1".to_owned(),
+            json!("Nyveien 1"),
+        )]
+        .into();
+        assert_eq!(
+            target_update(&plan, &current, &forward, &source_fields, &changed),
+            json!({ "addresses": [
+                { "type": "billing", "line1": "Nyveien 1", "city": "Trondheim", "zip": "7011", "country": "NO" },
+                { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] })
+        );
+
+        // Order lines as the mapping made them (ids as numbers), not in canonical text.
+        let plan = shipped("salesforce-orders-to-customerp-orders");
+        let forward =
+            json!({ "lines": [{ "product_id": 8, "quantity": 2.0, "unit_price": "89.5" }] });
+        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let changed: Fields = [("lines".to_owned(), source_fields["lines"].clone())].into();
+        assert_eq!(
+            target_update(
+                &plan,
+                &json!({ "lines": [] }),
+                &forward,
+                &source_fields,
+                &changed
+            ),
+            forward
         );
     }
 
