@@ -1706,8 +1706,8 @@ impl Engine {
             };
             let hint = if creates {
                 format!(
-                    "`{name}` creates it there once the {} record syncs (see its parked records)",
-                    from_rt.system
+                    "`{name}` makes it when it syncs that {} {} record: check that the record exists and is not parked there",
+                    from_rt.system, from_rt.entity
                 )
             } else {
                 format!(
