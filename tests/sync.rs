@@ -896,3 +896,85 @@ async fn an_unlinked_record_is_not_created_again_until_it_changes() {
     );
     assert_eq!(w.run(&[CONTACTS, OPPORTUNITIES]).await.writes(), 0);
 }
+
+/// A kit order follows its rep one way, but only the rep's changes are written: when the
+/// warehouse ships the kit in the ERP, the shop shows it fulfilled and the ERP keeps it shipped;
+/// deactivating the rep later still cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipped_kit_order_stays_shipped_until_the_rep_changes() {
+    const KITS: &str = "customcrm-users-to-customwebshop-orders";
+    const ERP_ORDERS: &str = "customerp-orders-to-customwebshop-orders";
+    let w = world("kit", 3).await;
+    let user = w
+        .sandbox
+        .insert(
+            "customcrm",
+            "users",
+            json!({ "fullName": "Kit Rep", "email": "kit.rep@crm-staff.example", "role": "sales", "active": true }),
+        )
+        .expect("insert user");
+    w.run(&[]).await;
+    let kit = w.one(
+        "customwebshop",
+        "orders",
+        "email",
+        "kit.rep@crm-staff.example",
+    );
+    assert_eq!(kit["status"], "pending");
+    let pairs = w
+        .store()
+        .await
+        .pair_states(ERP_ORDERS)
+        .await
+        .expect("pairs");
+    let erp_id = pairs
+        .iter()
+        .find(|p| p.target_id == id_of(&kit))
+        .map(|p| p.source_id.clone())
+        .expect("the kit order reached the ERP");
+
+    w.sandbox
+        .update(
+            "customerp",
+            "orders",
+            &erp_id,
+            json!({ "status": "shipped" }),
+        )
+        .expect("ship");
+    w.run(&[]).await;
+    let kit = w.one(
+        "customwebshop",
+        "orders",
+        "email",
+        "kit.rep@crm-staff.example",
+    );
+    assert_eq!(kit["status"], "fulfilled", "the shop shows the shipment");
+    let erp = w
+        .sandbox
+        .record("customerp", "orders", &erp_id)
+        .expect("record")
+        .expect("exists");
+    assert_eq!(erp["status"], "shipped", "the warehouse's shipment is kept");
+    assert_eq!(w.run(&[]).await.writes(), 0, "and everything is in sync");
+
+    w.sandbox
+        .update(
+            "customcrm",
+            "users",
+            &id_of(&user),
+            json!({ "active": false }),
+        )
+        .expect("deactivate");
+    let report = w.run(&[KITS, ERP_ORDERS]).await;
+    assert!(report.writes() > 0, "{report:#?}");
+    let kit = w.one(
+        "customwebshop",
+        "orders",
+        "email",
+        "kit.rep@crm-staff.example",
+    );
+    assert_eq!(
+        kit["status"], "cancelled",
+        "deactivating the rep cancels the kit"
+    );
+}

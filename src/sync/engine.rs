@@ -2196,7 +2196,14 @@ impl Engine {
             tie_breaker: m.spec.tie_breaker,
             keep_filled: m.spec.keep_filled,
         };
-        let merged = merge::merge(
+        let changes_only: HashSet<&str> = plan
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.changes_only)
+            .map(|r| r.target.as_str())
+            .collect();
+        let merged = merge::merge_with(
             base.as_ref(),
             Version {
                 fields: &source_view,
@@ -2208,6 +2215,7 @@ impl Engine {
             },
             policy,
             &direction,
+            &|field: &str| changes_only.contains(field),
         );
         let mut updates = Vec::new();
         if !merged.to_target.is_empty() {
