@@ -806,3 +806,75 @@ fn assert_round_trip_exact(plan: &MappingPlan, record: &Value) -> Result<(), Tes
     }
     Ok(())
 }
+
+fn shipped(name: &str) -> Arc<MappingPlan> {
+    static SHIPPED: OnceLock<IndexMap<String, Arc<MappingPlan>>> = OnceLock::new();
+    SHIPPED
+        .get_or_init(|| {
+            let project = Project::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("flows"));
+            tether::mapping::compile_project(&project).0
+        })
+        .get(name)
+        .cloned()
+        .expect("a shipped mapping")
+}
+
+/// Writing one list item back (a Keap contact's mobile, its second phone) keeps the other
+/// items of the list: the update replaces the list whole.
+#[test]
+fn an_update_of_one_list_item_keeps_the_others() {
+    let plan = shipped("keap-contacts-to-customerp-contacts");
+    let current = json!({
+        "id": 5,
+        "phone_numbers": [
+            {"number": "+4791000001", "field": "PHONE1", "type": "Work", "number_e164": "+4791000001"},
+            {"number": "+4792000002", "field": "PHONE2", "type": "Mobile"}
+        ],
+    });
+    let erp = json!({"last_name": "Keap", "mobile": "+4795100009"});
+    let only: std::collections::HashSet<&str> = ["mobile"].into_iter().collect();
+    let body = tether::mapping::apply_inverse_selected_onto(&plan, &erp, &KeepIds, &only, &current)
+        .expect("maps");
+    assert_eq!(
+        body,
+        json!({"phone_numbers": [
+            {"number": "+4791000001", "field": "PHONE1", "type": "Work", "number_e164": "+4791000001"},
+            {"number": "+4795100009", "field": "PHONE2", "type": "Mobile"}
+        ]})
+    );
+    // Without a current list, the item is made.
+    let body =
+        tether::mapping::apply_inverse_selected_onto(&plan, &erp, &KeepIds, &only, &json!({}))
+            .expect("maps");
+    assert_eq!(
+        body,
+        json!({"phone_numbers": [{"field": "PHONE2", "number": "+4795100009"}]})
+    );
+}
+
+/// Inside list items a null field and a missing one are the same line.
+#[test]
+fn null_fields_of_list_items_are_no_fields() {
+    let plan = shipped("salesforce-orders-to-customerp-orders");
+    let with_null = json!({"lines": [{"product_id": 8, "description": null, "quantity": 2, "unit_price": "89.50"}]});
+    let without = json!({"lines": [{"product_id": "8", "quantity": "2.0", "unit_price": 89.5}]});
+    assert_eq!(
+        Canonical::of(&plan, &with_null).hash(),
+        Canonical::of(&plan, &without).hash()
+    );
+}
+
+/// An instant written back into a date field is written as its date.
+#[test]
+fn an_instant_written_back_into_a_date_field_is_a_date() {
+    let plan = shipped("customerp-orders-to-customwebshop-orders");
+    let only: std::collections::HashSet<&str> = ["placed_at"].into_iter().collect();
+    let body = tether::mapping::apply_inverse_selected(
+        &plan,
+        &json!({"placed_at": "2026-03-01T10:30:00Z"}),
+        &KeepIds,
+        &only,
+    )
+    .expect("maps");
+    assert_eq!(body, json!({"order_date": "2026-03-01"}));
+}

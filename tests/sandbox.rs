@@ -362,7 +362,7 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
             break;
         }
     }
-    assert_eq!(ids.len(), 5);
+    assert_eq!(ids.len(), 6, "5 seeded articles and the sales sample kit");
 
     let (status, customer) = json_of(
         http.post(url(&sandbox, "customerp", "/customers"))

@@ -237,6 +237,22 @@ fn count(sandbox: &Sandbox, system: &str, entity: &str, field: &str, value: &str
         .count()
 }
 
+/// Waits until a record with `field` = `value` exists (`what` says why it should).
+async fn appears(
+    sandbox: &Sandbox,
+    system: &str,
+    entity: &str,
+    field: &str,
+    value: &str,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(sandbox, system, entity, field, value) == 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn flow_interval(status: &Value, flow: &str) -> Option<f64> {
     status["server"]["flows"]
         .as_array()?
@@ -403,21 +419,15 @@ async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics(
         .await
         .expect("answered");
     assert_eq!(accepted.status().as_u16(), 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(
+    appears(
         &sandbox,
         "customerp",
         "customers",
         "email",
         "hook@test.example",
-    ) == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the hook's run brings the company to the ERP"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        "the hook's run brings the company to the ERP",
+    )
+    .await;
     let metrics = server.metrics().await;
     assert!(
         sample(
@@ -458,21 +468,15 @@ async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics(
     );
     let accepted = send(SIGNING_SECRET).await.expect("answered");
     assert_eq!(accepted.status().as_u16(), 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(
+    appears(
         &sandbox,
         "keap",
         "companies",
         "email_address",
         "signed@test.example",
-    ) == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the notification's run brings the ERP customer to Keap"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        "the notification's run brings the ERP customer to Keap",
+    )
+    .await;
 
     // A bad edit is refused with its position, and the old version keeps running.
     let shop = flows.join("keap-to-customwebshop.yaml");

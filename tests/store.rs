@@ -181,6 +181,7 @@ store_tests!(
     cursors_are_kept_per_mapping_side_and_entity,
     create_intents_stay_open_until_resolved,
     parked_records_count_their_attempts,
+    unlinked_records_are_remembered_until_removed,
     conflicts_are_listed_newest_first,
     runs_are_recorded_and_found_per_mapping,
     a_dropped_transaction_writes_nothing,
@@ -639,6 +640,59 @@ async fn create_intents_stay_open_until_resolved(db: TestDb) {
         Err(StoreError::IntentNotPending(id)) => assert_eq!(id, second.id),
         other => panic!("expected IntentNotPending, got {other:?}"),
     }
+}
+
+async fn unlinked_records_are_remembered_until_removed(db: TestDb) {
+    let store = db.open().await;
+    let mapping = "opportunities-to-orders";
+    store
+        .put_unlinked(mapping, Side::Source, "7", "aaaa")
+        .await
+        .expect("put");
+    store
+        .put_unlinked(mapping, Side::Target, "7", "bbbb")
+        .await
+        .expect("put");
+    store
+        .put_unlinked("other-mapping", Side::Source, "7", "cccc")
+        .await
+        .expect("put");
+    // Remembering a record again replaces its content hash.
+    let mut tx = store.transaction().await.expect("tx");
+    tx.put_unlinked(mapping, Side::Source, "7", "dddd")
+        .await
+        .expect("put again");
+    tx.commit().await.expect("commit");
+    let unlinked = store.unlinked(mapping).await.expect("unlinked");
+    assert_eq!(
+        unlinked
+            .iter()
+            .map(|u| (u.side, u.record_id.as_str(), u.content_hash.as_str()))
+            .collect::<Vec<_>>(),
+        [(Side::Source, "7", "dddd"), (Side::Target, "7", "bbbb")]
+    );
+    assert!(unlinked.iter().all(|u| u.mapping == mapping));
+    assert!(
+        store
+            .remove_unlinked(mapping, Side::Source, "7")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !store
+            .remove_unlinked(mapping, Side::Source, "7")
+            .await
+            .expect("remove again")
+    );
+    assert_eq!(store.unlinked(mapping).await.expect("unlinked").len(), 1);
+    assert_eq!(
+        store
+            .unlinked("other-mapping")
+            .await
+            .expect("unlinked")
+            .len(),
+        1
+    );
 }
 
 async fn parked_records_count_their_attempts(db: TestDb) {

@@ -466,8 +466,27 @@ impl HttpConnector {
             .get
             .as_ref()
             .ok_or_else(|| self.unsupported(entity, "read one record"))?;
+        // A query parameter may name the id too (a Salesforce SOQL read `WHERE Id = '{id}'`,
+        // which reads the record in the shape of the listing, child records included). Such
+        // an id is inserted as it is, so only plain ids are accepted there.
+        let query = if get.query.values().any(|v| v.contains("{id}")) {
+            if !value::is_plain_id(id) {
+                return Err(ConnectorError::Config {
+                    system: self.core.system.clone(),
+                    message: format!(
+                        "entity `{entity}`: the id `{id}` cannot go into a query parameter (only letters, digits, `-`, `_` and `.`)"
+                    ),
+                });
+            }
+            get.query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace("{id}", id)))
+                .collect()
+        } else {
+            get.query.clone()
+        };
         let url = self
-            .endpoint_url(entity, &get.path, Some(id), &get.query)
+            .endpoint_url(entity, &get.path, Some(id), &query)
             .await?;
         let request = Request::get(url, entity);
         let reply = self.core.send(&request).await?;
@@ -480,9 +499,23 @@ impl HttpConnector {
         let Some(body) = reply.json else {
             return Err(self.malformed(&request, "the body is empty".to_owned(), true));
         };
-        rt.to_record(rt.record_in(&body).clone())
-            .map(Some)
-            .map_err(|(_, reason)| self.malformed(&request, reason, false))
+        // A read through a query answers a list: an empty one means there is no such record.
+        if let Some(path) = &rt.record
+            && !path.first(&body).is_some_and(Value::is_object)
+            && query.values().any(|v| v.contains(id))
+        {
+            return Ok(None);
+        }
+        let record = rt
+            .to_record(rt.record_in(&body).clone())
+            .map_err(|(_, reason)| self.malformed(&request, reason, false))?;
+        // A soft-deleted record reads as the listing files it: deleted.
+        if let Deletes::SoftDelete { flag, .. } = &rt.deletes
+            && listing::truthy(flag.first(&record.data))
+        {
+            return Ok(None);
+        }
+        Ok(Some(record))
     }
 
     async fn create_record(&self, entity: &str, fields: Value) -> Result<Written, ConnectorError> {

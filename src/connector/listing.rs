@@ -248,7 +248,7 @@ fn items(path: &JsonPath, body: &Value) -> Option<Vec<Value>> {
     }
 }
 
-fn truthy(value: Option<&Value>) -> bool {
+pub(crate) fn truthy(value: Option<&Value>) -> bool {
     match value {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),

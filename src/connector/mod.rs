@@ -75,6 +75,8 @@ mod listing;
 mod registry;
 mod value;
 
+pub(crate) use value::strip_read_only;
+
 use std::future::Future;
 use std::pin::Pin;
 

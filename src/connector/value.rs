@@ -194,6 +194,15 @@ pub fn strip_read_only(record: &mut Value, fields: &IndexMap<String, FieldSpec>)
     }
 }
 
+/// Whether an id is plain enough to be inserted into a query parameter as it is: letters,
+/// digits, `-`, `_` and `.` only (Salesforce ids, numbers, UUIDs).
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Fills `{id}` in an endpoint path, percent-encoding the id so it stays one path segment.
 pub fn fill_id(path: &str, id: &str) -> String {
     path.replace("{id}", &encode_segment(id))
@@ -341,6 +350,16 @@ mod tests {
             base,
             json!({"name": "A", "address": {"city": "Bergen", "zip": "0150"}, "tags": [2], "phone": null})
         );
+    }
+
+    #[test]
+    fn only_plain_ids_go_into_query_parameters() {
+        assert!(is_plain_id("8018d000000001eAAA"));
+        assert!(is_plain_id("42"));
+        assert!(is_plain_id("3841d3a7-394e-4440-85db-5c02bd54a320"));
+        assert!(!is_plain_id(""));
+        assert!(!is_plain_id("x' OR Name != '"));
+        assert!(!is_plain_id("a/b"));
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct RuleError {
     pub kind: RuleErrorKind,
     /// What is wrong, for a user.
     pub reason: String,
+    /// For [`RuleErrorKind::ReferenceNotLinked`]: the mapping whose links would translate the
+    /// id (the rule's `ref`).
+    pub reference: Option<String>,
 }
 
 impl fmt::Display for RuleError {
@@ -174,6 +177,67 @@ pub fn apply_inverse_selected(
     apply_with(plan, record, references, Select::Only(targets), false)
 }
 
+/// Like [`apply_inverse_selected`], for an update of `current`, the source record as it is:
+/// a rule that writes into one item of a list (`$.phone_numbers[?(@.field=='PHONE2')].number`)
+/// gets the whole list, the other items as they are, since updates replace a list whole
+/// (objects are merged by the systems' PATCH and by the connector for a PUT).
+pub fn apply_inverse_selected_onto(
+    plan: &MappingPlan,
+    record: &Value,
+    references: &dyn ResolveReference,
+    targets: &HashSet<&str>,
+    current: &Value,
+) -> Result<Value, RecordError> {
+    let mut out = Map::new();
+    for rule in plan
+        .rules
+        .rules
+        .iter()
+        .filter(|r| r.direction.backward() && targets.contains(r.target.as_str()))
+    {
+        let paths: Vec<&crate::mapping::path::RecordPath> = match (&rule.inverse, &rule.source) {
+            (InversePlan::PerSource(list), _) => list.iter().map(|(path, _)| path).collect(),
+            (InversePlan::None, _) | (_, RuleSource::Template(_)) => Vec::new(),
+            (_, RuleSource::Path(path)) => vec![path],
+        };
+        for path in paths {
+            seed_list(&mut out, path, current);
+        }
+    }
+    let mut run = Run {
+        plan,
+        references,
+        errors: Vec::new(),
+        select: Select::Only(targets),
+    };
+    let mut out = Value::Object(out);
+    run.inverse_set(&plan.rules, record, &mut out, "");
+    run.finish(out)
+}
+
+/// Copies the top-level field of `path` from `current` into `out` when the path steps into a
+/// list item, so that writing the item keeps the list's other items.
+pub fn seed_list(
+    out: &mut Map<String, Value>,
+    path: &crate::mapping::path::RecordPath,
+    current: &Value,
+) {
+    use crate::mapping::path::Step;
+    let Some(steps) = path.steps() else { return };
+    let Some(Step::Key(key)) = steps.first() else {
+        return;
+    };
+    let into_list = steps
+        .iter()
+        .any(|step| matches!(step, Step::Index(_) | Step::Select { .. }));
+    if into_list
+        && !out.contains_key(key)
+        && let Some(value) = current.get(key).filter(|v| v.is_array())
+    {
+        out.insert(key.clone(), value.clone());
+    }
+}
+
 /// Applies the selected rules of a plan to a record, forward or backward.
 fn apply_with(
     plan: &MappingPlan,
@@ -220,6 +284,7 @@ pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RecordError> 
                 value: None,
                 kind: RuleErrorKind::Template,
                 reason,
+                reference: None,
             }],
         }),
     }
@@ -342,6 +407,9 @@ impl Run<'_> {
             value: failure.value,
             kind: failure.kind,
             reason: failure.reason,
+            reference: (failure.kind == RuleErrorKind::ReferenceNotLinked)
+                .then(|| rule.reference.clone())
+                .flatten(),
         });
     }
 
@@ -521,9 +589,18 @@ impl Run<'_> {
             out.push(mapped);
         }
         if self.errors.len() > errors_before {
-            // The item errors are already recorded; the list itself is not written.
+            // The item errors are already recorded; the list itself is not written. A list
+            // whose items only wait for referenced records waits too (the record is retried
+            // once they are linked), rather than failing.
+            let waiting = self.errors[errors_before..]
+                .iter()
+                .all(|e| e.kind == RuleErrorKind::ReferenceNotLinked);
             return Err(Failure {
-                kind: RuleErrorKind::Type,
+                kind: if waiting {
+                    RuleErrorKind::ReferenceNotLinked
+                } else {
+                    RuleErrorKind::Type
+                },
                 reason: format!("{} item rule(s) failed", self.errors.len() - errors_before),
                 value: None,
             });
@@ -612,6 +689,13 @@ impl Run<'_> {
         let data_type = match (&rule.inverse, rule.source_field.field_type) {
             (InversePlan::Template(_), Some(field_type)) => types::data_type_of(field_type),
             (InversePlan::Template(_), None) => None,
+            // An instant written back into a date field is written as its date, the value the
+            // field holds.
+            (_, Some(crate::spec::system::FieldType::Date))
+                if rule.data_type == DataType::Datetime =>
+            {
+                Some(DataType::Date)
+            }
             _ => Some(rule.data_type),
         };
         let value = match data_type {

@@ -26,7 +26,7 @@ use crate::mapping::types;
 use crate::spec::flow::DataType;
 
 /// The version of the normal forms and canonical text; stored next to hashes.
-pub const CANONICAL_VERSION: u32 = 1;
+pub const CANONICAL_VERSION: u32 = 2;
 
 /// The canonical form of a record's mapped fields.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -38,7 +38,7 @@ impl Canonical {
     /// The canonical form of a target-shaped record under `plan`.
     pub fn of(plan: &MappingPlan, record: &Value) -> Canonical {
         Canonical {
-            fields: fields_of(&plan.rules, record),
+            fields: fields_of(&plan.rules, record, false),
         }
     }
 
@@ -89,16 +89,22 @@ impl Canonical {
     }
 }
 
-fn fields_of(set: &RuleSet, record: &Value) -> BTreeMap<String, Value> {
+/// The canonical fields of a record, or of one list item (`item`): inside an item a null
+/// field is no field, since a system that drops empty fields of a line (and one that keeps
+/// them as null) hold the same line.
+fn fields_of(set: &RuleSet, record: &Value, item: bool) -> BTreeMap<String, Value> {
     let mut fields = BTreeMap::new();
     for rule in &set.rules {
         let Some(value) = rule.target.get(record) else {
             continue;
         };
+        if item && value.is_null() {
+            continue;
+        }
         let normal = match (&rule.items, rule.data_type, value.as_ref()) {
             (Some(items), DataType::Array, Value::Array(list)) => Value::Array(
                 list.iter()
-                    .map(|item| Value::Object(fields_of(items, item).into_iter().collect()))
+                    .map(|item| Value::Object(fields_of(items, item, true).into_iter().collect()))
                     .collect(),
             ),
             _ => types::normalise(rule.data_type, &value),

@@ -26,6 +26,7 @@ pub mod types;
 pub use apply::{
     KeepIds, RecordError, ReferenceRequest, ResolveReference, RuleError, RuleErrorKind, accepts,
     apply_forward, apply_forward_existing, apply_inverse, apply_inverse_selected,
+    apply_inverse_selected_onto, seed_list,
 };
 pub use canonical::{CANONICAL_VERSION, Canonical};
 pub use plan::{MappingPlan, ReferenceRule, RulePlan, compile, compile_project};

@@ -28,6 +28,7 @@ pub mod codes {
     pub const VALUE_MAP_TYPE_MISMATCH: &str = "value-map-type-mismatch";
     pub const MISSING_INVERSE: &str = "missing-inverse";
     pub const READ_ONLY_TARGET: &str = "read-only-target";
+    pub const CHANGES_ONLY_TWO_WAY: &str = "changes-only-two-way";
 }
 
 /// A compiled mapping: what the engine applies to every record, both ways.
@@ -145,6 +146,8 @@ pub struct RulePlan {
     pub required: bool,
     /// The rule fills the field only when a record is created on the other side.
     pub create_only: bool,
+    /// A one-way rule that writes only when its origin changes the field.
+    pub changes_only: bool,
     /// The target value used when the source has none, in the target's representation.
     pub default: Option<Value>,
     /// For references: the mapping whose links translate the id.
@@ -640,6 +643,14 @@ impl Compiler<'_> {
             .as_ref()
             .map_or(mapping_direction, |d| d.value);
         let data_type = spec.data_type.value;
+        if spec.changes_only && direction == Direction::Both {
+            self.error(
+                spec.target.pos,
+                codes::CHANGES_ONLY_TWO_WAY,
+                "`changes_only` applies to one-way rules; this rule flows both ways".to_owned(),
+                Some("give the rule a `direction` (source-to-target or target-to-source), or drop `changes_only`".to_owned()),
+            );
+        }
 
         // Target path.
         let target = match RecordPath::parse_writable(&spec.target.value) {
@@ -804,6 +815,7 @@ impl Compiler<'_> {
             direction,
             required: spec.required,
             create_only: spec.create_only,
+            changes_only: spec.changes_only,
             default,
             reference: spec.reference.as_ref().map(|r| r.value.clone()),
             reference_key: spec.ref_key.as_ref().map(|k| k.value.clone()),

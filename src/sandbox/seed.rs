@@ -594,6 +594,23 @@ fn seed_customerp(
         )?;
         products.push((id, product.price_cents));
     }
+    // The sample kit every active sales rep of the CRM gets from the shop (flow
+    // customcrm-to-customwebshop): an article of the product master like any other, free,
+    // so that kit orders reach the ERP and the CRM as the flows describe.
+    seeder.create(
+        "customerp",
+        "products",
+        json!({
+            "sku": "SAMPLE-KIT",
+            "name": "Sales sample kit",
+            "description": "Demo kit for the company's sales reps, shipped free of charge.",
+            "unit_price": "0.00",
+            "currency": "USD",
+            "vat_rate": "25.00",
+            "is_active": true,
+            "stock_quantity": 50,
+        }),
+    )?;
     for entity in ["orders", "quotes"] {
         for index in 0..count {
             let customer = Seeder::int(&customers[seeder.rng.usize(..customers.len())]);

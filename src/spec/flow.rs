@@ -192,6 +192,11 @@ pub struct RuleSpec {
     /// creation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub create_only: bool,
+    /// For a one-way rule: write the field only when its origin changes it, and keep an edit
+    /// the other side makes to it (a status the warehouse moves on) instead of asserting the
+    /// origin's value again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changes_only: bool,
     /// For `type: reference`: the mapping whose links translate the id (`companies-to-customers`).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<Loc<String>>,

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pair state sides",
         include_str!("migrations/0003_pair_state_sides.sql"),
     ),
+    (
+        4,
+        "unlinked records",
+        include_str!("migrations/0004_unlinked.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.

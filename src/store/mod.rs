@@ -456,6 +456,9 @@ shared_methods! {
         fn parked_counts() -> Vec<(String, u64)>;
         /// The latest conflicts, newest first, of one mapping or of all.
         fn recent_conflicts(mapping: Option<&str>, limit: u32) -> Vec<Conflict>;
+        /// The records of a mapping whose pairs were forgotten when their counterparts were
+        /// deleted (the `unlink` policy), by side and record id.
+        fn unlinked(mapping: &str) -> Vec<Unlinked>;
         /// A run.
         fn run(id: &RunId) -> Option<Run>;
         /// The latest run that covered a mapping, finished or not.
@@ -494,6 +497,12 @@ shared_methods! {
         fn park(park: &Park) -> ParkedRecord;
         /// Takes a record off the parked list; `false` when it was not on it.
         fn unpark(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// Remembers a record whose pair was forgotten when its counterpart was deleted, with
+        /// the hash of its mapped fields then (replacing an earlier entry).
+        fn put_unlinked(mapping: &str, side: Side, record_id: &str, content_hash: &str) -> ();
+        /// Forgets that a record's pair was forgotten (it was linked again, or changed);
+        /// `false` when there was no entry.
+        fn remove_unlinked(mapping: &str, side: Side, record_id: &str) -> bool;
         /// Records a conflict of a run.
         fn record_conflict(conflict: &NewConflict) -> Conflict;
         /// Starts a run now.

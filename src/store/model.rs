@@ -270,6 +270,19 @@ pub struct ParkedRecord {
     pub last_tried_at: DateTime<Utc>,
 }
 
+/// A record whose counterpart was deleted and whose pair was forgotten (the `unlink` delete
+/// policy): it is not created again on the other side while its mapped content is the one
+/// recorded here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unlinked {
+    pub mapping: String,
+    pub side: Side,
+    pub record_id: String,
+    /// The hash of the record's mapped fields when the pair was forgotten.
+    pub content_hash: String,
+    pub unlinked_at: DateTime<Utc>,
+}
+
 /// A field changed on both sides to different values, and how it was decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewConflict {

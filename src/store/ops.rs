@@ -25,7 +25,7 @@ use crate::store::model::{
     Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, IntentId, IntentState, Lease,
     Link, LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewIntent, NewRun,
     PARKED_VALUE_MAX_CHARS, PairState, Park, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side,
-    SideSeen, cut, new_id, parse_side, side_str,
+    SideSeen, Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -1008,6 +1008,71 @@ pub(crate) async fn parked_counts(conn: Conn<'_>) -> Result<Vec<(String, u64)>, 
         .await?;
         all(&rows, |row| {
             Ok((row.text("mapping")?, count(row.int("n")?)))
+        })
+    })
+}
+
+// Unlinked records.
+
+pub(crate) async fn put_unlinked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+    content_hash: &str,
+) -> Result<(), StoreError> {
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO unlinked (mapping, side, record_id, content_hash, unlinked_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (mapping, side, record_id) \
+         DO UPDATE SET content_hash = excluded.content_hash, unlinked_at = excluded.unlinked_at",
+    )
+    .bind(mapping)
+    .bind(side_str(side))
+    .bind(record_id)
+    .bind(content_hash)
+    .bind(micros(Utc::now()))
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub(crate) async fn remove_unlinked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "DELETE FROM unlinked WHERE mapping = $1 AND side = $2 AND record_id = $3",
+    )
+    .bind(mapping)
+    .bind(side_str(side))
+    .bind(record_id)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlinked>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT mapping, side, record_id, content_hash, unlinked_at FROM unlinked \
+             WHERE mapping = $1 ORDER BY side, record_id",
+        )
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| {
+            Ok(Unlinked {
+                mapping: row.text("mapping")?,
+                side: row.side("side")?,
+                record_id: row.text("record_id")?,
+                content_hash: row.text("content_hash")?,
+                unlinked_at: row.time("unlinked_at")?,
+            })
         })
     })
 }

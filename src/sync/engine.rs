@@ -257,6 +257,20 @@ fn match_key(plan: &MappingPlan, side: Side, record: &Value) -> Option<String> {
     key_text(&values)
 }
 
+/// The fields of a target-shaped record that a linked pair keeps in sync: its canonical form
+/// without the `create_only` rules, which fill a field when the record is created and never
+/// overwrite it afterwards (so a later change of such a field is nobody's edit to merge).
+fn synced_fields(plan: &MappingPlan, record: &Value) -> Fields {
+    without_create_only(plan, Canonical::of(plan, record).into_fields())
+}
+
+fn without_create_only(plan: &MappingPlan, mut fields: Fields) -> Fields {
+    for rule in plan.rules.rules.iter().filter(|r| r.create_only) {
+        fields.remove(rule.target.as_str());
+    }
+    fields
+}
+
 fn fields_hash(fields: &Fields) -> String {
     let canonical = Canonical::from_fields(fields.clone());
     format!("{:016x}", canonical.hash())
@@ -271,11 +285,93 @@ fn set_fields(plan: &MappingPlan, record: &mut Value, fields: &Fields) {
     }
 }
 
-/// A target-shaped object holding only `fields`.
-fn target_patch(plan: &MappingPlan, fields: &Fields) -> Value {
-    let mut out = Value::Object(Map::new());
-    set_fields(plan, &mut out, fields);
+/// The body of an update of a target record from `changed` (target paths and canonical
+/// values). A value inside a list item (`addresses[type=billing].city`) comes with the whole
+/// list from the current record, the other items and their fields as they are, since an
+/// update replaces a list whole. A value the source holds is written as the mapping produced
+/// it (ids typed as the target has them, not the canonical text); other values (a base the
+/// source no longer maps to) as they are.
+fn target_update(
+    plan: &MappingPlan,
+    current: &Value,
+    forward: &Value,
+    source_fields: &Fields,
+    changed: &Fields,
+) -> Value {
+    let mut out = Map::new();
+    for path in changed.keys() {
+        if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
+            mapping::seed_list(&mut out, &rule.target, current);
+        }
+    }
+    let mut out = Value::Object(out);
+    for (path, value) in changed {
+        let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) else {
+            continue;
+        };
+        let raw = (source_fields.get(path) == Some(value))
+            .then(|| rule.target.get(forward).map(|v| v.into_owned()))
+            .flatten()
+            .unwrap_or_else(|| value.clone());
+        let _ = rule.target.set(&mut out, raw);
+    }
     out
+}
+
+/// Whether a source record holds what `base` (a field's synced value, canonical) reads back
+/// as through `rule`: the rule's inverse of the base, compared with the record in the
+/// source's own terms (numbers as numbers, text exactly).
+fn holds_base(
+    plan: &MappingPlan,
+    rule: &mapping::RulePlan,
+    source: &Value,
+    target: &Value,
+    base: &Value,
+    resolver: &LinkResolver,
+) -> bool {
+    let mut shaped = target.clone();
+    if rule.target.set(&mut shaped, base.clone()).is_err() {
+        return false;
+    }
+    let only: HashSet<&str> = [rule.target.as_str()].into_iter().collect();
+    match mapping::apply_inverse_selected_onto(plan, &shaped, resolver, &only, source) {
+        Ok(patch) => patch.as_object().is_some_and(|o| !o.is_empty()) && holds(&patch, source),
+        Err(_) => false,
+    }
+}
+
+/// Whether every leaf of `patch` is what `record` holds at the same place.
+fn holds(patch: &Value, record: &Value) -> bool {
+    match (patch, record) {
+        (Value::Object(patch), Value::Object(record)) => patch.iter().all(|(key, value)| {
+            record
+                .get(key)
+                .map_or(value.is_null(), |inner| holds(value, inner))
+        }),
+        (Value::Object(patch), Value::Null) => patch.values().all(Value::is_null),
+        (Value::Array(items), Value::Array(current)) => {
+            items.len() == current.len() && items.iter().zip(current).all(|(a, b)| holds(a, b))
+        }
+        (a, b) if a == b => true,
+        (a, b) => match (number_text(a), number_text(b)) {
+            (Some(x), Some(y)) => match (
+                x.parse::<rust_decimal::Decimal>(),
+                y.parse::<rust_decimal::Decimal>(),
+            ) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => false,
+            },
+            _ => false,
+        },
+    }
+}
+
+fn number_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.trim().to_owned()),
+        _ => None,
+    }
 }
 
 /// Each changed field with its value before, for plans and reports.
@@ -322,6 +418,8 @@ fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: O
         }
     }
     strip(body, fields);
+    // Bodies built on a current record carry what the system reports but does not take.
+    crate::connector::strip_read_only(body, fields);
     if let (Some(current), Value::Object(map)) = (current, body) {
         for (name, _) in fields.iter().filter(|(_, f)| f.required_on_update) {
             if !map.contains_key(name)
@@ -431,7 +529,8 @@ struct SideRead {
     deletion_cursor: Option<String>,
 }
 
-/// A record that failed a rule or was refused.
+/// A record that failed a rule, was refused, or waits for a referenced record.
+#[derive(Clone)]
 struct Parking {
     side: Side,
     id: String,
@@ -474,6 +573,15 @@ struct Create {
     match_values: Option<String>,
 }
 
+/// What planning a create decided.
+enum Planned {
+    Create(Create),
+    /// The record fails a rule.
+    Park(Parking),
+    /// The record waits for referenced records to be linked.
+    Wait(Parking),
+}
+
 /// An update to send to one side of a linked pair.
 struct Update {
     on: Side,
@@ -509,8 +617,14 @@ struct MappingWork {
     creates: Vec<Create>,
     deletes: Vec<(Side, String, GlobalId)>,
     unlinks: Vec<(Side, String, GlobalId)>,
+    /// Records left when their counterparts were deleted and the pair is forgotten, with the
+    /// hash of their mapped fields: they are not created again while they stay so.
+    forgotten: Vec<(Side, String, String)>,
+    /// Records forgotten earlier that changed since, and sync again.
+    revived: Vec<(Side, String)>,
     parked: Vec<Parking>,
-    deferred: Vec<(Side, String)>,
+    /// Records waiting for referenced records to be linked, with the reason they wait.
+    deferred: Vec<Parking>,
     ambiguous: Vec<Action>,
     ok_ids: Vec<(Side, String)>,
     record_keys: Vec<(Side, String, Option<String>)>,
@@ -704,6 +818,7 @@ impl Engine {
                 report.passes = pass;
                 let last_pass = pass == passes;
                 let mut writes = 0;
+                let mut linked = 0;
                 for mapping in &selected {
                     if options.cancelled() {
                         report.interrupted = true;
@@ -784,6 +899,7 @@ impl Engine {
                     match outcome {
                         Ok((pass_report, waiting)) => {
                             writes += pass_report.writes();
+                            linked += pass_report.linked;
                             if !waiting.is_empty() {
                                 deferred.insert(mapping.name.clone(), waiting);
                             }
@@ -821,8 +937,11 @@ impl Engine {
                         }
                     }
                 }
-                info!(pass, writes, "pass done");
-                if writes == 0 && deferred.is_empty() {
+                info!(pass, writes, linked, "pass done");
+                // Records waiting for references can only get further when a pass wrote or
+                // linked something; they are parked with their reason already and retried
+                // next run.
+                if writes == 0 && (deferred.is_empty() || linked == 0) {
                     break;
                 }
             }
@@ -1380,24 +1499,35 @@ impl Engine {
             return Ok((report, Vec::new()));
         }
 
-        let waiting = if last_pass {
-            for (side, id) in std::mem::take(&mut work.deferred) {
-                work.parked.push(Parking {
-                    side,
-                    id,
-                    reason: "waiting for a referenced record to be linked; retried on the next run"
-                        .into(),
-                    field: None,
-                    value: None,
-                });
-            }
+        // Records waiting for references are parked with their reason (so a run that ends,
+        // or is killed, before they are linked retries them next time) and tried again in the
+        // next pass of this run, which unparks them once their references are linked.
+        let deferred = std::mem::take(&mut work.deferred);
+        let waiting: Vec<(Side, String)> = if last_pass {
             Vec::new()
         } else {
-            std::mem::take(&mut work.deferred)
+            deferred.iter().map(|p| (p.side, p.id.clone())).collect()
         };
+        // Parked once per run: a record that waits in several passes is one attempt.
+        work.parked.extend(deferred.into_iter().filter(|waiting| {
+            !parked.iter().any(|p| {
+                p.side == waiting.side
+                    && p.record_id == waiting.id
+                    && p.last_tried_at >= run_started
+            })
+        }));
 
-        self.execute(m, options, run_id, work, &mut report, &parked, &resolver)
-            .await?;
+        self.execute(
+            m,
+            options,
+            run_id,
+            work,
+            &mut report,
+            &parked,
+            run_started,
+            &resolver,
+        )
+        .await?;
 
         // Everything read is done or parked: the cursors move.
         let mut tx = self.store.transaction().await?;
@@ -1523,6 +1653,8 @@ impl Engine {
             }
         }
         let mut gone: HashSet<(Side, String)> = HashSet::new();
+        // Survivors of forgotten pairs: (side, id), once the deletions are all known.
+        let mut survivors: Vec<(Side, String, Option<String>)> = Vec::new();
         for (side, id) in deleted {
             let pair = match side {
                 Side::Source => pair_of_source.get(id.as_str()),
@@ -1536,22 +1668,64 @@ impl Engine {
                 Side::Source => pair.target_id.clone(),
                 Side::Target => pair.source_id.clone(),
             };
+            let seen = match side {
+                Side::Source => pair.target.hash.clone(),
+                Side::Target => pair.source.hash.clone(),
+            };
+            // A delete propagates the way the mapping carries records: in a one-way mapping,
+            // a delete on the side that never creates (a shop order of a CRM user) only
+            // forgets the pair.
+            let carried = match side {
+                Side::Source => m.spec.direction.forward(),
+                Side::Target => m.spec.direction.backward(),
+            };
             match m.spec.deletes {
                 DeletePolicy::Ignore => {}
-                DeletePolicy::Unlink => work.unlinks.push((side, id, pair.global_id.clone())),
-                DeletePolicy::Propagate => {
-                    if m.side(other(side)).info.can_delete {
-                        work.deletes.push((
-                            other(side),
-                            counterpart.clone(),
-                            pair.global_id.clone(),
-                        ));
-                        gone.insert((other(side), counterpart));
-                    }
+                DeletePolicy::Propagate if carried && m.side(other(side)).info.can_delete => {
+                    work.deletes
+                        .push((other(side), counterpart.clone(), pair.global_id.clone()));
+                    gone.insert((other(side), counterpart));
+                    work.unlinks.push((side, id, pair.global_id.clone()));
+                }
+                DeletePolicy::Unlink | DeletePolicy::Propagate => {
+                    survivors.push((other(side), counterpart, seen));
                     work.unlinks.push((side, id, pair.global_id.clone()));
                 }
             }
         }
+        // A survivor is remembered with its mapped content as it is now, read in this pass
+        // or fetched, so that it is not created again on the other side on a later run.
+        for (side, id, seen) in survivors {
+            if gone.contains(&(side, id.clone())) {
+                continue;
+            }
+            let read = match side {
+                Side::Source => source,
+                Side::Target => target,
+            };
+            let record = match read.records.get(&id) {
+                Some(record) => Some(record.clone()),
+                None => {
+                    m.side(side)
+                        .connector
+                        .get(&m.side(side).entity, &id)
+                        .await?
+                }
+            };
+            let hash = record
+                .and_then(|r| self.content_hash(m, side, &r.data, resolver))
+                .or(seen);
+            if let Some(hash) = hash {
+                work.forgotten.push((side, id, hash));
+            }
+        }
+        let forgotten: HashMap<(Side, String), String> = self
+            .store
+            .unlinked(&m.name)
+            .await?
+            .into_iter()
+            .map(|u| ((u.side, u.record_id), u.content_hash))
+            .collect();
 
         // Links of the records read, for records that are not in a pair of this mapping.
         let source_ids: Vec<String> = source
@@ -1596,9 +1770,7 @@ impl Engine {
         };
         let target_unchanged = |record: &Record, pair: &PairState| {
             pair.target.hash.is_some()
-                && Some(fields_hash(
-                    &Canonical::of(plan, &record.data).into_fields(),
-                )) == pair.target.hash
+                && Some(fields_hash(&synced_fields(plan, &record.data))) == pair.target.hash
         };
         for record in source.records.values() {
             if gone.contains(&(Side::Source, record.id.clone())) {
@@ -1748,6 +1920,14 @@ impl Engine {
                 if claimed.contains(&(side, record.id.clone())) {
                     continue;
                 }
+                // A record whose counterpart was deleted stays forgotten while it is as it
+                // was then; once a mapped field changes it syncs again.
+                if let Some(hash) = forgotten.get(&(side, record.id.clone())) {
+                    if self.content_hash(m, side, &record.data, resolver).as_ref() == Some(hash) {
+                        continue;
+                    }
+                    work.revived.push((side, record.id.clone()));
+                }
                 let key = match_key(plan, side, &record.data);
                 work.record_keys
                     .push((side, record.id.clone(), key.clone()));
@@ -1785,29 +1965,42 @@ impl Engine {
                     }
                     None => Vec::new(),
                 };
+                // Candidates known only from earlier passes are read again: one that no longer
+                // exists is no candidate, and its match key is forgotten.
+                let mut fetched: HashMap<String, Record> = HashMap::new();
+                let mut live = Vec::with_capacity(candidates.len());
+                for id in candidates {
+                    if other_read.records.contains_key(&id) {
+                        live.push(id);
+                        continue;
+                    }
+                    let rt = m.side(other_side);
+                    match rt.connector.get(&rt.entity, &id).await? {
+                        Some(found) => {
+                            fetched.insert(id.clone(), found);
+                            live.push(id);
+                        }
+                        None => work.record_keys.push((other_side, id, None)),
+                    }
+                }
+                let candidates = live;
                 match candidates.len() {
                     0 if !allowed => {}
-                    0 => match self
-                        .plan_create(m, side, record, own_global, key.clone(), resolver)
-                        .await?
+                    0 => match self.plan_create(m, side, record, own_global, key.clone(), resolver)
                     {
-                        Ok(create) => work.creates.push(create),
-                        Err(Some(parking)) => work.parked.push(parking),
-                        Err(None) => work.deferred.push((side, record.id.clone())),
+                        Planned::Create(create) => work.creates.push(create),
+                        Planned::Park(parking) => work.parked.push(parking),
+                        Planned::Wait(parking) => work.deferred.push(parking),
                     },
                     1 => {
                         let candidate_id = candidates[0].clone();
-                        let candidate = match other_read.records.get(&candidate_id) {
-                            Some(r) => r.clone(),
-                            None => match m
-                                .side(other_side)
-                                .connector
-                                .get(&m.side(other_side).entity, &candidate_id)
-                                .await?
-                            {
-                                Some(r) => r,
-                                None => continue,
-                            },
+                        let Some(candidate) = other_read
+                            .records
+                            .get(&candidate_id)
+                            .or_else(|| fetched.get(&candidate_id))
+                            .cloned()
+                        else {
+                            continue;
                         };
                         claimed.insert((other_side, candidate_id.clone()));
                         let other_rt = m.side(other_side);
@@ -1974,9 +2167,25 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Plans the create of `record`'s counterpart on the other side. `Err(None)`: the record
-    /// waits for a referenced record to be linked.
-    async fn plan_create(
+    /// The hash of a record's mapped fields, in the target's terms (a source record mapped
+    /// forward): the content the engine compares to tell whether a record changed.
+    fn content_hash(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        data: &Value,
+        resolver: &LinkResolver,
+    ) -> Option<String> {
+        match side {
+            Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
+                .ok()
+                .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
+            Side::Target => Some(fields_hash(&synced_fields(&m.plan, data))),
+        }
+    }
+
+    /// Plans the create of `record`'s counterpart on the other side.
+    fn plan_create(
         &self,
         m: &MappingRuntime,
         side: Side,
@@ -1984,7 +2193,7 @@ impl Engine {
         own_global: Option<GlobalId>,
         key: Option<String>,
         resolver: &LinkResolver,
-    ) -> Result<Result<Create, Option<Parking>>, EngineError> {
+    ) -> Planned {
         let plan = &m.plan;
         let map = || match side {
             Side::Source => mapping::apply_forward(plan, &record.data, resolver),
@@ -1997,8 +2206,10 @@ impl Engine {
         let mapped = map();
         let mut body = match mapped {
             Ok(body) => body,
-            Err(error) if error.waits_for_references() => return Ok(Err(None)),
-            Err(error) => return Ok(Err(Some(parking_from(side, &record.id, &error)))),
+            Err(error) if error.waits_for_references() => {
+                return Planned::Wait(self.waiting(m, side, &record.id, &error));
+            }
+            Err(error) => return Planned::Park(parking_from(side, &record.id, &error)),
         };
         // The base is in the target's terms: the created target record, or the source
         // record as it maps forward.
@@ -2011,7 +2222,7 @@ impl Engine {
             Some(global) => (global, false),
             None => (GlobalId::new(String::new()), true),
         };
-        Ok(Ok(Create {
+        Planned::Create(Create {
             on: other(side),
             from_id: record.id.clone(),
             global_id,
@@ -2019,7 +2230,68 @@ impl Engine {
             body,
             fields,
             match_values: key,
-        }))
+        })
+    }
+
+    /// A record that waits for referenced records, with a reason that names each reference,
+    /// the mapping whose link is missing and what would make it: the referenced mapping
+    /// creating the record on the other side, or, where that mapping never creates records
+    /// from this side, the record being set up there first.
+    fn waiting(&self, m: &MappingRuntime, side: Side, id: &str, error: &RecordError) -> Parking {
+        let from = m.side(side);
+        let mut parts: Vec<String> = Vec::new();
+        for rule_error in &error.errors {
+            let Some(name) = &rule_error.reference else {
+                continue;
+            };
+            let value = rule_error.value.clone().unwrap_or_default();
+            let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
+                parts.push(format!(
+                    "`{}` names {value}, not linked through `{name}` yet",
+                    rule_error.rule
+                ));
+                continue;
+            };
+            let (from_side, to_side) = if referenced.source.system == from.system {
+                (Side::Source, Side::Target)
+            } else {
+                (Side::Target, Side::Source)
+            };
+            let (from_rt, to_rt) = (referenced.side(from_side), referenced.side(to_side));
+            let creates = match from_side {
+                Side::Source => referenced.spec.direction.forward(),
+                Side::Target => referenced.spec.direction.backward(),
+            };
+            let hint = if creates {
+                format!(
+                    "`{name}` makes it when it syncs that {} {} record: check that the record exists and is not parked there",
+                    from_rt.system, from_rt.entity
+                )
+            } else {
+                format!(
+                    "`{name}` never creates {} {} from {}, so it has to be set up in {} first, where it is linked by its match key",
+                    to_rt.system, to_rt.entity, from_rt.system, to_rt.system
+                )
+            };
+            parts.push(format!(
+                "`{}` names {} {} {value}, which has no linked {} {} ({hint})",
+                rule_error.rule, from_rt.system, from_rt.entity, to_rt.system, to_rt.entity
+            ));
+        }
+        let first = error
+            .errors
+            .iter()
+            .find(|e| e.kind == crate::mapping::RuleErrorKind::ReferenceNotLinked);
+        Parking {
+            side,
+            id: id.to_owned(),
+            reason: format!(
+                "waiting for a referenced record: {}; retried on every run",
+                parts.join("; ")
+            ),
+            field: first.map(|e| e.rule.clone()),
+            value: first.and_then(|e| e.value.clone()),
+        }
     }
 
     /// Merges one pair. `Ok(None)`: nothing to do and nothing to record.
@@ -2038,26 +2310,50 @@ impl Engine {
         let forward = match mapping::apply_forward_existing(plan, &source.data, resolver) {
             Ok(value) => value,
             Err(error) if error.waits_for_references() => {
-                work.deferred.push((Side::Source, source.id.clone()));
+                work.deferred
+                    .push(self.waiting(m, Side::Source, &source.id, &error));
                 return Ok(None);
             }
             Err(error) => return Err(parking_from(Side::Source, &source.id, &error)),
         };
         let source_fields = Canonical::of(plan, &forward).into_fields();
-        let target_fields = Canonical::of(plan, &target.data).into_fields();
+        let target_fields = synced_fields(plan, &target.data);
         let source_hash = fields_hash(&source_fields);
         let target_hash = fields_hash(&target_fields);
         let base: Option<Fields> = pair.map(|p| match &p.base {
-            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Value::Object(map) => without_create_only(
+                plan,
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ),
             _ => BTreeMap::new(),
         });
         // A side whose content hash is what the engine last saw or wrote has not changed,
         // even if the system normalised the values it stored: it counts as the base.
         let unchanged = |seen: &SideSeen, hash: &str| seen.hash.as_deref() == Some(hash);
-        let source_view = match (pair, &base) {
+        let mut source_view = match (pair, &base) {
             (Some(p), Some(base)) if unchanged(&p.source, &source_hash) => base.clone(),
             _ => source_fields.clone(),
         };
+        // A two-way field whose source holds exactly what the base reads back as (a quote
+        // Accepted for a paid shop order, an order date for an order time) has not changed
+        // on the source, though it maps forward to something else: a value map or a type
+        // that is not one-to-one. Only a different source value is an edit.
+        if let Some(base) = &base {
+            for rule in plan
+                .rules
+                .rules
+                .iter()
+                .filter(|r| r.direction == Direction::Both)
+            {
+                let field = rule.target.as_str();
+                let (Some(now), Some(was)) = (source_view.get(field), base.get(field)) else {
+                    continue;
+                };
+                if now != was && holds_base(plan, rule, &source.data, &target.data, was, resolver) {
+                    source_view.insert(field.to_owned(), was.clone());
+                }
+            }
+        }
         let target_view = match (pair, &base) {
             (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
             _ => target_fields.clone(),
@@ -2074,7 +2370,14 @@ impl Engine {
             tie_breaker: m.spec.tie_breaker,
             keep_filled: m.spec.keep_filled,
         };
-        let merged = merge::merge(
+        let changes_only: HashSet<&str> = plan
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.changes_only)
+            .map(|r| r.target.as_str())
+            .collect();
+        let merged = merge::merge_with(
             base.as_ref(),
             Version {
                 fields: &source_view,
@@ -2086,6 +2389,7 @@ impl Engine {
             },
             policy,
             &direction,
+            &|field: &str| changes_only.contains(field),
         );
         let mut updates = Vec::new();
         if !merged.to_target.is_empty() {
@@ -2094,7 +2398,13 @@ impl Engine {
                 on: Side::Target,
                 id: target.id.clone(),
                 body: {
-                    let mut body = target_patch(plan, &merged.to_target);
+                    let mut body = target_update(
+                        plan,
+                        &target.data,
+                        &forward,
+                        &source_fields,
+                        &merged.to_target,
+                    );
                     shape_body(&mut body, &m.target.fields, Some(&target.data));
                     body
                 },
@@ -2108,7 +2418,13 @@ impl Engine {
             let mut overlaid = target.data.clone();
             set_fields(plan, &mut overlaid, &merged.to_source);
             let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
-            match mapping::apply_inverse_selected(plan, &overlaid, resolver, &selected) {
+            match mapping::apply_inverse_selected_onto(
+                plan,
+                &overlaid,
+                resolver,
+                &selected,
+                &source.data,
+            ) {
                 Ok(mut body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
                     shape_body(&mut body, &m.source.fields, Some(&source.data));
                     let changes = field_changes(&merged.to_source, &source_fields);
@@ -2122,7 +2438,8 @@ impl Engine {
                 }
                 Ok(_) => {}
                 Err(error) if error.waits_for_references() => {
-                    work.deferred.push((Side::Target, target.id.clone()));
+                    work.deferred
+                        .push(self.waiting(m, Side::Target, &target.id, &error));
                     return Ok(None);
                 }
                 Err(error) => return Err(parking_from(Side::Target, &target.id, &error)),
@@ -2266,11 +2583,19 @@ impl Engine {
         work: MappingWork,
         report: &mut MappingReport,
         parked_before: &[crate::store::ParkedRecord],
+        run_started: chrono::DateTime<Utc>,
         resolver: &LinkResolver,
     ) -> Result<(), EngineError> {
         let identity = m.identity().to_owned();
         let was_parked: HashSet<(Side, &str)> = parked_before
             .iter()
+            .map(|p| (p.side, p.record_id.as_str()))
+            .collect();
+        // Records that only waited for a reference during this run are not reported as
+        // unparked when they go through.
+        let parked_by_earlier_runs: HashSet<(Side, &str)> = parked_before
+            .iter()
+            .filter(|p| p.first_parked_at < run_started)
             .map(|p| (p.side, p.record_id.as_str()))
             .collect();
         let mut done_ids: Vec<(Side, String)> = work.ok_ids;
@@ -2330,6 +2655,7 @@ impl Engine {
             let mut tx = self.store.transaction().await?;
             tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
                 .await?;
+            tx.put_record_key(&m.name, *side, id, None).await?;
             tx.delete_pair_state(&m.name, global).await?;
             tx.commit().await?;
         }
@@ -2338,9 +2664,21 @@ impl Engine {
             let mut tx = self.store.transaction().await?;
             tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
                 .await?;
+            // The deleted record no longer stands for its match key.
+            tx.put_record_key(&m.name, *side, id, None).await?;
             tx.delete_pair_state(&m.name, global).await?;
             tx.commit().await?;
             report.unlinked += 1;
+        }
+        if !work.forgotten.is_empty() || !work.revived.is_empty() {
+            let mut tx = self.store.transaction().await?;
+            for (side, id, hash) in &work.forgotten {
+                tx.put_unlinked(&m.name, *side, id, hash).await?;
+            }
+            for (side, id) in &work.revived {
+                tx.remove_unlinked(&m.name, *side, id).await?;
+            }
+            tx.commit().await?;
         }
 
         // Pairs: links made by match keys, updates, conflicts, new bases.
@@ -2418,6 +2756,7 @@ impl Engine {
                         };
                         for (side, id) in &pair.new_links {
                             let rt = m.side(*side);
+                            tx.remove_unlinked(&m.name, *side, id).await?;
                             tx.link(
                                 &identity,
                                 &global,
@@ -2537,13 +2876,32 @@ impl Engine {
                             )
                             .await?;
                             tx.complete_intent(intent_id, &written.id).await?;
-                            let stored_fields = match (&written.record, on) {
+                            let base = without_create_only(&m.plan, create.fields.clone());
+                            let hash = fields_hash(&base);
+                            // The created record as the system stored it. A value the system
+                            // assigned to a field that flows only back (an order number) is
+                            // not in the base: the created side then counts as changed since,
+                            // so the next pass reads it and writes the value to the origin.
+                            // Otherwise the stored form is what was written, normalised.
+                            let stored_hash = match (&written.record, on) {
                                 (Some(record), Side::Target) => {
-                                    Canonical::of(&m.plan, &record.data).into_fields()
+                                    let stored = synced_fields(&m.plan, &record.data);
+                                    let assigned = m.plan.rules.rules.iter().any(|r| {
+                                        r.direction == Direction::TargetToSource
+                                            && stored
+                                                .get(r.target.as_str())
+                                                .is_some_and(|v| !v.is_null())
+                                            && stored.get(r.target.as_str())
+                                                != base.get(r.target.as_str())
+                                    });
+                                    if assigned {
+                                        hash.clone()
+                                    } else {
+                                        fields_hash(&stored)
+                                    }
                                 }
-                                _ => create.fields.clone(),
+                                _ => hash.clone(),
                             };
-                            let hash = fields_hash(&create.fields);
                             let (source_id, target_id) = match on {
                                 Side::Target => (create.from_id.clone(), written.id.clone()),
                                 Side::Source => (written.id.clone(), create.from_id.clone()),
@@ -2554,16 +2912,12 @@ impl Engine {
                                 source_id,
                                 target_id,
                                 base: Value::Object(
-                                    create
-                                        .fields
-                                        .iter()
-                                        .map(|(k, v)| (k.clone(), v.clone()))
-                                        .collect(),
+                                    base.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                                 ),
                                 base_hash: hash.clone(),
                                 source: SideSeen {
                                     hash: Some(if on == Side::Source {
-                                        fields_hash(&stored_fields)
+                                        stored_hash.clone()
                                     } else {
                                         hash.clone()
                                     }),
@@ -2571,7 +2925,7 @@ impl Engine {
                                 },
                                 target: SideSeen {
                                     hash: Some(if on == Side::Target {
-                                        fields_hash(&stored_fields)
+                                        stored_hash
                                     } else {
                                         hash
                                     }),
@@ -2617,7 +2971,10 @@ impl Engine {
             report.parked += 1;
         }
         for (side, id) in &done_ids {
-            if was_parked.contains(&(*side, id.as_str())) && tx.unpark(&m.name, *side, id).await? {
+            if was_parked.contains(&(*side, id.as_str()))
+                && tx.unpark(&m.name, *side, id).await?
+                && parked_by_earlier_runs.contains(&(*side, id.as_str()))
+            {
                 report.unparked += 1;
             }
         }
@@ -2635,7 +2992,7 @@ fn seen_hash(
     resolver: &LinkResolver,
 ) -> Option<String> {
     match side {
-        Side::Target => Some(fields_hash(&Canonical::of(&m.plan, data).into_fields())),
+        Side::Target => Some(fields_hash(&synced_fields(&m.plan, data))),
         Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
             .ok()
             .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
@@ -2788,6 +3145,56 @@ mod tests {
         assert_eq!(
             update,
             json!({ "opened": "2026-01-01", "city": "Oslo", "name": "A" })
+        );
+    }
+
+    fn shipped(name: &str) -> Arc<MappingPlan> {
+        let project =
+            Project::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows"));
+        mapping::compile_project(&project)
+            .0
+            .get(name)
+            .cloned()
+            .expect("a shipped mapping")
+    }
+
+    #[test]
+    fn update_bodies_keep_the_other_items_of_a_list_and_write_values_typed() {
+        // One address line of the shop's billing address: the whole list goes, the billing
+        // address with its other fields and the shipping address as they are.
+        let plan = shipped("keap-companies-to-customwebshop-customers");
+        let current = json!({ "email": "a@example.com", "addresses": [
+            { "type": "billing", "line1": "Munkegata 4", "city": "Trondheim", "zip": "7011", "country": "NO" },
+            { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] });
+        let forward = json!({ "addresses": [{ "type": "billing", "line1": "Nyveien 1", "city": "Trondheim" }] });
+        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let changed: Fields = [(
+            "addresses[type=billing].line1".to_owned(),
+            json!("Nyveien 1"),
+        )]
+        .into();
+        assert_eq!(
+            target_update(&plan, &current, &forward, &source_fields, &changed),
+            json!({ "addresses": [
+                { "type": "billing", "line1": "Nyveien 1", "city": "Trondheim", "zip": "7011", "country": "NO" },
+                { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] })
+        );
+
+        // Order lines as the mapping made them (ids as numbers), not in canonical text.
+        let plan = shipped("salesforce-orders-to-customerp-orders");
+        let forward =
+            json!({ "lines": [{ "product_id": 8, "quantity": 2.0, "unit_price": "89.5" }] });
+        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let changed: Fields = [("lines".to_owned(), source_fields["lines"].clone())].into();
+        assert_eq!(
+            target_update(
+                &plan,
+                &json!({ "lines": [] }),
+                &forward,
+                &source_fields,
+                &changed
+            ),
+            forward
         );
     }
 

@@ -86,6 +86,21 @@ pub fn merge(
     policy: MergePolicy,
     direction: &dyn Fn(&str) -> Direction,
 ) -> Merged {
+    merge_with(base, source, target, policy, direction, &|_| false)
+}
+
+/// [`merge`], with `changes_only` naming the one-way fields that are written only when the
+/// side they come from changes them: an edit the other side makes to such a field is kept
+/// (not reverted), and the base keeps the value the field came with, so the next change of
+/// the origin is still seen as one.
+pub fn merge_with(
+    base: Option<&Fields>,
+    source: Version<'_>,
+    target: Version<'_>,
+    policy: MergePolicy,
+    direction: &dyn Fn(&str) -> Direction,
+    changes_only: &dyn Fn(&str) -> bool,
+) -> Merged {
     let mut out = Merged::default();
     let mut names: Vec<&String> = source.fields.keys().chain(target.fields.keys()).collect();
     if let Some(base) = base {
@@ -149,11 +164,14 @@ pub fn merge(
         };
         let Some(value) = chosen else { continue };
         // A side that lacks the field is written only when the other side changed it: a
-        // field an API did not return is not a difference to repair.
-        if field_direction.forward() && t != Some(value) && (t.is_some() || s_changed) {
+        // field an API did not return is not a difference to repair. A changes-only field is
+        // written only when its origin changed it.
+        let only_changes = base.is_some() && changes_only(name);
+        let repair = |present: bool| present && !only_changes;
+        if field_direction.forward() && t != Some(value) && (repair(t.is_some()) || s_changed) {
             out.to_target.insert(name.clone(), value.clone());
         }
-        if field_direction.backward() && s != Some(value) && (s.is_some() || t_changed) {
+        if field_direction.backward() && s != Some(value) && (repair(s.is_some()) || t_changed) {
             out.to_source.insert(name.clone(), value.clone());
         }
         out.base.insert(name.clone(), value.clone());
@@ -457,5 +475,53 @@ mod tests {
             fields(&[("name", json!("Acme")), ("city", json!("Oslo"))])
         );
         assert_eq!(m.to_source, fields(&[("phone", json!("+47"))]));
+    }
+
+    #[test]
+    fn a_changes_only_field_keeps_the_other_sides_edit_until_its_origin_changes() {
+        let one_way = |_: &str| Direction::SourceToTarget;
+        let changes_only = |_: &str| true;
+        let policy = MergePolicy {
+            conflict: ConflictPolicy::SourceWins,
+            tie_breaker: Side::Source,
+            keep_filled: false,
+        };
+        let fields = |v: &str| Fields::from([("status".to_owned(), Value::from(v))]);
+        let version = |f| Version {
+            fields: f,
+            modified: None,
+        };
+        // The warehouse shipped the order; the rep is still active: nothing to write.
+        let (base, source, target) = (fields("pending"), fields("pending"), fields("fulfilled"));
+        let merged = merge_with(
+            Some(&base),
+            version(&source),
+            version(&target),
+            policy,
+            &one_way,
+            &changes_only,
+        );
+        assert!(merged.is_noop(), "{merged:?}");
+        assert_eq!(merged.base, base, "the base keeps the origin's value");
+        // Without the flag the origin's value is asserted again.
+        let reverted = merge(
+            Some(&base),
+            version(&source),
+            version(&target),
+            policy,
+            &one_way,
+        );
+        assert_eq!(reverted.to_target, fields("pending"));
+        // The rep is deactivated: the change goes through.
+        let source = fields("cancelled");
+        let merged = merge_with(
+            Some(&base),
+            version(&source),
+            version(&target),
+            policy,
+            &one_way,
+            &changes_only,
+        );
+        assert_eq!(merged.to_target, fields("cancelled"));
     }
 }
