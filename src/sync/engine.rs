@@ -1712,6 +1712,12 @@ impl Engine {
                         .await?
                 }
             };
+            if let Some(record) = &record {
+                self.links_ready(resolver, || {
+                    let _ = self.content_hash(m, side, &record.data, resolver);
+                })
+                .await?;
+            }
             let hash = record
                 .and_then(|r| self.content_hash(m, side, &r.data, resolver))
                 .or(seen);
@@ -1986,12 +1992,24 @@ impl Engine {
                 let candidates = live;
                 match candidates.len() {
                     0 if !allowed => {}
-                    0 => match self.plan_create(m, side, record, own_global, key.clone(), resolver)
-                    {
-                        Planned::Create(create) => work.creates.push(create),
-                        Planned::Park(parking) => work.parked.push(parking),
-                        Planned::Wait(parking) => work.deferred.push(parking),
-                    },
+                    0 => {
+                        self.links_ready(resolver, || {
+                            let _ = self.plan_create(
+                                m,
+                                side,
+                                record,
+                                own_global.clone(),
+                                key.clone(),
+                                resolver,
+                            );
+                        })
+                        .await?;
+                        match self.plan_create(m, side, record, own_global, key.clone(), resolver) {
+                            Planned::Create(create) => work.creates.push(create),
+                            Planned::Park(parking) => work.parked.push(parking),
+                            Planned::Wait(parking) => work.deferred.push(parking),
+                        }
+                    }
                     1 => {
                         let candidate_id = candidates[0].clone();
                         let Some(candidate) = other_read
@@ -2195,15 +2213,10 @@ impl Engine {
         resolver: &LinkResolver,
     ) -> Planned {
         let plan = &m.plan;
-        let map = || match side {
+        let mapped = match side {
             Side::Source => mapping::apply_forward(plan, &record.data, resolver),
             Side::Target => mapping::apply_inverse(plan, &record.data, resolver),
         };
-        self.links_ready(resolver, || {
-            let _ = map();
-        })
-        .await?;
-        let mapped = map();
         let mut body = match mapped {
             Ok(body) => body,
             Err(error) if error.waits_for_references() => {
