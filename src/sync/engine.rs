@@ -272,8 +272,7 @@ fn without_create_only(plan: &MappingPlan, mut fields: Fields) -> Fields {
 }
 
 fn fields_hash(fields: &Fields) -> String {
-    let canonical = Canonical::from_fields(fields.clone());
-    format!("{:016x}", canonical.hash())
+    format!("{:016x}", mapping::canonical::hash_fields(fields))
 }
 
 /// Writes `fields` (target paths -> values) into a target-shaped record.
