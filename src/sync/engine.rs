@@ -1062,6 +1062,12 @@ impl Engine {
 
     /// Whether a record the pair would update changed since this pass read it (re-read where
     /// the entity asks for it). A record gone since is left to the update, which reports it.
+    ///
+    /// The record is read again even when this pass fetched it moments ago as the pair's
+    /// counterpart: that fetch happened while the pass was deciding, before every other pair
+    /// of the pass was decided and the earlier write batches went out, so trusting it would
+    /// widen the window in which someone else's edit is overwritten from one request to the
+    /// whole pass.
     async fn moved_since_read(
         &self,
         m: &MappingRuntime,
