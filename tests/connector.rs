@@ -1304,18 +1304,50 @@ impl std::io::Write for Captured {
     }
 }
 
+thread_local! {
+    /// Where the log lines of this thread go, when a test captures them.
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Hands each log line to the sink of the thread that logged it.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|sink| {
+            if let Some(captured) = sink.borrow_mut().as_mut() {
+                let _ = captured.write(bytes);
+            }
+        });
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the log lines of the calling thread (a `#[tokio::test]` runs its requests on its
+/// own thread). One global subscriber for the test binary: with a subscriber set only for
+/// this thread, a log statement first reached by another test's thread is remembered by
+/// tracing as wanted by no one, and its lines are lost here too.
+fn capture_logs() -> Captured {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .try_init();
+        tracing::callsite::rebuild_interest_cache();
+    });
+    let captured = Captured::default();
+    SINK.with(|sink| *sink.borrow_mut() = Some(captured.clone()));
+    captured
+}
+
 #[tokio::test]
 async fn requests_are_logged_without_secrets() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture_logs();
     let (connector, state, _, _) = erp(five_records(), FAST).await;
     state.lock().unwrap().faults = VecDeque::from(vec![Fault::Status(500, None)]);
     connector.get("customers", "1").await.unwrap();
