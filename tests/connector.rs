@@ -155,6 +155,19 @@ struct Erp {
     faults: VecDeque<Fault>,
     /// Where record 7 redirects to.
     elsewhere: Option<String>,
+    /// The server clock its `Date` header shows; the HTTP server's own when unset.
+    clock: Option<DateTime<Utc>>,
+}
+
+/// A response dated by the mock's clock, when it has one.
+fn dated(mut response: Response, clock: Option<DateTime<Utc>>) -> Response {
+    if let Some(at) = clock {
+        let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, date.parse().unwrap());
+    }
+    response
 }
 
 type Shared = Arc<Mutex<Erp>>;
@@ -239,11 +252,12 @@ async fn erp_server(state: Shared, log: Log) -> String {
                     .collect();
                 rows.sort_by_key(|r| (modified_of(r), r["id"].as_i64()));
                 let (offset, limit) = (num(&q, "offset", 0), num(&q, "limit", 100));
-                axum::Json(
+                let page = axum::Json(
                     json!({"data": window(&rows, offset, limit), "total": rows.len(),
                     "offset": offset, "limit": limit}),
                 )
-                .into_response()
+                .into_response();
+                dated(page, erp.clock)
             }
         }
     };
@@ -365,11 +379,12 @@ async fn erp_server(state: Shared, log: Log) -> String {
                     .cloned()
                     .collect();
                 let (offset, limit) = (num(&q, "offset", 0), num(&q, "limit", 100));
-                axum::Json(
+                let page = axum::Json(
                     json!({"data": window(&rows, offset, limit), "total": rows.len(),
                     "offset": offset, "limit": limit}),
                 )
-                .into_response()
+                .into_response();
+                dated(page, erp.clock)
             }
         }
     };
@@ -576,6 +591,104 @@ async fn tombstones_are_read_from_their_own_cursor() {
             .last()
             .unwrap()
             .contains("since=2024-05-01T09%3A59%3A50.999Z")
+    );
+}
+
+#[tokio::test]
+async fn the_server_date_moves_the_cursor_when_nothing_newer_is_read() {
+    let state: Shared = Arc::new(Mutex::new(Erp {
+        records: five_records(),
+        clock: Some(t("2024-05-01T12:00:00Z")),
+        ..Erp::default()
+    }));
+    let log = Log::default();
+    let base = erp_server(state.clone(), log.clone()).await;
+    let yaml = erp_yaml(&base, FAST).replace("errors:", "clock: date_header\nerrors:");
+    let connector = connect(&yaml);
+
+    // A complete read moves the cursor to when the server answered, past the newest change.
+    let pages = read_all(connector.changes("customers", None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ids(&pages), ["1", "2", "3", "4", "5"]);
+    let cursor: Cursor = pages.last().unwrap().cursor.to_string().parse().unwrap();
+    assert_eq!(cursor.watermark(), Some(t("2024-05-01T12:00:00Z")));
+
+    // The next read asks for the lookback before that time, not before the last change.
+    state.lock().unwrap().clock = Some(t("2024-05-01T12:10:00Z"));
+    let before = log.len();
+    let pages = read_all(connector.changes("customers", Some(&cursor)).unwrap())
+        .await
+        .unwrap();
+    assert!(ids(&pages).is_empty());
+    assert!(
+        log.lines()[before].contains("modified_since=2024-05-01T11%3A59%3A50.000Z"),
+        "{}",
+        log.lines()[before]
+    );
+    let cursor = pages.last().unwrap().cursor.clone();
+    assert_eq!(cursor.watermark(), Some(t("2024-05-01T12:10:00Z")));
+
+    // Records stamped just before that read's Date, committed after it answered, and one
+    // changed since: none is lost.
+    {
+        let mut erp = state.lock().unwrap();
+        erp.records
+            .push(erp_customer(6, "late", "2024-05-01T12:09:59.999Z"));
+        erp.records
+            .push(erp_customer(7, "at the date", "2024-05-01T12:10:00Z"));
+        erp.records[0] = erp_customer(1, "c1 renamed", "2024-05-01T12:15:00Z");
+        erp.clock = Some(t("2024-05-01T12:20:00Z"));
+    }
+    let pages = read_all(connector.changes("customers", Some(&cursor)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ids(&pages), ["6", "7", "1"]);
+    let cursor = pages.last().unwrap().cursor.clone();
+    assert_eq!(cursor.watermark(), Some(t("2024-05-01T12:20:00Z")));
+
+    // A server clock behind the records never moves the cursor back.
+    state.lock().unwrap().clock = Some(t("2024-05-01T08:00:00Z"));
+    let pages = read_all(connector.changes("customers", Some(&cursor)).unwrap())
+        .await
+        .unwrap();
+    assert!(ids(&pages).is_empty());
+    assert_eq!(
+        pages.last().unwrap().cursor.watermark(),
+        Some(t("2024-05-01T12:20:00Z"))
+    );
+
+    // Tombstones move the same way.
+    {
+        let mut erp = state.lock().unwrap();
+        erp.tombstones = vec![json!({"id": 10, "deleted_at": "2024-05-01T12:00:00Z"})];
+        erp.clock = Some(t("2024-05-01T13:00:00Z"));
+    }
+    let pages = read_all(connector.deletions("customers", None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pages.last().unwrap().deleted.len(), 1);
+    assert_eq!(
+        pages.last().unwrap().cursor.watermark(),
+        Some(t("2024-05-01T13:00:00Z"))
+    );
+}
+
+#[tokio::test]
+async fn without_the_clock_setting_the_date_header_is_not_trusted() {
+    let state: Shared = Arc::new(Mutex::new(Erp {
+        records: five_records(),
+        clock: Some(t("2024-05-01T12:00:00Z")),
+        ..Erp::default()
+    }));
+    let base = erp_server(state, Log::default()).await;
+    let connector = connect(&erp_yaml(&base, FAST));
+    let pages = read_all(connector.changes("customers", None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        pages.last().unwrap().cursor.watermark(),
+        Some(t("2024-05-01T10:00:05Z"))
     );
 }
 
@@ -1191,18 +1304,50 @@ impl std::io::Write for Captured {
     }
 }
 
+thread_local! {
+    /// Where the log lines of this thread go, when a test captures them.
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Hands each log line to the sink of the thread that logged it.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|sink| {
+            if let Some(captured) = sink.borrow_mut().as_mut() {
+                let _ = captured.write(bytes);
+            }
+        });
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the log lines of the calling thread (a `#[tokio::test]` runs its requests on its
+/// own thread). One global subscriber for the test binary: with a subscriber set only for
+/// this thread, a log statement first reached by another test's thread is remembered by
+/// tracing as wanted by no one, and its lines are lost here too.
+fn capture_logs() -> Captured {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .try_init();
+        tracing::callsite::rebuild_interest_cache();
+    });
+    let captured = Captured::default();
+    SINK.with(|sink| *sink.borrow_mut() = Some(captured.clone()));
+    captured
+}
+
 #[tokio::test]
 async fn requests_are_logged_without_secrets() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture_logs();
     let (connector, state, _, _) = erp(five_records(), FAST).await;
     state.lock().unwrap().faults = VecDeque::from(vec![Fault::Status(500, None)]);
     connector.get("customers", "1").await.unwrap();

@@ -327,6 +327,16 @@ async fn links_resolve_from_either_end(db: TestDb) {
         )
         .await
         .expect("bulk link");
+        if n % 2 == 0 {
+            tx.link(
+                "customer",
+                &gid,
+                &record("customerp", "customers", &format!("erp-{n}")),
+                LinkOrigin::Create,
+            )
+            .await
+            .expect("bulk counterpart");
+        }
         ids.push(id);
     }
     tx.commit().await.expect("commit");
@@ -337,6 +347,37 @@ async fn links_resolve_from_either_end(db: TestDb) {
         .expect("bulk lookup");
     assert_eq!(found.len(), 1_100);
     assert!(found.iter().all(|link| link.record.id.starts_with("bulk-")));
+    // The counterparts of many records in another entity, both ways.
+    ids.push(keap.id.clone());
+    let mut counterparts = store
+        .linked_counterparts(
+            "customer",
+            "keap",
+            "companies",
+            "customerp",
+            "customers",
+            &ids,
+        )
+        .await
+        .expect("counterparts");
+    counterparts.sort();
+    assert_eq!(counterparts.len(), 551);
+    assert!(counterparts.contains(&("bulk-1098".to_owned(), "erp-1098".to_owned())));
+    assert!(counterparts.contains(&(keap.id.clone(), erp.id.clone())));
+    assert!(!counterparts.iter().any(|(from, _)| from == "bulk-1"));
+    let back = store
+        .linked_counterparts(
+            "customer",
+            "customerp",
+            "customers",
+            "keap",
+            "companies",
+            &[erp.id.clone(), "erp-4".to_owned(), "erp-5".to_owned()],
+        )
+        .await
+        .expect("counterparts back");
+    assert_eq!(back.len(), 2);
+    assert!(back.contains(&("erp-4".to_owned(), "bulk-4".to_owned())));
 
     assert!(store.unlink("customer", &keap).await.expect("unlink"));
     assert!(!store.unlink("customer", &keap).await.expect("unlink again"));

@@ -424,6 +424,73 @@ async fn one_identity_across_flows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_moved_to_another_company_on_either_side_follows() {
+    let w = world("moved-contact", 0).await;
+    let alfa = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Alfa Bygg AS", "post@alfa.example"),
+        )
+        .expect("insert");
+    let beta = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Beta Bygg AS", "post@beta.example"),
+        )
+        .expect("insert");
+    let contact = w
+        .sandbox
+        .insert("keap", "contacts", json!({ "given_name": "Kari", "family_name": "Nordmann", "email_addresses": [{ "email": "kari@alfa.example", "field": "EMAIL1" }], "company": { "id": alfa["id"] } }))
+        .expect("insert");
+    w.run(&[COMPANIES, CONTACTS]).await;
+    let erp_alfa = w.one("customerp", "customers", "name", "Alfa Bygg AS");
+    let erp_beta = w.one("customerp", "customers", "name", "Beta Bygg AS");
+    let erp_contact = w.one("customerp", "contacts", "email", "kari@alfa.example");
+    assert_eq!(erp_contact["customer_id"], erp_alfa["id"]);
+
+    // Moved in the ERP: the run reads that one contact there, and the Keap contact it
+    // fetches still names the old company; both companies are translated.
+    w.sandbox
+        .update(
+            "customerp",
+            "contacts",
+            &id_of(&erp_contact),
+            json!({ "customer_id": erp_beta["id"] }),
+        )
+        .expect("move in the ERP");
+    let report = w.run(&[COMPANIES, CONTACTS]).await;
+    assert_eq!((report.writes(), report.parked()), (1, 0), "{report:#?}");
+    let keap_contact = w
+        .sandbox
+        .record("keap", "contacts", &id_of(&contact))
+        .expect("record")
+        .expect("the Keap contact");
+    assert_eq!(keap_contact["company"]["id"], beta["id"]);
+
+    // Moved back in Keap.
+    w.sandbox
+        .update(
+            "keap",
+            "contacts",
+            &id_of(&contact),
+            json!({ "company": { "id": alfa["id"] } }),
+        )
+        .expect("move in Keap");
+    let report = w.run(&[COMPANIES, CONTACTS]).await;
+    assert_eq!((report.writes(), report.parked()), (1, 0), "{report:#?}");
+    assert_eq!(
+        w.one("customerp", "contacts", "email", "kari@alfa.example")["customer_id"],
+        erp_alfa["id"]
+    );
+    let again = w.run(&[COMPANIES, CONTACTS]).await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_follows_the_policy() {
     let w = world("delete", 0).await;
     let contact = w

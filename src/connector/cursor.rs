@@ -240,7 +240,8 @@ impl Tracker {
     }
 
     /// The API states that everything up to `t` has been handed out (Salesforce
-    /// `latestDateCovered`).
+    /// `latestDateCovered`; the `Date` of a complete read's first page, where the system's
+    /// `Date` header is the clock of its records).
     pub fn cover(&mut self, t: DateTime<Utc>) {
         if !in_future(t) {
             self.covered = self.covered.max(Some(t));

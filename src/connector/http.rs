@@ -30,7 +30,9 @@ use crate::connector::ConnectorStats;
 use crate::connector::error::{ApiError, ConnectorError, RequestContext};
 use crate::connector::value::{self, JsonPath};
 use crate::spec::env::EnvError;
-use crate::spec::system::{Auth, ErrorFormat, HttpSettings, RateLimit, RatePeriod, SystemFile};
+use crate::spec::system::{
+    Auth, ErrorFormat, HttpSettings, RateLimit, RatePeriod, SystemClock, SystemFile,
+};
 
 /// The longest `Retry-After` the connector waits for; beyond it the request fails as
 /// retryable so the run can end and try later.
@@ -83,6 +85,8 @@ pub(crate) struct Reply {
     pub json: Option<Value>,
     /// The body as text, for error messages.
     pub text: String,
+    /// The `Date` header: when the system answered, by its clock.
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Reply {
@@ -200,6 +204,9 @@ pub(crate) struct HttpCore {
     errors: Option<ErrorPaths>,
     credentials: Credentials,
     stats: Stats,
+    /// Whether the `Date` header of an answer is the clock of the records' times
+    /// (`clock: date_header`).
+    pub date_is_record_clock: bool,
 }
 
 fn config(system: &str, message: impl Into<String>) -> ConnectorError {
@@ -392,6 +399,7 @@ impl HttpCore {
             errors,
             credentials,
             stats: Stats::default(),
+            date_is_record_clock: system_file.clock == Some(SystemClock::DateHeader),
         })
     }
 
@@ -711,6 +719,7 @@ impl HttpCore {
                                     url,
                                     json,
                                     text,
+                                    date: date_header(&headers),
                                 });
                             }
                             Err(e) => {
@@ -779,6 +788,7 @@ impl HttpCore {
                                 url,
                                 json: json.ok().flatten(),
                                 text,
+                                date: date_header(&headers),
                             });
                         }
                     }
@@ -1036,6 +1046,15 @@ fn compile_errors(system: &str, format: &ErrorFormat) -> Result<ErrorPaths, Conn
         code: format.code.as_deref().map(compile).transpose()?,
         field: format.field.as_deref().map(compile).transpose()?,
     })
+}
+
+/// The `Date` header (an HTTP-date, `Sun, 06 Nov 1994 08:49:37 GMT`); `None` when it is
+/// missing or not a date.
+fn date_header(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = headers.get(header::DATE)?.to_str().ok()?.trim();
+    chrono::DateTime::parse_from_rfc2822(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// `Retry-After` as seconds or an HTTP date.

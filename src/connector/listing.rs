@@ -263,7 +263,7 @@ async fn fetch(
     entity: &str,
     pager: &Pager,
     paging: &Paging,
-) -> Result<(Value, Url, Url), ConnectorError> {
+) -> Result<(Value, Url, Url, Option<DateTime<Utc>>), ConnectorError> {
     let api_base = core.api_base().await?;
     let url = pager
         .url(&api_base, paging)
@@ -282,12 +282,47 @@ async fn fetch(
         });
     }
     match reply.json {
-        Some(body) => Ok((body, reply.url, url)),
+        Some(body) => Ok((body, reply.url, url, reply.date)),
         None => Err(ConnectorError::Malformed {
             context: core.context(&request.method, &reply.url, entity),
             message: "the body is empty".to_owned(),
             transient: true,
         }),
+    }
+}
+
+/// When the system answered the pages of one read, by its own clock (`clock: date_header`).
+///
+/// A complete read whose first page the system answered at `D` has handed out every record
+/// modified before `D` that was there to be read, so its cursor may move to `D` even when
+/// it found nothing newer than the last change. The next read asks from `D` minus the
+/// lookback, so a record stamped just before `D` but not yet visible (a late commit, an
+/// update racing the read) is still read then, as it is after a watermark set by a record.
+/// Without this, the cursor stays at the newest change and every read asks again for the
+/// lookback window before it. The earliest `Date` of the read counts (the first page's);
+/// a page without one leaves the cursor to the records.
+#[derive(Debug, Default)]
+enum AnsweredAt {
+    #[default]
+    NoPage,
+    At(DateTime<Utc>),
+    Unknown,
+}
+
+impl AnsweredAt {
+    fn page(&mut self, date: Option<DateTime<Utc>>) {
+        *self = match (&*self, date) {
+            (AnsweredAt::NoPage, Some(d)) => AnsweredAt::At(d),
+            (AnsweredAt::At(at), Some(d)) => AnsweredAt::At((*at).min(d)),
+            _ => AnsweredAt::Unknown,
+        };
+    }
+
+    fn earliest(&self) -> Option<DateTime<Utc>> {
+        match self {
+            AnsweredAt::At(at) => Some(*at),
+            _ => None,
+        }
     }
 }
 
@@ -328,6 +363,8 @@ pub(crate) struct ListReader {
     tracker: Option<Tracker>,
     start: Cursor,
     finished: bool,
+    /// When the system answered the pages read so far, by its clock (the earliest `Date`).
+    answered_at: AnsweredAt,
 }
 
 impl ListReader {
@@ -342,6 +379,7 @@ impl ListReader {
             tracker: None,
             start: Cursor::beginning(),
             finished: false,
+            answered_at: AnsweredAt::default(),
         }
     }
 
@@ -366,6 +404,7 @@ impl ListReader {
                     tracker: Some(tracker),
                     start: cursor.cloned().unwrap_or_else(Cursor::beginning),
                     finished: false,
+                    answered_at: AnsweredAt::default(),
                     entity,
                 }
             }
@@ -388,6 +427,7 @@ impl ListReader {
                     tracker: Some(tracker),
                     start: cursor.cloned().unwrap_or_else(Cursor::beginning),
                     finished: false,
+                    answered_at: AnsweredAt::default(),
                     entity,
                 }
             }
@@ -407,6 +447,7 @@ impl ListReader {
                     tracker: None,
                     start,
                     finished: false,
+                    answered_at: AnsweredAt::default(),
                     entity,
                 }
             }
@@ -418,7 +459,7 @@ impl ListReader {
             return Ok(None);
         }
         let entity = self.entity.clone();
-        let (body, answered, asked) =
+        let (body, answered, asked, date) =
             fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
         let item_path = match (&self.source, &entity.incremental) {
             (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
@@ -493,12 +534,19 @@ impl ListReader {
         {
             *token = Some(found);
         }
+        self.answered_at.page(date);
         self.pager.position = next;
         if self.pager.done() {
             self.slice_again(count, admitted);
         }
         let last = self.pager.done();
         page.last = last;
+        if last
+            && self.core.date_is_record_clock
+            && let (Some(tracker), Some(at)) = (&mut self.tracker, self.answered_at.earliest())
+        {
+            tracker.cover(at);
+        }
         page.cursor = match (&self.tracker, &self.source) {
             (Some(tracker), _) => tracker.checkpoint(last),
             (None, Source::Feed { token: Some(token) }) if last => {
@@ -598,6 +646,7 @@ pub(crate) struct TombstoneReader {
     pager: Pager,
     tracker: Tracker,
     finished: bool,
+    answered_at: AnsweredAt,
 }
 
 impl TombstoneReader {
@@ -616,6 +665,7 @@ impl TombstoneReader {
             entity,
             tracker,
             finished: false,
+            answered_at: AnsweredAt::default(),
         }
     }
 
@@ -634,7 +684,8 @@ impl TombstoneReader {
             paging,
             ..
         } = tombstones.as_ref();
-        let (body, answered, asked) = fetch(&self.core, &entity.name, &self.pager, paging).await?;
+        let (body, answered, asked, date) =
+            fetch(&self.core, &entity.name, &self.pager, paging).await?;
         let Some(items) = items(records, &body) else {
             return Err(shape_error(
                 &self.core,
@@ -670,8 +721,15 @@ impl TombstoneReader {
                 });
             }
         }
+        self.answered_at.page(date);
         self.pager.position = next;
         page.last = self.pager.done();
+        if page.last
+            && self.core.date_is_record_clock
+            && let Some(at) = self.answered_at.earliest()
+        {
+            self.tracker.cover(at);
+        }
         page.cursor = self.tracker.checkpoint(page.last);
         self.finished = page.last;
         Ok(Some(page))
@@ -743,7 +801,8 @@ impl DeletedWindowReader {
                 ("end".to_owned(), format(window_end)),
             ],
         );
-        let (body, _, asked) = fetch(&self.core, &self.entity.name, &pager, &Paging::None).await?;
+        let (body, _, asked, _) =
+            fetch(&self.core, &self.entity.name, &pager, &Paging::None).await?;
         let Some(Value::Array(deleted)) = body.get("deletedRecords") else {
             return Err(shape_error(
                 &self.core,

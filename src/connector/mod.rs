@@ -30,7 +30,10 @@
 //!   the watermark moves page by page while records come oldest change first (the APIs'
 //!   documented order; the SOQL template's `ORDER BY`); if they do not, it stays where the
 //!   read started until the last page. A modified time more than a day in the future never
-//!   moves the watermark. A SOQL template with `LIMIT {limit}` is read in slices: when a
+//!   moves the watermark. Where the system file says its `Date` header is the clock of its
+//!   records (`clock: date_header`), a complete read also moves the watermark to the `Date`
+//!   of its first page, so a read that finds nothing new does not leave the next one asking
+//!   again from the last change. A SOQL template with `LIMIT {limit}` is read in slices: when a
 //!   slice is full, the query runs again from the newest modified time read (one second
 //!   earlier, de-duplicated), with a doubled limit if a slice brought nothing new.
 //! - **Sync token** (Keap's product feed): the token of the last completed read. Pages

@@ -59,23 +59,12 @@ impl Canonical {
 
     /// The canonical text (compact JSON, keys sorted).
     pub fn text(&self) -> String {
-        let mut out = String::with_capacity(64 * self.fields.len());
-        out.push('{');
-        for (i, (key, value)) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_string(&mut out, key);
-            out.push(':');
-            write_value(&mut out, value);
-        }
-        out.push('}');
-        out
+        fields_text(&self.fields)
     }
 
     /// The stable 64-bit hash of the canonical text.
     pub fn hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(self.text().as_bytes())
+        hash_fields(&self.fields)
     }
 
     /// The canonical form as a JSON object.
@@ -87,6 +76,27 @@ impl Canonical {
                 .collect(),
         )
     }
+}
+
+/// The stable 64-bit hash of fields already normalised: [`Canonical::hash`] without taking
+/// them into a [`Canonical`].
+pub fn hash_fields(fields: &BTreeMap<String, Value>) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(fields_text(fields).as_bytes())
+}
+
+fn fields_text(fields: &BTreeMap<String, Value>) -> String {
+    let mut out = String::with_capacity(64 * fields.len());
+    out.push('{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(&mut out, key);
+        out.push(':');
+        write_value(&mut out, value);
+    }
+    out.push('}');
+    out
 }
 
 /// The canonical fields of a record, or of one list item (`item`): inside an item a null

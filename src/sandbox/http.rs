@@ -127,8 +127,11 @@ impl ApiResponse {
         self
     }
 
-    fn into_response(self) -> Response {
-        let mut builder = Response::builder().status(self.status);
+    /// The HTTP response, dated `date` by the server clock.
+    fn into_response(self, date: Stamp) -> Response {
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header(header::DATE, http_date(date));
         for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::from_str(value) {
                 builder = builder.header(name, value);
@@ -179,6 +182,9 @@ pub async fn serve(
 }
 
 async fn handle(State(app): State<App>, request: Request) -> Response {
+    // The `Date` of the answer, by the server clock that also stamps the records: taken as
+    // the request arrives, so every record stamped before it is in what the request reads.
+    let date = app.shared.clock.now();
     let system = app.simulator.system();
     let (parts, body) = request.into_parts();
     let is_read = matches!(parts.method, Method::GET | Method::HEAD);
@@ -206,14 +212,14 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
             FaultKind::LostResponse => {}
             FaultKind::Timeout => {
                 tokio::time::sleep(faults.stall).await;
-                return app.simulator.fault(kind).into_response();
+                return app.simulator.fault(kind).into_response(date);
             }
-            _ => return app.simulator.fault(kind).into_response(),
+            _ => return app.simulator.fault(kind).into_response(date),
         }
     }
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => bytes,
-        Err(_) => return ApiResponse::empty(StatusCode::PAYLOAD_TOO_LARGE).into_response(),
+        Err(_) => return ApiResponse::empty(StatusCode::PAYLOAD_TOO_LARGE).into_response(date),
     };
     let path_and_query = parts
         .uri
@@ -227,9 +233,20 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
     }
     tracing::debug!(system, method = %api_request.method, path = %api_request.path, status = response.status.as_u16(), "request");
     if fault == Some(FaultKind::LostResponse) {
-        return app.simulator.fault(FaultKind::LostResponse).into_response();
+        return app
+            .simulator
+            .fault(FaultKind::LostResponse)
+            .into_response(date);
     }
-    response.into_response()
+    response.into_response(date)
+}
+
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of a server time.
+fn http_date(at: Stamp) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 /// Splits and decodes `a=1&b=x+y` (query strings and form bodies).

@@ -38,8 +38,25 @@ pub struct SystemFile {
     /// Change notifications the system sends to `tether serve` (`POST /hooks/<system>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Webhooks>,
+    /// Where the system shows the clock that stamps its modified and deletion times. Left
+    /// out, a read by modified time moves its cursor only to the newest change it found, so
+    /// after a quiet spell every read asks again for the lookback window before that change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<SystemClock>,
     /// The record types of the system, by name (`customers`, `Contact`).
     pub entities: IndexMap<String, Checked<EntitySpec>>,
+}
+
+/// Where a system shows its own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemClock {
+    /// The `Date` header of its answers comes from the same clock as its modified and
+    /// deletion times. A complete read by modified time (or of tombstones) then moves its
+    /// cursor to the `Date` of its first page even when it found nothing newer, and the next
+    /// read asks from that time minus the lookback. Do not use it when something in front
+    /// of the API (a proxy, a cache) may set the header from another clock.
+    DateHeader,
 }
 
 /// Change notifications a system pushes: each one triggers an incremental run of the

@@ -408,6 +408,13 @@ shared_methods! {
         fn links_by_records(
             identity: &str, system: &str, entity: &str, record_ids: &[String]
         ) -> Vec<Link>;
+        /// The records of entity `to` linked to the same global ids as some records of
+        /// entity `from`, as (record id in `from`, record id in `to`); records without such a
+        /// counterpart are left out.
+        fn linked_counterparts(
+            identity: &str, from_system: &str, from_entity: &str, to_system: &str,
+            to_entity: &str, record_ids: &[String]
+        ) -> Vec<(String, String)>;
         /// Every link of one entity for an identity type.
         fn links_of_entity(identity: &str, system: &str, entity: &str) -> Vec<Link>;
         /// The stored match keys of some records of one side of a mapping, as (record id,

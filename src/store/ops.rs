@@ -333,6 +333,48 @@ pub(crate) async fn links_by_records(
     Ok(links)
 }
 
+/// The records of entity `to` linked to the same global ids as some records of entity
+/// `from`, as (record id in `from`, record id in `to`); records without such a counterpart
+/// are left out.
+pub(crate) async fn linked_counterparts(
+    mut conn: Conn<'_>,
+    identity: &str,
+    from_system: &str,
+    from_entity: &str,
+    to_system: &str,
+    to_entity: &str,
+    record_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut pairs = Vec::new();
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        let placeholders: Vec<String> = (6..6 + chunk.len()).map(|n| format!("${n}")).collect();
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "SELECT a.record_id AS from_id, b.record_id AS to_id FROM links a \
+             JOIN links b ON b.identity = a.identity AND b.global_id = a.global_id \
+             AND b.system = $4 AND b.entity = $5 \
+             WHERE a.identity = $1 AND a.system = $2 AND a.entity = $3 AND a.record_id IN ({})",
+            placeholders.join(", ")
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(identity)
+                .bind(from_system)
+                .bind(from_entity)
+                .bind(to_system)
+                .bind(to_entity);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            pairs.extend(all(&rows, |row| {
+                Ok((row.text("from_id")?, row.text("to_id")?))
+            })?);
+        });
+    }
+    Ok(pairs)
+}
+
 /// Every link of one entity for an identity type.
 pub(crate) async fn links_of_entity(
     conn: Conn<'_>,

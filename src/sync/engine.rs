@@ -28,7 +28,7 @@
 //! store; it never imports the simulators.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::Utc;
 use indexmap::IndexMap;
@@ -58,6 +58,12 @@ use crate::sync::report::{Action, FieldChange, MappingReport, RunReport, SystemR
 const BREAKER_MIN_LINKED: usize = 10;
 /// Records written per batch and store transaction.
 const BATCH: usize = 50;
+/// A pass that maps more records than this loads every link of the mappings it refers to
+/// at once; one that maps fewer looks up only the links its records ask for.
+const LINKS_BY_RECORD: usize = 1_000;
+/// Rounds of link lookups for one mapping of one record (each round looks up ids the
+/// record asked for and were not looked up before, so a few always suffice).
+const LOOKUP_ROUNDS: usize = 8;
 
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -266,8 +272,7 @@ fn without_create_only(plan: &MappingPlan, mut fields: Fields) -> Fields {
 }
 
 fn fields_hash(fields: &Fields) -> String {
-    let canonical = Canonical::from_fields(fields.clone());
-    format!("{:016x}", canonical.hash())
+    format!("{:016x}", mapping::canonical::hash_fields(fields))
 }
 
 /// Writes `fields` (target paths -> values) into a target-shaped record.
@@ -425,13 +430,40 @@ fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: O
     }
 }
 
-/// Translates ids through the links of other mappings, from links loaded before the pass.
+/// An id to translate: (mapping, from system, id).
+type IdKey = (String, String, String);
+
+/// Translates ids through the links of other mappings.
+///
+/// A pass that maps many records loads every link of the mappings it refers to up front
+/// (`whole`). One that maps a few loads only the links its records ask for: an id neither
+/// loaded nor looked up yet is noted as missed (and not linked, for now); the engine looks
+/// the missed ids up in the store ([`Engine::load_missed`]) and maps again
+/// ([`Engine::links_ready`]) before a mapping counts. So a record fetched later in the pass
+/// (a counterpart, a record re-read before its update) is translated with the same links
+/// as one read at the start.
 struct LinkResolver {
+    /// Every link of the referenced mappings is in `ids`.
+    whole: bool,
     /// (mapping, from system, id) -> id on the other side.
-    ids: HashMap<(String, String, String), Value>,
+    ids: Mutex<HashMap<IdKey, Value>>,
+    /// Ids looked up in the store, linked or not.
+    looked_up: Mutex<HashSet<IdKey>>,
+    /// Ids asked for that were neither loaded nor looked up.
+    missed: Mutex<HashSet<IdKey>>,
     /// (mapping, key path, from system, id or key value) -> key value or id on the other
     /// side, for references by key (`ref_key`), from the referenced mapping's synced values.
     keyed: HashMap<(String, String, String, String), Value>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LinkResolver {
+    fn take_missed(&self) -> Vec<IdKey> {
+        locked(&self.missed).drain().collect()
+    }
 }
 
 impl ResolveReference for LinkResolver {
@@ -451,14 +483,20 @@ impl ResolveReference for LinkResolver {
                     id,
                 ))
                 .cloned(),
-            None => self
-                .ids
-                .get(&(
+            None => {
+                let key = (
                     request.mapping.to_owned(),
                     request.from_system.to_owned(),
                     id,
-                ))
-                .cloned(),
+                );
+                if let Some(value) = locked(&self.ids).get(&key) {
+                    return Some(value.clone());
+                }
+                if !self.whole && !locked(&self.looked_up).contains(&key) {
+                    locked(&self.missed).insert(key);
+                }
+                None
+            }
         }
     }
 }
@@ -1024,6 +1062,12 @@ impl Engine {
 
     /// Whether a record the pair would update changed since this pass read it (re-read where
     /// the entity asks for it). A record gone since is left to the update, which reports it.
+    ///
+    /// The record is read again even when this pass fetched it moments ago as the pair's
+    /// counterpart: that fetch happened while the pass was deciding, before every other pair
+    /// of the pass was decided and the earlier write batches went out, so trusting it would
+    /// widen the window in which someone else's edit is overwritten from one request to the
+    /// whole pass.
     async fn moved_since_read(
         &self,
         m: &MappingRuntime,
@@ -1035,9 +1079,15 @@ impl Engine {
             if !rt.verify_updates {
                 continue;
             }
-            if let Some(current) = rt.connector.get(&rt.entity, &update.id).await?
-                && seen_hash(m, update.on, &current.data, resolver).as_deref()
-                    != Some(update.read_hash.as_str())
+            let Some(current) = rt.connector.get(&rt.entity, &update.id).await? else {
+                continue;
+            };
+            self.links_ready(resolver, || {
+                let _ = seen_hash(m, update.on, &current.data, resolver);
+            })
+            .await?;
+            if seen_hash(m, update.on, &current.data, resolver).as_deref()
+                != Some(update.read_hash.as_str())
             {
                 return Ok(true);
             }
@@ -1144,10 +1194,18 @@ impl Engine {
         Ok(read)
     }
 
-    /// Loads the id translations of every mapping `m` refers to.
-    async fn resolver(&self, m: &MappingRuntime) -> Result<LinkResolver, EngineError> {
+    /// The id translations of the mappings `m` refers to, for a pass that maps `records`
+    /// records: all of them loaded when that is many records, else none yet (see
+    /// [`LinkResolver`]).
+    async fn resolver(
+        &self,
+        m: &MappingRuntime,
+        records: usize,
+    ) -> Result<LinkResolver, EngineError> {
+        let whole = records > LINKS_BY_RECORD;
+        let loaded: &[String] = if whole { &m.references } else { &[] };
         let mut ids = HashMap::new();
-        for name in &m.references {
+        for name in loaded {
             let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
                 continue;
             };
@@ -1230,7 +1288,87 @@ impl Engine {
                 );
             }
         }
-        Ok(LinkResolver { ids, keyed })
+        Ok(LinkResolver {
+            whole: whole || m.references.is_empty(),
+            ids: Mutex::new(ids),
+            looked_up: Mutex::new(HashSet::new()),
+            missed: Mutex::new(HashSet::new()),
+            keyed,
+        })
+    }
+
+    /// Looks up the links of the ids mappings asked `resolver` for and did not find loaded;
+    /// false when there were none, so what was mapped stands.
+    async fn load_missed(&self, resolver: &LinkResolver) -> Result<bool, EngineError> {
+        let missed = resolver.take_missed();
+        if missed.is_empty() {
+            return Ok(false);
+        }
+        let mut wanted: HashMap<(&str, &str), Vec<String>> = HashMap::new();
+        for (mapping, system, id) in &missed {
+            wanted
+                .entry((mapping.as_str(), system.as_str()))
+                .or_default()
+                .push(id.clone());
+        }
+        let mut found = Vec::new();
+        for ((name, system), record_ids) in wanted {
+            let Some(referenced) = self.mappings.iter().find(|r| r.name == name) else {
+                continue;
+            };
+            for (from, to) in [
+                (&referenced.source, &referenced.target),
+                (&referenced.target, &referenced.source),
+            ] {
+                if from.system != system {
+                    continue;
+                }
+                for (from_id, to_id) in self
+                    .store
+                    .linked_counterparts(
+                        referenced.identity(),
+                        &from.system,
+                        &from.entity,
+                        &to.system,
+                        &to.entity,
+                        &record_ids,
+                    )
+                    .await?
+                {
+                    found.push((
+                        (name.to_owned(), from.system.clone(), from_id.clone()),
+                        id_value(&to_id, to.id_type),
+                    ));
+                    found.push((
+                        (name.to_owned(), to.system.clone(), to_id),
+                        id_value(&from_id, from.id_type),
+                    ));
+                }
+            }
+        }
+        locked(&resolver.ids).extend(found);
+        locked(&resolver.looked_up).extend(missed);
+        Ok(true)
+    }
+
+    /// Runs `map` (a mapping whose result is dropped) and loads the links it asked for that
+    /// were not loaded, until it asks for none: a mapping made afterwards with the same
+    /// records and `resolver` finds every link there is.
+    async fn links_ready(
+        &self,
+        resolver: &LinkResolver,
+        map: impl Fn(),
+    ) -> Result<(), EngineError> {
+        if resolver.whole {
+            return Ok(());
+        }
+        for _ in 0..LOOKUP_ROUNDS {
+            map();
+            if !self.load_missed(resolver).await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// One pass of one mapping. Returns its counts and the records waiting for references.
@@ -1301,7 +1439,19 @@ impl Engine {
             .store
             .count_pairs_synced_before(&m.name, run_started)
             .await? as usize;
-        let resolver = self.resolver(m).await?;
+        let resolver = self
+            .resolver(m, source.records.len() + target.records.len())
+            .await?;
+        // The links the records read refer to, looked up at once.
+        self.links_ready(&resolver, || {
+            for record in source.records.values() {
+                let _ = mapping::apply_forward(&m.plan, &record.data, &resolver);
+            }
+            for record in target.records.values() {
+                let _ = mapping::apply_inverse(&m.plan, &record.data, &resolver);
+            }
+        })
+        .await?;
         let loaded_at = started.elapsed();
         let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
         let decided_at = started.elapsed();
@@ -1567,6 +1717,12 @@ impl Engine {
                         .await?
                 }
             };
+            if let Some(record) = &record {
+                self.links_ready(resolver, || {
+                    let _ = self.content_hash(m, side, &record.data, resolver);
+                })
+                .await?;
+            }
             let hash = record
                 .and_then(|r| self.content_hash(m, side, &r.data, resolver))
                 .or(seen);
@@ -1734,6 +1890,18 @@ impl Engine {
                 },
             };
             let global_id = GlobalId::new(global);
+            self.links_ready(resolver, || {
+                let _ = self.merge_pair(
+                    m,
+                    global_id.clone(),
+                    &source_record,
+                    &target_record,
+                    pair,
+                    resolver,
+                    &mut MappingWork::default(),
+                );
+            })
+            .await?;
             match self.merge_pair(
                 m,
                 global_id,
@@ -1829,12 +1997,24 @@ impl Engine {
                 let candidates = live;
                 match candidates.len() {
                     0 if !allowed => {}
-                    0 => match self.plan_create(m, side, record, own_global, key.clone(), resolver)
-                    {
-                        Planned::Create(create) => work.creates.push(create),
-                        Planned::Park(parking) => work.parked.push(parking),
-                        Planned::Wait(parking) => work.deferred.push(parking),
-                    },
+                    0 => {
+                        self.links_ready(resolver, || {
+                            let _ = self.plan_create(
+                                m,
+                                side,
+                                record,
+                                own_global.clone(),
+                                key.clone(),
+                                resolver,
+                            );
+                        })
+                        .await?;
+                        match self.plan_create(m, side, record, own_global, key.clone(), resolver) {
+                            Planned::Create(create) => work.creates.push(create),
+                            Planned::Park(parking) => work.parked.push(parking),
+                            Planned::Wait(parking) => work.deferred.push(parking),
+                        }
+                    }
                     1 => {
                         let candidate_id = candidates[0].clone();
                         let Some(candidate) = other_read
@@ -1879,6 +2059,18 @@ impl Engine {
                             Side::Source => (record.clone(), candidate),
                             Side::Target => (candidate, record.clone()),
                         };
+                        self.links_ready(resolver, || {
+                            let _ = self.merge_pair(
+                                m,
+                                global.clone(),
+                                &source_record,
+                                &target_record,
+                                None,
+                                resolver,
+                                &mut MappingWork::default(),
+                            );
+                        })
+                        .await?;
                         match self.merge_pair(
                             m,
                             global,
@@ -2532,6 +2724,12 @@ impl Engine {
                         .await
                     {
                         Ok(written) => {
+                            if let Some(record) = &written.record {
+                                self.links_ready(resolver, || {
+                                    let _ = seen_hash(m, update.on, &record.data, resolver);
+                                })
+                                .await?;
+                            }
                             let stored = written
                                 .record
                                 .as_ref()
