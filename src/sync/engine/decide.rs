@@ -1,0 +1,1088 @@
+//! One pass of one mapping, and its decisions: reading both sides, resolving intents,
+//! sorting records into pairs, matches, creates, deletes and parked records, merging each pair
+//! three ways, the circuit breaker; then the writes and the cursors.
+
+use super::*;
+
+impl Engine {
+    /// One pass of one mapping. Returns its counts and the records waiting for references.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn sync_mapping(
+        &self,
+        m: &MappingRuntime,
+        options: &RunOptions,
+        run_id: Option<&RunId>,
+        carried: Vec<(Side, String)>,
+        fresh: [bool; 2],
+        last_pass: bool,
+        run_started: chrono::DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
+        let mut report = MappingReport {
+            mapping: m.name.clone(),
+            flow: m.flow.clone(),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let mut source = self.read_side(m, Side::Source, fresh[0]).await?;
+        let mut target = self.read_side(m, Side::Target, fresh[1]).await?;
+        let read_at = started.elapsed();
+        report.read_source = source.records.len() as u64;
+        report.read_target = target.records.len() as u64;
+
+        // Parked records and records waiting for references are tried again.
+        let parked = self.store.parked(Some(&m.name)).await?;
+        // Records parked earlier in this run wait for the next run: a later pass would only
+        // park them again.
+        let retry: Vec<(Side, String)> = parked
+            .iter()
+            .filter(|p| p.last_tried_at < run_started)
+            .map(|p| (p.side, p.record_id.clone()))
+            .chain(carried)
+            .collect();
+        for (side, id) in retry {
+            let read = match side {
+                Side::Source => &mut source,
+                Side::Target => &mut target,
+            };
+            if read.records.contains_key(&id) {
+                continue;
+            }
+            let rt = m.side(side);
+            match rt.connector.get(&rt.entity, &id).await? {
+                Some(record) => {
+                    read.records.insert(id, record);
+                }
+                None => {
+                    if !options.dry_run {
+                        self.store.unpark(&m.name, side, &id).await?;
+                    }
+                }
+            }
+        }
+
+        // Intents left open by a crash are resolved before anything is decided, so a record
+        // created just before the crash is linked, not created again.
+        if !options.dry_run {
+            self.resolve_intents(m, &source, &target).await?;
+        }
+        let pairs = self.pairs_of(m, &source, &target).await?;
+        // Pairs made earlier in this run do not count for the circuit breaker: an initial
+        // sync in several passes is not a mass change.
+        let linked_before = self
+            .store
+            .count_pairs_synced_before(&m.name, run_started)
+            .await? as usize;
+        let resolver = self
+            .resolver(m, source.records.len() + target.records.len())
+            .await?;
+        // The links the records read refer to, looked up at once.
+        self.links_ready(&resolver, || {
+            for record in source.records.values() {
+                let _ = mapping::apply_forward(&m.plan, &record.data, &resolver);
+            }
+            for record in target.records.values() {
+                let _ = mapping::apply_inverse(&m.plan, &record.data, &resolver);
+            }
+        })
+        .await?;
+        let loaded_at = started.elapsed();
+        let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
+        let decided_at = started.elapsed();
+
+        // The circuit breaker counts overwrites and deletes of pairs that existed before.
+        let overwrites = work
+            .pairs
+            .iter()
+            .filter(|p| p.synced_at.is_some_and(|t| t < run_started) && !p.updates.is_empty())
+            .count();
+        let deletes = work.deletes.len() + work.unlinks.len();
+        let share = if linked_before == 0 {
+            0.0
+        } else {
+            (overwrites + deletes) as f64 / linked_before as f64
+        };
+        if linked_before >= BREAKER_MIN_LINKED
+            && share > m.spec.max_change_share
+            && !options.allow_mass_change
+        {
+            let message = format!(
+                "stopped before writing: this run would overwrite or delete {} of {} linked records ({:.0}%), more than the mapping's max_change_share of {:.0}%; check the source data, then run again with --allow-mass-change to let it through",
+                overwrites + deletes,
+                linked_before,
+                share * 100.0,
+                m.spec.max_change_share * 100.0
+            );
+            warn!(mapping = %m.name, %message, "circuit breaker");
+            report.stopped = Some(message);
+            if !options.dry_run {
+                return Ok((report, Vec::new()));
+            }
+        }
+
+        if options.dry_run {
+            plan_actions(m, &work, actions);
+            report.linked = work
+                .pairs
+                .iter()
+                .filter(|p| !p.new_links.is_empty())
+                .count() as u64;
+            report.created_source =
+                work.creates.iter().filter(|c| c.on == Side::Source).count() as u64;
+            report.created_target =
+                work.creates.iter().filter(|c| c.on == Side::Target).count() as u64;
+            report.updated_source = count_updates(&work, Side::Source);
+            report.updated_target = count_updates(&work, Side::Target);
+            report.conflicts = work.pairs.iter().map(|p| p.conflicts.len() as u64).sum();
+            report.parked = work.parked.len() as u64;
+            return Ok((report, Vec::new()));
+        }
+
+        // Records waiting for references are parked with their reason (so a run that ends,
+        // or is killed, before they are linked retries them next time) and tried again in the
+        // next pass of this run, which unparks them once their references are linked.
+        let deferred = std::mem::take(&mut work.deferred);
+        let waiting: Vec<(Side, String)> = if last_pass {
+            Vec::new()
+        } else {
+            deferred.iter().map(|p| (p.side, p.id.clone())).collect()
+        };
+        // Parked once per run: a record that waits in several passes is one attempt.
+        work.parked.extend(deferred.into_iter().filter(|waiting| {
+            !parked.iter().any(|p| {
+                p.side == waiting.side
+                    && p.record_id == waiting.id
+                    && p.last_tried_at >= run_started
+            })
+        }));
+
+        self.execute(
+            m,
+            options,
+            run_id,
+            work,
+            &mut report,
+            &parked,
+            run_started,
+            &resolver,
+        )
+        .await?;
+
+        // Everything read is done or parked: the cursors move.
+        let mut tx = self.store.transaction().await?;
+        for (side, read) in [(Side::Source, &source), (Side::Target, &target)] {
+            if let Some(position) = &read.cursor {
+                tx.set_cursor(&cursor_key(m, side, false), position).await?;
+            }
+            if let Some(position) = &read.deletion_cursor {
+                tx.set_cursor(&cursor_key(m, side, true), position).await?;
+            }
+        }
+        tx.commit().await?;
+        debug!(
+            mapping = %m.name,
+            ?report,
+            read_ms = read_at.as_millis() as u64,
+            load_ms = (loaded_at - read_at).as_millis() as u64,
+            decide_ms = (decided_at - loaded_at).as_millis() as u64,
+            write_ms = (started.elapsed() - decided_at).as_millis() as u64,
+            "mapping pass done"
+        );
+        Ok((report, waiting))
+    }
+
+    /// Sorts the records of a pass into pairs, matches, creates, deletes and parked records.
+    pub(super) async fn decide(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+        pairs: Vec<PairState>,
+        resolver: &LinkResolver,
+    ) -> Result<MappingWork, EngineError> {
+        let plan = &m.plan;
+        let identity = m.identity();
+        let mut work = MappingWork::default();
+        let pairs_by_global: HashMap<String, PairState> = pairs
+            .into_iter()
+            .map(|p| (p.global_id.as_str().to_owned(), p))
+            .collect();
+        let pair_of_source: HashMap<&str, &PairState> = pairs_by_global
+            .values()
+            .map(|p| (p.source_id.as_str(), p))
+            .collect();
+        let pair_of_target: HashMap<&str, &PairState> = pairs_by_global
+            .values()
+            .map(|p| (p.target_id.as_str(), p))
+            .collect();
+
+        // Deletions: explicit, or by absence from a complete listing.
+        let mut deleted: Vec<(Side, String)> = Vec::new();
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            deleted.extend(read.deleted.iter().map(|id| (side, id.clone())));
+            if let Some(listed) = &read.listed {
+                let ids = match side {
+                    Side::Source => pair_of_source.keys(),
+                    Side::Target => pair_of_target.keys(),
+                };
+                deleted.extend(
+                    ids.filter(|id| !listed.contains(**id))
+                        .map(|id| (side, (*id).to_owned())),
+                );
+            }
+        }
+        let mut gone: HashSet<(Side, String)> = HashSet::new();
+        // Survivors of forgotten pairs: (side, id), once the deletions are all known.
+        let mut survivors: Vec<(Side, String, Option<String>)> = Vec::new();
+        for (side, id) in deleted {
+            let pair = match side {
+                Side::Source => pair_of_source.get(id.as_str()),
+                Side::Target => pair_of_target.get(id.as_str()),
+            };
+            let Some(pair) = pair else { continue };
+            if !gone.insert((side, id.clone())) {
+                continue;
+            }
+            let counterpart = match side {
+                Side::Source => pair.target_id.clone(),
+                Side::Target => pair.source_id.clone(),
+            };
+            let seen = match side {
+                Side::Source => pair.target.hash.clone(),
+                Side::Target => pair.source.hash.clone(),
+            };
+            // A delete propagates the way the mapping carries records: in a one-way mapping,
+            // a delete on the side that never creates (a shop order of a CRM user) only
+            // forgets the pair.
+            let carried = match side {
+                Side::Source => m.spec.direction.forward(),
+                Side::Target => m.spec.direction.backward(),
+            };
+            match m.spec.deletes {
+                DeletePolicy::Ignore => {}
+                DeletePolicy::Propagate if carried && m.side(other(side)).info.can_delete => {
+                    work.deletes
+                        .push((other(side), counterpart.clone(), pair.global_id.clone()));
+                    gone.insert((other(side), counterpart));
+                    work.unlinks.push((side, id, pair.global_id.clone()));
+                }
+                DeletePolicy::Unlink | DeletePolicy::Propagate => {
+                    survivors.push((other(side), counterpart, seen));
+                    work.unlinks.push((side, id, pair.global_id.clone()));
+                }
+            }
+        }
+        // A survivor is remembered with its mapped content as it is now, read in this pass
+        // or fetched, so that it is not created again on the other side on a later run.
+        for (side, id, seen) in survivors {
+            if gone.contains(&(side, id.clone())) {
+                continue;
+            }
+            let read = match side {
+                Side::Source => source,
+                Side::Target => target,
+            };
+            let record = match read.records.get(&id) {
+                Some(record) => Some(record.clone()),
+                None => {
+                    m.side(side)
+                        .connector
+                        .get(&m.side(side).entity, &id)
+                        .await?
+                }
+            };
+            if let Some(record) = &record {
+                self.links_ready(resolver, || {
+                    let _ = self.content_hash(m, side, &record.data, resolver);
+                })
+                .await?;
+            }
+            let hash = record
+                .and_then(|r| self.content_hash(m, side, &r.data, resolver))
+                .or(seen);
+            if let Some(hash) = hash {
+                work.forgotten.push((side, id, hash));
+            }
+        }
+        let forgotten: HashMap<(Side, String), String> = self
+            .store
+            .unlinked(&m.name)
+            .await?
+            .into_iter()
+            .map(|u| ((u.side, u.record_id), u.content_hash))
+            .collect();
+
+        // Links of the records read, for records that are not in a pair of this mapping.
+        let source_ids: Vec<String> = source
+            .records
+            .keys()
+            .filter(|id| !pair_of_source.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        let target_ids: Vec<String> = target
+            .records
+            .keys()
+            .filter(|id| !pair_of_target.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        let source_links: HashMap<String, GlobalId> = self
+            .store
+            .links_by_records(identity, &m.source.system, &m.source.entity, &source_ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.record.id, l.global_id))
+            .collect();
+        let target_links: HashMap<String, GlobalId> = self
+            .store
+            .links_by_records(identity, &m.target.system, &m.target.entity, &target_ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.record.id, l.global_id))
+            .collect();
+
+        // Pairs touched by this pass, by global id: (source id, target id, pair state).
+        let mut touched: IndexMap<String, Touched<'_>> = IndexMap::new();
+        let mut unlinked_source: Vec<&Record> = Vec::new();
+        let mut unlinked_target: Vec<&Record> = Vec::new();
+        // A side read again with the content last seen or written has not changed: a full
+        // listing (Keap companies) costs its pages, not a read of every counterpart.
+        let source_unchanged = |record: &Record, pair: &PairState| {
+            pair.source.hash.is_some()
+                && mapping::apply_forward_existing(plan, &record.data, resolver)
+                    .ok()
+                    .map(|body| fields_hash(&Canonical::of(plan, &body).into_fields()))
+                    == pair.source.hash
+        };
+        let target_unchanged = |record: &Record, pair: &PairState| {
+            pair.target.hash.is_some()
+                && Some(fields_hash(&synced_fields(plan, &record.data))) == pair.target.hash
+        };
+        for record in source.records.values() {
+            if gone.contains(&(Side::Source, record.id.clone())) {
+                continue;
+            }
+            if let Some(pair) = pair_of_source.get(record.id.as_str()) {
+                if source_unchanged(record, pair) {
+                    work.ok_ids.push((Side::Source, record.id.clone()));
+                    continue;
+                }
+                touched.insert(
+                    pair.global_id.as_str().to_owned(),
+                    (
+                        Some(record.id.clone()),
+                        Some(pair.target_id.clone()),
+                        Some(*pair),
+                    ),
+                );
+            } else if let Some(global) = source_links.get(&record.id) {
+                match self
+                    .store
+                    .link_by_global(identity, global, &m.target.system, &m.target.entity)
+                    .await?
+                {
+                    Some(link)
+                        if !self
+                            .is_paired(m, Side::Target, &link.record.id, &pair_of_target)
+                            .await? =>
+                    {
+                        touched.insert(
+                            global.as_str().to_owned(),
+                            (Some(record.id.clone()), Some(link.record.id), None),
+                        );
+                    }
+                    _ => unlinked_source.push(record),
+                }
+            } else {
+                unlinked_source.push(record);
+            }
+        }
+        for record in target.records.values() {
+            if gone.contains(&(Side::Target, record.id.clone())) {
+                continue;
+            }
+            if let Some(pair) = pair_of_target.get(record.id.as_str()) {
+                if target_unchanged(record, pair) {
+                    if let Some(entry) = touched.get_mut(pair.global_id.as_str()) {
+                        entry.1 = Some(record.id.clone());
+                    } else {
+                        work.ok_ids.push((Side::Target, record.id.clone()));
+                    }
+                    continue;
+                }
+                let entry = touched
+                    .entry(pair.global_id.as_str().to_owned())
+                    .or_insert((Some(pair.source_id.clone()), None, Some(*pair)));
+                entry.1 = Some(record.id.clone());
+            } else if let Some(global) = target_links.get(&record.id) {
+                if touched.contains_key(global.as_str()) {
+                    continue;
+                }
+                match self
+                    .store
+                    .link_by_global(identity, global, &m.source.system, &m.source.entity)
+                    .await?
+                {
+                    Some(link)
+                        if !self
+                            .is_paired(m, Side::Source, &link.record.id, &pair_of_source)
+                            .await? =>
+                    {
+                        touched.insert(
+                            global.as_str().to_owned(),
+                            (Some(link.record.id), Some(record.id.clone()), None),
+                        );
+                    }
+                    _ => unlinked_target.push(record),
+                }
+            } else {
+                unlinked_target.push(record);
+            }
+        }
+
+        // Linked pairs: fetch the side that was not read, then merge.
+        for (global, (source_id, target_id, pair)) in touched {
+            let (Some(source_id), Some(target_id)) = (source_id, target_id) else {
+                continue;
+            };
+            if gone.contains(&(Side::Source, source_id.clone()))
+                || gone.contains(&(Side::Target, target_id.clone()))
+            {
+                continue;
+            }
+            let source_record = match source.records.get(&source_id) {
+                Some(r) => r.clone(),
+                None => match m.source.connector.get(&m.source.entity, &source_id).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            let target_record = match target.records.get(&target_id) {
+                Some(r) => r.clone(),
+                None => match m.target.connector.get(&m.target.entity, &target_id).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            let global_id = GlobalId::new(global);
+            self.links_ready(resolver, || {
+                let _ = self.merge_pair(
+                    m,
+                    global_id.clone(),
+                    &source_record,
+                    &target_record,
+                    pair,
+                    resolver,
+                    &mut MappingWork::default(),
+                );
+            })
+            .await?;
+            match self.merge_pair(
+                m,
+                global_id,
+                &source_record,
+                &target_record,
+                pair,
+                resolver,
+                &mut work,
+            ) {
+                Ok(Some(pair_plan)) => work.pairs.push(pair_plan),
+                Ok(None) => {}
+                Err(parking) => work.parked.push(parking),
+            }
+        }
+
+        // Unlinked records: match, or create on the other side.
+        let mut claimed: HashSet<(Side, String)> = HashSet::new();
+        for (side, records) in [
+            (Side::Source, unlinked_source),
+            (Side::Target, unlinked_target),
+        ] {
+            let allowed = match side {
+                Side::Source => m.spec.direction.forward(),
+                Side::Target => m.spec.direction.backward(),
+            };
+            for record in records {
+                if claimed.contains(&(side, record.id.clone())) {
+                    continue;
+                }
+                // A record whose counterpart was deleted stays forgotten while it is as it
+                // was then; once a mapped field changes it syncs again.
+                if let Some(hash) = forgotten.get(&(side, record.id.clone())) {
+                    if self.content_hash(m, side, &record.data, resolver).as_ref() == Some(hash) {
+                        continue;
+                    }
+                    work.revived.push((side, record.id.clone()));
+                }
+                let key = match_key(plan, side, &record.data);
+                work.record_keys
+                    .push((side, record.id.clone(), key.clone()));
+                if side == Side::Source {
+                    match mapping::accepts(plan, &record.data) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(error) => {
+                            work.parked.push(parking_from(side, &record.id, &error));
+                            continue;
+                        }
+                    }
+                }
+                let own_global = match side {
+                    Side::Source => source_links.get(&record.id).cloned(),
+                    Side::Target => target_links.get(&record.id).cloned(),
+                };
+                let other_side = other(side);
+                let other_read = match other_side {
+                    Side::Source => source,
+                    Side::Target => target,
+                };
+                let candidates = match &key {
+                    Some(key) => {
+                        self.candidates(
+                            m,
+                            other_side,
+                            key,
+                            other_read,
+                            &pair_of_source,
+                            &pair_of_target,
+                            &claimed,
+                        )
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
+                // Candidates known only from earlier passes are read again: one that no longer
+                // exists is no candidate, and its match key is forgotten.
+                let mut fetched: HashMap<String, Record> = HashMap::new();
+                let mut live = Vec::with_capacity(candidates.len());
+                for id in candidates {
+                    if other_read.records.contains_key(&id) {
+                        live.push(id);
+                        continue;
+                    }
+                    let rt = m.side(other_side);
+                    match rt.connector.get(&rt.entity, &id).await? {
+                        Some(found) => {
+                            fetched.insert(id.clone(), found);
+                            live.push(id);
+                        }
+                        None => work.record_keys.push((other_side, id, None)),
+                    }
+                }
+                let candidates = live;
+                match candidates.len() {
+                    0 if !allowed => {}
+                    0 => {
+                        self.links_ready(resolver, || {
+                            let _ = self.plan_create(
+                                m,
+                                side,
+                                record,
+                                own_global.clone(),
+                                key.clone(),
+                                resolver,
+                            );
+                        })
+                        .await?;
+                        match self.plan_create(m, side, record, own_global, key.clone(), resolver) {
+                            Planned::Create(create) => work.creates.push(create),
+                            Planned::Park(parking) => work.parked.push(parking),
+                            Planned::Wait(parking) => work.deferred.push(parking),
+                        }
+                    }
+                    1 => {
+                        let candidate_id = candidates[0].clone();
+                        let Some(candidate) = other_read
+                            .records
+                            .get(&candidate_id)
+                            .or_else(|| fetched.get(&candidate_id))
+                            .cloned()
+                        else {
+                            continue;
+                        };
+                        claimed.insert((other_side, candidate_id.clone()));
+                        let other_rt = m.side(other_side);
+                        let candidate_global = self
+                            .store
+                            .link_by_record(
+                                identity,
+                                &RecordKey::new(&other_rt.system, &other_rt.entity, &candidate_id),
+                            )
+                            .await?
+                            .map(|l| l.global_id);
+                        let (global, new_global) = match (own_global, candidate_global) {
+                            (Some(a), Some(b)) if a != b => {
+                                work.parked.push(Parking {
+                                    side,
+                                    id: record.id.clone(),
+                                    reason: format!(
+                                        "matches {} `{candidate_id}` by key, but the two are already different {identity}s ({} and {}); link them by hand or fix the data",
+                                        other_rt.system,
+                                        a.as_str(),
+                                        b.as_str()
+                                    ),
+                                    field: None,
+                                    value: key.clone(),
+                                });
+                                continue;
+                            }
+                            (Some(a), _) => (a, false),
+                            (None, Some(b)) => (b, false),
+                            (None, None) => (GlobalId::new(String::new()), true),
+                        };
+                        let (source_record, target_record) = match side {
+                            Side::Source => (record.clone(), candidate),
+                            Side::Target => (candidate, record.clone()),
+                        };
+                        self.links_ready(resolver, || {
+                            let _ = self.merge_pair(
+                                m,
+                                global.clone(),
+                                &source_record,
+                                &target_record,
+                                None,
+                                resolver,
+                                &mut MappingWork::default(),
+                            );
+                        })
+                        .await?;
+                        match self.merge_pair(
+                            m,
+                            global,
+                            &source_record,
+                            &target_record,
+                            None,
+                            resolver,
+                            &mut work,
+                        ) {
+                            Ok(Some(mut pair_plan)) => {
+                                pair_plan.new_links = vec![
+                                    (Side::Source, source_record.id.clone()),
+                                    (Side::Target, target_record.id.clone()),
+                                ];
+                                pair_plan.new_global = new_global;
+                                work.pairs.push(pair_plan);
+                            }
+                            Ok(None) => {}
+                            Err(parking) => work.parked.push(parking),
+                        }
+                    }
+                    _ => {
+                        let reason = format!(
+                            "ambiguous match: {} records of {} {} have the same match key; link one by hand or make the key unique",
+                            candidates.len(),
+                            m.side(other_side).system,
+                            m.side(other_side).entity
+                        );
+                        work.ambiguous.push(Action::Ambiguous {
+                            mapping: m.name.clone(),
+                            side,
+                            record_id: record.id.clone(),
+                            key: key.clone().unwrap_or_default(),
+                            candidates: candidates.clone(),
+                        });
+                        work.parked.push(Parking {
+                            side,
+                            id: record.id.clone(),
+                            reason,
+                            field: None,
+                            value: key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        // Match keys of linked records too, so later records can find them.
+        let keyed: HashSet<(Side, String)> = work
+            .record_keys
+            .iter()
+            .map(|(side, id, _)| (*side, id.clone()))
+            .collect();
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            for record in read.records.values() {
+                if !keyed.contains(&(side, record.id.clone())) {
+                    work.record_keys.push((
+                        side,
+                        record.id.clone(),
+                        match_key(plan, side, &record.data),
+                    ));
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Records of `side` with match key `key` that are free to link: read in this pass or
+    /// known from earlier ones, and not in a pair of this mapping or claimed in this pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn candidates(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        key: &str,
+        read: &SideRead,
+        pair_of_source: &HashMap<&str, &PairState>,
+        pair_of_target: &HashMap<&str, &PairState>,
+        claimed: &HashSet<(Side, String)>,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut ids: Vec<String> = read
+            .records
+            .values()
+            .filter(|r| match_key(&m.plan, side, &r.data).as_deref() == Some(key))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in self.store.find_record_keys(&m.name, side, key).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let paired = match side {
+            Side::Source => pair_of_source,
+            Side::Target => pair_of_target,
+        };
+        ids.retain(|id| {
+            !paired.contains_key(id.as_str()) && !claimed.contains(&(side, id.clone()))
+        });
+        // Records known from earlier passes may be paired without being read in this one.
+        let unread: Vec<String> = ids
+            .iter()
+            .filter(|id| !read.records.contains_key(*id))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            let paired_elsewhere: HashSet<String> = self
+                .store
+                .pair_states_of_records(&m.name, side, &unread)
+                .await?
+                .into_iter()
+                .map(|p| match side {
+                    Side::Source => p.source_id,
+                    Side::Target => p.target_id,
+                })
+                .collect();
+            ids.retain(|id| !paired_elsewhere.contains(id));
+        }
+        Ok(ids)
+    }
+
+    /// The hash of a record's mapped fields, in the target's terms (a source record mapped
+    /// forward): the content the engine compares to tell whether a record changed.
+    pub(super) fn content_hash(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        data: &Value,
+        resolver: &LinkResolver,
+    ) -> Option<String> {
+        match side {
+            Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
+                .ok()
+                .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
+            Side::Target => Some(fields_hash(&synced_fields(&m.plan, data))),
+        }
+    }
+
+    /// Plans the create of `record`'s counterpart on the other side.
+    pub(super) fn plan_create(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        record: &Record,
+        own_global: Option<GlobalId>,
+        key: Option<String>,
+        resolver: &LinkResolver,
+    ) -> Planned {
+        let plan = &m.plan;
+        let mapped = match side {
+            Side::Source => mapping::apply_forward(plan, &record.data, resolver),
+            Side::Target => mapping::apply_inverse(plan, &record.data, resolver),
+        };
+        let mut body = match mapped {
+            Ok(body) => body,
+            Err(error) if error.waits_for_references() => {
+                return Planned::Wait(self.waiting(m, side, &record.id, &error));
+            }
+            Err(error) => return Planned::Park(parking_from(side, &record.id, &error)),
+        };
+        // The base is in the target's terms: the created target record, or the source
+        // record as it maps forward.
+        let fields = match side {
+            Side::Source => Canonical::of(plan, &body).into_fields(),
+            Side::Target => Canonical::of(plan, &record.data).into_fields(),
+        };
+        shape_body(&mut body, &m.side(other(side)).fields, None);
+        let (global_id, new_global) = match own_global {
+            Some(global) => (global, false),
+            None => (GlobalId::new(String::new()), true),
+        };
+        Planned::Create(Create {
+            on: other(side),
+            from_id: record.id.clone(),
+            global_id,
+            new_global,
+            body,
+            fields,
+            match_values: key,
+        })
+    }
+
+    /// A record that waits for referenced records, with a reason that names each reference,
+    /// the mapping whose link is missing and what would make it: the referenced mapping
+    /// creating the record on the other side, or, where that mapping never creates records
+    /// from this side, the record being set up there first.
+    pub(super) fn waiting(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        id: &str,
+        error: &RecordError,
+    ) -> Parking {
+        let from = m.side(side);
+        let mut parts: Vec<String> = Vec::new();
+        for rule_error in &error.errors {
+            let Some(name) = &rule_error.reference else {
+                continue;
+            };
+            let value = rule_error.value.clone().unwrap_or_default();
+            let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
+                parts.push(format!(
+                    "`{}` names {value}, not linked through `{name}` yet",
+                    rule_error.rule
+                ));
+                continue;
+            };
+            let (from_side, to_side) = if referenced.source.system == from.system {
+                (Side::Source, Side::Target)
+            } else {
+                (Side::Target, Side::Source)
+            };
+            let (from_rt, to_rt) = (referenced.side(from_side), referenced.side(to_side));
+            let creates = match from_side {
+                Side::Source => referenced.spec.direction.forward(),
+                Side::Target => referenced.spec.direction.backward(),
+            };
+            let hint = if creates {
+                format!(
+                    "`{name}` makes it when it syncs that {} {} record: check that the record exists and is not parked there",
+                    from_rt.system, from_rt.entity
+                )
+            } else {
+                format!(
+                    "`{name}` never creates {} {} from {}, so it has to be set up in {} first, where it is linked by its match key",
+                    to_rt.system, to_rt.entity, from_rt.system, to_rt.system
+                )
+            };
+            parts.push(format!(
+                "`{}` names {} {} {value}, which has no linked {} {} ({hint})",
+                rule_error.rule, from_rt.system, from_rt.entity, to_rt.system, to_rt.entity
+            ));
+        }
+        let first = error
+            .errors
+            .iter()
+            .find(|e| e.kind == crate::mapping::RuleErrorKind::ReferenceNotLinked);
+        Parking {
+            side,
+            id: id.to_owned(),
+            reason: format!(
+                "waiting for a referenced record: {}; retried on every run",
+                parts.join("; ")
+            ),
+            field: first.map(|e| e.rule.clone()),
+            value: first.and_then(|e| e.value.clone()),
+        }
+    }
+
+    /// Merges one pair. `Ok(None)`: nothing to do and nothing to record.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn merge_pair(
+        &self,
+        m: &MappingRuntime,
+        global_id: GlobalId,
+        source: &Record,
+        target: &Record,
+        pair: Option<&PairState>,
+        resolver: &LinkResolver,
+        work: &mut MappingWork,
+    ) -> Result<Option<PairPlan>, Parking> {
+        let plan = &m.plan;
+        let forward = match mapping::apply_forward_existing(plan, &source.data, resolver) {
+            Ok(value) => value,
+            Err(error) if error.waits_for_references() => {
+                work.deferred
+                    .push(self.waiting(m, Side::Source, &source.id, &error));
+                return Ok(None);
+            }
+            Err(error) => return Err(parking_from(Side::Source, &source.id, &error)),
+        };
+        let source_fields = Canonical::of(plan, &forward).into_fields();
+        let target_fields = synced_fields(plan, &target.data);
+        let source_hash = fields_hash(&source_fields);
+        let target_hash = fields_hash(&target_fields);
+        let base: Option<Fields> = pair.map(|p| match &p.base {
+            Value::Object(map) => without_create_only(
+                plan,
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ),
+            _ => BTreeMap::new(),
+        });
+        // A side whose content hash is what the engine last saw or wrote has not changed,
+        // even if the system normalised the values it stored: it counts as the base.
+        let unchanged = |seen: &SideSeen, hash: &str| seen.hash.as_deref() == Some(hash);
+        let mut source_view = match (pair, &base) {
+            (Some(p), Some(base)) if unchanged(&p.source, &source_hash) => base.clone(),
+            _ => source_fields.clone(),
+        };
+        // A two-way field whose source holds exactly what the base reads back as (a quote
+        // Accepted for a paid shop order, an order date for an order time) has not changed
+        // on the source, though it maps forward to something else: a value map or a type
+        // that is not one-to-one. Only a different source value is an edit.
+        if let Some(base) = &base {
+            for rule in plan
+                .rules
+                .rules
+                .iter()
+                .filter(|r| r.direction == Direction::Both)
+            {
+                let field = rule.target.as_str();
+                let (Some(now), Some(was)) = (source_view.get(field), base.get(field)) else {
+                    continue;
+                };
+                if now != was && holds_base(plan, rule, &source.data, &target.data, was, resolver) {
+                    source_view.insert(field.to_owned(), was.clone());
+                }
+            }
+        }
+        let target_view = match (pair, &base) {
+            (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
+            _ => target_fields.clone(),
+        };
+        let directions: HashMap<&str, Direction> = plan
+            .rules
+            .rules
+            .iter()
+            .map(|r| (r.target.as_str(), r.direction))
+            .collect();
+        let direction = |field: &str| directions.get(field).copied().unwrap_or(m.spec.direction);
+        let policy = MergePolicy {
+            conflict: m.spec.conflict,
+            tie_breaker: m.spec.tie_breaker,
+            keep_filled: m.spec.keep_filled,
+        };
+        let changes_only: HashSet<&str> = plan
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.changes_only)
+            .map(|r| r.target.as_str())
+            .collect();
+        let merged = merge::merge_with(
+            base.as_ref(),
+            Version {
+                fields: &source_view,
+                modified: source.modified,
+            },
+            Version {
+                fields: &target_view,
+                modified: target.modified,
+            },
+            policy,
+            &direction,
+            &|field: &str| changes_only.contains(field),
+        );
+        let mut updates = Vec::new();
+        if !merged.to_target.is_empty() {
+            let changes = field_changes(&merged.to_target, &target_fields);
+            updates.push(Update {
+                on: Side::Target,
+                id: target.id.clone(),
+                body: {
+                    let mut body = target_update(
+                        plan,
+                        &target.data,
+                        &forward,
+                        &source_fields,
+                        &merged.to_target,
+                    );
+                    shape_body(&mut body, &m.target.fields, Some(&target.data));
+                    body
+                },
+                changes,
+                read_hash: target_hash.clone(),
+            });
+        }
+        if !merged.to_source.is_empty() {
+            // The target record with the values to send back, mapped backwards through the
+            // rules of those fields only.
+            let mut overlaid = target.data.clone();
+            set_fields(plan, &mut overlaid, &merged.to_source);
+            let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
+            match mapping::apply_inverse_selected_onto(
+                plan,
+                &overlaid,
+                resolver,
+                &selected,
+                &source.data,
+            ) {
+                Ok(mut body) if body.as_object().is_some_and(|o| !o.is_empty()) => {
+                    shape_body(&mut body, &m.source.fields, Some(&source.data));
+                    let changes = field_changes(&merged.to_source, &source_fields);
+                    updates.push(Update {
+                        on: Side::Source,
+                        id: source.id.clone(),
+                        body,
+                        changes,
+                        read_hash: source_hash.clone(),
+                    });
+                }
+                Ok(_) => {}
+                Err(error) if error.waits_for_references() => {
+                    work.deferred
+                        .push(self.waiting(m, Side::Target, &target.id, &error));
+                    return Ok(None);
+                }
+                Err(error) => return Err(parking_from(Side::Target, &target.id, &error)),
+            }
+        }
+        if updates.is_empty()
+            && pair.is_some()
+            && pair.is_some_and(|p| p.base_hash == fields_hash(&merged.base))
+        {
+            // Nothing changed and the stored state is current.
+            if pair.is_some_and(|p| {
+                unchanged(&p.source, &source_hash) && unchanged(&p.target, &target_hash)
+            }) {
+                work.ok_ids.push((Side::Source, source.id.clone()));
+                work.ok_ids.push((Side::Target, target.id.clone()));
+                return Ok(None);
+            }
+        }
+        let written_hash = fields_hash(&merged.base);
+        Ok(Some(PairPlan {
+            global_id,
+            source_id: source.id.clone(),
+            target_id: target.id.clone(),
+            source_seen: SideSeen {
+                hash: Some(if merged.to_source.is_empty() {
+                    source_hash
+                } else {
+                    written_hash.clone()
+                }),
+                modified_at: source.modified,
+            },
+            target_seen: SideSeen {
+                hash: Some(if merged.to_target.is_empty() {
+                    target_hash
+                } else {
+                    written_hash
+                }),
+                modified_at: target.modified,
+            },
+            base: merged.base,
+            updates,
+            conflicts: merged.conflicts,
+            synced_at: pair.map(|p| p.synced_at),
+            new_links: Vec::new(),
+            new_global: false,
+        }))
+    }
+}

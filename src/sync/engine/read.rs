@@ -1,0 +1,321 @@
+//! Reading one side of a mapping: from its stored cursor (or whole), its deletions, and the
+//! links its references need (loaded for what a pass read, looked up for what it fetches
+//! later); the pair states of what was read.
+
+use super::*;
+
+impl Engine {
+    /// The stored cursor of one side of a mapping (of its deletion feed with `deletions`).
+    pub(super) async fn stored_cursor(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        deletions: bool,
+    ) -> Result<Option<ConnectorCursor>, EngineError> {
+        let stored = self.store.cursor(&cursor_key(m, side, deletions)).await?;
+        stored
+            .as_deref()
+            .map(|text| text.parse::<ConnectorCursor>())
+            .transpose()
+            .map_err(|e| EngineError::BadCursor {
+                mapping: m.name.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads one side of a mapping from its stored cursor; without `fresh`, reads nothing
+    /// and leaves the cursor where it is.
+    pub(super) async fn read_side(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+    ) -> Result<SideRead, EngineError> {
+        if !fresh {
+            return Ok(SideRead::default());
+        }
+        let rt = m.side(side);
+        let cursor = self.stored_cursor(m, side, false).await?;
+        let mut read = SideRead::default();
+        let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
+        let mut complete = false;
+        let mut last_cursor = None;
+        while let Some(page) = reader.next_page().await? {
+            for record in page.records {
+                read.records.insert(record.id.clone(), record);
+            }
+            read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+            for malformed in page.malformed {
+                warn!(mapping = %m.name, side = side_name(side), reason = %malformed.reason, "listed item skipped");
+            }
+            last_cursor = Some(page.cursor.to_string());
+            complete = page.last;
+        }
+        read.cursor = last_cursor;
+        match rt.info.deletions {
+            crate::connector::DeletionDiscovery::Feed => {
+                let cursor = self.stored_cursor(m, side, true).await?;
+                let mut reader = rt.connector.deletions(&rt.entity, cursor.as_ref())?;
+                while let Some(page) = reader.next_page().await? {
+                    read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+                    read.deletion_cursor = Some(page.cursor.to_string());
+                }
+            }
+            crate::connector::DeletionDiscovery::FullListing => {
+                if !rt.info.incremental && complete {
+                    read.listed = Some(read.records.keys().cloned().collect());
+                } else {
+                    let mut reader = rt.connector.list_all(&rt.entity)?;
+                    let mut ids = HashSet::new();
+                    let mut done = false;
+                    while let Some(page) = reader.next_page().await? {
+                        ids.extend(page.records.into_iter().map(|r| r.id));
+                        done = page.last;
+                    }
+                    if done {
+                        read.listed = Some(ids);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(read)
+    }
+
+    /// The id translations of the mappings `m` refers to, for a pass that maps `records`
+    /// records: all of them loaded when that is many records, else none yet (see
+    /// [`LinkResolver`]).
+    pub(super) async fn resolver(
+        &self,
+        m: &MappingRuntime,
+        records: usize,
+    ) -> Result<LinkResolver, EngineError> {
+        let whole = records > LINKS_BY_RECORD;
+        let loaded: &[String] = if whole { &m.references } else { &[] };
+        let mut ids = HashMap::new();
+        for name in loaded {
+            let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
+                continue;
+            };
+            let identity = referenced.identity();
+            let source_links = self
+                .store
+                .links_of_entity(
+                    identity,
+                    &referenced.source.system,
+                    &referenced.source.entity,
+                )
+                .await?;
+            let target_links = self
+                .store
+                .links_of_entity(
+                    identity,
+                    &referenced.target.system,
+                    &referenced.target.entity,
+                )
+                .await?;
+            let target_by_global: HashMap<&str, &str> = target_links
+                .iter()
+                .map(|l| (l.global_id.as_str(), l.record.id.as_str()))
+                .collect();
+            for link in &source_links {
+                if let Some(target_id) = target_by_global.get(link.global_id.as_str()) {
+                    ids.insert(
+                        (
+                            name.clone(),
+                            referenced.source.system.clone(),
+                            link.record.id.clone(),
+                        ),
+                        id_value(target_id, referenced.target.id_type),
+                    );
+                    ids.insert(
+                        (
+                            name.clone(),
+                            referenced.target.system.clone(),
+                            (*target_id).to_owned(),
+                        ),
+                        id_value(&link.record.id, referenced.source.id_type),
+                    );
+                }
+            }
+        }
+        // References by key: the referenced mapping's synced value at the key path stands for
+        // the record on its target side.
+        let mut keyed = HashMap::new();
+        for reference in m.plan.references() {
+            let Some(key) = reference.key else { continue };
+            let Some(referenced) = self.mappings.iter().find(|r| r.name == reference.mapping)
+            else {
+                continue;
+            };
+            for pair in self.store.pair_states(&referenced.name).await? {
+                let Some(value) = pair.base.get(key).filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                keyed.insert(
+                    (
+                        referenced.name.clone(),
+                        key.to_owned(),
+                        referenced.source.system.clone(),
+                        pair.source_id.clone(),
+                    ),
+                    value.clone(),
+                );
+                keyed.insert(
+                    (
+                        referenced.name.clone(),
+                        key.to_owned(),
+                        referenced.target.system.clone(),
+                        text,
+                    ),
+                    id_value(&pair.source_id, referenced.source.id_type),
+                );
+            }
+        }
+        Ok(LinkResolver {
+            whole: whole || m.references.is_empty(),
+            ids: Mutex::new(ids),
+            looked_up: Mutex::new(HashSet::new()),
+            missed: Mutex::new(HashSet::new()),
+            keyed,
+        })
+    }
+
+    /// Looks up the links of the ids mappings asked `resolver` for and did not find loaded;
+    /// false when there were none, so what was mapped stands.
+    pub(super) async fn load_missed(&self, resolver: &LinkResolver) -> Result<bool, EngineError> {
+        let missed = resolver.take_missed();
+        if missed.is_empty() {
+            return Ok(false);
+        }
+        let mut wanted: HashMap<(&str, &str), Vec<String>> = HashMap::new();
+        for (mapping, system, id) in &missed {
+            wanted
+                .entry((mapping.as_str(), system.as_str()))
+                .or_default()
+                .push(id.clone());
+        }
+        let mut found = Vec::new();
+        for ((name, system), record_ids) in wanted {
+            let Some(referenced) = self.mappings.iter().find(|r| r.name == name) else {
+                continue;
+            };
+            for (from, to) in [
+                (&referenced.source, &referenced.target),
+                (&referenced.target, &referenced.source),
+            ] {
+                if from.system != system {
+                    continue;
+                }
+                for (from_id, to_id) in self
+                    .store
+                    .linked_counterparts(
+                        referenced.identity(),
+                        &from.system,
+                        &from.entity,
+                        &to.system,
+                        &to.entity,
+                        &record_ids,
+                    )
+                    .await?
+                {
+                    found.push((
+                        (name.to_owned(), from.system.clone(), from_id.clone()),
+                        id_value(&to_id, to.id_type),
+                    ));
+                    found.push((
+                        (name.to_owned(), to.system.clone(), to_id),
+                        id_value(&from_id, from.id_type),
+                    ));
+                }
+            }
+        }
+        locked(&resolver.ids).extend(found);
+        locked(&resolver.looked_up).extend(missed);
+        Ok(true)
+    }
+
+    /// Runs `map` (a mapping whose result is dropped) and loads the links it asked for that
+    /// were not loaded, until it asks for none: a mapping made afterwards with the same
+    /// records and `resolver` finds every link there is.
+    pub(super) async fn links_ready(
+        &self,
+        resolver: &LinkResolver,
+        map: impl Fn(),
+    ) -> Result<(), EngineError> {
+        if resolver.whole {
+            return Ok(());
+        }
+        for _ in 0..LOOKUP_ROUNDS {
+            map();
+            if !self.load_missed(resolver).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pair states a pass needs: those of the records read or reported deleted and,
+    /// beside a complete listing, those of paired records missing from it. A run that read
+    /// a few changes loads a few merge bases, not every pair of the mapping.
+    pub(super) async fn pairs_of(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+    ) -> Result<Vec<PairState>, EngineError> {
+        let mut pairs: HashMap<String, PairState> = HashMap::new();
+        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+            let mut ids: Vec<String> = read
+                .records
+                .keys()
+                .chain(read.deleted.iter())
+                .cloned()
+                .collect();
+            if let Some(listed) = &read.listed {
+                ids.extend(
+                    self.store
+                        .paired_ids(&m.name, side)
+                        .await?
+                        .into_iter()
+                        .filter(|id| !listed.contains(id)),
+                );
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            for pair in self
+                .store
+                .pair_states_of_records(&m.name, side, &ids)
+                .await?
+            {
+                pairs
+                    .entry(pair.global_id.as_str().to_owned())
+                    .or_insert(pair);
+            }
+        }
+        Ok(pairs.into_values().collect())
+    }
+
+    /// Whether the record `id` of `side` is in a pair of the mapping: among the pairs loaded
+    /// for the pass, or, for a record the pass did not read, in the store.
+    pub(super) async fn is_paired(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        id: &str,
+        loaded: &HashMap<&str, &PairState>,
+    ) -> Result<bool, EngineError> {
+        if loaded.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(!self
+            .store
+            .pair_states_of_records(&m.name, side, &[id.to_owned()])
+            .await?
+            .is_empty())
+    }
+}

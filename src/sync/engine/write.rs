@@ -1,0 +1,536 @@
+//! Writing what a pass decided: open create intents resolved first, then updates (each record
+//! read again just before), creates through recorded intents and deletes, each batch one store
+//! transaction.
+
+use super::*;
+
+impl Engine {
+    /// Whether a record the pair would update changed since this pass read it (re-read where
+    /// the entity asks for it). A record gone since is left to the update, which reports it.
+    ///
+    /// The record is read again even when this pass fetched it moments ago as the pair's
+    /// counterpart: that fetch happened while the pass was deciding, before every other pair
+    /// of the pass was decided and the earlier write batches went out, so trusting it would
+    /// widen the window in which someone else's edit is overwritten from one request to the
+    /// whole pass.
+    pub(super) async fn moved_since_read(
+        &self,
+        m: &MappingRuntime,
+        pair: &PairPlan,
+        resolver: &LinkResolver,
+    ) -> Result<bool, EngineError> {
+        for update in &pair.updates {
+            let rt = m.side(update.on);
+            if !rt.verify_updates {
+                continue;
+            }
+            let Some(current) = rt.connector.get(&rt.entity, &update.id).await? else {
+                continue;
+            };
+            self.links_ready(resolver, || {
+                let _ = seen_hash(m, update.on, &current.data, resolver);
+            })
+            .await?;
+            if seen_hash(m, update.on, &current.data, resolver).as_deref()
+                != Some(update.read_hash.as_str())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Finds the records that crashed creates left behind, and links them.
+    pub(super) async fn resolve_intents(
+        &self,
+        m: &MappingRuntime,
+        source: &SideRead,
+        target: &SideRead,
+    ) -> Result<(), EngineError> {
+        let intents = self.store.open_intents(&m.name).await?;
+        for intent in intents {
+            let (side_read, rt) = match intent.side {
+                Side::Source => (source, &m.source),
+                Side::Target => (target, &m.target),
+            };
+            let key = intent.match_values.as_str().map(str::to_owned);
+            let mut found: Option<String> = None;
+            if let Some(key) = &key {
+                let mut ids: Vec<String> = side_read
+                    .records
+                    .values()
+                    .filter(|r| {
+                        match_key(&m.plan, intent.side, &r.data).as_deref() == Some(key.as_str())
+                    })
+                    .map(|r| r.id.clone())
+                    .collect();
+                for id in self
+                    .store
+                    .find_record_keys(&m.name, intent.side, key)
+                    .await?
+                {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                if ids.len() == 1 {
+                    found = ids.pop();
+                }
+            }
+            if found.is_none() {
+                // Without a key, a record with exactly the content the create sent.
+                found = side_read
+                    .records
+                    .values()
+                    .filter(|r| {
+                        let fields = match intent.side {
+                            Side::Target => Canonical::of(&m.plan, &r.data).into_fields(),
+                            Side::Source => {
+                                match mapping::apply_forward(&m.plan, &r.data, &KeepIds) {
+                                    Ok(body) => Canonical::of(&m.plan, &body).into_fields(),
+                                    Err(_) => return false,
+                                }
+                            }
+                        };
+                        fields_hash(&fields) == intent.payload_hash
+                    })
+                    .map(|r| r.id.clone())
+                    .next();
+            }
+            let mut tx = self.store.transaction().await?;
+            match found {
+                Some(id)
+                    if tx
+                        .link_by_record(m.identity(), &RecordKey::new(&rt.system, &rt.entity, &id))
+                        .await?
+                        .is_none() =>
+                {
+                    info!(mapping = %m.name, record = %id, "a create interrupted by a crash is found and linked");
+                    tx.link(
+                        m.identity(),
+                        &intent.global_id,
+                        &RecordKey::new(&rt.system, &rt.entity, &id),
+                        LinkOrigin::Create,
+                    )
+                    .await?;
+                    tx.complete_intent(&intent.id, &id).await?;
+                }
+                _ => {
+                    debug!(mapping = %m.name, intent = %intent.id.as_str(), "abandoning an intent whose create did not happen");
+                    tx.abandon_intent(&intent.id).await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the writes of one pass and records their results, a batch per transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn execute(
+        &self,
+        m: &MappingRuntime,
+        options: &RunOptions,
+        run_id: Option<&RunId>,
+        work: MappingWork,
+        report: &mut MappingReport,
+        parked_before: &[crate::store::ParkedRecord],
+        run_started: chrono::DateTime<Utc>,
+        resolver: &LinkResolver,
+    ) -> Result<(), EngineError> {
+        let identity = m.identity().to_owned();
+        let was_parked: HashSet<(Side, &str)> = parked_before
+            .iter()
+            .map(|p| (p.side, p.record_id.as_str()))
+            .collect();
+        // Records that only waited for a reference during this run are not reported as
+        // unparked when they go through.
+        let parked_by_earlier_runs: HashSet<(Side, &str)> = parked_before
+            .iter()
+            .filter(|p| p.first_parked_at < run_started)
+            .map(|p| (p.side, p.record_id.as_str()))
+            .collect();
+        let mut done_ids: Vec<(Side, String)> = work.ok_ids;
+
+        self.checkpoint(m, options).await?;
+        // Record keys first, so a crash mid-way can still find what was read; only those
+        // that differ from the stored ones are written.
+        let mut stored: HashSet<(Side, String, String)> = HashSet::new();
+        for side in [Side::Source, Side::Target] {
+            let ids: Vec<String> = work
+                .record_keys
+                .iter()
+                .filter(|(s, _, _)| *s == side)
+                .map(|(_, id, _)| id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for (id, key) in self.store.record_keys_of(&m.name, side, &ids).await? {
+                stored.insert((side, id, key));
+            }
+        }
+        let stored_ids: HashSet<(Side, &str)> = stored
+            .iter()
+            .map(|(side, id, _)| (*side, id.as_str()))
+            .collect();
+        let mut tx = self.store.transaction().await?;
+        for (side, id, key) in &work.record_keys {
+            let unchanged = match key {
+                Some(key) => stored.contains(&(*side, id.clone(), key.clone())),
+                None => !stored_ids.contains(&(*side, id.as_str())),
+            };
+            if !unchanged {
+                tx.put_record_key(&m.name, *side, id, key.as_deref())
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+
+        // Deletes and unlinks.
+        for (side, id, global) in &work.deletes {
+            let rt = m.side(*side);
+            match rt.connector.delete(&rt.entity, id).await {
+                Ok(_) => match side {
+                    Side::Source => report.deleted_source += 1,
+                    Side::Target => report.deleted_target += 1,
+                },
+                Err(error) if error.is_permanent() => {
+                    self.store
+                        .park(&park_of(m, parking_from_write(*side, id, &error)))
+                        .await?;
+                    report.parked += 1;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            let mut tx = self.store.transaction().await?;
+            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
+                .await?;
+            tx.put_record_key(&m.name, *side, id, None).await?;
+            tx.delete_pair_state(&m.name, global).await?;
+            tx.commit().await?;
+        }
+        for (side, id, global) in &work.unlinks {
+            let rt = m.side(*side);
+            let mut tx = self.store.transaction().await?;
+            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
+                .await?;
+            // The deleted record no longer stands for its match key.
+            tx.put_record_key(&m.name, *side, id, None).await?;
+            tx.delete_pair_state(&m.name, global).await?;
+            tx.commit().await?;
+            report.unlinked += 1;
+        }
+        if !work.forgotten.is_empty() || !work.revived.is_empty() {
+            let mut tx = self.store.transaction().await?;
+            for (side, id, hash) in &work.forgotten {
+                tx.put_unlinked(&m.name, *side, id, hash).await?;
+            }
+            for (side, id) in &work.revived {
+                tx.remove_unlinked(&m.name, *side, id).await?;
+            }
+            tx.commit().await?;
+        }
+
+        // Pairs: links made by match keys, updates, conflicts, new bases.
+        for chunk in work.pairs.chunks(BATCH) {
+            self.checkpoint(m, options).await?;
+            // Per pair: the seen hashes of the sides as the systems stored them, when the
+            // writes answered the stored record, so a value a system normalises is not taken
+            // for an edit on the next read.
+            // `Ok(None)`: a record moved since it was read; the pair waits for the next read.
+            let mut results: Vec<Result<Option<StoredHashes>, Parking>> =
+                Vec::with_capacity(chunk.len());
+            for pair in chunk {
+                if self.moved_since_read(m, pair, resolver).await? {
+                    debug!(mapping = %m.name, source = %pair.source_id, target = %pair.target_id, "edited during the run; the update waits for the next read");
+                    report.deferred += 1;
+                    results.push(Ok(None));
+                    continue;
+                }
+                let mut outcome = Ok(Some((None, None)));
+                for update in &pair.updates {
+                    let rt = m.side(update.on);
+                    match rt
+                        .connector
+                        .update(&rt.entity, &update.id, update.body.clone())
+                        .await
+                    {
+                        Ok(written) => {
+                            if let Some(record) = &written.record {
+                                self.links_ready(resolver, || {
+                                    let _ = seen_hash(m, update.on, &record.data, resolver);
+                                })
+                                .await?;
+                            }
+                            let stored = written
+                                .record
+                                .as_ref()
+                                .and_then(|record| seen_hash(m, update.on, &record.data, resolver));
+                            if let Ok(Some(hashes)) = &mut outcome {
+                                match update.on {
+                                    Side::Source => hashes.0 = stored,
+                                    Side::Target => hashes.1 = stored,
+                                }
+                            }
+                            match update.on {
+                                Side::Source => report.updated_source += 1,
+                                Side::Target => report.updated_target += 1,
+                            }
+                        }
+                        Err(error) if error.is_permanent() => {
+                            outcome = Err(parking_from_write(
+                                other(update.on),
+                                if update.on == Side::Source {
+                                    &pair.target_id
+                                } else {
+                                    &pair.source_id
+                                },
+                                &error,
+                            ));
+                            break;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                results.push(outcome);
+            }
+            let mut tx = self.store.transaction().await?;
+            for (pair, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(None) => {}
+                    Ok(Some((source_stored, target_stored))) => {
+                        let global = if pair.new_global {
+                            tx.new_global_id(&identity).await?
+                        } else {
+                            pair.global_id.clone()
+                        };
+                        for (side, id) in &pair.new_links {
+                            let rt = m.side(*side);
+                            tx.remove_unlinked(&m.name, *side, id).await?;
+                            tx.link(
+                                &identity,
+                                &global,
+                                &RecordKey::new(&rt.system, &rt.entity, id),
+                                LinkOrigin::MatchKey,
+                            )
+                            .await?;
+                        }
+                        if !pair.new_links.is_empty() {
+                            report.linked += 1;
+                        }
+                        if let Some(run_id) = run_id {
+                            for conflict in &pair.conflicts {
+                                tx.record_conflict(&NewConflict {
+                                    run_id: run_id.clone(),
+                                    mapping: m.name.clone(),
+                                    global_id: global.clone(),
+                                    field: conflict.field.clone(),
+                                    source_value: conflict.source.clone().unwrap_or(Value::Null),
+                                    target_value: conflict.target.clone().unwrap_or(Value::Null),
+                                    base_value: conflict.base.clone(),
+                                    resolution: conflict.reason.clone(),
+                                    winner: conflict.winner,
+                                })
+                                .await?;
+                                report.conflicts += 1;
+                            }
+                        }
+                        tx.put_pair_state(&PairState {
+                            mapping: m.name.clone(),
+                            global_id: global,
+                            source_id: pair.source_id.clone(),
+                            target_id: pair.target_id.clone(),
+                            base: Value::Object(
+                                pair.base
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            ),
+                            base_hash: fields_hash(&pair.base),
+                            source: SideSeen {
+                                hash: source_stored.or_else(|| pair.source_seen.hash.clone()),
+                                modified_at: pair.source_seen.modified_at,
+                            },
+                            target: SideSeen {
+                                hash: target_stored.or_else(|| pair.target_seen.hash.clone()),
+                                modified_at: pair.target_seen.modified_at,
+                            },
+                            synced_at: Utc::now(),
+                        })
+                        .await?;
+                        done_ids.push((Side::Source, pair.source_id.clone()));
+                        done_ids.push((Side::Target, pair.target_id.clone()));
+                    }
+                    Err(parking) => {
+                        tx.park(&park_of(m, parking)).await?;
+                        report.parked += 1;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+
+        // Creates, each recorded as an intent before it is sent.
+        for chunk in work.creates.chunks(BATCH) {
+            self.checkpoint(m, options).await?;
+            let mut tx = self.store.transaction().await?;
+            let mut prepared = Vec::with_capacity(chunk.len());
+            for create in chunk {
+                let global = if create.new_global {
+                    tx.new_global_id(&identity).await?
+                } else {
+                    create.global_id.clone()
+                };
+                let from_rt = m.side(other(create.on));
+                tx.link(
+                    &identity,
+                    &global,
+                    &RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
+                    LinkOrigin::Create,
+                )
+                .await?;
+                let intent = tx
+                    .record_intent(&NewIntent {
+                        mapping: m.name.clone(),
+                        side: create.on,
+                        source_record_id: create.from_id.clone(),
+                        global_id: global.clone(),
+                        match_values: create
+                            .match_values
+                            .clone()
+                            .map_or(Value::Null, Value::String),
+                        payload_hash: fields_hash(&create.fields),
+                    })
+                    .await?;
+                prepared.push((create, global, intent.id));
+            }
+            tx.commit().await?;
+            for on in [Side::Source, Side::Target] {
+                let group: Vec<&(&Create, GlobalId, crate::store::IntentId)> =
+                    prepared.iter().filter(|(c, _, _)| c.on == on).collect();
+                if group.is_empty() {
+                    continue;
+                }
+                let rt = m.side(on);
+                let bodies: Vec<Value> = group.iter().map(|(c, _, _)| c.body.clone()).collect();
+                let results = rt.connector.create_many(&rt.entity, bodies).await;
+                let mut tx = self.store.transaction().await?;
+                for ((create, global, intent_id), result) in group.into_iter().zip(results) {
+                    match result {
+                        Ok(written) => {
+                            tx.link(
+                                &identity,
+                                global,
+                                &RecordKey::new(&rt.system, &rt.entity, &written.id),
+                                LinkOrigin::Create,
+                            )
+                            .await?;
+                            tx.complete_intent(intent_id, &written.id).await?;
+                            let base = without_create_only(&m.plan, create.fields.clone());
+                            let hash = fields_hash(&base);
+                            // The created record as the system stored it. A value the system
+                            // assigned to a field that flows only back (an order number) is
+                            // not in the base: the created side then counts as changed since,
+                            // so the next pass reads it and writes the value to the origin.
+                            // Otherwise the stored form is what was written, normalised.
+                            let stored_hash = match (&written.record, on) {
+                                (Some(record), Side::Target) => {
+                                    let stored = synced_fields(&m.plan, &record.data);
+                                    let assigned = m.plan.rules.rules.iter().any(|r| {
+                                        r.direction == Direction::TargetToSource
+                                            && stored
+                                                .get(r.target.as_str())
+                                                .is_some_and(|v| !v.is_null())
+                                            && stored.get(r.target.as_str())
+                                                != base.get(r.target.as_str())
+                                    });
+                                    if assigned {
+                                        hash.clone()
+                                    } else {
+                                        fields_hash(&stored)
+                                    }
+                                }
+                                _ => hash.clone(),
+                            };
+                            let (source_id, target_id) = match on {
+                                Side::Target => (create.from_id.clone(), written.id.clone()),
+                                Side::Source => (written.id.clone(), create.from_id.clone()),
+                            };
+                            tx.put_pair_state(&PairState {
+                                mapping: m.name.clone(),
+                                global_id: global.clone(),
+                                source_id,
+                                target_id,
+                                base: Value::Object(
+                                    base.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                                ),
+                                base_hash: hash.clone(),
+                                source: SideSeen {
+                                    hash: Some(if on == Side::Source {
+                                        stored_hash.clone()
+                                    } else {
+                                        hash.clone()
+                                    }),
+                                    modified_at: None,
+                                },
+                                target: SideSeen {
+                                    hash: Some(if on == Side::Target {
+                                        stored_hash
+                                    } else {
+                                        hash
+                                    }),
+                                    modified_at: written.record.as_ref().and_then(|r| r.modified),
+                                },
+                                synced_at: Utc::now(),
+                            })
+                            .await?;
+                            if let Some(key) = &create.match_values {
+                                tx.put_record_key(&m.name, on, &written.id, Some(key))
+                                    .await?;
+                            }
+                            match on {
+                                Side::Source => report.created_source += 1,
+                                Side::Target => report.created_target += 1,
+                            }
+                            done_ids.push((other(on), create.from_id.clone()));
+                        }
+                        Err(error) if !error.may_have_applied() => {
+                            tx.abandon_intent(intent_id).await?;
+                            tx.park(&park_of(
+                                m,
+                                parking_from_write(other(on), &create.from_id, &error),
+                            ))
+                            .await?;
+                            report.parked += 1;
+                        }
+                        Err(error) => {
+                            // The create may have happened: the intent stays open and the next
+                            // run finds the record before creating anything.
+                            warn!(mapping = %m.name, %error, "a create may have happened; it is resolved on the next run");
+                        }
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+
+        // Parked records and unparking.
+        let mut tx = self.store.transaction().await?;
+        for parking in work.parked {
+            tx.park(&park_of(m, parking)).await?;
+            report.parked += 1;
+        }
+        for (side, id) in &done_ids {
+            if was_parked.contains(&(*side, id.as_str()))
+                && tx.unpark(&m.name, *side, id).await?
+                && parked_by_earlier_runs.contains(&(*side, id.as_str()))
+            {
+                report.unparked += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
