@@ -969,15 +969,31 @@ pub(crate) async fn unpark(
     side: Side,
     record_id: &str,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, |c| sqlx::query(
+    delete_record_row(
+        conn,
         "DELETE FROM parked WHERE mapping = $1 AND side = $2 AND record_id = $3",
+        mapping,
+        side,
+        record_id,
     )
-    .bind(mapping)
-    .bind(side_str(side))
-    .bind(record_id)
-    .execute(c)
-    .await?
-    .rows_affected());
+    .await
+}
+
+/// Runs a `DELETE` keyed by mapping, side and record id; whether a row went.
+async fn delete_record_row(
+    conn: Conn<'_>,
+    sql: &'static str,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(sql)
+        .bind(mapping)
+        .bind(side_str(side))
+        .bind(record_id)
+        .execute(c)
+        .await?
+        .rows_affected());
     Ok(done > 0)
 }
 
@@ -1044,16 +1060,14 @@ pub(crate) async fn remove_unlinked(
     side: Side,
     record_id: &str,
 ) -> Result<bool, StoreError> {
-    let done = on!(conn, |c| sqlx::query(
+    delete_record_row(
+        conn,
         "DELETE FROM unlinked WHERE mapping = $1 AND side = $2 AND record_id = $3",
+        mapping,
+        side,
+        record_id,
     )
-    .bind(mapping)
-    .bind(side_str(side))
-    .bind(record_id)
-    .execute(c)
-    .await?
-    .rows_affected());
-    Ok(done > 0)
+    .await
 }
 
 pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlinked>, StoreError> {
