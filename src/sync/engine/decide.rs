@@ -293,12 +293,12 @@ impl Engine {
             };
             if let Some(record) = &record {
                 self.links_ready(resolver, || {
-                    let _ = self.content_hash(m, side, &record.data, resolver);
+                    let _ = seen_hash(m, side, &record.data, resolver);
                 })
                 .await?;
             }
             let hash = record
-                .and_then(|r| self.content_hash(m, side, &r.data, resolver))
+                .and_then(|r| seen_hash(m, side, &r.data, resolver))
                 .or(seen);
             if let Some(hash) = hash {
                 work.forgotten.push((side, id, hash));
@@ -508,7 +508,7 @@ impl Engine {
                 // A record whose counterpart was deleted stays forgotten while it is as it
                 // was then; once a mapped field changes it syncs again.
                 if let Some(hash) = forgotten.get(&(side, record.id.clone())) {
-                    if self.content_hash(m, side, &record.data, resolver).as_ref() == Some(hash) {
+                    if seen_hash(m, side, &record.data, resolver).as_ref() == Some(hash) {
                         continue;
                     }
                     work.revived.push((side, record.id.clone()));
@@ -762,23 +762,6 @@ impl Engine {
             ids.retain(|id| !paired_elsewhere.contains(id));
         }
         Ok(ids)
-    }
-
-    /// The hash of a record's mapped fields, in the target's terms (a source record mapped
-    /// forward): the content the engine compares to tell whether a record changed.
-    pub(super) fn content_hash(
-        &self,
-        m: &MappingRuntime,
-        side: Side,
-        data: &Value,
-        resolver: &LinkResolver,
-    ) -> Option<String> {
-        match side {
-            Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
-                .ok()
-                .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
-            Side::Target => Some(fields_hash(&synced_fields(&m.plan, data))),
-        }
     }
 
     /// Plans the create of `record`'s counterpart on the other side.

@@ -204,22 +204,10 @@ impl Engine {
                 }
                 Err(error) => return Err(error.into()),
             }
-            let mut tx = self.store.transaction().await?;
-            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
-                .await?;
-            tx.put_record_key(&m.name, *side, id, None).await?;
-            tx.delete_pair_state(&m.name, global).await?;
-            tx.commit().await?;
+            self.forget_pair(m, &identity, *side, id, global).await?;
         }
         for (side, id, global) in &work.unlinks {
-            let rt = m.side(*side);
-            let mut tx = self.store.transaction().await?;
-            tx.unlink(&identity, &RecordKey::new(&rt.system, &rt.entity, id))
-                .await?;
-            // The deleted record no longer stands for its match key.
-            tx.put_record_key(&m.name, *side, id, None).await?;
-            tx.delete_pair_state(&m.name, global).await?;
-            tx.commit().await?;
+            self.forget_pair(m, &identity, *side, id, global).await?;
             report.unlinked += 1;
         }
         if !work.forgotten.is_empty() || !work.revived.is_empty() {
@@ -530,6 +518,26 @@ impl Engine {
                 report.unparked += 1;
             }
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a pair whose record on `side` was deleted: the record's link, its match key
+    /// (a deleted record no longer stands for it) and the pair's base, in one transaction.
+    async fn forget_pair(
+        &self,
+        m: &MappingRuntime,
+        identity: &str,
+        side: Side,
+        id: &str,
+        global: &GlobalId,
+    ) -> Result<(), EngineError> {
+        let rt = m.side(side);
+        let mut tx = self.store.transaction().await?;
+        tx.unlink(identity, &RecordKey::new(&rt.system, &rt.entity, id))
+            .await?;
+        tx.put_record_key(&m.name, side, id, None).await?;
+        tx.delete_pair_state(&m.name, global).await?;
         tx.commit().await?;
         Ok(())
     }
