@@ -49,8 +49,8 @@ pub fn status(state: &StoreUrl, parked_only: bool, format: Format) -> anyhow::Re
                     s.mapping, s.pairs, s.parked, s.open_intents
                 );
                 for cursor in &s.cursors {
-                    let position = if cursor.position.len() > 80 {
-                        format!("{}…", &cursor.position[..80])
+                    let position = if cursor.position.chars().count() > 80 {
+                        format!("{}…", cursor.position.chars().take(80).collect::<String>())
                     } else {
                         cursor.position.clone()
                     };

@@ -141,7 +141,6 @@ fn keap(hooks: &Webhooks, secret: &str, request: &HookRequest<'_>) -> Result<Not
 struct SignedNotice {
     entity: String,
     #[serde(default)]
-    #[allow(dead_code)]
     ids: Vec<Value>,
 }
 
@@ -177,6 +176,7 @@ fn signed(system: &str, secret: &str, request: &HookRequest<'_>) -> Result<Notic
     let notice: SignedNotice = serde_json::from_slice(request.body).map_err(|e| {
         HookError::Malformed(format!("expected {{\"entity\": ..., \"ids\": [...]}}: {e}"))
     })?;
+    tracing::debug!(%system, entity = %notice.entity, ids = notice.ids.len(), "signed change notification");
     Ok(Notice::Changed(vec![notice.entity]))
 }
 

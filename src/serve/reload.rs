@@ -81,7 +81,7 @@ fn relevant(path: &Path) -> bool {
     ) && !path
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(".#") || n.starts_with('.'))
+        .is_some_and(|n| n.starts_with('.'))
 }
 
 /// Watches `dir` (and `systems/` under it) and sends `()` on `reloads` once a burst of

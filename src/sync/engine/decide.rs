@@ -939,25 +939,17 @@ impl Engine {
             (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
             _ => target_fields.clone(),
         };
-        let directions: HashMap<&str, Direction> = plan
-            .rules
-            .rules
-            .iter()
-            .map(|r| (r.target.as_str(), r.direction))
-            .collect();
-        let direction = |field: &str| directions.get(field).copied().unwrap_or(m.spec.direction);
+        let direction = |field: &str| {
+            m.field_directions
+                .get(field)
+                .copied()
+                .unwrap_or(m.spec.direction)
+        };
         let policy = MergePolicy {
             conflict: m.spec.conflict,
             tie_breaker: m.spec.tie_breaker,
             keep_filled: m.spec.keep_filled,
         };
-        let changes_only: HashSet<&str> = plan
-            .rules
-            .rules
-            .iter()
-            .filter(|r| r.changes_only)
-            .map(|r| r.target.as_str())
-            .collect();
         let merged = merge::merge_with(
             base.as_ref(),
             Version {
@@ -970,7 +962,7 @@ impl Engine {
             },
             policy,
             &direction,
-            &|field: &str| changes_only.contains(field),
+            &|field: &str| m.changes_only.contains(field),
         );
         let mut updates = Vec::new();
         if !merged.to_target.is_empty() {

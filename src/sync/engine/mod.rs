@@ -181,6 +181,10 @@ pub struct MappingRuntime {
     pub target: SideRuntime,
     /// Mappings named by reference rules.
     pub references: Vec<String>,
+    /// Each rule's direction by target field (a field without a rule flows the mapping's way).
+    field_directions: HashMap<String, Direction>,
+    /// Target fields of `changes_only` rules.
+    changes_only: HashSet<String>,
 }
 
 impl MappingRuntime {
@@ -703,6 +707,19 @@ impl Engine {
                     source,
                     target,
                     references,
+                    field_directions: plan
+                        .rules
+                        .rules
+                        .iter()
+                        .map(|r| (r.target.as_str().to_owned(), r.direction))
+                        .collect(),
+                    changes_only: plan
+                        .rules
+                        .rules
+                        .iter()
+                        .filter(|r| r.changes_only)
+                        .map(|r| r.target.as_str().to_owned())
+                        .collect(),
                 }),
             );
         }
