@@ -10,10 +10,10 @@
 use std::time::Instant;
 
 use serde_json::json;
-use tether::sandbox::{RateLimits, Sandbox, SandboxOptions};
-use tether::store::StoreUrl;
-use tether::sync::engine::RunOptions;
-use tether::sync::open::{OpenOptions, open};
+use tether_engine::store::StoreUrl;
+use tether_engine::sync::engine::RunOptions;
+use tether_engine::sync::open::{OpenOptions, open};
+use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
 
 const MAPPINGS: [&str; 3] = [
     "keap-companies-to-customerp-customers",

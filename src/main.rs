@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
+mod serve;
 
 /// Tether keeps business records in sync between systems, in both directions, from
 /// declarative YAML flow files.

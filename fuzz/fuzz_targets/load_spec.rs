@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tether::spec::flow::FlowFile;
-use tether::spec::load::{check_text, load_text};
-use tether::spec::system::SystemFile;
+use tether_engine::spec::flow::FlowFile;
+use tether_engine::spec::load::{check_text, load_text};
+use tether_engine::spec::system::SystemFile;
 
 fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz.yaml");

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use tether::docs::{DocFormat, Document};
-use tether::spec::load::Project;
+use tether_engine::docs::{DocFormat, Document};
+use tether_engine::spec::load::Project;
 
 use crate::{DocsFormat, exit};
 
@@ -28,7 +28,7 @@ pub fn without_timestamp(text: &str) -> String {
 
 pub fn run(flows: &Path, out: &Path, format: DocsFormat, check: bool) -> anyhow::Result<u8> {
     let project = Project::load_dir(flows);
-    let diagnostics = tether::validate::diagnostics(&project);
+    let diagnostics = tether_engine::validate::diagnostics(&project);
     if let Some(first) = diagnostics.iter().find(|d| d.is_error()) {
         bail!(
             "the flows do not validate ({} errors; first: {}:{}:{}: {}); run `tether validate`",
@@ -43,7 +43,7 @@ pub fn run(flows: &Path, out: &Path, format: DocsFormat, check: bool) -> anyhow:
         DocsFormat::Rst => DocFormat::Rst,
         DocsFormat::Html => DocFormat::Html,
     };
-    let documents: Vec<Document> = tether::docs::generate(&project, format, &generated_at());
+    let documents: Vec<Document> = tether_engine::docs::generate(&project, format, &generated_at());
     if check {
         let stale: Vec<String> = documents
             .iter()

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use tether::mapping::{self, KeepIds, MappingPlan};
-use tether::spec::load::Project;
+use tether_engine::mapping::{self, KeepIds, MappingPlan};
+use tether_engine::spec::load::Project;
 
 use crate::exit;
 
@@ -188,7 +188,7 @@ fn first_byte(input: &mut impl BufRead) -> std::io::Result<Option<u8>> {
 fn find_plan(
     project: &Project,
     name: &str,
-) -> anyhow::Result<Result<MappingPlan, Vec<tether::spec::diagnostic::Diagnostic>>> {
+) -> anyhow::Result<Result<MappingPlan, Vec<tether_engine::spec::diagnostic::Diagnostic>>> {
     let (flow_name, mapping_name) = match name.split_once('/') {
         Some((flow, mapping)) => (Some(flow), mapping),
         None => (None, name),
@@ -207,7 +207,7 @@ fn find_plan(
                 .mappings()
                 .map(|(_, m)| m.name.value.as_str())
                 .collect();
-            let hint = tether::spec::node::did_you_mean(mapping_name, names.iter().copied())
+            let hint = tether_engine::spec::node::did_you_mean(mapping_name, names.iter().copied())
                 .map(|best| format!(" (did you mean `{best}`?)"))
                 .unwrap_or_default();
             for diagnostic in project.diagnostics.iter().filter(|d| d.is_error()) {

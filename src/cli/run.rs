@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use tether::sandbox::{RateLimits, Sandbox, SandboxOptions};
-use tether::store::StoreUrl;
-use tether::sync::engine::RunOptions;
-use tether::sync::report::{Action, RunReport};
+use tether_engine::store::StoreUrl;
+use tether_engine::sync::engine::RunOptions;
+use tether_engine::sync::report::{Action, RunReport};
+use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
 
 use crate::{Format, exit};
 
@@ -132,10 +132,10 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             None
         };
         let lookup = env_lookup(sandbox.as_ref().map(Sandbox::env).unwrap_or_default());
-        let open_options = tether::sync::open::OpenOptions {
+        let open_options = tether_engine::sync::open::OpenOptions {
             ignore_rate_limits: args.sandbox,
         };
-        let engine = tether::sync::open::open(flows, state, &lookup, open_options).await?;
+        let engine = tether_engine::sync::open::open(flows, state, &lookup, open_options).await?;
         let bar = spinner(args.format == Format::Text);
         let progress_bar = bar.clone();
         let options = RunOptions {
@@ -144,7 +144,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             dry_run,
             allow_mass_change: args.allow_mass_change,
             progress: progress_bar.map(|bar| {
-                tether::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
+                tether_engine::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
                     bar.set_message(message.to_owned())
                 }))
             }),

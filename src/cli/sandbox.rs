@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tether::sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
+use tether_sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
 
 use crate::{Format, exit};
 

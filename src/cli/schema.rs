@@ -8,7 +8,7 @@ use crate::exit;
 
 pub fn run(out: &Path, check: bool) -> anyhow::Result<u8> {
     let mut stale = Vec::new();
-    for (name, text) in tether::spec::schema::schemas() {
+    for (name, text) in tether_engine::spec::schema::schemas() {
         let path = out.join(name);
         if check {
             let current = std::fs::read_to_string(&path).unwrap_or_default();

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::serve::{ServeOptions, serve, signal};
 use anyhow::Context as _;
 use clap::Args;
-use tether::serve::{ServeOptions, serve, signal};
-use tether::sync::open::OpenOptions;
+use tether_engine::sync::open::OpenOptions;
 
 use crate::cli::run::{StateArg, env_lookup, runtime, start_sandbox};
 use crate::exit;
@@ -65,7 +65,7 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         let lookup = env_lookup(
             sandbox
                 .as_ref()
-                .map(tether::sandbox::Sandbox::env)
+                .map(tether_sandbox::Sandbox::env)
                 .unwrap_or_default(),
         );
         let options = ServeOptions {

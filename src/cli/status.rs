@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tether::spec::load::Project;
-use tether::store::{RecordKey, Store, StoreUrl};
+use tether_engine::spec::load::Project;
+use tether_engine::store::{RecordKey, Store, StoreUrl};
 
 use crate::cli::run::runtime;
 use crate::{Format, exit};

@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use tether::spec::diagnostic::{Diagnostic, Summary};
-use tether::spec::load::Project;
+use tether_engine::spec::diagnostic::{Diagnostic, Summary};
+use tether_engine::spec::load::Project;
 
 use crate::{Format, exit};
 
 pub fn run(flows: &Path, paths: &[PathBuf], format: Format) -> anyhow::Result<u8> {
     let project = Project::load_paths(flows, paths);
-    let diagnostics: Vec<Diagnostic> = tether::validate::diagnostics(&project);
-    let summary: Summary = tether::validate::summary(&project, &diagnostics);
+    let diagnostics: Vec<Diagnostic> = tether_engine::validate::diagnostics(&project);
+    let summary: Summary = tether_engine::validate::summary(&project, &diagnostics);
     match format {
         Format::Json => crate::cli::emit(&format!(
             "{}\n",

@@ -15,7 +15,7 @@ use hmac::{KeyInit as _, Mac as _};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::spec::system::{WebhookStyle, Webhooks};
+use tether_engine::spec::system::{WebhookStyle, Webhooks};
 
 /// How far a signed notification's timestamp may be from now.
 pub const MAX_SKEW_SECONDS: i64 = 300;
@@ -180,7 +180,8 @@ fn signed(system: &str, secret: &str, request: &HookRequest<'_>) -> Result<Notic
     Ok(Notice::Changed(vec![notice.entity]))
 }
 
-/// The signature header value of `body` sent at `timestamp` (for senders and tests).
+/// The signature header value of `body` sent at `timestamp`, as a sender computes it.
+#[cfg(test)]
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = hmac(secret.as_bytes());
     mac.update(timestamp.to_string().as_bytes());
@@ -210,8 +211,8 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::env::EnvString;
-    use crate::spec::node::{Loc, Pos};
+    use tether_engine::spec::env::EnvString;
+    use tether_engine::spec::node::{Loc, Pos};
 
     fn hooks(style: WebhookStyle) -> Webhooks {
         let loc = |s: &str| Loc {

@@ -11,8 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::RunOutcome;
-use crate::sync::report::RunReport;
+use tether_engine::store::RunOutcome;
+use tether_engine::sync::report::RunReport;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -151,7 +151,7 @@ impl Metrics {
     }
 
     /// Sets the gauges that describe the store now.
-    pub fn observe_store(&self, statuses: &[crate::store::MappingStatus]) {
+    pub fn observe_store(&self, statuses: &[tether_engine::store::MappingStatus]) {
         for status in statuses {
             let labels = vec![("mapping", status.mapping.clone())];
             self.parked_now
@@ -267,7 +267,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::report::{MappingReport, SystemReport};
+    use tether_engine::sync::report::{MappingReport, SystemReport};
 
     #[test]
     fn a_run_shows_up_in_the_text_format() {

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::store::{RunOutcome, Store, StoreError, StoreUrl};
-use crate::sync::control::{Cancel, LeaseOptions};
-use crate::sync::engine::RunOptions;
-use crate::sync::open::{OpenError, OpenOptions};
-use crate::sync::report::RunReport;
+use tether_engine::store::{RunOutcome, Store, StoreError, StoreUrl};
+use tether_engine::sync::control::{Cancel, LeaseOptions};
+use tether_engine::sync::engine::RunOptions;
+use tether_engine::sync::open::{OpenError, OpenOptions};
+use tether_engine::sync::report::RunReport;
 
 pub use reload::Loaded;
 
@@ -268,7 +268,7 @@ pub async fn serve(
                         .flows
                         .iter()
                         .find(|(f, _)| *f == flow)
-                        .map_or(crate::spec::flow::DEFAULT_INTERVAL, |(_, every)| *every);
+                        .map_or(tether_engine::spec::flow::DEFAULT_INTERVAL, |(_, every)| *every);
                     due.insert(flow, finished + every);
                 }
             }

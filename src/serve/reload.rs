@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::serve::{ServeError, ServeOptions};
-use crate::spec::load::Project;
-use crate::store::Store;
-use crate::sync::engine::Engine;
-use crate::sync::open::{self, OpenError};
+use tether_engine::spec::load::Project;
+use tether_engine::store::Store;
+use tether_engine::sync::engine::Engine;
+use tether_engine::sync::open::{self, OpenError};
 
 /// How long the flows folder must be quiet before a change is loaded.
 pub const QUIET: Duration = Duration::from_millis(300);
@@ -42,7 +42,7 @@ pub enum ReloadError {
 /// Loads and validates the flows folder and builds its engine on `store`.
 pub fn load(options: &ServeOptions, store: Store) -> Result<Loaded, ReloadError> {
     let project = Project::load_dir(&options.flows);
-    let errors: Vec<String> = crate::validate::diagnostics(&project)
+    let errors: Vec<String> = tether_engine::validate::diagnostics(&project)
         .iter()
         .filter(|d| d.is_error())
         .map(|d| {

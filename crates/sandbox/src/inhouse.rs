@@ -1,0 +1,859 @@
+//! The machinery the three in-house simulators share, driven by their OpenAPI files:
+//! request bodies are validated against the contract's `*Write`/`*Patch` schemas, records
+//! are rendered in the order and with the defaults of the read schema, and list parameters
+//! take their bounds from the contract. Each system module supplies its conventions
+//! (paging, modified-since semantics, update method, delete mode, ids) and its auth.
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::http::{ApiRequest, ApiResponse, Limiter, Window, retry_after_seconds};
+use crate::schema::{Mode, SchemaDoc, SchemaDocError, Violation};
+use crate::store::{Record, Stamp, Store, parse_rfc3339, rfc3339, uuid_v4};
+use crate::{FaultKind, Shared};
+
+/// How a list is paged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    /// `page`/`per_page` -> `{results, page, per_page, total_pages}`.
+    Pages,
+    /// `offset`/`limit` -> `{data, total, offset, limit}`.
+    Offset,
+    /// `cursor`/`page_size` -> `{items, next_cursor}`.
+    Cursor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMethod {
+    Patch,
+    /// PUT replaces the whole record.
+    Put,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// The record is gone (404 afterwards) and nothing tells that it was there.
+    Hard,
+    /// The record is gone and a tombstone is listed under `/deleted`.
+    Tombstone,
+    /// The record stays with `deleted: true`.
+    Soft,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Integer,
+    Uuid,
+}
+
+/// A server-assigned number: its field and how the n-th number reads.
+pub type NumberFormat = Option<(&'static str, fn(u64) -> String)>;
+
+/// One entity of an in-house system and its schemas in the contract.
+#[derive(Debug, Clone)]
+pub struct EntityDef {
+    pub name: &'static str,
+    pub read: &'static str,
+    pub write: &'static str,
+    pub patch: &'static str,
+    /// A server-assigned number: its field and how to format it.
+    pub number: NumberFormat,
+    /// Fields unique among live records (422 on duplicates).
+    pub unique: &'static [&'static str],
+}
+
+/// What distinguishes one in-house system from another.
+#[derive(Debug, Clone)]
+pub struct Conventions {
+    pub system: &'static str,
+    pub base_path: &'static str,
+    pub contract: &'static str,
+    pub entities: Vec<EntityDef>,
+    pub paging: Paging,
+    pub since_param: &'static str,
+    /// `true`: only records modified strictly after the instant; `false`: at or after.
+    pub since_strict: bool,
+    pub update: UpdateMethod,
+    pub delete: DeleteMode,
+    pub ids: IdKind,
+    pub created_field: Option<&'static str>,
+    pub modified_field: &'static str,
+    pub deleted_field: Option<&'static str>,
+    /// How the rate limit reads in 429 messages (`10 requests/s`).
+    pub limit_text: &'static str,
+    /// Foreign keys checked on writes: `(entity, field, target entity)`; a field
+    /// `lines[].product_id` is checked in every item of `lines`.
+    pub references: &'static [(&'static str, &'static str, &'static str)],
+}
+
+pub struct InHouse {
+    pub conventions: Conventions,
+    pub doc: SchemaDoc,
+    pub shared: Arc<Shared>,
+    limiter: Mutex<Limiter>,
+}
+
+/// The contract's error body: `{"error":{"code","message","field"}}`.
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    field: Option<&str>,
+) -> ApiResponse {
+    ApiResponse::json(
+        status,
+        json!({"error": {"code": code, "message": message.into(), "field": field}}),
+    )
+}
+
+fn invalid(violation: &Violation) -> ApiResponse {
+    let field = (!violation.path.is_empty()).then_some(violation.path.as_str());
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        violation.code,
+        &violation.message,
+        field,
+    )
+}
+
+impl InHouse {
+    pub fn new(
+        conventions: Conventions,
+        shared: Arc<Shared>,
+        windows: Vec<Window>,
+    ) -> Result<Self, SchemaDocError> {
+        let doc = SchemaDoc::parse(conventions.contract)?;
+        {
+            let mut store = shared.store();
+            for entity in &conventions.entities {
+                store
+                    .entity_mut(conventions.system, entity.name)
+                    .set_unique(entity.unique);
+            }
+        }
+        Ok(Self {
+            conventions,
+            doc,
+            shared,
+            limiter: Mutex::new(Limiter::new(&windows)),
+        })
+    }
+
+    pub fn entity(&self, name: &str) -> Option<&EntityDef> {
+        self.conventions
+            .entities
+            .iter()
+            .find(|entity| entity.name == name)
+    }
+
+    pub fn entity_names(&self) -> Vec<&'static str> {
+        self.conventions
+            .entities
+            .iter()
+            .map(|entity| entity.name)
+            .collect()
+    }
+
+    pub fn collection_path(&self, entity: &str) -> String {
+        format!("{}/{}", self.conventions.base_path, entity)
+    }
+
+    /// 429 with `Retry-After` when over the rate limit; counts the request otherwise.
+    pub fn throttle(&self) -> Option<ApiResponse> {
+        let now = self.shared.clock.now();
+        let wait = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(now)
+            .err()?;
+        let seconds = retry_after_seconds(wait);
+        Some(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "rate limit exceeded ({}); retry after {seconds} s",
+                    self.conventions.limit_text
+                ),
+                None,
+            )
+            .with_header(header::RETRY_AFTER, seconds.to_string())
+            .throttled(),
+        )
+    }
+
+    pub fn fault(&self, kind: FaultKind) -> ApiResponse {
+        match kind {
+            FaultKind::TooManyRequests => error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "rate limit exceeded ({}); retry after 1 s",
+                    self.conventions.limit_text
+                ),
+                None,
+            )
+            .with_header(header::RETRY_AFTER, "1"),
+            FaultKind::ServerError => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal server error",
+                None,
+            ),
+            FaultKind::Unavailable => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service temporarily unavailable",
+                None,
+            ),
+            FaultKind::Timeout => ApiResponse::empty(StatusCode::GATEWAY_TIMEOUT),
+            FaultKind::LostResponse => ApiResponse::empty(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    fn not_found(&self, what: &str) -> ApiResponse {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+            None,
+        )
+    }
+
+    fn canonical_id(&self, text: &str) -> Option<String> {
+        match self.conventions.ids {
+            IdKind::Integer => text.parse::<u64>().ok().map(|id| id.to_string()),
+            IdKind::Uuid => crate::schema::is_uuid(text).then(|| text.to_ascii_lowercase()),
+        }
+    }
+
+    fn render_id(&self, id: &str) -> Value {
+        match self.conventions.ids {
+            IdKind::Integer => id.parse::<u64>().map(Value::from).unwrap_or(Value::Null),
+            IdKind::Uuid => Value::String(id.to_string()),
+        }
+    }
+
+    /// A record as the API returns it: the read schema's properties in order, absent
+    /// optional values as their defaults.
+    pub fn render(&self, entity: &EntityDef, record: &Record) -> Value {
+        let conventions = &self.conventions;
+        let Some(schema) = self.doc.component(entity.read) else {
+            return Value::Null;
+        };
+        let mut out = Map::new();
+        for name in self.doc.property_names(schema) {
+            let value = if name == "id" {
+                Some(self.render_id(&record.id))
+            } else if entity.number.is_some_and(|(field, _)| field == name) {
+                record.number.clone().map(Value::String)
+            } else if conventions.created_field == Some(name) {
+                Some(Value::String(rfc3339(record.created)))
+            } else if conventions.modified_field == name {
+                Some(Value::String(rfc3339(record.modified)))
+            } else if conventions.deleted_field == Some(name) {
+                Some(Value::Bool(!record.is_live()))
+            } else {
+                record
+                    .fields
+                    .get(name)
+                    .cloned()
+                    .or_else(|| self.default_value(schema, name))
+            };
+            if let Some(value) = value {
+                out.insert(name.to_string(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn default_value(&self, schema: &Value, name: &str) -> Option<Value> {
+        let property = self.doc.property(schema, name)?;
+        let types: Vec<&str> = match property.get("type") {
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if types.contains(&"null") {
+            Some(Value::Null)
+        } else if types.contains(&"array") {
+            Some(json!([]))
+        } else if types.contains(&"boolean") {
+            Some(Value::Bool(false))
+        } else if types.contains(&"integer") || types.contains(&"number") {
+            Some(json!(0))
+        } else {
+            None
+        }
+    }
+
+    fn validate(&self, schema_name: &str, body: &Value) -> Result<(), ApiResponse> {
+        let schema = json!({ "$ref": format!("#/components/schemas/{schema_name}") });
+        match self.doc.validate(&schema, body, Mode::default()).first() {
+            Some(violation) => Err(invalid(violation)),
+            None => Ok(()),
+        }
+    }
+
+    /// 422 when a reference names no live record of its target entity.
+    fn check_references(
+        &self,
+        store: &Store,
+        entity: &EntityDef,
+        fields: &Map<String, Value>,
+    ) -> Result<(), ApiResponse> {
+        let references = self
+            .conventions
+            .references
+            .iter()
+            .filter(|(owner, _, _)| *owner == entity.name);
+        for (_, path, target) in references {
+            let mut values: Vec<(String, &Value)> = Vec::new();
+            match path.split_once("[].") {
+                Some((list, field)) => {
+                    for (index, item) in fields
+                        .get(list)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        if let Some(value) = item.get(field) {
+                            values.push((format!("{list}[{index}].{field}"), value));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(value) = fields.get(*path) {
+                        values.push((path.to_string(), value));
+                    }
+                }
+            }
+            for (field, value) in values {
+                let id = match value {
+                    Value::Null => continue,
+                    Value::String(text) => self.canonical_id(text),
+                    other => self.canonical_id(&other.to_string()),
+                };
+                let exists = id.is_some_and(|id| {
+                    store
+                        .entity(self.conventions.system, target)
+                        .and_then(|records| records.get(&id))
+                        .is_some_and(Record::is_live)
+                });
+                if !exists {
+                    return Err(error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_reference",
+                        format!(
+                            "{field} {value} does not refer to an existing {}",
+                            singular(target)
+                        ),
+                        Some(&field),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, entity: &EntityDef, field: &str) -> ApiResponse {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duplicate",
+            format!("another {} already has this {field}", singular(entity.name)),
+            Some(field),
+        )
+    }
+
+    /// Validates and stores a new record written at `at`; returns its id.
+    pub fn create_at(
+        &self,
+        store: &mut Store,
+        entity_name: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
+        let entity = self
+            .entity(entity_name)
+            .ok_or_else(|| self.not_found("collection"))?;
+        self.validate(entity.write, &body)?;
+        let fields = body.as_object().cloned().unwrap_or_default();
+        self.check_references(store, entity, &fields)?;
+        let system = self.conventions.system;
+        let entity_store = store.entity_mut(system, entity.name);
+        if let Some(field) = entity_store.unique_conflict(&fields, None) {
+            return Err(self.duplicate(entity, &field));
+        }
+        let id = match self.conventions.ids {
+            IdKind::Integer => entity_store.allocate_id().to_string(),
+            IdKind::Uuid => self.shared.with_rng(uuid_v4),
+        };
+        let mut record = entity_store.new_record(id.clone(), fields, at);
+        if let Some((_, format)) = entity.number {
+            record.number = Some(format(entity_store.allocate_number()));
+        }
+        entity_store.put(record);
+        store.observe(at);
+        Ok(id)
+    }
+
+    /// Every live record of an entity, oldest change first.
+    pub fn records(&self, entity_name: &str) -> Vec<Value> {
+        let Some(entity) = self.entity(entity_name) else {
+            return Vec::new();
+        };
+        let store = self.shared.store();
+        store
+            .entity(self.conventions.system, entity.name)
+            .map(|entity_store| {
+                entity_store
+                    .by_change(false)
+                    .into_iter()
+                    .map(|record| self.render(entity, record))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Routes a request that has passed auth and rate limits.
+    pub fn route(&self, request: &ApiRequest) -> ApiResponse {
+        let Some(segments) = request.segments_after(self.conventions.base_path) else {
+            return self.not_found("resource");
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if self.conventions.delete == DeleteMode::Tombstone && segments == ["deleted"] {
+            return if request.method == Method::GET {
+                self.list_deleted(request)
+            } else {
+                method_not_allowed()
+            };
+        }
+        let Some(entity) = segments.first().and_then(|name| self.entity(name)) else {
+            return self.not_found("resource");
+        };
+        match (&request.method, &segments[1..]) {
+            (&Method::GET, []) => self.list(entity, request),
+            (&Method::POST, []) => self.create(entity, request),
+            (&Method::GET, [id]) => self.get(entity, id),
+            (&Method::PATCH, [id]) if self.conventions.update == UpdateMethod::Patch => {
+                self.update(entity, id, request)
+            }
+            (&Method::PUT, [id]) if self.conventions.update == UpdateMethod::Put => {
+                self.update(entity, id, request)
+            }
+            (&Method::DELETE, [id]) => self.delete(entity, id),
+            (_, []) | (_, [_]) => method_not_allowed(),
+            _ => self.not_found("resource"),
+        }
+    }
+
+    fn body(&self, request: &ApiRequest) -> Result<Value, ApiResponse> {
+        request.json().map_err(|source| {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_json",
+                format!("request body is not valid JSON: {source}"),
+                None,
+            )
+        })
+    }
+
+    fn create(&self, entity: &EntityDef, request: &ApiRequest) -> ApiResponse {
+        let body = match self.body(request) {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let mut store = self.shared.store();
+        let at = self.shared.stamp(&mut store);
+        match self.create_at(&mut store, entity.name, body, at) {
+            Ok(id) => match store
+                .entity(self.conventions.system, entity.name)
+                .and_then(|entity_store| entity_store.get(&id))
+            {
+                Some(record) => ApiResponse::json(StatusCode::CREATED, self.render(entity, record)),
+                None => self.not_found(singular(entity.name)),
+            },
+            Err(response) => response,
+        }
+    }
+
+    fn get(&self, entity: &EntityDef, id: &str) -> ApiResponse {
+        let store = self.shared.store();
+        let record = self
+            .canonical_id(id)
+            .and_then(|id| store.entity(self.conventions.system, entity.name)?.get(&id));
+        match record {
+            Some(record) => ApiResponse::json(StatusCode::OK, self.render(entity, record)),
+            None => self.not_found(singular(entity.name)),
+        }
+    }
+
+    fn update(&self, entity: &EntityDef, id: &str, request: &ApiRequest) -> ApiResponse {
+        let body = match self.body(request) {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let Some(id) = self.canonical_id(id) else {
+            return self.not_found(singular(entity.name));
+        };
+        let replace = self.conventions.update == UpdateMethod::Put;
+        let schema = if replace { entity.write } else { entity.patch };
+        let mut store = self.shared.store();
+        let Some(current) = store
+            .entity(self.conventions.system, entity.name)
+            .and_then(|entity_store| entity_store.get(&id))
+            .filter(|record| record.is_live())
+            .cloned()
+        else {
+            return self.not_found(singular(entity.name));
+        };
+        if let Err(response) = self.validate(schema, &body) {
+            return response;
+        }
+        let changes = body.as_object().cloned().unwrap_or_default();
+        let mut record = current;
+        if replace {
+            record.fields = changes;
+        } else {
+            for (name, value) in changes {
+                record.fields.insert(name, value);
+            }
+        }
+        if let Err(response) = self.check_references(&store, entity, &record.fields) {
+            return response;
+        }
+        if let Some(field) = store
+            .entity_mut(self.conventions.system, entity.name)
+            .unique_conflict(&record.fields, Some(id.as_str()))
+        {
+            return self.duplicate(entity, &field);
+        }
+        let at = self.shared.stamp(&mut store);
+        record.modified = at;
+        record.touched = at;
+        let rendered = self.render(entity, &record);
+        store
+            .entity_mut(self.conventions.system, entity.name)
+            .put(record);
+        ApiResponse::json(StatusCode::OK, rendered)
+    }
+
+    fn delete(&self, entity: &EntityDef, id: &str) -> ApiResponse {
+        let Some(id) = self.canonical_id(id) else {
+            return self.not_found(singular(entity.name));
+        };
+        let mut store = self.shared.store();
+        let live = store
+            .entity(self.conventions.system, entity.name)
+            .and_then(|entity_store| entity_store.get(&id))
+            .is_some_and(Record::is_live);
+        if !live {
+            return self.not_found(singular(entity.name));
+        }
+        let at = self.shared.stamp(&mut store);
+        let entity_store = store.entity_mut(self.conventions.system, entity.name);
+        match self.conventions.delete {
+            DeleteMode::Soft => {
+                entity_store.soft_delete(&id, at);
+            }
+            DeleteMode::Hard | DeleteMode::Tombstone => {
+                entity_store.remove(&id, at);
+            }
+        }
+        ApiResponse::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// The schema of a list parameter in the contract.
+    fn parameter(&self, path: &str, name: &str) -> Option<&Value> {
+        self.doc
+            .root()
+            .get("paths")?
+            .get(path)?
+            .get("get")?
+            .get("parameters")?
+            .as_array()?
+            .iter()
+            .find(|parameter| parameter.get("name").and_then(Value::as_str) == Some(name))?
+            .get("schema")
+    }
+
+    /// An integer list parameter, with the contract's default and bounds.
+    fn int_parameter(
+        &self,
+        request: &ApiRequest,
+        path: &str,
+        name: &str,
+    ) -> Result<i64, ApiResponse> {
+        let schema = self.parameter(path, name);
+        let default = schema
+            .and_then(|schema| schema.get("default"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let Some(text) = request.query(name) else {
+            return Ok(default);
+        };
+        let value: i64 = text.trim().parse().map_err(|_| {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_type",
+                format!("{name} must be an integer"),
+                Some(name),
+            )
+        })?;
+        let minimum = schema
+            .and_then(|schema| schema.get("minimum"))
+            .and_then(Value::as_i64);
+        let maximum = schema
+            .and_then(|schema| schema.get("maximum"))
+            .and_then(Value::as_i64);
+        if let Some(minimum) = minimum.filter(|minimum| value < *minimum) {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "out_of_range",
+                format!("{name} must be at least {minimum}"),
+                Some(name),
+            ));
+        }
+        if let Some(maximum) = maximum.filter(|maximum| value > *maximum) {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "out_of_range",
+                format!("{name} must be at most {maximum}"),
+                Some(name),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn instant_parameter(request: &ApiRequest, name: &str) -> Result<Option<Stamp>, ApiResponse> {
+        match request.query(name) {
+            None => Ok(None),
+            Some(text) => parse_rfc3339(text).map(Some).ok_or_else(|| {
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_format",
+                    format!("{name} must be an RFC 3339 date-time such as 2024-05-01T00:00:00Z"),
+                    Some(name),
+                )
+            }),
+        }
+    }
+
+    fn list(&self, entity: &EntityDef, request: &ApiRequest) -> ApiResponse {
+        match self.try_list(entity, request) {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    fn try_list(
+        &self,
+        entity: &EntityDef,
+        request: &ApiRequest,
+    ) -> Result<ApiResponse, ApiResponse> {
+        let conventions = &self.conventions;
+        let path = format!("/{}", entity.name);
+        let since = Self::instant_parameter(request, conventions.since_param)?;
+        let include_deleted = match request.query("include_deleted") {
+            None | Some("false") => false,
+            Some("true") => conventions.delete == DeleteMode::Soft,
+            Some(_) => {
+                return Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_type",
+                    "include_deleted must be true or false",
+                    Some("include_deleted"),
+                ));
+            }
+        };
+        let store = self.shared.store();
+        let records: Vec<&Record> = store
+            .entity(conventions.system, entity.name)
+            .map(|entity_store| entity_store.by_change(include_deleted))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|record| match since {
+                None => true,
+                Some(since) if conventions.since_strict => record.modified > since,
+                Some(since) => record.modified >= since,
+            })
+            .collect();
+        let render = |records: &[&Record]| -> Vec<Value> {
+            records
+                .iter()
+                .map(|record| self.render(entity, record))
+                .collect()
+        };
+        let body = match conventions.paging {
+            Paging::Pages => {
+                let page = self.int_parameter(request, &path, "page")?;
+                let per_page = self.int_parameter(request, &path, "per_page")?.max(1);
+                let total = records.len() as i64;
+                let start = (page - 1).max(0).saturating_mul(per_page).min(total) as usize;
+                let end = (start + per_page as usize).min(records.len());
+                json!({
+                    "results": render(&records[start..end]),
+                    "page": page,
+                    "per_page": per_page,
+                    "total_pages": (total + per_page - 1) / per_page,
+                })
+            }
+            Paging::Offset => {
+                let offset = self.int_parameter(request, &path, "offset")?;
+                let limit = self.int_parameter(request, &path, "limit")?.max(1);
+                let start = (offset.max(0) as usize).min(records.len());
+                let end = (start + limit as usize).min(records.len());
+                json!({
+                    "data": render(&records[start..end]),
+                    "total": records.len(),
+                    "offset": offset,
+                    "limit": limit,
+                })
+            }
+            Paging::Cursor => {
+                let page_size = self.int_parameter(request, &path, "page_size")?.max(1) as usize;
+                let after = match request.query("cursor") {
+                    None | Some("") => None,
+                    Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
+                        error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_value",
+                            "cursor is not a cursor this API issued",
+                            Some("cursor"),
+                        )
+                    })?),
+                };
+                let start = match after {
+                    None => 0,
+                    Some(position) => {
+                        records.partition_point(|record| (record.touched, record.seq) <= position)
+                    }
+                };
+                let end = (start + page_size).min(records.len());
+                let page = &records[start..end];
+                let next_cursor = match page.last() {
+                    Some(last) if end < records.len() => {
+                        Value::String(encode_cursor(last.touched, last.seq))
+                    }
+                    _ => Value::Null,
+                };
+                json!({ "items": render(page), "next_cursor": next_cursor })
+            }
+        };
+        Ok(ApiResponse::json(StatusCode::OK, body))
+    }
+
+    fn list_deleted(&self, request: &ApiRequest) -> ApiResponse {
+        match self.try_list_deleted(request) {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    fn try_list_deleted(&self, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let entity = match request.query("entity") {
+            None => {
+                return Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "required",
+                    "entity is required",
+                    Some("entity"),
+                ));
+            }
+            Some(name) => self.entity(name).ok_or_else(|| {
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_value",
+                    format!("entity must be one of {}", self.entity_names().join(", ")),
+                    Some("entity"),
+                )
+            })?,
+        };
+        let since = Self::instant_parameter(request, "since")?;
+        let offset = self.int_parameter(request, "/deleted", "offset")?;
+        let limit = self.int_parameter(request, "/deleted", "limit")?.max(1);
+        let store = self.shared.store();
+        let tombstones: Vec<Value> = store
+            .entity(self.conventions.system, entity.name)
+            .map(|entity_store| {
+                entity_store
+                    .tombstones
+                    .iter()
+                    .filter(|tombstone| since.is_none_or(|since| tombstone.deleted_at >= since))
+                    .map(|tombstone| json!({"id": self.render_id(&tombstone.id), "deleted_at": rfc3339(tombstone.deleted_at)}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let total = tombstones.len();
+        let page: Vec<Value> = tombstones
+            .into_iter()
+            .skip(offset.max(0) as usize)
+            .take(limit as usize)
+            .collect();
+        Ok(ApiResponse::json(
+            StatusCode::OK,
+            json!({"data": page, "total": total, "offset": offset, "limit": limit}),
+        ))
+    }
+
+    /// The writable view of a stored record: the properties of the write schema.
+    pub fn writable(&self, entity_name: &str, id: &str) -> Option<Map<String, Value>> {
+        let entity = self.entity(entity_name)?;
+        let id = self.canonical_id(id)?;
+        let store = self.shared.store();
+        let record = store
+            .entity(self.conventions.system, entity.name)?
+            .get(&id)
+            .filter(|record| record.is_live())?;
+        let rendered = self.render(entity, record);
+        let schema = self.doc.component(entity.write)?;
+        let names = self.doc.property_names(schema);
+        Some(
+            rendered
+                .as_object()?
+                .iter()
+                .filter(|(name, _)| names.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        )
+    }
+}
+
+fn method_not_allowed() -> ApiResponse {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this resource",
+        None,
+    )
+}
+
+fn singular(entity: &str) -> &str {
+    entity.strip_suffix('s').unwrap_or(entity)
+}
+
+fn encode_cursor(touched: Stamp, seq: u64) -> String {
+    format!("{touched:x}.{seq:x}")
+}
+
+fn decode_cursor(text: &str) -> Option<(Stamp, u64)> {
+    let (touched, seq) = text.split_once('.')?;
+    Some((
+        i64::from_str_radix(touched, 16).ok()?,
+        u64::from_str_radix(seq, 16).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = encode_cursor(1_700_000_000_123, 42);
+        assert_eq!(decode_cursor(&cursor), Some((1_700_000_000_123, 42)));
+        assert_eq!(decode_cursor("not-a-cursor"), None);
+    }
+}

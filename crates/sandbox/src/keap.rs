@@ -1,0 +1,1424 @@
+//! The Keap REST v1 simulator (`/crm/rest/v1`): companies (no timestamps, no modified-since
+//! filter, no DELETE), contacts (`since`/`until` on `last_updated`, DELETE 204),
+//! opportunities (POST answers 200, no DELETE, no filter on time), products (DELETE 204,
+//! `GET /products/sync` change feed with a sync token). `limit`/`offset` paging with
+//! `count`, `next` and `previous` URLs (`next` is present even on the last page), Keap's
+//! timestamp form `2024-11-07T20:35:13.000+0000`, v1 `{"message"}` errors, the API
+//! gateway's 401 and 429 bodies, and the `x-keap-*` throttle headers on every answer.
+//!
+//! Request bodies are validated against the schemas of Keap's published v1 OpenAPI file
+//! (`contracts/keap-v1.subset.json` holds the ones used, copied verbatim; Apache-2.0).
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderName, Method, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::http::{
+    ApiRequest, ApiResponse, Limiter, Simulator, Window, encode_query, retry_after_seconds,
+};
+use crate::schema::{Mode, SchemaDoc, is_email};
+use crate::store::{ChangeKind, Record, Stamp, Store, offset_datetime, parse_lenient_datetime};
+use crate::{Backend, FaultKind, SandboxError, Shared, credentials};
+
+const BASE_PATH: &str = "/crm/rest/v1";
+const SYSTEM: &str = "keap";
+const ENTITIES: [&str; 4] = ["companies", "contacts", "opportunities", "products"];
+const MAX_LIMIT: i64 = 1000;
+const NOMINAL_THROTTLE: u64 = 240;
+const NOMINAL_QUOTA: u64 = 30_000;
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The sales pipeline every simulated Keap account has: `(id, name, probability %)`.
+const STAGES: [(i64, &str, i64); 6] = [
+    (10, "New Opportunity", 10),
+    (20, "Qualification", 25),
+    (30, "Proposal Sent", 50),
+    (40, "Negotiation", 75),
+    (50, "Won", 100),
+    (60, "Lost", 0),
+];
+
+/// The users opportunities can be assigned to: `(id, first name, last name)`.
+const USERS: [(i64, &str, &str); 2] = [(1, "Sandbox", "Admin"), (2, "Sam", "Seller")];
+
+pub struct Keap {
+    shared: Arc<Shared>,
+    root: String,
+    doc: SchemaDoc,
+    enforce: Mutex<Limiter>,
+    report: Mutex<Limiter>,
+    throttle_limit: u64,
+    quota_limit: u64,
+}
+
+fn message(status: StatusCode, text: impl Into<String>) -> ApiResponse {
+    ApiResponse::json(status, json!({"message": text.into()}))
+}
+
+fn gateway_fault(status: StatusCode, faultstring: &str, errorcode: &str) -> ApiResponse {
+    ApiResponse::json(
+        status,
+        json!({"fault": {"faultstring": faultstring, "detail": {"errorcode": errorcode}}}),
+    )
+}
+
+fn throttled_body() -> Value {
+    json!({"code": "429", "message": "Quota Exceeded", "status": "Request Throttled", "details": null})
+}
+
+fn singular(entity: &str) -> &'static str {
+    match entity {
+        "companies" => "Company",
+        "contacts" => "Contact",
+        "opportunities" => "Opportunity",
+        _ => "Product",
+    }
+}
+
+fn not_found(entity: &str) -> ApiResponse {
+    message(
+        StatusCode::NOT_FOUND,
+        format!("Unable to find this {}", singular(entity)),
+    )
+}
+
+fn bad_request(text: impl Into<String>) -> ApiResponse {
+    message(StatusCode::BAD_REQUEST, text)
+}
+
+fn non_null(value: Option<&Value>) -> Option<&Value> {
+    value.filter(|value| !value.is_null())
+}
+
+impl Keap {
+    pub fn new(
+        shared: Arc<Shared>,
+        root: &str,
+        windows: Vec<Window>,
+    ) -> Result<Self, SandboxError> {
+        let doc = SchemaDoc::parse(include_str!("contracts/keap-v1.subset.json"))?;
+        let throttle_limit = windows
+            .iter()
+            .find(|window| window.per_ms == MINUTE_MS)
+            .map_or(NOMINAL_THROTTLE, |window| window.requests);
+        let quota_limit = windows
+            .iter()
+            .find(|window| window.per_ms == DAY_MS)
+            .map_or(NOMINAL_QUOTA, |window| window.requests);
+        let report = Limiter::new(&[
+            Window {
+                requests: u64::MAX,
+                per_ms: MINUTE_MS,
+            },
+            Window {
+                requests: u64::MAX,
+                per_ms: DAY_MS,
+            },
+        ]);
+        Ok(Self {
+            shared,
+            root: root.to_string(),
+            doc,
+            enforce: Mutex::new(Limiter::new(&windows)),
+            report: Mutex::new(report),
+            throttle_limit,
+            quota_limit,
+        })
+    }
+
+    fn authorized(request: &ApiRequest) -> bool {
+        let key = request
+            .header("x-keap-api-key")
+            .or_else(|| request.bearer());
+        key == Some(credentials::KEAP_API_KEY)
+    }
+
+    /// The `x-keap-*` informational headers.
+    fn throttle_headers(&self, mut response: ApiResponse) -> ApiResponse {
+        let now = self.shared.clock.now();
+        let usage = self
+            .report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .usage(now);
+        let (minute, day) = match usage.as_slice() {
+            [minute, day] => (*minute, *day),
+            _ => return response,
+        };
+        let headers = [
+            ("x-keap-product-quota-limit", self.quota_limit.to_string()),
+            ("x-keap-product-quota-time-unit", "day".to_string()),
+            ("x-keap-product-quota-interval", "1".to_string()),
+            (
+                "x-keap-product-quota-available",
+                self.quota_limit.saturating_sub(day.used).to_string(),
+            ),
+            ("x-keap-product-quota-used", day.used.to_string()),
+            (
+                "x-keap-product-quota-expiry-time",
+                day.resets_at.to_string(),
+            ),
+            (
+                "x-keap-product-throttle-limit",
+                self.throttle_limit.to_string(),
+            ),
+            ("x-keap-product-throttle-time-unit", "minute".to_string()),
+            ("x-keap-product-throttle-interval", "1".to_string()),
+            (
+                "x-keap-product-throttle-available",
+                self.throttle_limit.saturating_sub(minute.used).to_string(),
+            ),
+            ("x-keap-product-throttle-used", minute.used.to_string()),
+            ("x-keap-tenant-throttle-limit", "10000".to_string()),
+            ("x-keap-tenant-throttle-time-unit", "minute".to_string()),
+            ("x-keap-tenant-throttle-interval", "1".to_string()),
+            (
+                "x-keap-tenant-throttle-available",
+                10_000u64.saturating_sub(minute.used).to_string(),
+            ),
+            ("x-keap-tenant-throttle-used", minute.used.to_string()),
+            ("x-keap-tenant-id", "sandbox.infusionsoft.com".to_string()),
+            ("x-keap-product-spike-limit", "10ps".to_string()),
+        ];
+        for (name, value) in headers {
+            response = response.with_header(HeaderName::from_static(name), value);
+        }
+        response
+    }
+
+    fn entity_store<'a>(store: &'a Store, entity: &str) -> Option<&'a crate::store::EntityStore> {
+        store.entity(SYSTEM, entity)
+    }
+
+    fn find<'a>(store: &'a Store, entity: &str, id: &str) -> Option<&'a Record> {
+        let id = id.parse::<u64>().ok()?.to_string();
+        Self::entity_store(store, entity)?
+            .get(&id)
+            .filter(|record| record.is_live())
+    }
+
+    fn validate(&self, schema_name: &str, body: &Value) -> Result<(), ApiResponse> {
+        let schema = json!({ "$ref": format!("#/components/schemas/{schema_name}") });
+        let mode = Mode {
+            null_as_absent: true,
+            lenient_datetime: true,
+        };
+        let violation = self
+            .doc
+            .validate(&schema, body, mode)
+            .into_iter()
+            // Custom field content is free-form in practice, whatever the file says.
+            .find(|violation| {
+                !(violation.path.starts_with("custom_fields[")
+                    && violation.path.ends_with(".content"))
+            });
+        match violation {
+            Some(violation) => Err(bad_request(violation.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Rules the schemas do not express.
+    fn check_rules(
+        &self,
+        store: &Store,
+        entity: &str,
+        fields: &Map<String, Value>,
+        creating: bool,
+    ) -> Result<(), ApiResponse> {
+        match entity {
+            "companies" => {
+                if let Some(email) = non_null(fields.get("email_address")).and_then(Value::as_str)
+                    && !email.is_empty()
+                    && !is_email(email)
+                {
+                    return Err(bad_request(format!("Email address '{email}' is not valid")));
+                }
+                if let Some(address) = non_null(fields.get("address")) {
+                    check_region(address)?;
+                }
+            }
+            "contacts" => {
+                let emails = fields.get("email_addresses").and_then(Value::as_array);
+                let phones = fields.get("phone_numbers").and_then(Value::as_array);
+                if creating && emails.is_none_or(Vec::is_empty) && phones.is_none_or(Vec::is_empty)
+                {
+                    return Err(bad_request(
+                        "Contact must contain an e-mail address or phone number",
+                    ));
+                }
+                for email in emails.into_iter().flatten() {
+                    if let Some(address) = email.get("email").and_then(Value::as_str)
+                        && !is_email(address)
+                    {
+                        return Err(bad_request(format!(
+                            "Email address '{address}' is not valid"
+                        )));
+                    }
+                }
+                if emails.is_some_and(|emails| emails.len() > 3) {
+                    return Err(bad_request("A contact can have at most 3 email addresses"));
+                }
+                for address in fields
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    check_region(address)?;
+                }
+                if let Some(company_id) =
+                    non_null(fields.get("company")).and_then(|company| company.get("id"))
+                {
+                    let known = company_id.as_u64().is_some_and(|id| {
+                        Self::find(store, "companies", &id.to_string()).is_some()
+                    });
+                    if !known {
+                        return Err(bad_request(format!(
+                            "Company with id {company_id} not found"
+                        )));
+                    }
+                }
+            }
+            "opportunities" => {
+                if let Some(contact_id) =
+                    non_null(fields.get("contact")).and_then(|contact| contact.get("id"))
+                {
+                    let known = contact_id
+                        .as_u64()
+                        .is_some_and(|id| Self::find(store, "contacts", &id.to_string()).is_some());
+                    if !known {
+                        return Err(bad_request(format!(
+                            "Contact with id {contact_id} not found"
+                        )));
+                    }
+                }
+                if let Some(stage_id) =
+                    non_null(fields.get("stage")).and_then(|stage| stage.get("id"))
+                    && !STAGES
+                        .iter()
+                        .any(|(id, _, _)| stage_id.as_i64() == Some(*id))
+                {
+                    return Err(bad_request(format!("Stage with id {stage_id} not found")));
+                }
+                if let Some(user_id) = non_null(fields.get("user")).and_then(|user| user.get("id"))
+                    && !USERS.iter().any(|(id, _, _)| user_id.as_i64() == Some(*id))
+                {
+                    return Err(bad_request(format!("User with id {user_id} not found")));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn write_schema(entity: &str) -> &'static str {
+        match entity {
+            "companies" => "CreateOrPatchCompany",
+            "contacts" => "CreateOrPatchContact",
+            "opportunities" => "UpdateOpportunityRequest",
+            _ => "CreateProduct",
+        }
+    }
+
+    /// Keeps only what a client may write; read-only fields in a body are ignored.
+    fn writable(&self, entity: &str, body: &Value) -> Map<String, Value> {
+        let schema =
+            json!({ "$ref": format!("#/components/schemas/{}", Self::write_schema(entity)) });
+        let names = self.doc.property_names(&schema);
+        body.as_object()
+            .map(|object| {
+                object
+                    .iter()
+                    .filter(|(name, _)| names.contains(&name.as_str()))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn create_in(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
+        if !body.is_object() {
+            return Err(bad_request(
+                "Input could not be converted to a valid request",
+            ));
+        }
+        self.validate(Self::write_schema(entity), &body)?;
+        let fields = self.writable(entity, &body);
+        self.check_rules(store, entity, &fields, true)?;
+        let entity_store = store.entity_mut(SYSTEM, entity);
+        let id = entity_store.allocate_id().to_string();
+        let record = entity_store.new_record(id.clone(), fields, at);
+        entity_store.put(record);
+        store.observe(at);
+        Ok(id)
+    }
+
+    fn render_company(record: &Record, optional: &[String], full: bool) -> Value {
+        let fields = &record.fields;
+        let email = non_null(fields.get("email_address"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let opted_in = !email.is_null() && non_null(fields.get("opt_in_reason")).is_some();
+        let mut out = Map::new();
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        out.insert(
+            "company_name".into(),
+            fields.get("company_name").cloned().unwrap_or(Value::Null),
+        );
+        out.insert("email_address".into(), email);
+        out.insert("email_opted_in".into(), json!(opted_in));
+        out.insert(
+            "email_status".into(),
+            json!(if opted_in {
+                "SingleOptIn"
+            } else {
+                "NonMarketable"
+            }),
+        );
+        out.insert(
+            "phone_number".into(),
+            fields.get("phone_number").cloned().unwrap_or(Value::Null),
+        );
+        out.insert(
+            "address".into(),
+            fields.get("address").cloned().unwrap_or(Value::Null),
+        );
+        out.insert(
+            "website".into(),
+            fields.get("website").cloned().unwrap_or(Value::Null),
+        );
+        for name in ["notes", "fax_number", "custom_fields"] {
+            if full || optional.iter().any(|wanted| wanted == name) {
+                let default = if name == "custom_fields" {
+                    json!([])
+                } else {
+                    Value::Null
+                };
+                out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn render_contact(store: &Store, record: &Record, optional: &[String], full: bool) -> Value {
+        let fields = &record.fields;
+        let emails = fields
+            .get("email_addresses")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let has_email = emails.as_array().is_some_and(|emails| !emails.is_empty());
+        let opted_in = has_email && non_null(fields.get("opt_in_reason")).is_some();
+        let company = non_null(fields.get("company"))
+            .and_then(|company| company.get("id"))
+            .and_then(Value::as_u64)
+            .and_then(|id| Self::find(store, "companies", &id.to_string()))
+            .map(|company| {
+                json!({
+                    "id": company.id.parse::<u64>().unwrap_or_default(),
+                    "company_name": company.fields.get("company_name").cloned().unwrap_or(Value::Null),
+                })
+            });
+        let mut out = Map::new();
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        for name in [
+            "given_name",
+            "middle_name",
+            "family_name",
+            "prefix",
+            "suffix",
+            "preferred_name",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
+        }
+        out.insert("email_addresses".into(), emails);
+        for name in [
+            "phone_numbers",
+            "fax_numbers",
+            "addresses",
+            "social_accounts",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or_else(|| json!([])),
+            );
+        }
+        out.insert(
+            "company_name".into(),
+            company
+                .as_ref()
+                .and_then(|company| company.get("company_name").cloned())
+                .unwrap_or(Value::Null),
+        );
+        out.insert("company".into(), company.unwrap_or(Value::Null));
+        out.insert("email_opted_in".into(), json!(opted_in));
+        out.insert(
+            "email_status".into(),
+            json!(if opted_in {
+                "SingleOptIn"
+            } else {
+                "NonMarketable"
+            }),
+        );
+        for name in [
+            "anniversary",
+            "birthday",
+            "contact_type",
+            "owner_id",
+            "preferred_locale",
+            "source_type",
+            "spouse_name",
+            "time_zone",
+            "website",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
+        }
+        out.insert("ScoreValue".into(), Value::Null);
+        out.insert(
+            "date_created".into(),
+            json!(offset_datetime(record.created)),
+        );
+        out.insert(
+            "last_updated".into(),
+            json!(offset_datetime(record.modified)),
+        );
+        out.insert("last_updated_utc_millis".into(), json!(record.modified));
+        for name in ["job_title", "lead_source_id", "custom_fields"] {
+            if full || optional.iter().any(|wanted| wanted == name) {
+                let default = if name == "custom_fields" {
+                    json!([])
+                } else {
+                    Value::Null
+                };
+                out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
+            }
+        }
+        if full {
+            out.insert("tag_ids".into(), json!([]));
+            out.insert("relationships".into(), json!([]));
+            let origin = non_null(fields.get("origin"))
+                .and_then(|origin| origin.get("ip_address"))
+                .map(|ip| json!({"date": offset_datetime(record.created), "ip_address": ip}))
+                .unwrap_or(Value::Null);
+            out.insert("origin".into(), origin);
+        }
+        Value::Object(out)
+    }
+
+    fn render_opportunity(store: &Store, record: &Record) -> Value {
+        let fields = &record.fields;
+        let contact = non_null(fields.get("contact"))
+            .and_then(|contact| contact.get("id"))
+            .and_then(Value::as_u64)
+            .map(|id| {
+                let found = Self::find(store, "contacts", &id.to_string());
+                let field = |name: &str| {
+                    found
+                        .and_then(|contact| contact.fields.get(name).cloned())
+                        .unwrap_or(Value::Null)
+                };
+                let email = found
+                    .and_then(|contact| contact.fields.get("email_addresses"))
+                    .and_then(Value::as_array)
+                    .and_then(|emails| emails.first())
+                    .and_then(|email| email.get("email").cloned())
+                    .unwrap_or(Value::Null);
+                let phone = found
+                    .and_then(|contact| contact.fields.get("phone_numbers"))
+                    .and_then(Value::as_array)
+                    .and_then(|phones| phones.first())
+                    .and_then(|phone| phone.get("number").cloned())
+                    .unwrap_or(Value::Null);
+                let company_name = found
+                    .and_then(|contact| contact.fields.get("company"))
+                    .and_then(|company| company.get("id"))
+                    .and_then(Value::as_u64)
+                    .and_then(|id| Self::find(store, "companies", &id.to_string()))
+                    .and_then(|company| company.fields.get("company_name").cloned())
+                    .unwrap_or(Value::Null);
+                json!({
+                    "id": id,
+                    "first_name": field("given_name"),
+                    "last_name": field("family_name"),
+                    "email": email,
+                    "phone_number": phone,
+                    "company_name": company_name,
+                    "job_title": field("job_title"),
+                })
+            })
+            .unwrap_or(Value::Null);
+        let stage = non_null(fields.get("stage"))
+            .and_then(|stage| stage.get("id"))
+            .and_then(Value::as_i64)
+            .and_then(|id| STAGES.iter().position(|(stage_id, _, _)| *stage_id == id))
+            .map(|index| {
+                let (id, name, probability) = STAGES[index];
+                json!({
+                    "id": id,
+                    "name": name,
+                    "details": {"probability": probability, "stage_order": index + 1, "target_num_days": 14, "check_list_items": []},
+                    "reasons": [],
+                })
+            })
+            .unwrap_or(Value::Null);
+        let user = non_null(fields.get("user"))
+            .and_then(|user| user.get("id"))
+            .and_then(Value::as_i64)
+            .and_then(|id| USERS.iter().find(|(user_id, _, _)| *user_id == id))
+            .map(|(id, first, last)| json!({"id": id, "first_name": first, "last_name": last}))
+            .unwrap_or(Value::Null);
+        let mut out = Map::new();
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        out.insert(
+            "opportunity_title".into(),
+            fields
+                .get("opportunity_title")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+        out.insert("contact".into(), contact);
+        out.insert("stage".into(), stage);
+        out.insert("user".into(), user);
+        for name in [
+            "projected_revenue_low",
+            "projected_revenue_high",
+            "estimated_close_date",
+            "next_action_date",
+            "next_action_notes",
+            "opportunity_notes",
+            "affiliate_id",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
+        }
+        out.insert(
+            "include_in_forecast".into(),
+            fields
+                .get("include_in_forecast")
+                .cloned()
+                .unwrap_or(json!(0)),
+        );
+        out.insert(
+            "custom_fields".into(),
+            fields
+                .get("custom_fields")
+                .cloned()
+                .unwrap_or_else(|| json!([])),
+        );
+        out.insert(
+            "date_created".into(),
+            json!(offset_datetime(record.created)),
+        );
+        out.insert(
+            "last_updated".into(),
+            json!(offset_datetime(record.modified)),
+        );
+        Value::Object(out)
+    }
+
+    /// `RestProductV1` (one product) or, with `listed`, `Product_` (list and sync items,
+    /// which carry `status` 1/0 instead of `active`).
+    fn render_product(record: &Record, listed: bool) -> Value {
+        let fields = &record.fields;
+        let active = fields
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut out = Map::new();
+        out.insert(
+            "id".into(),
+            json!(record.id.parse::<u64>().unwrap_or_default()),
+        );
+        for name in [
+            "product_name",
+            "product_desc",
+            "product_price",
+            "product_short_desc",
+            "sku",
+        ] {
+            out.insert(
+                name.into(),
+                fields.get(name).cloned().unwrap_or(Value::Null),
+            );
+        }
+        if listed {
+            out.insert("status".into(), json!(i32::from(active)));
+            out.insert("product_options".into(), json!([]));
+        } else {
+            out.insert("active".into(), json!(active));
+        }
+        out.insert(
+            "subscription_only".into(),
+            fields
+                .get("subscription_only")
+                .cloned()
+                .unwrap_or(json!(false)),
+        );
+        out.insert("subscription_plans".into(), json!([]));
+        out.insert("url".into(), Value::Null);
+        Value::Object(out)
+    }
+
+    fn render(
+        store: &Store,
+        entity: &str,
+        record: &Record,
+        optional: &[String],
+        full: bool,
+    ) -> Value {
+        match entity {
+            "companies" => Self::render_company(record, optional, full),
+            "contacts" => Self::render_contact(store, record, optional, full),
+            "opportunities" => Self::render_opportunity(store, record),
+            _ => Self::render_product(record, false),
+        }
+    }
+
+    fn optional_properties(request: &ApiRequest) -> Vec<String> {
+        request
+            .query
+            .iter()
+            .filter(|(key, _)| key == "optional_properties")
+            .flat_map(|(_, value)| value.split(',').map(|name| name.trim().to_string()))
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
+    fn route_inner(&self, request: &ApiRequest) -> ApiResponse {
+        let Some(segments) = request.segments_after(BASE_PATH) else {
+            return message(StatusCode::NOT_FOUND, "Resource not found");
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = &request.method;
+        match segments.as_slice() {
+            ["opportunity", "stage_pipeline"] if method == Method::GET => self.stage_pipeline(),
+            ["products", "sync"] if method == Method::GET => self.product_sync(request),
+            [entity] if ENTITIES.contains(entity) => match *method {
+                Method::GET => self.list(entity, request),
+                Method::POST => self.create(entity, request),
+                Method::PUT if *entity == "contacts" => self.upsert_contact(request),
+                _ => not_supported(method),
+            },
+            [entity, id] if ENTITIES.contains(entity) => match *method {
+                Method::GET => self.get(entity, id, request),
+                Method::PATCH => self.update(entity, id, request),
+                Method::DELETE if matches!(*entity, "contacts" | "products") => {
+                    self.delete(entity, id)
+                }
+                _ => not_supported(method),
+            },
+            _ => message(StatusCode::NOT_FOUND, "Resource not found"),
+        }
+    }
+
+    fn stage_pipeline(&self) -> ApiResponse {
+        let stages: Vec<Value> = STAGES
+            .iter()
+            .enumerate()
+            .map(|(index, (id, name, probability))| {
+                json!({"stage_id": id, "stage_name": name, "stage_order": index + 1, "probability": probability})
+            })
+            .collect();
+        ApiResponse::json(
+            StatusCode::OK,
+            json!([{"pipeline_id": 1, "pipeline_name": "Sales", "stages": stages}]),
+        )
+    }
+
+    fn body(request: &ApiRequest) -> Result<Value, ApiResponse> {
+        request
+            .json()
+            .map_err(|_| bad_request("Input could not be converted to a valid request"))
+    }
+
+    fn create(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
+        let body = match Self::body(request) {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let mut store = self.shared.store();
+        let at = self.shared.stamp(&mut store);
+        match self.create_in(&mut store, entity, body, at) {
+            Ok(id) => {
+                let Some(record) = Self::find(&store, entity, &id) else {
+                    return not_found(entity);
+                };
+                let status = if entity == "opportunities" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                ApiResponse::json(status, Self::render(&store, entity, record, &[], true))
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// `PUT /contacts`: create or update by `duplicate_option` (`Email` or
+    /// `EmailAndName`); answers 200 either way.
+    fn upsert_contact(&self, request: &ApiRequest) -> ApiResponse {
+        let body = match Self::body(request) {
+            Ok(Value::Object(body)) => body,
+            Ok(_) => return bad_request("Input could not be converted to a valid request"),
+            Err(response) => return response,
+        };
+        let with_name = match body.get("duplicate_option").and_then(Value::as_str) {
+            Some("Email") => false,
+            Some("EmailAndName") => true,
+            _ => return bad_request("duplicate_option must be Email or EmailAndName"),
+        };
+        if let Err(response) = self.validate("CreateOrPatchContact", &Value::Object(body.clone())) {
+            return response;
+        }
+        let changes = self.writable("contacts", &Value::Object(body.clone()));
+        let email = changes
+            .get("email_addresses")
+            .and_then(Value::as_array)
+            .and_then(|emails| emails.first())
+            .and_then(|email| email.get("email"))
+            .and_then(Value::as_str)
+            .map(str::to_lowercase);
+        let Some(email) = email else {
+            return bad_request("Contact must contain an e-mail address to match on");
+        };
+        let same = |record: &Record, name: &str| {
+            let wanted = changes
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let found = record
+                .fields
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            wanted.eq_ignore_ascii_case(found)
+        };
+        let mut store = self.shared.store();
+        let existing = Self::entity_store(&store, "contacts").and_then(|contacts| {
+            contacts
+                .by_change(false)
+                .into_iter()
+                .find(|record| {
+                    let emails = record
+                        .fields
+                        .get("email_addresses")
+                        .and_then(Value::as_array);
+                    let matches_email = emails.into_iter().flatten().any(|entry| {
+                        entry
+                            .get("email")
+                            .and_then(Value::as_str)
+                            .is_some_and(|address| address.eq_ignore_ascii_case(&email))
+                    });
+                    matches_email
+                        && (!with_name
+                            || (same(record, "given_name") && same(record, "family_name")))
+                })
+                .cloned()
+        });
+        let at = self.shared.stamp(&mut store);
+        let id = match existing {
+            Some(mut record) => {
+                for (name, value) in changes {
+                    record.fields.insert(name, value);
+                }
+                if let Err(response) = self.check_rules(&store, "contacts", &record.fields, false) {
+                    return response;
+                }
+                record.modified = at;
+                record.touched = at;
+                let id = record.id.clone();
+                store.entity_mut(SYSTEM, "contacts").put(record);
+                id
+            }
+            None => match self.create_in(&mut store, "contacts", Value::Object(changes), at) {
+                Ok(id) => id,
+                Err(response) => return response,
+            },
+        };
+        match Self::find(&store, "contacts", &id) {
+            Some(record) => ApiResponse::json(
+                StatusCode::OK,
+                Self::render(&store, "contacts", record, &[], true),
+            ),
+            None => not_found("contacts"),
+        }
+    }
+
+    fn get(&self, entity: &str, id: &str, request: &ApiRequest) -> ApiResponse {
+        let store = self.shared.store();
+        match Self::find(&store, entity, id) {
+            Some(record) => {
+                let optional = Self::optional_properties(request);
+                let full = matches!(entity, "opportunities" | "products");
+                let mut body = Self::render(&store, entity, record, &optional, full);
+                if entity == "contacts"
+                    && let Some(object) = body.as_object_mut()
+                {
+                    object.insert("tag_ids".into(), json!([]));
+                }
+                ApiResponse::json(StatusCode::OK, body)
+            }
+            None => not_found(entity),
+        }
+    }
+
+    fn update(&self, entity: &str, id: &str, request: &ApiRequest) -> ApiResponse {
+        let body = match Self::body(request) {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let mut store = self.shared.store();
+        let Some(current) = Self::find(&store, entity, id).cloned() else {
+            return not_found(entity);
+        };
+        if !body.is_object() {
+            return bad_request("Input could not be converted to a valid request");
+        }
+        let schema = Self::write_schema(entity);
+        let violation = if entity == "opportunities" {
+            // PATCH takes the fields to change; nothing is required.
+            None
+        } else {
+            self.validate(schema, &body).err()
+        };
+        if let Some(response) = violation {
+            return response;
+        }
+        let mut changes = self.writable(entity, &body);
+        if entity == "contacts" {
+            let mask: Vec<String> = Self::list_parameter(request, "update_mask");
+            if !mask.is_empty() {
+                changes.retain(|name, _| mask.contains(name));
+            }
+        }
+        let mut record = current;
+        for (name, value) in changes {
+            record.fields.insert(name, value);
+        }
+        if entity == "opportunities"
+            && let Err(response) = self.validate(schema, &Value::Object(record.fields.clone()))
+        {
+            return response;
+        }
+        if let Err(response) = self.check_rules(&store, entity, &record.fields, false) {
+            return response;
+        }
+        let at = self.shared.stamp(&mut store);
+        record.modified = at;
+        record.touched = at;
+        store.entity_mut(SYSTEM, entity).put(record.clone());
+        ApiResponse::json(
+            StatusCode::OK,
+            Self::render(&store, entity, &record, &[], true),
+        )
+    }
+
+    fn list_parameter(request: &ApiRequest, name: &str) -> Vec<String> {
+        request
+            .query
+            .iter()
+            .filter(|(key, _)| key == name)
+            .flat_map(|(_, value)| value.split(',').map(|item| item.trim().to_string()))
+            .filter(|item| !item.is_empty())
+            .collect()
+    }
+
+    fn delete(&self, entity: &str, id: &str) -> ApiResponse {
+        let mut store = self.shared.store();
+        let Some(record) = Self::find(&store, entity, id) else {
+            return not_found(entity);
+        };
+        let id = record.id.clone();
+        let at = self.shared.stamp(&mut store);
+        store.entity_mut(SYSTEM, entity).remove(&id, at);
+        ApiResponse::empty(StatusCode::NO_CONTENT)
+    }
+
+    fn paging(request: &ApiRequest) -> Result<(i64, i64), ApiResponse> {
+        let number = |name: &str| -> Result<Option<i64>, ApiResponse> {
+            match request.query(name) {
+                None | Some("") => Ok(None),
+                Some(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| bad_request(format!("Invalid value for parameter '{name}'"))),
+            }
+        };
+        let limit = match number("limit")? {
+            None | Some(0) => MAX_LIMIT,
+            Some(limit) if limit < 0 => {
+                return Err(bad_request("Invalid value for parameter 'limit'"));
+            }
+            Some(limit) => limit.min(MAX_LIMIT),
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        if offset < 0 {
+            return Err(bad_request("Invalid value for parameter 'offset'"));
+        }
+        Ok((limit, offset))
+    }
+
+    /// `next`/`previous` for a list: the same query with `limit` and `offset` moved.
+    fn page_links(
+        &self,
+        path: &str,
+        request: &ApiRequest,
+        limit: i64,
+        offset: i64,
+    ) -> (String, String) {
+        let rest: Vec<(String, String)> = request
+            .query
+            .iter()
+            .filter(|(key, _)| key != "limit" && key != "offset")
+            .cloned()
+            .collect();
+        let link = |offset: i64| {
+            let mut pairs = vec![
+                ("limit".to_string(), limit.to_string()),
+                ("offset".to_string(), offset.to_string()),
+            ];
+            pairs.extend(rest.iter().cloned());
+            format!("{}{BASE_PATH}/{path}/?{}", self.root, encode_query(&pairs))
+        };
+        (
+            link(offset.saturating_add(limit)),
+            link((offset - limit).max(0)),
+        )
+    }
+
+    fn list(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
+        match self.try_list(entity, request) {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    fn try_list(&self, entity: &str, request: &ApiRequest) -> Result<ApiResponse, ApiResponse> {
+        let (limit, offset) = Self::paging(request)?;
+        let instant = |name: &str| -> Result<Option<Stamp>, ApiResponse> {
+            match request.query(name) {
+                None | Some("") => Ok(None),
+                Some(text) => parse_lenient_datetime(text).map(Some).ok_or_else(|| {
+                    bad_request(format!("Invalid date format for '{name}': {text}"))
+                }),
+            }
+        };
+        let (since, until) = if entity == "contacts" {
+            (instant("since")?, instant("until")?)
+        } else {
+            (None, None)
+        };
+        let order = request.query("order").unwrap_or("id");
+        let allowed: &[&str] = match entity {
+            "companies" => &["id", "date_created", "name", "email"],
+            "contacts" => &[
+                "id",
+                "date_created",
+                "last_updated",
+                "name",
+                "firstName",
+                "email",
+            ],
+            "opportunities" => &[
+                "next_action",
+                "opportunity_name",
+                "contact_name",
+                "date_created",
+                "id",
+            ],
+            _ => &["id"],
+        };
+        if !allowed.contains(&order) {
+            return Err(bad_request(format!("Invalid order field '{order}'")));
+        }
+        let descending = match request.query("order_direction") {
+            None | Some("ASCENDING") => false,
+            Some("DESCENDING") => true,
+            Some(other) => return Err(bad_request(format!("Invalid order direction '{other}'"))),
+        };
+        let optional = Self::optional_properties(request);
+        let store = self.shared.store();
+        let Some(entity_store) = Self::entity_store(&store, entity) else {
+            return Ok(self.list_body(entity, Vec::new(), 0, request, limit, offset, None));
+        };
+        let text = |record: &Record, name: &str| -> String {
+            record
+                .fields
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase()
+        };
+        let first_email = |record: &Record| -> String {
+            record
+                .fields
+                .get("email_addresses")
+                .and_then(Value::as_array)
+                .and_then(|emails| emails.first())
+                .and_then(|email| email.get("email"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase()
+        };
+        let mut records: Vec<&Record> = entity_store
+            .records
+            .values()
+            .filter(|record| record.is_live())
+            .filter(|record| since.is_none_or(|since| record.modified >= since))
+            .filter(|record| until.is_none_or(|until| record.modified <= until))
+            .filter(|record| match entity {
+                "companies" => request
+                    .query("company_name")
+                    .is_none_or(|name| text(record, "company_name") == name.to_lowercase()),
+                "contacts" => {
+                    request.query("email").is_none_or(|email| {
+                        record
+                            .fields
+                            .get("email_addresses")
+                            .and_then(Value::as_array)
+                            .is_some_and(|emails| {
+                                emails.iter().any(|entry| {
+                                    entry
+                                        .get("email")
+                                        .and_then(Value::as_str)
+                                        .is_some_and(|address| address.eq_ignore_ascii_case(email))
+                                })
+                            })
+                    }) && request
+                        .query("given_name")
+                        .is_none_or(|name| text(record, "given_name") == name.to_lowercase())
+                        && request
+                            .query("family_name")
+                            .is_none_or(|name| text(record, "family_name") == name.to_lowercase())
+                }
+                "opportunities" => {
+                    request.query("stage_id").is_none_or(|stage| {
+                        record
+                            .fields
+                            .get("stage")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
+                            == Some(stage.to_string())
+                    }) && request.query("user_id").is_none_or(|user| {
+                        record
+                            .fields
+                            .get("user")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
+                            == Some(user.to_string())
+                    })
+                }
+                _ => match request.query("active") {
+                    None => true,
+                    Some(active) => {
+                        record
+                            .fields
+                            .get("active")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                            == (active == "true")
+                    }
+                },
+            })
+            .collect();
+        let numeric_id = |record: &Record| record.id.parse::<u64>().unwrap_or_default();
+        match order {
+            "date_created" => records.sort_by_key(|record| (record.created, record.seq)),
+            "last_updated" => records.sort_by_key(|record| (record.modified, record.seq)),
+            "name" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "company_name"))
+            }
+            "name" => records
+                .sort_by_key(|record| (text(record, "family_name"), text(record, "given_name"))),
+            "firstName" => records.sort_by_key(|record| text(record, "given_name")),
+            "email" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "email_address"))
+            }
+            "email" => records.sort_by_key(|record| first_email(record)),
+            "opportunity_name" => records.sort_by_key(|record| text(record, "opportunity_title")),
+            "next_action" => records.sort_by_key(|record| text(record, "next_action_date")),
+            "contact_name" => records.sort_by_key(|record| {
+                record
+                    .fields
+                    .get("contact")
+                    .and_then(|contact| contact.get("id"))
+                    .and_then(Value::as_u64)
+                    .and_then(|id| Self::find(&store, "contacts", &id.to_string()))
+                    .map(|contact| text(contact, "family_name"))
+                    .unwrap_or_default()
+            }),
+            _ => records.sort_by_key(|record| numeric_id(record)),
+        }
+        if descending {
+            records.reverse();
+        }
+        let total = records.len();
+        let page: Vec<Value> = records
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|record| match entity {
+                "products" => Self::render_product(record, true),
+                _ => Self::render(&store, entity, record, &optional, false),
+            })
+            .collect();
+        let sync_token = (entity == "products").then(|| entity_store.next_change.to_string());
+        Ok(self.list_body(entity, page, total, request, limit, offset, sync_token))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn list_body(
+        &self,
+        entity: &str,
+        page: Vec<Value>,
+        total: usize,
+        request: &ApiRequest,
+        limit: i64,
+        offset: i64,
+        sync_token: Option<String>,
+    ) -> ApiResponse {
+        let (next, previous) = self.page_links(entity, request, limit, offset);
+        let mut body = Map::new();
+        body.insert(entity.to_string(), Value::Array(page));
+        body.insert("count".into(), json!(total));
+        body.insert("next".into(), json!(next));
+        body.insert("previous".into(), json!(previous));
+        if let Some(token) = sync_token {
+            body.insert("sync_token".into(), json!(token));
+        }
+        ApiResponse::json(StatusCode::OK, Value::Object(body))
+    }
+
+    /// `GET /products/sync`: what changed since the token (everything without one), one
+    /// entry per product with its latest status, and a token for the next call.
+    fn product_sync(&self, request: &ApiRequest) -> ApiResponse {
+        let (limit, offset) = match Self::paging(request) {
+            Ok(paging) => paging,
+            Err(response) => return response,
+        };
+        let store = self.shared.store();
+        let head =
+            Self::entity_store(&store, "products").map_or(0, |products| products.next_change);
+        let since = match request.query("sync_token") {
+            None | Some("") => 0,
+            Some(token) => match token.parse::<u64>() {
+                Ok(seq) if seq <= head => seq,
+                _ => return bad_request(format!("Invalid sync token: {token}")),
+            },
+        };
+        let mut statuses: Vec<(String, ChangeKind, bool)> = Vec::new();
+        if let Some(products) = Self::entity_store(&store, "products") {
+            for change in products.changes.iter().filter(|change| change.seq > since) {
+                match statuses.iter_mut().find(|(id, _, _)| *id == change.id) {
+                    Some(entry) => entry.1 = change.kind,
+                    None => statuses.push((
+                        change.id.clone(),
+                        change.kind,
+                        change.kind == ChangeKind::Created,
+                    )),
+                }
+            }
+        }
+        let entries: Vec<Value> = statuses
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|(id, kind, created)| {
+                let status = match kind {
+                    ChangeKind::Deleted => "DELETED",
+                    _ if *created => "CREATED",
+                    _ => "UPDATED",
+                };
+                let product = Self::entity_store(&store, "products")
+                    .and_then(|products| products.get(id))
+                    .map(|record| Self::render_product(record, true))
+                    .unwrap_or_else(|| json!({"id": id.parse::<u64>().unwrap_or_default()}));
+                json!({"product": product, "status": status})
+            })
+            .collect();
+        let (next, previous) = self.page_links("products/sync", request, limit, offset);
+        ApiResponse::json(
+            StatusCode::OK,
+            json!({
+                "product_statuses": entries,
+                "sync_token": head.to_string(),
+                "count": statuses.len(),
+                "next": next,
+                "previous": previous,
+            }),
+        )
+    }
+}
+
+fn check_region(address: &Value) -> Result<(), ApiResponse> {
+    let region = non_null(address.get("region"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let country = non_null(address.get("country_code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !region.is_empty() && country.is_empty() {
+        return Err(bad_request("country_code is required when region is given"));
+    }
+    Ok(())
+}
+
+fn not_supported(method: &Method) -> ApiResponse {
+    message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Request method '{method}' not supported"),
+    )
+}
+
+impl Simulator for Keap {
+    fn system(&self) -> &'static str {
+        SYSTEM
+    }
+
+    fn handle(&self, request: &ApiRequest) -> ApiResponse {
+        if !Self::authorized(request) {
+            return gateway_fault(
+                StatusCode::UNAUTHORIZED,
+                "Invalid Access Token",
+                "keymanagement.service.invalid_access_token",
+            );
+        }
+        let now = self.shared.clock.now();
+        let refused = self
+            .enforce
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(now)
+            .err();
+        if let Some(wait) = refused {
+            let response = ApiResponse::json(StatusCode::TOO_MANY_REQUESTS, throttled_body())
+                .with_header(header::RETRY_AFTER, retry_after_seconds(wait).to_string())
+                .throttled();
+            return self.throttle_headers(response);
+        }
+        let _ = self
+            .report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(now);
+        let response = self.route_inner(request);
+        self.throttle_headers(response)
+    }
+
+    fn fault(&self, kind: FaultKind) -> ApiResponse {
+        match kind {
+            FaultKind::TooManyRequests => {
+                ApiResponse::json(StatusCode::TOO_MANY_REQUESTS, throttled_body())
+                    .with_header(header::RETRY_AFTER, "1")
+            }
+            FaultKind::ServerError => message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            ),
+            FaultKind::Unavailable => gateway_fault(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The Service is temporarily unavailable",
+                "messaging.adaptors.http.flow.ServiceUnavailable",
+            ),
+            FaultKind::Timeout => gateway_fault(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway Timeout",
+                "messaging.adaptors.http.flow.GatewayTimeout",
+            ),
+            FaultKind::LostResponse => gateway_fault(
+                StatusCode::BAD_GATEWAY,
+                "Unexpected EOF at target",
+                "messaging.adaptors.http.flow.UnexpectedEOFAtTarget",
+            ),
+        }
+    }
+}
+
+impl Backend for Keap {
+    fn entities(&self) -> Vec<&'static str> {
+        ENTITIES.to_vec()
+    }
+
+    fn route(&self, request: &ApiRequest) -> ApiResponse {
+        self.route_inner(request)
+    }
+
+    fn collection_path(&self, entity: &str) -> String {
+        format!("{BASE_PATH}/{entity}")
+    }
+
+    fn records(&self, entity: &str) -> Vec<Value> {
+        let store = self.shared.store();
+        let Some(entity_store) = Self::entity_store(&store, entity) else {
+            return Vec::new();
+        };
+        entity_store
+            .by_change(false)
+            .into_iter()
+            .map(|record| Self::render(&store, entity, record, &[], true))
+            .collect()
+    }
+
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
+        self.create_in(store, entity, body, at)
+    }
+
+    fn record(&self, entity: &str, id: &str) -> Option<Value> {
+        let store = self.shared.store();
+        Self::find(&store, entity, id).map(|record| Self::render(&store, entity, record, &[], true))
+    }
+
+    /// A person's edit: the API's PATCH requires the name of companies and products even
+    /// when it does not change, so the current one is filled in.
+    fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {
+        let mut patch = patch;
+        let required = match entity {
+            "companies" => Some("company_name"),
+            "products" => Some("product_name"),
+            _ => None,
+        };
+        if let (Some(name), Some(object)) = (required, patch.as_object_mut())
+            && !object.contains_key(name)
+        {
+            let store = self.shared.store();
+            if let Some(current) =
+                Self::find(&store, entity, id).and_then(|record| record.fields.get(name))
+            {
+                object.insert(name.to_string(), current.clone());
+            }
+        }
+        let path = format!("{BASE_PATH}/{entity}/{id}");
+        self.route_inner(&crate::request(Method::PATCH, &path, Some(&patch)))
+    }
+}

@@ -1,0 +1,914 @@
+//! `tether serve` end to end: the real binary as a child process, over the simulators, with
+//! flow files edited under it, signals sent to it, and several workers on one PostgreSQL
+//! store (that test needs `TETHER_TEST_POSTGRES` and says it was skipped without it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tether_engine::store::{RunOutcome, Store, StoreUrl};
+use tether_engine::sync::engine::RunOptions;
+use tether_engine::sync::open::{OpenOptions, open};
+use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
+
+const COMPANIES: &str = "keap-companies-to-customerp-customers";
+const HOOK_TOKEN: &str = "hook-token-for-tests";
+const SIGNING_SECRET: &str = "signing-secret-for-tests";
+
+/// A folder removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tether-serve-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(dir.join("flows/systems")).expect("temp dir");
+        TempDir(dir)
+    }
+
+    /// A copy of the shipped flows, each flow run every `every` when given.
+    fn flows(&self, every: Option<&str>) -> PathBuf {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let flows = self.0.join("flows");
+        for (from, to) in [
+            (shipped.clone(), flows.clone()),
+            (shipped.join("systems"), flows.join("systems")),
+        ] {
+            for entry in std::fs::read_dir(&from).expect("flows folder") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    let mut text = std::fs::read_to_string(&path).expect("read");
+                    if let (Some(every), false) = (every, from.ends_with("systems")) {
+                        text = with_schedule(&text, every);
+                    }
+                    std::fs::write(to.join(path.file_name().expect("name")), text).expect("write");
+                }
+            }
+        }
+        flows
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The flow file with `schedule: { every: ... }` before its mappings.
+fn with_schedule(text: &str, every: &str) -> String {
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("schedule:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.replacen(
+        "\nmappings:\n",
+        &format!("\nschedule: {{ every: {every} }}\nmappings:\n"),
+        1,
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `tether serve` child process.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(flows: &Path, state: &StoreUrl, sandbox: &Sandbox, worker: &str) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("--flows")
+            .arg(flows)
+            .args([
+                "--log",
+                "warn",
+                "serve",
+                "--no-rate-limits",
+                "--lease-seconds",
+                "3",
+            ])
+            .args(["--worker", worker, "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--state")
+            .arg(state.to_string())
+            .envs(sandbox.env())
+            .env("KEAP_HOOK_TOKEN", HOOK_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tether serve starts");
+        Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<reqwest::Response> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .ok()
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(r) = self.get("/ready").await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not get ready within a minute");
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        self.get(path)
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// `POST /runs?...&wait=true`: the run's report.
+    async fn run_now(&self, query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/runs?wait=true{query}", self.base))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `/status` satisfies `check`.
+    async fn until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.json("/status").await;
+            if check(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: {status:#}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server stops within a minute of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sandbox(seed: usize) -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        seed,
+        rate_limits: RateLimits::unlimited(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts")
+}
+
+fn keap_company(name: &str, email: &str) -> Value {
+    json!({
+        "company_name": name,
+        "email_address": email,
+        "address": { "line1": "1 Main St", "locality": "Oslo", "zip_code": "0150", "country_code": "NOR" }
+    })
+}
+
+/// How many records of `system`/`entity` have `field` equal to `value`.
+fn count(sandbox: &Sandbox, system: &str, entity: &str, field: &str, value: &str) -> usize {
+    sandbox
+        .records(system, entity)
+        .expect("records")
+        .iter()
+        .filter(|r| r.get(field).and_then(Value::as_str) == Some(value))
+        .count()
+}
+
+/// Waits until a record with `field` = `value` exists (`what` says why it should).
+async fn appears(
+    sandbox: &Sandbox,
+    system: &str,
+    entity: &str,
+    field: &str,
+    value: &str,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(sandbox, system, entity, field, value) == 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn flow_interval(status: &Value, flow: &str) -> Option<f64> {
+    status["server"]["flows"]
+        .as_array()?
+        .iter()
+        .find(|f| f["flow"] == flow)
+        .and_then(|f| f["every_seconds"].as_f64())
+}
+
+/// The value of one sample line of the metrics text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A Keap company's email is on exactly one ERP customer and one shop customer.
+fn assert_synced_once(sandbox: &Sandbox, email: &str) {
+    for (system, entity) in [("customerp", "customers"), ("customwebshop", "customers")] {
+        assert_eq!(
+            count(sandbox, system, entity, "email", email),
+            1,
+            "{email} once in {system}"
+        );
+    }
+}
+
+async fn open_engine(
+    state: &StoreUrl,
+    sandbox: &Sandbox,
+    flows: &Path,
+) -> tether_engine::sync::engine::Engine {
+    let env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    open(
+        flows,
+        state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens")
+}
+
+async fn in_process_run(state: &StoreUrl, sandbox: &Sandbox, flows: &Path) -> u64 {
+    let engine = open_engine(state, sandbox, flows).await;
+    let report = engine
+        .run(&RunOptions::default())
+        .await
+        .expect("run succeeds");
+    report.writes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_takes_good_edits_refuses_bad_ones_and_reports_metrics() {
+    let dir = TempDir::new("reload");
+    let flows = dir.flows(None);
+    // The ERP sends signed change notifications in this setup.
+    let erp = flows.join("systems/customerp.yaml");
+    let text = std::fs::read_to_string(&erp).expect("read");
+    let text = text.replacen(
+        "\nentities:\n",
+        &format!("\nwebhooks:\n  style: signed\n  secret: {SIGNING_SECRET}\n\nentities:\n"),
+        1,
+    );
+    std::fs::write(&erp, text).expect("write");
+    let sandbox = sandbox(3).await;
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let server = Server::start(&flows, &state, &sandbox, "solo");
+    server.ready().await;
+
+    assert_eq!(
+        server.get("/health").await.map(|r| r.status().as_u16()),
+        Some(200)
+    );
+    let (code, report) = server.run_now("&flow=keap-to-customerp").await;
+    assert_eq!(code, 200, "{report:#}");
+    assert_eq!(report["outcome"], "ok", "{report:#}");
+    let metrics = server.metrics().await;
+    let read = sample(
+        &metrics,
+        &format!("tether_records_read_total{{mapping=\"{COMPANIES}\",side=\"source\"}}"),
+    );
+    assert!(
+        read.is_some_and(|n| n >= 3.0),
+        "Keap companies read: {metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "tether_runs_total{trigger=\"api\",outcome=\"ok\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "tether_http_requests_total{system=\"keap\"}").is_some_and(|n| n > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            &format!("tether_linked_pairs{{mapping=\"{COMPANIES}\"}}")
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tether_run_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // A good edit is picked up without a restart.
+    let file = flows.join("keap-to-customerp.yaml");
+    let original = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, with_schedule(&original, "5m")).expect("edit");
+    server
+        .until("the new schedule is loaded", |s| {
+            flow_interval(s, "keap-to-customerp") == Some(300.0)
+        })
+        .await;
+
+    // Keap REST hooks: the subscription handshake, a forged event, and a real one that runs
+    // the Keap company mappings now instead of in five minutes.
+    let hook = |token: &str| format!("{}/hooks/keap?token={token}", server.base);
+    let handshake = server
+        .http
+        .post(hook(HOOK_TOKEN))
+        .header("X-Hook-Secret", "handshake-42")
+        .send()
+        .await
+        .expect("handshake answered");
+    assert_eq!(handshake.status().as_u16(), 200);
+    assert_eq!(
+        handshake
+            .headers()
+            .get("x-hook-secret")
+            .and_then(|v| v.to_str().ok()),
+        Some("handshake-42"),
+        "the handshake secret is echoed"
+    );
+    let company = sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Hook Test AS", "hook@test.example"),
+        )
+        .expect("insert");
+    let event = json!({ "event_key": "company.add", "object_type": "company", "object_keys": [{ "id": company["id"] }] });
+    let forged = server
+        .http
+        .post(hook("guess"))
+        .json(&event)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(forged.status().as_u16(), 401, "a wrong token is refused");
+    let accepted = server
+        .http
+        .post(hook(HOOK_TOKEN))
+        .json(&event)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(accepted.status().as_u16(), 202);
+    appears(
+        &sandbox,
+        "customerp",
+        "customers",
+        "email",
+        "hook@test.example",
+        "the hook's run brings the company to the ERP",
+    )
+    .await;
+    let metrics = server.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            "tether_webhooks_total{system=\"keap\",result=\"accepted\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+
+    // A signed notification from the ERP: checked, then the ERP customer mappings run.
+    sandbox
+        .insert(
+            "customerp",
+            "customers",
+            json!({ "name": "Signed Hook GmbH", "email": "signed@test.example", "currency": "EUR", "is_active": true }),
+        )
+        .expect("insert");
+    let body = br#"{"entity":"customers","ids":["any"]}"#.to_vec();
+    let now = chrono::Utc::now().timestamp();
+    let send = |secret: &str| {
+        server
+            .http
+            .post(format!("{}/hooks/customerp", server.base))
+            .header("X-Tether-Timestamp", now.to_string())
+            .header("X-Tether-Signature", sign(secret, now, &body))
+            .body(body.clone())
+            .send()
+    };
+    let forged = send("not-the-secret").await.expect("answered");
+    assert_eq!(
+        forged.status().as_u16(),
+        401,
+        "a wrong signature is refused"
+    );
+    let accepted = send(SIGNING_SECRET).await.expect("answered");
+    assert_eq!(accepted.status().as_u16(), 202);
+    appears(
+        &sandbox,
+        "keap",
+        "companies",
+        "email_address",
+        "signed@test.example",
+        "the notification's run brings the ERP customer to Keap",
+    )
+    .await;
+
+    // A bad edit is refused with its position, and the old version keeps running.
+    let shop = flows.join("keap-to-customwebshop.yaml");
+    let good_shop = std::fs::read_to_string(&shop).expect("read");
+    std::fs::write(
+        &shop,
+        good_shop.replacen("    source: companies\n", "    sourse: companies\n", 1),
+    )
+    .expect("bad edit");
+    let status = server
+        .until("the bad edit is refused", |s| {
+            !s["server"]["rejected_reload"].is_null()
+        })
+        .await;
+    let refused = status["server"]["rejected_reload"].to_string();
+    assert!(
+        refused.contains("keap-to-customwebshop.yaml:") && refused.contains("sourse"),
+        "the refusal names the file, position and key: {refused}"
+    );
+    assert_eq!(flow_interval(&status, "keap-to-customerp"), Some(300.0));
+    sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Reload Test AS", "reload@test.example"),
+        )
+        .expect("insert");
+    let (code, report) = server.run_now("&flow=keap-to-customwebshop").await;
+    assert_eq!(code, 200, "{report:#}");
+    assert_eq!(
+        count(
+            &sandbox,
+            "customwebshop",
+            "customers",
+            "email",
+            "reload@test.example"
+        ),
+        1,
+        "the old version of the flow still syncs"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        sample(&metrics, "tether_flow_reloads_total{result=\"rejected\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+
+    // Fixed again, then a removed flow is no longer scheduled.
+    std::fs::write(&shop, &good_shop).expect("fix");
+    server
+        .until("the fixed file is loaded", |s| {
+            s["server"]["rejected_reload"].is_null()
+        })
+        .await;
+    std::fs::remove_file(flows.join("customcrm-to-customwebshop.yaml")).expect("remove");
+    server
+        .until("the removed flow is unscheduled", |s| {
+            flow_interval(s, "customcrm-to-customwebshop").is_none()
+                && flow_interval(s, "keap-to-customwebshop").is_some()
+        })
+        .await;
+    let (code, _) = server.run_now("&flow=customcrm-to-customwebshop").await;
+    assert_eq!(code, 404, "a removed flow cannot be run");
+
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends the server with 0: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_stops_after_the_batch_and_leaves_a_consistent_store() {
+    let dir = TempDir::new("shutdown");
+    let flows = dir.flows(None);
+    let sandbox = sandbox(0).await;
+    for i in 0..400 {
+        sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company(
+                    &format!("Shutdown {i:03}"),
+                    &format!("s{i}@shutdown.example"),
+                ),
+            )
+            .expect("insert");
+    }
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let server = Server::start(&flows, &state, &sandbox, "solo");
+    server.ready().await;
+    // The first scheduled run starts at once; stop it once it holds a mapping.
+    server
+        .until("a mapping is leased", |s| {
+            s["server"]["leases"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+        .await;
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends the server with 0: {status:?}"
+    );
+
+    let store = Store::open(&state).await.expect("store");
+    assert!(
+        store.leases().await.expect("leases").is_empty(),
+        "the leases are released"
+    );
+    let runs = store.recent_runs(5).await.expect("runs");
+    let last = runs.first().expect("a run was recorded");
+    assert!(
+        matches!(last.outcome, Some(RunOutcome::Cancelled | RunOutcome::Ok)),
+        "the run is finished in the history, not left open: {last:#?}"
+    );
+    for mapping in [COMPANIES, "keap-companies-to-customwebshop-customers"] {
+        assert!(
+            store
+                .open_intents(mapping)
+                .await
+                .expect("intents")
+                .is_empty(),
+            "no create is left half-done"
+        );
+    }
+    drop(store);
+
+    // The next run carries on from where the stopped one was; nothing exists twice.
+    in_process_run(&state, &sandbox, &flows).await;
+    assert_eq!(
+        in_process_run(&state, &sandbox, &flows).await,
+        0,
+        "then everything is in sync"
+    );
+    for i in 0..400 {
+        let email = format!("s{i}@shutdown.example");
+        assert_synced_once(&sandbox, &email);
+    }
+}
+
+/// A fresh PostgreSQL schema for one test, dropped at the end; `None` without
+/// `TETHER_TEST_POSTGRES`.
+struct PgSchema {
+    admin_url: String,
+    schema: String,
+    url: StoreUrl,
+}
+
+impl PgSchema {
+    async fn new() -> Option<PgSchema> {
+        let Ok(admin_url) = std::env::var("TETHER_TEST_POSTGRES") else {
+            println!("skipped: TETHER_TEST_POSTGRES is not set");
+            return None;
+        };
+        let schema = format!("tether_serve_{}", fastrand::u64(..));
+        let admin = sqlx::postgres::PgPool::connect(&admin_url)
+            .await
+            .expect("test PostgreSQL reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("schema created");
+        admin.close().await;
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = StoreUrl::parse(&format!(
+            "{admin_url}{separator}options[search_path]={schema}"
+        ))
+        .expect("url");
+        Some(PgSchema {
+            admin_url,
+            schema,
+            url,
+        })
+    }
+
+    async fn drop_schema(self) {
+        if let Ok(admin) = sqlx::postgres::PgPool::connect(&self.admin_url).await {
+            let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+            admin.close().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_postgres_one_killed_every_record_synced_once() {
+    let Some(pg) = PgSchema::new().await else {
+        return;
+    };
+    let dir = TempDir::new("workers");
+    let flows = dir.flows(Some("2s"));
+    let sandbox = sandbox(0).await;
+    let mut keap_ids = Vec::new();
+    for i in 0..200 {
+        let record = sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company(&format!("Worker {i:03}"), &format!("w{i}@workers.example")),
+            )
+            .expect("insert");
+        keap_ids.push(record["id"].to_string());
+    }
+    for i in 0..60 {
+        sandbox
+            .insert(
+                "customerp",
+                "customers",
+                json!({ "name": format!("Erp Worker {i:03}"), "currency": "EUR", "is_active": true }),
+            )
+            .expect("insert");
+    }
+    // Opening the store once first applies the migrations.
+    drop(Store::open(&pg.url).await.expect("store opens"));
+    let workers: Vec<Server> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| Server::start(&flows, &pg.url, &sandbox, w))
+        .collect();
+    for w in &workers {
+        w.ready().await;
+    }
+    // Kill the first worker while it holds a lease, mid-run.
+    let store = Store::open(&pg.url).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leases = store.leases().await.expect("leases");
+        if leases.iter().any(|l| l.worker == "w1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "w1 never took a lease: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut workers = workers.into_iter();
+    let mut killed = workers.next().expect("w1");
+    killed.child.kill().expect("SIGKILL");
+    let _ = killed.child.wait();
+    let survivors: Vec<Server> = workers.collect();
+
+    // Edits while the workers take over must all arrive.
+    for i in (0..200).step_by(20) {
+        sandbox
+            .update(
+                "keap",
+                "companies",
+                &keap_ids[i],
+                json!({ "company_name": format!("Worker {i:03}"), "website": format!("https://edited-{i}.example") }),
+            )
+            .expect("edit");
+    }
+
+    // The survivors take over w1's mappings once its leases expire, and settle.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (code, report) = survivors[0].run_now("").await;
+        assert_eq!(code, 200, "{report:#}");
+        let writes: u64 = report["mappings"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| {
+                        [
+                            "created_source",
+                            "created_target",
+                            "updated_source",
+                            "updated_target",
+                            "deleted_source",
+                            "deleted_target",
+                        ]
+                        .iter()
+                        .map(|k| m[k].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        let skipped = report["mappings"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| !m["held_by"].is_null()));
+        if writes == 0 && !skipped {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not settle: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for server in survivors {
+        assert!(server.terminate().success(), "a survivor stops cleanly");
+    }
+
+    for i in 0..200 {
+        let email = format!("w{i}@workers.example");
+        assert_eq!(
+            count(&sandbox, "keap", "companies", "email_address", &email),
+            1
+        );
+        assert_synced_once(&sandbox, &email);
+    }
+    for i in (0..200).step_by(20) {
+        let email = format!("w{i}@workers.example");
+        let customer = sandbox
+            .records("customerp", "customers")
+            .expect("records")
+            .into_iter()
+            .find(|r| r["email"] == email.as_str())
+            .expect("customer");
+        assert_eq!(
+            customer["website"],
+            format!("https://edited-{i}.example"),
+            "the edit of {email} made during the takeover arrived"
+        );
+    }
+    for i in 0..60 {
+        let name = format!("Erp Worker {i:03}");
+        assert_eq!(
+            count(&sandbox, "keap", "companies", "company_name", &name),
+            1,
+            "{name} in Keap"
+        );
+    }
+    let leases = store.leases().await.expect("leases");
+    assert!(
+        leases.iter().all(|l| l.worker == "w1"),
+        "only the killed worker's leases can be left, expired: {leases:?}"
+    );
+    for mapping in [COMPANIES, "keap-companies-to-customwebshop-customers"] {
+        assert!(
+            store
+                .open_intents(mapping)
+                .await
+                .expect("intents")
+                .is_empty()
+        );
+    }
+    drop(store);
+    pg.drop_schema().await;
+}
+
+/// The engine under a lease: an identity leased to another worker is skipped and reported,
+/// taken once that lease expires, and released after the run; a cancelled run writes nothing
+/// and is recorded as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_cancel_in_the_engine() {
+    use tether_engine::sync::control::{Cancel, LeaseOptions};
+
+    let dir = TempDir::new("lease");
+    let flows = dir.flows(None);
+    let sandbox = sandbox(3).await;
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let engine = open_engine(&state, &sandbox, &flows).await;
+    let store = engine.store().clone();
+    let lease = LeaseOptions {
+        worker: "me".into(),
+        ttl: Duration::from_secs(30),
+    };
+
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let report = engine
+        .run(&RunOptions {
+            mappings: vec![COMPANIES.into()],
+            cancel: Some(cancel),
+            ..RunOptions::default()
+        })
+        .await
+        .expect("run");
+    assert!(report.interrupted);
+    assert_eq!(report.outcome, Some(RunOutcome::Cancelled));
+    assert_eq!(report.writes(), 0, "a cancelled run writes nothing");
+
+    let now = chrono::Utc::now();
+    let held = store
+        .try_acquire_lease(
+            "identity:customer",
+            "other",
+            now,
+            now + chrono::Duration::seconds(2),
+        )
+        .await
+        .expect("lease");
+    assert!(held.is_some(), "the other worker holds the customers");
+    let options = RunOptions {
+        mappings: vec![COMPANIES.into()],
+        lease: Some(lease.clone()),
+        worker: Some("me".into()),
+        ..RunOptions::default()
+    };
+    let report = engine.run(&options).await.expect("run");
+    let companies = report
+        .mappings
+        .iter()
+        .find(|m| m.mapping == COMPANIES)
+        .expect("report");
+    assert_eq!(
+        companies.held_by.as_deref(),
+        Some("other"),
+        "{companies:#?}"
+    );
+    assert_eq!(
+        report.writes(),
+        0,
+        "nothing is written under another worker's lease"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = engine.run(&options).await.expect("run");
+    assert!(
+        report.mappings.iter().all(|m| m.held_by.is_none()),
+        "the expired lease is taken over: {report:#?}"
+    );
+    assert!(report.writes() > 0, "and the customers sync");
+    assert!(
+        store.leases().await.expect("leases").is_empty(),
+        "the leases are released after the run"
+    );
+}
+
+/// The `X-Tether-Signature` a sender computes, as the README describes it: the hex
+/// HMAC-SHA256 of `"<timestamp>.<body>"` under the shared secret.
+fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
