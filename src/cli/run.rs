@@ -133,7 +133,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
         };
         let lookup = env_lookup(sandbox.as_ref().map(Sandbox::env).unwrap_or_default());
         let open_options = tether_engine::sync::open::OpenOptions {
-            ignore_rate_limits: args.sandbox,
+            ignore_rate_limits: args.sandbox || args.no_rate_limits,
         };
         let engine = tether_engine::sync::open::open(flows, state, &lookup, open_options).await?;
         let bar = spinner(args.format == Format::Text);

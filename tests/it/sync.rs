@@ -2,6 +2,7 @@
 //! all five systems, on a SQLite store in a temporary folder. Each test edits the systems the
 //! way a person would (through the simulators' own store rules) and runs the engine again.
 
+mod faults;
 mod matrix;
 mod optimistic;
 
@@ -40,14 +41,20 @@ fn temp_dir(name: &str) -> TempDir {
 }
 
 async fn world(name: &str, seed: usize) -> World {
-    let dir = temp_dir(name);
-    let sandbox = Sandbox::start(SandboxOptions {
-        seed,
-        rate_limits: RateLimits::unlimited(),
-        ..SandboxOptions::default()
-    })
+    world_with(
+        name,
+        SandboxOptions {
+            seed,
+            rate_limits: RateLimits::unlimited(),
+            ..SandboxOptions::default()
+        },
+    )
     .await
-    .expect("sandbox starts");
+}
+
+async fn world_with(name: &str, options: SandboxOptions) -> World {
+    let dir = temp_dir(name);
+    let sandbox = Sandbox::start(options).await.expect("sandbox starts");
     let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("store url");
     World {
         sandbox,
@@ -1043,4 +1050,25 @@ async fn a_shipped_kit_order_stays_shipped_until_the_rep_changes() {
         kit["status"], "cancelled",
         "deactivating the rep cancels the kit"
     );
+}
+
+/// `tether run --no-rate-limits` against simulators that allow anything: the connector's own
+/// limiter never makes a request wait (without the flag it paces each system at its file's
+/// rate and counts the waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_rate_limits_never_waits_for_the_limiter() {
+    let w = world("no-rate-limits", 4).await;
+    let output = tether_run(&w, &[])
+        .args(["--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("tether run");
+    assert!(output.status.success(), "the run succeeds");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let systems = report["systems"].as_array().expect("systems");
+    let requests: u64 = systems.iter().filter_map(|s| s["requests"].as_u64()).sum();
+    assert!(requests > 100, "the run talked to the systems: {report}");
+    for system in systems {
+        assert_eq!(system["rate_limit_waits"], 0, "no wait: {system}");
+    }
 }

@@ -61,10 +61,36 @@ impl Engine {
             }
         }
 
-        // Intents left open by a crash are resolved before anything is decided, so a record
-        // created just before the crash is linked, not created again.
+        let resolver = self
+            .resolver(m, source.records.len() + target.records.len())
+            .await?;
+        // The links the records read refer to, looked up at once.
+        let map_all = |source: &SideRead, target: &SideRead| {
+            for record in source.records.values() {
+                let _ = mapping::apply_forward(&m.plan, &record.data, &resolver);
+            }
+            for record in target.records.values() {
+                let _ = mapping::apply_inverse(&m.plan, &record.data, &resolver);
+            }
+        };
+        self.links_ready(&resolver, || map_all(&source, &target))
+            .await?;
+        // Intents left open by a crash or a lost answer are resolved before anything is
+        // decided, so a record created then is linked, not created again.
         if !options.dry_run {
-            self.resolve_intents(m, &source, &target).await?;
+            let resolved = self
+                .resolve_intents(m, &mut source, &mut target, fresh, &resolver)
+                .await?;
+            for (side, id) in &resolved.held {
+                match side {
+                    Side::Source => source.records.shift_remove(id),
+                    Side::Target => target.records.shift_remove(id),
+                };
+            }
+            if resolved.fetched {
+                self.links_ready(&resolver, || map_all(&source, &target))
+                    .await?;
+            }
         }
         let pairs = self.pairs_of(m, &source, &target).await?;
         // Pairs made earlier in this run do not count for the circuit breaker: an initial
@@ -73,19 +99,6 @@ impl Engine {
             .store
             .count_pairs_synced_before(&m.name, run_started)
             .await? as usize;
-        let resolver = self
-            .resolver(m, source.records.len() + target.records.len())
-            .await?;
-        // The links the records read refer to, looked up at once.
-        self.links_ready(&resolver, || {
-            for record in source.records.values() {
-                let _ = mapping::apply_forward(&m.plan, &record.data, &resolver);
-            }
-            for record in target.records.values() {
-                let _ = mapping::apply_inverse(&m.plan, &record.data, &resolver);
-            }
-        })
-        .await?;
         let loaded_at = started.elapsed();
         let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
         let decided_at = started.elapsed();

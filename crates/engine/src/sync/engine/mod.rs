@@ -43,7 +43,7 @@ use crate::connector::{
     Connector, ConnectorError, Connectors, Cursor as ConnectorCursor, EntityInfo, Record,
 };
 use crate::mapping::{
-    self, Canonical, KeepIds, MappingPlan, RecordError, ReferenceRequest, ResolveReference,
+    self, Canonical, MappingPlan, RecordError, ReferenceRequest, ResolveReference,
 };
 use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
 use crate::spec::load::Project;
@@ -281,6 +281,51 @@ fn without_create_only(plan: &MappingPlan, mut fields: Fields) -> Fields {
         fields.remove(rule.target.as_str());
     }
     fields
+}
+
+/// The body a create of `record`'s counterpart sends (as `plan_create` builds it), without
+/// its empty fields (a system may fill in its own default): what a record the create made
+/// holds.
+fn sent_body(
+    m: &MappingRuntime,
+    origin: Side,
+    record: &Value,
+    resolver: &LinkResolver,
+) -> Option<Value> {
+    let mut body = match origin {
+        Side::Source => mapping::apply_forward(&m.plan, record, resolver),
+        Side::Target => mapping::apply_inverse(&m.plan, record, resolver),
+    }
+    .ok()?;
+    shape_body(&mut body, &m.side(other(origin)).fields, None);
+    if let Value::Object(fields) = &mut body {
+        fields.retain(|_, value| !value.is_null());
+    }
+    Some(body)
+}
+
+/// What a created record is recognised by when no match key finds it: the fields its
+/// create wrote. Fields whose rules flow only away from the created side are left out (the
+/// system assigns them, as the ERP assigns order numbers), and so are empty ones (a system
+/// may fill in its own default).
+fn created_fields_hash(plan: &MappingPlan, on: Side, fields: &Fields) -> String {
+    let away = match on {
+        Side::Target => Direction::TargetToSource,
+        Side::Source => Direction::SourceToTarget,
+    };
+    let written: Fields = fields
+        .iter()
+        .filter(|(path, value)| {
+            !value.is_null()
+                && !plan
+                    .rules
+                    .rules
+                    .iter()
+                    .any(|r| r.target.as_str() == path.as_str() && r.direction == away)
+        })
+        .map(|(path, value)| (path.clone(), value.clone()))
+        .collect();
+    fields_hash(&written)
 }
 
 fn fields_hash(fields: &Fields) -> String {

@@ -4,6 +4,14 @@
 
 use super::*;
 
+/// What resolving the open create intents left for the pass.
+pub(super) struct ResolvedIntents {
+    /// Origins of intents that stay open: not to be created again by this pass.
+    pub held: HashSet<(Side, String)>,
+    /// Whether origin records were read by id to be created again.
+    pub fetched: bool,
+}
+
 impl Engine {
     /// Whether a record the pair would update changed since this pass read it (re-read where
     /// the entity asks for it). A record gone since is left to the update, which reports it.
@@ -40,21 +48,65 @@ impl Engine {
         Ok(false)
     }
 
-    /// Finds the records that crashed creates left behind, and links them.
+    /// Resolves the create intents left open by a crash or by a create whose answer was
+    /// lost (a timeout, a 5xx, a broken connection): the record the create may have made is
+    /// looked for by its match key, or without one by the fields the create wrote. Found:
+    /// it is linked. Not found: the intent is abandoned and the create is sent again in this
+    /// pass, its origin record read by id when its own side's read did not list it (that
+    /// side's cursor may have moved past it in the run whose create failed).
+    ///
+    /// Whether the create happened can only be told from a read of the side it was sent to
+    /// made after it: an intent whose side this pass did not read stays open, and its origin
+    /// is returned, to be left alone by this pass rather than created a second time.
     pub(super) async fn resolve_intents(
         &self,
         m: &MappingRuntime,
-        source: &SideRead,
-        target: &SideRead,
-    ) -> Result<(), EngineError> {
+        source: &mut SideRead,
+        target: &mut SideRead,
+        fresh: [bool; 2],
+        resolver: &LinkResolver,
+    ) -> Result<ResolvedIntents, EngineError> {
         let intents = self.store.open_intents(&m.name).await?;
+        let mut held = HashSet::new();
+        let mut fetched = false;
         for intent in intents {
+            let origin = other(intent.side);
+            let side_fresh = match intent.side {
+                Side::Source => fresh[0],
+                Side::Target => fresh[1],
+            };
+            if !side_fresh {
+                held.insert((origin, intent.source_record_id.clone()));
+                continue;
+            }
+            // The origin, read by id when its own side's read did not list it: the create
+            // it made is recognised by what the create sent, and a create that did not
+            // happen is sent again from it.
+            let (origin_read, origin_rt) = match origin {
+                Side::Source => (&mut *source, &m.source),
+                Side::Target => (&mut *target, &m.target),
+            };
+            if !origin_read.records.contains_key(&intent.source_record_id)
+                && let Some(record) = origin_rt
+                    .connector
+                    .get(&origin_rt.entity, &intent.source_record_id)
+                    .await?
+            {
+                origin_read
+                    .records
+                    .insert(intent.source_record_id.clone(), record);
+                fetched = true;
+            }
+            let sent = origin_read
+                .records
+                .get(&intent.source_record_id)
+                .and_then(|record| sent_body(m, origin, &record.data, resolver));
             let (side_read, rt) = match intent.side {
-                Side::Source => (source, &m.source),
-                Side::Target => (target, &m.target),
+                Side::Source => (&*source, &m.source),
+                Side::Target => (&*target, &m.target),
             };
             let key = intent.match_values.as_str().map(str::to_owned);
-            let mut found: Option<String> = None;
+            let mut candidates: Vec<String> = Vec::new();
             if let Some(key) = &key {
                 let mut ids: Vec<String> = side_read
                     .records
@@ -74,38 +126,50 @@ impl Engine {
                     }
                 }
                 if ids.len() == 1 {
-                    found = ids.pop();
+                    candidates = ids;
                 }
             }
-            if found.is_none() {
-                // Without a key, a record with exactly the content the create sent.
-                found = side_read
+            if candidates.is_empty() {
+                // Without a key: a record that holds everything the create sent (the system
+                // may have added its own fields, such as an order number), or, for an
+                // origin edited since, one with exactly the fields the create wrote.
+                candidates = side_read
                     .records
                     .values()
                     .filter(|r| {
+                        if sent.as_ref().is_some_and(|body| holds(body, &r.data)) {
+                            return true;
+                        }
                         let fields = match intent.side {
                             Side::Target => Canonical::of(&m.plan, &r.data).into_fields(),
                             Side::Source => {
-                                match mapping::apply_forward(&m.plan, &r.data, &KeepIds) {
+                                match mapping::apply_forward(&m.plan, &r.data, resolver) {
                                     Ok(body) => Canonical::of(&m.plan, &body).into_fields(),
                                     Err(_) => return false,
                                 }
                             }
                         };
-                        fields_hash(&fields) == intent.payload_hash
+                        created_fields_hash(&m.plan, intent.side, &fields) == intent.payload_hash
                     })
                     .map(|r| r.id.clone())
-                    .next();
+                    .collect();
             }
             let mut tx = self.store.transaction().await?;
-            match found {
-                Some(id)
-                    if tx
-                        .link_by_record(m.identity(), &RecordKey::new(&rt.system, &rt.entity, &id))
-                        .await?
-                        .is_none() =>
+            let mut found = None;
+            for id in candidates {
+                // A record already linked is some other record's counterpart.
+                if tx
+                    .link_by_record(m.identity(), &RecordKey::new(&rt.system, &rt.entity, &id))
+                    .await?
+                    .is_none()
                 {
-                    info!(mapping = %m.name, record = %id, "a create interrupted by a crash is found and linked");
+                    found = Some(id);
+                    break;
+                }
+            }
+            match found {
+                Some(id) => {
+                    info!(mapping = %m.name, record = %id, "a create whose answer was lost is found and linked");
                     tx.link(
                         m.identity(),
                         &intent.global_id,
@@ -115,14 +179,14 @@ impl Engine {
                     .await?;
                     tx.complete_intent(&intent.id, &id).await?;
                 }
-                _ => {
-                    debug!(mapping = %m.name, intent = %intent.id.as_str(), "abandoning an intent whose create did not happen");
+                None => {
+                    info!(mapping = %m.name, origin = %intent.source_record_id, "a create that did not happen is sent again");
                     tx.abandon_intent(&intent.id).await?;
                 }
             }
             tx.commit().await?;
         }
-        Ok(())
+        Ok(ResolvedIntents { held, fetched })
     }
 
     /// Sends the writes of one pass and records their results, a batch per transaction.
@@ -389,7 +453,7 @@ impl Engine {
                             .match_values
                             .clone()
                             .map_or(Value::Null, Value::String),
-                        payload_hash: fields_hash(&create.fields),
+                        payload_hash: created_fields_hash(&m.plan, create.on, &create.fields),
                     })
                     .await?;
                 prepared.push((create, global, intent.id));
@@ -404,6 +468,7 @@ impl Engine {
                 let rt = m.side(on);
                 let bodies: Vec<Value> = group.iter().map(|(c, _, _)| c.body.clone()).collect();
                 let results = rt.connector.create_many(&rt.entity, bodies).await;
+                let mut uncertain = 0;
                 let mut tx = self.store.transaction().await?;
                 for ((create, global, intent_id), result) in group.into_iter().zip(results) {
                     match result {
@@ -494,13 +559,50 @@ impl Engine {
                             report.parked += 1;
                         }
                         Err(error) => {
-                            // The create may have happened: the intent stays open and the next
-                            // run finds the record before creating anything.
-                            warn!(mapping = %m.name, %error, "a create may have happened; it is resolved on the next run");
+                            // The create may have happened: the intent stays open, and the
+                            // origin is parked so that the next run reads it again whatever
+                            // its cursor says. That run links the record if the create made
+                            // it, or sends the create again; never nothing.
+                            warn!(mapping = %m.name, %error, "a create may have happened; the next run links it or sends it again");
+                            uncertain += 1;
+                            tx.park(&park_of(
+                                m,
+                                Parking {
+                                    side: other(on),
+                                    id: create.from_id.clone(),
+                                    reason: format!(
+                                        "the create in {} {} may have happened ({error}); the next run links the record it made, or sends the create again",
+                                        rt.system, rt.entity
+                                    ),
+                                    field: None,
+                                    value: None,
+                                },
+                            ))
+                            .await?;
+                            report.parked += 1;
                         }
                     }
                 }
                 tx.commit().await?;
+                if uncertain > 0 {
+                    // Looked for at once, in a fresh read of the side the creates went to:
+                    // before the next mapping of this identity reads that entity, or it would
+                    // take a record these creates made for one of its own and sync it again.
+                    let mut fresh = self.read_side(m, on, true).await?;
+                    let mut other_read = SideRead::default();
+                    let (source, target) = match on {
+                        Side::Source => (&mut fresh, &mut other_read),
+                        Side::Target => (&mut other_read, &mut fresh),
+                    };
+                    self.resolve_intents(
+                        m,
+                        source,
+                        target,
+                        [on == Side::Source, on == Side::Target],
+                        resolver,
+                    )
+                    .await?;
+                }
             }
         }
 
