@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::Value;
 
+use crate::connector::compiled::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::cursor::{Tracker, minus};
 use crate::connector::error::ConnectorError;
-use crate::connector::generic::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::http::{HttpCore, Request, join_path};
 use crate::connector::value::{self, JsonPath};
 use crate::connector::{BoxFuture, Cursor, Deletion, Malformed, Page, PageReader, Record};

@@ -70,6 +70,7 @@
 //! and credentials sent only to the base URL's origin, the token endpoint and Salesforce's
 //! instance URL.
 
+mod compiled;
 mod cursor;
 mod error;
 mod generic;
