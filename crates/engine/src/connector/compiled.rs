@@ -1,13 +1,15 @@
 //! A system file's entities compiled once: JSONPaths, pagination, the incremental read and
 //! how deletions are found. [`EntityRt`] is what the readers (`listing.rs`) and the writes
 //! (`generic.rs`) share; it turns a listed item into a [`Record`] or says why it cannot be
-//! one.
+//! one (with an id that can address it).
 
 use serde_json::Value;
 
-use crate::connector::Record;
 use crate::connector::value::{self, JsonPath};
-use crate::spec::system::{CreateResponse, DeleteDiscovery, EntitySpec, Incremental, Pagination};
+use crate::connector::{Malformed, Record};
+use crate::spec::system::{
+    CreateResponse, DeleteDiscovery, EntitySpec, IdType, Incremental, Pagination,
+};
 
 /// Pagination with its JSONPaths compiled.
 #[derive(Debug)]
@@ -187,6 +189,8 @@ pub(crate) struct EntityRt {
     pub deletes: Deletes,
     pub create_id: Option<JsonPath>,
     pub lookback: chrono::Duration,
+    /// The most pages one listing may take (`list.max_pages`).
+    pub max_pages: u64,
 }
 
 impl EntityRt {
@@ -302,6 +306,7 @@ impl EntityRt {
                     .unwrap_or(i64::MAX / 1000)
                     .min(10 * 365 * 86_400),
             ),
+            max_pages: spec.list.max_pages.max(1),
             spec: spec.clone(),
         })
     }
@@ -311,12 +316,35 @@ impl EntityRt {
         self.spec.object.as_deref().unwrap_or(&self.name)
     }
 
-    /// Builds a record from an item; the reason when it has no id.
-    pub fn to_record(&self, data: Value) -> Result<Record, (Value, String)> {
-        let Some(id) = self.id.first(&data).and_then(value::id_string) else {
-            let reason = format!("no id at `{}`", self.id.as_str());
-            return Err((data, reason));
+    /// Why an id cannot address a record of this entity (see [`value::id_problem`]).
+    pub fn id_problem(&self, id: &str) -> Option<&'static str> {
+        value::id_problem(id, self.spec.id_type == IdType::Integer)
+    }
+
+    /// The id an item holds at `path`, checked: what a listing reports as malformed when
+    /// there is none or it cannot address a record.
+    pub fn listed_id(&self, path: &JsonPath, item: Value) -> Result<(String, Value), Malformed> {
+        let Some(id) = path.first(&item).and_then(value::id_text) else {
+            return Err(Malformed {
+                id: None,
+                reason: format!("no id at `{}`", path.as_str()),
+                data: item,
+            });
         };
+        if let Some(problem) = self.id_problem(&id) {
+            return Err(Malformed {
+                reason: format!("{problem}: `{}`", value::truncate(&id, 100)),
+                id: Some(id),
+                data: item,
+            });
+        }
+        Ok((id, item))
+    }
+
+    /// Builds a record from an item; [`Malformed`] when it has no id or one that cannot
+    /// address a record.
+    pub fn to_record(&self, data: Value) -> Result<Record, Malformed> {
+        let (id, data) = self.listed_id(&self.id, data)?;
         let modified = self
             .modified
             .as_ref()

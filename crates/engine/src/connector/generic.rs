@@ -17,7 +17,7 @@ use crate::connector::listing::{self, ListReader};
 use crate::connector::value;
 use crate::connector::{
     BoxFuture, Connector, ConnectorStats, Cursor, Deleted, DeletionDiscovery, EntityInfo,
-    PageReader, Record, Written,
+    Malformed, PageReader, Record, Written,
 };
 use crate::spec::node::Checked;
 use crate::spec::system::{BatchSpec, BatchStyle, SystemFile, UpdateMethod};
@@ -92,19 +92,53 @@ impl HttpConnector {
         id: Option<&str>,
         query: &IndexMap<String, String>,
     ) -> Result<Url, ConnectorError> {
+        if let Some(id) = id {
+            self.check_id(entity, id)?;
+        }
         let api_base = self.core.api_base().await?;
-        let path = match id {
+        let filled = match id {
             Some(id) => value::fill_id(path, id),
             None => path.to_owned(),
         };
-        let mut url = join_path(&api_base, &path).map_err(|message| ConnectorError::Config {
+        let mut url = join_path(&api_base, &filled).map_err(|message| ConnectorError::Config {
             system: self.core.system.clone(),
             message: format!("entity `{entity}`: {message}"),
         })?;
+        // The id must still be its own segment once the URL is parsed: nothing the parser
+        // normalises away may send the request (and the credential) elsewhere.
+        if let Some(id) = id
+            && path.contains("{id}")
+        {
+            let segment = value::encode_segment(id);
+            if !url
+                .path_segments()
+                .is_some_and(|mut segments| segments.any(|s| s == segment))
+            {
+                return Err(self.invalid_id(entity, id, "a URL cannot carry it as a path segment"));
+            }
+        }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         Ok(url)
+    }
+
+    /// Refuses an id that cannot address a record before anything is sent.
+    fn check_id(&self, entity: &str, id: &str) -> Result<(), ConnectorError> {
+        let rt = self.entity_rt(entity)?;
+        match rt.id_problem(id) {
+            Some(problem) => Err(self.invalid_id(entity, id, problem)),
+            None => Ok(()),
+        }
+    }
+
+    fn invalid_id(&self, entity: &str, id: &str, reason: &str) -> ConnectorError {
+        ConnectorError::InvalidId {
+            system: self.core.system.clone(),
+            entity: entity.to_owned(),
+            id: value::truncate(id, 100),
+            reason: reason.to_owned(),
+        }
     }
 
     /// A status error for a final answer that is not success.
@@ -133,6 +167,7 @@ impl HttpConnector {
 
     async fn get_record(&self, entity: &str, id: &str) -> Result<Option<Record>, ConnectorError> {
         let rt = self.entity_rt(entity)?;
+        self.check_id(entity, id)?;
         let get = rt
             .spec
             .get
@@ -180,7 +215,7 @@ impl HttpConnector {
         }
         let record = rt
             .to_record(rt.record_in(&body).clone())
-            .map_err(|(_, reason)| self.malformed(&request, reason, false))?;
+            .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
         // A soft-deleted record reads as the listing files it: deleted.
         if let Deletes::SoftDelete { flag, .. } = &rt.deletes
             && listing::truthy(flag.first(&record.data))
@@ -216,19 +251,16 @@ impl HttpConnector {
             None => {
                 let record = rt
                     .to_record(rt.record_in(&body).clone())
-                    .map_err(|(_, reason)| self.malformed(&request, reason, false))?;
+                    .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
                 Ok(Written {
                     id: record.id.clone(),
                     record: Some(record),
                 })
             }
             Some(path) => {
-                let id = path
-                    .first(&body)
-                    .and_then(value::id_string)
-                    .ok_or_else(|| {
-                        self.malformed(&request, format!("no id at `{}`", path.as_str()), false)
-                    })?;
+                let (id, _) = rt
+                    .listed_id(path, body)
+                    .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
                 let record = if rt.spec.get.is_some() {
                     match self.get_record(entity, &id).await {
                         Ok(record) => record,
@@ -307,7 +339,7 @@ impl HttpConnector {
             .filter(|data| data.is_object())
             .map(|data| match rt.to_record(data.clone()) {
                 Ok(record) => record,
-                Err((data, _)) => Record {
+                Err(Malformed { data, .. }) => Record {
                     id: id.to_owned(),
                     modified: rt
                         .modified
@@ -639,5 +671,9 @@ impl Connector for HttpConnector {
 
     fn stats(&self) -> ConnectorStats {
         self.core.stats()
+    }
+
+    fn start_run(&self) {
+        self.core.start_run();
     }
 }

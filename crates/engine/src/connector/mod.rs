@@ -115,12 +115,35 @@ pub struct Deletion {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// A listed item that cannot be used as a record (no id where the system file says).
+/// A listed item that cannot be used as a record: no id where the system file says, or an
+/// id that cannot address a record (see [`Page::malformed`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
-    pub data: Value,
+    /// The id as listed (`"."`, `""`, `"1e30"`), or `None` when the item has none.
+    pub id: Option<String>,
+    /// Why it cannot be a record, for the run report (`the id is not an integer ...`).
     pub reason: String,
+    /// The item as the API listed it.
+    pub data: Value,
 }
+
+/// A record (or deletion) stamped later than the system's own clock when it was read,
+/// plus [`CLOCK_TOLERANCE`] (see [`Page::ahead`]). It is handed out as usual, but its time
+/// does not move the cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ahead {
+    pub id: String,
+    /// The modified (or deletion) time the record carries.
+    pub modified: DateTime<Utc>,
+    /// The system's clock when it answered: its `Date` header, or this machine's clock at
+    /// the read when the answer has none.
+    pub clock: DateTime<Utc>,
+}
+
+/// How far past the system's own clock a modified time may lie and still move a cursor:
+/// enough for a `Date` header's whole seconds and a little clock drift between the API's
+/// servers, far less than any gap that would hide later changes.
+pub const CLOCK_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// One page of a read.
 #[derive(Debug, Clone)]
@@ -129,8 +152,14 @@ pub struct Page {
     pub records: Vec<Record>,
     /// Records found deleted.
     pub deleted: Vec<Deletion>,
-    /// Items without an id, to be reported.
+    /// Listed items that are not records and are not handed out: no id, or an id that
+    /// cannot address a record (empty, `.` or `..`, not an integer where the system file
+    /// says `id_type: integer`). The engine counts and lists them in the run report.
     pub malformed: Vec<Malformed>,
+    /// Records (and deletions) of this page stamped ahead of the system's clock. They are
+    /// also in `records` (or `deleted`): they are synced, but their times do not move the
+    /// cursor. The engine counts and lists them in the run report.
+    pub ahead: Vec<Ahead>,
     /// Safe to store once everything in this page and the pages before it is done or
     /// parked.
     pub cursor: Cursor,
@@ -303,4 +332,10 @@ pub trait Connector: Send + Sync {
 
     /// The counters so far.
     fn stats(&self) -> ConnectorStats;
+
+    /// A run starts: budgets kept per run start again (the time the system's rate limits
+    /// may make a run wait), and a system stopped in the last run
+    /// ([`ConnectorError::stops_system`]) takes requests again. The engine calls it once
+    /// at the start of every run; the default does nothing.
+    fn start_run(&self) {}
 }
