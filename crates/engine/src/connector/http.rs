@@ -1,5 +1,7 @@
 //! The HTTP side of one system: one client, one rate limiter, one token cache and one set
-//! of counters, shared by every entity and every flow that uses the system.
+//! of counters, shared by every entity and every flow that uses the system. (Over 1,000
+//! lines: every request goes through this one place, and splitting the retry loop from
+//! the waits and credentials it needs would spread one decision over several files.)
 //!
 //! [`HttpCore::send`] is the only way a request leaves the connector. In order, it waits
 //! for its turn (a pause the API asked for with `Retry-After`, a slowdown when the API's
