@@ -23,6 +23,8 @@ use tether_engine::spec::load::load_text;
 use tether_engine::spec::system::SystemFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod hostile;
+
 const TOKEN: &str = "tok-7f3a9c41";
 const API_KEY: &str = "key-51d2e8aa";
 const CLIENT_ID: &str = "client-1";

@@ -21,22 +21,43 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::connector::CLOCK_TOLERANCE;
+
 /// The most versions a watermark cursor remembers. Versions it forgets may be handed out
 /// again after a restart (never lost).
 pub const MAX_SEEN: usize = 20_000;
-
-/// How far ahead of this machine's clock a modified time may be and still move the
-/// watermark; a record stamped in the far future must not hide every later change.
-const FUTURE_TOLERANCE_HOURS: i64 = 24;
 
 /// `t - d`, or the earliest instant when that underflows (times come from APIs).
 pub(crate) fn minus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
     t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Whether a time is too far ahead of this machine's clock to move a watermark.
-fn in_future(t: DateTime<Utc>) -> bool {
-    t > Utc::now() + chrono::Duration::hours(FUTURE_TOLERANCE_HOURS)
+/// The latest time a watermark may move to when the system's clock shows `clock`:
+/// `clock` plus [`CLOCK_TOLERANCE`].
+pub(crate) fn latest_for(clock: DateTime<Utc>) -> DateTime<Utc> {
+    let tolerance = chrono::Duration::from_std(CLOCK_TOLERANCE).unwrap_or_default();
+    clock
+        .checked_add_signed(tolerance)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// What [`Tracker::admit`] made of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Already handed out: drop it.
+    Repeat,
+    /// New: hand it out.
+    New,
+    /// New, but stamped after the system's clock plus the tolerance: hand it out and report
+    /// it; its time does not move the watermark.
+    Ahead,
+}
+
+impl Admit {
+    /// Whether the version is handed out.
+    pub fn is_new(self) -> bool {
+        self != Admit::Repeat
+    }
 }
 
 /// Where the next read of an entity starts. Stored as its string form ([`fmt::Display`],
@@ -179,6 +200,9 @@ pub(crate) struct Tracker {
     last: Option<DateTime<Utc>>,
     ordered: bool,
     covered: Option<DateTime<Utc>>,
+    /// The system's clock at the page being read (its `Date`, or this machine's clock at
+    /// the read); this machine's clock now when unset.
+    clock: Option<DateTime<Utc>>,
 }
 
 impl Tracker {
@@ -197,7 +221,19 @@ impl Tracker {
             last: None,
             ordered: true,
             covered: None,
+            clock: None,
         }
+    }
+
+    /// The system's clock when it answered the page whose versions come next: no version
+    /// stamped after it (plus [`CLOCK_TOLERANCE`]) moves the watermark.
+    pub fn clock(&mut self, clock: DateTime<Utc>) {
+        self.clock = Some(clock);
+    }
+
+    /// The latest instant the watermark may move to now.
+    fn latest(&self) -> DateTime<Utc> {
+        latest_for(self.clock.unwrap_or_else(Utc::now))
     }
 
     /// The instant to ask for records modified since: the watermark minus the lookback, or
@@ -211,39 +247,39 @@ impl Tracker {
         self.max
     }
 
-    /// Records a version; false when it was already handed out. Versions without a
-    /// modified time cannot be recognised and always pass.
-    pub fn admit(&mut self, id: &str, modified: Option<DateTime<Utc>>) -> bool {
+    /// Records a version: a repeat when it was already handed out; ahead when it is new
+    /// but stamped after the system's clock plus the tolerance, so that its time does not
+    /// move the watermark (a record stamped 20 hours ahead would otherwise hide every
+    /// change made in those 20 hours). Versions without a modified time cannot be
+    /// recognised and are always new.
+    pub fn admit(&mut self, id: &str, modified: Option<DateTime<Utc>>) -> Admit {
         let Some(modified) = modified else {
-            return true;
+            return Admit::New;
         };
         if !self.seen.insert((id.to_owned(), modified)) {
-            return false;
+            return Admit::Repeat;
         }
         if self.last.is_some_and(|last| modified < last) {
             self.ordered = false;
         }
         self.last = Some(modified);
-        if !in_future(modified) {
+        let admit = if modified <= self.latest() {
             self.max = self.max.max(Some(modified));
+            Admit::New
         } else {
-            tracing::warn!(
-                id,
-                modified = %modified,
-                "a modified time lies in the future; the watermark does not move to it"
-            );
-        }
+            Admit::Ahead
+        };
         if self.ordered && self.seen.len() > 2 * MAX_SEEN {
             self.prune();
         }
-        true
+        admit
     }
 
     /// The API states that everything up to `t` has been handed out (Salesforce
     /// `latestDateCovered`; the `Date` of a complete read's first page, where the system's
-    /// `Date` header is the clock of its records).
+    /// `Date` header is the clock of its records). Never past the system's clock.
     pub fn cover(&mut self, t: DateTime<Utc>) {
-        if !in_future(t) {
+        if t <= self.latest() {
             self.covered = self.covered.max(Some(t));
         }
     }
@@ -295,7 +331,11 @@ mod tests {
     #[test]
     fn cursor_strings_round_trip() {
         let mut tracker = Tracker::new(None, chrono::Duration::seconds(10));
-        assert!(tracker.admit("1", Some(t("2024-05-01T10:00:00.123456Z"))));
+        assert!(
+            tracker
+                .admit("1", Some(t("2024-05-01T10:00:00.123456Z")))
+                .is_new()
+        );
         let cursor = tracker.checkpoint(true);
         let text = cursor.to_string();
         assert_eq!(text.parse::<Cursor>().unwrap(), cursor);
@@ -331,10 +371,10 @@ mod tests {
 
         let mut second = Tracker::new(Some(&cursor), lookback);
         assert_eq!(second.since(), Some(t("2024-05-01T09:59:30Z")));
-        assert!(!second.admit("a", Some(t("2024-05-01T10:00:00Z"))));
-        assert!(!second.admit("b", Some(t("2024-05-01T10:00:30Z"))));
-        assert!(second.admit("a", Some(t("2024-05-01T10:00:31Z"))));
-        assert!(second.admit("c", None));
+        assert!(!second.admit("a", Some(t("2024-05-01T10:00:00Z"))).is_new());
+        assert!(!second.admit("b", Some(t("2024-05-01T10:00:30Z"))).is_new());
+        assert!(second.admit("a", Some(t("2024-05-01T10:00:31Z"))).is_new());
+        assert!(second.admit("c", None).is_new());
         assert_eq!(
             second.checkpoint(true).watermark(),
             Some(t("2024-05-01T10:00:31Z"))
@@ -364,8 +404,14 @@ mod tests {
     #[test]
     fn far_future_times_do_not_move_the_watermark() {
         let mut tracker = Tracker::new(None, chrono::Duration::zero());
-        tracker.admit("a", Some(t("2024-05-01T10:00:00Z")));
-        tracker.admit("b", Some(t("2999-01-01T00:00:00Z")));
+        assert_eq!(
+            tracker.admit("a", Some(t("2024-05-01T10:00:00Z"))),
+            Admit::New
+        );
+        assert_eq!(
+            tracker.admit("b", Some(t("2999-01-01T00:00:00Z"))),
+            Admit::Ahead
+        );
         assert_eq!(
             tracker.checkpoint(true).watermark(),
             Some(t("2024-05-01T10:00:00Z"))
@@ -375,6 +421,43 @@ mod tests {
             tracker.checkpoint(true).watermark(),
             Some(t("2024-05-01T10:00:00Z"))
         );
+    }
+
+    #[test]
+    fn times_ahead_of_the_system_clock_do_not_move_the_watermark() {
+        let mut tracker = Tracker::new(None, chrono::Duration::zero());
+        tracker.clock(t("2024-05-01T12:00:00Z"));
+        assert_eq!(
+            tracker.admit("a", Some(t("2024-05-01T11:00:00Z"))),
+            Admit::New
+        );
+        assert_eq!(
+            tracker.admit("b", Some(t("2024-05-01T12:04:59Z"))),
+            Admit::New
+        );
+        assert_eq!(
+            tracker.admit("c", Some(t("2024-05-02T08:00:00Z"))),
+            Admit::Ahead
+        );
+        assert_eq!(
+            tracker.admit("c", Some(t("2024-05-02T08:00:00Z"))),
+            Admit::Repeat
+        );
+        let cursor = tracker.checkpoint(true);
+        assert_eq!(cursor.watermark(), Some(t("2024-05-01T12:04:59Z")));
+        tracker.cover(t("2024-05-01T13:00:00Z"));
+        assert_eq!(
+            tracker.checkpoint(true).watermark(),
+            Some(t("2024-05-01T12:04:59Z"))
+        );
+        // The next read hands the record stamped ahead out once only.
+        let mut next = Tracker::new(Some(&cursor), chrono::Duration::zero());
+        next.clock(t("2024-05-01T12:30:00Z"));
+        assert_eq!(
+            next.admit("c", Some(t("2024-05-02T08:00:00Z"))),
+            Admit::Repeat
+        );
+        assert_eq!(next.admit("d", Some(t("2024-05-01T12:20:00Z"))), Admit::New);
     }
 
     #[test]

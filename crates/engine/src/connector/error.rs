@@ -141,13 +141,63 @@ pub enum ConnectorError {
         context: Box<RequestContext>,
         target: String,
     },
+    /// An id that cannot address a record: empty, `.` or `..` (which a URL cannot carry as
+    /// a path segment), or not an integer where the system file says `id_type: integer`.
+    /// Nothing was sent.
+    #[error("{system} {entity}: the id `{id}` cannot address a record: {reason}")]
+    InvalidId {
+        system: String,
+        entity: String,
+        id: String,
+        reason: String,
+    },
+    /// A listing that does not end: the API answered a page already seen, sent back a
+    /// cursor or next link already followed, or the listing went past `list.max_pages`.
+    #[error("{system} {entity}: the listing does not end: {reason}; stopped after {pages} pages")]
+    EndlessListing {
+        system: String,
+        entity: String,
+        /// Pages read before it stopped.
+        pages: u64,
+        reason: String,
+    },
+    /// The system's rate limits would keep this run waiting longer than
+    /// `http.max_wait_seconds` in total: the system takes no more requests in this run.
+    #[error(
+        "{system}: stopped for this run: the API asked to wait {} s more, but {} s of the \
+         {} s this system may wait in one run (`http.max_wait_seconds`) are spent",
+        secs(*asked), secs(*waited), secs(*limit)
+    )]
+    WaitBudgetSpent {
+        system: String,
+        /// The time already waited in this run.
+        waited: Duration,
+        /// The wait the API asked for that did not fit.
+        asked: Duration,
+        /// The budget (`http.max_wait_seconds`).
+        limit: Duration,
+    },
+    /// The API's request allowance for the day is spent (Salesforce's 403
+    /// `REQUEST_LIMIT_EXCEEDED`): the system takes no more requests in this run.
+    #[error("{context}: stopped for this run: the API's daily request allowance is spent: {error}")]
+    AllowanceSpent {
+        context: Box<RequestContext>,
+        error: ApiError,
+    },
+}
+
+/// Seconds with at most one decimal, for messages.
+fn secs(duration: Duration) -> String {
+    let tenths = (duration.as_secs_f64() * 10.0).round() / 10.0;
+    format!("{tenths}")
 }
 
 impl ConnectorError {
-    /// Whether the same call may succeed later: rate limits (including Salesforce's spent
-    /// daily budget, a 403 `REQUEST_LIMIT_EXCEEDED`), server errors, timeouts, broken
-    /// connections, garbled bodies, and Salesforce's lock and rollback codes. A
-    /// create whose outcome is unknown is retryable too; see [`Self::may_have_applied`].
+    /// Whether the same call may succeed later: rate limits (a 403 `REQUEST_LIMIT_EXCEEDED`
+    /// of Salesforce's concurrency limit that outlasted the retries; a spent wait budget or
+    /// daily allowance, in a later run), server errors, timeouts, broken connections,
+    /// garbled bodies, and Salesforce's lock and rollback codes. A create whose outcome is
+    /// unknown is retryable too; see [`Self::may_have_applied`].
     pub fn is_retryable(&self) -> bool {
         match self {
             ConnectorError::Status { status, error, .. } => {
@@ -160,9 +210,45 @@ impl ConnectorError {
                 .code
                 .as_deref()
                 .is_some_and(|code| RETRYABLE_CODES.contains(&code)),
-            ConnectorError::Timeout { .. } | ConnectorError::Transport { .. } => true,
+            ConnectorError::Timeout { .. }
+            | ConnectorError::Transport { .. }
+            | ConnectorError::WaitBudgetSpent { .. }
+            | ConnectorError::AllowanceSpent { .. } => true,
             ConnectorError::Malformed { transient, .. } => *transient,
             _ => false,
+        }
+    }
+
+    /// Whether the system takes no more requests in this run ([`Self::WaitBudgetSpent`],
+    /// [`Self::AllowanceSpent`]): every later call of this system fails at once with the
+    /// same error until the next run ([`crate::connector::Connector::start_run`]). The
+    /// engine stops the system's work for the run and reports why; the records it could
+    /// not write wait for a later run (the error is retryable, never a reason to park).
+    pub fn stops_system(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::WaitBudgetSpent { .. } | ConnectorError::AllowanceSpent { .. }
+        )
+    }
+
+    /// The system the error is about.
+    pub fn system(&self) -> &str {
+        match self {
+            ConnectorError::Config { system, .. }
+            | ConnectorError::UnknownEntity { system, .. }
+            | ConnectorError::Unsupported { system, .. }
+            | ConnectorError::InvalidId { system, .. }
+            | ConnectorError::EndlessListing { system, .. }
+            | ConnectorError::WaitBudgetSpent { system, .. } => system,
+            ConnectorError::Status { context, .. }
+            | ConnectorError::Rejected { context, .. }
+            | ConnectorError::Auth { context, .. }
+            | ConnectorError::Timeout { context, .. }
+            | ConnectorError::Transport { context, .. }
+            | ConnectorError::Malformed { context, .. }
+            | ConnectorError::TooLarge { context, .. }
+            | ConnectorError::ForeignOrigin { context, .. }
+            | ConnectorError::AllowanceSpent { context, .. } => &context.system,
         }
     }
 
@@ -188,9 +274,9 @@ impl ConnectorError {
     /// The API's own account of the failure, for parking a record with a clear reason.
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
-            ConnectorError::Status { error, .. } | ConnectorError::Rejected { error, .. } => {
-                Some(error)
-            }
+            ConnectorError::Status { error, .. }
+            | ConnectorError::Rejected { error, .. }
+            | ConnectorError::AllowanceSpent { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -213,7 +299,8 @@ impl ConnectorError {
             | ConnectorError::Transport { context, .. }
             | ConnectorError::Malformed { context, .. }
             | ConnectorError::TooLarge { context, .. }
-            | ConnectorError::ForeignOrigin { context, .. } => Some(context),
+            | ConnectorError::ForeignOrigin { context, .. }
+            | ConnectorError::AllowanceSpent { context, .. } => Some(context),
             _ => None,
         }
     }
@@ -290,5 +377,45 @@ mod tests {
         };
         assert!(rejected("UNABLE_TO_LOCK_ROW").is_retryable());
         assert!(rejected("DUPLICATES_DETECTED").is_permanent());
+    }
+
+    #[test]
+    fn stopped_systems_are_retried_in_a_later_run_never_parked() {
+        let spent = ConnectorError::WaitBudgetSpent {
+            system: "keap".into(),
+            waited: Duration::from_millis(1500),
+            asked: Duration::from_secs(300),
+            limit: Duration::from_secs(2),
+        };
+        assert!(spent.stops_system() && spent.is_retryable() && !spent.may_have_applied());
+        assert_eq!(spent.system(), "keap");
+        assert_eq!(
+            spent.to_string(),
+            "keap: stopped for this run: the API asked to wait 300 s more, but 1.5 s of the \
+             2 s this system may wait in one run (`http.max_wait_seconds`) are spent"
+        );
+        let allowance = ConnectorError::AllowanceSpent {
+            context: context(),
+            error: ApiError {
+                status: Some(403),
+                code: Some("REQUEST_LIMIT_EXCEEDED".into()),
+                message: "TotalRequests Limit exceeded.".into(),
+                field: None,
+            },
+        };
+        assert!(allowance.stops_system() && !allowance.is_permanent());
+        assert_eq!(allowance.system(), "customerp");
+        let endless = ConnectorError::EndlessListing {
+            system: "customerp".into(),
+            entity: "customers".into(),
+            pages: 3,
+            reason: "it has more than 3 pages (`list.max_pages`)".into(),
+        };
+        assert!(!endless.stops_system() && endless.is_permanent());
+        assert_eq!(
+            endless.to_string(),
+            "customerp customers: the listing does not end: it has more than 3 pages \
+             (`list.max_pages`); stopped after 3 pages"
+        );
     }
 }

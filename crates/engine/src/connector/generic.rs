@@ -1,6 +1,6 @@
 //! [`HttpConnector`]: the [`Connector`] every system file gets. It compiles the file once
-//! (URLs, credentials, JSONPaths, pagination) and then serves reads through
-//! [`crate::connector::listing`] and writes here: get, create (reading back an id-only
+//! (URLs and credentials in `http.rs`, entities in `compiled.rs`) and then serves reads
+//! through [`crate::connector::listing`] and writes here: get, create (reading back an id-only
 //! answer), PATCH or read-merge-PUT updates, deletes, and Salesforce sObject Collections
 //! batches with per-record results.
 
@@ -10,348 +10,20 @@ use indexmap::IndexMap;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
+use crate::connector::compiled::{Deletes, EntityRt};
 use crate::connector::error::{ApiError, ConnectorError};
 use crate::connector::http::{Body, HttpCore, Reply, Request, join_path};
 use crate::connector::listing::{self, ListReader};
-use crate::connector::value::{self, JsonPath};
+use crate::connector::value;
 use crate::connector::{
     BoxFuture, Connector, ConnectorStats, Cursor, Deleted, DeletionDiscovery, EntityInfo,
-    PageReader, Record, Written,
+    Malformed, PageReader, Record, Written,
 };
 use crate::spec::node::Checked;
-use crate::spec::system::{
-    BatchSpec, BatchStyle, CreateResponse, DeleteDiscovery, EntitySpec, Incremental, Pagination,
-    SystemFile, UpdateMethod,
-};
+use crate::spec::system::{BatchSpec, BatchStyle, SystemFile, UpdateMethod};
 
 /// Records one Salesforce sObject Collections request may carry.
 const SALESFORCE_COLLECTION_LIMIT: u32 = 200;
-
-/// Pagination with its JSONPaths compiled.
-#[derive(Debug)]
-pub(crate) enum Paging {
-    None,
-    Offset {
-        offset_param: String,
-        limit_param: String,
-        size: u64,
-        total: Option<JsonPath>,
-    },
-    Page {
-        page_param: String,
-        size_param: String,
-        size: u64,
-        first_page: u64,
-        total_pages: JsonPath,
-    },
-    Cursor {
-        cursor_param: String,
-        size_param: Option<String>,
-        size: u64,
-        next_cursor: JsonPath,
-    },
-    NextUrl {
-        next: JsonPath,
-        done: Option<JsonPath>,
-        size_param: Option<String>,
-        size: Option<u64>,
-        stop_on_short_page: bool,
-    },
-}
-
-impl Paging {
-    pub fn compile(pagination: &Pagination) -> Result<Paging, String> {
-        Ok(match pagination {
-            Pagination::None => Paging::None,
-            Pagination::Offset {
-                offset_param,
-                limit_param,
-                size,
-                total,
-            } => Paging::Offset {
-                offset_param: offset_param.clone(),
-                limit_param: limit_param.clone(),
-                size: positive(*size)?,
-                total: total.as_deref().map(JsonPath::compile).transpose()?,
-            },
-            Pagination::Page {
-                page_param,
-                size_param,
-                size,
-                first_page,
-                total_pages,
-            } => Paging::Page {
-                page_param: page_param.clone(),
-                size_param: size_param.clone(),
-                size: positive(*size)?,
-                first_page: u64::from(*first_page),
-                total_pages: JsonPath::compile(total_pages)?,
-            },
-            Pagination::Cursor {
-                cursor_param,
-                size_param,
-                size,
-                next_cursor,
-            } => Paging::Cursor {
-                cursor_param: cursor_param.clone(),
-                size_param: size_param.clone(),
-                size: positive(*size)?,
-                next_cursor: JsonPath::compile(next_cursor)?,
-            },
-            Pagination::NextUrl {
-                next,
-                done,
-                size_param,
-                size,
-                stop_on_short_page,
-            } => {
-                if *stop_on_short_page && size.is_none() {
-                    return Err("`stop_on_short_page` needs `size`".to_owned());
-                }
-                Paging::NextUrl {
-                    next: JsonPath::compile(next)?,
-                    done: done.as_deref().map(JsonPath::compile).transpose()?,
-                    size_param: size_param.clone(),
-                    size: size.map(positive).transpose()?,
-                    stop_on_short_page: *stop_on_short_page,
-                }
-            }
-        })
-    }
-
-    /// The page size, where the style has one.
-    pub fn size(&self) -> Option<u64> {
-        match self {
-            Paging::None => None,
-            Paging::Offset { size, .. }
-            | Paging::Page { size, .. }
-            | Paging::Cursor { size, .. } => Some(*size),
-            Paging::NextUrl { size, .. } => *size,
-        }
-    }
-}
-
-fn positive(size: u32) -> Result<u64, String> {
-    if size == 0 {
-        Err("a page size must be at least 1".to_owned())
-    } else {
-        Ok(u64::from(size))
-    }
-}
-
-/// The incremental read of an entity, compiled.
-#[derive(Debug)]
-pub(crate) enum IncrementalRt {
-    ModifiedSince {
-        param: String,
-        inclusive: bool,
-    },
-    Soql {
-        path: String,
-        query: String,
-        initial_query: String,
-    },
-    SyncToken {
-        path: String,
-        param: String,
-        token: JsonPath,
-        changes: JsonPath,
-        record: JsonPath,
-        status: JsonPath,
-        deleted_status: String,
-    },
-}
-
-/// A tombstone endpoint, compiled.
-#[derive(Debug)]
-pub(crate) struct Tombstones {
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub since_param: String,
-    pub records: JsonPath,
-    pub id: JsonPath,
-    pub deleted_at: JsonPath,
-    pub paging: Paging,
-}
-
-/// How deletions are found, compiled.
-#[derive(Debug)]
-pub(crate) enum Deletes {
-    None,
-    Tombstones(Box<Tombstones>),
-    SoftDelete {
-        flag: JsonPath,
-        include_param: String,
-    },
-    FullListing,
-    GetDeleted {
-        path: String,
-    },
-    ChangeFeed,
-}
-
-/// One entity of a system, compiled once.
-#[derive(Debug)]
-pub(crate) struct EntityRt {
-    pub name: String,
-    pub spec: EntitySpec,
-    pub id: JsonPath,
-    pub modified: Option<JsonPath>,
-    pub records: JsonPath,
-    /// Where a single-record answer keeps the record (the `get` endpoint's `record`).
-    pub record: Option<JsonPath>,
-    pub paging: Paging,
-    pub incremental: Option<IncrementalRt>,
-    pub deletes: Deletes,
-    pub create_id: Option<JsonPath>,
-    pub lookback: chrono::Duration,
-}
-
-impl EntityRt {
-    fn compile(name: &str, spec: &EntitySpec) -> Result<EntityRt, String> {
-        let incremental = match &spec.list.incremental {
-            None => None,
-            Some(Incremental::ModifiedSince { param, inclusive }) => {
-                Some(IncrementalRt::ModifiedSince {
-                    param: param.clone(),
-                    inclusive: *inclusive,
-                })
-            }
-            Some(Incremental::Soql {
-                path,
-                query,
-                initial_query,
-            }) => Some(IncrementalRt::Soql {
-                path: path.clone(),
-                query: query.clone(),
-                initial_query: initial_query.clone(),
-            }),
-            Some(Incremental::SyncToken {
-                path,
-                param,
-                token,
-                changes,
-                record,
-                status,
-                deleted_status,
-            }) => Some(IncrementalRt::SyncToken {
-                path: path.clone(),
-                param: param.clone(),
-                token: JsonPath::compile(token)?,
-                changes: JsonPath::compile(changes)?,
-                record: JsonPath::compile(record)?,
-                status: JsonPath::compile(status)?,
-                deleted_status: deleted_status.clone(),
-            }),
-        };
-        if matches!(
-            incremental,
-            Some(IncrementalRt::ModifiedSince { .. }) | Some(IncrementalRt::Soql { .. })
-        ) && spec.modified.is_none()
-        {
-            return Err("an incremental read by time needs `modified`".to_owned());
-        }
-        let deletes = match &spec.deletes {
-            DeleteDiscovery::None => Deletes::None,
-            DeleteDiscovery::Tombstones {
-                path,
-                query,
-                since_param,
-                records,
-                id,
-                deleted_at,
-                pagination,
-            } => Deletes::Tombstones(Box::new(Tombstones {
-                path: path.clone(),
-                query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                since_param: since_param.clone(),
-                records: JsonPath::compile(records)?,
-                id: JsonPath::compile(id)?,
-                deleted_at: JsonPath::compile(deleted_at)?,
-                paging: Paging::compile(pagination)?,
-            })),
-            DeleteDiscovery::SoftDelete {
-                flag,
-                include_param,
-            } => Deletes::SoftDelete {
-                flag: JsonPath::compile(flag)?,
-                include_param: include_param.clone(),
-            },
-            DeleteDiscovery::FullListing => Deletes::FullListing,
-            DeleteDiscovery::GetDeleted { path } => Deletes::GetDeleted { path: path.clone() },
-            DeleteDiscovery::ChangeFeed => {
-                if !matches!(incremental, Some(IncrementalRt::SyncToken { .. })) {
-                    return Err(
-                        "`change_feed` deletions need a `sync_token` incremental read".to_owned(),
-                    );
-                }
-                Deletes::ChangeFeed
-            }
-        };
-        if let Some(batch) = &spec.batch
-            && batch.size == 0
-        {
-            return Err("a batch size must be at least 1".to_owned());
-        }
-        Ok(EntityRt {
-            name: name.to_owned(),
-            id: JsonPath::compile(&spec.id)?,
-            modified: spec
-                .modified
-                .as_ref()
-                .map(|m| JsonPath::compile(m))
-                .transpose()?,
-            records: JsonPath::compile(&spec.list.records)?,
-            record: spec
-                .get
-                .as_ref()
-                .and_then(|g| g.record.as_deref())
-                .map(JsonPath::compile)
-                .transpose()?,
-            paging: Paging::compile(&spec.list.pagination)?,
-            incremental,
-            deletes,
-            create_id: match spec.create.as_ref().map(|c| &c.response) {
-                Some(CreateResponse::Id { path }) => Some(JsonPath::compile(path)?),
-                _ => None,
-            },
-            lookback: chrono::Duration::seconds(
-                i64::try_from(spec.list.lookback_seconds)
-                    .unwrap_or(i64::MAX / 1000)
-                    .min(10 * 365 * 86_400),
-            ),
-            spec: spec.clone(),
-        })
-    }
-
-    /// The object name the API uses (Salesforce sObject), defaulting to the entity's key.
-    pub fn object(&self) -> &str {
-        self.spec.object.as_deref().unwrap_or(&self.name)
-    }
-
-    /// Builds a record from an item; the reason when it has no id.
-    pub fn to_record(&self, data: Value) -> Result<Record, (Value, String)> {
-        let Some(id) = self.id.first(&data).and_then(value::id_string) else {
-            let reason = format!("no id at `{}`", self.id.as_str());
-            return Err((data, reason));
-        };
-        let modified = self
-            .modified
-            .as_ref()
-            .and_then(|path| path.first(&data))
-            .and_then(value::parse_time);
-        Ok(Record { id, modified, data })
-    }
-
-    /// The record inside a single-record answer.
-    fn record_in<'a>(&self, body: &'a Value) -> &'a Value {
-        self.record
-            .as_ref()
-            .and_then(|path| path.first(body))
-            .filter(|v| v.is_object())
-            .unwrap_or(body)
-    }
-}
 
 /// The generic connector of one system file.
 #[derive(Debug, Clone)]
@@ -420,19 +92,53 @@ impl HttpConnector {
         id: Option<&str>,
         query: &IndexMap<String, String>,
     ) -> Result<Url, ConnectorError> {
+        if let Some(id) = id {
+            self.check_id(entity, id)?;
+        }
         let api_base = self.core.api_base().await?;
-        let path = match id {
+        let filled = match id {
             Some(id) => value::fill_id(path, id),
             None => path.to_owned(),
         };
-        let mut url = join_path(&api_base, &path).map_err(|message| ConnectorError::Config {
+        let mut url = join_path(&api_base, &filled).map_err(|message| ConnectorError::Config {
             system: self.core.system.clone(),
             message: format!("entity `{entity}`: {message}"),
         })?;
+        // The id must still be its own segment once the URL is parsed: nothing the parser
+        // normalises away may send the request (and the credential) elsewhere.
+        if let Some(id) = id
+            && path.contains("{id}")
+        {
+            let segment = value::encode_segment(id);
+            if !url
+                .path_segments()
+                .is_some_and(|mut segments| segments.any(|s| s == segment))
+            {
+                return Err(self.invalid_id(entity, id, "a URL cannot carry it as a path segment"));
+            }
+        }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         Ok(url)
+    }
+
+    /// Refuses an id that cannot address a record before anything is sent.
+    fn check_id(&self, entity: &str, id: &str) -> Result<(), ConnectorError> {
+        let rt = self.entity_rt(entity)?;
+        match rt.id_problem(id) {
+            Some(problem) => Err(self.invalid_id(entity, id, problem)),
+            None => Ok(()),
+        }
+    }
+
+    fn invalid_id(&self, entity: &str, id: &str, reason: &str) -> ConnectorError {
+        ConnectorError::InvalidId {
+            system: self.core.system.clone(),
+            entity: entity.to_owned(),
+            id: value::truncate(id, 100),
+            reason: reason.to_owned(),
+        }
     }
 
     /// A status error for a final answer that is not success.
@@ -461,6 +167,7 @@ impl HttpConnector {
 
     async fn get_record(&self, entity: &str, id: &str) -> Result<Option<Record>, ConnectorError> {
         let rt = self.entity_rt(entity)?;
+        self.check_id(entity, id)?;
         let get = rt
             .spec
             .get
@@ -508,7 +215,7 @@ impl HttpConnector {
         }
         let record = rt
             .to_record(rt.record_in(&body).clone())
-            .map_err(|(_, reason)| self.malformed(&request, reason, false))?;
+            .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
         // A soft-deleted record reads as the listing files it: deleted.
         if let Deletes::SoftDelete { flag, .. } = &rt.deletes
             && listing::truthy(flag.first(&record.data))
@@ -544,19 +251,16 @@ impl HttpConnector {
             None => {
                 let record = rt
                     .to_record(rt.record_in(&body).clone())
-                    .map_err(|(_, reason)| self.malformed(&request, reason, false))?;
+                    .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
                 Ok(Written {
                     id: record.id.clone(),
                     record: Some(record),
                 })
             }
             Some(path) => {
-                let id = path
-                    .first(&body)
-                    .and_then(value::id_string)
-                    .ok_or_else(|| {
-                        self.malformed(&request, format!("no id at `{}`", path.as_str()), false)
-                    })?;
+                let (id, _) = rt
+                    .listed_id(path, body)
+                    .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
                 let record = if rt.spec.get.is_some() {
                     match self.get_record(entity, &id).await {
                         Ok(record) => record,
@@ -635,7 +339,7 @@ impl HttpConnector {
             .filter(|data| data.is_object())
             .map(|data| match rt.to_record(data.clone()) {
                 Ok(record) => record,
-                Err((data, _)) => Record {
+                Err(Malformed { data, .. }) => Record {
                     id: id.to_owned(),
                     modified: rt
                         .modified
@@ -967,5 +671,9 @@ impl Connector for HttpConnector {
 
     fn stats(&self) -> ConnectorStats {
         self.core.stats()
+    }
+
+    fn start_run(&self) {
+        self.core.start_run();
     }
 }

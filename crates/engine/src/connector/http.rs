@@ -1,5 +1,7 @@
 //! The HTTP side of one system: one client, one rate limiter, one token cache and one set
-//! of counters, shared by every entity and every flow that uses the system.
+//! of counters, shared by every entity and every flow that uses the system. (Over 1,000
+//! lines: every request goes through this one place, and splitting the retry loop from
+//! the waits and credentials it needs would spread one decision over several files.)
 //!
 //! [`HttpCore::send`] is the only way a request leaves the connector. In order, it waits
 //! for its turn (a pause the API asked for with `Retry-After`, a slowdown when the API's
@@ -11,6 +13,14 @@
 //! applied (a create that timed out) is not sent again. A 401 with a refreshable token gets
 //! one fresh token and one more try. Redirects are not followed by the client: a redirect
 //! within the origin is followed for reads, one to another origin is refused.
+//!
+//! The waits the API's rate limits ask for (429s, `Retry-After`, Salesforce's concurrency
+//! limit) come out of one budget per system and run, `http.max_wait_seconds`: a wait that
+//! does not fit in what remains is not waited; the system is stopped for the rest of the
+//! run ([`ConnectorError::WaitBudgetSpent`]). Salesforce's spent daily allowance stops it
+//! the same way at once ([`ConnectorError::AllowanceSpent`]). A stopped system sends
+//! nothing more: every request fails with the same error until
+//! [`HttpCore::start_run`].
 //!
 //! Each attempt is logged at debug level (method, URL without secrets, status, duration)
 //! and counted; errors never carry credentials.
@@ -34,9 +44,6 @@ use crate::spec::system::{
     Auth, ErrorFormat, HttpSettings, RateLimit, RatePeriod, SystemClock, SystemFile,
 };
 
-/// The longest `Retry-After` the connector waits for; beyond it the request fails as
-/// retryable so the run can end and try later.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest slowdown for one request when throttle headers run low.
@@ -138,6 +145,48 @@ impl Throttle {
     }
 }
 
+/// What one run has spent of a system: the time its rate limits made the run wait, and
+/// why the system takes no more requests in this run.
+#[derive(Debug, Default)]
+struct RunState {
+    waited: Duration,
+    stopped: Option<ConnectorError>,
+}
+
+/// The total wait after one more wait of `extra`, when it fits in `limit`.
+fn charge(waited: Duration, limit: Duration, extra: Duration) -> Option<Duration> {
+    let total = waited.checked_add(extra)?;
+    (total <= limit).then_some(total)
+}
+
+/// What a Salesforce `REQUEST_LIMIT_EXCEEDED` says. The REST API Developer Guide
+/// ("Status Codes and Error Responses",
+/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm>)
+/// documents it as a 403: "If the error code is REQUEST_LIMIT_EXCEEDED, you've exceeded API
+/// request limits in your org" — the org's allowance of API requests over a rolling 24
+/// hours (message `TotalRequests Limit exceeded.`), which no retry within a run can
+/// restore. The same code also reports the limit on concurrent long-running requests
+/// (`ConcurrentPerOrgLongTxn Limit exceeded.`, `ConcurrentRequests ...`), which frees up
+/// in seconds: that one is waited out like a 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestLimit {
+    /// The daily allowance is spent: stop the system for this run.
+    Allowance,
+    /// Too many concurrent requests: retry after a backoff.
+    Concurrency,
+}
+
+fn request_limit(status: u16, error: &ApiError) -> Option<RequestLimit> {
+    if status != 403 || error.code.as_deref() != Some("REQUEST_LIMIT_EXCEEDED") {
+        return None;
+    }
+    if error.message.trim_start().starts_with("Concurrent") {
+        Some(RequestLimit::Concurrency)
+    } else {
+        Some(RequestLimit::Allowance)
+    }
+}
+
 /// Error paths compiled from the system file.
 #[derive(Debug)]
 struct ErrorPaths {
@@ -199,6 +248,9 @@ pub(crate) struct HttpCore {
     limiter: Option<DefaultDirectRateLimiter>,
     throttle: Option<Throttle>,
     paused_until: Mutex<Option<Instant>>,
+    /// The most one run may wait for the API's rate limits (`http.max_wait_seconds`).
+    max_wait: Duration,
+    run: Mutex<RunState>,
     allowed: RwLock<Vec<String>>,
     secrets: RwLock<Vec<String>>,
     errors: Option<ErrorPaths>,
@@ -351,6 +403,10 @@ impl HttpCore {
             return Err(config(&system, "http.timeout_seconds must be positive"));
         }
         let timeout = Duration::from_secs_f64(settings.timeout_seconds);
+        if !(settings.max_wait_seconds >= 0.0 && settings.max_wait_seconds.is_finite()) {
+            return Err(config(&system, "http.max_wait_seconds must be 0 or more"));
+        }
+        let max_wait = Duration::from_secs_f64(settings.max_wait_seconds.min(1e9));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -394,6 +450,8 @@ impl HttpCore {
             limiter,
             throttle,
             paused_until: Mutex::new(None),
+            max_wait,
+            run: Mutex::new(RunState::default()),
             allowed: RwLock::new(allowed),
             secrets: RwLock::new(secrets),
             errors,
@@ -658,12 +716,59 @@ impl HttpCore {
         }
     }
 
-    /// Makes every request of this system wait until `until`.
-    fn pause_until(&self, until: Instant) {
-        if let Ok(mut paused) = self.paused_until.lock()
-            && paused.is_none_or(|p| p < until)
-        {
-            *paused = Some(until);
+    /// Starts a run: the whole wait budget again, and a system stopped in the last run
+    /// takes requests again.
+    pub fn start_run(&self) {
+        *lock(&self.run) = RunState::default();
+    }
+
+    /// Why the system takes no more requests in this run.
+    fn stopped(&self) -> Option<ConnectorError> {
+        lock(&self.run).stopped.clone()
+    }
+
+    /// Stops the system's requests for the rest of the run.
+    fn stop(&self, error: &ConnectorError) {
+        tracing::warn!(system = %self.system, %error, "no more requests to this system in this run");
+        let mut run = lock(&self.run);
+        if run.stopped.is_none() {
+            run.stopped = Some(error.clone());
+        }
+    }
+
+    /// Makes every request of this system wait `wait` from now, when it fits in the run's
+    /// wait budget (the pauses of concurrent requests overlap and count once); otherwise
+    /// stops the system for the run.
+    fn reserve_wait(&self, wait: Duration) -> Result<(), ConnectorError> {
+        let now = Instant::now();
+        let mut paused = lock(&self.paused_until);
+        let mut run = lock(&self.run);
+        if let Some(stopped) = &run.stopped {
+            return Err(stopped.clone());
+        }
+        let current = paused.filter(|p| *p > now).unwrap_or(now);
+        let until = now + wait;
+        let extra = until.saturating_duration_since(current);
+        match charge(run.waited, self.max_wait, extra) {
+            Some(total) => {
+                run.waited = total;
+                if until > current {
+                    *paused = Some(until);
+                }
+                Ok(())
+            }
+            None => {
+                let error = ConnectorError::WaitBudgetSpent {
+                    system: self.system.clone(),
+                    waited: run.waited,
+                    asked: wait,
+                    limit: self.max_wait,
+                };
+                tracing::warn!(system = %self.system, %error,
+                    "no more requests to this system in this run");
+                run.stopped = Some(error.clone());
+                Err(error)
+            }
         }
     }
 
@@ -688,13 +793,19 @@ impl HttpCore {
                     target: url.origin().ascii_serialization(),
                 });
             }
+            if let Some(stopped) = self.stopped() {
+                return Err(stopped);
+            }
             self.wait_turn().await;
+            if let Some(stopped) = self.stopped() {
+                return Err(stopped);
+            }
             let started = Instant::now();
             let outcome = self.attempt(request, &url, auth.as_ref()).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let shown_url = self.redact(&value::redact_url(&url));
-            let (error, retry_after) = match outcome {
+            let (error, retry_after, throttled) = match outcome {
                 Ok((status, headers, bytes)) => {
                     tracing::debug!(system = %self.system, entity = %request.entity,
                         method = %request.method, url = %shown_url, status, duration_ms = elapsed_ms,
@@ -729,7 +840,7 @@ impl HttpCore {
                                     message: format!("the body is not valid JSON: {e}"),
                                     transient: true,
                                 };
-                                (error, None)
+                                (error, None, false)
                             }
                         },
                         300..=399 => {
@@ -780,7 +891,48 @@ impl HttpCore {
                                 &text,
                                 retry_after,
                             );
-                            (error, retry_after)
+                            (error, retry_after, status == 429)
+                        }
+                        403 => {
+                            let json = json.ok().flatten();
+                            let api = self.api_error(status, json.as_ref(), &text);
+                            match request_limit(status, &api) {
+                                None => {
+                                    return Ok(Reply {
+                                        status,
+                                        url,
+                                        json,
+                                        text,
+                                        date: date_header(&headers),
+                                    });
+                                }
+                                Some(RequestLimit::Allowance) => {
+                                    let error = ConnectorError::AllowanceSpent {
+                                        context: self.context(
+                                            &request.method,
+                                            &url,
+                                            &request.entity,
+                                        ),
+                                        error: api,
+                                    };
+                                    self.stop(&error);
+                                    return Err(error);
+                                }
+                                Some(RequestLimit::Concurrency) => {
+                                    let retry_after = retry_after(&headers);
+                                    let error = ConnectorError::Status {
+                                        context: self.context(
+                                            &request.method,
+                                            &url,
+                                            &request.entity,
+                                        ),
+                                        status,
+                                        error: api,
+                                        retry_after,
+                                    };
+                                    (error, retry_after, true)
+                                }
+                            }
                         }
                         _ => {
                             return Ok(Reply {
@@ -798,37 +950,27 @@ impl HttpCore {
                     tracing::debug!(system = %self.system, entity = %request.entity,
                         method = %request.method, url = %shown_url, duration_ms = elapsed_ms,
                         error = %error, "http request failed");
-                    (error, None)
+                    (error, None, false)
                 }
             };
-            let may_retry = error.is_retryable()
-                && (request.idempotent || !error.may_have_applied())
-                && retry_after.is_none_or(|d| d <= MAX_RETRY_AFTER);
+            let may_retry =
+                error.is_retryable() && (request.idempotent || !error.may_have_applied());
             if !may_retry {
                 return Err(error);
             }
             let Some(delay) = backoff.next() else {
                 return Err(error);
             };
-            let delay = match retry_after {
-                Some(asked) => {
-                    self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .rate_limit_wait_ms
-                        .fetch_add(asked.as_millis() as u64, Ordering::Relaxed);
-                    self.pause_until(Instant::now() + asked);
-                    asked
-                }
-                None if error.status() == Some(429) => {
-                    self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .rate_limit_wait_ms
-                        .fetch_add(delay.as_millis() as u64, Ordering::Relaxed);
-                    self.pause_until(Instant::now() + delay);
-                    delay
-                }
-                None => delay,
-            };
+            // A wait the API asked for (or a backoff after its rate limit) pauses every
+            // request of the system and comes out of the run's wait budget.
+            let delay = retry_after.unwrap_or(delay);
+            if retry_after.is_some() || throttled {
+                self.reserve_wait(delay)?;
+                self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rate_limit_wait_ms
+                    .fetch_add(delay.as_millis() as u64, Ordering::Relaxed);
+            }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(system = %self.system, entity = %request.entity,
                 delay_ms = delay.as_millis() as u64, error = %error, "retrying");
@@ -1026,6 +1168,13 @@ impl HttpCore {
     }
 }
 
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A header value that is never printed.
 fn sensitive(system: &str, text: &str) -> Result<HeaderValue, ConnectorError> {
     let mut value = HeaderValue::from_str(text).map_err(|_| {
@@ -1067,4 +1216,69 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_come_out_of_one_budget() {
+        let limit = Duration::from_secs(120);
+        assert_eq!(
+            charge(Duration::ZERO, limit, Duration::from_secs(30)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            charge(Duration::from_secs(90), limit, Duration::from_secs(30)),
+            Some(limit)
+        );
+        assert_eq!(
+            charge(Duration::from_secs(90), limit, Duration::from_secs(31)),
+            None
+        );
+        assert_eq!(
+            charge(Duration::ZERO, limit, Duration::from_secs(300)),
+            None
+        );
+        assert_eq!(charge(Duration::MAX, limit, Duration::from_secs(1)), None);
+        assert_eq!(
+            charge(Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn salesforce_request_limits_are_told_apart() {
+        let error = |message: &str, code: Option<&str>| ApiError {
+            status: Some(403),
+            code: code.map(str::to_owned),
+            message: message.to_owned(),
+            field: None,
+        };
+        let code = Some("REQUEST_LIMIT_EXCEEDED");
+        assert_eq!(
+            request_limit(403, &error("TotalRequests Limit exceeded.", code)),
+            Some(RequestLimit::Allowance)
+        );
+        assert_eq!(
+            request_limit(403, &error("ConcurrentPerOrgLongTxn Limit exceeded.", code)),
+            Some(RequestLimit::Concurrency)
+        );
+        assert_eq!(
+            request_limit(403, &error("anything else", code)),
+            Some(RequestLimit::Allowance)
+        );
+        assert_eq!(
+            request_limit(
+                403,
+                &error("insufficient access", Some("INSUFFICIENT_ACCESS"))
+            ),
+            None
+        );
+        assert_eq!(
+            request_limit(400, &error("TotalRequests Limit exceeded.", code)),
+            None
+        );
+    }
 }

@@ -1,27 +1,42 @@
 //! Reads page by page: entity listings (whole, modified-since, SOQL, sync-token feeds),
-//! tombstone listings and Salesforce deletion windows.
+//! tombstone listings and Salesforce deletion windows. (Over 1,000 lines: the readers share
+//! the pager, the guard and the clock bookkeeping, and their unit tests live here.)
 //!
 //! Each reader computes everything that can fail for a page (request, answer, next
 //! position) before it changes any state, so an error leaves it where it was and the same
 //! page can be asked for again. Pagination follows the system file: offset/limit (stops on
 //! the total, or on a short page without one), page numbers (stops at the total page
-//! count), opaque cursors (stops when the cursor is null, empty or repeats) and next links
-//! (stops on a done flag, a missing link, an empty page, or a short page where the API
-//! sends a link even on the last page). Next links are resolved against the page's URL and
-//! refused, when followed, if they leave the allowed origins.
+//! count), opaque cursors (stops when the cursor is null or empty, or an empty page sends
+//! back the cursor it was asked with) and next links (stops on a done flag, a missing link,
+//! an empty page, or a short page where the API sends a link even on the last page). Next
+//! links are resolved against the page's URL and refused, when followed, if they leave the
+//! allowed origins.
+//!
+//! A listing whose API does not let it end is stopped with
+//! [`ConnectorError::EndlessListing`] ([`Guard`]): a page with the same ids as an earlier
+//! page of the listing (an API that ignores the offset, page or cursor), a cursor or next
+//! link already followed, or more pages than the entity's `list.max_pages`.
+//!
+//! Every page's versions are compared with the system's clock when it answered (its `Date`
+//! header, or this machine's clock at the read): one stamped further ahead than
+//! [`crate::connector::CLOCK_TOLERANCE`] is handed out and reported in [`Page::ahead`], and
+//! does not move the cursor. Items that cannot be records (no id, or an id that cannot
+//! address one) are reported in [`Page::malformed`].
 
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::connector::cursor::{Tracker, minus};
+use crate::connector::compiled::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
+use crate::connector::cursor::{Admit, Tracker, minus};
 use crate::connector::error::ConnectorError;
-use crate::connector::generic::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::http::{HttpCore, Request, join_path};
 use crate::connector::value::{self, JsonPath};
-use crate::connector::{BoxFuture, Cursor, Deletion, Malformed, Page, PageReader, Record};
+use crate::connector::{Ahead, BoxFuture, Cursor, Deletion, Malformed, Page, PageReader, Record};
 
 /// The largest SOQL `LIMIT` a sliced read grows to when one timestamp holds more records.
 const MAX_SOQL_LIMIT: u64 = 50_000;
@@ -194,7 +209,9 @@ impl Pager {
             Paging::Cursor { next_cursor, .. } => {
                 match next_cursor.first(body).and_then(value::id_string) {
                     None => Position::Done,
-                    Some(cursor) if self.position == Position::Cursor(cursor.clone()) => {
+                    Some(cursor)
+                        if count == 0 && self.position == Position::Cursor(cursor.clone()) =>
+                    {
                         Position::Done
                     }
                     Some(cursor) => Position::Cursor(cursor),
@@ -224,15 +241,146 @@ impl Pager {
                         let url = answered
                             .join(link)
                             .map_err(|e| format!("the next link is not a URL: {e}"))?;
-                        if &url == answered {
-                            Position::Done
-                        } else {
-                            Position::Url(url)
-                        }
+                        Position::Url(url)
                     }
                 }
             }
         })
+    }
+}
+
+/// What stops a listing that would not end: a page bound, pages already seen (by their
+/// ids) and cursors or links already followed. Checked before a page is taken, so a
+/// listing that trips it stays where it was.
+#[derive(Debug)]
+struct Guard {
+    max_pages: u64,
+    /// Pages taken so far.
+    pages: u64,
+    /// One hash of the sorted ids of each page taken.
+    seen_pages: HashSet<u64>,
+    /// The URLs asked and answered, and the cursors sent (`cursor:<c>`).
+    followed: HashSet<String>,
+}
+
+impl Guard {
+    fn new(max_pages: u64) -> Guard {
+        Guard {
+            max_pages,
+            pages: 0,
+            seen_pages: HashSet::new(),
+            followed: HashSet::new(),
+        }
+    }
+
+    /// Before a request: why no further page may be asked for.
+    fn before(&self) -> Option<String> {
+        (self.pages >= self.max_pages).then(|| {
+            format!(
+                "it has more than {} pages (`list.max_pages`)",
+                self.max_pages
+            )
+        })
+    }
+
+    /// The key of a page with these ids; `None` for an empty page.
+    fn key(mut ids: Vec<String>) -> Option<u64> {
+        if ids.is_empty() {
+            return None;
+        }
+        ids.sort_unstable();
+        let mut hasher = DefaultHasher::new();
+        ids.hash(&mut hasher);
+        Some(hasher.finish())
+    }
+
+    /// After an answer to a request for `current` (asked at `asked`, answered by
+    /// `answered`): why it shows that the listing does not end.
+    fn check(
+        &self,
+        key: Option<u64>,
+        (current, asked, answered): (&Position, &Url, &Url),
+        next: &Position,
+    ) -> Option<String> {
+        if key.is_some_and(|key| self.seen_pages.contains(&key)) {
+            return Some(
+                "the API answered a page with the same records as an earlier page \
+                 (it ignores the paging parameters)"
+                    .to_owned(),
+            );
+        }
+        match next {
+            Position::Cursor(cursor)
+                if current == next || self.followed.contains(&format!("cursor:{cursor}")) =>
+            {
+                Some(format!(
+                    "the API sent back the cursor `{}` already followed",
+                    value::truncate(cursor, 60)
+                ))
+            }
+            Position::Url(url)
+                if url == asked || url == answered || self.followed.contains(url.as_str()) =>
+            {
+                Some(format!(
+                    "the API sent back a next link already followed ({})",
+                    value::redact_url(url)
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes a page: its key, the URLs that asked and answered it and the cursor it was
+    /// asked with.
+    fn take(&mut self, key: Option<u64>, asked: &Url, answered: &Url, position: &Position) {
+        self.pages += 1;
+        if let Some(key) = key {
+            self.seen_pages.insert(key);
+        }
+        self.followed.insert(asked.as_str().to_owned());
+        self.followed.insert(answered.as_str().to_owned());
+        if let Position::Cursor(cursor) = position {
+            self.followed.insert(format!("cursor:{cursor}"));
+        }
+    }
+
+    /// A new query within the same read (a SOQL slice): its pages may repeat records of
+    /// the last slice; the page bound still counts every page.
+    fn restart(&mut self) {
+        self.seen_pages.clear();
+        self.followed.clear();
+    }
+}
+
+/// The ids of a page's items at `id`, or an item's text when it has none.
+fn page_ids(id: &JsonPath, items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| {
+            id.first(item)
+                .and_then(value::id_text)
+                .unwrap_or_else(|| item.to_string())
+        })
+        .collect()
+}
+
+fn endless(core: &HttpCore, entity: &str, guard: &Guard, reason: String) -> ConnectorError {
+    ConnectorError::EndlessListing {
+        system: core.system.clone(),
+        entity: entity.to_owned(),
+        pages: guard.pages,
+        reason,
+    }
+}
+
+/// Logs the versions of a page stamped ahead of the system's clock.
+fn log_ahead(core: &HttpCore, entity: &str, ahead: &[Ahead]) {
+    if let Some(first) = ahead.first() {
+        let ids: Vec<&str> = ahead.iter().take(20).map(|a| a.id.as_str()).collect();
+        tracing::warn!(system = %core.system, entity, count = ahead.len(),
+            ids = %ids.join(", "), clock = %first.clock,
+            "records are stamped ahead of the system's clock; they are synced, but their \
+             times do not move the cursor");
     }
 }
 
@@ -365,12 +513,14 @@ pub(crate) struct ListReader {
     finished: bool,
     /// When the system answered the pages read so far, by its clock (the earliest `Date`).
     answered_at: AnsweredAt,
+    guard: Guard,
 }
 
 impl ListReader {
     /// Lists the entity whole.
     pub fn full(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
         let query = list_query(&entity);
+        let max_pages = entity.max_pages;
         ListReader {
             pager: Pager::new(&entity.spec.list.path, query),
             core,
@@ -380,6 +530,7 @@ impl ListReader {
             start: Cursor::beginning(),
             finished: false,
             answered_at: AnsweredAt::default(),
+            guard: Guard::new(max_pages),
         }
     }
 
@@ -405,6 +556,7 @@ impl ListReader {
                     start: cursor.cloned().unwrap_or_else(Cursor::beginning),
                     finished: false,
                     answered_at: AnsweredAt::default(),
+                    guard: Guard::new(entity.max_pages),
                     entity,
                 }
             }
@@ -428,6 +580,7 @@ impl ListReader {
                     start: cursor.cloned().unwrap_or_else(Cursor::beginning),
                     finished: false,
                     answered_at: AnsweredAt::default(),
+                    guard: Guard::new(entity.max_pages),
                     entity,
                 }
             }
@@ -448,6 +601,7 @@ impl ListReader {
                     start,
                     finished: false,
                     answered_at: AnsweredAt::default(),
+                    guard: Guard::new(entity.max_pages),
                     entity,
                 }
             }
@@ -459,8 +613,12 @@ impl ListReader {
             return Ok(None);
         }
         let entity = self.entity.clone();
+        if let Some(reason) = self.guard.before() {
+            return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
         let (body, answered, asked, date) =
             fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
+        let clock = date.unwrap_or_else(Utc::now);
         let item_path = match (&self.source, &entity.incremental) {
             (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
             _ => &entity.records,
@@ -478,12 +636,25 @@ impl ListReader {
             .pager
             .next(&entity.paging, &body, count, &answered)
             .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+        let key = Guard::key(page_ids(&entity.id, &items));
+        if let Some(reason) =
+            self.guard
+                .check(key, (&self.pager.position, &asked, &answered), &next)
+        {
+            return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
 
         // Nothing below can fail: the page is taken.
+        self.guard
+            .take(key, &asked, &answered, &self.pager.position);
+        if let Some(tracker) = &mut self.tracker {
+            tracker.clock(clock);
+        }
         let mut page = Page {
             records: Vec::new(),
             deleted: Vec::new(),
             malformed: Vec::new(),
+            ahead: Vec::new(),
             cursor: Cursor::beginning(),
             last: false,
         };
@@ -504,6 +675,7 @@ impl ListReader {
                         Some(data) => (data.clone(), is_deleted),
                         None => {
                             page.malformed.push(Malformed {
+                                id: None,
                                 reason: format!("no record at `{}`", record.as_str()),
                                 data: item,
                             });
@@ -515,15 +687,21 @@ impl ListReader {
             };
             let record = match entity.to_record(data) {
                 Ok(record) => record,
-                Err((data, reason)) => {
-                    page.malformed.push(Malformed { data, reason });
+                Err(malformed) => {
+                    page.malformed.push(malformed);
                     continue;
                 }
             };
-            if let Some(tracker) = &mut self.tracker
-                && !tracker.admit(&record.id, record.modified)
-            {
-                continue;
+            if let Some(tracker) = &mut self.tracker {
+                match tracker.admit(&record.id, record.modified) {
+                    Admit::Repeat => continue,
+                    Admit::New => {}
+                    Admit::Ahead => page.ahead.extend(record.modified.map(|modified| Ahead {
+                        id: record.id.clone(),
+                        modified,
+                        clock,
+                    })),
+                }
             }
             admitted += 1;
             push_record(&entity, &mut page, record, deleted_status);
@@ -534,6 +712,7 @@ impl ListReader {
         {
             *token = Some(found);
         }
+        log_ahead(&self.core, &entity.name, &page.ahead);
         self.answered_at.page(date);
         self.pager.position = next;
         if self.pager.done() {
@@ -590,6 +769,7 @@ impl ListReader {
         let since = minus(newest, chrono::Duration::seconds(1));
         let text = soql(&self.entity, query, since, *limit);
         self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
+        self.guard.restart();
     }
 }
 
@@ -647,6 +827,7 @@ pub(crate) struct TombstoneReader {
     tracker: Tracker,
     finished: bool,
     answered_at: AnsweredAt,
+    guard: Guard,
 }
 
 impl TombstoneReader {
@@ -662,6 +843,7 @@ impl TombstoneReader {
         TombstoneReader {
             pager: Pager::new(&path, query),
             core,
+            guard: Guard::new(entity.max_pages),
             entity,
             tracker,
             finished: false,
@@ -684,8 +866,12 @@ impl TombstoneReader {
             paging,
             ..
         } = tombstones.as_ref();
+        if let Some(reason) = self.guard.before() {
+            return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
         let (body, answered, asked, date) =
             fetch(&self.core, &entity.name, &self.pager, paging).await?;
+        let clock = date.unwrap_or_else(Utc::now);
         let Some(items) = items(records, &body) else {
             return Err(shape_error(
                 &self.core,
@@ -698,29 +884,49 @@ impl TombstoneReader {
             .pager
             .next(paging, &body, items.len(), &answered)
             .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+        let key = Guard::key(page_ids(id, &items));
+        if let Some(reason) =
+            self.guard
+                .check(key, (&self.pager.position, &asked, &answered), &next)
+        {
+            return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
+        self.guard
+            .take(key, &asked, &answered, &self.pager.position);
+        self.tracker.clock(clock);
         let mut page = Page {
             records: Vec::new(),
             deleted: Vec::new(),
             malformed: Vec::new(),
+            ahead: Vec::new(),
             cursor: Cursor::beginning(),
             last: false,
         };
         for item in items {
-            let Some(deleted_id) = id.first(&item).and_then(value::id_string) else {
-                page.malformed.push(Malformed {
-                    reason: format!("no id at `{}`", id.as_str()),
-                    data: item,
-                });
-                continue;
-            };
             let at = deleted_at.first(&item).and_then(value::parse_time);
-            if self.tracker.admit(&deleted_id, at) {
+            let deleted_id = match entity.listed_id(id, item) {
+                Ok((deleted_id, _)) => deleted_id,
+                Err(malformed) => {
+                    page.malformed.push(malformed);
+                    continue;
+                }
+            };
+            let admit = self.tracker.admit(&deleted_id, at);
+            if let (Admit::Ahead, Some(modified)) = (admit, at) {
+                page.ahead.push(Ahead {
+                    id: deleted_id.clone(),
+                    modified,
+                    clock,
+                });
+            }
+            if admit.is_new() {
                 page.deleted.push(Deletion {
                     id: deleted_id,
                     deleted_at: at,
                 });
             }
         }
+        log_ahead(&self.core, &entity.name, &page.ahead);
         self.answered_at.page(date);
         self.pager.position = next;
         page.last = self.pager.done();
@@ -801,8 +1007,9 @@ impl DeletedWindowReader {
                 ("end".to_owned(), format(window_end)),
             ],
         );
-        let (body, _, asked, _) =
+        let (body, _, asked, date) =
             fetch(&self.core, &self.entity.name, &pager, &Paging::None).await?;
+        let clock = date.unwrap_or_else(Utc::now);
         let Some(Value::Array(deleted)) = body.get("deletedRecords") else {
             return Err(shape_error(
                 &self.core,
@@ -811,26 +1018,38 @@ impl DeletedWindowReader {
                 "the answer has no `deletedRecords` array".to_owned(),
             ));
         };
+        self.tracker.clock(clock);
         let mut page = Page {
             records: Vec::new(),
             deleted: Vec::new(),
             malformed: Vec::new(),
+            ahead: Vec::new(),
             cursor: Cursor::beginning(),
             last: false,
         };
+        let id_path = JsonPath::compile("$.id").unwrap_or_else(|_| self.entity.id.clone());
         for item in deleted {
-            let Some(id) = item.get("id").and_then(value::id_string) else {
-                page.malformed.push(Malformed {
-                    data: item.clone(),
-                    reason: "no id".to_owned(),
-                });
-                continue;
-            };
             let at = item.get("deletedDate").and_then(value::parse_time);
-            if self.tracker.admit(&id, at) {
+            let id = match self.entity.listed_id(&id_path, item.clone()) {
+                Ok((id, _)) => id,
+                Err(malformed) => {
+                    page.malformed.push(malformed);
+                    continue;
+                }
+            };
+            let admit = self.tracker.admit(&id, at);
+            if let (Admit::Ahead, Some(modified)) = (admit, at) {
+                page.ahead.push(Ahead {
+                    id: id.clone(),
+                    modified,
+                    clock,
+                });
+            }
+            if admit.is_new() {
                 page.deleted.push(Deletion { id, deleted_at: at });
             }
         }
+        log_ahead(&self.core, &self.entity.name, &page.ahead);
         if let Some(covered) = body.get("latestDateCovered").and_then(value::parse_time) {
             self.tracker.cover(covered);
         }
@@ -960,7 +1179,7 @@ mod tests {
     }
 
     #[test]
-    fn cursors_stop_when_null_or_repeated() {
+    fn cursors_stop_when_null_or_sent_back_on_an_empty_page() {
         let paging = Paging::Cursor {
             cursor_param: "cursor".into(),
             size_param: Some("page_size".into()),
@@ -983,9 +1202,22 @@ mod tests {
                 .as_str(),
             "http://h/shop/api/customers?page_size=2&cursor=c2"
         );
+        // The same cursor with records: the guard refuses to follow it again.
+        let again = pager
+            .next(&paging, &json!({"next_cursor": "c2"}), 2, &answered)
+            .unwrap();
+        assert_eq!(again, Position::Cursor("c2".into()));
+        let guard = Guard::new(10);
+        let asked = url("http://h/shop/api/customers?cursor=c2");
+        let page = (&pager.position, &asked, &asked);
+        assert!(
+            guard
+                .check(Guard::key(vec!["b".into()]), page, &again)
+                .is_some()
+        );
         assert_eq!(
             pager
-                .next(&paging, &json!({"next_cursor": "c2"}), 2, &answered)
+                .next(&paging, &json!({"next_cursor": "c2"}), 0, &answered)
                 .unwrap(),
             Position::Done
         );
@@ -995,6 +1227,52 @@ mod tests {
                 .unwrap(),
             Position::Done
         );
+    }
+
+    #[test]
+    fn the_guard_stops_repeated_pages_links_and_too_many_pages() {
+        let mut guard = Guard::new(3);
+        let first = url("http://h/api/customers?offset=0&limit=2");
+        let second = url("http://h/api/customers?offset=2&limit=2");
+        assert_eq!(guard.before(), None);
+        let key = Guard::key(vec!["2".into(), "1".into()]);
+        let page = (&Position::First, &first, &first);
+        assert_eq!(guard.check(key, page, &Position::Offset(2)), None);
+        assert!(
+            guard
+                .check(key, page, &Position::Url(first.clone()))
+                .is_some()
+        );
+        guard.take(key, &first, &first, &Position::First);
+        // The same ids in another order are the same page.
+        let same = Guard::key(vec!["1".into(), "2".into()]);
+        let page = (&Position::Offset(2), &second, &second);
+        assert!(guard.check(same, page, &Position::Offset(4)).is_some());
+        // Empty pages are never the same page; links already followed are.
+        assert_eq!(guard.check(None, page, &Position::Done), None);
+        assert!(
+            guard
+                .check(None, page, &Position::Url(first.clone()))
+                .is_some()
+        );
+        let third = url("http://h/api/customers?offset=4&limit=2");
+        assert_eq!(guard.check(None, page, &Position::Url(third)), None);
+        guard.take(
+            Guard::key(vec!["3".into()]),
+            &second,
+            &second,
+            &Position::Offset(2),
+        );
+        guard.take(None, &second, &second, &Position::Offset(4));
+        assert!(
+            guard
+                .before()
+                .is_some_and(|reason| reason.contains("max_pages"))
+        );
+        // A new SOQL slice may repeat records; the page count stays.
+        guard.restart();
+        assert_eq!(guard.check(same, page, &Position::Done), None);
+        assert!(guard.before().is_some());
     }
 
     #[test]

@@ -29,8 +29,11 @@
 //!   record (a later modified time) is a new change and is handed out again. Within a read
 //!   the watermark moves page by page while records come oldest change first (the APIs'
 //!   documented order; the SOQL template's `ORDER BY`); if they do not, it stays where the
-//!   read started until the last page. A modified time more than a day in the future never
-//!   moves the watermark. Where the system file says its `Date` header is the clock of its
+//!   read started until the last page. The watermark never moves past the system's own
+//!   clock when it answered (the page's `Date` header, or this machine's clock at the read
+//!   when there is none) plus [`CLOCK_TOLERANCE`]: a record stamped later is handed out and
+//!   reported ([`Page::ahead`]), but cannot hide the changes made before its time. Where
+//!   the system file says its `Date` header is the clock of its
 //!   records (`clock: date_header`), a complete read also moves the watermark to the `Date`
 //!   of its first page, so a read that finds nothing new does not leave the next one asking
 //!   again from the last change. A SOQL template with `LIMIT {limit}` is read in slices: when a
@@ -51,6 +54,34 @@
 //! offset-paginated listing whose records change while it is being read can shift records
 //! across a page boundary; the next read's lookback catches only those modified within it.
 //!
+//! # What the engine reports
+//!
+//! Besides records and deletions, every [`Page`] carries what the run report should name:
+//!
+//! - [`Page::malformed`]: listed items that are not handed out, each a [`Malformed`] with
+//!   the id as listed (`None` when there is none) and the reason. An id must be able to
+//!   address its record as one URL path segment: empty ids, `.` and `..` (which URL
+//!   parsers remove even when percent-encoded, so a request would reach the collection or
+//!   the API root) and, for `id_type: integer`, anything but digits (`1e30`, `-`) are
+//!   malformed. [`Connector::get`], `update` and `delete` refuse such ids with
+//!   [`ConnectorError::InvalidId`] before anything is sent.
+//! - [`Page::ahead`]: records (and deletions) stamped ahead of the system's clock, each an
+//!   [`Ahead`] with its id, its time and the clock; they are in `records` (or `deleted`)
+//!   too.
+//!
+//! A listing that would not end stops with [`ConnectorError::EndlessListing`] (system,
+//! entity, pages read, why): a page with the same ids as an earlier page of the listing, a
+//! cursor or next link already followed, or more pages than `list.max_pages`.
+//!
+//! A system can be stopped for the rest of a run ([`ConnectorError::stops_system`]): when
+//! the waits its rate limits ask for would exceed `http.max_wait_seconds` in one run
+//! ([`ConnectorError::WaitBudgetSpent`]), or when its daily allowance is spent (Salesforce's
+//! 403 `REQUEST_LIMIT_EXCEEDED`, [`ConnectorError::AllowanceSpent`]). Every later call of
+//! that system fails at once with the same error, which is retryable (a later run may
+//! succeed; never a reason to park a record). The engine calls
+//! [`Connector::start_run`] (or [`Connectors::start_run`]) at the start of every run, which
+//! gives every system its whole budget again.
+//!
 //! # Writes
 //!
 //! PATCH sends the changed fields; PUT replaces the record, so the connector reads it,
@@ -65,11 +96,13 @@
 //! # Politeness and secrets
 //!
 //! Every request of a system goes through one place (`http.rs`): one rate limiter per
-//! system shared by every flow, `Retry-After` and throttle headers honoured, bounded
-//! retries with backoff and jitter, timeouts, a body size limit, logging without secrets,
+//! system shared by every flow, `Retry-After` and throttle headers honoured within the
+//! run's wait budget, bounded retries with backoff and jitter, timeouts, a body size
+//! limit, logging without secrets,
 //! and credentials sent only to the base URL's origin, the token endpoint and Salesforce's
 //! instance URL.
 
+mod compiled;
 mod cursor;
 mod error;
 mod generic;
@@ -114,12 +147,35 @@ pub struct Deletion {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// A listed item that cannot be used as a record (no id where the system file says).
+/// A listed item that cannot be used as a record: no id where the system file says, or an
+/// id that cannot address a record (see [`Page::malformed`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
-    pub data: Value,
+    /// The id as listed (`"."`, `""`, `"1e30"`), or `None` when the item has none.
+    pub id: Option<String>,
+    /// Why it cannot be a record, for the run report (`the id is not an integer ...`).
     pub reason: String,
+    /// The item as the API listed it.
+    pub data: Value,
 }
+
+/// A record (or deletion) stamped later than the system's own clock when it was read,
+/// plus [`CLOCK_TOLERANCE`] (see [`Page::ahead`]). It is handed out as usual, but its time
+/// does not move the cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ahead {
+    pub id: String,
+    /// The modified (or deletion) time the record carries.
+    pub modified: DateTime<Utc>,
+    /// The system's clock when it answered: its `Date` header, or this machine's clock at
+    /// the read when the answer has none.
+    pub clock: DateTime<Utc>,
+}
+
+/// How far past the system's own clock a modified time may lie and still move a cursor:
+/// enough for a `Date` header's whole seconds and a little clock drift between the API's
+/// servers, far less than any gap that would hide later changes.
+pub const CLOCK_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// One page of a read.
 #[derive(Debug, Clone)]
@@ -128,8 +184,14 @@ pub struct Page {
     pub records: Vec<Record>,
     /// Records found deleted.
     pub deleted: Vec<Deletion>,
-    /// Items without an id, to be reported.
+    /// Listed items that are not records and are not handed out: no id, or an id that
+    /// cannot address a record (empty, `.` or `..`, not an integer where the system file
+    /// says `id_type: integer`). The engine counts and lists them in the run report.
     pub malformed: Vec<Malformed>,
+    /// Records (and deletions) of this page stamped ahead of the system's clock. They are
+    /// also in `records` (or `deleted`): they are synced, but their times do not move the
+    /// cursor. The engine counts and lists them in the run report.
+    pub ahead: Vec<Ahead>,
     /// Safe to store once everything in this page and the pages before it is done or
     /// parked.
     pub cursor: Cursor,
@@ -302,4 +364,10 @@ pub trait Connector: Send + Sync {
 
     /// The counters so far.
     fn stats(&self) -> ConnectorStats;
+
+    /// A run starts: budgets kept per run start again (the time the system's rate limits
+    /// may make a run wait), and a system stopped in the last run
+    /// ([`ConnectorError::stops_system`]) takes requests again. The engine calls it once
+    /// at the start of every run; the default does nothing.
+    fn start_run(&self) {}
 }

@@ -85,6 +85,13 @@ impl Connectors {
         self.by_system.keys().map(String::as_str)
     }
 
+    /// Starts a run on every system ([`Connector::start_run`]).
+    pub fn start_run(&self) {
+        for connector in self.by_system.values() {
+            connector.start_run();
+        }
+    }
+
     /// Every system's counters.
     pub fn stats(&self) -> IndexMap<String, ConnectorStats> {
         self.by_system

@@ -96,6 +96,38 @@ pub fn id_string(value: &Value) -> Option<String> {
     }
 }
 
+/// The id text of a listed value, empty strings included: strings as they are, numbers in
+/// their JSON form (`1e30` reads as `1e+30`); `None` for anything else.
+pub fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Why an id cannot address a record, or `None` when it can. An id must be one URL path
+/// segment: not empty, and not `.` or `..`, which every URL parser removes as dot segments
+/// even when they are percent-encoded (`%2E` is a dot segment too), so a request for such
+/// a record would go to the collection or the API root. Where the system file says
+/// `id_type: integer`, it must be an integer written in digits (`-` before them allowed).
+pub fn id_problem(id: &str, integer: bool) -> Option<&'static str> {
+    if id.is_empty() {
+        return Some("the id is empty");
+    }
+    if id == "." || id == ".." {
+        return Some(
+            "the id is a dot segment, which a URL cannot carry as a path segment \
+             (it would address the collection or the API root)",
+        );
+    }
+    let digits = id.strip_prefix('-').unwrap_or(id);
+    if integer && (digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())) {
+        return Some("the id is not an integer, as the system file says (`id_type: integer`)");
+    }
+    None
+}
+
 /// Reads a timestamp: RFC 3339 (`2024-05-01T10:00:00Z`), Salesforce's and Keap's
 /// `2024-05-01T10:00:00.000+0000`, a date-time without offset (taken as UTC), a date
 /// (midnight UTC), or epoch milliseconds (seconds when the number is small).
@@ -208,10 +240,15 @@ pub fn fill_id(path: &str, id: &str) -> String {
     path.replace("{id}", &encode_segment(id))
 }
 
-fn encode_segment(text: &str) -> String {
+/// Percent-encodes a text as one path segment: everything but letters, digits and
+/// `-._~`, and the dots of a dot segment (`.` -> `%2E`, `..` -> `%2E%2E`). URL parsers
+/// still take `%2E` for a dot; [`id_problem`] refuses such ids before they get here, and
+/// the caller checks that the segment survived parsing.
+pub fn encode_segment(text: &str) -> String {
+    let dots = text == "." || text == "..";
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if !dots && (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')) {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -381,5 +418,27 @@ mod tests {
             "token *** leaked"
         );
         assert_eq!(truncate("abcdef", 3), "abc...");
+    }
+
+    #[test]
+    fn dot_segments_are_encoded_and_unusable_ids_named() {
+        assert_eq!(fill_id("/customers/{id}", "."), "/customers/%2E");
+        assert_eq!(fill_id("/customers/{id}", ".."), "/customers/%2E%2E");
+        assert_eq!(fill_id("/customers/{id}", "a.b"), "/customers/a.b");
+        for (id, integer) in [(".", false), ("..", false), ("", false), ("1e30", true)] {
+            assert!(id_problem(id, integer).is_some(), "{id:?}");
+        }
+        for id in ["-", "1.5", "+1", "12a", " 1"] {
+            assert!(id_problem(id, true).is_some(), "{id:?}");
+        }
+        for (id, integer) in [("42", true), ("-7", true), ("a.b", false), ("...", false)] {
+            assert_eq!(id_problem(id, integer), None, "{id:?}");
+        }
+        assert_eq!(id_text(&json!("")).as_deref(), Some(""));
+        assert_eq!(
+            id_text(&serde_json::from_str::<Value>("1e30").unwrap()).as_deref(),
+            Some("1e+30")
+        );
+        assert_eq!(id_text(&json!(null)), None);
     }
 }

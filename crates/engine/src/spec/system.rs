@@ -181,6 +181,14 @@ pub struct HttpSettings {
     /// The largest response body accepted, in bytes.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: u64,
+    /// Seconds this system may keep one run waiting, in total, for the rate limits it
+    /// reports (429 answers, `Retry-After`, Salesforce's concurrency limit). A wait the
+    /// API asks for is honoured while it fits in what remains; one that does not stops
+    /// the system's requests for the rest of the run with an error that says so, and the
+    /// next run starts with the whole budget again. The pace set by `rate_limit` and the
+    /// slowdown on low throttle headers do not count.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: f64,
 }
 
 impl Default for HttpSettings {
@@ -190,6 +198,7 @@ impl Default for HttpSettings {
             max_retries: default_retries(),
             retry_delay_ms: default_retry_delay(),
             max_response_bytes: default_max_response(),
+            max_wait_seconds: default_max_wait(),
         }
     }
 }
@@ -205,6 +214,9 @@ fn default_retry_delay() -> u64 {
 }
 fn default_max_response() -> u64 {
     32 * 1024 * 1024
+}
+fn default_max_wait() -> f64 {
+    120.0
 }
 
 /// JSONPaths into an error response body.
@@ -392,10 +404,19 @@ pub struct ListSpec {
     /// recognised by id and modified time. Also used for tombstones and deletion windows.
     #[serde(default = "default_lookback")]
     pub lookback_seconds: u64,
+    /// The most pages one listing of this entity (or of its tombstones) may take. A
+    /// listing that goes past it, or whose API answers a page already seen (the same ids)
+    /// or sends back a cursor or next link already followed, stops with an error naming
+    /// the entity instead of asking forever.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u64,
 }
 
 fn default_lookback() -> u64 {
     60
+}
+fn default_max_pages() -> u64 {
+    100_000
 }
 
 /// Pagination styles.

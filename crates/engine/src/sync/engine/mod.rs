@@ -824,6 +824,7 @@ impl Engine {
     /// Runs (or, with `dry_run`, plans) the selected mappings.
     pub async fn run(&self, options: &RunOptions) -> Result<RunReport, EngineError> {
         let selected = self.selected(options)?;
+        self.connectors.start_run();
         let before = self.connectors.stats();
         let mut report = RunReport {
             dry_run: options.dry_run,
