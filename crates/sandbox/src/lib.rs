@@ -49,6 +49,7 @@ use axum::http::{HeaderMap, Method};
 use serde_json::Value;
 
 use crate::http::{ApiRequest, ApiResponse, Simulator, Window};
+use crate::inhouse::InHouse;
 use crate::store::{Clock, Stamp, Store};
 
 mod customcrm;
@@ -428,15 +429,18 @@ impl Sandbox {
         let mut servers = Vec::new();
         for (system, listener, root) in listeners {
             let backend: Arc<dyn Backend> = match system {
-                "customcrm" => Arc::new(customcrm::CustomCrm::new(
+                "customcrm" => Arc::new(InHouse::new(
+                    customcrm::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customcrm),
                 )?),
-                "customerp" => Arc::new(customerp::Customerp::new(
+                "customerp" => Arc::new(InHouse::new(
+                    customerp::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customerp),
                 )?),
-                "customwebshop" => Arc::new(customwebshop::CustomWebshop::new(
+                "customwebshop" => Arc::new(InHouse::new(
+                    customwebshop::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customwebshop),
                 )?),

@@ -377,7 +377,7 @@ impl Salesforce {
         }
         let (client_id, client_secret) = match (field("client_id"), field("client_secret")) {
             (Some(id), Some(secret)) => (id, secret),
-            _ => crate::customcrm::basic_credentials(request).unwrap_or_default(),
+            _ => request.basic_credentials().unwrap_or_default(),
         };
         if client_id != credentials::SALESFORCE_CLIENT_ID {
             return oauth_error("invalid_client_id", "client identifier invalid");
