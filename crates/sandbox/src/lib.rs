@@ -12,9 +12,9 @@
 //!
 //! Invariants: the engine never imports this module; only the CLI and tests do. The
 //! simulators share one in-memory store (`store`), and each system module owns its wire
-//! format. The in-house systems are driven by copies of their OpenAPI files
-//! (`contracts/`), Keap by the schemas of its v1 file, Salesforce by describe-derived
-//! field tables.
+//! format. The three in-house systems share one backend (`inhouse`), driven by their
+//! OpenAPI files (`contracts/`) and a description of each system; Keap is driven by the
+//! schemas of its v1 file, Salesforce by describe-derived field tables.
 //!
 //! Where a contract is silent the simulators choose, and say so here:
 //! - Every write moves the modified time, even one that changes nothing. Writes get strictly
