@@ -1,12 +1,18 @@
-//! `tether validate` as a user meets it: every check has a broken fixture under
-//! `tests/validate/` whose `# expect:` line names the diagnostic code and where it must point,
-//! hostile inputs fail fast with a clear error, and the command's output and exit codes.
+//! `tether validate` as a user meets it: every code of the table has a broken example (a
+//! fixture under `tests/validate/` whose `# expect:` line names the code and where it must
+//! point, or an input the test generates), the text printed for every fixture is the one
+//! committed beside it (`*.expected`), the README lists every code, hostile inputs fail fast
+//! with a clear error, and the command's output and exit codes.
+//!
+//! `TETHER_BLESS=1 cargo test validate` rewrites the `*.expected` files and the README's table
+//! of codes from what the code does now; review the diff before committing it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tether_engine::spec::diagnostic::{Diagnostic, Severity};
-use tether_engine::spec::load::Project;
+use tether_engine::spec::diagnostic::{Code, Diagnostic, Example, Severity};
+use tether_engine::spec::load::{MAX_FILE_BYTES, Project};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate")
@@ -18,7 +24,7 @@ enum Expect {
     Clean,
     Diagnostic {
         severity: Severity,
-        code: String,
+        code: Code,
         line: u32,
         column: u32,
     },
@@ -45,7 +51,9 @@ fn expectations(path: &Path) -> Vec<Expect> {
                 } else {
                     Severity::Error
                 },
-                code: code.to_owned(),
+                code: Code::from_text(code).unwrap_or_else(|| {
+                    panic!("{}: `{code}` is not a code of the table", path.display())
+                }),
                 line: line.parse().expect("line number"),
                 column: column.parse().expect("column number"),
             }
@@ -58,14 +66,25 @@ fn diagnostics_of(fixture: &Path) -> Vec<Diagnostic> {
     tether_engine::validate::diagnostics(&project)
 }
 
-#[test]
-fn every_fixture_reports_what_it_expects() {
+/// The fixtures: every `*.yaml` directly under `tests/validate/` (`systems/` holds the system
+/// files they are checked against).
+fn fixtures() -> Vec<PathBuf> {
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
         .expect("fixtures folder")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     fixtures.sort();
+    fixtures
+}
+
+fn blessing() -> bool {
+    std::env::var_os("TETHER_BLESS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+#[test]
+fn every_fixture_reports_what_it_expects() {
+    let fixtures = fixtures();
     assert!(
         fixtures.len() >= 20,
         "expected a fixture per check, found {}",
@@ -100,7 +119,7 @@ fn every_fixture_reports_what_it_expects() {
                 } => {
                     let hit = in_fixture.iter().any(|d| {
                         d.severity == *severity
-                            && d.code == code
+                            && d.code == *code
                             && d.line == *line
                             && d.column == *column
                     });
@@ -131,7 +150,7 @@ fn every_fixture_reports_what_it_expects() {
             .filter(|d| {
                 !expected
                     .iter()
-                    .any(|e| matches!(e, Expect::Diagnostic { code, .. } if code == d.code))
+                    .any(|e| matches!(e, Expect::Diagnostic { code, .. } if *code == d.code))
             })
             .map(|d| {
                 format!(
@@ -152,6 +171,198 @@ fn every_fixture_reports_what_it_expects() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Inputs for the codes the table marks [`Example::Generated`]: each returns the diagnostics
+/// of an input made on the spot. A code marked so without an arm here fails the test below.
+fn generated_example(code: Code) -> Option<Vec<Diagnostic>> {
+    let diagnostics = |path: &Path| {
+        let project = Project::load_paths(&fixtures_dir(), &[path.to_path_buf()]);
+        tether_engine::validate::diagnostics(&project)
+    };
+    match code {
+        Code::FileTooLarge => {
+            let bytes = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+            Some(diagnostics(&scratch_file("just-too-large.yaml", &bytes)))
+        }
+        Code::Io => {
+            let missing = scratch_file("placeholder.yaml", b"").with_file_name("no-such-file.yaml");
+            let mut found = diagnostics(&missing);
+            let project = Project::load_dir(&missing.with_file_name("no-such-directory"));
+            found.extend(tether_engine::validate::diagnostics(&project));
+            Some(found)
+        }
+        _ => None,
+    }
+}
+
+/// Every code `# expect:`ed by some fixture.
+fn codes_with_fixtures() -> BTreeSet<Code> {
+    fixtures()
+        .iter()
+        .flat_map(|fixture| expectations(fixture))
+        .filter_map(|expect| match expect {
+            Expect::Diagnostic { code, .. } => Some(code),
+            Expect::Clean => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_code_has_a_broken_example() {
+    let with_fixtures = codes_with_fixtures();
+    let mut failures = Vec::new();
+    for &code in Code::ALL {
+        match code.example() {
+            Example::Fixture => {
+                if !with_fixtures.contains(&code) {
+                    failures.push(format!(
+                        "`{code}` has no fixture: add tests/validate/{code}.yaml with \
+                         `# expect: {}[{code}] line:column`",
+                        code.severity().as_str()
+                    ));
+                }
+            }
+            Example::Generated => match generated_example(code) {
+                None => failures.push(format!(
+                    "`{code}` is marked generated, but generated_example has no input for it"
+                )),
+                Some(found) => {
+                    if !found.iter().any(|d| d.code == code) {
+                        failures.push(format!(
+                            "the generated example of `{code}` did not report it: {found:#?}"
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_code_table_is_sound() {
+    let texts: BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(texts.len(), Code::ALL.len(), "two codes share a text");
+    for &code in Code::ALL {
+        let text = code.as_str();
+        assert!(
+            !text.is_empty()
+                && text.split('-').all(|w| !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())),
+            "`{text}` is not kebab-case"
+        );
+        assert_eq!(Code::from_text(text), Some(code));
+        assert!(!code.meaning().is_empty(), "`{text}` has no meaning");
+        assert!(
+            !code.meaning().contains('|') && !code.meaning().contains('\n'),
+            "`{text}`: a meaning is one line of a table"
+        );
+    }
+}
+
+/// The README's table of codes, as the table in the code says it.
+fn readme_code_table() -> String {
+    let mut table = String::from("| code | severity | meaning |\n|---|---|---|\n");
+    for &code in Code::ALL {
+        table.push_str(&format!(
+            "| `{code}` | {} | {} |\n",
+            code.severity().as_str(),
+            code.meaning()
+        ));
+    }
+    table
+}
+
+#[test]
+fn the_readme_lists_every_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let expected = readme_code_table();
+    if readme.contains(&expected) {
+        return;
+    }
+    let header = "| code | severity | meaning |\n";
+    let start = readme
+        .find(header)
+        .expect("the README has a table of diagnostic codes under `tether validate`");
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |i| start + i + 1);
+    if blessing() {
+        let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, updated).expect("rewrite README.md");
+        return;
+    }
+    panic!(
+        "the README's table of diagnostic codes is not the table in \
+         crates/engine/src/spec/diagnostic.rs (run with TETHER_BLESS=1 to rewrite it).\n\
+         README:\n{}\nexpected:\n{expected}",
+        &readme[start..end]
+    );
+}
+
+/// Runs `tether validate` on one fixture as a user would, with no environment.
+fn validate_output(fixture: &Path) -> String {
+    let relative = fixture
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .expect("fixture under the package");
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["validate", "--flows", "tests/validate"])
+        .arg(relative)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .output()
+        .expect("run tether validate");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn snapshot_path(fixture: &Path) -> PathBuf {
+    fixture.with_extension("expected")
+}
+
+#[test]
+fn the_text_printed_for_every_fixture_is_its_snapshot() {
+    let fixtures = fixtures();
+    let bless = blessing();
+    let mut failures = Vec::new();
+    for fixture in &fixtures {
+        let printed = validate_output(fixture);
+        let snapshot = snapshot_path(fixture);
+        let committed = std::fs::read_to_string(&snapshot).ok();
+        if committed.as_deref() == Some(printed.as_str()) {
+            continue;
+        }
+        if bless {
+            std::fs::write(&snapshot, &printed).expect("write snapshot");
+            continue;
+        }
+        failures.push(match committed {
+            None => format!("{} is missing; it would be:\n{printed}", snapshot.display()),
+            Some(committed) => format!(
+                "{} differs.\n--- committed\n{committed}--- printed\n{printed}",
+                snapshot.display()
+            ),
+        });
+    }
+    // A snapshot without its fixture is stale.
+    let wanted: BTreeSet<PathBuf> = fixtures.iter().map(|f| snapshot_path(f)).collect();
+    for entry in std::fs::read_dir(fixtures_dir()).expect("fixtures folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "expected") && !wanted.contains(&path) {
+            if bless {
+                std::fs::remove_file(&path).expect("remove stale snapshot");
+            } else {
+                failures.push(format!("{} has no fixture", path.display()));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(run with TETHER_BLESS=1 to rewrite the snapshots, then review the diff)",
+        failures.join("\n")
+    );
 }
 
 fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {

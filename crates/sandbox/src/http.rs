@@ -63,6 +63,19 @@ impl ApiRequest {
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
 
+    /// `Authorization: Basic base64(id:secret)`.
+    pub fn basic_credentials(&self) -> Option<(String, String)> {
+        let value = self.header("authorization")?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = decode_base64(encoded.trim())?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        Some((id.to_string(), secret.to_string()))
+    }
+
     /// The path segments after `prefix`, percent-decoded; `None` when the path is elsewhere.
     /// A trailing slash is ignored (`/contacts/` is `/contacts`).
     pub fn segments_after(&self, prefix: &str) -> Option<Vec<String>> {
@@ -394,9 +407,40 @@ pub fn retry_after_seconds(wait_ms: i64) -> i64 {
     ((wait_ms + 999) / 1000).max(1)
 }
 
+/// Standard or URL-safe base64, padding optional.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        assert_eq!(decode_base64("dXNlcjpwYXNz"), Some(b"user:pass".to_vec()));
+        assert_eq!(decode_base64("YQ=="), Some(b"a".to_vec()));
+        assert_eq!(decode_base64("!!"), None);
+    }
 
     #[test]
     fn decodes_percent_and_plus() {

@@ -12,9 +12,9 @@
 //!
 //! Invariants: the engine never imports this module; only the CLI and tests do. The
 //! simulators share one in-memory store (`store`), and each system module owns its wire
-//! format. The in-house systems are driven by copies of their OpenAPI files
-//! (`contracts/`), Keap by the schemas of its v1 file, Salesforce by describe-derived
-//! field tables.
+//! format. The three in-house systems share one backend (`inhouse`), driven by their
+//! OpenAPI files (`contracts/`) and a description of each system; Keap is driven by the
+//! schemas of its v1 file, Salesforce by describe-derived field tables.
 //!
 //! Where a contract is silent the simulators choose, and say so here:
 //! - Every write moves the modified time, even one that changes nothing. Writes get strictly
@@ -49,6 +49,7 @@ use axum::http::{HeaderMap, Method};
 use serde_json::Value;
 
 use crate::http::{ApiRequest, ApiResponse, Simulator, Window};
+use crate::inhouse::InHouse;
 use crate::store::{Clock, Stamp, Store};
 
 mod customcrm;
@@ -428,15 +429,18 @@ impl Sandbox {
         let mut servers = Vec::new();
         for (system, listener, root) in listeners {
             let backend: Arc<dyn Backend> = match system {
-                "customcrm" => Arc::new(customcrm::CustomCrm::new(
+                "customcrm" => Arc::new(InHouse::new(
+                    customcrm::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customcrm),
                 )?),
-                "customerp" => Arc::new(customerp::Customerp::new(
+                "customerp" => Arc::new(InHouse::new(
+                    customerp::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customerp),
                 )?),
-                "customwebshop" => Arc::new(customwebshop::CustomWebshop::new(
+                "customwebshop" => Arc::new(InHouse::new(
+                    customwebshop::conventions(),
                     shared.clone(),
                     RateLimits::windows(&limits.customwebshop),
                 )?),

@@ -18,17 +18,22 @@ use crate::spec::load::Project;
 use crate::spec::node::{Loc, Pos, did_you_mean};
 use crate::spec::system::{EntitySpec, FieldSpec, FieldType};
 
-/// Diagnostic codes of this module.
+/// Diagnostic codes of this module: names for entries of the one table, [`Code`].
+///
+/// [`Code`]: crate::spec::diagnostic::Code
 pub mod codes {
-    pub const UNKNOWN_FIELD: &str = "unknown-field";
-    pub const INVALID_JSONPATH: &str = "invalid-jsonpath";
-    pub const INVALID_TEMPLATE: &str = "invalid-template";
-    pub const UNKNOWN_VARIABLE: &str = "unknown-variable";
-    pub const DEFAULT_TYPE_MISMATCH: &str = "default-type-mismatch";
-    pub const VALUE_MAP_TYPE_MISMATCH: &str = "value-map-type-mismatch";
-    pub const MISSING_INVERSE: &str = "missing-inverse";
-    pub const READ_ONLY_TARGET: &str = "read-only-target";
-    pub const CHANGES_ONLY_TWO_WAY: &str = "changes-only-two-way";
+    pub use crate::spec::diagnostic::Code;
+    pub const UNKNOWN_FIELD: Code = Code::UnknownField;
+    pub const INVALID_JSONPATH: Code = Code::InvalidJsonpath;
+    pub const INVALID_TEMPLATE: Code = Code::InvalidTemplate;
+    pub const UNKNOWN_VARIABLE: Code = Code::UnknownVariable;
+    pub const DEFAULT_TYPE_MISMATCH: Code = Code::DefaultTypeMismatch;
+    pub const VALUE_MAP_TYPE_MISMATCH: Code = Code::ValueMapTypeMismatch;
+    pub const MISSING_INVERSE: Code = Code::MissingInverse;
+    pub const READ_ONLY_TARGET: Code = Code::ReadOnlyTarget;
+    pub const CHANGES_ONLY_TWO_WAY: Code = Code::ChangesOnlyTwoWay;
+    pub const SOURCE_AND_TEMPLATE: Code = Code::SourceAndTemplate;
+    pub const MISSING_SOURCE: Code = Code::MissingSource;
 }
 
 /// A compiled mapping: what the engine applies to every record, both ways.
@@ -364,7 +369,7 @@ enum Resolved<'f> {
 }
 
 impl Compiler<'_> {
-    fn error(&mut self, pos: Pos, code: &'static str, message: String, help: Option<String>) {
+    fn error(&mut self, pos: Pos, code: codes::Code, message: String, help: Option<String>) {
         let mut diagnostic = Diagnostic::error(self.file, Some(pos), code, message);
         diagnostic.help = help;
         self.diagnostics.push(diagnostic);
@@ -740,7 +745,7 @@ impl Compiler<'_> {
             (Some(_), Some(text)) => {
                 self.error(
                     text.pos,
-                    "source-and-template",
+                    codes::SOURCE_AND_TEMPLATE,
                     "a rule has either `source` or `template`, not both".into(),
                     None,
                 );
@@ -749,7 +754,7 @@ impl Compiler<'_> {
             (None, None) => {
                 self.error(
                     spec.target.pos,
-                    "missing-source",
+                    codes::MISSING_SOURCE,
                     format!(
                         "the rule for `{}` has neither `source` nor `template`",
                         spec.target.value
@@ -1149,7 +1154,7 @@ entities:
         )
     }
 
-    fn codes_of(result: Result<MappingPlan, Vec<Diagnostic>>) -> Vec<(&'static str, u32)> {
+    fn codes_of(result: Result<MappingPlan, Vec<Diagnostic>>) -> Vec<(codes::Code, u32)> {
         match result {
             Ok(_) => Vec::new(),
             Err(diagnostics) => diagnostics.iter().map(|d| (d.code, d.line)).collect(),

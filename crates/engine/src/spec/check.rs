@@ -10,7 +10,7 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 
-use crate::spec::diagnostic::Diagnostic;
+use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::env::EnvString;
 use crate::spec::flow::{FlowFile, MappingSpec, RuleSpec};
 use crate::spec::load::{Loaded, Project};
@@ -49,7 +49,7 @@ fn check_file_name(path: &Path, name: &Loc<String>, kind: &str, out: &mut Vec<Di
             Diagnostic::warning(
                 path,
                 Some(name.pos),
-                "name-mismatch",
+                Code::NameMismatch,
                 format!(
                     "the {kind} is named `{}` but its file is `{stem}.yaml`",
                     name.value
@@ -99,7 +99,7 @@ fn check_webhooks(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
             out.push(unknown_name(
                 &system.path,
                 entity,
-                "unknown-entity",
+                Code::UnknownEntity,
                 "entity",
                 &known,
             ));
@@ -116,7 +116,7 @@ fn check_schedule(flow: &Loaded<FlowFile>, out: &mut Vec<Diagnostic>) {
             Diagnostic::error(
                 &flow.path,
                 Some(schedule.every.pos),
-                "bad-schedule",
+                Code::BadSchedule,
                 message,
             )
             .with_help("write a duration such as `30s`, `5m` or `1h`"),
@@ -134,7 +134,7 @@ fn check_system_env(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
             out.push(Diagnostic::error(
                 &system.path,
                 Some(value.pos),
-                "invalid-interpolation",
+                Code::InvalidInterpolation,
                 error.to_string(),
             ));
             continue;
@@ -142,7 +142,7 @@ fn check_system_env(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
         for name in value.value.required_vars() {
             if std::env::var(name).map_or(true, |v| v.is_empty()) {
                 out.push(
-                    Diagnostic::warning(&system.path, Some(value.pos), "env-unset", format!("environment variable `{name}` is not set"))
+                    Diagnostic::warning(&system.path, Some(value.pos), Code::EnvUnset, format!("environment variable `{name}` is not set"))
                         .with_help(format!("set it before `tether run` (`export {name}=...`), or give a default: `${{{name}:-...}}`")),
                 );
             }
@@ -159,7 +159,7 @@ fn interpolation_error(path: &Path, pos: Pos) -> Diagnostic {
     Diagnostic::error(
         path,
         Some(pos),
-        "interpolation-not-allowed",
+        Code::InterpolationNotAllowed,
         "`${...}` is only read from the environment in base URLs and credentials",
     )
     .with_help("write the value itself; credentials and URLs belong in the system file")
@@ -176,7 +176,7 @@ fn check_flow_strings(flow: &Loaded<FlowFile>, out: &mut Vec<Diagnostic>) {
 fn unknown_name(
     path: &Path,
     name: &Loc<String>,
-    code: &'static str,
+    code: Code,
     what: &str,
     known: &[&str],
 ) -> Diagnostic {
@@ -209,7 +209,7 @@ fn check_flow_systems(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<
     for (system, mapping_side) in [(&spec.source, Side::Source), (&spec.target, Side::Target)] {
         let Some(loaded) = project.systems.get(&system.value) else {
             out.push(
-                unknown_name(&flow.path, system, "unknown-system", "system", &known).with_help(
+                unknown_name(&flow.path, system, Code::UnknownSystem, "system", &known).with_help(
                     format!(
                         "add `systems/{}.yaml` next to the flows, or fix the name",
                         system.value
@@ -228,7 +228,7 @@ fn check_flow_systems(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<
                 out.push(unknown_name(
                     &flow.path,
                     name,
-                    "unknown-entity",
+                    Code::UnknownEntity,
                     &format!("entity of {}", system.value),
                     &entities,
                 ));
@@ -251,7 +251,7 @@ fn check_mapping_names(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec
                 Diagnostic::error(
                     &flow.path,
                     Some(mapping.name.pos),
-                    "duplicate-mapping",
+                    Code::DuplicateMapping,
                     format!(
                         "mapping `{}` is defined twice in this flow",
                         mapping.name.value
@@ -282,7 +282,7 @@ fn check_mapping_names(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec
                 Diagnostic::warning(
                     &flow.path,
                     Some(mapping.name.pos),
-                    "duplicate-mapping",
+                    Code::DuplicateMapping,
                     format!(
                         "mapping `{}` is also defined in flow `{}`",
                         mapping.name.value, other.spec.flow.value
@@ -364,7 +364,7 @@ fn check_references(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<Di
             let Some(reference) = &rule.reference else {
                 if rule.data_type.value == crate::spec::flow::DataType::Reference {
                     out.push(
-                        Diagnostic::error(&flow.path, Some(rule.data_type.pos), "missing-ref", "a `reference` rule needs `ref`: the mapping whose links translate the id")
+                        Diagnostic::error(&flow.path, Some(rule.data_type.pos), Code::MissingRef, "a `reference` rule needs `ref`: the mapping whose links translate the id")
                             .with_help("add `ref: <mapping name>`"),
                     );
                 }
@@ -375,7 +375,7 @@ fn check_references(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<Di
                 out.push(unknown_name(
                     &flow.path,
                     reference,
-                    "unknown-mapping-ref",
+                    Code::UnknownMappingRef,
                     "mapping",
                     &names,
                 ));
@@ -393,7 +393,7 @@ fn check_references(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<Di
                     out.push(unknown_name(
                         &flow.path,
                         key,
-                        "unknown-ref-key",
+                        Code::UnknownRefKey,
                         &format!("target path of `{}`", reference.value),
                         &targets,
                     ));
@@ -441,7 +441,7 @@ fn check_reference_identity(
                 Diagnostic::error(
                     &flow.path,
                     Some(reference.pos),
-                    "ref-identity-mismatch",
+                    Code::RefIdentityMismatch,
                     format!(
                         "`{}` links {} records ({} `{}`), but this field refers to {} `{}`",
                         referenced.name.value,
@@ -589,7 +589,7 @@ fn report_unmapped(
     for (name, field) in fields {
         if field.required && !field.read_only && !written.contains(name.as_str()) {
             out.push(
-                Diagnostic::error(path, Some(entity_name.pos), "required-field-unmapped", format!("{system} `{}` requires `{name}` on create, and no rule writes it", entity_name.value))
+                Diagnostic::error(path, Some(entity_name.pos), Code::RequiredFieldUnmapped, format!("{system} `{}` requires `{name}` on create, and no rule writes it", entity_name.value))
                     .with_help(format!("add a rule with `target: {name}` (a `default` will do), or make the mapping one-way the other way")),
             );
         }
@@ -671,7 +671,7 @@ fn check_reference_cycles(project: &Project, out: &mut Vec<Diagnostic>) {
                         .collect();
                     let flow = &project.flows[node.0];
                     out.push(
-                        Diagnostic::error(&flow.path, Some(*pos), "ref-cycle", format!("references form a cycle: {}", names.join(" -> ")))
+                        Diagnostic::error(&flow.path, Some(*pos), Code::RefCycle, format!("references form a cycle: {}", names.join(" -> ")))
                             .with_help("mappings run in the order of their references; break the cycle by making one reference rule one-way or removing it"),
                     );
                 }
@@ -716,7 +716,7 @@ fn check_identity_conflicts(project: &Project, out: &mut Vec<Diagnostic>) {
                             Diagnostic::error(
                                 &flow.path,
                                 Some(pos),
-                                "identity-conflict",
+                                Code::IdentityConflict,
                                 format!(
                                     "{} `{}.{}` is written as a `{identity}` here and as a `{other_identity}` by mapping `{other_name}`",
                                     key.0, key.1, key.2

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use crate::spec::diagnostic::Diagnostic;
+use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::flow::FlowFile;
 use crate::spec::node::{self, DeError, ErrorSink, Node, Pos};
 use crate::spec::system::SystemFile;
@@ -39,6 +39,8 @@ fn yaml_options() -> serde_saphyr::Options {
 /// A YAML syntax or budget error with its position.
 #[derive(Debug, Clone)]
 pub struct YamlError {
+    /// `yaml-syntax`, or `duplicate-key` for a key given twice in one mapping.
+    pub code: Code,
     pub message: String,
     pub pos: Option<Pos>,
 }
@@ -52,9 +54,20 @@ pub fn parse_yaml(text: &str) -> Result<Node, YamlError> {
                 l.column().min(u32::MAX as u64) as u32,
             )
         });
-        YamlError {
-            message: plain_message(&error),
-            pos,
+        match error.without_snippet() {
+            serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => YamlError {
+                code: Code::DuplicateKey,
+                message: format!("key `{key}` is given twice"),
+                pos: pos.map(|pos| Pos {
+                    len: key.chars().count().min(u32::MAX as usize) as u32,
+                    ..pos
+                }),
+            },
+            _ => YamlError {
+                code: Code::YamlSyntax,
+                message: plain_message(&error),
+                pos,
+            },
         }
     })
 }
@@ -93,13 +106,14 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
 
 /// Reads a spec file, refusing what cannot be one: too large, binary, or not UTF-8.
 pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
-    let metadata = std::fs::metadata(path)
-        .map_err(|e| Diagnostic::error(path, None, "io", format!("cannot read the file: {e}")))?;
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::error(path, None, Code::Io, format!("cannot read the file: {e}"))
+    })?;
     if metadata.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::error(
             path,
             None,
-            "file-too-large",
+            Code::FileTooLarge,
             format!(
                 "the file is {} bytes; spec files may be at most {MAX_FILE_BYTES} bytes",
                 metadata.len()
@@ -107,8 +121,9 @@ pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
         )
         .with_help("split the flow into several files"));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| Diagnostic::error(path, None, "io", format!("cannot read the file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostic::error(path, None, Code::Io, format!("cannot read the file: {e}"))
+    })?;
     check_text(path, bytes)
 }
 
@@ -119,7 +134,7 @@ pub fn check_text(path: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
         return Err(Diagnostic::error(
             path,
             Some(pos),
-            "binary-file",
+            Code::BinaryFile,
             "the file contains a NUL byte: it is binary, not YAML",
         ));
     }
@@ -129,7 +144,7 @@ pub fn check_text(path: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
         Diagnostic::error(
             path,
             Some(pos),
-            "not-utf8",
+            Code::NotUtf8,
             format!(
                 "the file is not UTF-8 (invalid byte 0x{:02x})",
                 e.as_bytes()[at]
@@ -193,7 +208,7 @@ pub fn load_text<T: for<'n> serde::Deserialize<'n>>(
         Err(e) => {
             return (
                 None,
-                vec![Diagnostic::error(path, e.pos, "yaml-syntax", e.message)],
+                vec![Diagnostic::error(path, e.pos, e.code, e.message)],
             );
         }
     };
@@ -256,7 +271,7 @@ impl Project {
         };
         if !flows_dir.is_dir() {
             project.diagnostics.push(
-                Diagnostic::error(flows_dir, None, "io", "no such directory")
+                Diagnostic::error(flows_dir, None, Code::Io, "no such directory")
                     .with_help("pass the flows directory with --flows DIR or TETHER_FLOWS"),
             );
             return project;
@@ -267,7 +282,7 @@ impl Project {
             Err(e) => project.diagnostics.push(Diagnostic::error(
                 &systems_dir,
                 None,
-                "io",
+                Code::Io,
                 format!("cannot list system files: {e}"),
             )),
         }
@@ -276,7 +291,7 @@ impl Project {
             Err(e) => project.diagnostics.push(Diagnostic::error(
                 flows_dir,
                 None,
-                "io",
+                Code::Io,
                 format!("cannot list flow files: {e}"),
             )),
         }

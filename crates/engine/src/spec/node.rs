@@ -18,6 +18,8 @@ use serde::de::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::spec::diagnostic::Code;
+
 /// A 1-based line and column in a source file, plus the length of the spanned text in
 /// characters (at least 1) for the caret under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
@@ -275,14 +277,14 @@ impl<'de> Visitor<'de> for NodeValueVisitor {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeError {
     /// Stable diagnostic code (`unknown-key`, `invalid-type`, ...).
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub pos: Option<Pos>,
     pub help: Option<String>,
 }
 
 impl DeError {
-    fn new(code: &'static str, message: String) -> Self {
+    fn new(code: Code, message: String) -> Self {
         DeError {
             code,
             message,
@@ -330,19 +332,19 @@ fn one_of(expected: &[&str]) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError::new("invalid-value", msg.to_string())
+        DeError::new(Code::InvalidValue, msg.to_string())
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        DeError::new("invalid-type", format!("expected {exp}, found {unexp}"))
+        DeError::new(Code::InvalidType, format!("expected {exp}, found {unexp}"))
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        DeError::new("invalid-value", format!("expected {exp}, found {unexp}"))
+        DeError::new(Code::InvalidValue, format!("expected {exp}, found {unexp}"))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        let mut error = DeError::new("unknown-key", format!("unknown key `{field}`"));
+        let mut error = DeError::new(Code::UnknownKey, format!("unknown key `{field}`"));
         error.help = Some(match did_you_mean(field, expected.iter().copied()) {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("expected one of {}", one_of(expected)),
@@ -351,7 +353,7 @@ impl de::Error for DeError {
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let mut error = DeError::new("unknown-variant", format!("unknown value `{variant}`"));
+        let mut error = DeError::new(Code::UnknownVariant, format!("unknown value `{variant}`"));
         error.help = Some(match did_you_mean(variant, expected.iter().copied()) {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("expected one of {}", one_of(expected)),
@@ -360,11 +362,11 @@ impl de::Error for DeError {
     }
 
     fn missing_field(field: &'static str) -> Self {
-        DeError::new("missing-key", format!("missing required key `{field}`"))
+        DeError::new(Code::MissingKey, format!("missing required key `{field}`"))
     }
 
     fn duplicate_field(field: &'static str) -> Self {
-        DeError::new("duplicate-key", format!("key `{field}` is given twice"))
+        DeError::new(Code::DuplicateKey, format!("key `{field}` is given twice"))
     }
 }
 
@@ -465,7 +467,7 @@ impl<'de, 'n> Deserializer<'de> for NodeDe<'n> {
             _ => match &self.node.value {
                 NodeValue::Map(_) => self.deserialize_any(visitor),
                 other => Err(DeError::new(
-                    "invalid-type",
+                    Code::InvalidType,
                     format!(
                         "expected a mapping with keys {}, found {}",
                         one_of(fields),
@@ -491,7 +493,7 @@ impl<'de, 'n> Deserializer<'de> for NodeDe<'n> {
                 visitor.visit_enum(NodeEnum { key, value, de: self })
             }
             other => Err(DeError::new(
-                "invalid-type",
+                Code::InvalidType,
                 format!("expected one of {} (a name, or a mapping with one of them as its only key), found {}", one_of(variants), other.kind()),
             )),
         }
@@ -588,7 +590,7 @@ impl<'de, 'n, I: Iterator<Item = &'n (Node, Node)>> MapAccess<'de> for NodeMap<'
                 .deserialize(self.de.child(node))
                 .map_err(|e| e.at(node.pos)),
             None => Err(DeError::new(
-                "invalid-value",
+                Code::InvalidValue,
                 "a mapping value was read before its key".into(),
             )),
         }
@@ -623,7 +625,7 @@ impl<'de, 'n> de::VariantAccess<'de> for NodeDe<'n> {
         match self.node.value {
             NodeValue::Null => Ok(()),
             _ => Err(
-                DeError::new("invalid-type", "this option takes no settings".into())
+                DeError::new(Code::InvalidType, "this option takes no settings".into())
                     .at(self.node.pos),
             ),
         }
@@ -903,7 +905,7 @@ mod tests {
         assert_eq!(doc.rules.iter().filter(|r| r.valid().is_some()).count(), 2);
         let errors = sink.into_inner();
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].code, "unknown-key");
+        assert_eq!(errors[0].code, Code::UnknownKey);
         assert_eq!(errors[0].pos.map(|p| (p.line, p.column)), Some((5, 5)));
         assert_eq!(errors[0].help.as_deref(), Some("did you mean `target`?"));
         let first = doc.rules[0].valid().unwrap();
@@ -917,7 +919,7 @@ mod tests {
         let sink = ErrorSink::default();
         let _doc: Doc = from_node(&node, &sink).unwrap();
         let errors = sink.into_inner();
-        assert_eq!(errors[0].code, "missing-key");
+        assert_eq!(errors[0].code, Code::MissingKey);
         assert_eq!(errors[0].pos.map(|p| p.line), Some(2));
     }
 

@@ -1,18 +1,23 @@
-//! The machinery the three in-house simulators share, driven by their OpenAPI files:
-//! request bodies are validated against the contract's `*Write`/`*Patch` schemas, records
-//! are rendered in the order and with the defaults of the read schema, and list parameters
-//! take their bounds from the contract. Each system module supplies its conventions
-//! (paging, modified-since semantics, update method, delete mode, ids) and its auth.
+//! The one backend of the three in-house simulators (customcrm, customerp, customwebshop),
+//! driven by their OpenAPI files: request bodies are validated against the contract's
+//! `*Write`/`*Patch` schemas, records are rendered in the order and with the defaults of the
+//! read schema, and list parameters take their bounds from the contract. What differs between
+//! the systems is data, not code: each system module gives its [`Conventions`] (paths, paging,
+//! modified-since semantics, update method, delete mode, ids, references) and its [`Auth`]
+//! (`auth`), and [`InHouse`] serves any of them.
+
+mod auth;
 
 use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::http::{ApiRequest, ApiResponse, Limiter, Window, retry_after_seconds};
+use crate::http::{ApiRequest, ApiResponse, Limiter, Simulator, Window, retry_after_seconds};
+pub use crate::inhouse::auth::Auth;
 use crate::schema::{Mode, SchemaDoc, SchemaDocError, Violation};
 use crate::store::{Record, Stamp, Store, parse_rfc3339, rfc3339, uuid_v4};
-use crate::{FaultKind, Shared};
+use crate::{Backend, FaultKind, Shared, request};
 
 /// How a list is paged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +69,11 @@ pub struct EntityDef {
     pub unique: &'static [&'static str],
 }
 
-/// What distinguishes one in-house system from another.
+/// What distinguishes one in-house system from another: its wire format and its auth.
 #[derive(Debug, Clone)]
 pub struct Conventions {
     pub system: &'static str,
+    pub auth: Auth,
     pub base_path: &'static str,
     pub contract: &'static str,
     pub entities: Vec<EntityDef>,
@@ -88,11 +94,14 @@ pub struct Conventions {
     pub references: &'static [(&'static str, &'static str, &'static str)],
 }
 
+/// An in-house simulator: one system's [`Conventions`] served over the shared store.
 pub struct InHouse {
     pub conventions: Conventions,
     pub doc: SchemaDoc,
     pub shared: Arc<Shared>,
     limiter: Mutex<Limiter>,
+    /// Access tokens issued by a client credentials grant, and when they expire.
+    tokens: auth::Tokens,
 }
 
 /// The contract's error body: `{"error":{"code","message","field"}}`.
@@ -138,6 +147,7 @@ impl InHouse {
             doc,
             shared,
             limiter: Mutex::new(Limiter::new(&windows)),
+            tokens: auth::Tokens::default(),
         })
     }
 
@@ -148,20 +158,8 @@ impl InHouse {
             .find(|entity| entity.name == name)
     }
 
-    pub fn entity_names(&self) -> Vec<&'static str> {
-        self.conventions
-            .entities
-            .iter()
-            .map(|entity| entity.name)
-            .collect()
-    }
-
-    pub fn collection_path(&self, entity: &str) -> String {
-        format!("{}/{}", self.conventions.base_path, entity)
-    }
-
     /// 429 with `Retry-After` when over the rate limit; counts the request otherwise.
-    pub fn throttle(&self) -> Option<ApiResponse> {
+    fn throttle(&self) -> Option<ApiResponse> {
         let now = self.shared.clock.now();
         let wait = self
             .limiter
@@ -183,35 +181,6 @@ impl InHouse {
             .with_header(header::RETRY_AFTER, seconds.to_string())
             .throttled(),
         )
-    }
-
-    pub fn fault(&self, kind: FaultKind) -> ApiResponse {
-        match kind {
-            FaultKind::TooManyRequests => error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "rate limit exceeded ({}); retry after 1 s",
-                    self.conventions.limit_text
-                ),
-                None,
-            )
-            .with_header(header::RETRY_AFTER, "1"),
-            FaultKind::ServerError => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "internal server error",
-                None,
-            ),
-            FaultKind::Unavailable => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "service temporarily unavailable",
-                None,
-            ),
-            FaultKind::Timeout => ApiResponse::empty(StatusCode::GATEWAY_TIMEOUT),
-            FaultKind::LostResponse => ApiResponse::empty(StatusCode::BAD_GATEWAY),
-        }
     }
 
     fn not_found(&self, what: &str) -> ApiResponse {
@@ -367,88 +336,6 @@ impl InHouse {
             format!("another {} already has this {field}", singular(entity.name)),
             Some(field),
         )
-    }
-
-    /// Validates and stores a new record written at `at`; returns its id.
-    pub fn create_at(
-        &self,
-        store: &mut Store,
-        entity_name: &str,
-        body: Value,
-        at: Stamp,
-    ) -> Result<String, ApiResponse> {
-        let entity = self
-            .entity(entity_name)
-            .ok_or_else(|| self.not_found("collection"))?;
-        self.validate(entity.write, &body)?;
-        let fields = body.as_object().cloned().unwrap_or_default();
-        self.check_references(store, entity, &fields)?;
-        let system = self.conventions.system;
-        let entity_store = store.entity_mut(system, entity.name);
-        if let Some(field) = entity_store.unique_conflict(&fields, None) {
-            return Err(self.duplicate(entity, &field));
-        }
-        let id = match self.conventions.ids {
-            IdKind::Integer => entity_store.allocate_id().to_string(),
-            IdKind::Uuid => self.shared.with_rng(uuid_v4),
-        };
-        let mut record = entity_store.new_record(id.clone(), fields, at);
-        if let Some((_, format)) = entity.number {
-            record.number = Some(format(entity_store.allocate_number()));
-        }
-        entity_store.put(record);
-        store.observe(at);
-        Ok(id)
-    }
-
-    /// Every live record of an entity, oldest change first.
-    pub fn records(&self, entity_name: &str) -> Vec<Value> {
-        let Some(entity) = self.entity(entity_name) else {
-            return Vec::new();
-        };
-        let store = self.shared.store();
-        store
-            .entity(self.conventions.system, entity.name)
-            .map(|entity_store| {
-                entity_store
-                    .by_change(false)
-                    .into_iter()
-                    .map(|record| self.render(entity, record))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Routes a request that has passed auth and rate limits.
-    pub fn route(&self, request: &ApiRequest) -> ApiResponse {
-        let Some(segments) = request.segments_after(self.conventions.base_path) else {
-            return self.not_found("resource");
-        };
-        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        if self.conventions.delete == DeleteMode::Tombstone && segments == ["deleted"] {
-            return if request.method == Method::GET {
-                self.list_deleted(request)
-            } else {
-                method_not_allowed()
-            };
-        }
-        let Some(entity) = segments.first().and_then(|name| self.entity(name)) else {
-            return self.not_found("resource");
-        };
-        match (&request.method, &segments[1..]) {
-            (&Method::GET, []) => self.list(entity, request),
-            (&Method::POST, []) => self.create(entity, request),
-            (&Method::GET, [id]) => self.get(entity, id),
-            (&Method::PATCH, [id]) if self.conventions.update == UpdateMethod::Patch => {
-                self.update(entity, id, request)
-            }
-            (&Method::PUT, [id]) if self.conventions.update == UpdateMethod::Put => {
-                self.update(entity, id, request)
-            }
-            (&Method::DELETE, [id]) => self.delete(entity, id),
-            (_, []) | (_, [_]) => method_not_allowed(),
-            _ => self.not_found("resource"),
-        }
     }
 
     fn body(&self, request: &ApiRequest) -> Result<Value, ApiResponse> {
@@ -766,7 +653,7 @@ impl InHouse {
                 error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_value",
-                    format!("entity must be one of {}", self.entity_names().join(", ")),
+                    format!("entity must be one of {}", self.entities().join(", ")),
                     Some("entity"),
                 )
             })?,
@@ -799,7 +686,7 @@ impl InHouse {
     }
 
     /// The writable view of a stored record: the properties of the write schema.
-    pub fn writable(&self, entity_name: &str, id: &str) -> Option<Map<String, Value>> {
+    fn writable(&self, entity_name: &str, id: &str) -> Option<Map<String, Value>> {
         let entity = self.entity(entity_name)?;
         let id = self.canonical_id(id)?;
         let store = self.shared.store();
@@ -818,6 +705,165 @@ impl InHouse {
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
         )
+    }
+}
+
+impl Simulator for InHouse {
+    fn system(&self) -> &'static str {
+        self.conventions.system
+    }
+
+    fn handle(&self, request: &ApiRequest) -> ApiResponse {
+        if let Some(response) = self.authenticate(request) {
+            return response;
+        }
+        if let Some(response) = self.throttle() {
+            return response;
+        }
+        self.route(request)
+    }
+
+    fn fault(&self, kind: FaultKind) -> ApiResponse {
+        match kind {
+            FaultKind::TooManyRequests => error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "rate limit exceeded ({}); retry after 1 s",
+                    self.conventions.limit_text
+                ),
+                None,
+            )
+            .with_header(header::RETRY_AFTER, "1"),
+            FaultKind::ServerError => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal server error",
+                None,
+            ),
+            FaultKind::Unavailable => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service temporarily unavailable",
+                None,
+            ),
+            FaultKind::Timeout => ApiResponse::empty(StatusCode::GATEWAY_TIMEOUT),
+            FaultKind::LostResponse => ApiResponse::empty(StatusCode::BAD_GATEWAY),
+        }
+    }
+}
+
+impl Backend for InHouse {
+    fn entities(&self) -> Vec<&'static str> {
+        self.conventions
+            .entities
+            .iter()
+            .map(|entity| entity.name)
+            .collect()
+    }
+
+    /// Routes a request that has passed auth and rate limits.
+    fn route(&self, request: &ApiRequest) -> ApiResponse {
+        let Some(segments) = request.segments_after(self.conventions.base_path) else {
+            return self.not_found("resource");
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if self.conventions.delete == DeleteMode::Tombstone && segments == ["deleted"] {
+            return if request.method == Method::GET {
+                self.list_deleted(request)
+            } else {
+                method_not_allowed()
+            };
+        }
+        let Some(entity) = segments.first().and_then(|name| self.entity(name)) else {
+            return self.not_found("resource");
+        };
+        match (&request.method, &segments[1..]) {
+            (&Method::GET, []) => self.list(entity, request),
+            (&Method::POST, []) => self.create(entity, request),
+            (&Method::GET, [id]) => self.get(entity, id),
+            (&Method::PATCH, [id]) if self.conventions.update == UpdateMethod::Patch => {
+                self.update(entity, id, request)
+            }
+            (&Method::PUT, [id]) if self.conventions.update == UpdateMethod::Put => {
+                self.update(entity, id, request)
+            }
+            (&Method::DELETE, [id]) => self.delete(entity, id),
+            (_, []) | (_, [_]) => method_not_allowed(),
+            _ => self.not_found("resource"),
+        }
+    }
+
+    fn collection_path(&self, entity: &str) -> String {
+        format!("{}/{}", self.conventions.base_path, entity)
+    }
+
+    /// Every live record of an entity, oldest change first.
+    fn records(&self, entity_name: &str) -> Vec<Value> {
+        let Some(entity) = self.entity(entity_name) else {
+            return Vec::new();
+        };
+        let store = self.shared.store();
+        store
+            .entity(self.conventions.system, entity.name)
+            .map(|entity_store| {
+                entity_store
+                    .by_change(false)
+                    .into_iter()
+                    .map(|record| self.render(entity, record))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Validates and stores a new record written at `at`; returns its id.
+    fn create_at(
+        &self,
+        store: &mut Store,
+        entity_name: &str,
+        body: Value,
+        at: Stamp,
+    ) -> Result<String, ApiResponse> {
+        let entity = self
+            .entity(entity_name)
+            .ok_or_else(|| self.not_found("collection"))?;
+        self.validate(entity.write, &body)?;
+        let fields = body.as_object().cloned().unwrap_or_default();
+        self.check_references(store, entity, &fields)?;
+        let system = self.conventions.system;
+        let entity_store = store.entity_mut(system, entity.name);
+        if let Some(field) = entity_store.unique_conflict(&fields, None) {
+            return Err(self.duplicate(entity, &field));
+        }
+        let id = match self.conventions.ids {
+            IdKind::Integer => entity_store.allocate_id().to_string(),
+            IdKind::Uuid => self.shared.with_rng(uuid_v4),
+        };
+        let mut record = entity_store.new_record(id.clone(), fields, at);
+        if let Some((_, format)) = entity.number {
+            record.number = Some(format(entity_store.allocate_number()));
+        }
+        entity_store.put(record);
+        store.observe(at);
+        Ok(id)
+    }
+
+    /// A person's partial edit: PATCH where the API has it; where it only has PUT (the web
+    /// shop), the patch is merged into the record's writable fields and PUT.
+    fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {
+        let path = format!("{}/{}", self.collection_path(entity), id);
+        match self.conventions.update {
+            UpdateMethod::Patch => self.route(&request(Method::PATCH, &path, Some(&patch))),
+            UpdateMethod::Put => {
+                let Some(mut fields) = self.writable(entity, id) else {
+                    return error(StatusCode::NOT_FOUND, "not_found", "record not found", None);
+                };
+                if let Value::Object(changes) = patch {
+                    fields.extend(changes);
+                }
+                self.route(&request(Method::PUT, &path, Some(&Value::Object(fields))))
+            }
+        }
     }
 }
 

@@ -1,0 +1,331 @@
+//! Keap lists: `limit`/`offset` paging with `count`, `next` and `previous` URLs, each
+//! entity's filters (`since`/`until` on contacts, names, email, stage, user, `active`) and
+//! ordering, and the `GET /products/sync` change feed with its sync token.
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::http::{ApiRequest, ApiResponse, encode_query};
+use crate::keap::{BASE_PATH, Keap, MAX_LIMIT, bad_request};
+use crate::store::{ChangeKind, Record, Stamp, parse_lenient_datetime};
+
+impl Keap {
+    pub(super) fn paging(request: &ApiRequest) -> Result<(i64, i64), ApiResponse> {
+        let number = |name: &str| -> Result<Option<i64>, ApiResponse> {
+            match request.query(name) {
+                None | Some("") => Ok(None),
+                Some(text) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| bad_request(format!("Invalid value for parameter '{name}'"))),
+            }
+        };
+        let limit = match number("limit")? {
+            None | Some(0) => MAX_LIMIT,
+            Some(limit) if limit < 0 => {
+                return Err(bad_request("Invalid value for parameter 'limit'"));
+            }
+            Some(limit) => limit.min(MAX_LIMIT),
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        if offset < 0 {
+            return Err(bad_request("Invalid value for parameter 'offset'"));
+        }
+        Ok((limit, offset))
+    }
+
+    /// `next`/`previous` for a list: the same query with `limit` and `offset` moved.
+    pub(super) fn page_links(
+        &self,
+        path: &str,
+        request: &ApiRequest,
+        limit: i64,
+        offset: i64,
+    ) -> (String, String) {
+        let rest: Vec<(String, String)> = request
+            .query
+            .iter()
+            .filter(|(key, _)| key != "limit" && key != "offset")
+            .cloned()
+            .collect();
+        let link = |offset: i64| {
+            let mut pairs = vec![
+                ("limit".to_string(), limit.to_string()),
+                ("offset".to_string(), offset.to_string()),
+            ];
+            pairs.extend(rest.iter().cloned());
+            format!("{}{BASE_PATH}/{path}/?{}", self.root, encode_query(&pairs))
+        };
+        (
+            link(offset.saturating_add(limit)),
+            link((offset - limit).max(0)),
+        )
+    }
+
+    pub(super) fn list(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
+        match self.try_list(entity, request) {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    pub(super) fn try_list(
+        &self,
+        entity: &str,
+        request: &ApiRequest,
+    ) -> Result<ApiResponse, ApiResponse> {
+        let (limit, offset) = Self::paging(request)?;
+        let instant = |name: &str| -> Result<Option<Stamp>, ApiResponse> {
+            match request.query(name) {
+                None | Some("") => Ok(None),
+                Some(text) => parse_lenient_datetime(text).map(Some).ok_or_else(|| {
+                    bad_request(format!("Invalid date format for '{name}': {text}"))
+                }),
+            }
+        };
+        let (since, until) = if entity == "contacts" {
+            (instant("since")?, instant("until")?)
+        } else {
+            (None, None)
+        };
+        let order = request.query("order").unwrap_or("id");
+        let allowed: &[&str] = match entity {
+            "companies" => &["id", "date_created", "name", "email"],
+            "contacts" => &[
+                "id",
+                "date_created",
+                "last_updated",
+                "name",
+                "firstName",
+                "email",
+            ],
+            "opportunities" => &[
+                "next_action",
+                "opportunity_name",
+                "contact_name",
+                "date_created",
+                "id",
+            ],
+            _ => &["id"],
+        };
+        if !allowed.contains(&order) {
+            return Err(bad_request(format!("Invalid order field '{order}'")));
+        }
+        let descending = match request.query("order_direction") {
+            None | Some("ASCENDING") => false,
+            Some("DESCENDING") => true,
+            Some(other) => return Err(bad_request(format!("Invalid order direction '{other}'"))),
+        };
+        let optional = Self::optional_properties(request);
+        let store = self.shared.store();
+        let Some(entity_store) = Self::entity_store(&store, entity) else {
+            return Ok(self.list_body(entity, Vec::new(), 0, request, limit, offset, None));
+        };
+        let text = |record: &Record, name: &str| -> String {
+            record
+                .fields
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase()
+        };
+        let first_email = |record: &Record| -> String {
+            record
+                .fields
+                .get("email_addresses")
+                .and_then(Value::as_array)
+                .and_then(|emails| emails.first())
+                .and_then(|email| email.get("email"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase()
+        };
+        let mut records: Vec<&Record> = entity_store
+            .records
+            .values()
+            .filter(|record| record.is_live())
+            .filter(|record| since.is_none_or(|since| record.modified >= since))
+            .filter(|record| until.is_none_or(|until| record.modified <= until))
+            .filter(|record| match entity {
+                "companies" => request
+                    .query("company_name")
+                    .is_none_or(|name| text(record, "company_name") == name.to_lowercase()),
+                "contacts" => {
+                    request.query("email").is_none_or(|email| {
+                        record
+                            .fields
+                            .get("email_addresses")
+                            .and_then(Value::as_array)
+                            .is_some_and(|emails| {
+                                emails.iter().any(|entry| {
+                                    entry
+                                        .get("email")
+                                        .and_then(Value::as_str)
+                                        .is_some_and(|address| address.eq_ignore_ascii_case(email))
+                                })
+                            })
+                    }) && request
+                        .query("given_name")
+                        .is_none_or(|name| text(record, "given_name") == name.to_lowercase())
+                        && request
+                            .query("family_name")
+                            .is_none_or(|name| text(record, "family_name") == name.to_lowercase())
+                }
+                "opportunities" => {
+                    request.query("stage_id").is_none_or(|stage| {
+                        record
+                            .fields
+                            .get("stage")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
+                            == Some(stage.to_string())
+                    }) && request.query("user_id").is_none_or(|user| {
+                        record
+                            .fields
+                            .get("user")
+                            .and_then(|value| value.get("id"))
+                            .map(Value::to_string)
+                            == Some(user.to_string())
+                    })
+                }
+                _ => match request.query("active") {
+                    None => true,
+                    Some(active) => {
+                        record
+                            .fields
+                            .get("active")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                            == (active == "true")
+                    }
+                },
+            })
+            .collect();
+        let numeric_id = |record: &Record| record.id.parse::<u64>().unwrap_or_default();
+        match order {
+            "date_created" => records.sort_by_key(|record| (record.created, record.seq)),
+            "last_updated" => records.sort_by_key(|record| (record.modified, record.seq)),
+            "name" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "company_name"))
+            }
+            "name" => records
+                .sort_by_key(|record| (text(record, "family_name"), text(record, "given_name"))),
+            "firstName" => records.sort_by_key(|record| text(record, "given_name")),
+            "email" if entity == "companies" => {
+                records.sort_by_key(|record| text(record, "email_address"))
+            }
+            "email" => records.sort_by_key(|record| first_email(record)),
+            "opportunity_name" => records.sort_by_key(|record| text(record, "opportunity_title")),
+            "next_action" => records.sort_by_key(|record| text(record, "next_action_date")),
+            "contact_name" => records.sort_by_key(|record| {
+                record
+                    .fields
+                    .get("contact")
+                    .and_then(|contact| contact.get("id"))
+                    .and_then(Value::as_u64)
+                    .and_then(|id| Self::find(&store, "contacts", &id.to_string()))
+                    .map(|contact| text(contact, "family_name"))
+                    .unwrap_or_default()
+            }),
+            _ => records.sort_by_key(|record| numeric_id(record)),
+        }
+        if descending {
+            records.reverse();
+        }
+        let total = records.len();
+        let page: Vec<Value> = records
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|record| match entity {
+                "products" => Self::render_product(record, true),
+                _ => Self::render(&store, entity, record, &optional, false),
+            })
+            .collect();
+        let sync_token = (entity == "products").then(|| entity_store.next_change.to_string());
+        Ok(self.list_body(entity, page, total, request, limit, offset, sync_token))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn list_body(
+        &self,
+        entity: &str,
+        page: Vec<Value>,
+        total: usize,
+        request: &ApiRequest,
+        limit: i64,
+        offset: i64,
+        sync_token: Option<String>,
+    ) -> ApiResponse {
+        let (next, previous) = self.page_links(entity, request, limit, offset);
+        let mut body = Map::new();
+        body.insert(entity.to_string(), Value::Array(page));
+        body.insert("count".into(), json!(total));
+        body.insert("next".into(), json!(next));
+        body.insert("previous".into(), json!(previous));
+        if let Some(token) = sync_token {
+            body.insert("sync_token".into(), json!(token));
+        }
+        ApiResponse::json(StatusCode::OK, Value::Object(body))
+    }
+
+    /// `GET /products/sync`: what changed since the token (everything without one), one
+    /// entry per product with its latest status, and a token for the next call.
+    pub(super) fn product_sync(&self, request: &ApiRequest) -> ApiResponse {
+        let (limit, offset) = match Self::paging(request) {
+            Ok(paging) => paging,
+            Err(response) => return response,
+        };
+        let store = self.shared.store();
+        let head =
+            Self::entity_store(&store, "products").map_or(0, |products| products.next_change);
+        let since = match request.query("sync_token") {
+            None | Some("") => 0,
+            Some(token) => match token.parse::<u64>() {
+                Ok(seq) if seq <= head => seq,
+                _ => return bad_request(format!("Invalid sync token: {token}")),
+            },
+        };
+        let mut statuses: Vec<(String, ChangeKind, bool)> = Vec::new();
+        if let Some(products) = Self::entity_store(&store, "products") {
+            for change in products.changes.iter().filter(|change| change.seq > since) {
+                match statuses.iter_mut().find(|(id, _, _)| *id == change.id) {
+                    Some(entry) => entry.1 = change.kind,
+                    None => statuses.push((
+                        change.id.clone(),
+                        change.kind,
+                        change.kind == ChangeKind::Created,
+                    )),
+                }
+            }
+        }
+        let entries: Vec<Value> = statuses
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|(id, kind, created)| {
+                let status = match kind {
+                    ChangeKind::Deleted => "DELETED",
+                    _ if *created => "CREATED",
+                    _ => "UPDATED",
+                };
+                let product = Self::entity_store(&store, "products")
+                    .and_then(|products| products.get(id))
+                    .map(|record| Self::render_product(record, true))
+                    .unwrap_or_else(|| json!({"id": id.parse::<u64>().unwrap_or_default()}));
+                json!({"product": product, "status": status})
+            })
+            .collect();
+        let (next, previous) = self.page_links("products/sync", request, limit, offset);
+        ApiResponse::json(
+            StatusCode::OK,
+            json!({
+                "product_statuses": entries,
+                "sync_token": head.to_string(),
+                "count": statuses.len(),
+                "next": next,
+                "previous": previous,
+            }),
+        )
+    }
+}
