@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use tether_engine::mapping::{self, KeepIds, MappingPlan};
+use tether_engine::mapping::{self, CompiledMapping, KeepIds};
 use tether_engine::spec::load::Project;
 
 use crate::exit;
@@ -121,7 +121,7 @@ struct Counts {
 }
 
 fn map_one(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     inverse: bool,
     position: Position,
@@ -188,7 +188,7 @@ fn first_byte(input: &mut impl BufRead) -> std::io::Result<Option<u8>> {
 fn find_plan(
     project: &Project,
     name: &str,
-) -> anyhow::Result<Result<MappingPlan, Vec<tether_engine::spec::diagnostic::Diagnostic>>> {
+) -> anyhow::Result<Result<CompiledMapping, Vec<tether_engine::spec::diagnostic::Diagnostic>>> {
     let (flow_name, mapping_name) = match name.split_once('/') {
         Some((flow, mapping)) => (Some(flow), mapping),
         None => (None, name),
@@ -230,7 +230,7 @@ fn find_plan(
             );
         }
     };
-    let Some((source, target)) = mapping::plan::entities(project, &flow.spec, spec) else {
+    let Some((source, target)) = mapping::compile::entities(project, &flow.spec, spec) else {
         bail!("the systems or entities of `{name}` are missing: run `tether validate`");
     };
     Ok(mapping::compile(

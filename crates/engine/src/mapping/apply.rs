@@ -14,8 +14,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::mapping::plan::{
-    InversePlan, MappingPlan, RecordNeeds, RulePlan, RuleSet, RuleSource, scalar_text,
+use crate::mapping::compile::{
+    CompiledInverse, CompiledMapping, CompiledRule, RecordNeeds, RuleSet, RuleSource, scalar_text,
 };
 use crate::mapping::template::{self, CompiledTemplate};
 use crate::mapping::types;
@@ -140,7 +140,7 @@ impl RecordError {
 
 /// Maps a source record to the target's fields.
 pub fn apply_forward(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -150,7 +150,7 @@ pub fn apply_forward(
 /// Maps a source record to the fields an existing target record keeps in sync: every rule
 /// but the `create_only` ones.
 pub fn apply_forward_existing(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -159,7 +159,7 @@ pub fn apply_forward_existing(
 
 /// Maps a target record back to the source's fields.
 pub fn apply_inverse(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -169,7 +169,7 @@ pub fn apply_inverse(
 /// Maps a target record back to source fields through the rules whose target paths are in
 /// `targets` only: what the engine sends back when those fields changed on the target.
 pub fn apply_inverse_selected(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     targets: &HashSet<&str>,
@@ -182,7 +182,7 @@ pub fn apply_inverse_selected(
 /// gets the whole list, the other items as they are, since updates replace a list whole
 /// (objects are merged by the systems' PATCH and by the connector for a PUT).
 pub fn apply_inverse_selected_onto(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     targets: &HashSet<&str>,
@@ -196,8 +196,8 @@ pub fn apply_inverse_selected_onto(
         .filter(|r| r.direction.backward() && targets.contains(r.target.as_str()))
     {
         let paths: Vec<&crate::mapping::path::RecordPath> = match (&rule.inverse, &rule.source) {
-            (InversePlan::PerSource(list), _) => list.iter().map(|(path, _)| path).collect(),
-            (InversePlan::None, _) | (_, RuleSource::Template(_)) => Vec::new(),
+            (CompiledInverse::PerSource(list), _) => list.iter().map(|(path, _)| path).collect(),
+            (CompiledInverse::None, _) | (_, RuleSource::Template(_)) => Vec::new(),
             (_, RuleSource::Path(path)) => vec![path],
         };
         for path in paths {
@@ -240,7 +240,7 @@ pub fn seed_list(
 
 /// Applies the selected rules of a plan to a record, forward or backward.
 fn apply_with(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     select: Select<'_>,
@@ -262,7 +262,7 @@ fn apply_with(
 }
 
 /// Whether a source record passes the mapping's `filter` (true when there is none).
-pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RecordError> {
+pub fn accepts(plan: &CompiledMapping, record: &Value) -> Result<bool, RecordError> {
     let Some(filter) = &plan.filter else {
         return Ok(true);
     };
@@ -312,7 +312,7 @@ impl LazyRecord<'_> {
 }
 
 struct Run<'p> {
-    plan: &'p MappingPlan,
+    plan: &'p CompiledMapping,
     references: &'p dyn ResolveReference,
     errors: Vec<RuleError>,
     select: Select<'p>,
@@ -329,7 +329,7 @@ enum Select<'p> {
 }
 
 impl Select<'_> {
-    fn includes(self, rule: &RulePlan, prefix: &str) -> bool {
+    fn includes(self, rule: &CompiledRule, prefix: &str) -> bool {
         if !prefix.is_empty() {
             return true;
         }
@@ -377,7 +377,7 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-fn rule_name(prefix: &str, rule: &RulePlan) -> String {
+fn rule_name(prefix: &str, rule: &CompiledRule) -> String {
     if prefix.is_empty() {
         rule.target.as_str().to_string()
     } else {
@@ -396,7 +396,7 @@ impl Run<'_> {
         }
     }
 
-    fn fail(&mut self, prefix: &str, rule: &RulePlan, failure: Failure) {
+    fn fail(&mut self, prefix: &str, rule: &CompiledRule, failure: Failure) {
         self.errors.push(RuleError {
             mapping: self.plan.name.clone(),
             rule: rule_name(prefix, rule),
@@ -446,7 +446,7 @@ impl Run<'_> {
     /// The value a rule writes into the target, or `None` when it writes nothing.
     fn forward_rule(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         record: &Value,
         lazy: &mut LazyRecord<'_>,
         prefix: &str,
@@ -520,7 +520,7 @@ impl Run<'_> {
 
     fn reference(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         value: Value,
         forward: bool,
     ) -> Result<Value, Failure> {
@@ -553,7 +553,7 @@ impl Run<'_> {
 
     fn items(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         value: Value,
         prefix: &str,
         forward: bool,
@@ -616,7 +616,7 @@ impl Run<'_> {
         };
         for rule in &set.rules {
             if !rule.direction.backward()
-                || matches!(rule.inverse, InversePlan::None)
+                || matches!(rule.inverse, CompiledInverse::None)
                 || !self.select.includes(rule, prefix)
             {
                 continue;
@@ -629,7 +629,7 @@ impl Run<'_> {
 
     fn inverse_rule(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         record: &Value,
         lazy: &mut LazyRecord<'_>,
         out: &mut Value,
@@ -665,10 +665,10 @@ impl Run<'_> {
             };
         }
         let value = match &rule.inverse {
-            InversePlan::Direct | InversePlan::None => value,
-            InversePlan::Template(_) if value.is_null() => value,
-            InversePlan::Template(inverse) => eval_template(inverse, &value, lazy)?,
-            InversePlan::PerSource(list) => {
+            CompiledInverse::Direct | CompiledInverse::None => value,
+            CompiledInverse::Template(_) if value.is_null() => value,
+            CompiledInverse::Template(inverse) => eval_template(inverse, &value, lazy)?,
+            CompiledInverse::PerSource(list) => {
                 for (path, inverse) in list {
                     let source_value = if value.is_null() {
                         Value::Null
@@ -687,8 +687,8 @@ impl Run<'_> {
         // An inverse template writes the source's own terms (a decimal for a price in cents):
         // its output is checked against the source field's type, not the rule's.
         let data_type = match (&rule.inverse, rule.source_field.field_type) {
-            (InversePlan::Template(_), Some(field_type)) => types::data_type_of(field_type),
-            (InversePlan::Template(_), None) => None,
+            (CompiledInverse::Template(_), Some(field_type)) => types::data_type_of(field_type),
+            (CompiledInverse::Template(_), None) => None,
             // An instant written back into a date field is written as its date, the value the
             // field holds.
             (_, Some(crate::spec::system::FieldType::Date))

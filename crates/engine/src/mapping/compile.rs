@@ -1,4 +1,4 @@
-//! Compiling mappings into plans: every path, template, value map, default and type of a
+//! Compiling mappings into [`CompiledMapping`]s: every path, template, value map, default and type of a
 //! mapping is parsed and checked once, when flows load, and every problem becomes a
 //! [`Diagnostic`] pointing at the offending value.
 
@@ -33,7 +33,7 @@ pub mod codes {
 
 /// A compiled mapping: what the engine applies to every record, both ways.
 #[derive(Debug)]
-pub struct MappingPlan {
+pub struct CompiledMapping {
     /// The mapping's name (unique across flows).
     pub name: String,
     /// The flow the mapping belongs to.
@@ -49,7 +49,7 @@ pub struct MappingPlan {
     /// The property rules.
     pub rules: RuleSet,
     /// How records are linked the first time.
-    pub match_keys: Vec<MatchKeyPlan>,
+    pub match_keys: Vec<CompiledMatchKey>,
     /// Only source records for which this is true are synced.
     pub filter: Option<CompiledTemplate>,
     pub(crate) filter_needs: RecordNeeds,
@@ -59,7 +59,7 @@ pub struct MappingPlan {
 /// with what their templates read of the record.
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    pub rules: Vec<RulePlan>,
+    pub rules: Vec<CompiledRule>,
     pub(crate) forward_needs: RecordNeeds,
     pub(crate) inverse_needs: RecordNeeds,
 }
@@ -98,7 +98,7 @@ pub enum RuleSource {
 
 /// How a target value becomes source values again.
 #[derive(Debug)]
-pub enum InversePlan {
+pub enum CompiledInverse {
     /// The value is written back as it is (after undoing the value map and converting it).
     Direct,
     /// A template over `value` gives the source value.
@@ -111,7 +111,7 @@ pub enum InversePlan {
 
 /// A compiled value map.
 #[derive(Debug)]
-pub struct ValueMapPlan {
+pub struct CompiledValueMap {
     pub forward: HashMap<String, Value>,
     pub backward: Option<HashMap<String, Value>>,
 }
@@ -135,7 +135,7 @@ impl FieldInfo {
 
 /// One compiled property rule.
 #[derive(Debug)]
-pub struct RulePlan {
+pub struct CompiledRule {
     /// Where the rule writes in the target record; also the rule's name in errors.
     pub target: RecordPath,
     /// Where the value comes from.
@@ -155,15 +155,15 @@ pub struct RulePlan {
     /// For references by key: the referenced mapping's target path the target side holds.
     pub reference_key: Option<String>,
     pub transform: Option<CompiledTemplate>,
-    pub inverse: InversePlan,
-    pub value_map: Option<ValueMapPlan>,
+    pub inverse: CompiledInverse,
+    pub value_map: Option<CompiledValueMap>,
     /// For arrays: the rules of each item.
     pub items: Option<RuleSet>,
     pub source_field: FieldInfo,
     pub target_field: FieldInfo,
 }
 
-impl RulePlan {
+impl CompiledRule {
     /// The source path, for messages; `None` for template rules.
     pub fn source_path(&self) -> Option<&RecordPath> {
         match &self.source {
@@ -175,7 +175,7 @@ impl RulePlan {
 
 /// A compiled match key.
 #[derive(Debug)]
-pub struct MatchKeyPlan {
+pub struct CompiledMatchKey {
     pub source: RecordPath,
     pub target: RecordPath,
 }
@@ -193,7 +193,7 @@ pub struct ReferenceRule<'a> {
     pub key: Option<&'a str>,
 }
 
-impl MappingPlan {
+impl CompiledMapping {
     /// Every reference rule, including those of array items.
     pub fn references(&self) -> Vec<ReferenceRule<'_>> {
         fn walk<'a>(set: &'a RuleSet, out: &mut Vec<ReferenceRule<'a>>) {
@@ -218,9 +218,12 @@ impl MappingPlan {
 }
 
 /// Compiles every valid mapping of every flow whose systems and entities exist. Mappings
-/// with errors get no plan; every problem found is returned. The plans are keyed by mapping
-/// name; when a name repeats (reported by the cross-file checks), the first one is kept.
-pub fn compile_project(project: &Project) -> (IndexMap<String, Arc<MappingPlan>>, Vec<Diagnostic>) {
+/// with errors are not compiled; every problem found is returned. The compiled mappings are
+/// keyed by mapping name; when a name repeats (reported by the cross-file checks), the first
+/// one is kept.
+pub fn compile_project(
+    project: &Project,
+) -> (IndexMap<String, Arc<CompiledMapping>>, Vec<Diagnostic>) {
     let mut plans = IndexMap::new();
     let mut diagnostics = Vec::new();
     for flow in &project.flows {
@@ -271,7 +274,7 @@ pub fn compile(
     mapping: &MappingSpec,
     source: &EntitySpec,
     target: &EntitySpec,
-) -> Result<MappingPlan, Vec<Diagnostic>> {
+) -> Result<CompiledMapping, Vec<Diagnostic>> {
     let mut compiler = Compiler {
         file,
         diagnostics: Vec::new(),
@@ -292,7 +295,7 @@ pub fn compile(
         let source_path = compiler.path(&key.source, &source.fields, Side::Source, false);
         let target_path = compiler.path(&key.target, &target.fields, Side::Target, false);
         if let (Some((source, _)), Some((target, _))) = (source_path, target_path) {
-            match_keys.push(MatchKeyPlan { source, target });
+            match_keys.push(CompiledMatchKey { source, target });
         }
     }
     let mut filter_needs = RecordNeeds::default();
@@ -305,7 +308,7 @@ pub fn compile(
         compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(compiler.diagnostics);
     }
-    Ok(MappingPlan {
+    Ok(CompiledMapping {
         name: mapping.name.value.clone(),
         flow: flow.to_string(),
         source_system: source_system.to_string(),
@@ -353,7 +356,7 @@ struct Compiler<'a> {
     file: &'a Path,
     diagnostics: Vec<Diagnostic>,
     /// Problems another check reports (`${VAR}` where no interpolation is allowed): the
-    /// mapping gets no plan, without a second diagnostic for the same spot.
+    /// mapping is not compiled, without a second diagnostic for the same spot.
     reported_elsewhere: usize,
 }
 
@@ -389,13 +392,13 @@ impl Compiler<'_> {
                     forward_use.merge(t.record_use());
                 }
                 match &rule.inverse {
-                    InversePlan::Template(t) => inverse_use.merge(t.record_use()),
-                    InversePlan::PerSource(list) => {
+                    CompiledInverse::Template(t) => inverse_use.merge(t.record_use()),
+                    CompiledInverse::PerSource(list) => {
                         for (_, t) in list {
                             inverse_use.merge(t.record_use());
                         }
                     }
-                    InversePlan::Direct | InversePlan::None => {}
+                    CompiledInverse::Direct | CompiledInverse::None => {}
                 }
                 set.rules.push(rule);
             }
@@ -636,7 +639,7 @@ impl Compiler<'_> {
         mapping_direction: Direction,
         source_fields: &Fields,
         target_fields: &Fields,
-    ) -> Option<RulePlan> {
+    ) -> Option<CompiledRule> {
         let errors_before = self.error_count();
         let direction = spec
             .direction
@@ -808,7 +811,7 @@ impl Compiler<'_> {
         if self.error_count() > errors_before {
             return None;
         }
-        Some(RulePlan {
+        Some(CompiledRule {
             target: target?,
             source: source?,
             data_type,
@@ -839,7 +842,7 @@ impl Compiler<'_> {
         source: &Option<RuleSource>,
         source_fields: &Fields,
         target_fields: &Fields,
-    ) -> InversePlan {
+    ) -> CompiledInverse {
         let one_way_help =
             "give an `inverse`, or make the rule one-way: `direction: source-to-target`";
         match (&spec.inverse, source) {
@@ -877,7 +880,7 @@ impl Compiler<'_> {
                             list.push((path, t));
                         }
                     }
-                    InversePlan::PerSource(list)
+                    CompiledInverse::PerSource(list)
                 }
                 Inverse::Template(_) => {
                     self.error(
@@ -886,15 +889,15 @@ impl Compiler<'_> {
                         "a `template` rule needs an inverse per source path".into(),
                         Some("write `inverse: { $.first_name: \"{{ value | split(' ') | first }}\", ... }`".into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
             },
             (Some(inverse), Some(RuleSource::Path(_))) => match &inverse.value {
                 Inverse::Template(text) => {
                     let located = Loc::new(text.clone(), inverse.pos);
                     self.template(&located, target_fields, TemplateRole::Value)
-                        .map(InversePlan::Template)
-                        .unwrap_or(InversePlan::None)
+                        .map(CompiledInverse::Template)
+                        .unwrap_or(CompiledInverse::None)
                 }
                 Inverse::PerSource(_) => {
                     self.error(
@@ -903,7 +906,7 @@ impl Compiler<'_> {
                         "an inverse per source path is for `template` rules; this rule has one source".into(),
                         Some("write the inverse as one template over `value`".into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
             },
             (None, Some(RuleSource::Template(_))) => {
@@ -917,7 +920,7 @@ impl Compiler<'_> {
                         Some(one_way_help.into()),
                     );
                 }
-                InversePlan::None
+                CompiledInverse::None
             }
             (None, Some(RuleSource::Path(_))) => match &spec.transform {
                 Some(transform) if direction.backward() => {
@@ -927,12 +930,12 @@ impl Compiler<'_> {
                         "a two-way rule with a `transform` needs an `inverse`".into(),
                         Some(one_way_help.into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
-                Some(_) => InversePlan::None,
-                None => InversePlan::Direct,
+                Some(_) => CompiledInverse::None,
+                None => CompiledInverse::Direct,
             },
-            (_, None) => InversePlan::None,
+            (_, None) => CompiledInverse::None,
         }
     }
 
@@ -942,7 +945,7 @@ impl Compiler<'_> {
         direction: Direction,
         source_field: &FieldInfo,
         target_field: &FieldInfo,
-    ) -> Option<ValueMapPlan> {
+    ) -> Option<CompiledValueMap> {
         let map = spec.value_map.as_ref()?;
         let data_type = spec.data_type.value;
         let mut forward = HashMap::with_capacity(map.value.len());
@@ -1021,7 +1024,7 @@ impl Compiler<'_> {
                 }),
             );
         }
-        Some(ValueMapPlan { forward, backward })
+        Some(CompiledValueMap { forward, backward })
     }
 }
 
@@ -1117,7 +1120,7 @@ entities:
 
     /// Compiles the mapping `m` with the given rules (YAML list items) between two systems
     /// with the entity above.
-    fn compile_rules(rules: &str, extra: &str) -> Result<MappingPlan, Vec<Diagnostic>> {
+    fn compile_rules(rules: &str, extra: &str) -> Result<CompiledMapping, Vec<Diagnostic>> {
         let mut project = Project::default();
         for name in ["src", "dst"] {
             let (loaded, diagnostics) =
@@ -1149,7 +1152,7 @@ entities:
         )
     }
 
-    fn codes_of(result: Result<MappingPlan, Vec<Diagnostic>>) -> Vec<(&'static str, u32)> {
+    fn codes_of(result: Result<CompiledMapping, Vec<Diagnostic>>) -> Vec<(&'static str, u32)> {
         match result {
             Ok(_) => Vec::new(),
             Err(diagnostics) => diagnostics.iter().map(|d| (d.code, d.line)).collect(),
