@@ -1,4 +1,4 @@
-//! Applying a plan to records, both ways.
+//! Applying a compiled mapping to records, both ways.
 //!
 //! [`apply_forward`] turns a source record into the target's fields; [`apply_inverse`] turns
 //! a target record into the source's fields. Only what the rules map is produced, so the
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::mapping::compile::{
     CompiledInverse, CompiledMapping, CompiledRule, RecordNeeds, RuleSet, RuleSource, scalar_text,
 };
-use crate::mapping::template::{self, CompiledTemplate};
+use crate::mapping::template::{self, CompiledTemplate, EvalError};
 use crate::mapping::types;
 use crate::spec::flow::DataType;
 
@@ -82,6 +82,9 @@ pub enum RuleErrorKind {
     Write,
     /// The referenced record is not linked yet; retry in a later pass.
     ReferenceNotLinked,
+    /// A path or template would go over a bound of what one rule may do on one record (the
+    /// reason names the bound).
+    Bound,
 }
 
 /// One rule that failed for one record.
@@ -276,14 +279,14 @@ pub fn accepts(plan: &CompiledMapping, record: &Value) -> Result<bool, RecordErr
             Value::Array(a) => !a.is_empty(),
             Value::Object(o) => !o.is_empty(),
         }),
-        Err(reason) => Err(RecordError {
+        Err(error) => Err(RecordError {
             errors: vec![RuleError {
                 mapping: plan.name.clone(),
                 rule: "filter".into(),
                 source_path: None,
                 value: None,
-                kind: RuleErrorKind::Template,
-                reason,
+                kind: template_kind(&error),
+                reason: error.reason,
                 reference: None,
             }],
         }),
@@ -452,13 +455,17 @@ impl Run<'_> {
         prefix: &str,
     ) -> Result<Option<Value>, Failure> {
         let raw: Option<Cow<'_, Value>> = match &rule.source {
-            RuleSource::Path(path) => path.get(record),
+            RuleSource::Path(path) => path.try_get(record).map_err(|bound| Failure {
+                kind: RuleErrorKind::Bound,
+                reason: bound.to_string(),
+                value: None,
+            })?,
             RuleSource::Template(template) => Some(Cow::Owned(
                 template
                     .eval(minijinja::Value::from(()), lazy.get())
-                    .map_err(|reason| Failure {
-                        kind: RuleErrorKind::Template,
-                        reason,
+                    .map_err(|error| Failure {
+                        kind: template_kind(&error),
+                        reason: error.reason,
                         value: None,
                     })?,
             )),
@@ -742,5 +749,14 @@ fn eval_template(
 ) -> Result<Value, Failure> {
     template
         .eval_json(value, || lazy.get())
-        .map_err(|reason| Failure::new(RuleErrorKind::Template, reason, value))
+        .map_err(|error| Failure::new(template_kind(&error), error.reason, value))
+}
+
+/// A template that went over a bound fails as [`RuleErrorKind::Bound`].
+fn template_kind(error: &EvalError) -> RuleErrorKind {
+    if error.over_bound {
+        RuleErrorKind::Bound
+    } else {
+        RuleErrorKind::Template
+    }
 }
