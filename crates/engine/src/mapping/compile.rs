@@ -29,6 +29,9 @@ pub mod codes {
     pub const MISSING_INVERSE: &str = "missing-inverse";
     pub const READ_ONLY_TARGET: &str = "read-only-target";
     pub const CHANGES_ONLY_TWO_WAY: &str = "changes-only-two-way";
+    /// A warning: a path or template whose cost on one record can grow with the record's size
+    /// or multiplicatively (bounded per record at run time).
+    pub const UNBOUNDED_COST: &str = "unbounded-cost";
 }
 
 /// A compiled mapping: what the engine applies to every record, both ways.
@@ -218,7 +221,7 @@ impl CompiledMapping {
 }
 
 /// Compiles every valid mapping of every flow whose systems and entities exist. Mappings
-/// with errors are not compiled; every problem found is returned. The compiled mappings are
+/// with errors are not compiled; every problem found (warnings too) is returned. The compiled mappings are
 /// keyed by mapping name; when a name repeats (reported by the cross-file checks), the first
 /// one is kept.
 pub fn compile_project(
@@ -240,7 +243,8 @@ pub fn compile_project(
                 source,
                 target,
             ) {
-                Ok(plan) => {
+                Ok((plan, warnings)) => {
+                    diagnostics.extend(warnings);
                     plans
                         .entry(mapping.name.value.clone())
                         .or_insert_with(|| Arc::new(plan));
@@ -265,7 +269,8 @@ pub fn entities<'p>(
     Some((source, target))
 }
 
-/// Compiles one mapping against its source and target entities.
+/// Compiles one mapping against its source and target entities: the compiled mapping and its
+/// warnings, or every problem found.
 pub fn compile(
     file: &Path,
     flow: &str,
@@ -274,7 +279,7 @@ pub fn compile(
     mapping: &MappingSpec,
     source: &EntitySpec,
     target: &EntitySpec,
-) -> Result<CompiledMapping, Vec<Diagnostic>> {
+) -> Result<(CompiledMapping, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut compiler = Compiler {
         file,
         diagnostics: Vec::new(),
@@ -304,11 +309,11 @@ pub fn compile(
         filter_needs = RecordNeeds::from_use(compiled.record_use());
         Some(compiled)
     });
+    compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
     if compiler.error_count() > 0 {
-        compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(compiler.diagnostics);
     }
-    Ok(CompiledMapping {
+    let mapping = CompiledMapping {
         name: mapping.name.value.clone(),
         flow: flow.to_string(),
         source_system: source_system.to_string(),
@@ -320,7 +325,8 @@ pub fn compile(
         match_keys,
         filter,
         filter_needs,
-    })
+    };
+    Ok((mapping, compiler.diagnostics))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,6 +373,26 @@ enum Resolved<'f> {
 }
 
 impl Compiler<'_> {
+    /// Warns about a path whose cost grows with the record (a recursive descent).
+    fn path_cost(&mut self, path: &RecordPath, pos: Pos) {
+        if path.has_recursive_descent() {
+            let mut diagnostic = Diagnostic::warning(
+                self.file,
+                Some(pos),
+                codes::UNBOUNDED_COST,
+                format!(
+                    "`{path}` has a recursive descent (`..`): its cost grows with the size and depth of each record, and a record over {} nodes or {} levels fails this rule",
+                    crate::mapping::path::MAX_QUERY_NODES,
+                    crate::mapping::path::MAX_QUERY_DEPTH
+                ),
+            );
+            diagnostic.help = Some(
+                "name the way to the field (`$.a.b`, `$.items[*].sku`) instead of searching the whole record".into(),
+            );
+            self.diagnostics.push(diagnostic);
+        }
+    }
+
     fn error(&mut self, pos: Pos, code: &'static str, message: String, help: Option<String>) {
         let mut diagnostic = Diagnostic::error(self.file, Some(pos), code, message);
         diagnostic.help = help;
@@ -422,7 +448,10 @@ impl Compiler<'_> {
             RecordPath::parse(&text.value)
         };
         let path = match parsed {
-            Ok(path) => path,
+            Ok(path) => {
+                self.path_cost(&path, text.pos);
+                path
+            }
             Err(PathError::ReadOnly { .. }) => {
                 // Reported by the caller, which knows whether the rule must be writable.
                 return None;
@@ -630,6 +659,15 @@ impl Compiler<'_> {
                 }
             }
         }
+        if ok && let Some(growth) = compiled.growth() {
+            let mut diagnostic =
+                Diagnostic::warning(self.file, Some(text.pos), codes::UNBOUNDED_COST, growth);
+            diagnostic.help = Some(format!(
+                "one step may give at most {} bytes on a record, or the rule fails for it; make one `replace` do the work, or check the chain is meant",
+                template::MAX_OUTPUT
+            ));
+            self.diagnostics.push(diagnostic);
+        }
         ok.then_some(compiled)
     }
 
@@ -706,6 +744,7 @@ impl Compiler<'_> {
         let source = match (&spec.source, &spec.template) {
             (Some(text), None) => match RecordPath::parse(&text.value) {
                 Ok(path) => {
+                    self.path_cost(&path, text.pos);
                     match self.resolve(&path, source_fields, text.pos, Side::Source) {
                         Some(Resolved::Field(info, nested)) => {
                             source_field = info;
@@ -1121,6 +1160,13 @@ entities:
     /// Compiles the mapping `m` with the given rules (YAML list items) between two systems
     /// with the entity above.
     fn compile_rules(rules: &str, extra: &str) -> Result<CompiledMapping, Vec<Diagnostic>> {
+        compile_rules_warned(rules, extra).map(|(mapping, _)| mapping)
+    }
+
+    fn compile_rules_warned(
+        rules: &str,
+        extra: &str,
+    ) -> Result<(CompiledMapping, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut project = Project::default();
         for name in ["src", "dst"] {
             let (loaded, diagnostics) =
@@ -1168,6 +1214,37 @@ entities:
         .expect("compiles");
         assert_eq!(plan.rules.rules.len(), 1);
         assert_eq!(plan.source_system, "src");
+    }
+
+    #[test]
+    fn costs_that_grow_with_the_record_are_warned_about() {
+        let chain = [r#"replace('x', 'xxxxxxxxxx')"#; 8].join(" | ");
+        let rules = format!(
+            "      - {{ source: \"$..*..*..*\", target: name, type: string, direction: source-to-target }}\n      - {{ template: \"{{{{ record.first | {chain} }}}}\", target: first, type: string, direction: source-to-target }}\n      - {{ source: $.last, target: last, type: string, transform: \"{{{{ value | replace('a', 'b') }}}}\", direction: source-to-target }}\n"
+        );
+        let (_, warnings) = compile_rules_warned(&rules, "").expect("compiles: warnings only");
+        let found: Vec<(&str, u32, u32)> = warnings
+            .iter()
+            .map(|d| (d.code, d.line, d.column))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (codes::UNBOUNDED_COST, 13, 19),
+                (codes::UNBOUNDED_COST, 14, 21)
+            ]
+        );
+        assert!(warnings.iter().all(|d| !d.is_error()));
+        assert!(
+            warnings[0].message.contains("recursive descent"),
+            "{}",
+            warnings[0].message
+        );
+        assert!(
+            warnings[1].message.contains("8 `replace` steps"),
+            "{}",
+            warnings[1].message
+        );
     }
 
     #[test]

@@ -455,6 +455,22 @@ impl CompiledTemplate {
         &self.record_paths
     }
 
+    /// Why the template's cost can grow multiplicatively, if it can: a chain of `replace`
+    /// steps that each lengthen the text multiplies its size at every step.
+    pub fn growth(&self) -> Option<String> {
+        let trimmed = self.source.trim();
+        let code = match single_expression(trimmed) {
+            Some(expression) => vec![expression.to_string()],
+            None => code_regions(&self.source),
+        };
+        let growing: usize = code.iter().map(|region| growing_replaces(region)).sum();
+        (growing >= 2).then(|| {
+            format!(
+                "the template has {growing} `replace` steps that lengthen the text: each multiplies the size the one before gave"
+            )
+        })
+    }
+
     /// Evaluates the template on a JSON value, with `record` in scope.
     pub fn eval_json(
         &self,
@@ -661,6 +677,50 @@ fn code_regions(source: &str) -> Vec<String> {
         rest = &after[2 + end + 2..];
     }
     regions
+}
+
+/// How many `| replace(from, to)` steps in a piece of code can lengthen the text: those whose
+/// `to` is longer than `from`, and those whose arguments are not both text literals.
+fn growing_replaces(code: &str) -> usize {
+    let mut count = 0;
+    let mut from = 0;
+    while let Some(found) = code[from..].find("replace") {
+        let at = from + found;
+        from = at + "replace".len();
+        if !code[..at].trim_end().ends_with('|') {
+            continue;
+        }
+        let rest = code[from..].trim_start();
+        let Some(arguments) = rest.strip_prefix('(') else {
+            continue;
+        };
+        let literals = string_literal(arguments).and_then(|(pattern, rest)| {
+            let rest = rest.trim_start().strip_prefix(',')?;
+            let (with, _) = string_literal(rest)?;
+            Some((pattern, with))
+        });
+        match literals {
+            Some((pattern, with)) if with.chars().count() <= pattern.chars().count() => {}
+            _ => count += 1,
+        }
+    }
+    count
+}
+
+/// A quoted text literal at the start of `code` (after blanks): its text and what follows.
+fn string_literal(code: &str) -> Option<(String, &str)> {
+    let code = code.trim_start();
+    let quote = code.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let mut text = String::new();
+    let mut chars = code[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => text.push(chars.next()?.1),
+            c if c == quote => return Some((text, &code[1 + i + 1..])),
+            c => text.push(c),
+        }
+    }
+    None
 }
 
 /// Checks the filter and test names used in a piece of template code.
@@ -1347,6 +1407,29 @@ mod tests {
             eval("{{ value | indent(2, true) }}", json!("a\nb")),
             Ok(json!("  a\n  b"))
         );
+    }
+
+    #[test]
+    fn chains_of_lengthening_replaces_are_named() {
+        let growth = CompiledTemplate::compile(&replace_chain(8))
+            .unwrap()
+            .growth()
+            .expect("a chain that grows");
+        assert!(growth.contains("8 `replace` steps"), "{growth}");
+        for quiet in [
+            replace_chain(1),
+            r#"{{ value | replace("-", "") | replace('a', "b") | replace("\"", "'") }}"#
+                .to_string(),
+            "{{ value | upper }} replace | replace".to_string(),
+        ] {
+            let template = CompiledTemplate::compile(&quiet).unwrap();
+            assert_eq!(template.growth(), None, "{quiet}");
+        }
+        let unknown = CompiledTemplate::compile(
+            "{{ value | replace(record.a, record.b) }}{{ value | replace('x', 'yy') }}",
+        )
+        .unwrap();
+        assert!(unknown.growth().is_some());
     }
 
     #[test]
