@@ -249,6 +249,67 @@ fn references_are_translated_through_the_resolver() {
     );
 }
 
+/// A shop customer of about 2.4 KB whose `address` nests 100 levels deep, with twenty `x`
+/// in its notes.
+fn deep_customer() -> Value {
+    let mut address = json!({"street": "Storgata 1", "city": "Oslo"});
+    for level in 1..100 {
+        address = json!({"level": level, "next": address});
+    }
+    json!({"id": 1, "first_name": "Ann", "notes": "x".repeat(20), "address": address})
+}
+
+#[test]
+fn a_rule_over_its_bounds_fails_for_that_record_naming_the_mapping_rule_and_bound() {
+    let dir = flows_dir();
+    let project = Project::load_paths(&dir, &[dir.join("bounds/costly.yaml")]);
+    assert!(project.diagnostics.is_empty(), "{:#?}", project.diagnostics);
+    let (mut mappings, diagnostics) = tether_engine::mapping::compile_project(&project);
+    // Both costly rules compile, with a warning each.
+    let warnings: Vec<(&str, u32)> = diagnostics.iter().map(|d| (d.code, d.line)).collect();
+    assert_eq!(warnings, [("unbounded-cost", 18), ("unbounded-cost", 21)]);
+    assert!(diagnostics.iter().all(|d| !d.is_error()));
+    let mapping = mappings.swap_remove("costly-customers").expect("compiled");
+
+    // Eight `replace` steps on twenty characters (2 GB of text) and `$..*..*..*` on a record
+    // nested 100 deep (5.7 GB of node paths) fail fast, each with its bound.
+    let error = apply_forward(&mapping, &deep_customer(), &KeepIds).unwrap_err();
+    let found: Vec<(&str, RuleErrorKind)> = error
+        .errors
+        .iter()
+        .map(|e| (e.rule.as_str(), e.kind))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("notes", RuleErrorKind::Bound),
+            ("full_name", RuleErrorKind::Bound)
+        ]
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("mapping `costly-customers`, rule `notes` (from `$..*..*..*`): the path `$..*..*..*` would descend more than 64 levels"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mapping `costly-customers`, rule `full_name` (from `{{ record.notes | replace("
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("): `replace` would give 2000000 bytes, more than the 262144 bytes one template step may produce"),
+        "{text}"
+    );
+
+    // The same rules on a small record map as written (`$..*..*..*` finds nothing there).
+    let small = json!({"first_name": "Ann", "notes": "ab"});
+    assert_eq!(
+        apply_forward(&mapping, &small, &KeepIds),
+        Ok(json!({"given_name": "Ann", "full_name": "ab"}))
+    );
+}
+
 fn order() -> Value {
     json!({
         "id": 1001,

@@ -906,7 +906,7 @@ pub fn from_template_value(value: &Value) -> Result<serde_json::Value, String> {
 fn check_step(filter: &str, size: usize) -> Result<(), Error> {
     if size > MAX_OUTPUT {
         return Err(over_bound(format!(
-            "`{filter}` would give {size} bytes, more than the {MAX_OUTPUT} one template step may produce"
+            "`{filter}` would give {size} bytes, more than the {MAX_OUTPUT} bytes one template step may produce"
         )));
     }
     Ok(())
