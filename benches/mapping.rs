@@ -8,18 +8,18 @@ use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use tether_engine::mapping::{Canonical, KeepIds, MappingPlan, apply_forward, apply_inverse};
+use tether_engine::mapping::{Canonical, CompiledMapping, KeepIds, apply_forward, apply_inverse};
 use tether_engine::spec::load::Project;
 
 const RECORDS: usize = 1_000;
 
-fn plans() -> (MappingPlan, MappingPlan) {
+fn plans() -> (CompiledMapping, CompiledMapping) {
     let project =
         Project::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures"));
     assert!(project.diagnostics.is_empty(), "{:#?}", project.diagnostics);
     let (mut plans, diagnostics) = tether_engine::mapping::compile_project(&project);
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-    let take = |plans: &mut indexmap::IndexMap<_, std::sync::Arc<MappingPlan>>, name: &str| {
+    let take = |plans: &mut indexmap::IndexMap<_, std::sync::Arc<CompiledMapping>>, name: &str| {
         std::sync::Arc::into_inner(plans.shift_remove(name).expect("the bench mapping exists"))
             .expect("one owner")
     };

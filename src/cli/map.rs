@@ -7,15 +7,21 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use tether_engine::mapping::{self, KeepIds, MappingPlan};
+use tether_engine::mapping::{self, CompiledMapping, KeepIds};
 use tether_engine::spec::load::Project;
 
 use crate::exit;
 
 pub fn run(flows: &Path, name: &str, inverse: bool) -> anyhow::Result<u8> {
     let project = Project::load_dir(flows);
-    let plan = match find_plan(&project, name)? {
-        Ok(plan) => plan,
+    let plan = match find_mapping(&project, name)? {
+        Ok((plan, warnings)) => {
+            for warning in &warnings {
+                let source = project.sources.get(&warning.path).map(String::as_str);
+                eprint!("{}", warning.render(source));
+            }
+            plan
+        }
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
                 let source = project.sources.get(&diagnostic.path).map(String::as_str);
@@ -121,7 +127,7 @@ struct Counts {
 }
 
 fn map_one(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     inverse: bool,
     position: Position,
@@ -183,12 +189,15 @@ fn first_byte(input: &mut impl BufRead) -> std::io::Result<Option<u8>> {
     }
 }
 
-/// Finds and compiles the mapping named `NAME` or `FLOW/NAME`. The outer error is a usage
-/// problem; the inner one the mapping's diagnostics.
-fn find_plan(
+/// Diagnostics of one mapping.
+type Diagnostics = Vec<tether_engine::spec::diagnostic::Diagnostic>;
+
+/// Finds and compiles the mapping named `NAME` or `FLOW/NAME`, with its warnings. The outer
+/// error is a usage problem; the inner one the mapping's diagnostics.
+fn find_mapping(
     project: &Project,
     name: &str,
-) -> anyhow::Result<Result<MappingPlan, Vec<tether_engine::spec::diagnostic::Diagnostic>>> {
+) -> anyhow::Result<Result<(CompiledMapping, Diagnostics), Diagnostics>> {
     let (flow_name, mapping_name) = match name.split_once('/') {
         Some((flow, mapping)) => (Some(flow), mapping),
         None => (None, name),
@@ -230,7 +239,7 @@ fn find_plan(
             );
         }
     };
-    let Some((source, target)) = mapping::plan::entities(project, &flow.spec, spec) else {
+    let Some((source, target)) = mapping::compile::entities(project, &flow.spec, spec) else {
         bail!("the systems or entities of `{name}` are missing: run `tether validate`");
     };
     Ok(mapping::compile(

@@ -1,6 +1,8 @@
-//! `tether validate`: loads flow and system files and reports every problem.
+//! `tether validate`: loads flow and system files, compiles them as `run` and `serve` do,
+//! and reports every problem.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tether_engine::spec::diagnostic::{Diagnostic, Summary};
 use tether_engine::spec::load::Project;
@@ -8,8 +10,12 @@ use tether_engine::spec::load::Project;
 use crate::{Format, exit};
 
 pub fn run(flows: &Path, paths: &[PathBuf], format: Format) -> anyhow::Result<u8> {
-    let project = Project::load_paths(flows, paths);
-    let diagnostics: Vec<Diagnostic> = tether_engine::validate::diagnostics(&project);
+    let project = Arc::new(Project::load_paths(flows, paths));
+    // The same compilation `run` and `serve` build their engine from.
+    let diagnostics: Vec<Diagnostic> = match tether_engine::validate::compile(&project) {
+        Ok((_compiled, warnings)) => warnings,
+        Err(diagnostics) => diagnostics,
+    };
     let summary: Summary = tether_engine::validate::summary(&project, &diagnostics);
     match format {
         Format::Json => crate::cli::emit(&format!(

@@ -10,10 +10,11 @@ use std::sync::{Arc, OnceLock};
 use indexmap::IndexMap;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tether_engine::mapping::plan::RuleSource;
+use tether_engine::mapping::compile::RuleSource;
 use tether_engine::mapping::types;
 use tether_engine::mapping::{
-    Canonical, KeepIds, MappingPlan, ReferenceRequest, RuleErrorKind, apply_forward, apply_inverse,
+    Canonical, CompiledMapping, KeepIds, ReferenceRequest, RuleErrorKind, apply_forward,
+    apply_inverse,
 };
 use tether_engine::spec::flow::Direction;
 use tether_engine::spec::load::Project;
@@ -22,8 +23,8 @@ fn flows_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mapping")
 }
 
-fn plans() -> &'static IndexMap<String, Arc<MappingPlan>> {
-    static PLANS: OnceLock<IndexMap<String, Arc<MappingPlan>>> = OnceLock::new();
+fn plans() -> &'static IndexMap<String, Arc<CompiledMapping>> {
+    static PLANS: OnceLock<IndexMap<String, Arc<CompiledMapping>>> = OnceLock::new();
     PLANS.get_or_init(|| {
         let project = Project::load_dir(&flows_dir());
         assert!(project.diagnostics.is_empty(), "{:#?}", project.diagnostics);
@@ -33,7 +34,7 @@ fn plans() -> &'static IndexMap<String, Arc<MappingPlan>> {
     })
 }
 
-fn plan(name: &str) -> &'static MappingPlan {
+fn plan(name: &str) -> &'static CompiledMapping {
     plans().get(name).expect("the fixture mapping exists")
 }
 
@@ -248,6 +249,70 @@ fn references_are_translated_through_the_resolver() {
     );
 }
 
+/// A shop customer of about 2.4 KB whose `address` nests 100 levels deep, with twenty `x`
+/// in its notes.
+fn deep_customer() -> Value {
+    let mut address = json!({"street": "Storgata 1", "city": "Oslo"});
+    for level in 1..100 {
+        address = json!({"level": level, "next": address});
+    }
+    json!({"id": 1, "first_name": "Ann", "notes": "x".repeat(20), "address": address})
+}
+
+#[test]
+fn a_rule_over_its_bounds_fails_for_that_record_naming_the_mapping_rule_and_bound() {
+    let dir = flows_dir();
+    let project = Project::load_paths(&dir, &[dir.join("bounds/costly.yaml")]);
+    assert!(project.diagnostics.is_empty(), "{:#?}", project.diagnostics);
+    let (mut mappings, diagnostics) = tether_engine::mapping::compile_project(&project);
+    // Both costly rules compile, with a warning each.
+    let warnings: Vec<(&str, u32)> = diagnostics
+        .iter()
+        .map(|d| (d.code.as_str(), d.line))
+        .collect();
+    assert_eq!(warnings, [("unbounded-cost", 18), ("unbounded-cost", 21)]);
+    assert!(diagnostics.iter().all(|d| !d.is_error()));
+    let mapping = mappings.swap_remove("costly-customers").expect("compiled");
+
+    // Eight `replace` steps on twenty characters (2 GB of text) and `$..*..*..*` on a record
+    // nested 100 deep (5.7 GB of node paths) fail fast, each with its bound.
+    let error = apply_forward(&mapping, &deep_customer(), &KeepIds).unwrap_err();
+    let found: Vec<(&str, RuleErrorKind)> = error
+        .errors
+        .iter()
+        .map(|e| (e.rule.as_str(), e.kind))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("notes", RuleErrorKind::Bound),
+            ("full_name", RuleErrorKind::Bound)
+        ]
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("mapping `costly-customers`, rule `notes` (from `$..*..*..*`): the path `$..*..*..*` would descend more than 64 levels"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mapping `costly-customers`, rule `full_name` (from `{{ record.notes | replace("
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("): `replace` would give 2000000 bytes, more than the 262144 bytes one template step may produce"),
+        "{text}"
+    );
+
+    // The same rules on a small record map as written (`$..*..*..*` finds nothing there).
+    let small = json!({"first_name": "Ann", "notes": "ab"});
+    assert_eq!(
+        apply_forward(&mapping, &small, &KeepIds),
+        Ok(json!({"given_name": "Ann", "full_name": "ab"}))
+    );
+}
+
 fn order() -> Value {
     json!({
         "id": 1001,
@@ -356,7 +421,9 @@ fn canonical_forms_of_arrays_follow_the_item_rules() {
 // ----- round trip of two-way rules on generated records -----
 
 /// The rules that work both ways, with their source paths.
-fn two_way_sources(plan: &MappingPlan) -> Vec<(&tether_engine::mapping::plan::RulePlan, &str)> {
+fn two_way_sources(
+    plan: &CompiledMapping,
+) -> Vec<(&tether_engine::mapping::compile::CompiledRule, &str)> {
     plan.rules
         .rules
         .iter()
@@ -370,7 +437,7 @@ fn two_way_sources(plan: &MappingPlan) -> Vec<(&tether_engine::mapping::plan::Ru
 
 /// The value at a source path, normalised by the rule's type (value-mapped enums as they are).
 fn normal_at(
-    rule: &tether_engine::mapping::plan::RulePlan,
+    rule: &tether_engine::mapping::compile::CompiledRule,
     path: &str,
     record: &Value,
 ) -> Option<Value> {
@@ -516,7 +583,7 @@ fn orders() -> impl Strategy<Value = Value> {
         })
 }
 
-fn assert_round_trip(plan: &MappingPlan, record: &Value) -> Result<(), TestCaseError> {
+fn assert_round_trip(plan: &CompiledMapping, record: &Value) -> Result<(), TestCaseError> {
     let forward = apply_forward(plan, record, &KeepIds)
         .map_err(|e| TestCaseError::fail(format!("forward failed: {e}")))?;
     let back = apply_inverse(plan, &forward, &KeepIds)
@@ -753,13 +820,15 @@ fn object_value(
 }
 
 /// Two-way rules whose way back is exact: a plain path, no templates, no inverse value map.
-fn exact_two_way(plan: &MappingPlan) -> Vec<(&tether_engine::mapping::plan::RulePlan, &str)> {
+fn exact_two_way(
+    plan: &CompiledMapping,
+) -> Vec<(&tether_engine::mapping::compile::CompiledRule, &str)> {
     two_way_sources(plan)
         .into_iter()
         .filter(|(rule, _)| {
             matches!(
                 rule.inverse,
-                tether_engine::mapping::plan::InversePlan::Direct
+                tether_engine::mapping::compile::CompiledInverse::Direct
             ) && rule.transform.is_none()
                 && rule.items.is_none()
                 && rule.value_map.as_ref().is_none_or(|m| {
@@ -767,9 +836,11 @@ fn exact_two_way(plan: &MappingPlan) -> Vec<(&tether_engine::mapping::plan::Rule
                     let backward = m.backward.as_ref();
                     m.forward.iter().all(|(key, value)| {
                         backward
-                            .and_then(|b| b.get(&tether_engine::mapping::plan::scalar_text(value)))
+                            .and_then(|b| {
+                                b.get(&tether_engine::mapping::compile::scalar_text(value))
+                            })
                             .is_some_and(|back| {
-                                tether_engine::mapping::plan::scalar_text(back) == *key
+                                tether_engine::mapping::compile::scalar_text(back) == *key
                             })
                     })
                 })
@@ -790,7 +861,7 @@ fn shipped_two_way_rules_give_the_source_back() {
             continue;
         };
         let Some((source, _)) =
-            tether_engine::mapping::plan::entities(&project, &flow.spec, mapping)
+            tether_engine::mapping::compile::entities(&project, &flow.spec, mapping)
         else {
             continue;
         };
@@ -803,7 +874,7 @@ fn shipped_two_way_rules_give_the_source_back() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-fn assert_round_trip_exact(plan: &MappingPlan, record: &Value) -> Result<(), TestCaseError> {
+fn assert_round_trip_exact(plan: &CompiledMapping, record: &Value) -> Result<(), TestCaseError> {
     let forward = apply_forward(plan, record, &KeepIds)
         .map_err(|e| TestCaseError::fail(format!("forward failed: {e}")))?;
     let back = apply_inverse(plan, &forward, &KeepIds)
@@ -819,8 +890,8 @@ fn assert_round_trip_exact(plan: &MappingPlan, record: &Value) -> Result<(), Tes
     Ok(())
 }
 
-fn shipped(name: &str) -> Arc<MappingPlan> {
-    static SHIPPED: OnceLock<IndexMap<String, Arc<MappingPlan>>> = OnceLock::new();
+fn shipped(name: &str) -> Arc<CompiledMapping> {
+    static SHIPPED: OnceLock<IndexMap<String, Arc<CompiledMapping>>> = OnceLock::new();
     SHIPPED
         .get_or_init(|| {
             let project = Project::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("flows"));

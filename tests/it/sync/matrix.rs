@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
-use tether_engine::mapping::{self, Canonical, MappingPlan, ReferenceRequest, ResolveReference};
+use tether_engine::mapping::{
+    self, Canonical, CompiledMapping, ReferenceRequest, ResolveReference,
+};
 use tether_engine::spec::flow::{ConflictPolicy, DeletePolicy, Direction, MappingSpec, Side};
 use tether_engine::store::PairState;
 use tether_engine::sync::report::MappingReport;
@@ -883,7 +885,7 @@ fn fixtures() -> Vec<Fixture> {
 // ---- what the driver knows of a mapping -----------------------------------------------------
 
 struct Project {
-    plans: indexmap::IndexMap<String, Arc<MappingPlan>>,
+    plans: indexmap::IndexMap<String, Arc<CompiledMapping>>,
     specs: HashMap<String, MappingSpec>,
 }
 
@@ -927,7 +929,7 @@ impl ResolveReference for Links {
     }
 }
 
-async fn links(w: &World, plan: &MappingPlan) -> Links {
+async fn links(w: &World, plan: &CompiledMapping) -> Links {
     let mut out = HashMap::new();
     let store = w.store().await;
     for reference in plan.references() {
@@ -1107,7 +1109,7 @@ struct Pair {
 struct Driver<'w> {
     w: &'w World,
     name: &'static str,
-    plan: Arc<MappingPlan>,
+    plan: Arc<CompiledMapping>,
     runs: Vec<&'static str>,
     /// Behaviours checked, for the summary.
     covered: Vec<String>,

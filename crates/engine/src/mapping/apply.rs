@@ -1,4 +1,4 @@
-//! Applying a plan to records, both ways.
+//! Applying a compiled mapping to records, both ways.
 //!
 //! [`apply_forward`] turns a source record into the target's fields; [`apply_inverse`] turns
 //! a target record into the source's fields. Only what the rules map is produced, so the
@@ -14,10 +14,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::mapping::plan::{
-    InversePlan, MappingPlan, RecordNeeds, RulePlan, RuleSet, RuleSource, scalar_text,
+use crate::mapping::compile::{
+    CompiledInverse, CompiledMapping, CompiledRule, RecordNeeds, RuleSet, RuleSource, scalar_text,
 };
-use crate::mapping::template::{self, CompiledTemplate};
+use crate::mapping::template::{self, CompiledTemplate, EvalError};
 use crate::mapping::types;
 use crate::spec::flow::DataType;
 
@@ -82,6 +82,9 @@ pub enum RuleErrorKind {
     Write,
     /// The referenced record is not linked yet; retry in a later pass.
     ReferenceNotLinked,
+    /// A path or template would go over a bound of what one rule may do on one record (the
+    /// reason names the bound).
+    Bound,
 }
 
 /// One rule that failed for one record.
@@ -140,7 +143,7 @@ impl RecordError {
 
 /// Maps a source record to the target's fields.
 pub fn apply_forward(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -150,7 +153,7 @@ pub fn apply_forward(
 /// Maps a source record to the fields an existing target record keeps in sync: every rule
 /// but the `create_only` ones.
 pub fn apply_forward_existing(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -159,7 +162,7 @@ pub fn apply_forward_existing(
 
 /// Maps a target record back to the source's fields.
 pub fn apply_inverse(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
 ) -> Result<Value, RecordError> {
@@ -169,7 +172,7 @@ pub fn apply_inverse(
 /// Maps a target record back to source fields through the rules whose target paths are in
 /// `targets` only: what the engine sends back when those fields changed on the target.
 pub fn apply_inverse_selected(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     targets: &HashSet<&str>,
@@ -182,7 +185,7 @@ pub fn apply_inverse_selected(
 /// gets the whole list, the other items as they are, since updates replace a list whole
 /// (objects are merged by the systems' PATCH and by the connector for a PUT).
 pub fn apply_inverse_selected_onto(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     targets: &HashSet<&str>,
@@ -196,8 +199,8 @@ pub fn apply_inverse_selected_onto(
         .filter(|r| r.direction.backward() && targets.contains(r.target.as_str()))
     {
         let paths: Vec<&crate::mapping::path::RecordPath> = match (&rule.inverse, &rule.source) {
-            (InversePlan::PerSource(list), _) => list.iter().map(|(path, _)| path).collect(),
-            (InversePlan::None, _) | (_, RuleSource::Template(_)) => Vec::new(),
+            (CompiledInverse::PerSource(list), _) => list.iter().map(|(path, _)| path).collect(),
+            (CompiledInverse::None, _) | (_, RuleSource::Template(_)) => Vec::new(),
             (_, RuleSource::Path(path)) => vec![path],
         };
         for path in paths {
@@ -240,7 +243,7 @@ pub fn seed_list(
 
 /// Applies the selected rules of a plan to a record, forward or backward.
 fn apply_with(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     record: &Value,
     references: &dyn ResolveReference,
     select: Select<'_>,
@@ -262,7 +265,7 @@ fn apply_with(
 }
 
 /// Whether a source record passes the mapping's `filter` (true when there is none).
-pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RecordError> {
+pub fn accepts(plan: &CompiledMapping, record: &Value) -> Result<bool, RecordError> {
     let Some(filter) = &plan.filter else {
         return Ok(true);
     };
@@ -276,14 +279,14 @@ pub fn accepts(plan: &MappingPlan, record: &Value) -> Result<bool, RecordError> 
             Value::Array(a) => !a.is_empty(),
             Value::Object(o) => !o.is_empty(),
         }),
-        Err(reason) => Err(RecordError {
+        Err(error) => Err(RecordError {
             errors: vec![RuleError {
                 mapping: plan.name.clone(),
                 rule: "filter".into(),
                 source_path: None,
                 value: None,
-                kind: RuleErrorKind::Template,
-                reason,
+                kind: template_kind(&error),
+                reason: error.reason,
                 reference: None,
             }],
         }),
@@ -312,7 +315,7 @@ impl LazyRecord<'_> {
 }
 
 struct Run<'p> {
-    plan: &'p MappingPlan,
+    plan: &'p CompiledMapping,
     references: &'p dyn ResolveReference,
     errors: Vec<RuleError>,
     select: Select<'p>,
@@ -329,7 +332,7 @@ enum Select<'p> {
 }
 
 impl Select<'_> {
-    fn includes(self, rule: &RulePlan, prefix: &str) -> bool {
+    fn includes(self, rule: &CompiledRule, prefix: &str) -> bool {
         if !prefix.is_empty() {
             return true;
         }
@@ -377,7 +380,7 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-fn rule_name(prefix: &str, rule: &RulePlan) -> String {
+fn rule_name(prefix: &str, rule: &CompiledRule) -> String {
     if prefix.is_empty() {
         rule.target.as_str().to_string()
     } else {
@@ -396,7 +399,7 @@ impl Run<'_> {
         }
     }
 
-    fn fail(&mut self, prefix: &str, rule: &RulePlan, failure: Failure) {
+    fn fail(&mut self, prefix: &str, rule: &CompiledRule, failure: Failure) {
         self.errors.push(RuleError {
             mapping: self.plan.name.clone(),
             rule: rule_name(prefix, rule),
@@ -446,19 +449,23 @@ impl Run<'_> {
     /// The value a rule writes into the target, or `None` when it writes nothing.
     fn forward_rule(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         record: &Value,
         lazy: &mut LazyRecord<'_>,
         prefix: &str,
     ) -> Result<Option<Value>, Failure> {
         let raw: Option<Cow<'_, Value>> = match &rule.source {
-            RuleSource::Path(path) => path.get(record),
+            RuleSource::Path(path) => path.try_get(record).map_err(|bound| Failure {
+                kind: RuleErrorKind::Bound,
+                reason: bound.to_string(),
+                value: None,
+            })?,
             RuleSource::Template(template) => Some(Cow::Owned(
                 template
                     .eval(minijinja::Value::from(()), lazy.get())
-                    .map_err(|reason| Failure {
-                        kind: RuleErrorKind::Template,
-                        reason,
+                    .map_err(|error| Failure {
+                        kind: template_kind(&error),
+                        reason: error.reason,
                         value: None,
                     })?,
             )),
@@ -520,7 +527,7 @@ impl Run<'_> {
 
     fn reference(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         value: Value,
         forward: bool,
     ) -> Result<Value, Failure> {
@@ -553,7 +560,7 @@ impl Run<'_> {
 
     fn items(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         value: Value,
         prefix: &str,
         forward: bool,
@@ -616,7 +623,7 @@ impl Run<'_> {
         };
         for rule in &set.rules {
             if !rule.direction.backward()
-                || matches!(rule.inverse, InversePlan::None)
+                || matches!(rule.inverse, CompiledInverse::None)
                 || !self.select.includes(rule, prefix)
             {
                 continue;
@@ -629,7 +636,7 @@ impl Run<'_> {
 
     fn inverse_rule(
         &mut self,
-        rule: &RulePlan,
+        rule: &CompiledRule,
         record: &Value,
         lazy: &mut LazyRecord<'_>,
         out: &mut Value,
@@ -665,10 +672,10 @@ impl Run<'_> {
             };
         }
         let value = match &rule.inverse {
-            InversePlan::Direct | InversePlan::None => value,
-            InversePlan::Template(_) if value.is_null() => value,
-            InversePlan::Template(inverse) => eval_template(inverse, &value, lazy)?,
-            InversePlan::PerSource(list) => {
+            CompiledInverse::Direct | CompiledInverse::None => value,
+            CompiledInverse::Template(_) if value.is_null() => value,
+            CompiledInverse::Template(inverse) => eval_template(inverse, &value, lazy)?,
+            CompiledInverse::PerSource(list) => {
                 for (path, inverse) in list {
                     let source_value = if value.is_null() {
                         Value::Null
@@ -687,8 +694,8 @@ impl Run<'_> {
         // An inverse template writes the source's own terms (a decimal for a price in cents):
         // its output is checked against the source field's type, not the rule's.
         let data_type = match (&rule.inverse, rule.source_field.field_type) {
-            (InversePlan::Template(_), Some(field_type)) => types::data_type_of(field_type),
-            (InversePlan::Template(_), None) => None,
+            (CompiledInverse::Template(_), Some(field_type)) => types::data_type_of(field_type),
+            (CompiledInverse::Template(_), None) => None,
             // An instant written back into a date field is written as its date, the value the
             // field holds.
             (_, Some(crate::spec::system::FieldType::Date))
@@ -742,5 +749,14 @@ fn eval_template(
 ) -> Result<Value, Failure> {
     template
         .eval_json(value, || lazy.get())
-        .map_err(|reason| Failure::new(RuleErrorKind::Template, reason, value))
+        .map_err(|error| Failure::new(template_kind(&error), error.reason, value))
+}
+
+/// A template that went over a bound fails as [`RuleErrorKind::Bound`].
+fn template_kind(error: &EvalError) -> RuleErrorKind {
+    if error.over_bound {
+        RuleErrorKind::Bound
+    } else {
+        RuleErrorKind::Template
+    }
 }

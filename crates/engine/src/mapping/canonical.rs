@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::mapping::plan::{MappingPlan, RuleSet};
+use crate::mapping::compile::{CompiledMapping, RuleSet};
 use crate::mapping::types;
 use crate::spec::flow::DataType;
 
@@ -36,7 +36,7 @@ pub struct Canonical {
 
 impl Canonical {
     /// The canonical form of a target-shaped record under `plan`.
-    pub fn of(plan: &MappingPlan, record: &Value) -> Canonical {
+    pub fn of(plan: &CompiledMapping, record: &Value) -> Canonical {
         Canonical {
             fields: fields_of(&plan.rules, record, false),
         }

@@ -1,5 +1,5 @@
 //! The mapping module owns the translation of records between two systems: it compiles each
-//! mapping of a flow once into a [`MappingPlan`] and applies it to records, forward (source
+//! mapping of a flow once into a [`CompiledMapping`] and applies it to records, forward (source
 //! record to target fields) and inverse (target record to source fields).
 //!
 //! It does no I/O: records come in as JSON values and go out as JSON values, ids of
@@ -7,8 +7,8 @@
 //! and every problem is data (a [`Diagnostic`](crate::spec::diagnostic::Diagnostic) when
 //! flows load, a [`RecordError`] per record) rather than a panic.
 //!
-//! - [`plan`]: compiling mappings, checking them against the system files' field lists.
-//! - [`apply`]: applying a plan to records, both ways.
+//! - [`compile`]: compiling mappings, checking them against the system files' field lists.
+//! - [`apply`]: applying a compiled mapping to records, both ways.
 //! - [`canonical`]: the normal form of a record's mapped fields and its stable hash.
 //! - [`types`]: conversion and checking per rule type.
 //! - [`template`]: the minijinja environment and Tether's filters.
@@ -17,9 +17,9 @@
 
 pub mod apply;
 pub mod canonical;
+pub mod compile;
 pub mod country;
 pub mod path;
-pub mod plan;
 pub mod template;
 pub mod types;
 
@@ -29,4 +29,4 @@ pub use apply::{
     apply_inverse_selected_onto, seed_list,
 };
 pub use canonical::{CANONICAL_VERSION, Canonical};
-pub use plan::{MappingPlan, ReferenceRule, RulePlan, compile, compile_project};
+pub use compile::{CompiledMapping, CompiledRule, ReferenceRule, compile, compile_project};

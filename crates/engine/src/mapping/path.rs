@@ -7,15 +7,47 @@
 //! (`$.addresses[?(@.type=='billing')].city`); target paths are dotted
 //! (`addresses[type=billing].city`); both syntaxes are accepted on both sides and give the
 //! same steps. The JSONPath engine stays behind this type so it can be changed in one place.
+//!
+//! A query's cost depends on the record it reads (`$..*..*` visits every node below every
+//! node), so before a query runs on a record its work is measured on that record, without
+//! building anything: how many nodes it would produce, how deep a recursive descent (`..`)
+//! would go and how many bytes of node paths the engine would build. A query over one of
+//! those bounds fails for that record with a [`QueryBound`] instead of running.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use jsonpath_rust::parser::model::{
-    Comparable, Comparison, Filter, FilterAtom, JpQuery, Literal, Segment, Selector, SingularQuery,
-    SingularQuerySegment,
+    Comparable, Comparison, Filter, FilterAtom, FnArg, JpQuery, Literal, Segment, Selector,
+    SingularQuery, SingularQuerySegment, Test, TestFunction,
 };
 use serde_json::{Map, Value};
+
+/// The most nodes one evaluation of a query may produce or visit (filters count the work
+/// of their sub-queries).
+pub const MAX_QUERY_NODES: usize = 10_000;
+/// The most levels a recursive descent (`..`) may go below the node it starts from.
+pub const MAX_QUERY_DEPTH: usize = 64;
+/// The most bytes of node paths one evaluation may build (the engine names every node it
+/// produces by its path from the root).
+pub const MAX_QUERY_PATH_BYTES: usize = 4 * 1024 * 1024;
+
+/// A query that would go over a bound on one record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryBound {
+    #[error(
+        "the path `{path}` would visit more than {MAX_QUERY_NODES} nodes of the record (the limit of one path)"
+    )]
+    Nodes { path: String },
+    #[error(
+        "the path `{path}` would descend more than {MAX_QUERY_DEPTH} levels into the record with `..` (the limit of one path)"
+    )]
+    Depth { path: String },
+    #[error(
+        "the path `{path}` would build more than {MAX_QUERY_PATH_BYTES} bytes of node paths (the limit of one path)"
+    )]
+    PathBytes { path: String },
+}
 
 /// One step of a direct path.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,21 +165,39 @@ impl RecordPath {
         }
     }
 
-    /// Reads the value at the path. `None` means absent (distinct from a JSON null). A query
+    /// Reads the value at the path. `None` means absent (distinct from a JSON null), and also
+    /// a query over its bounds on this record (see [`RecordPath::try_get`]). A query
     /// matching one node gives that node; several give a list of them.
     pub fn get<'a>(&self, record: &'a Value) -> Option<Cow<'a, Value>> {
+        self.try_get(record).ok().flatten()
+    }
+
+    /// Reads the value at the path, or says which bound a query would go over on this record.
+    pub fn try_get<'a>(&self, record: &'a Value) -> Result<Option<Cow<'a, Value>>, QueryBound> {
         match &self.kind {
-            Kind::Direct(steps) => get_steps(steps, record).map(Cow::Borrowed),
+            Kind::Direct(steps) => Ok(get_steps(steps, record).map(Cow::Borrowed)),
             Kind::Query(query) => {
-                let found = jsonpath_rust::query::js_path_process(query, record).ok()?;
-                match found.len() {
+                measure(query, record).map_err(|bound| bound.of(&self.text))?;
+                let Ok(found) = jsonpath_rust::query::js_path_process(query, record) else {
+                    return Ok(None);
+                };
+                Ok(match found.len() {
                     0 => None,
                     1 => found.into_iter().next().map(|r| Cow::Borrowed(r.val)),
                     _ => Some(Cow::Owned(Value::Array(
                         found.into_iter().map(|r| r.val.clone()).collect(),
                     ))),
-                }
+                })
             }
+        }
+    }
+
+    /// Whether the path has a recursive descent (`..`), anywhere (filters included): its
+    /// cost grows with the depth and size of the record.
+    pub fn has_recursive_descent(&self) -> bool {
+        match &self.kind {
+            Kind::Direct(_) => false,
+            Kind::Query(query) => segments_descend(&query.segments),
         }
     }
 
@@ -166,6 +216,344 @@ impl RecordPath {
             path: self.text.clone(),
             reason,
         })
+    }
+}
+
+// ----- measuring a query on a record -----
+
+/// Which bound a measured query went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Nodes,
+    Depth,
+    PathBytes,
+}
+
+impl Over {
+    fn of(self, path: &str) -> QueryBound {
+        let path = path.to_string();
+        match self {
+            Over::Nodes => QueryBound::Nodes { path },
+            Over::Depth => QueryBound::Depth { path },
+            Over::PathBytes => QueryBound::PathBytes { path },
+        }
+    }
+}
+
+/// The work a query has done so far.
+struct Work<'a> {
+    root: &'a Value,
+    nodes: usize,
+    path_bytes: usize,
+    /// The record's node count (up to the bound), for filters whose sub-queries walk it.
+    record_nodes: Option<usize>,
+}
+
+impl Work<'_> {
+    fn add(&mut self, nodes: usize, path_bytes: usize) -> Result<(), Over> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.path_bytes = self.path_bytes.saturating_add(path_bytes);
+        if self.nodes > MAX_QUERY_NODES {
+            return Err(Over::Nodes);
+        }
+        if self.path_bytes > MAX_QUERY_PATH_BYTES {
+            return Err(Over::PathBytes);
+        }
+        Ok(())
+    }
+
+    fn record_nodes(&mut self) -> usize {
+        if let Some(n) = self.record_nodes {
+            return n;
+        }
+        fn count(value: &Value, left: &mut usize) {
+            if *left == 0 {
+                return;
+            }
+            *left -= 1;
+            match value {
+                Value::Array(items) => items.iter().for_each(|v| count(v, left)),
+                Value::Object(map) => map.values().for_each(|v| count(v, left)),
+                _ => {}
+            }
+        }
+        // Iterative enough: records are at most as deep as JSON parsing allows.
+        let mut left = MAX_QUERY_NODES + 1;
+        count(self.root, &mut left);
+        let n = MAX_QUERY_NODES + 1 - left;
+        self.record_nodes = Some(n);
+        n
+    }
+}
+
+/// A node the query would produce, with the length of the path the engine would give it.
+type Reached<'a> = (&'a Value, usize);
+
+/// Measures a query on a record: an upper bound of what it would produce (a filter is taken
+/// to keep every item), without building any of it.
+fn measure(query: &JpQuery, record: &Value) -> Result<(), Over> {
+    let mut work = Work {
+        root: record,
+        nodes: 0,
+        path_bytes: 0,
+        record_nodes: None,
+    };
+    let mut current: Vec<Reached<'_>> = vec![(record, 1)];
+    for segment in &query.segments {
+        current = measure_segment(segment, &current, &mut work)?;
+        if current.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn measure_segment<'a>(
+    segment: &Segment,
+    current: &[Reached<'a>],
+    work: &mut Work<'a>,
+) -> Result<Vec<Reached<'a>>, Over> {
+    match segment {
+        Segment::Selector(selector) => {
+            measure_selectors(std::slice::from_ref(selector), current, work)
+        }
+        Segment::Selectors(selectors) => measure_selectors(selectors, current, work),
+        Segment::Descendant(inner) => {
+            let mut all = Vec::new();
+            for &(node, path) in current {
+                descend(node, path, 0, &mut all, work)?;
+            }
+            measure_segment(inner, &all, work)
+        }
+    }
+}
+
+/// A node and everything below it, in document order, as `..` visits them.
+fn descend<'a>(
+    node: &'a Value,
+    path: usize,
+    depth: usize,
+    out: &mut Vec<Reached<'a>>,
+    work: &mut Work<'a>,
+) -> Result<(), Over> {
+    work.add(1, path)?;
+    out.push((node, path));
+    let has_children = match node {
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+        _ => false,
+    };
+    if has_children && depth >= MAX_QUERY_DEPTH {
+        return Err(Over::Depth);
+    }
+    for (child, step) in children(node) {
+        descend(child, path + step, depth + 1, out, work)?;
+    }
+    Ok(())
+}
+
+/// The children of a node with the length each adds to a node path (`['key']`, `[3]`).
+fn children(node: &Value) -> Box<dyn Iterator<Item = (&Value, usize)> + '_> {
+    match node {
+        Value::Array(items) => Box::new(items.iter().enumerate().map(|(i, v)| (v, index_bytes(i)))),
+        Value::Object(map) => Box::new(map.iter().map(|(k, v)| (v, key_bytes(k)))),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+fn index_bytes(index: usize) -> usize {
+    index.checked_ilog10().map_or(1, |d| d as usize + 1) + 2
+}
+
+/// `['key']`, with escapes.
+fn key_bytes(key: &str) -> usize {
+    key.len()
+        + 4
+        + key
+            .chars()
+            .map(|c| match c {
+                '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' | '\'' | '\\' => 1,
+                c if c < ' ' => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+fn measure_selectors<'a>(
+    selectors: &[Selector],
+    current: &[Reached<'a>],
+    work: &mut Work<'a>,
+) -> Result<Vec<Reached<'a>>, Over> {
+    let mut out = Vec::new();
+    for selector in selectors {
+        for &(node, path) in current {
+            match selector {
+                Selector::Name(name) => {
+                    if let Some(child) = node.as_object().and_then(|m| m.get(name)) {
+                        let bytes = path + key_bytes(name);
+                        work.add(1, bytes)?;
+                        out.push((child, bytes));
+                    }
+                }
+                Selector::Index(index) => {
+                    if let Some(items) = node.as_array() {
+                        let at = if *index < 0 {
+                            usize::try_from(index.unsigned_abs())
+                                .ok()
+                                .and_then(|back| items.len().checked_sub(back))
+                        } else {
+                            usize::try_from(*index).ok()
+                        };
+                        if let Some(child) = at.and_then(|i| items.get(i)) {
+                            let bytes = path + index_bytes(at.unwrap_or(0));
+                            work.add(1, bytes)?;
+                            out.push((child, bytes));
+                        }
+                    }
+                }
+                Selector::Wildcard | Selector::Slice(..) => {
+                    for (child, step) in children(node) {
+                        work.add(1, path + step)?;
+                        out.push((child, path + step));
+                    }
+                }
+                Selector::Filter(filter) => {
+                    let weight = filter_weight(filter, work);
+                    for (child, step) in children(node) {
+                        work.add(weight, path + step)?;
+                        out.push((child, path + step));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The work of testing one item against a filter: one per singular query or literal; a
+/// sub-query that can reach many nodes counts the whole record for each such segment.
+fn filter_weight(filter: &Filter, work: &mut Work<'_>) -> usize {
+    match filter {
+        Filter::Or(items) | Filter::And(items) => items.iter().fold(1, |sum: usize, f| {
+            sum.saturating_add(filter_weight(f, work))
+        }),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_weight(expr, work),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => test_weight(expr, work),
+        Filter::Atom(FilterAtom::Comparison(comparison)) => {
+            let (left, right) = match comparison.as_ref() {
+                Comparison::Eq(l, r)
+                | Comparison::Ne(l, r)
+                | Comparison::Gt(l, r)
+                | Comparison::Gte(l, r)
+                | Comparison::Lt(l, r)
+                | Comparison::Lte(l, r) => (l, r),
+            };
+            comparable_weight(left, work).saturating_add(comparable_weight(right, work))
+        }
+    }
+}
+
+fn comparable_weight(comparable: &Comparable, work: &mut Work<'_>) -> usize {
+    match comparable {
+        Comparable::Literal(_) | Comparable::SingularQuery(_) => 1,
+        Comparable::Function(function) => function_weight(function, work),
+    }
+}
+
+fn test_weight(test: &Test, work: &mut Work<'_>) -> usize {
+    match test {
+        Test::RelQuery(segments) => query_weight(segments, work),
+        Test::AbsQuery(query) => query_weight(&query.segments, work),
+        Test::Function(function) => function_weight(function, work),
+    }
+}
+
+fn function_weight(function: &TestFunction, work: &mut Work<'_>) -> usize {
+    let args: Vec<&FnArg> = match function {
+        TestFunction::Custom(_, args) => args.iter().collect(),
+        TestFunction::Length(arg) => vec![arg.as_ref()],
+        TestFunction::Value(arg) | TestFunction::Count(arg) => vec![arg],
+        TestFunction::Search(a, b) | TestFunction::Match(a, b) => vec![a, b],
+    };
+    args.into_iter().fold(1, |sum: usize, arg| {
+        sum.saturating_add(match arg {
+            FnArg::Literal(_) => 1,
+            FnArg::Test(test) => test_weight(test, work),
+            FnArg::Filter(filter) => filter_weight(filter, work),
+        })
+    })
+}
+
+/// A sub-query's work: the record's size for every segment that can reach many nodes.
+fn query_weight(segments: &[Segment], work: &mut Work<'_>) -> usize {
+    let mut weight: usize = 1;
+    for segment in segments {
+        let many = match segment {
+            Segment::Selector(Selector::Name(_) | Selector::Index(_)) => 1,
+            Segment::Selector(Selector::Filter(filter)) => work
+                .record_nodes()
+                .saturating_mul(filter_weight(filter, work)),
+            _ => work.record_nodes(),
+        };
+        weight = weight.saturating_mul(many.max(1));
+    }
+    weight
+}
+
+fn segments_descend(segments: &[Segment]) -> bool {
+    segments.iter().any(|segment| match segment {
+        Segment::Descendant(_) => true,
+        Segment::Selector(selector) => selector_descends(selector),
+        Segment::Selectors(selectors) => selectors.iter().any(selector_descends),
+    })
+}
+
+fn selector_descends(selector: &Selector) -> bool {
+    let Selector::Filter(filter) = selector else {
+        return false;
+    };
+    filter_descends(filter)
+}
+
+fn filter_descends(filter: &Filter) -> bool {
+    fn test(test: &Test) -> bool {
+        match test {
+            Test::RelQuery(segments) => segments_descend(segments),
+            Test::AbsQuery(query) => segments_descend(&query.segments),
+            Test::Function(function) => function_descends(function),
+        }
+    }
+    fn function_descends(function: &TestFunction) -> bool {
+        let args: Vec<&FnArg> = match function {
+            TestFunction::Custom(_, args) => args.iter().collect(),
+            TestFunction::Length(arg) => vec![arg.as_ref()],
+            TestFunction::Value(arg) | TestFunction::Count(arg) => vec![arg],
+            TestFunction::Search(a, b) | TestFunction::Match(a, b) => vec![a, b],
+        };
+        args.into_iter().any(|arg| match arg {
+            FnArg::Literal(_) => false,
+            FnArg::Test(t) => test(t),
+            FnArg::Filter(f) => filter_descends(f),
+        })
+    }
+    match filter {
+        Filter::Or(items) | Filter::And(items) => items.iter().any(filter_descends),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_descends(expr),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => test(expr),
+        Filter::Atom(FilterAtom::Comparison(comparison)) => {
+            let (left, right) = match comparison.as_ref() {
+                Comparison::Eq(l, r)
+                | Comparison::Ne(l, r)
+                | Comparison::Gt(l, r)
+                | Comparison::Gte(l, r)
+                | Comparison::Lt(l, r)
+                | Comparison::Lte(l, r) => (l, r),
+            };
+            [left, right].into_iter().any(|c| match c {
+                Comparable::Function(function) => function_descends(function),
+                Comparable::Literal(_) | Comparable::SingularQuery(_) => false,
+            })
+        }
     }
 }
 
@@ -547,6 +935,88 @@ mod tests {
         assert_eq!(get("$.l[?(@.k=='v')].x"), Some(json!(2)));
         assert_eq!(get("$.l[?(@.k=='w')].x"), None);
         assert_eq!(get("l[k=v].x"), Some(json!(2)));
+    }
+
+    /// A record of about 2.4 KB nested `depth` levels deep, with a few fields per level.
+    fn deep_record(depth: usize) -> Value {
+        let mut record = json!({"id": 0, "name": "leaf"});
+        for level in 1..depth {
+            record = json!({"id": level, "tag": "t", "child": record});
+        }
+        record
+    }
+
+    #[test]
+    fn recursive_descent_on_a_deep_record_stops_at_a_bound() {
+        let record = deep_record(100);
+        let path = RecordPath::parse("$..*..*..*").unwrap();
+        assert!(path.has_recursive_descent());
+        let error = path.try_get(&record).unwrap_err();
+        assert_eq!(
+            error,
+            QueryBound::Depth {
+                path: "$..*..*..*".into()
+            }
+        );
+        assert!(error.to_string().contains("more than 64 levels"), "{error}");
+        // Within the depth, the number of nodes is the bound.
+        let error = path.try_get(&deep_record(40)).unwrap_err();
+        assert!(matches!(error, QueryBound::Nodes { .. }), "{error:?}");
+        assert!(error.to_string().contains("10000 nodes"), "{error}");
+        // `get` treats a query over its bounds as absent.
+        assert_eq!(path.get(&record), None);
+    }
+
+    #[test]
+    fn queries_within_the_bounds_give_what_they_gave() {
+        let record = deep_record(5);
+        let get = |p: &str| {
+            RecordPath::parse(p)
+                .unwrap()
+                .try_get(&record)
+                .unwrap()
+                .map(Cow::into_owned)
+        };
+        assert_eq!(get("$..name"), Some(json!("leaf")));
+        assert_eq!(get("$..child.child.child.child.name"), Some(json!("leaf")));
+        assert_eq!(get("$.child..tag"), Some(json!(["t", "t", "t"])));
+        assert_eq!(get("$.child.child.child.child.*"), Some(json!([0, "leaf"])));
+        let list = json!({"items": [{"k": 1}, {"k": 2}, {"k": 3}]});
+        let path = RecordPath::parse("$.items[?(@.k > 1)].k").unwrap();
+        assert_eq!(
+            path.try_get(&list).unwrap().map(Cow::into_owned),
+            Some(json!([2, 3]))
+        );
+        assert!(!path.has_recursive_descent());
+        assert!(
+            RecordPath::parse("$.items[?(@..k)]")
+                .unwrap()
+                .has_recursive_descent()
+        );
+    }
+
+    #[test]
+    fn repeated_selectors_and_long_keys_are_bounded() {
+        // Every `[*,*,*,*]` multiplies the nodes by four.
+        let wide = json!({"a": (0..20).collect::<Vec<_>>()});
+        let path = RecordPath::parse("$.a[*,*,*,*][*,*,*,*]").unwrap();
+        assert!(path.try_get(&wide).is_ok());
+        let path = RecordPath::parse(
+            "$[*,*,*,*,*,*,*,*,*,*][*,*,*,*,*,*,*,*,*,*][*,*,*,*,*,*,*,*,*,*][*,*,*,*,*,*,*,*,*,*]",
+        )
+        .unwrap();
+        let nested = json!([[[[1, 2, 3]]]]);
+        assert!(matches!(
+            path.try_get(&nested),
+            Err(QueryBound::Nodes { .. })
+        ));
+        // Every node's path repeats a long key.
+        let key = "k".repeat(100_000);
+        let long = json!({ key: (0..5_000).collect::<Vec<_>>() });
+        assert!(matches!(
+            RecordPath::parse("$.*.*").unwrap().try_get(&long),
+            Err(QueryBound::PathBytes { .. })
+        ));
     }
 
     #[test]

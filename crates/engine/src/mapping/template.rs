@@ -2,23 +2,29 @@
 //! one minijinja [`Environment`] with Tether's filters.
 //!
 //! The environment has no loader (so templates cannot reach the filesystem), treats undefined
-//! values as errors (`UndefinedBehavior::Strict`), bounds the work of one evaluation (fuel)
-//! and the size of its output. A template that is a single `{{ expression }}` is compiled as
-//! an expression, so its result keeps its type (a number stays a number, `none` stays null);
-//! any other template renders to text.
+//! values as errors (`UndefinedBehavior::Strict`) and bounds what one evaluation may do: the
+//! instructions it runs (fuel), the size of what each step that can multiply text produces
+//! (`replace`, `indent`, `join`, `tojson`, ...: checked before the text is built) and the size
+//! of its result. A template that is a single `{{ expression }}` is compiled as an expression,
+//! so its result keeps its type (a number stays a number, `none` stays null); any other
+//! template renders to text.
+//!
+//! Every compiled template owns what it was compiled from (its own copy of the environment,
+//! holding its one template), so dropping a compiled project frees its templates.
 //!
 //! A template sees `value` (the rule's value) and `record` (the whole record of the side it
 //! reads). Only the fields of `record` that the plan's templates name are converted for each
 //! record; a template that uses `record` as a whole gets all of it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use minijinja::value::{Enumerator, Kwargs, Object, Rest, ValueKind};
-use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, Rest, StringInput, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -27,8 +33,43 @@ use crate::mapping::types;
 
 /// Instructions one evaluation may run.
 pub const FUEL: u64 = 50_000;
-/// The longest text a template may produce, in bytes.
+/// The longest text a template may produce, in bytes; also the most one step of it (a filter
+/// such as `replace`) may produce, and the size of a list or map it may give as its result.
 pub const MAX_OUTPUT: usize = 256 * 1024;
+
+thread_local! {
+    static COMPILED: Cell<usize> = const { Cell::new(0) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+/// How many templates this thread has compiled, ever. Tests read it before and after loading
+/// flows to check that each template is compiled once per load.
+pub fn compiled_on_this_thread() -> usize {
+    COMPILED.with(Cell::get)
+}
+
+/// Compiled templates made on this thread that are still alive, less those dropped on it.
+/// Tests read it to check that dropping a compiled project frees its templates.
+pub fn live_on_this_thread() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// Counts one live compiled template for as long as it lives.
+struct LiveToken;
+
+impl LiveToken {
+    fn new() -> LiveToken {
+        COMPILED.with(|c| c.set(c.get() + 1));
+        LIVE.with(|c| c.set(c.get() + 1));
+        LiveToken
+    }
+}
+
+impl Drop for LiveToken {
+    fn drop(&mut self) {
+        LIVE.with(|c| c.set(c.get() - 1));
+    }
+}
 
 /// The filters Tether adds to minijinja's built-ins.
 pub const TETHER_FILTERS: &[&str] = &[
@@ -165,7 +206,12 @@ const BUILTIN_TESTS: &[&str] = &[
     "test",
 ];
 
+/// The environment every template starts from: settings, filters and functions, no templates.
+/// Each text template gets its own copy (cheap: the tables are shared) that holds only it.
 static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(build_environment);
+
+/// The name a text template has inside its own environment.
+const TEMPLATE_NAME: &str = "template";
 
 fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -180,6 +226,14 @@ fn build_environment() -> Environment<'static> {
             minijinja::escape_formatter(out, state, value)
         }
     });
+    // Built-ins whose result can be much larger than their input are checked first.
+    env.add_filter("replace", bounded_replace);
+    env.add_filter("indent", bounded_indent);
+    env.add_filter("join", bounded_join);
+    env.add_filter("tojson", bounded_tojson);
+    env.add_filter("pprint", bounded_pprint);
+    env.add_filter("string", bounded_string);
+    env.add_filter("list", bounded_list);
     env.add_function("coalesce", coalesce);
     env.add_filter("coalesce", coalesce_filter);
     env.add_filter("parse_date", parse_date);
@@ -234,7 +288,8 @@ impl RecordUse {
 
 enum Body {
     Expression(minijinja::Expression<'static, 'static>),
-    Text(minijinja::Template<'static, 'static>),
+    /// An environment of its own that holds the one template (its source is owned by it).
+    Text(Box<Environment<'static>>),
 }
 
 /// Text filters that a plain `value | trim | upper` chain applies directly, with exactly the
@@ -287,6 +342,7 @@ pub struct CompiledTemplate {
     record_use: RecordUse,
     /// Nested names read from `record` (`record.address.city` gives `address.city`).
     record_paths: BTreeSet<String>,
+    _live: LiveToken,
 }
 
 impl std::fmt::Debug for CompiledTemplate {
@@ -324,19 +380,22 @@ impl CompiledTemplate {
                 (Body::Expression(compiled), vec![expression.to_string()])
             }
             None => {
-                let interned = intern(source);
-                let compiled = ENVIRONMENT
-                    .template_from_named_str("template", interned)
+                let mut own = ENVIRONMENT.clone();
+                own.add_template_owned(TEMPLATE_NAME, source.to_string())
                     .map_err(|e| TemplateError::Syntax(error_text(&e)))?;
-                (Body::Text(compiled), code_regions(source))
+                (Body::Text(Box::new(own)), code_regions(source))
             }
         };
+        let live = LiveToken::new();
         for region in &code {
             check_names(region)?;
         }
         let nested = match &body {
             Body::Expression(e) => e.undeclared_variables(true),
-            Body::Text(t) => t.undeclared_variables(true),
+            Body::Text(env) => env
+                .get_template(TEMPLATE_NAME)
+                .map_err(|e| TemplateError::Syntax(error_text(&e)))?
+                .undeclared_variables(true),
         };
         let mut variables = BTreeSet::new();
         let mut record_paths = BTreeSet::new();
@@ -372,6 +431,7 @@ impl CompiledTemplate {
             variables,
             record_use,
             record_paths,
+            _live: live,
         })
     }
 
@@ -395,12 +455,28 @@ impl CompiledTemplate {
         &self.record_paths
     }
 
+    /// Why the template's cost can grow multiplicatively, if it can: a chain of `replace`
+    /// steps that each lengthen the text multiplies its size at every step.
+    pub fn growth(&self) -> Option<String> {
+        let trimmed = self.source.trim();
+        let code = match single_expression(trimmed) {
+            Some(expression) => vec![expression.to_string()],
+            None => code_regions(&self.source),
+        };
+        let growing: usize = code.iter().map(|region| growing_replaces(region)).sum();
+        (growing >= 2).then(|| {
+            format!(
+                "the template has {growing} `replace` steps that lengthen the text: each multiplies the size the one before gave"
+            )
+        })
+    }
+
     /// Evaluates the template on a JSON value, with `record` in scope.
     pub fn eval_json(
         &self,
         value: &serde_json::Value,
         record: impl FnOnce() -> Value,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, EvalError> {
         if let (Some(chain), serde_json::Value::String(text)) = (&self.chain, value) {
             return Ok(serde_json::Value::String(apply_chain(chain, text)));
         }
@@ -408,27 +484,102 @@ impl CompiledTemplate {
     }
 
     /// Evaluates the template with `value` and `record` in scope.
-    pub fn eval(&self, value: Value, record: Value) -> Result<serde_json::Value, String> {
+    pub fn eval(&self, value: Value, record: Value) -> Result<serde_json::Value, EvalError> {
         let scope = Value::from_object(Scope { value, record });
         match &self.body {
             Body::Expression(expression) => {
-                let result = expression.eval(scope).map_err(|e| error_text(&e))?;
-                if let Some(text) = result.as_str()
-                    && text.len() > MAX_OUTPUT
-                {
-                    return Err(format!("the result is longer than {MAX_OUTPUT} bytes"));
+                let result = expression.eval(scope).map_err(|e| EvalError::of(&e))?;
+                let mut budget = MAX_OUTPUT;
+                if text_size(&result, &mut budget).is_none() {
+                    return Err(EvalError::over_bound(format!(
+                        "the result is longer than {MAX_OUTPUT} bytes (the limit of one template)"
+                    )));
                 }
-                from_template_value(&result)
+                from_template_value(&result).map_err(EvalError::failed)
             }
-            Body::Text(template) => {
-                let text = template.render(scope).map_err(|e| error_text(&e))?;
+            Body::Text(env) => {
+                let text = env
+                    .get_template(TEMPLATE_NAME)
+                    .and_then(|template| template.render(scope))
+                    .map_err(|e| EvalError::of(&e))?;
                 if text.len() > MAX_OUTPUT {
-                    return Err(format!("the result is longer than {MAX_OUTPUT} bytes"));
+                    return Err(EvalError::over_bound(format!(
+                        "the result is longer than {MAX_OUTPUT} bytes (the limit of one template)"
+                    )));
                 }
                 Ok(serde_json::Value::String(text))
             }
         }
     }
+}
+
+/// Why an evaluation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct EvalError {
+    /// The evaluation went over a bound: it ran out of fuel, or a step or the result would
+    /// have been larger than [`MAX_OUTPUT`].
+    pub over_bound: bool,
+    /// What went wrong, for a user.
+    pub reason: String,
+}
+
+impl EvalError {
+    fn failed(reason: String) -> EvalError {
+        EvalError {
+            over_bound: false,
+            reason,
+        }
+    }
+
+    fn over_bound(reason: String) -> EvalError {
+        EvalError {
+            over_bound: true,
+            reason,
+        }
+    }
+
+    fn of(error: &Error) -> EvalError {
+        match bound_text(error) {
+            Some(reason) => EvalError::over_bound(reason),
+            None => EvalError::failed(error_text(error)),
+        }
+    }
+}
+
+/// Marks a minijinja error as a bound that was hit (it is the error's source).
+#[derive(Debug)]
+struct OverBound;
+
+impl std::fmt::Display for OverBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("over a bound of one template")
+    }
+}
+
+impl std::error::Error for OverBound {}
+
+fn over_bound(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message).with_source(OverBound)
+}
+
+/// The text of a bound that was hit, when that is why `error` happened.
+fn bound_text(error: &Error) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(inner) = e.downcast_ref::<Error>() {
+            if inner.kind() == ErrorKind::OutOfFuel {
+                return Some(format!(
+                    "the template ran too long (more than {FUEL} instructions, the limit of one evaluation)"
+                ));
+            }
+            if std::error::Error::source(inner).is_some_and(|s| s.is::<OverBound>()) {
+                return Some(inner.detail().unwrap_or("over a bound").to_string());
+            }
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The scope of one evaluation: `value` and `record`.
@@ -528,6 +679,50 @@ fn code_regions(source: &str) -> Vec<String> {
     regions
 }
 
+/// How many `| replace(from, to)` steps in a piece of code can lengthen the text: those whose
+/// `to` is longer than `from`, and those whose arguments are not both text literals.
+fn growing_replaces(code: &str) -> usize {
+    let mut count = 0;
+    let mut from = 0;
+    while let Some(found) = code[from..].find("replace") {
+        let at = from + found;
+        from = at + "replace".len();
+        if !code[..at].trim_end().ends_with('|') {
+            continue;
+        }
+        let rest = code[from..].trim_start();
+        let Some(arguments) = rest.strip_prefix('(') else {
+            continue;
+        };
+        let literals = string_literal(arguments).and_then(|(pattern, rest)| {
+            let rest = rest.trim_start().strip_prefix(',')?;
+            let (with, _) = string_literal(rest)?;
+            Some((pattern, with))
+        });
+        match literals {
+            Some((pattern, with)) if with.chars().count() <= pattern.chars().count() => {}
+            _ => count += 1,
+        }
+    }
+    count
+}
+
+/// A quoted text literal at the start of `code` (after blanks): its text and what follows.
+fn string_literal(code: &str) -> Option<(String, &str)> {
+    let code = code.trim_start();
+    let quote = code.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let mut text = String::new();
+    let mut chars = code[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => text.push(chars.next()?.1),
+            c if c == quote => return Some((text, &code[1 + i + 1..])),
+            c => text.push(c),
+        }
+    }
+    None
+}
+
 /// Checks the filter and test names used in a piece of template code.
 fn check_names(code: &str) -> Result<(), TemplateError> {
     let tokens = tokens(code);
@@ -610,20 +805,6 @@ fn tokens(code: &str) -> Vec<&str> {
         }
     }
     tokens
-}
-
-/// Template sources are kept for the life of the process so compiled templates can borrow
-/// them; each distinct text is kept once, so reloading flows does not grow this.
-fn intern(source: &str) -> &'static str {
-    static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> =
-        LazyLock::new(|| Mutex::new(HashSet::new()));
-    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(existing) = interned.get(source) {
-        return existing;
-    }
-    let leaked: &'static str = Box::leak(source.to_string().into_boxed_str());
-    interned.insert(leaked);
-    leaked
 }
 
 /// Converts a JSON value to a template value.
@@ -717,6 +898,161 @@ pub fn from_template_value(value: &Value) -> Result<serde_json::Value, String> {
             ));
         }
     })
+}
+
+// ----- bounded built-ins -----
+
+/// Fails when one step would produce more than [`MAX_OUTPUT`] bytes.
+fn check_step(filter: &str, size: usize) -> Result<(), Error> {
+    if size > MAX_OUTPUT {
+        return Err(over_bound(format!(
+            "`{filter}` would give {size} bytes, more than the {MAX_OUTPUT} bytes one template step may produce"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a value renders to at most [`MAX_OUTPUT`] bytes before a filter renders it.
+fn check_input(filter: &str, value: &Value) -> Result<(), Error> {
+    let mut budget = MAX_OUTPUT;
+    if text_size(value, &mut budget).is_none() {
+        return Err(over_bound(format!(
+            "`{filter}` would give more than the {MAX_OUTPUT} bytes one template step may produce"
+        )));
+    }
+    Ok(())
+}
+
+/// About how many bytes a value renders to, counting down `budget`; `None` once it is spent
+/// (without rendering or walking the rest of the value).
+fn text_size(value: &Value, budget: &mut usize) -> Option<usize> {
+    fn take(budget: &mut usize, n: usize) -> Option<usize> {
+        *budget = budget.checked_sub(n)?;
+        Some(n)
+    }
+    match value.kind() {
+        ValueKind::String => take(budget, value.as_str().map_or(0, str::len)),
+        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => {
+            let mut total = take(budget, 2)?;
+            let is_map = value.kind() == ValueKind::Map;
+            for item in value.try_iter().ok()? {
+                total += take(budget, 2)?;
+                if is_map {
+                    let entry = value.get_item(&item).ok()?;
+                    total += text_size(&entry, budget)?;
+                }
+                total += text_size(&item, budget)?;
+            }
+            Some(total)
+        }
+        // Numbers, booleans, none and the rest render short.
+        _ => take(budget, 24),
+    }
+}
+
+/// `replace`, with the size of the result checked before it is built.
+fn bounded_replace(
+    state: &mut State,
+    value: StringInput<'_>,
+    from: StringInput<'_>,
+    to: StringInput<'_>,
+) -> Result<Value, Error> {
+    let text = value.as_str();
+    let (pattern, with) = (from.as_str(), to.as_str());
+    let size = if pattern.is_empty() {
+        // An empty pattern inserts the replacement around every character.
+        let slots = text.chars().count().saturating_add(1);
+        text.len().saturating_add(slots.saturating_mul(with.len()))
+    } else if with.len() > pattern.len() {
+        let found = text.matches(pattern).count();
+        text.len()
+            .saturating_add(found.saturating_mul(with.len() - pattern.len()))
+    } else {
+        text.len()
+    };
+    check_step("replace", size)?;
+    minijinja::filters::replace(state, value, from, to)
+}
+
+/// `indent`, with the size of the result checked before it is built.
+fn bounded_indent(
+    value: StringInput<'_>,
+    width: Option<usize>,
+    indent_first_line: Option<bool>,
+    indent_blank_lines: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let lines = value.as_str().lines().count().saturating_add(1);
+    let size = value
+        .as_str()
+        .len()
+        .saturating_add(lines.saturating_mul(width.unwrap_or(4)));
+    check_step("indent", size)?;
+    minijinja::filters::indent(value, width, indent_first_line, indent_blank_lines, kwargs)
+}
+
+/// `join`, with the size of the parts and separators checked before they are joined.
+fn bounded_join(
+    state: &mut State,
+    value: &Value,
+    joiner: Option<StringInput<'_>>,
+    attribute: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let separator = joiner.as_ref().map_or(0, |j| j.as_str().len());
+    let named: Option<String> = kwargs.peek("attribute").unwrap_or_default();
+    let attribute_name = attribute.or(named.as_deref());
+    let mut budget = MAX_OUTPUT;
+    let mut over = false;
+    if value.kind() != ValueKind::String {
+        for item in value.try_iter()? {
+            let part = match attribute_name {
+                Some(name) => item.get_attr(name).unwrap_or_default(),
+                None => item,
+            };
+            let fits = budget.checked_sub(separator).is_some_and(|left| {
+                budget = left;
+                text_size(&part, &mut budget).is_some()
+            });
+            if !fits {
+                over = true;
+                break;
+            }
+        }
+    } else {
+        let chars = value.as_str().map_or(0, |s| s.chars().count());
+        over = value
+            .as_str()
+            .map_or(0, str::len)
+            .saturating_add(chars.saturating_mul(separator))
+            > MAX_OUTPUT;
+    }
+    if over {
+        return Err(over_bound(format!(
+            "`join` would give more than the {MAX_OUTPUT} bytes one template step may produce"
+        )));
+    }
+    minijinja::filters::join(state, value, joiner, attribute, kwargs)
+}
+
+fn bounded_tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    check_input("tojson", value)?;
+    minijinja::filters::tojson(value, indent, kwargs)
+}
+
+fn bounded_pprint(value: &Value) -> Result<String, Error> {
+    check_input("pprint", value)?;
+    Ok(minijinja::filters::pprint(value))
+}
+
+fn bounded_string(state: &State, value: &Value) -> Result<Value, Error> {
+    check_input("string", value)?;
+    minijinja::filters::string(state, value)
+}
+
+fn bounded_list(state: &State, value: Value) -> Result<Value, Error> {
+    check_input("list", &value)?;
+    minijinja::filters::list(state, value)
 }
 
 // ----- filters and functions -----
@@ -1002,13 +1338,131 @@ mod tests {
     use serde_json::json;
 
     fn eval(source: &str, value: serde_json::Value) -> Result<serde_json::Value, String> {
+        eval_bounded(source, value).map_err(|e| e.reason)
+    }
+
+    fn eval_bounded(
+        source: &str,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value, EvalError> {
         let template = CompiledTemplate::compile(source).expect("compiles");
         template.eval(to_template_value(&value), Value::from(()))
     }
 
     fn eval_record(source: &str, record: serde_json::Value) -> Result<serde_json::Value, String> {
         let template = CompiledTemplate::compile(source).expect("compiles");
-        template.eval(Value::from(()), to_template_value(&record))
+        template
+            .eval(Value::from(()), to_template_value(&record))
+            .map_err(|e| e.reason)
+    }
+
+    /// `value | replace("x", "xxxxxxxxxx")`, `times` times.
+    fn replace_chain(times: usize) -> String {
+        let steps = vec![r#"replace("x", "xxxxxxxxxx")"#; times].join(" | ");
+        format!("{{{{ value | {steps} }}}}")
+    }
+
+    #[test]
+    fn a_chain_of_growing_replaces_stops_at_the_bound_of_one_step() {
+        // Eight steps on 20 characters would build 2 GB; the step that would pass the bound
+        // fails before building its text.
+        let x20 = json!("x".repeat(20));
+        for source in [replace_chain(8), format!("<{}>", replace_chain(8))] {
+            let error = eval_bounded(&source, x20.clone()).unwrap_err();
+            assert!(error.over_bound, "{error:?}");
+            assert!(error.reason.contains("`replace` would give"), "{error}");
+            assert!(error.reason.contains("262144"), "{error}");
+        }
+        // Within the bound the chain works as before.
+        assert_eq!(
+            eval(&replace_chain(2), json!("x")),
+            Ok(json!("x".repeat(100)))
+        );
+        assert_eq!(
+            eval(r#"{{ value | replace("", "-") }}"#, json!("ab")),
+            Ok(json!("-a-b-"))
+        );
+    }
+
+    #[test]
+    fn other_steps_that_multiply_text_are_bounded() {
+        for source in [
+            "{{ value | indent(300000) }}",
+            "{{ ([value] * 100000) | join(value) }}",
+            "{{ ([value] * 100000) | join }}",
+            "{{ ([value] * 100000) | tojson }}",
+            "{{ ([value] * 100000) | list }}",
+            "{{ ([value] * 100000) | string }}",
+            "{{ ([value] * 100000) | pprint }}",
+            "{{ [value] * 100000 }}",
+        ] {
+            let error = eval_bounded(source, json!("abc")).unwrap_err();
+            assert!(error.over_bound, "{source}: {error:?}");
+        }
+        assert_eq!(
+            eval("{{ [value, value] | join(',') }}", json!("a")),
+            Ok(json!("a,a"))
+        );
+        assert_eq!(
+            eval("{{ value | indent(2, true) }}", json!("a\nb")),
+            Ok(json!("  a\n  b"))
+        );
+    }
+
+    #[test]
+    fn chains_of_lengthening_replaces_are_named() {
+        let growth = CompiledTemplate::compile(&replace_chain(8))
+            .unwrap()
+            .growth()
+            .expect("a chain that grows");
+        assert!(growth.contains("8 `replace` steps"), "{growth}");
+        for quiet in [
+            replace_chain(1),
+            r#"{{ value | replace("-", "") | replace('a', "b") | replace("\"", "'") }}"#
+                .to_string(),
+            "{{ value | upper }} replace | replace".to_string(),
+        ] {
+            let template = CompiledTemplate::compile(&quiet).unwrap();
+            assert_eq!(template.growth(), None, "{quiet}");
+        }
+        let unknown = CompiledTemplate::compile(
+            "{{ value | replace(record.a, record.b) }}{{ value | replace('x', 'yy') }}",
+        )
+        .unwrap();
+        assert!(unknown.growth().is_some());
+    }
+
+    #[test]
+    fn running_out_of_fuel_is_a_bound() {
+        let error = eval_bounded(
+            "{% for i in range(100000) %}{{ i }}{% endfor %}",
+            json!(null),
+        )
+        .unwrap_err();
+        assert!(error.over_bound, "{error:?}");
+        assert!(error.reason.contains("50000 instructions"), "{error}");
+        let error = eval_bounded("{{ value | e164 }}", json!("1")).unwrap_err();
+        assert!(!error.over_bound, "{error:?}");
+    }
+
+    #[test]
+    fn dropping_compiled_templates_frees_them() {
+        let before = live_on_this_thread();
+        let compiled_before = compiled_on_this_thread();
+        for round in 0..200 {
+            let templates: Vec<CompiledTemplate> = (0..5)
+                .map(|i| {
+                    CompiledTemplate::compile(&format!("{round}-{i}: {{{{ value }}}}")).unwrap()
+                })
+                .collect();
+            assert_eq!(live_on_this_thread(), before + 5);
+            assert_eq!(
+                templates[4].eval(Value::from("v"), Value::from(())),
+                Ok(json!(format!("{round}-4: v")))
+            );
+        }
+        assert_eq!(live_on_this_thread(), before);
+        assert_eq!(compiled_on_this_thread(), compiled_before + 1000);
     }
 
     #[test]

@@ -141,6 +141,8 @@ codes! {
         "a rule writes a field that is read-only";
     ChangesOnlyTwoWay = "changes-only-two-way", Error, Fixture,
         "`changes_only` on a rule that flows both ways";
+    UnboundedCost = "unbounded-cost", Warning, Fixture,
+        "a path with a recursive descent (`..`) or a template whose `replace` steps lengthen the text: its cost grows with the record (bounded per record, see \"Writing rules\")";
     MissingRef = "missing-ref", Error, Fixture,
         "a `reference` rule without `ref`";
     UnknownMappingRef = "unknown-mapping-ref", Error, Fixture,

@@ -1,14 +1,18 @@
-//! Opening an engine from a flows directory: load, validate, compile, connect, open the
-//! store. Every command that runs flows (`run`, `plan`, `serve`) and the tests take this one
-//! path, so they see the same project the same way.
+//! Opening an engine from a flows directory: load, check and compile once
+//! ([`crate::validate::compile`]), connect, open the store. Every command that runs flows
+//! (`run`, `plan`, `serve` and its reloads) and the tests take this one path, so they see the
+//! same project the same way; the engine is built from the compiled project only.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::connector::{Connectors, ConnectorsError};
+use crate::spec::diagnostic::Diagnostic;
 use crate::spec::load::Project;
 use crate::spec::system::SystemFile;
 use crate::store::{Store, StoreError, StoreUrl};
 use crate::sync::engine::{Engine, EngineError};
+use crate::validate::CompiledProject;
 
 /// Why an engine could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -39,34 +43,52 @@ pub async fn open(
     lookup: &dyn Fn(&str) -> Option<String>,
     options: OpenOptions,
 ) -> Result<Engine, OpenError> {
-    let project = Project::load_dir(flows);
-    open_project(&project, state, lookup, options).await
-}
-
-/// Like [`open`], for a project already loaded.
-pub async fn open_project(
-    project: &Project,
-    state: &StoreUrl,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    options: OpenOptions,
-) -> Result<Engine, OpenError> {
-    check(project)?;
+    let project = Arc::new(Project::load_dir(flows));
+    let compiled = compile(&project)?;
     let store = Store::open(state).await?;
-    build(project, store, lookup, options)
+    build(&compiled, store, lookup, options)
 }
 
-/// Builds an engine for a project already loaded, on a store already open (a server
-/// reloading its flows keeps its store).
+/// Checks and compiles a loaded project ([`crate::validate::compile`]), refusing one with
+/// errors and naming the first.
+pub fn compile(project: &Arc<Project>) -> Result<CompiledProject, OpenError> {
+    match crate::validate::compile(project) {
+        Ok((compiled, _warnings)) => Ok(compiled),
+        Err(diagnostics) => {
+            let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+            let first = errors.first().map_or_else(String::new, |first| {
+                format!(
+                    "{}:{}:{}: {}",
+                    first.path.display(),
+                    first.line,
+                    first.column,
+                    first.message
+                )
+            });
+            Err(OpenError::Invalid {
+                errors: errors.len(),
+                first,
+            })
+        }
+    }
+}
+
+/// Builds an engine from a compiled project on a store already open (a server reloading its
+/// flows keeps its store). Nothing is compiled here.
 pub fn build(
-    project: &Project,
+    compiled: &CompiledProject,
     store: Store,
     lookup: &dyn Fn(&str) -> Option<String>,
     options: OpenOptions,
 ) -> Result<Engine, OpenError> {
-    check(project)?;
-    let (plans, _) = crate::mapping::compile_project(project);
+    let project = compiled.project();
     let connectors = Connectors::from_systems_with(systems(project, options).iter(), lookup)?;
-    Ok(Engine::new(project, &plans, connectors, store)?)
+    Ok(Engine::new(
+        project,
+        compiled.mappings(),
+        connectors,
+        store,
+    )?)
 }
 
 fn systems(project: &Project, options: OpenOptions) -> Vec<SystemFile> {
@@ -83,21 +105,46 @@ fn systems(project: &Project, options: OpenOptions) -> Vec<SystemFile> {
         .collect()
 }
 
-/// Refuses a project with errors, naming the first.
-fn check(project: &Project) -> Result<(), OpenError> {
-    let diagnostics = crate::validate::diagnostics(project);
-    let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();
-    if let Some(first) = errors.first() {
-        return Err(OpenError::Invalid {
-            errors: errors.len(),
-            first: format!(
-                "{}:{}:{}: {}",
-                first.path.display(),
-                first.line,
-                first.column,
-                first.message
-            ),
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::template;
+
+    fn lookup(name: &str) -> Option<String> {
+        Some(if name.ends_with("_URL") {
+            "http://127.0.0.1:9".to_owned()
+        } else {
+            "secret".to_owned()
+        })
     }
-    Ok(())
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_engine_is_built_from_the_compiled_project_without_compiling_again() {
+        let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows");
+        let project = Arc::new(Project::load_dir(&flows));
+        let compiled = compile(&project).expect("the shipped flows compile");
+        let compiled_before = template::compiled_on_this_thread();
+        let dir = std::env::temp_dir().join(format!("tether-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Store::open(&StoreUrl::Sqlite(dir.join("state.db")))
+            .await
+            .expect("store opens");
+        let engine =
+            build(&compiled, store, &lookup, OpenOptions::default()).expect("engine builds");
+        assert_eq!(template::compiled_on_this_thread(), compiled_before);
+        assert_eq!(engine.mappings().len(), compiled.mappings().len());
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_project_with_errors_is_refused_naming_the_first() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/validate");
+        let project = Arc::new(Project::load_paths(&dir, &[dir.join("unknown-field.yaml")]));
+        let Err(OpenError::Invalid { errors, first }) = compile(&project) else {
+            panic!("the project has errors");
+        };
+        assert_eq!(errors, 1);
+        assert!(first.contains("unknown-field.yaml"), "{first}");
+    }
 }

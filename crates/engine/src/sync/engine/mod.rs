@@ -43,7 +43,7 @@ use crate::connector::{
     Connector, ConnectorError, Connectors, Cursor as ConnectorCursor, EntityInfo, Record,
 };
 use crate::mapping::{
-    self, Canonical, MappingPlan, RecordError, ReferenceRequest, ResolveReference,
+    self, Canonical, CompiledMapping, RecordError, ReferenceRequest, ResolveReference,
 };
 use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
 use crate::spec::load::Project;
@@ -176,7 +176,7 @@ pub struct MappingRuntime {
     pub name: String,
     pub flow: String,
     pub spec: MappingSpec,
-    pub plan: Arc<MappingPlan>,
+    pub plan: Arc<CompiledMapping>,
     pub source: SideRuntime,
     pub target: SideRuntime,
     /// Mappings named by reference rules.
@@ -251,7 +251,7 @@ fn key_text(values: &[Option<Value>]) -> Option<String> {
 }
 
 /// The match key of a record on one side of a mapping.
-fn match_key(plan: &MappingPlan, side: Side, record: &Value) -> Option<String> {
+fn match_key(plan: &CompiledMapping, side: Side, record: &Value) -> Option<String> {
     if plan.match_keys.is_empty() {
         return None;
     }
@@ -272,11 +272,11 @@ fn match_key(plan: &MappingPlan, side: Side, record: &Value) -> Option<String> {
 /// The fields of a target-shaped record that a linked pair keeps in sync: its canonical form
 /// without the `create_only` rules, which fill a field when the record is created and never
 /// overwrite it afterwards (so a later change of such a field is nobody's edit to merge).
-fn synced_fields(plan: &MappingPlan, record: &Value) -> Fields {
+fn synced_fields(plan: &CompiledMapping, record: &Value) -> Fields {
     without_create_only(plan, Canonical::of(plan, record).into_fields())
 }
 
-fn without_create_only(plan: &MappingPlan, mut fields: Fields) -> Fields {
+fn without_create_only(plan: &CompiledMapping, mut fields: Fields) -> Fields {
     for rule in plan.rules.rules.iter().filter(|r| r.create_only) {
         fields.remove(rule.target.as_str());
     }
@@ -308,7 +308,7 @@ fn sent_body(
 /// create wrote. Fields whose rules flow only away from the created side are left out (the
 /// system assigns them, as the ERP assigns order numbers), and so are empty ones (a system
 /// may fill in its own default).
-fn created_fields_hash(plan: &MappingPlan, on: Side, fields: &Fields) -> String {
+fn created_fields_hash(plan: &CompiledMapping, on: Side, fields: &Fields) -> String {
     let away = match on {
         Side::Target => Direction::TargetToSource,
         Side::Source => Direction::SourceToTarget,
@@ -333,7 +333,7 @@ fn fields_hash(fields: &Fields) -> String {
 }
 
 /// Writes `fields` (target paths -> values) into a target-shaped record.
-fn set_fields(plan: &MappingPlan, record: &mut Value, fields: &Fields) {
+fn set_fields(plan: &CompiledMapping, record: &mut Value, fields: &Fields) {
     for (path, value) in fields {
         if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
             let _ = rule.target.set(record, value.clone());
@@ -348,7 +348,7 @@ fn set_fields(plan: &MappingPlan, record: &mut Value, fields: &Fields) {
 /// it (ids typed as the target has them, not the canonical text); other values (a base the
 /// source no longer maps to) as they are.
 fn target_update(
-    plan: &MappingPlan,
+    plan: &CompiledMapping,
     current: &Value,
     forward: &Value,
     source_fields: &Fields,
@@ -378,8 +378,8 @@ fn target_update(
 /// as through `rule`: the rule's inverse of the base, compared with the record in the
 /// source's own terms (numbers as numbers, text exactly).
 fn holds_base(
-    plan: &MappingPlan,
-    rule: &mapping::RulePlan,
+    plan: &CompiledMapping,
+    rule: &mapping::CompiledRule,
     source: &Value,
     target: &Value,
     base: &Value,
@@ -690,7 +690,7 @@ impl Engine {
     /// Builds the engine: every compiled mapping with its connectors, in dependency order.
     pub fn new(
         project: &Project,
-        plans: &IndexMap<String, Arc<MappingPlan>>,
+        plans: &IndexMap<String, Arc<CompiledMapping>>,
         connectors: Connectors,
         store: Store,
     ) -> Result<Engine, EngineError> {
@@ -1318,7 +1318,7 @@ mod tests {
         );
     }
 
-    fn shipped(name: &str) -> Arc<MappingPlan> {
+    fn shipped(name: &str) -> Arc<CompiledMapping> {
         let project = Project::load_dir(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows"),
         );

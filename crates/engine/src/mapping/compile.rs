@@ -1,4 +1,4 @@
-//! Compiling mappings into plans: every path, template, value map, default and type of a
+//! Compiling mappings into [`CompiledMapping`]s: every path, template, value map, default and type of a
 //! mapping is parsed and checked once, when flows load, and every problem becomes a
 //! [`Diagnostic`] pointing at the offending value.
 
@@ -34,11 +34,12 @@ pub mod codes {
     pub const CHANGES_ONLY_TWO_WAY: Code = Code::ChangesOnlyTwoWay;
     pub const SOURCE_AND_TEMPLATE: Code = Code::SourceAndTemplate;
     pub const MISSING_SOURCE: Code = Code::MissingSource;
+    pub const UNBOUNDED_COST: Code = Code::UnboundedCost;
 }
 
 /// A compiled mapping: what the engine applies to every record, both ways.
 #[derive(Debug)]
-pub struct MappingPlan {
+pub struct CompiledMapping {
     /// The mapping's name (unique across flows).
     pub name: String,
     /// The flow the mapping belongs to.
@@ -54,7 +55,7 @@ pub struct MappingPlan {
     /// The property rules.
     pub rules: RuleSet,
     /// How records are linked the first time.
-    pub match_keys: Vec<MatchKeyPlan>,
+    pub match_keys: Vec<CompiledMatchKey>,
     /// Only source records for which this is true are synced.
     pub filter: Option<CompiledTemplate>,
     pub(crate) filter_needs: RecordNeeds,
@@ -64,7 +65,7 @@ pub struct MappingPlan {
 /// with what their templates read of the record.
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    pub rules: Vec<RulePlan>,
+    pub rules: Vec<CompiledRule>,
     pub(crate) forward_needs: RecordNeeds,
     pub(crate) inverse_needs: RecordNeeds,
 }
@@ -103,7 +104,7 @@ pub enum RuleSource {
 
 /// How a target value becomes source values again.
 #[derive(Debug)]
-pub enum InversePlan {
+pub enum CompiledInverse {
     /// The value is written back as it is (after undoing the value map and converting it).
     Direct,
     /// A template over `value` gives the source value.
@@ -116,7 +117,7 @@ pub enum InversePlan {
 
 /// A compiled value map.
 #[derive(Debug)]
-pub struct ValueMapPlan {
+pub struct CompiledValueMap {
     pub forward: HashMap<String, Value>,
     pub backward: Option<HashMap<String, Value>>,
 }
@@ -140,7 +141,7 @@ impl FieldInfo {
 
 /// One compiled property rule.
 #[derive(Debug)]
-pub struct RulePlan {
+pub struct CompiledRule {
     /// Where the rule writes in the target record; also the rule's name in errors.
     pub target: RecordPath,
     /// Where the value comes from.
@@ -160,15 +161,15 @@ pub struct RulePlan {
     /// For references by key: the referenced mapping's target path the target side holds.
     pub reference_key: Option<String>,
     pub transform: Option<CompiledTemplate>,
-    pub inverse: InversePlan,
-    pub value_map: Option<ValueMapPlan>,
+    pub inverse: CompiledInverse,
+    pub value_map: Option<CompiledValueMap>,
     /// For arrays: the rules of each item.
     pub items: Option<RuleSet>,
     pub source_field: FieldInfo,
     pub target_field: FieldInfo,
 }
 
-impl RulePlan {
+impl CompiledRule {
     /// The source path, for messages; `None` for template rules.
     pub fn source_path(&self) -> Option<&RecordPath> {
         match &self.source {
@@ -180,7 +181,7 @@ impl RulePlan {
 
 /// A compiled match key.
 #[derive(Debug)]
-pub struct MatchKeyPlan {
+pub struct CompiledMatchKey {
     pub source: RecordPath,
     pub target: RecordPath,
 }
@@ -198,7 +199,7 @@ pub struct ReferenceRule<'a> {
     pub key: Option<&'a str>,
 }
 
-impl MappingPlan {
+impl CompiledMapping {
     /// Every reference rule, including those of array items.
     pub fn references(&self) -> Vec<ReferenceRule<'_>> {
         fn walk<'a>(set: &'a RuleSet, out: &mut Vec<ReferenceRule<'a>>) {
@@ -223,9 +224,12 @@ impl MappingPlan {
 }
 
 /// Compiles every valid mapping of every flow whose systems and entities exist. Mappings
-/// with errors get no plan; every problem found is returned. The plans are keyed by mapping
-/// name; when a name repeats (reported by the cross-file checks), the first one is kept.
-pub fn compile_project(project: &Project) -> (IndexMap<String, Arc<MappingPlan>>, Vec<Diagnostic>) {
+/// with errors are not compiled; every problem found (warnings too) is returned. The compiled mappings are
+/// keyed by mapping name; when a name repeats (reported by the cross-file checks), the first
+/// one is kept.
+pub fn compile_project(
+    project: &Project,
+) -> (IndexMap<String, Arc<CompiledMapping>>, Vec<Diagnostic>) {
     let mut plans = IndexMap::new();
     let mut diagnostics = Vec::new();
     for flow in &project.flows {
@@ -242,7 +246,8 @@ pub fn compile_project(project: &Project) -> (IndexMap<String, Arc<MappingPlan>>
                 source,
                 target,
             ) {
-                Ok(plan) => {
+                Ok((plan, warnings)) => {
+                    diagnostics.extend(warnings);
                     plans
                         .entry(mapping.name.value.clone())
                         .or_insert_with(|| Arc::new(plan));
@@ -267,7 +272,8 @@ pub fn entities<'p>(
     Some((source, target))
 }
 
-/// Compiles one mapping against its source and target entities.
+/// Compiles one mapping against its source and target entities: the compiled mapping and its
+/// warnings, or every problem found.
 pub fn compile(
     file: &Path,
     flow: &str,
@@ -276,7 +282,7 @@ pub fn compile(
     mapping: &MappingSpec,
     source: &EntitySpec,
     target: &EntitySpec,
-) -> Result<MappingPlan, Vec<Diagnostic>> {
+) -> Result<(CompiledMapping, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut compiler = Compiler {
         file,
         diagnostics: Vec::new(),
@@ -297,7 +303,7 @@ pub fn compile(
         let source_path = compiler.path(&key.source, &source.fields, Side::Source, false);
         let target_path = compiler.path(&key.target, &target.fields, Side::Target, false);
         if let (Some((source, _)), Some((target, _))) = (source_path, target_path) {
-            match_keys.push(MatchKeyPlan { source, target });
+            match_keys.push(CompiledMatchKey { source, target });
         }
     }
     let mut filter_needs = RecordNeeds::default();
@@ -306,11 +312,11 @@ pub fn compile(
         filter_needs = RecordNeeds::from_use(compiled.record_use());
         Some(compiled)
     });
+    compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
     if compiler.error_count() > 0 {
-        compiler.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(compiler.diagnostics);
     }
-    Ok(MappingPlan {
+    let mapping = CompiledMapping {
         name: mapping.name.value.clone(),
         flow: flow.to_string(),
         source_system: source_system.to_string(),
@@ -322,7 +328,8 @@ pub fn compile(
         match_keys,
         filter,
         filter_needs,
-    })
+    };
+    Ok((mapping, compiler.diagnostics))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,7 +365,7 @@ struct Compiler<'a> {
     file: &'a Path,
     diagnostics: Vec<Diagnostic>,
     /// Problems another check reports (`${VAR}` where no interpolation is allowed): the
-    /// mapping gets no plan, without a second diagnostic for the same spot.
+    /// mapping is not compiled, without a second diagnostic for the same spot.
     reported_elsewhere: usize,
 }
 
@@ -369,6 +376,26 @@ enum Resolved<'f> {
 }
 
 impl Compiler<'_> {
+    /// Warns about a path whose cost grows with the record (a recursive descent).
+    fn path_cost(&mut self, path: &RecordPath, pos: Pos) {
+        if path.has_recursive_descent() {
+            let mut diagnostic = Diagnostic::warning(
+                self.file,
+                Some(pos),
+                codes::UNBOUNDED_COST,
+                format!(
+                    "`{path}` has a recursive descent (`..`): its cost grows with the size and depth of each record, and a record over {} nodes or {} levels fails this rule",
+                    crate::mapping::path::MAX_QUERY_NODES,
+                    crate::mapping::path::MAX_QUERY_DEPTH
+                ),
+            );
+            diagnostic.help = Some(
+                "name the way to the field (`$.a.b`, `$.items[*].sku`) instead of searching the whole record".into(),
+            );
+            self.diagnostics.push(diagnostic);
+        }
+    }
+
     fn error(&mut self, pos: Pos, code: codes::Code, message: String, help: Option<String>) {
         let mut diagnostic = Diagnostic::error(self.file, Some(pos), code, message);
         diagnostic.help = help;
@@ -394,13 +421,13 @@ impl Compiler<'_> {
                     forward_use.merge(t.record_use());
                 }
                 match &rule.inverse {
-                    InversePlan::Template(t) => inverse_use.merge(t.record_use()),
-                    InversePlan::PerSource(list) => {
+                    CompiledInverse::Template(t) => inverse_use.merge(t.record_use()),
+                    CompiledInverse::PerSource(list) => {
                         for (_, t) in list {
                             inverse_use.merge(t.record_use());
                         }
                     }
-                    InversePlan::Direct | InversePlan::None => {}
+                    CompiledInverse::Direct | CompiledInverse::None => {}
                 }
                 set.rules.push(rule);
             }
@@ -424,7 +451,10 @@ impl Compiler<'_> {
             RecordPath::parse(&text.value)
         };
         let path = match parsed {
-            Ok(path) => path,
+            Ok(path) => {
+                self.path_cost(&path, text.pos);
+                path
+            }
             Err(PathError::ReadOnly { .. }) => {
                 // Reported by the caller, which knows whether the rule must be writable.
                 return None;
@@ -632,6 +662,15 @@ impl Compiler<'_> {
                 }
             }
         }
+        if ok && let Some(growth) = compiled.growth() {
+            let mut diagnostic =
+                Diagnostic::warning(self.file, Some(text.pos), codes::UNBOUNDED_COST, growth);
+            diagnostic.help = Some(format!(
+                "one step may give at most {} bytes on a record, or the rule fails for it; make one `replace` do the work, or check the chain is meant",
+                template::MAX_OUTPUT
+            ));
+            self.diagnostics.push(diagnostic);
+        }
         ok.then_some(compiled)
     }
 
@@ -641,7 +680,7 @@ impl Compiler<'_> {
         mapping_direction: Direction,
         source_fields: &Fields,
         target_fields: &Fields,
-    ) -> Option<RulePlan> {
+    ) -> Option<CompiledRule> {
         let errors_before = self.error_count();
         let direction = spec
             .direction
@@ -708,6 +747,7 @@ impl Compiler<'_> {
         let source = match (&spec.source, &spec.template) {
             (Some(text), None) => match RecordPath::parse(&text.value) {
                 Ok(path) => {
+                    self.path_cost(&path, text.pos);
                     match self.resolve(&path, source_fields, text.pos, Side::Source) {
                         Some(Resolved::Field(info, nested)) => {
                             source_field = info;
@@ -813,7 +853,7 @@ impl Compiler<'_> {
         if self.error_count() > errors_before {
             return None;
         }
-        Some(RulePlan {
+        Some(CompiledRule {
             target: target?,
             source: source?,
             data_type,
@@ -844,7 +884,7 @@ impl Compiler<'_> {
         source: &Option<RuleSource>,
         source_fields: &Fields,
         target_fields: &Fields,
-    ) -> InversePlan {
+    ) -> CompiledInverse {
         let one_way_help =
             "give an `inverse`, or make the rule one-way: `direction: source-to-target`";
         match (&spec.inverse, source) {
@@ -882,7 +922,7 @@ impl Compiler<'_> {
                             list.push((path, t));
                         }
                     }
-                    InversePlan::PerSource(list)
+                    CompiledInverse::PerSource(list)
                 }
                 Inverse::Template(_) => {
                     self.error(
@@ -891,15 +931,15 @@ impl Compiler<'_> {
                         "a `template` rule needs an inverse per source path".into(),
                         Some("write `inverse: { $.first_name: \"{{ value | split(' ') | first }}\", ... }`".into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
             },
             (Some(inverse), Some(RuleSource::Path(_))) => match &inverse.value {
                 Inverse::Template(text) => {
                     let located = Loc::new(text.clone(), inverse.pos);
                     self.template(&located, target_fields, TemplateRole::Value)
-                        .map(InversePlan::Template)
-                        .unwrap_or(InversePlan::None)
+                        .map(CompiledInverse::Template)
+                        .unwrap_or(CompiledInverse::None)
                 }
                 Inverse::PerSource(_) => {
                     self.error(
@@ -908,7 +948,7 @@ impl Compiler<'_> {
                         "an inverse per source path is for `template` rules; this rule has one source".into(),
                         Some("write the inverse as one template over `value`".into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
             },
             (None, Some(RuleSource::Template(_))) => {
@@ -922,7 +962,7 @@ impl Compiler<'_> {
                         Some(one_way_help.into()),
                     );
                 }
-                InversePlan::None
+                CompiledInverse::None
             }
             (None, Some(RuleSource::Path(_))) => match &spec.transform {
                 Some(transform) if direction.backward() => {
@@ -932,12 +972,12 @@ impl Compiler<'_> {
                         "a two-way rule with a `transform` needs an `inverse`".into(),
                         Some(one_way_help.into()),
                     );
-                    InversePlan::None
+                    CompiledInverse::None
                 }
-                Some(_) => InversePlan::None,
-                None => InversePlan::Direct,
+                Some(_) => CompiledInverse::None,
+                None => CompiledInverse::Direct,
             },
-            (_, None) => InversePlan::None,
+            (_, None) => CompiledInverse::None,
         }
     }
 
@@ -947,7 +987,7 @@ impl Compiler<'_> {
         direction: Direction,
         source_field: &FieldInfo,
         target_field: &FieldInfo,
-    ) -> Option<ValueMapPlan> {
+    ) -> Option<CompiledValueMap> {
         let map = spec.value_map.as_ref()?;
         let data_type = spec.data_type.value;
         let mut forward = HashMap::with_capacity(map.value.len());
@@ -1026,7 +1066,7 @@ impl Compiler<'_> {
                 }),
             );
         }
-        Some(ValueMapPlan { forward, backward })
+        Some(CompiledValueMap { forward, backward })
     }
 }
 
@@ -1122,7 +1162,14 @@ entities:
 
     /// Compiles the mapping `m` with the given rules (YAML list items) between two systems
     /// with the entity above.
-    fn compile_rules(rules: &str, extra: &str) -> Result<MappingPlan, Vec<Diagnostic>> {
+    fn compile_rules(rules: &str, extra: &str) -> Result<CompiledMapping, Vec<Diagnostic>> {
+        compile_rules_warned(rules, extra).map(|(mapping, _)| mapping)
+    }
+
+    fn compile_rules_warned(
+        rules: &str,
+        extra: &str,
+    ) -> Result<(CompiledMapping, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut project = Project::default();
         for name in ["src", "dst"] {
             let (loaded, diagnostics) =
@@ -1154,7 +1201,7 @@ entities:
         )
     }
 
-    fn codes_of(result: Result<MappingPlan, Vec<Diagnostic>>) -> Vec<(codes::Code, u32)> {
+    fn codes_of(result: Result<CompiledMapping, Vec<Diagnostic>>) -> Vec<(codes::Code, u32)> {
         match result {
             Ok(_) => Vec::new(),
             Err(diagnostics) => diagnostics.iter().map(|d| (d.code, d.line)).collect(),
@@ -1170,6 +1217,37 @@ entities:
         .expect("compiles");
         assert_eq!(plan.rules.rules.len(), 1);
         assert_eq!(plan.source_system, "src");
+    }
+
+    #[test]
+    fn costs_that_grow_with_the_record_are_warned_about() {
+        let chain = [r#"replace('x', 'xxxxxxxxxx')"#; 8].join(" | ");
+        let rules = format!(
+            "      - {{ source: \"$..*..*..*\", target: name, type: string, direction: source-to-target }}\n      - {{ template: \"{{{{ record.first | {chain} }}}}\", target: first, type: string, direction: source-to-target }}\n      - {{ source: $.last, target: last, type: string, transform: \"{{{{ value | replace('a', 'b') }}}}\", direction: source-to-target }}\n"
+        );
+        let (_, warnings) = compile_rules_warned(&rules, "").expect("compiles: warnings only");
+        let found: Vec<(&str, u32, u32)> = warnings
+            .iter()
+            .map(|d| (d.code, d.line, d.column))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (codes::UNBOUNDED_COST, 13, 19),
+                (codes::UNBOUNDED_COST, 14, 21)
+            ]
+        );
+        assert!(warnings.iter().all(|d| !d.is_error()));
+        assert!(
+            warnings[0].message.contains("recursive descent"),
+            "{}",
+            warnings[0].message
+        );
+        assert!(
+            warnings[1].message.contains("8 `replace` steps"),
+            "{}",
+            warnings[1].message
+        );
     }
 
     #[test]
