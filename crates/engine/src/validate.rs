@@ -157,7 +157,7 @@ mod tests {
             ],
         ));
         let errors = compile(&project).expect_err("errors");
-        let codes: Vec<&str> = errors.iter().map(|d| d.code).collect();
+        let codes: Vec<&str> = errors.iter().map(|d| d.code.as_str()).collect();
         assert!(codes.contains(&"unknown-field"), "{codes:?}");
         assert!(codes.contains(&"missing-inverse"), "{codes:?}");
         assert_eq!(errors, diagnostics(&project));

@@ -1226,7 +1226,7 @@ entities:
             "      - {{ source: \"$..*..*..*\", target: name, type: string, direction: source-to-target }}\n      - {{ template: \"{{{{ record.first | {chain} }}}}\", target: first, type: string, direction: source-to-target }}\n      - {{ source: $.last, target: last, type: string, transform: \"{{{{ value | replace('a', 'b') }}}}\", direction: source-to-target }}\n"
         );
         let (_, warnings) = compile_rules_warned(&rules, "").expect("compiles: warnings only");
-        let found: Vec<(&str, u32, u32)> = warnings
+        let found: Vec<(codes::Code, u32, u32)> = warnings
             .iter()
             .map(|d| (d.code, d.line, d.column))
             .collect();
