@@ -168,12 +168,18 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             }
             Format::Text => crate::cli::emit(&summary(&report, started.elapsed()))?,
         }
-        Ok(if report.stopped().is_empty() {
-            exit::OK
-        } else {
-            exit::FAILED
-        })
+        Ok(exit_code(&report))
     })
+}
+
+/// A run that stopped a mapping or skipped listed items did not do all it was asked: the
+/// exit code says so, as the summary does.
+fn exit_code(report: &RunReport) -> u8 {
+    if report.stopped().is_empty() && report.mappings.iter().all(|m| m.malformed == 0) {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
 }
 
 fn summary(report: &RunReport, elapsed: Duration) -> String {
@@ -237,6 +243,28 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         if let Some(reason) = &m.stopped {
             let _ = writeln!(out, "  stopped: {reason}");
         }
+        if m.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} listed item{} skipped, not records:",
+                m.malformed,
+                if m.malformed == 1 { "" } else { "s" }
+            );
+            for example in &m.malformed_examples {
+                let _ = writeln!(out, "    {}", listed_problem(m, example));
+            }
+        }
+        if m.stamped_ahead > 0 {
+            let _ = writeln!(
+                out,
+                "  {} record{} stamped later than the system's clock (synced; the cursor does not follow them):",
+                m.stamped_ahead,
+                if m.stamped_ahead == 1 { "" } else { "s" }
+            );
+            for example in &m.stamped_ahead_examples {
+                let _ = writeln!(out, "    {}", listed_problem(m, example));
+            }
+        }
     }
     let requests: Vec<String> = report
         .systems
@@ -247,6 +275,26 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         let _ = writeln!(out, "HTTP requests: {}", requests.join(", "));
     }
     let writes = report.writes();
+    let stopped = report.stopped();
+    let malformed: u64 = report.mappings.iter().map(|m| m.malformed).sum();
+    if !stopped.is_empty() {
+        let names: Vec<&str> = stopped.iter().map(|m| m.mapping.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "{} mapping{} stopped before finishing ({}): the run is incomplete; they go on from where they stopped next time",
+            stopped.len(),
+            if stopped.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+    }
+    if malformed > 0 {
+        let _ = writeln!(
+            out,
+            "{malformed} listed item{} skipped as malformed (listed above per mapping)",
+            if malformed == 1 { " was" } else { "s were" }
+        );
+    }
+    let complete = stopped.is_empty() && malformed == 0;
     if report.dry_run {
         let _ = writeln!(
             out,
@@ -256,7 +304,7 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         for action in &report.actions {
             let _ = writeln!(out, "  {}", describe(action));
         }
-    } else if writes == 0 {
+    } else if writes == 0 && complete {
         let _ = writeln!(out, "nothing changed: every linked record is in sync");
         if report.parked() > 0 {
             let _ = writeln!(
@@ -273,6 +321,22 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         );
     }
     out
+}
+
+/// One skipped or suspicious listed item: `system entity id: reason`.
+fn listed_problem(
+    mapping: &tether_engine::sync::report::MappingReport,
+    problem: &tether_engine::sync::report::ListedProblem,
+) -> String {
+    let side = match problem.side {
+        tether_engine::spec::flow::Side::Source => "source",
+        tether_engine::spec::flow::Side::Target => "target",
+    };
+    let id = problem
+        .id
+        .as_deref()
+        .map_or_else(|| "(no id)".to_owned(), |id| format!("{id:?}"));
+    format!("{} {side} {id}: {}", mapping.mapping, problem.reason)
 }
 
 fn short(value: &serde_json::Value) -> String {
@@ -351,5 +415,90 @@ fn describe(action: &Action) -> String {
             reason,
             ..
         } => format!("{mapping}: park {side:?} {id}: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_engine::spec::flow::Side;
+    use tether_engine::sync::report::{ListedProblem, MappingReport};
+
+    fn report(mappings: Vec<MappingReport>) -> RunReport {
+        RunReport {
+            passes: 1,
+            mappings,
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn a_stopped_mapping_is_named_and_the_run_is_not_called_in_sync() {
+        let stopped = MappingReport {
+            mapping: "keap-contacts-to-customerp-contacts".into(),
+            stopped: Some("keap contacts: the answer is not JSON".into()),
+            ..MappingReport::default()
+        };
+        let report = report(vec![stopped]);
+        let text = summary(&report, Duration::from_secs(1));
+        assert!(!text.contains("nothing changed"), "{text}");
+        assert!(
+            text.contains(
+                "1 mapping stopped before finishing (keap-contacts-to-customerp-contacts)"
+            ),
+            "{text}"
+        );
+        assert_eq!(exit_code(&report), exit::FAILED);
+    }
+
+    #[test]
+    fn malformed_listed_items_are_listed_and_fail_the_exit_code() {
+        let mapping = MappingReport {
+            mapping: "customerp-customers-to-customwebshop-customers".into(),
+            malformed: 2,
+            malformed_examples: vec![
+                ListedProblem {
+                    side: Side::Source,
+                    id: Some("..".into()),
+                    reason: "a dot segment cannot be a record id".into(),
+                },
+                ListedProblem {
+                    side: Side::Source,
+                    id: None,
+                    reason: "the item has no id".into(),
+                },
+            ],
+            ..MappingReport::default()
+        };
+        let report = report(vec![mapping]);
+        let text = summary(&report, Duration::from_secs(1));
+        assert!(!text.contains("nothing changed"), "{text}");
+        assert!(
+            text.contains("2 listed items skipped, not records"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source \"..\": a dot segment cannot be a record id"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source (no id): the item has no id"),
+            "{text}"
+        );
+        assert_eq!(exit_code(&report), exit::FAILED);
+    }
+
+    #[test]
+    fn a_quiet_complete_run_says_nothing_changed_and_succeeds() {
+        let report = report(vec![MappingReport {
+            mapping: "keap-companies-to-customerp-customers".into(),
+            ..MappingReport::default()
+        }]);
+        let text = summary(&report, Duration::from_secs(1));
+        assert!(
+            text.contains("nothing changed: every linked record is in sync"),
+            "{text}"
+        );
+        assert_eq!(exit_code(&report), exit::OK);
     }
 }

@@ -7,6 +7,18 @@ use serde_json::Value;
 use crate::connector::ConnectorStats;
 use crate::spec::flow::Side;
 
+/// Examples of skipped or suspicious listed items kept per mapping in a report.
+pub const EXAMPLES: usize = 10;
+
+/// A listed item worth telling the user about: which side, which id, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedProblem {
+    pub side: Side,
+    /// The id as the API listed it (`None` when the item had none).
+    pub id: Option<String>,
+    pub reason: String,
+}
+
 /// Counts of one mapping over a run (all passes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MappingReport {
@@ -33,6 +45,17 @@ pub struct MappingReport {
     /// Pairs whose record was edited while the run went on: their update waits for the next
     /// read, so the edit is merged instead of overwritten.
     pub deferred: u64,
+    /// Listed items that could not be records (no usable id, an id that cannot be one path
+    /// segment, an answer that is not a record): skipped, not synced.
+    pub malformed: u64,
+    /// Up to [`EXAMPLES`] of them, each naming the side, the id as listed and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub malformed_examples: Vec<ListedProblem>,
+    /// Records stamped later than their system's clock: synced, but they do not move the
+    /// cursor (a clock or data problem in that system worth a look).
+    pub stamped_ahead: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stamped_ahead_examples: Vec<ListedProblem>,
     /// Why the mapping stopped before writing, if it did (circuit breaker, errors).
     pub stopped: Option<String>,
     /// The worker that held the mapping's lease, when this run skipped it for that reason.
@@ -66,6 +89,21 @@ impl MappingReport {
         self.parked += other.parked;
         self.unparked += other.unparked;
         self.deferred += other.deferred;
+        self.malformed += other.malformed;
+        self.stamped_ahead += other.stamped_ahead;
+        for (ours, theirs) in [
+            (&mut self.malformed_examples, &other.malformed_examples),
+            (
+                &mut self.stamped_ahead_examples,
+                &other.stamped_ahead_examples,
+            ),
+        ] {
+            for example in theirs {
+                if ours.len() < EXAMPLES && !ours.contains(example) {
+                    ours.push(example.clone());
+                }
+            }
+        }
         if other.stopped.is_some() {
             self.stopped.clone_from(&other.stopped);
         }

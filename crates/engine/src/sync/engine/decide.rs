@@ -29,6 +29,17 @@ impl Engine {
         let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
+        for read in [&mut source, &mut target] {
+            report.malformed += read.malformed.len() as u64;
+            report.stamped_ahead += read.ahead.len() as u64;
+            for (examples, found) in [
+                (&mut report.malformed_examples, &mut read.malformed),
+                (&mut report.stamped_ahead_examples, &mut read.ahead),
+            ] {
+                let room = EXAMPLES.saturating_sub(examples.len());
+                examples.extend(found.drain(..).take(room));
+            }
+        }
 
         // Parked records and records waiting for references are tried again.
         let parked = self.store.parked(Some(&m.name)).await?;

@@ -55,7 +55,9 @@ use crate::store::{
 use crate::sync::control::{Cancel, LeaseOptions};
 use crate::sync::merge::{self, Fields, MergePolicy, Version};
 use crate::sync::order::dependency_order;
-use crate::sync::report::{Action, FieldChange, MappingReport, RunReport, SystemReport};
+use crate::sync::report::{
+    Action, EXAMPLES, FieldChange, ListedProblem, MappingReport, RunReport, SystemReport,
+};
 
 mod decide;
 mod read;
@@ -583,6 +585,9 @@ struct SideRead {
     listed: Option<HashSet<String>>,
     cursor: Option<String>,
     deletion_cursor: Option<String>,
+    /// Listed items that could not be records, and records stamped ahead of the clock.
+    malformed: Vec<ListedProblem>,
+    ahead: Vec<ListedProblem>,
 }
 
 /// A record that failed a rule, was refused, or waits for a referenced record.

@@ -46,7 +46,23 @@ impl Engine {
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
-                warn!(mapping = %m.name, side = side_name(side), reason = %malformed.reason, "listed item skipped");
+                warn!(mapping = %m.name, side = side_name(side), id = ?malformed.id, reason = %malformed.reason, "listed item skipped");
+                read.malformed.push(ListedProblem {
+                    side,
+                    id: malformed.id,
+                    reason: malformed.reason,
+                });
+            }
+            for ahead in page.ahead {
+                read.ahead.push(ListedProblem {
+                    side,
+                    reason: format!(
+                        "modified at {}, after the system's clock ({}): synced, but it does not move the cursor",
+                        ahead.modified.to_rfc3339(),
+                        ahead.clock.to_rfc3339()
+                    ),
+                    id: Some(ahead.id),
+                });
             }
             last_cursor = Some(page.cursor.to_string());
             complete = page.last;
