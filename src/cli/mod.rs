@@ -85,3 +85,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
     }
 }
+
+/// This machine's host name, for lease holder names (`HOSTNAME`, else `/etc/hostname`).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tether".to_owned())
+}

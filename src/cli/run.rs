@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use tether_engine::store::StoreUrl;
+use tether_engine::sync::control::LeaseOptions;
 use tether_engine::sync::engine::RunOptions;
 use tether_engine::sync::report::{Action, RunReport};
 use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
@@ -122,6 +123,10 @@ fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// How long a run's lease lasts without renewal (renewed every third of it while the run
+/// goes on; a killed run's leases are taken over at once by the next run on the same host).
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
 pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
     let state = args.state.url.clone();
     let state = &state;
@@ -143,6 +148,10 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             mappings: args.selection.mappings.clone(),
             dry_run,
             allow_mass_change: args.allow_mass_change,
+            // Overlapping runs on one store (a cron job and a long initial sync, or a run
+            // beside `tether serve`) take the same leases as servers do: one syncs an
+            // identity while the others skip it and say so.
+            lease: (!dry_run).then(|| LeaseOptions::for_run(&crate::cli::host_name(), LEASE_TTL)),
             progress: progress_bar.map(|bar| {
                 tether_engine::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
                     bar.set_message(message.to_owned())

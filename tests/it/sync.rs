@@ -1072,3 +1072,33 @@ async fn run_without_rate_limits_never_waits_for_the_limiter() {
         assert_eq!(system["rate_limit_waits"], 0, "no wait: {system}");
     }
 }
+
+/// Two `tether run` at once on one store (a cron job overlapping a long initial sync): the
+/// store's leases let one sync an identity while the other skips it, so no record is created
+/// twice; a later run does what the skipping one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_on_one_store_create_nothing_twice() {
+    let reference = world("overlap-reference", 8).await;
+    reference.run(&[]).await;
+    reference.run(&[]).await;
+    let expected = faults::census(&reference);
+
+    let w = world("overlap", 8).await;
+    let mut first = tether_run(&w, &[]).spawn().expect("first run");
+    let mut second = tether_run(&w, &[]).spawn().expect("second run");
+    let first = first.wait().expect("first ends");
+    let second = second.wait().expect("second ends");
+    assert!(
+        first.code().is_some() && second.code().is_some(),
+        "both runs end on their own: {first:?} {second:?}"
+    );
+    let after = tether_run(&w, &[]).status().expect("a later run");
+    assert!(after.success(), "a later run completes: {after:?}");
+    let last = w.run(&[]).await;
+    assert_eq!(last.writes(), 0, "everything is in sync: {last:#?}");
+    assert_eq!(
+        faults::census(&w),
+        expected,
+        "every record exactly once, as after runs one at a time"
+    );
+}

@@ -117,7 +117,7 @@ async fn a_create_the_api_refused_is_sent_again_until_it_lands() {
 }
 
 /// Record counts per system and entity.
-fn census(w: &World) -> BTreeMap<String, usize> {
+pub(super) fn census(w: &World) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for (system, _) in w.sandbox.systems() {
         for entity in w.sandbox.entities(&system).expect("entities") {

@@ -1106,6 +1106,24 @@ impl Engine {
             .into_iter()
             .find(|l| l.mapping == name)
             .map_or_else(|| "another worker".to_owned(), |l| l.worker);
+        if crate::sync::control::left_by_dead_run(
+            &holder,
+            &lease.worker,
+            crate::sync::control::process_alive,
+        ) {
+            // A run killed on this host: what it recorded stands (create intents make its
+            // unfinished creates safe), so its lease is taken over now.
+            info!(lease = %name, %holder, "taking over the lease of a run that is gone");
+            self.store.release_lease(name, &holder).await?;
+            if self
+                .store
+                .try_acquire_lease(name, &lease.worker, now, expires)
+                .await?
+                .is_some()
+            {
+                return Ok(None);
+            }
+        }
         Ok(Some(holder))
     }
 
