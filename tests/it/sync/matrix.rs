@@ -1845,3 +1845,39 @@ matrix_tests! {
     matrix_salesforce_product2_to_customerp_products => "salesforce-product2-to-customerp-products",
     matrix_salesforce_quotes_to_customerp_quotes => "salesforce-quotes-to-customerp-quotes",
 }
+
+/// The first link of records that both exist (matched by key) adopts what each side holds
+/// for fields the other side cannot tell: an inactive EUR customer in the ERP (the master)
+/// matched to a live shop customer keeps its active flag and currency. Those one-way rules
+/// only fill the fields when the ERP customer is created from the shop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_link_does_not_write_constants_over_the_masters_values() {
+    let w = world("first-link-constants", 0).await;
+    let mut erp = erp_customer("dormant@first-link.example", "Dormant GmbH");
+    erp["currency"] = json!("EUR");
+    erp["is_active"] = json!(false);
+    let erp_id = insert(&w, "customerp", "customers", erp);
+    insert(
+        &w,
+        "customwebshop",
+        "customers",
+        shop_customer("dormant@first-link.example", "Dormant GmbH"),
+    );
+    let report = w.run(&[ERP_SHOP_CUSTOMERS]).await;
+    assert_eq!(report.mappings[0].linked, 1, "{report:#?}");
+    let after = read(&w, "customerp", "customers", &erp_id).expect("the ERP customer");
+    assert_eq!(after["currency"], "EUR", "the currency stays: {after}");
+    assert_eq!(after["is_active"], false, "still inactive: {after}");
+
+    // A customer who signs up in the shop still gets the shop's currency and is active.
+    insert(
+        &w,
+        "customwebshop",
+        "customers",
+        shop_customer("new@first-link.example", "New Signup AB"),
+    );
+    w.run(&[ERP_SHOP_CUSTOMERS]).await;
+    let created = w.one("customerp", "customers", "email", "new@first-link.example");
+    assert_eq!(created["currency"], "USD", "{created}");
+    assert_eq!(created["is_active"], true, "{created}");
+}

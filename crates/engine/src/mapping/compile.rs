@@ -853,13 +853,29 @@ impl Compiler<'_> {
         if self.error_count() > errors_before {
             return None;
         }
+        let source = source?;
+        // A one-way rule whose value does not depend on the record it comes from (a
+        // constant: `inverse: USD`, `template: "false"`) says what a record created from the
+        // other side starts with, not something the two sides share: it fills the field when
+        // that record is created, never over the value a linked record holds.
+        let constant = |template: &CompiledTemplate| template.variables().is_empty();
+        let writes_a_constant = match direction {
+            Direction::TargetToSource => {
+                matches!(&inverse, CompiledInverse::Template(t) if constant(t))
+            }
+            Direction::SourceToTarget => {
+                transform.as_ref().is_some_and(constant)
+                    || matches!(&source, RuleSource::Template(t) if constant(t))
+            }
+            Direction::Both => false,
+        };
         Some(CompiledRule {
             target: target?,
-            source: source?,
+            source,
             data_type,
             direction,
             required: spec.required,
-            create_only: spec.create_only,
+            create_only: spec.create_only || writes_a_constant,
             changes_only: spec.changes_only,
             default,
             reference: spec.reference.as_ref().map(|r| r.value.clone()),
