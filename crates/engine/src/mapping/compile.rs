@@ -13,7 +13,7 @@ use crate::mapping::path::{PathError, RecordPath, Step};
 use crate::mapping::template::{self, CompiledTemplate, RecordUse, TemplateError};
 use crate::mapping::types::{self, FieldShape};
 use crate::spec::diagnostic::Diagnostic;
-use crate::spec::flow::{DataType, Direction, Inverse, MappingSpec, RuleSpec, ScalarKey};
+use crate::spec::flow::{DataType, Direction, Inverse, MappingSpec, RuleSpec, ScalarKey, Side};
 use crate::spec::load::Project;
 use crate::spec::node::{Loc, Pos, did_you_mean};
 use crate::spec::system::{EntitySpec, FieldSpec, FieldType};
@@ -333,21 +333,6 @@ pub fn compile(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    fn system(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TemplateRole {
     /// `transform` and `inverse`: `value` and `record`.
     Value,
@@ -527,7 +512,7 @@ impl Compiler<'_> {
                                 .or_else(|| {
                                     Some(format!(
                                         "the {} entity's fields here are {}",
-                                        side.system(),
+                                        side.as_str(),
                                         short_list(map.keys())
                                     ))
                                 });
@@ -536,7 +521,7 @@ impl Compiler<'_> {
                                 codes::UNKNOWN_FIELD,
                                 format!(
                                     "`{name}` is not a field of the {} entity (in `{path}`)",
-                                    side.system()
+                                    side.as_str()
                                 ),
                                 help,
                             );

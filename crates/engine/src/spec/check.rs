@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 
 use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::env::EnvString;
-use crate::spec::flow::{FlowFile, MappingSpec, RuleSpec};
+use crate::spec::flow::{FlowFile, MappingSpec, RuleSpec, Side};
 use crate::spec::load::{Loaded, Project};
 use crate::spec::node::{Loc, Pos, did_you_mean};
 use crate::spec::system::{Auth, EntitySpec, FieldSpec, SystemFile};
@@ -235,12 +235,6 @@ fn check_flow_systems(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<
             }
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Side {
-    Source,
-    Target,
 }
 
 fn check_mapping_names(project: &Project, flow: &Loaded<FlowFile>, out: &mut Vec<Diagnostic>) {

@@ -284,14 +284,14 @@ impl Engine {
             };
             match m.spec.deletes {
                 DeletePolicy::Ignore => {}
-                DeletePolicy::Propagate if carried && m.side(other(side)).info.can_delete => {
+                DeletePolicy::Propagate if carried && m.side(side.other()).info.can_delete => {
                     work.deletes
-                        .push((other(side), counterpart.clone(), pair.global_id.clone()));
-                    gone.insert((other(side), counterpart));
+                        .push((side.other(), counterpart.clone(), pair.global_id.clone()));
+                    gone.insert((side.other(), counterpart));
                     work.unlinks.push((side, id, pair.global_id.clone()));
                 }
                 DeletePolicy::Unlink | DeletePolicy::Propagate => {
-                    survivors.push((other(side), counterpart, seen));
+                    survivors.push((side.other(), counterpart, seen));
                     work.unlinks.push((side, id, pair.global_id.clone()));
                 }
             }
@@ -554,7 +554,7 @@ impl Engine {
                     Side::Source => source_links.get(&record.id).cloned(),
                     Side::Target => target_links.get(&record.id).cloned(),
                 };
-                let other_side = other(side);
+                let other_side = side.other();
                 let other_read = match other_side {
                     Side::Source => source,
                     Side::Target => target,
@@ -816,13 +816,13 @@ impl Engine {
             Side::Source => Canonical::of(plan, &body).into_fields(),
             Side::Target => Canonical::of(plan, &record.data).into_fields(),
         };
-        shape_body(&mut body, &m.side(other(side)).fields, None);
+        shape_body(&mut body, &m.side(side.other()).fields, None);
         let (global_id, new_global) = match own_global {
             Some(global) => (global, false),
             None => (GlobalId::new(String::new()), true),
         };
         Planned::Create(Create {
-            on: other(side),
+            on: side.other(),
             from_id: record.id.clone(),
             global_id,
             new_global,

@@ -216,20 +216,6 @@ pub struct Engine {
     mappings: Vec<Arc<MappingRuntime>>,
 }
 
-fn other(side: Side) -> Side {
-    match side {
-        Side::Source => Side::Target,
-        Side::Target => Side::Source,
-    }
-}
-
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Source => "source",
-        Side::Target => "target",
-    }
-}
-
 /// Text that identifies the same thing on both sides: case, surrounding and repeated
 /// whitespace ignored; several keys joined.
 fn key_text(values: &[Option<Value>]) -> Option<String> {
@@ -299,7 +285,7 @@ fn sent_body(
         Side::Target => mapping::apply_inverse(&m.plan, record, resolver),
     }
     .ok()?;
-    shape_body(&mut body, &m.side(other(origin)).fields, None);
+    shape_body(&mut body, &m.side(origin.other()).fields, None);
     if let Value::Object(fields) = &mut body {
         fields.retain(|_, value| !value.is_null());
     }

@@ -46,7 +46,7 @@ impl Engine {
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
-                warn!(mapping = %m.name, side = side_name(side), id = ?malformed.id, reason = %malformed.reason, "listed item skipped");
+                warn!(mapping = %m.name, side = side.as_str(), id = ?malformed.id, reason = %malformed.reason, "listed item skipped");
                 read.malformed.push(ListedProblem {
                     side,
                     id: malformed.id,

@@ -70,7 +70,7 @@ impl Engine {
         let mut held = HashSet::new();
         let mut fetched = false;
         for intent in intents {
-            let origin = other(intent.side);
+            let origin = intent.side.other();
             let side_fresh = match intent.side {
                 Side::Source => fresh[0],
                 Side::Target => fresh[1],
@@ -333,7 +333,7 @@ impl Engine {
                         }
                         Err(error) if error.is_permanent() => {
                             outcome = Err(parking_from_write(
-                                other(update.on),
+                                update.on.other(),
                                 if update.on == Side::Source {
                                     &pair.target_id
                                 } else {
@@ -435,7 +435,7 @@ impl Engine {
                 } else {
                     create.global_id.clone()
                 };
-                let from_rt = m.side(other(create.on));
+                let from_rt = m.side(create.on.other());
                 tx.link(
                     &identity,
                     &global,
@@ -547,13 +547,13 @@ impl Engine {
                                 Side::Source => report.created_source += 1,
                                 Side::Target => report.created_target += 1,
                             }
-                            done_ids.push((other(on), create.from_id.clone()));
+                            done_ids.push((on.other(), create.from_id.clone()));
                         }
                         Err(error) if !error.may_have_applied() => {
                             tx.abandon_intent(intent_id).await?;
                             tx.park(&park_of(
                                 m,
-                                parking_from_write(other(on), &create.from_id, &error),
+                                parking_from_write(on.other(), &create.from_id, &error),
                             ))
                             .await?;
                             report.parked += 1;
@@ -568,7 +568,7 @@ impl Engine {
                             tx.park(&park_of(
                                 m,
                                 Parking {
-                                    side: other(on),
+                                    side: on.other(),
                                     id: create.from_id.clone(),
                                     reason: format!(
                                         "the create in {} {} may have happened ({error}); the next run links the record it made, or sends the create again",
