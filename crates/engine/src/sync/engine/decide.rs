@@ -78,10 +78,10 @@ impl Engine {
         // The links the records read refer to, looked up at once.
         let map_all = |source: &SideRead, target: &SideRead| {
             for record in source.records.values() {
-                let _ = mapping::apply_forward(&m.plan, &record.data, &resolver);
+                let _ = mapping::apply_forward(&m.compiled, &record.data, &resolver);
             }
             for record in target.records.values() {
-                let _ = mapping::apply_inverse(&m.plan, &record.data, &resolver);
+                let _ = mapping::apply_inverse(&m.compiled, &record.data, &resolver);
             }
         };
         self.links_ready(&resolver, || map_all(&source, &target))
@@ -224,7 +224,7 @@ impl Engine {
         pairs: Vec<PairState>,
         resolver: &LinkResolver,
     ) -> Result<MappingWork, EngineError> {
-        let plan = &m.plan;
+        let compiled = &m.compiled;
         let identity = m.identity();
         let mut work = MappingWork::default();
         let pairs_by_global: HashMap<String, PairState> = pairs
@@ -372,14 +372,14 @@ impl Engine {
         // listing (Keap companies) costs its pages, not a read of every counterpart.
         let source_unchanged = |record: &Record, pair: &PairState| {
             pair.source.hash.is_some()
-                && mapping::apply_forward_existing(plan, &record.data, resolver)
+                && mapping::apply_forward_existing(compiled, &record.data, resolver)
                     .ok()
-                    .map(|body| fields_hash(&Canonical::of(plan, &body).into_fields()))
+                    .map(|body| fields_hash(&Canonical::of(compiled, &body).into_fields()))
                     == pair.source.hash
         };
         let target_unchanged = |record: &Record, pair: &PairState| {
             pair.target.hash.is_some()
-                && Some(fields_hash(&synced_fields(plan, &record.data))) == pair.target.hash
+                && Some(fields_hash(&synced_fields(compiled, &record.data))) == pair.target.hash
         };
         for record in source.records.values() {
             if gone.contains(&(Side::Source, record.id.clone())) {
@@ -509,7 +509,7 @@ impl Engine {
                 resolver,
                 &mut work,
             ) {
-                Ok(Some(pair_plan)) => work.pairs.push(pair_plan),
+                Ok(Some(pair_decision)) => work.pairs.push(pair_decision),
                 Ok(None) => {}
                 Err(parking) => work.parked.push(parking),
             }
@@ -537,11 +537,11 @@ impl Engine {
                     }
                     work.revived.push((side, record.id.clone()));
                 }
-                let key = match_key(plan, side, &record.data);
+                let key = match_key(compiled, side, &record.data);
                 work.record_keys
                     .push((side, record.id.clone(), key.clone()));
                 if side == Side::Source {
-                    match mapping::accepts(plan, &record.data) {
+                    match mapping::accepts(compiled, &record.data) {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(error) => {
@@ -597,7 +597,7 @@ impl Engine {
                     0 if !allowed => {}
                     0 => {
                         self.links_ready(resolver, || {
-                            let _ = self.plan_create(
+                            let _ = self.decide_create(
                                 m,
                                 side,
                                 record,
@@ -607,10 +607,11 @@ impl Engine {
                             );
                         })
                         .await?;
-                        match self.plan_create(m, side, record, own_global, key.clone(), resolver) {
-                            Planned::Create(create) => work.creates.push(create),
-                            Planned::Park(parking) => work.parked.push(parking),
-                            Planned::Wait(parking) => work.deferred.push(parking),
+                        match self.decide_create(m, side, record, own_global, key.clone(), resolver)
+                        {
+                            Decision::Create(create) => work.creates.push(create),
+                            Decision::Park(parking) => work.parked.push(parking),
+                            Decision::Wait(parking) => work.deferred.push(parking),
                         }
                     }
                     1 => {
@@ -678,13 +679,13 @@ impl Engine {
                             resolver,
                             &mut work,
                         ) {
-                            Ok(Some(mut pair_plan)) => {
-                                pair_plan.new_links = vec![
+                            Ok(Some(mut pair_decision)) => {
+                                pair_decision.new_links = vec![
                                     (Side::Source, source_record.id.clone()),
                                     (Side::Target, target_record.id.clone()),
                                 ];
-                                pair_plan.new_global = new_global;
-                                work.pairs.push(pair_plan);
+                                pair_decision.new_global = new_global;
+                                work.pairs.push(pair_decision);
                             }
                             Ok(None) => {}
                             Err(parking) => work.parked.push(parking),
@@ -727,7 +728,7 @@ impl Engine {
                     work.record_keys.push((
                         side,
                         record.id.clone(),
-                        match_key(plan, side, &record.data),
+                        match_key(compiled, side, &record.data),
                     ));
                 }
             }
@@ -751,7 +752,7 @@ impl Engine {
         let mut ids: Vec<String> = read
             .records
             .values()
-            .filter(|r| match_key(&m.plan, side, &r.data).as_deref() == Some(key))
+            .filter(|r| match_key(&m.compiled, side, &r.data).as_deref() == Some(key))
             .map(|r| r.id.clone())
             .collect();
         for id in self.store.find_record_keys(&m.name, side, key).await? {
@@ -789,7 +790,7 @@ impl Engine {
     }
 
     /// Plans the create of `record`'s counterpart on the other side.
-    pub(super) fn plan_create(
+    pub(super) fn decide_create(
         &self,
         m: &MappingRuntime,
         side: Side,
@@ -797,31 +798,31 @@ impl Engine {
         own_global: Option<GlobalId>,
         key: Option<String>,
         resolver: &LinkResolver,
-    ) -> Planned {
-        let plan = &m.plan;
+    ) -> Decision {
+        let compiled = &m.compiled;
         let mapped = match side {
-            Side::Source => mapping::apply_forward(plan, &record.data, resolver),
-            Side::Target => mapping::apply_inverse(plan, &record.data, resolver),
+            Side::Source => mapping::apply_forward(compiled, &record.data, resolver),
+            Side::Target => mapping::apply_inverse(compiled, &record.data, resolver),
         };
         let mut body = match mapped {
             Ok(body) => body,
             Err(error) if error.waits_for_references() => {
-                return Planned::Wait(self.waiting(m, side, &record.id, &error));
+                return Decision::Wait(self.waiting(m, side, &record.id, &error));
             }
-            Err(error) => return Planned::Park(parking_from(side, &record.id, &error)),
+            Err(error) => return Decision::Park(parking_from(side, &record.id, &error)),
         };
         // The base is in the target's terms: the created target record, or the source
         // record as it maps forward.
         let fields = match side {
-            Side::Source => Canonical::of(plan, &body).into_fields(),
-            Side::Target => Canonical::of(plan, &record.data).into_fields(),
+            Side::Source => Canonical::of(compiled, &body).into_fields(),
+            Side::Target => Canonical::of(compiled, &record.data).into_fields(),
         };
         shape_body(&mut body, &m.side(side.other()).fields, None);
         let (global_id, new_global) = match own_global {
             Some(global) => (global, false),
             None => (GlobalId::new(String::new()), true),
         };
-        Planned::Create(Create {
+        Decision::Create(Create {
             on: side.other(),
             from_id: record.id.clone(),
             global_id,
@@ -910,9 +911,9 @@ impl Engine {
         pair: Option<&PairState>,
         resolver: &LinkResolver,
         work: &mut MappingWork,
-    ) -> Result<Option<PairPlan>, Parking> {
-        let plan = &m.plan;
-        let forward = match mapping::apply_forward_existing(plan, &source.data, resolver) {
+    ) -> Result<Option<PairDecision>, Parking> {
+        let compiled = &m.compiled;
+        let forward = match mapping::apply_forward_existing(compiled, &source.data, resolver) {
             Ok(value) => value,
             Err(error) if error.waits_for_references() => {
                 work.deferred
@@ -921,13 +922,13 @@ impl Engine {
             }
             Err(error) => return Err(parking_from(Side::Source, &source.id, &error)),
         };
-        let source_fields = Canonical::of(plan, &forward).into_fields();
-        let target_fields = synced_fields(plan, &target.data);
+        let source_fields = Canonical::of(compiled, &forward).into_fields();
+        let target_fields = synced_fields(compiled, &target.data);
         let source_hash = fields_hash(&source_fields);
         let target_hash = fields_hash(&target_fields);
         let base: Option<Fields> = pair.map(|p| match &p.base {
             Value::Object(map) => without_create_only(
-                plan,
+                compiled,
                 map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             ),
             _ => BTreeMap::new(),
@@ -944,7 +945,7 @@ impl Engine {
         // on the source, though it maps forward to something else: a value map or a type
         // that is not one-to-one. Only a different source value is an edit.
         if let Some(base) = &base {
-            for rule in plan
+            for rule in compiled
                 .rules
                 .rules
                 .iter()
@@ -954,7 +955,9 @@ impl Engine {
                 let (Some(now), Some(was)) = (source_view.get(field), base.get(field)) else {
                     continue;
                 };
-                if now != was && holds_base(plan, rule, &source.data, &target.data, was, resolver) {
+                if now != was
+                    && holds_base(compiled, rule, &source.data, &target.data, was, resolver)
+                {
                     source_view.insert(field.to_owned(), was.clone());
                 }
             }
@@ -996,7 +999,7 @@ impl Engine {
                 id: target.id.clone(),
                 body: {
                     let mut body = target_update(
-                        plan,
+                        compiled,
                         &target.data,
                         &forward,
                         &source_fields,
@@ -1013,10 +1016,10 @@ impl Engine {
             // The target record with the values to send back, mapped backwards through the
             // rules of those fields only.
             let mut overlaid = target.data.clone();
-            set_fields(plan, &mut overlaid, &merged.to_source);
+            set_fields(compiled, &mut overlaid, &merged.to_source);
             let selected: HashSet<&str> = merged.to_source.keys().map(String::as_str).collect();
             match mapping::apply_inverse_selected_onto(
-                plan,
+                compiled,
                 &overlaid,
                 resolver,
                 &selected,
@@ -1056,7 +1059,7 @@ impl Engine {
             }
         }
         let written_hash = fields_hash(&merged.base);
-        Ok(Some(PairPlan {
+        Ok(Some(PairDecision {
             global_id,
             source_id: source.id.clone(),
             target_id: target.id.clone(),

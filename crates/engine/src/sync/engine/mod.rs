@@ -178,7 +178,7 @@ pub struct MappingRuntime {
     pub name: String,
     pub flow: String,
     pub spec: MappingSpec,
-    pub plan: Arc<CompiledMapping>,
+    pub compiled: Arc<CompiledMapping>,
     pub source: SideRuntime,
     pub target: SideRuntime,
     /// Mappings named by reference rules.
@@ -239,11 +239,11 @@ fn key_text(values: &[Option<Value>]) -> Option<String> {
 }
 
 /// The match key of a record on one side of a mapping.
-fn match_key(plan: &CompiledMapping, side: Side, record: &Value) -> Option<String> {
-    if plan.match_keys.is_empty() {
+fn match_key(compiled: &CompiledMapping, side: Side, record: &Value) -> Option<String> {
+    if compiled.match_keys.is_empty() {
         return None;
     }
-    let values: Vec<Option<Value>> = plan
+    let values: Vec<Option<Value>> = compiled
         .match_keys
         .iter()
         .map(|k| {
@@ -260,18 +260,18 @@ fn match_key(plan: &CompiledMapping, side: Side, record: &Value) -> Option<Strin
 /// The fields of a target-shaped record that a linked pair keeps in sync: its canonical form
 /// without the `create_only` rules, which fill a field when the record is created and never
 /// overwrite it afterwards (so a later change of such a field is nobody's edit to merge).
-fn synced_fields(plan: &CompiledMapping, record: &Value) -> Fields {
-    without_create_only(plan, Canonical::of(plan, record).into_fields())
+fn synced_fields(compiled: &CompiledMapping, record: &Value) -> Fields {
+    without_create_only(compiled, Canonical::of(compiled, record).into_fields())
 }
 
-fn without_create_only(plan: &CompiledMapping, mut fields: Fields) -> Fields {
-    for rule in plan.rules.rules.iter().filter(|r| r.create_only) {
+fn without_create_only(compiled: &CompiledMapping, mut fields: Fields) -> Fields {
+    for rule in compiled.rules.rules.iter().filter(|r| r.create_only) {
         fields.remove(rule.target.as_str());
     }
     fields
 }
 
-/// The body a create of `record`'s counterpart sends (as `plan_create` builds it), without
+/// The body a create of `record`'s counterpart sends (as `decide_create` builds it), without
 /// its empty fields (a system may fill in its own default): what a record the create made
 /// holds.
 fn sent_body(
@@ -281,8 +281,8 @@ fn sent_body(
     resolver: &LinkResolver,
 ) -> Option<Value> {
     let mut body = match origin {
-        Side::Source => mapping::apply_forward(&m.plan, record, resolver),
-        Side::Target => mapping::apply_inverse(&m.plan, record, resolver),
+        Side::Source => mapping::apply_forward(&m.compiled, record, resolver),
+        Side::Target => mapping::apply_inverse(&m.compiled, record, resolver),
     }
     .ok()?;
     shape_body(&mut body, &m.side(origin.other()).fields, None);
@@ -296,7 +296,7 @@ fn sent_body(
 /// create wrote. Fields whose rules flow only away from the created side are left out (the
 /// system assigns them, as the ERP assigns order numbers), and so are empty ones (a system
 /// may fill in its own default).
-fn created_fields_hash(plan: &CompiledMapping, on: Side, fields: &Fields) -> String {
+fn created_fields_hash(compiled: &CompiledMapping, on: Side, fields: &Fields) -> String {
     let away = match on {
         Side::Target => Direction::TargetToSource,
         Side::Source => Direction::SourceToTarget,
@@ -305,7 +305,7 @@ fn created_fields_hash(plan: &CompiledMapping, on: Side, fields: &Fields) -> Str
         .iter()
         .filter(|(path, value)| {
             !value.is_null()
-                && !plan
+                && !compiled
                     .rules
                     .rules
                     .iter()
@@ -321,9 +321,14 @@ fn fields_hash(fields: &Fields) -> String {
 }
 
 /// Writes `fields` (target paths -> values) into a target-shaped record.
-fn set_fields(plan: &CompiledMapping, record: &mut Value, fields: &Fields) {
+fn set_fields(compiled: &CompiledMapping, record: &mut Value, fields: &Fields) {
     for (path, value) in fields {
-        if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
+        if let Some(rule) = compiled
+            .rules
+            .rules
+            .iter()
+            .find(|r| r.target.as_str() == path)
+        {
             let _ = rule.target.set(record, value.clone());
         }
     }
@@ -336,7 +341,7 @@ fn set_fields(plan: &CompiledMapping, record: &mut Value, fields: &Fields) {
 /// it (ids typed as the target has them, not the canonical text); other values (a base the
 /// source no longer maps to) as they are.
 fn target_update(
-    plan: &CompiledMapping,
+    compiled: &CompiledMapping,
     current: &Value,
     forward: &Value,
     source_fields: &Fields,
@@ -344,13 +349,23 @@ fn target_update(
 ) -> Value {
     let mut out = Map::new();
     for path in changed.keys() {
-        if let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) {
+        if let Some(rule) = compiled
+            .rules
+            .rules
+            .iter()
+            .find(|r| r.target.as_str() == path)
+        {
             mapping::seed_list(&mut out, &rule.target, current);
         }
     }
     let mut out = Value::Object(out);
     for (path, value) in changed {
-        let Some(rule) = plan.rules.rules.iter().find(|r| r.target.as_str() == path) else {
+        let Some(rule) = compiled
+            .rules
+            .rules
+            .iter()
+            .find(|r| r.target.as_str() == path)
+        else {
             continue;
         };
         let raw = (source_fields.get(path) == Some(value))
@@ -366,7 +381,7 @@ fn target_update(
 /// as through `rule`: the rule's inverse of the base, compared with the record in the
 /// source's own terms (numbers as numbers, text exactly).
 fn holds_base(
-    plan: &CompiledMapping,
+    compiled: &CompiledMapping,
     rule: &mapping::CompiledRule,
     source: &Value,
     target: &Value,
@@ -378,7 +393,7 @@ fn holds_base(
         return false;
     }
     let only: HashSet<&str> = [rule.target.as_str()].into_iter().collect();
-    match mapping::apply_inverse_selected_onto(plan, &shaped, resolver, &only, source) {
+    match mapping::apply_inverse_selected_onto(compiled, &shaped, resolver, &only, source) {
         Ok(patch) => patch.as_object().is_some_and(|o| !o.is_empty()) && holds(&patch, source),
         Err(_) => false,
     }
@@ -621,7 +636,7 @@ struct Create {
 }
 
 /// What planning a create decided.
-enum Planned {
+enum Decision {
     Create(Create),
     /// The record fails a rule.
     Park(Parking),
@@ -640,7 +655,7 @@ struct Update {
 }
 
 /// The decisions for one linked pair.
-struct PairPlan {
+struct PairDecision {
     global_id: GlobalId,
     source_id: String,
     target_id: String,
@@ -660,7 +675,7 @@ struct PairPlan {
 /// Everything one pass of one mapping decided.
 #[derive(Default)]
 struct MappingWork {
-    pairs: Vec<PairPlan>,
+    pairs: Vec<PairDecision>,
     creates: Vec<Create>,
     deletes: Vec<(Side, String, GlobalId)>,
     unlinks: Vec<(Side, String, GlobalId)>,
@@ -688,7 +703,7 @@ impl Engine {
         let mut runtimes: IndexMap<String, Arc<MappingRuntime>> = IndexMap::new();
         for (flow, spec) in project.mappings() {
             let name = spec.name.value.clone();
-            let Some(plan) = plans.get(&name) else {
+            let Some(compiled) = plans.get(&name) else {
                 continue;
             };
             let side = |system: &str, entity: &str| -> Result<SideRuntime, EngineError> {
@@ -728,7 +743,7 @@ impl Engine {
             };
             let source = side(&flow.spec.source.value, &spec.source.value)?;
             let target = side(&flow.spec.target.value, &spec.target.value)?;
-            let references = plan
+            let references = compiled
                 .references()
                 .iter()
                 .map(|r| r.mapping.to_owned())
@@ -739,17 +754,17 @@ impl Engine {
                     name,
                     flow: flow.spec.flow.value.clone(),
                     spec: spec.clone(),
-                    plan: plan.clone(),
+                    compiled: compiled.clone(),
                     source,
                     target,
                     references,
-                    field_directions: plan
+                    field_directions: compiled
                         .rules
                         .rules
                         .iter()
                         .map(|r| (r.target.as_str().to_owned(), r.direction))
                         .collect(),
-                    changes_only: plan
+                    changes_only: compiled
                         .rules
                         .rules
                         .iter()
@@ -1171,10 +1186,10 @@ fn seen_hash(
     resolver: &LinkResolver,
 ) -> Option<String> {
     match side {
-        Side::Target => Some(fields_hash(&synced_fields(&m.plan, data))),
-        Side::Source => mapping::apply_forward_existing(&m.plan, data, resolver)
+        Side::Target => Some(fields_hash(&synced_fields(&m.compiled, data))),
+        Side::Source => mapping::apply_forward_existing(&m.compiled, data, resolver)
             .ok()
-            .map(|body| fields_hash(&Canonical::of(&m.plan, &body).into_fields())),
+            .map(|body| fields_hash(&Canonical::of(&m.compiled, &body).into_fields())),
     }
 }
 
@@ -1342,33 +1357,33 @@ mod tests {
     fn update_bodies_keep_the_other_items_of_a_list_and_write_values_typed() {
         // One address line of the shop's billing address: the whole list goes, the billing
         // address with its other fields and the shipping address as they are.
-        let plan = shipped("keap-companies-to-customwebshop-customers");
+        let compiled = shipped("keap-companies-to-customwebshop-customers");
         let current = json!({ "email": "a@example.com", "addresses": [
             { "type": "billing", "line1": "Munkegata 4", "city": "Trondheim", "zip": "7011", "country": "NO" },
             { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] });
         let forward = json!({ "addresses": [{ "type": "billing", "line1": "Nyveien 1", "city": "Trondheim" }] });
-        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let source_fields = Canonical::of(&compiled, &forward).into_fields();
         let changed: Fields = [(
             "addresses[type=billing].line1".to_owned(),
             json!("Nyveien 1"),
         )]
         .into();
         assert_eq!(
-            target_update(&plan, &current, &forward, &source_fields, &changed),
+            target_update(&compiled, &current, &forward, &source_fields, &changed),
             json!({ "addresses": [
                 { "type": "billing", "line1": "Nyveien 1", "city": "Trondheim", "zip": "7011", "country": "NO" },
                 { "type": "shipping", "line1": "Lager 1", "city": "Oslo" } ] })
         );
 
         // Order lines as the mapping made them (ids as numbers), not in canonical text.
-        let plan = shipped("salesforce-orders-to-customerp-orders");
+        let compiled = shipped("salesforce-orders-to-customerp-orders");
         let forward =
             json!({ "lines": [{ "product_id": 8, "quantity": 2.0, "unit_price": "89.5" }] });
-        let source_fields = Canonical::of(&plan, &forward).into_fields();
+        let source_fields = Canonical::of(&compiled, &forward).into_fields();
         let changed: Fields = [("lines".to_owned(), source_fields["lines"].clone())].into();
         assert_eq!(
             target_update(
-                &plan,
+                &compiled,
                 &json!({ "lines": [] }),
                 &forward,
                 &source_fields,

@@ -158,7 +158,7 @@ impl Engine {
         // References by key: the referenced mapping's synced value at the key path stands for
         // the record on its target side.
         let mut keyed = HashMap::new();
-        for reference in m.plan.references() {
+        for reference in m.compiled.references() {
             let Some(key) = reference.key else { continue };
             let Some(referenced) = self.mappings.iter().find(|r| r.name == reference.mapping)
             else {

@@ -24,7 +24,7 @@ impl Engine {
     pub(super) async fn moved_since_read(
         &self,
         m: &MappingRuntime,
-        pair: &PairPlan,
+        pair: &PairDecision,
         resolver: &LinkResolver,
     ) -> Result<bool, EngineError> {
         for update in &pair.updates {
@@ -112,7 +112,8 @@ impl Engine {
                     .records
                     .values()
                     .filter(|r| {
-                        match_key(&m.plan, intent.side, &r.data).as_deref() == Some(key.as_str())
+                        match_key(&m.compiled, intent.side, &r.data).as_deref()
+                            == Some(key.as_str())
                     })
                     .map(|r| r.id.clone())
                     .collect();
@@ -141,15 +142,16 @@ impl Engine {
                             return true;
                         }
                         let fields = match intent.side {
-                            Side::Target => Canonical::of(&m.plan, &r.data).into_fields(),
+                            Side::Target => Canonical::of(&m.compiled, &r.data).into_fields(),
                             Side::Source => {
-                                match mapping::apply_forward(&m.plan, &r.data, resolver) {
-                                    Ok(body) => Canonical::of(&m.plan, &body).into_fields(),
+                                match mapping::apply_forward(&m.compiled, &r.data, resolver) {
+                                    Ok(body) => Canonical::of(&m.compiled, &body).into_fields(),
                                     Err(_) => return false,
                                 }
                             }
                         };
-                        created_fields_hash(&m.plan, intent.side, &fields) == intent.payload_hash
+                        created_fields_hash(&m.compiled, intent.side, &fields)
+                            == intent.payload_hash
                     })
                     .map(|r| r.id.clone())
                     .collect();
@@ -453,7 +455,7 @@ impl Engine {
                             .match_values
                             .clone()
                             .map_or(Value::Null, Value::String),
-                        payload_hash: created_fields_hash(&m.plan, create.on, &create.fields),
+                        payload_hash: created_fields_hash(&m.compiled, create.on, &create.fields),
                     })
                     .await?;
                 prepared.push((create, global, intent.id));
@@ -481,7 +483,7 @@ impl Engine {
                             )
                             .await?;
                             tx.complete_intent(intent_id, &written.id).await?;
-                            let base = without_create_only(&m.plan, create.fields.clone());
+                            let base = without_create_only(&m.compiled, create.fields.clone());
                             let hash = fields_hash(&base);
                             // The created record as the system stored it. A value the system
                             // assigned to a field that flows only back (an order number) is
@@ -490,8 +492,8 @@ impl Engine {
                             // Otherwise the stored form is what was written, normalised.
                             let stored_hash = match (&written.record, on) {
                                 (Some(record), Side::Target) => {
-                                    let stored = synced_fields(&m.plan, &record.data);
-                                    let assigned = m.plan.rules.rules.iter().any(|r| {
+                                    let stored = synced_fields(&m.compiled, &record.data);
+                                    let assigned = m.compiled.rules.rules.iter().any(|r| {
                                         r.direction == Direction::TargetToSource
                                             && stored
                                                 .get(r.target.as_str())
