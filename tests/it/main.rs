@@ -10,3 +10,20 @@ mod serve;
 mod store;
 mod sync;
 mod validate;
+
+/// The PostgreSQL server the store and worker tests use (`TETHER_TEST_POSTGRES`). Without
+/// it those tests say they were skipped; where a skip is not acceptable (CI sets
+/// `TETHER_REQUIRE_POSTGRES=1`) a missing server fails them instead.
+pub fn test_postgres() -> Option<String> {
+    match std::env::var("TETHER_TEST_POSTGRES") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("TETHER_REQUIRE_POSTGRES").is_none(),
+                "TETHER_REQUIRE_POSTGRES is set but TETHER_TEST_POSTGRES is not: the PostgreSQL tests cannot be skipped here"
+            );
+            println!("skipped: TETHER_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}

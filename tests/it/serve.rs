@@ -625,10 +625,7 @@ struct PgSchema {
 
 impl PgSchema {
     async fn new() -> Option<PgSchema> {
-        let Ok(admin_url) = std::env::var("TETHER_TEST_POSTGRES") else {
-            println!("skipped: TETHER_TEST_POSTGRES is not set");
-            return None;
-        };
+        let admin_url = crate::test_postgres()?;
         let schema = format!("tether_serve_{}", fastrand::u64(..));
         let admin = sqlx::postgres::PgPool::connect(&admin_url)
             .await

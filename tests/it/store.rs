@@ -16,8 +16,6 @@ use tether_engine::store::{
     Store, StoreError, StoreUrl,
 };
 
-const POSTGRES_VARIABLE: &str = "TETHER_TEST_POSTGRES";
-
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Sqlite,
@@ -60,10 +58,7 @@ impl TestDb {
                 })
             }
             Backend::Postgres => {
-                let Ok(admin_url) = std::env::var(POSTGRES_VARIABLE) else {
-                    println!("skipped: {POSTGRES_VARIABLE} is not set");
-                    return None;
-                };
+                let admin_url = crate::test_postgres()?;
                 let schema = unique_name("tether_test");
                 let admin = PgPool::connect(&admin_url)
                     .await
