@@ -24,8 +24,13 @@ impl Engine {
             ..Default::default()
         };
         let started = std::time::Instant::now();
-        let mut source = self.read_side(m, Side::Source, fresh[0]).await?;
-        let mut target = self.read_side(m, Side::Target, fresh[1]).await?;
+        // The two sides are different systems (or entities): read at once, each at its own
+        // system's pace, so a pass waits for the slower side, not for both in turn.
+        let (source, target) = tokio::join!(
+            self.read_side(m, Side::Source, fresh[0]),
+            self.read_side(m, Side::Target, fresh[1])
+        );
+        let (mut source, mut target) = (source?, target?);
         let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
