@@ -39,7 +39,7 @@ impl AdminToken {
         match value {
             None => Ok(None),
             Some(v) if v.trim().is_empty() => Err(AccessError::EmptyToken),
-            Some(v) => Ok(Some(AdminToken(v))),
+            Some(v) => Ok(Some(AdminToken(v.trim().to_owned()))),
         }
     }
 
@@ -314,6 +314,14 @@ mod tests {
         );
         assert_eq!(authorize(Some(&t), Some("Bearer s3cret-token")), Ok(()));
         assert_eq!(authorize(Some(&t), Some("bearer  s3cret-token ")), Ok(()));
+        let padded = AdminToken::from_env_value(Some("s3cret-token\n".into()))
+            .expect("valid")
+            .expect("set");
+        assert_eq!(
+            authorize(Some(&padded), Some("Bearer s3cret-token")),
+            Ok(()),
+            "a trailing newline in the environment is not part of the token"
+        );
         for denied in [Denied::MissingToken, Denied::WrongToken] {
             assert!(!denied.message().contains("s3cret"));
             assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);

@@ -1025,6 +1025,7 @@ async fn fifty_run_requests_in_a_row_make_at_most_two_runs() {
     }
     let (code, report) = run_now_within(&server, "", Duration::from_secs(120)).await;
     let runs = runs_since(&store, since).await;
+    println!("51 requests for all flows in a row: {} runs", runs.len());
     assert!(
         runs.len() <= 2,
         "51 requests for all flows made {} runs (at most one going on and one pending): {runs:#?}",
@@ -1057,6 +1058,7 @@ async fn fifty_run_requests_in_a_row_make_at_most_two_runs() {
     )
     .await;
     let runs = runs_since(&store, since).await;
+    println!("20 notifications and a request: {} runs", runs.len());
     assert!(
         runs.len() <= 2,
         "20 notifications and a request made {} runs: {runs:#?}",
