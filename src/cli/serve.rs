@@ -1,12 +1,14 @@
 //! `tether serve`: the flows run on their schedules in one long-running process, with
 //! health, readiness, metrics, status, run-now and webhook endpoints, flow files reloaded
-//! when they change, and leases so several workers can share one PostgreSQL store.
+//! when they change, and leases so several workers can share one PostgreSQL store. The admin
+//! token comes from `TETHER_ADMIN_TOKEN` only (never a flag, which process lists show).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::serve::access::{self, AdminToken};
 use crate::serve::{ServeOptions, serve, signal};
 use anyhow::Context as _;
 use clap::Args;
@@ -21,8 +23,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub state: StateArg,
     /// Address of the HTTP endpoints (/health, /ready, /metrics, /status, /runs, /hooks).
+    /// Beyond loopback, TETHER_ADMIN_TOKEN must be set: /status and POST /runs then need
+    /// `Authorization: Bearer <token>`.
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
+    /// Run requests (POST /runs) accepted per second on average; beyond the burst, 429.
+    #[arg(long, env = "TETHER_RUNS_PER_SECOND", default_value_t = 2.0)]
+    pub runs_per_second: f64,
+    /// Run requests accepted in a burst before the rate applies.
+    #[arg(long, env = "TETHER_RUNS_BURST", default_value_t = 10)]
+    pub runs_burst: u32,
     /// This worker's name, unique among the workers sharing one store (default: host name
     /// and process id).
     #[arg(long, env = "TETHER_WORKER")]
@@ -56,6 +66,15 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
     if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
         anyhow::bail!("--lease-seconds must be at least 1");
     }
+    if !(args.runs_per_second.is_finite() && args.runs_per_second > 0.0) {
+        anyhow::bail!("--runs-per-second must be a positive number");
+    }
+    if args.runs_burst == 0 {
+        anyhow::bail!("--runs-burst must be at least 1");
+    }
+    let token = std::env::var(access::TOKEN_VAR).ok();
+    let admin_token = AdminToken::from_env_value(token)?;
+    access::check_listen(args.listen, admin_token.as_ref())?;
     runtime()?.block_on(async move {
         let sandbox = if args.sandbox {
             Some(start_sandbox(20).await?)
@@ -79,6 +98,9 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
                 ignore_rate_limits: args.sandbox || args.no_rate_limits,
             },
             lookup: Arc::new(lookup),
+            admin_token,
+            runs_per_second: args.runs_per_second,
+            runs_burst: args.runs_burst,
         };
         let result = serve(options, signal()).await;
         if let Some(sandbox) = sandbox {

@@ -9,7 +9,12 @@
 //!   Keap does not sign events, so the hook URL carries the shared secret as `?token=`.
 //! - `signed`: `{"entity": "customers", "ids": ["42"]}` with `X-Tether-Timestamp` and
 //!   `X-Tether-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, refused when
-//!   older than five minutes (replays).
+//!   more than five minutes from now. Inside that window a notification is accepted once:
+//!   [`ReplayGuard`] remembers the signatures it has seen until they leave the window, and
+//!   refuses the same one again (409). Keap events carry nothing to tell a replay from a new
+//!   event; the server coalesces the runs they ask for, so a replay costs at most a run.
+
+use std::collections::BTreeSet;
 
 use hmac::{KeyInit as _, Mac as _};
 use serde::Deserialize;
@@ -17,18 +22,32 @@ use serde_json::Value;
 
 use tether_engine::spec::system::{WebhookStyle, Webhooks};
 
+use crate::serve::access::same_secret;
+
 /// How far a signed notification's timestamp may be from now.
 pub const MAX_SKEW_SECONDS: i64 = 300;
 /// The largest notification body read.
 pub const MAX_BODY: usize = 256 * 1024;
+/// How many signatures [`ReplayGuard`] remembers at most (about 100 bytes each).
+pub const MAX_REMEMBERED: usize = 100_000;
 
 /// What a notification asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// The Keap subscription handshake: answer 200 with this `X-Hook-Secret`.
     Handshake(String),
-    /// These entities of the system changed.
-    Changed(Vec<String>),
+    /// These entities of the system changed; `signed` identifies a signed notification.
+    Changed {
+        entities: Vec<String>,
+        signed: Option<Signed>,
+    },
+}
+
+/// What makes a signed notification unique: its timestamp and its verified MAC.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Signed {
+    pub timestamp: i64,
+    pub mac: Vec<u8>,
 }
 
 /// Why a notification was refused.
@@ -42,6 +61,8 @@ pub enum HookError {
     Unauthenticated(String),
     #[error("the notification is malformed: {0}")]
     Malformed(String),
+    #[error("{0}")]
+    Replay(String),
 }
 
 impl HookError {
@@ -52,6 +73,7 @@ impl HookError {
             HookError::Secret { .. } => 503,
             HookError::Unauthenticated(_) => 401,
             HookError::Malformed(_) => 400,
+            HookError::Replay(_) => 409,
         }
     }
 }
@@ -88,18 +110,6 @@ fn hmac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
 }
 
-/// Compares two secrets in time independent of where they differ: both are reduced to MACs
-/// under one fixed key, and the MACs compared in constant time, whatever their lengths.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let mut reference = hmac(b"tether-compare");
-    reference.update(expected.as_bytes());
-    let mut check = hmac(b"tether-compare");
-    check.update(given.as_bytes());
-    check
-        .verify_slice(&reference.finalize().into_bytes())
-        .is_ok()
-}
-
 #[derive(Deserialize)]
 struct KeapEvent {
     event_key: String,
@@ -133,7 +143,10 @@ fn keap(hooks: &Webhooks, secret: &str, request: &HookRequest<'_>) -> Result<Not
         ))
     })?;
     tracing::debug!(event = %event.event_key, objects = event.object_keys.len(), "keap hook event");
-    Ok(Notice::Changed(vec![entity.value.clone()]))
+    Ok(Notice::Changed {
+        entities: vec![entity.value.clone()],
+        signed: None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -177,7 +190,81 @@ fn signed(system: &str, secret: &str, request: &HookRequest<'_>) -> Result<Notic
         HookError::Malformed(format!("expected {{\"entity\": ..., \"ids\": [...]}}: {e}"))
     })?;
     tracing::debug!(%system, entity = %notice.entity, ids = notice.ids.len(), "signed change notification");
-    Ok(Notice::Changed(vec![notice.entity]))
+    Ok(Notice::Changed {
+        entities: vec![notice.entity],
+        signed: Some(Signed {
+            timestamp: seconds,
+            mac: given,
+        }),
+    })
+}
+
+/// The signed notifications seen in the last [`MAX_SKEW_SECONDS`], per system, so that one
+/// is accepted once. Memory is bounded: entries leave once their timestamp is out of the
+/// window (the window refuses them anyway), and beyond [`MAX_REMEMBERED`] the oldest are
+/// dropped; a notification no newer than a dropped one is then refused too, since it could
+/// be a replay no longer remembered (a sender retries with a new timestamp).
+#[derive(Debug)]
+pub struct ReplayGuard {
+    seen: BTreeSet<(i64, String, Vec<u8>)>,
+    cap: usize,
+    /// The newest timestamp dropped for room.
+    floor: Option<i64>,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard::with_capacity(MAX_REMEMBERED)
+    }
+}
+
+impl ReplayGuard {
+    pub fn with_capacity(cap: usize) -> ReplayGuard {
+        ReplayGuard {
+            seen: BTreeSet::new(),
+            cap: cap.max(1),
+            floor: None,
+        }
+    }
+
+    /// Accepts a verified notification of `system` the first time, refuses it after.
+    pub fn admit(&mut self, system: &str, signed: &Signed, now: i64) -> Result<(), HookError> {
+        let oldest_in_window = now - MAX_SKEW_SECONDS;
+        while let Some(first) = self.seen.first()
+            && first.0 < oldest_in_window
+        {
+            self.seen.pop_first();
+        }
+        if self.floor.is_some_and(|f| f < oldest_in_window) {
+            self.floor = None;
+        }
+        if self.floor.is_some_and(|f| signed.timestamp <= f) {
+            return Err(HookError::Replay(format!(
+                "too many notifications in the last {MAX_SKEW_SECONDS} s to tell whether this \
+                 one is a replay; send it again with a new timestamp"
+            )));
+        }
+        let key = (signed.timestamp, system.to_owned(), signed.mac.clone());
+        if !self.seen.insert(key) {
+            return Err(HookError::Replay(format!(
+                "this notification was already received (same timestamp and signature within \
+                 {MAX_SKEW_SECONDS} s): a replay is refused; a new notification needs a new \
+                 timestamp"
+            )));
+        }
+        while self.seen.len() > self.cap {
+            if let Some((timestamp, _, _)) = self.seen.pop_first() {
+                self.floor = Some(self.floor.map_or(timestamp, |f| f.max(timestamp)));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many signatures are remembered now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 /// The signature header value of `body` sent at `timestamp`, as a sender computes it.
@@ -262,7 +349,10 @@ mod tests {
         };
         assert_eq!(
             receive("keap", &h, "s3cret", &event),
-            Ok(Notice::Changed(vec!["contacts".into()]))
+            Ok(Notice::Changed {
+                entities: vec!["contacts".into()],
+                signed: None
+            })
         );
         let forged = HookRequest {
             token: Some("guess"),
@@ -294,10 +384,17 @@ mod tests {
             signature: Some(&signature),
             ..request(body)
         };
-        assert_eq!(
-            receive("shop", &h, "k", &good),
-            Ok(Notice::Changed(vec!["customers".into()]))
-        );
+        match receive("shop", &h, "k", &good) {
+            Ok(Notice::Changed {
+                entities,
+                signed: Some(signed),
+            }) => {
+                assert_eq!(entities, ["customers"]);
+                assert_eq!(signed.timestamp, now - 10);
+                assert_eq!(signed.mac.len(), 32);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             receive("shop", &h, "other", &good).map_err(|e| e.status()),
             Err(401)
@@ -321,5 +418,68 @@ mod tests {
             receive("shop", &h, "k", &replay).map_err(|e| e.status()),
             Err(401)
         );
+    }
+
+    fn signed(timestamp: i64, mac: u8) -> Signed {
+        Signed {
+            timestamp,
+            mac: vec![mac; 32],
+        }
+    }
+
+    #[test]
+    fn a_notification_is_accepted_once_in_its_window() {
+        let now = 1_800_000_000;
+        let mut guard = ReplayGuard::default();
+        assert_eq!(guard.admit("shop", &signed(now, 1), now), Ok(()));
+        let replay = guard.admit("shop", &signed(now, 1), now + 10);
+        assert_eq!(replay.as_ref().map_err(HookError::status), Err(409));
+        assert!(replay.expect_err("replay").to_string().contains("replay"));
+        assert_eq!(
+            guard.admit("shop", &signed(now, 2), now),
+            Ok(()),
+            "another signature"
+        );
+        assert_eq!(
+            guard.admit("erp", &signed(now, 1), now),
+            Ok(()),
+            "the same bytes from another system are another notification"
+        );
+        // Once out of the window the entry is forgotten (the window refuses it anyway).
+        assert_eq!(
+            guard.admit("shop", &signed(now + 400, 3), now + 400),
+            Ok(())
+        );
+        assert_eq!(guard.len(), 1, "entries older than the window are dropped");
+    }
+
+    #[test]
+    fn memory_is_capped_without_letting_a_replay_through() {
+        let now = 1_800_000_000;
+        let mut guard = ReplayGuard::with_capacity(3);
+        for (i, ts) in [now - 4, now - 3, now - 2, now - 1].into_iter().enumerate() {
+            assert_eq!(guard.admit("shop", &signed(ts, i as u8), now), Ok(()));
+        }
+        assert_eq!(guard.len(), 3, "the cap holds");
+        // The dropped one (now - 4) comes again: refused though no longer remembered.
+        assert_eq!(
+            guard
+                .admit("shop", &signed(now - 4, 0), now)
+                .map_err(|e| e.status()),
+            Err(409)
+        );
+        assert!(
+            guard.admit("shop", &signed(now - 4, 9), now).is_err(),
+            "nothing at or before the dropped timestamp is let through"
+        );
+        assert_eq!(
+            guard.admit("shop", &signed(now, 7), now),
+            Ok(()),
+            "new ones pass"
+        );
+        // Once the dropped timestamps leave the window, the floor goes with them.
+        let later = now + MAX_SKEW_SECONDS + 5;
+        assert_eq!(guard.admit("shop", &signed(later, 8), later), Ok(()));
+        assert_eq!(guard.len(), 1);
     }
 }

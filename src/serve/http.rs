@@ -1,38 +1,58 @@
 //! The server's HTTP endpoints:
 //!
-//! | endpoint | answers |
-//! |---|---|
-//! | `GET /health` | 200 while the process is up |
-//! | `GET /ready` | 200 when flows are loaded and the store answers; 503 otherwise or when shutting down |
-//! | `GET /metrics` | Prometheus text format |
-//! | `GET /status` | the JSON of `tether status --format json`, plus this worker, its loaded flows, leases and the last rejected reload |
-//! | `POST /runs` | a run now: all flows, or `?flow=NAME` / `?mapping=NAME` (repeatable); 202, or with `?wait=true` the run's report |
-//! | `POST /hooks/{system}` | change notifications ([`crate::serve::hooks`]); 202 and a run of the mappings that read the entity |
+//! | endpoint | access | answers |
+//! |---|---|---|
+//! | `GET /health` | open | 200 while the process is up |
+//! | `GET /ready` | open | 200 when flows are loaded and the store answers; 503 otherwise or when shutting down |
+//! | `GET /metrics` | open | the classic Prometheus text format, or OpenMetrics when `Accept` asks for it |
+//! | `GET /status` | admin | the JSON of `tether status --format json`, plus this worker, its loaded flows, leases, the run going on and the pending one, and the last rejected reload |
+//! | `POST /runs` | admin | a run now: all flows, or `?flow=NAME` / `?mapping=NAME` (repeatable), coalesced with the pending run; 202, or with `?wait=true` the report of the run that covered it; 429 with `Retry-After` beyond the rate limit |
+//! | `/api/`, `/console` | admin | reserved (404 for now) |
+//! | `POST /hooks/{system}` | own verification | change notifications ([`crate::serve::hooks`]); 202 and a run of the mappings that read the entity; 409 for a replayed signed one |
+//!
+//! "admin" is [`crate::serve::access`]: the bearer token when one is set, and no cross-site
+//! mutations.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use crate::serve::hooks::{self, HookError, HookRequest, Notice};
-use crate::serve::{RunRequest, Scope, Shared};
+use crate::serve::metrics::Format;
+use crate::serve::{Requested, Scope, Shared, access, limit, lock};
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let admin = Router::new()
+        .route("/status", get(status))
+        .route("/runs", post(runs))
+        .route("/api", any(reserved))
+        .route("/api/{*rest}", any(reserved))
+        .route("/console", any(reserved))
+        .route("/console/{*rest}", any(reserved))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            access::guard,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/runs", post(runs))
         .route("/hooks/{system}", post(hook))
+        .merge(admin)
         .layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY))
         .with_state(shared)
+}
+
+/// Paths kept for the console and its API, behind the admin check already.
+async fn reserved() -> Response {
+    error(StatusCode::NOT_FOUND, "not available in this version")
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -56,15 +76,16 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     match shared.store.status().await {
         Ok(statuses) => shared.metrics.observe_store(&statuses),
         Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),
     }
-    let mut response = shared.metrics.render().into_response();
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let mut response = shared.metrics.render(format).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
     response
 }
@@ -92,6 +113,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
                 "worker": shared.worker,
                 "flows": flows,
                 "leases": leases,
+                "runs": shared.queue_status(),
                 "rejected_reload": shared.last_reload_error(),
             }),
         );
@@ -137,28 +159,38 @@ async fn runs(State(shared): State<Arc<Shared>>, Query(params): Params) -> Respo
             );
         }
     }
+    if let Err(wait) = lock(&shared.runs_limit).take(Instant::now()) {
+        shared.metrics.record_run_request("api", "rate_limited");
+        let seconds = limit::retry_after_seconds(wait);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many run requests: over the rate limit of POST /runs (--runs-per-second, \
+                 --runs-burst); retry in {seconds} s"
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     queue(&shared, scope, "api", wait).await
 }
 
 async fn queue(shared: &Shared, scope: Scope, trigger: &'static str, wait: bool) -> Response {
-    let (reply, answer) = if wait {
-        let (tx, rx) = oneshot::channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
+    let (submitted, answer) = match shared.request(scope.clone(), trigger, wait) {
+        Requested::ShuttingDown => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Requested::Accepted { submitted, report } => (submitted, report),
     };
-    let request = RunRequest {
-        scope: scope.clone(),
-        trigger,
-        reply,
-    };
-    if !shared.request(request).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
     match answer {
         None => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({ "queued": true, "flows": scope.flows, "mappings": scope.mappings })),
+            axum::Json(json!({
+                "queued": true,
+                "coalesced": submitted != crate::serve::queue::Submitted::Queued,
+                "flows": scope.flows,
+                "mappings": scope.mappings,
+            })),
         )
             .into_response(),
         Some(rx) => match rx.await {
@@ -177,8 +209,19 @@ async fn hook(
     body: Bytes,
 ) -> Response {
     let loaded = shared.loaded();
+    // Series only for systems that exist, so that requests cannot make series up.
+    let label = if loaded.project.systems.contains_key(&system) {
+        system.as_str()
+    } else {
+        "unknown"
+    };
     let refuse = |e: HookError| {
-        shared.metrics.record_webhook(&system, "refused");
+        let result = if matches!(e, HookError::Replay(_)) {
+            "replayed"
+        } else {
+            "refused"
+        };
+        shared.metrics.record_webhook(label, result);
         tracing::warn!(%system, error = %e, "change notification refused");
         error(
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
@@ -223,14 +266,19 @@ async fn hook(
     match hooks::receive(&system, webhooks, &secret, &request) {
         Err(e) => refuse(e),
         Ok(Notice::Handshake(secret)) => {
-            shared.metrics.record_webhook(&system, "verified");
+            shared.metrics.record_webhook(label, "verified");
             let mut response = (StatusCode::OK, "").into_response();
             if let Ok(value) = HeaderValue::from_str(&secret) {
                 response.headers_mut().insert("x-hook-secret", value);
             }
             response
         }
-        Ok(Notice::Changed(entities)) => {
+        Ok(Notice::Changed { entities, signed }) => {
+            if let Some(signed) = signed
+                && let Err(e) = lock(&shared.replays).admit(&system, &signed, request.now)
+            {
+                return refuse(e);
+            }
             let mappings: Vec<String> = loaded
                 .engine
                 .mappings()
@@ -243,7 +291,7 @@ async fn hook(
                 .map(|m| m.name.clone())
                 .collect();
             if mappings.is_empty() {
-                shared.metrics.record_webhook(&system, "ignored");
+                shared.metrics.record_webhook(label, "ignored");
                 return (
                     StatusCode::ACCEPTED,
                     axum::Json(
@@ -252,7 +300,7 @@ async fn hook(
                 )
                     .into_response();
             }
-            shared.metrics.record_webhook(&system, "accepted");
+            shared.metrics.record_webhook(label, "accepted");
             let scope = Scope {
                 flows: Vec::new(),
                 mappings,

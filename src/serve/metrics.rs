@@ -1,6 +1,12 @@
 //! The server's Prometheus metrics: what runs read, wrote and parked per mapping, how long
 //! runs took, and the HTTP requests, errors, retries and rate-limit waits per system, fed from
-//! each run's [`RunReport`]. `/metrics` renders them in the text exposition format.
+//! each run's [`RunReport`]; requests for runs and notifications as the endpoints decide them.
+//!
+//! `/metrics` renders them in the classic Prometheus text format (0.0.4) that every scraper
+//! and `promtool` read, or in OpenMetrics when the scraper asks for it ([`Format`]). Every
+//! counter is there from the start at zero for the label values known then (each mapping,
+//! system, trigger, outcome and result; again after a reload), so an alert on a counter has
+//! data before the first event.
 
 use std::time::Duration;
 
@@ -32,6 +38,7 @@ pub struct Metrics {
     rate_limit_waits: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     webhooks: Family<Labels, Counter>,
+    run_requests: Family<Labels, Counter>,
     last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
     parked_now: Family<Labels, Gauge>,
     linked_now: Family<Labels, Gauge>,
@@ -65,6 +72,7 @@ impl Metrics {
             rate_limit_waits: Family::default(),
             reloads: Family::default(),
             webhooks: Family::default(),
+            run_requests: Family::default(),
             last_run: Gauge::default(),
             parked_now: Family::default(),
             linked_now: Family::default(),
@@ -133,6 +141,12 @@ impl Metrics {
             metrics.webhooks.clone(),
         );
         metrics.registry.register(
+            "run_requests",
+            "Runs asked for through POST /runs and notifications, by trigger and result (queued: \
+             a new pending run; joined: covered by the pending run; rate_limited: refused)",
+            metrics.run_requests.clone(),
+        );
+        metrics.registry.register(
             "last_run_timestamp_seconds",
             "When the last run finished (Unix time)",
             metrics.last_run.clone(),
@@ -148,6 +162,74 @@ impl Metrics {
             metrics.linked_now.clone(),
         );
         metrics
+    }
+
+    /// Creates every series known from the loaded flows at zero: per mapping, per system,
+    /// per system that takes notifications, and every trigger, outcome and result.
+    pub fn init(&self, known: &Known) {
+        for mapping in &known.mappings {
+            let m = || ("mapping", mapping.clone());
+            for side in SIDES {
+                let _ = self
+                    .records_read
+                    .get_or_create(&vec![m(), ("side", side.into())]);
+                for op in OPS {
+                    let _ = self.records_written.get_or_create(&vec![
+                        m(),
+                        ("side", side.into()),
+                        ("op", op.into()),
+                    ]);
+                }
+            }
+            for family in [
+                &self.records_parked,
+                &self.conflicts,
+                &self.mappings_skipped,
+            ] {
+                let _ = family.get_or_create(&vec![m()]);
+            }
+            let _ = self.parked_now.get_or_create(&vec![m()]);
+            let _ = self.linked_now.get_or_create(&vec![m()]);
+        }
+        for system in &known.systems {
+            for family in [
+                &self.http_requests,
+                &self.http_errors,
+                &self.http_retries,
+                &self.rate_limit_waits,
+            ] {
+                let _ = family.get_or_create(&vec![("system", system.clone())]);
+            }
+        }
+        for system in &known.hook_systems {
+            for result in HOOK_RESULTS {
+                let _ = self
+                    .webhooks
+                    .get_or_create(&vec![("system", system.clone()), ("result", result.into())]);
+            }
+        }
+        for trigger in TRIGGERS {
+            for outcome in OUTCOMES {
+                let _ = self.runs.get_or_create(&vec![
+                    ("trigger", trigger.into()),
+                    ("outcome", outcome.as_str().into()),
+                ]);
+            }
+            let _ = self
+                .run_duration
+                .get_or_create(&vec![("trigger", trigger.into())]);
+        }
+        for trigger in REQUEST_TRIGGERS {
+            for result in REQUEST_RESULTS {
+                let _ = self.run_requests.get_or_create(&vec![
+                    ("trigger", trigger.into()),
+                    ("result", result.into()),
+                ]);
+            }
+        }
+        for result in ["ok", "rejected"] {
+            let _ = self.reloads.get_or_create(&vec![("result", result.into())]);
+        }
     }
 
     /// Sets the gauges that describe the store now.
@@ -245,7 +327,18 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a change notification (`accepted`, `refused`, `verified`).
+    /// Counts a request for a run (`queued`, `joined`, `rate_limited`).
+    pub fn record_run_request(&self, trigger: &str, result: &str) {
+        self.run_requests
+            .get_or_create(&vec![
+                ("trigger", trigger.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Counts a change notification (one of [`HOOK_RESULTS`]); `system` must be a known
+    /// system or `unknown`, so that requests cannot make series up.
     pub fn record_webhook(&self, system: &str, result: &str) {
         self.webhooks
             .get_or_create(&vec![
@@ -255,13 +348,122 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics in the Prometheus (OpenMetrics) text format.
-    pub fn render(&self) -> String {
+    /// The metrics in `format`.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Classic => to_classic(&out),
+        }
     }
+}
+
+/// The label values known from the loaded flows.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub mappings: Vec<String>,
+    pub systems: Vec<String>,
+    /// Systems with a `webhooks` section.
+    pub hook_systems: Vec<String>,
+}
+
+const SIDES: [&str; 2] = ["source", "target"];
+const OPS: [&str; 3] = ["create", "update", "delete"];
+/// What starts a run.
+pub const TRIGGERS: [&str; 3] = ["schedule", "api", "webhook"];
+const OUTCOMES: [RunOutcome; 4] = [
+    RunOutcome::Ok,
+    RunOutcome::Failed,
+    RunOutcome::CircuitBreaker,
+    RunOutcome::Cancelled,
+];
+const REQUEST_TRIGGERS: [&str; 2] = ["api", "webhook"];
+const REQUEST_RESULTS: [&str; 3] = ["queued", "joined", "rate_limited"];
+/// What becomes of a change notification.
+pub const HOOK_RESULTS: [&str; 5] = ["accepted", "refused", "verified", "ignored", "replayed"];
+
+/// The two text formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The classic Prometheus text format, version 0.0.4.
+    Classic,
+    /// OpenMetrics 1.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names it, the classic format otherwise.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let asks = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as the classic format: a counter's `HELP` and `TYPE` name its samples
+/// (`x_total`), `unknown` is `untyped`, and there is no `# UNIT` or `# EOF`.
+fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .filter(|(_, kind)| kind.trim() == "counter")
+        .map(|(name, _)| name)
+        .collect();
+    let family = |name: &str| {
+        if counters.contains(name) {
+            format!("{name}_total")
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some((name, help)) = line.strip_prefix("# HELP ").and_then(|r| r.split_once(' ')) {
+            // Classic HELP escapes only backslash and line feed.
+            let help = help.replace("\\\"", "\"");
+            out.push_str(&format!("# HELP {} {help}\n", family(name)));
+        } else if let Some((name, kind)) =
+            line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' '))
+        {
+            let kind = if kind.trim() == "unknown" {
+                "untyped"
+            } else {
+                kind.trim()
+            };
+            out.push_str(&format!("# TYPE {} {kind}\n", family(name)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -294,7 +496,7 @@ mod tests {
             RunOutcome::Ok,
             Duration::from_millis(120),
         );
-        let text = metrics.render();
+        let text = metrics.render(Format::OpenMetrics);
         assert!(
             text.contains(r#"tether_records_read_total{mapping="companies",side="source"} 12"#),
             "{text}"
@@ -306,5 +508,69 @@ mod tests {
         assert!(text.contains(r#"tether_http_requests_total{system="keap"} 7"#));
         assert!(text.contains(r#"tether_runs_total{trigger="schedule",outcome="ok"} 1"#));
         assert!(text.contains("tether_run_duration_seconds_count{trigger=\"schedule\"} 1"));
+    }
+
+    #[test]
+    fn every_counter_starts_at_zero_and_the_classic_format_names_counters_by_samples() {
+        let metrics = Metrics::new();
+        metrics.init(&Known {
+            mappings: vec!["companies".into()],
+            systems: vec!["keap".into()],
+            hook_systems: vec!["keap".into()],
+        });
+        let classic = metrics.render(Format::Classic);
+        for line in [
+            "# TYPE tether_runs_total counter",
+            "# HELP tether_runs_total Runs, by trigger and outcome.",
+            r#"tether_runs_total{trigger="webhook",outcome="circuit-breaker"} 0"#,
+            r#"tether_records_written_total{mapping="companies",side="source",op="delete"} 0"#,
+            r#"tether_webhooks_total{system="keap",result="replayed"} 0"#,
+            r#"tether_http_errors_total{system="keap"} 0"#,
+            r#"tether_run_requests_total{trigger="api",result="rate_limited"} 0"#,
+            r#"tether_flow_reloads_total{result="rejected"} 0"#,
+            "# TYPE tether_parked_records gauge",
+            "# TYPE tether_run_duration_seconds histogram",
+        ] {
+            assert!(classic.lines().any(|l| l == line), "{line} in:\n{classic}");
+        }
+        assert!(!classic.contains("# EOF"));
+        assert!(!classic.contains("# TYPE tether_runs counter"));
+        let openmetrics = metrics.render(Format::OpenMetrics);
+        assert!(openmetrics.contains("# TYPE tether_runs counter"));
+        assert!(openmetrics.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert_eq!(Format::from_accept(None), Format::Classic);
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Classic);
+        assert_eq!(
+            Format::from_accept(Some("text/plain;version=0.0.4;q=0.9,*/*;q=0.1")),
+            Format::Classic
+        );
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text;q=0,text/plain")),
+            Format::Classic
+        );
+        assert!(
+            Format::Classic
+                .content_type()
+                .starts_with("text/plain; version=0.0.4")
+        );
+    }
+
+    #[test]
+    fn classic_help_and_types() {
+        let om = "# HELP a_b Say \\\"hi\\\".\n# TYPE a_b counter\na_b_total 1\n# HELP c x.\n# TYPE c unknown\nc 2\n# UNIT d seconds\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP a_b_total Say \"hi\".\n# TYPE a_b_total counter\na_b_total 1\n# HELP c x.\n# TYPE c untyped\nc 2\n"
+        );
     }
 }

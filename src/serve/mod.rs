@@ -1,7 +1,9 @@
 //! `tether serve`: the flows kept in sync all day by one long-running process.
 //!
 //! - A scheduler runs each flow every `schedule.every` (60 s by default), one run at a time;
-//!   `POST /runs` and change notifications (`POST /hooks/{system}`) bring runs forward.
+//!   `POST /runs` and change notifications (`POST /hooks/{system}`) bring runs forward,
+//!   coalesced into at most one pending run ([`queue`]); `POST /runs` is rate-limited
+//!   ([`limit`]).
 //! - The flows folder is watched: a change that validates replaces the running version
 //!   between runs; one that does not is logged with its diagnostics and the old version keeps
 //!   running ([`reload`]).
@@ -11,18 +13,22 @@
 //! - SIGTERM or SIGINT: the run in flight stops after its current batch (its unfinished
 //!   mappings keep their old cursors), leases are released, and the process exits 0.
 //!
-//! [`http`] has the endpoints, [`metrics`] the Prometheus metrics, [`hooks`] the webhooks.
+//! [`http`] has the endpoints, [`access`] who may use the admin ones, [`metrics`] the
+//! Prometheus metrics, [`hooks`] the webhooks.
 
+pub mod access;
 pub mod hooks;
 pub mod http;
+pub mod limit;
 pub mod metrics;
+pub mod queue;
 pub mod reload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -53,6 +59,11 @@ pub struct ServeOptions {
     pub watch: bool,
     pub open: OpenOptions,
     pub lookup: Lookup,
+    /// The token of the admin endpoints ([`access`]).
+    pub admin_token: Option<access::AdminToken>,
+    /// `POST /runs` accepted per second, and in a burst ([`limit`]).
+    pub runs_per_second: f64,
+    pub runs_burst: u32,
 }
 
 /// Why the server could not start or went down.
@@ -71,6 +82,10 @@ pub enum ServeError {
     Watch { path: PathBuf, reason: String },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
+    #[error("the rate limit of POST /runs: {0}")]
+    Limit(#[from] limit::LimitError),
 }
 
 /// Which mappings a run covers.
@@ -80,13 +95,19 @@ pub struct Scope {
     pub mappings: Vec<String>,
 }
 
-/// A run asked for through HTTP (`POST /runs`, webhooks).
-pub struct RunRequest {
-    pub scope: Scope,
-    /// `api` or `webhook`, for metrics and logs.
-    pub trigger: &'static str,
-    /// Told the report when the run is done.
-    pub reply: Option<oneshot::Sender<Result<RunReport, String>>>,
+/// Told the report of the run that covered a request, when it is done.
+pub type Waiter = oneshot::Sender<Result<RunReport, String>>;
+
+/// What became of a request for a run.
+#[derive(Debug)]
+pub enum Requested {
+    /// Queued or joined; with a waiter, the report comes on the receiver.
+    Accepted {
+        submitted: queue::Submitted,
+        report: Option<oneshot::Receiver<Result<RunReport, String>>>,
+    },
+    /// The server is going down.
+    ShuttingDown,
 }
 
 /// What the endpoints and the scheduler share.
@@ -97,9 +118,24 @@ pub struct Shared {
     loaded: RwLock<Arc<Loaded>>,
     /// The last reload's diagnostics when it was rejected, for `/status`.
     last_reload_error: RwLock<Option<Vec<String>>>,
-    requests: mpsc::Sender<RunRequest>,
+    /// The pending run asked for through HTTP, and the scope of the one going on.
+    queue: Mutex<queue::Queue<Waiter>>,
+    running: Mutex<Option<(Scope, &'static str)>>,
+    queued: Notify,
     shutting_down: AtomicBool,
     lookup: Lookup,
+    pub admin_token: Option<access::AdminToken>,
+    /// The rate limit of `POST /runs`.
+    pub runs_limit: Mutex<limit::TokenBucket>,
+    /// Signed notifications seen in their window.
+    pub replays: Mutex<hooks::ReplayGuard>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
@@ -136,9 +172,41 @@ impl Shared {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Queues a run; `false` when the server is going down.
-    pub async fn request(&self, request: RunRequest) -> bool {
-        !self.is_shutting_down() && self.requests.send(request).await.is_ok()
+    /// Asks for a run of `scope`: it becomes the pending run, or joins or widens it.
+    pub fn request(&self, scope: Scope, trigger: &'static str, wait: bool) -> Requested {
+        if self.is_shutting_down() {
+            return Requested::ShuttingDown;
+        }
+        let mappings: Vec<(String, String)> = self
+            .loaded()
+            .engine
+            .mappings()
+            .iter()
+            .map(|m| (m.flow.clone(), m.name.clone()))
+            .collect();
+        let cover = queue::Cover::of(&scope, &mappings);
+        let (waiter, report) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let submitted = lock(&self.queue).submit(scope, cover, trigger, waiter);
+        self.metrics.record_run_request(trigger, submitted.as_str());
+        self.queued.notify_one();
+        Requested::Accepted { submitted, report }
+    }
+
+    /// The run going on and the pending one, for `/status`.
+    pub fn queue_status(&self) -> serde_json::Value {
+        let scope = |s: &Scope| serde_json::json!({ "flows": s.flows, "mappings": s.mappings });
+        let running = lock(&self.running)
+            .as_ref()
+            .map(|(s, trigger)| serde_json::json!({ "scope": scope(s), "trigger": trigger }));
+        let pending = lock(&self.queue).pending().map(|p| {
+            serde_json::json!({ "scope": scope(&p.scope), "trigger": p.trigger, "requests": p.requests })
+        });
+        serde_json::json!({ "running": running, "pending": pending })
     }
 
     pub fn lookup(&self) -> &Lookup {
@@ -152,6 +220,8 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    access::check_listen(options.listen, options.admin_token.as_ref())?;
+    let runs_limit = limit::TokenBucket::new(options.runs_per_second, options.runs_burst)?;
     let store = Store::open(&options.state).await?;
     let loaded = reload::load(&options, store.clone()).map_err(|e| match e {
         reload::ReloadError::Invalid(diagnostics) => {
@@ -171,16 +241,22 @@ pub async fn serve(
         worker = %options.worker,
         "flows loaded"
     );
-    let (requests_tx, mut requests) = mpsc::channel::<RunRequest>(64);
+    let metrics = metrics::Metrics::new();
+    metrics.init(&known(&loaded));
     let shared = Arc::new(Shared {
         store: store.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         worker: options.worker.clone(),
         loaded: RwLock::new(Arc::new(loaded)),
         last_reload_error: RwLock::new(None),
-        requests: requests_tx,
+        queue: Mutex::new(queue::Queue::default()),
+        running: Mutex::new(None),
+        queued: Notify::new(),
         shutting_down: AtomicBool::new(false),
         lookup: options.lookup.clone(),
+        admin_token: options.admin_token.clone(),
+        runs_limit: Mutex::new(runs_limit),
+        replays: Mutex::new(hooks::ReplayGuard::default()),
     });
 
     // Shutdown: the flag stops the run in flight at its next batch; the notify wakes the loop.
@@ -204,7 +280,20 @@ pub async fn serve(
             source,
         })?;
     let local = listener.local_addr().unwrap_or(options.listen);
-    info!(listen = %local, "serving /health /ready /metrics /status /runs /hooks");
+    info!(
+        listen = %local,
+        admin = if options.admin_token.is_some() { "bearer token" } else { "open on loopback" },
+        "serving /health /ready /metrics /status /runs /hooks"
+    );
+    if let Some(token) = &options.admin_token
+        && token.length() < 16
+    {
+        warn!(
+            length = token.length(),
+            "{} is short: use a long random string (32 characters or more)",
+            access::TOKEN_VAR
+        );
+    }
     let http_stop = Arc::new(Notify::new());
     let server = {
         let app = http::router(shared.clone());
@@ -247,10 +336,22 @@ pub async fn serve(
             Some(()) = reloads.recv() => {
                 reload_now(&options, &shared);
             }
-            Some(request) = requests.recv() => {
-                let report = run(&shared, &options, &cancel, &request.scope, request.trigger).await;
-                if let Some(reply) = request.reply {
-                    let _ = reply.send(report);
+            () = shared.queued.notified() => {
+                let Some(pending) = lock(&shared.queue).take() else {
+                    continue;
+                };
+                if pending.requests > 1 {
+                    info!(
+                        trigger = pending.trigger,
+                        requests = pending.requests,
+                        "requested run: several requests coalesced"
+                    );
+                }
+                *lock(&shared.running) = Some((pending.scope.clone(), pending.trigger));
+                let report = run(&shared, &options, &cancel, &pending.scope, pending.trigger).await;
+                *lock(&shared.running) = None;
+                for waiter in pending.waiters {
+                    let _ = waiter.send(report.clone());
                 }
             }
             () = sleep => {
@@ -261,7 +362,9 @@ pub async fn serve(
                     .map(|(flow, _)| flow.clone())
                     .collect();
                 let scope = Scope { flows: flows.clone(), mappings: Vec::new() };
+                *lock(&shared.running) = Some((scope.clone(), "schedule"));
                 let _ = run(&shared, &options, &cancel, &scope, "schedule").await;
+                *lock(&shared.running) = None;
                 let finished = Instant::now();
                 for flow in flows {
                     let every = loaded
@@ -276,10 +379,9 @@ pub async fn serve(
     }
 
     // Runs asked for and not started are answered, not dropped silently.
-    requests.close();
-    while let Ok(request) = requests.try_recv() {
-        if let Some(reply) = request.reply {
-            let _ = reply.send(Err("the server is shutting down".into()));
+    if let Some(pending) = lock(&shared.queue).take() {
+        for waiter in pending.waiters {
+            let _ = waiter.send(Err("the server is shutting down".into()));
         }
     }
     http_stop.notify_one();
@@ -301,6 +403,7 @@ fn reload_now(options: &ServeOptions, shared: &Shared) {
                 mappings = loaded.engine.mappings().len(),
                 "flow files changed: reloaded"
             );
+            shared.metrics.init(&known(&loaded));
             shared.replace(loaded);
             shared.set_reload_error(None);
             shared.metrics.record_reload("ok");
@@ -321,6 +424,26 @@ fn reload_now(options: &ServeOptions, shared: &Shared) {
             shared.set_reload_error(Some(vec![error.to_string()]));
             shared.metrics.record_reload("rejected");
         }
+    }
+}
+
+/// The label values the metrics start with for `loaded`.
+fn known(loaded: &Loaded) -> metrics::Known {
+    metrics::Known {
+        mappings: loaded
+            .engine
+            .mappings()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect(),
+        systems: loaded.project.systems.keys().cloned().collect(),
+        hook_systems: loaded
+            .project
+            .systems
+            .iter()
+            .filter(|(_, s)| s.spec.webhooks.is_some())
+            .map(|(name, _)| name.clone())
+            .collect(),
     }
 }
 
