@@ -168,6 +168,9 @@ mod tests {
             worker: "test".into(),
             lease_ttl: Duration::from_secs(30),
             watch: false,
+            admin_token: None,
+            runs_per_second: 2.0,
+            runs_burst: 10,
             open: OpenOptions::default(),
             lookup: Arc::new(|name: &str| {
                 Some(if name.ends_with("_URL") {

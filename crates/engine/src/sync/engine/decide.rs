@@ -120,11 +120,7 @@ impl Engine {
         let decided_at = started.elapsed();
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
-        let overwrites = work
-            .pairs
-            .iter()
-            .filter(|p| p.synced_at.is_some_and(|t| t < run_started) && !p.updates.is_empty())
-            .count();
+        let overwrites = overwrites(&work.pairs, run_started);
         let deletes = work.deletes.len() + work.unlinks.len();
         let share = if linked_before == 0 {
             0.0

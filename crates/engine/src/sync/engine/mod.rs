@@ -672,6 +672,24 @@ struct PairDecision {
     new_global: bool,
 }
 
+/// Pairs synced before the run whose updates would replace a value a record holds: what the
+/// circuit breaker counts. Filling an empty field is not an overwrite: a value a system
+/// assigned when a record was created (an order number) flows back to the origin's empty
+/// field, even when the run that created the record stopped before it could.
+fn overwrites(pairs: &[PairDecision], run_started: chrono::DateTime<Utc>) -> usize {
+    pairs
+        .iter()
+        .filter(|p| p.synced_at.is_some_and(|t| t < run_started))
+        .filter(|p| {
+            p.updates.iter().any(|u| {
+                u.changes
+                    .iter()
+                    .any(|c| c.before.as_ref().is_some_and(|v| !v.is_null()))
+            })
+        })
+        .count()
+}
+
 /// Everything one pass of one mapping decided.
 #[derive(Default)]
 struct MappingWork {
