@@ -1548,3 +1548,61 @@ async fn metrics_are_classic_text_that_promtool_accepts_with_every_counter_from_
     assert!(text.contains("# TYPE tether_runs counter"), "{text}");
     assert!(server.terminate().success());
 }
+
+/// A flow edit whose rule would cost gigabytes per record (nine `replace` steps that each
+/// make the text ten times longer) passes `validate` with a warning and is loaded; a run then
+/// parks the records that rule fails on, naming the bound, and the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_costly_rule_parks_records_and_the_server_stays_up() {
+    let dir = TempDir::new("costly");
+    let flows = dir.flows(None);
+    let sandbox = sandbox(3).await;
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let server = Server::start(&flows, &state, &sandbox, "solo");
+    server.ready().await;
+
+    let file = flows.join("keap-to-customerp.yaml");
+    let original = std::fs::read_to_string(&file).expect("read");
+    let chain = " | replace('a', 'aaaaaaaaaa')".repeat(9);
+    let costly = original.replace(
+        "      - { source: $.website, target: website, type: string }",
+        &format!(
+            "      - {{ template: \"{{{{ record.company_name{chain} }}}}\", target: website, type: string, direction: source-to-target }}"
+        ),
+    );
+    assert_ne!(costly, original, "the rule is edited");
+    std::fs::write(&file, with_schedule(&costly, "7m")).expect("edit");
+    server
+        .until("the costly version is loaded", |s| {
+            flow_interval(s, "keap-to-customerp") == Some(420.0)
+        })
+        .await;
+
+    let (code, report) = server.run_now("&flow=keap-to-customerp").await;
+    assert_eq!(code, 200, "{report:#}");
+    let companies = report["mappings"]
+        .as_array()
+        .expect("mappings")
+        .iter()
+        .find(|m| m["mapping"] == COMPANIES)
+        .expect("the companies mapping ran")
+        .clone();
+    assert!(
+        companies["parked"].as_u64().is_some_and(|n| n > 0),
+        "records the rule fails on are parked: {companies:#}"
+    );
+    assert_eq!(
+        server.get("/health").await.map(|r| r.status().as_u16()),
+        Some(200),
+        "the server is still up"
+    );
+    let store = Store::open(&state).await.expect("store");
+    let parked = store.parked(Some(COMPANIES)).await.expect("parked");
+    assert!(
+        parked.iter().any(|p| p.reason.contains("rule `website`")
+            && p.reason.contains("one template step may produce")),
+        "the parked reason names the rule and the bound: {parked:#?}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "exits cleanly: {status:?}");
+}
