@@ -1,6 +1,7 @@
 //! Compiling mappings into [`CompiledMapping`]s: every path, template, value map, default and type of a
 //! mapping is parsed and checked once, when flows load, and every problem becomes a
-//! [`Diagnostic`] pointing at the offending value.
+//! [`Diagnostic`] pointing at the offending value. (Over 1,000 lines: one compiler walks a
+//! mapping's rules once, and its many small checks and their unit tests stay beside it.)
 
 use std::collections::HashMap;
 use std::path::Path;

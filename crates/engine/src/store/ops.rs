@@ -1,4 +1,5 @@
-//! Every query of the state store, written once and compiled for both backends.
+//! Every query of the state store, written once and compiled for both backends. (Over 1,000
+//! lines: one statement per operation, kept together so the SQL can be read as one schema.)
 //!
 //! Each function takes a [`Conn`] (a pooled connection or an open transaction of either
 //! backend) and runs the same SQL on it: the schema and the statements keep to what SQLite
