@@ -5,7 +5,10 @@
 //!
 //! `cargo bench --bench sync` (10,000 records per entity), or with a count:
 //! `cargo bench --bench sync -- 2000`. Rate limits are off on both sides: the figures are
-//! the engine's own, not the contracts' request budgets.
+//! the engine's own, not the contracts' request budgets. `--latency MS` adds that much
+//! latency to every simulated request, as a real API 100 to 300 ms away has
+//! (`cargo bench --bench sync -- 300 --latency 100`); the figures then also give the
+//! requests per second the run achieved, to set beside the APIs' budgets.
 
 use std::time::Instant;
 
@@ -13,7 +16,7 @@ use serde_json::json;
 use tether_engine::store::StoreUrl;
 use tether_engine::sync::engine::RunOptions;
 use tether_engine::sync::open::{OpenOptions, open};
-use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
+use tether_sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
 
 const MAPPINGS: [&str; 3] = [
     "keap-companies-to-customerp-customers",
@@ -43,15 +46,28 @@ async fn main() {
             .with_ansi(false)
             .try_init();
     }
-    let count: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let latency_ms: u64 = args
+        .iter()
+        .position(|a| a == "--latency")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let count: usize = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--latency")
+        .find_map(|(_, a)| a.parse().ok())
         .unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
     let sandbox = Sandbox::start(SandboxOptions {
         rate_limits: RateLimits::unlimited(),
+        faults: FaultSpec {
+            latency: std::time::Duration::from_millis(latency_ms),
+            ..FaultSpec::default()
+        },
         ..SandboxOptions::default()
     })
     .await
@@ -153,9 +169,10 @@ async fn main() {
         let records = 3 * count;
         let requests = total_requests(&sandbox);
         println!(
-            "{label}: {seconds:.2} s, {:.0} records/s over {records} records, {requests} HTTP requests ({:.3} per record), {} writes, {} parked, peak memory {:.0} MiB",
+            "{label}: {seconds:.2} s, {:.0} records/s over {records} records, {requests} HTTP requests ({:.3} per record, {:.1} per second), {} writes, {} parked, peak memory {:.0} MiB",
             records as f64 / seconds,
             requests as f64 / records as f64,
+            requests as f64 / seconds,
             report.writes(),
             report.parked(),
             peak_memory_mib().unwrap_or(f64::NAN)
