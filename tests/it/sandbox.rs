@@ -1948,3 +1948,94 @@ async fn keap_responses_conform_to_the_v1_schemas() {
         ["schema"];
     assert_conforms(&doc, schema, &full, mode, "keap get contact");
 }
+
+// ---- Real-service behaviour the simulators must not hide ---------------------------------
+
+/// An order with `lines` order products, on a fresh seeded sandbox; returns its id.
+fn order_with_lines(sandbox: &Sandbox, lines: usize) -> String {
+    let order = sandbox.records("salesforce", "Order").expect("orders")[0].clone();
+    let entry = sandbox
+        .records("salesforce", "PricebookEntry")
+        .expect("entries")
+        .into_iter()
+        .find(|entry| entry["Pricebook2Id"] == order["Pricebook2Id"])
+        .expect("an entry of the order's price book");
+    let existing = sandbox
+        .records("salesforce", "OrderItem")
+        .expect("items")
+        .into_iter()
+        .filter(|item| item["OrderId"] == order["Id"])
+        .count();
+    for n in existing..lines {
+        sandbox
+            .insert(
+                "salesforce",
+                "OrderItem",
+                json!({"OrderId": order["Id"], "PricebookEntryId": entry["Id"], "Quantity": 1, "UnitPrice": 1.0 + n as f64, "Description": format!("line {n}")}),
+            )
+            .expect("line is added");
+    }
+    order["Id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn salesforce_pages_the_children_of_a_subquery_past_200() {
+    let sandbox = start(SandboxOptions {
+        seed: 1,
+        ..options()
+    })
+    .await;
+    let order = order_with_lines(&sandbox, 450);
+    let (token, instance) = sf_token(&sandbox).await;
+    let query = format!(
+        "SELECT Id, (SELECT Id, Description FROM OrderItems ORDER BY OrderItemNumber) FROM Order WHERE Id = '{order}'"
+    );
+    let (status, result) = json_of(
+        client()
+            .get(format!("{instance}/services/data/v60.0/query"))
+            .bearer_auth(&token)
+            .query(&[("q", query.as_str())])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(
+        result["done"], true,
+        "one order: the parent result is whole"
+    );
+    let mut children = result["records"][0]["OrderItems"].clone();
+    assert_eq!(children["totalSize"], 450);
+    assert_eq!(
+        children["done"], false,
+        "past 200 children the relationship is not done"
+    );
+    let mut ids: Vec<Value> = children["records"].as_array().expect("records").clone();
+    assert_eq!(ids.len(), 200, "the first child batch");
+    let mut pages = 1;
+    while children["done"] == false {
+        let next = children["nextRecordsUrl"]
+            .as_str()
+            .expect("a child relationship that is not done has its own next link");
+        let (status, more) = json_of(
+            client()
+                .get(format!("{instance}{next}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{more}");
+        ids.extend(more["records"].as_array().expect("records").iter().cloned());
+        children = more;
+        pages += 1;
+    }
+    assert_eq!(pages, 3, "200 + 200 + 50");
+    let distinct: std::collections::HashSet<String> = ids
+        .iter()
+        .map(|item| item["Id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(distinct.len(), 450, "every line once");
+}

@@ -17,6 +17,11 @@
 //! page of the listing (an API that ignores the offset, page or cursor), a cursor or next
 //! link already followed, or more pages than the entity's `list.max_pages`.
 //!
+//! A listed item's nested query results that came back in part (a Salesforce child
+//! relationship past about 200 children: `done: false` and a next link of its own) are
+//! read to the end before the page is handed out ([`complete_children`]), for listings and
+//! for single-record reads alike.
+//!
 //! Every page's versions are compared with the system's clock when it answered (its `Date`
 //! header, or this machine's clock at the read): one stamped further ahead than
 //! [`crate::connector::CLOCK_TOLERANCE`] is handed out and reported in [`Page::ahead`], and
@@ -419,7 +424,17 @@ async fn fetch(
             system: core.system.clone(),
             message: format!("entity `{entity}`: {message}"),
         })?;
-    let request = Request::get(url.clone(), entity);
+    let (body, answered, date) = fetch_url(core, entity, url.clone()).await?;
+    Ok((body, answered, url, date))
+}
+
+/// GETs one URL of a listing and returns its JSON body, the URL that answered and its `Date`.
+async fn fetch_url(
+    core: &HttpCore,
+    entity: &str,
+    url: Url,
+) -> Result<(Value, Url, Option<DateTime<Utc>>), ConnectorError> {
+    let request = Request::get(url, entity);
     let reply = core.send(&request).await?;
     if !reply.is_success() {
         return Err(ConnectorError::Status {
@@ -430,13 +445,107 @@ async fn fetch(
         });
     }
     match reply.json {
-        Some(body) => Ok((body, reply.url, url, reply.date)),
+        Some(body) => Ok((body, reply.url, reply.date)),
         None => Err(ConnectorError::Malformed {
             context: core.context(&request.method, &reply.url, entity),
             message: "the body is empty".to_owned(),
             transient: true,
         }),
     }
+}
+
+/// Completes the nested query results of one listed item: a field whose value has the
+/// page's own shape (records at the entity's `records` path, a `done` flag that is false
+/// and a next link) is a child relationship that came back in part, and its further pages
+/// are read and appended until it is done. Only entities paged by next links with a `done`
+/// flag have such results (Salesforce SOQL).
+///
+/// Real behaviour (SOQL and SOSL Reference, "Understanding Relationship Query Results";
+/// REST API Developer Guide, "Query More Results"): a parent-to-child subquery with more
+/// than about 200 children answers the first batch with `done: false` and a
+/// `nextRecordsUrl` of its own; the client reads it like the next page of a query.
+/// Clients that read only the top level lose the rest silently (simple-salesforce issue
+/// 311, jsforce pull request 1752).
+pub(crate) async fn complete_children(
+    core: &HttpCore,
+    entity: &EntityRt,
+    item: &mut Value,
+    answered: &Url,
+) -> Result<(), ConnectorError> {
+    let Paging::NextUrl {
+        next,
+        done: Some(done),
+        ..
+    } = &entity.paging
+    else {
+        return Ok(());
+    };
+    let Some(fields) = item.as_object_mut() else {
+        return Ok(());
+    };
+    for (field, child) in fields.iter_mut() {
+        if !child.is_object() || done.first(child).and_then(Value::as_bool) != Some(false) {
+            continue;
+        }
+        let Some(Value::Array(records)) = entity.records.first(child).cloned() else {
+            continue;
+        };
+        let mut records = records;
+        let mut link = next_link(next, child, answered);
+        let mut followed: HashSet<String> = HashSet::new();
+        let mut pages = 0u64;
+        while let Some(url) = link {
+            pages += 1;
+            if !followed.insert(url.as_str().to_owned()) || pages > entity.max_pages {
+                return Err(ConnectorError::EndlessListing {
+                    system: core.system.clone(),
+                    entity: entity.name.clone(),
+                    pages,
+                    reason: format!(
+                        "the child records at `{field}` do not end (a next link already followed, or more than `list.max_pages` pages)"
+                    ),
+                });
+            }
+            let (body, answered, _) = fetch_url(core, &entity.name, url.clone()).await?;
+            let Some(Value::Array(more)) = entity.records.first(&body) else {
+                return Err(shape_error(
+                    core,
+                    &entity.name,
+                    &url,
+                    format!(
+                        "a page of the child records at `{field}` has no array at `{}`",
+                        entity.records.as_str()
+                    ),
+                ));
+            };
+            let empty = more.is_empty();
+            records.extend(more.iter().cloned());
+            let finished = done.first(&body).and_then(Value::as_bool) != Some(false);
+            link = if finished || empty {
+                None
+            } else {
+                next_link(next, &body, &answered)
+            };
+        }
+        if let Some(object) = child.as_object_mut() {
+            object.insert("records".to_owned(), Value::Array(records));
+            object.insert("done".to_owned(), Value::Bool(true));
+            if let Some(key) = next.as_str().strip_prefix("$.") {
+                object.remove(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next link of a page (or of a nested result), resolved against the URL that
+/// answered it.
+fn next_link(next: &JsonPath, body: &Value, answered: &Url) -> Option<Url> {
+    next.first(body)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|link| answered.join(link).ok())
 }
 
 /// When the system answered the pages of one read, by its own clock (`clock: date_header`).
@@ -623,7 +732,7 @@ impl ListReader {
             (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
             _ => &entity.records,
         };
-        let Some(items) = items(item_path, &body) else {
+        let Some(mut items) = items(item_path, &body) else {
             return Err(shape_error(
                 &self.core,
                 &entity.name,
@@ -631,6 +740,9 @@ impl ListReader {
                 format!("the page has nothing at `{}`", item_path.as_str()),
             ));
         };
+        for item in &mut items {
+            complete_children(&self.core, &entity, item, &answered).await?;
+        }
         let count = items.len();
         let next = self
             .pager
