@@ -222,3 +222,49 @@ async fn a_salesforce_order_with_450_lines_reaches_the_erp_with_450_lines() {
         "every line reaches the ERP"
     );
 }
+
+// ---- Keap: `next` links drop the request's other parameters --------------------------------
+
+const KEAP_CONTACTS: &str = "keap-contacts-to-customerp-contacts";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keap_contacts_past_the_first_page_keep_their_job_titles() {
+    let w = World::new("keap-links", 0).await;
+    for n in 0..1050 {
+        w.insert(
+            "keap",
+            "contacts",
+            json!({"given_name": "Kari", "family_name": format!("Keap{n:04}"), "job_title": format!("Buyer {n}"),
+                   "email_addresses": [{"email": format!("kari{n}@links.example"), "field": "EMAIL1"}]}),
+        );
+    }
+    let report = w.run(&[KEAP_CONTACTS]).await;
+    assert_eq!(report.parked(), 0, "{report:#?}");
+    let contacts = w
+        .sandbox
+        .records("customerp", "contacts")
+        .expect("contacts");
+    let synced: Vec<&Value> = contacts
+        .iter()
+        .filter(|c| {
+            c["email"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("@links.example"))
+        })
+        .collect();
+    assert_eq!(synced.len(), 1050, "every contact reaches the ERP");
+    let without: Vec<&&Value> = synced
+        .iter()
+        .filter(|c| {
+            !c["job_title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Buyer "))
+        })
+        .collect();
+    assert!(
+        without.is_empty(),
+        "{} contacts reached the ERP without their job title, e.g. {:?}",
+        without.len(),
+        without.first()
+    );
+}

@@ -2039,3 +2039,56 @@ async fn salesforce_pages_the_children_of_a_subquery_past_200() {
         .collect();
     assert_eq!(distinct.len(), 450, "every line once");
 }
+
+#[tokio::test]
+async fn keap_next_links_drop_optional_properties_and_order_direction() {
+    let sandbox = start(SandboxOptions {
+        seed: 0,
+        ..options()
+    })
+    .await;
+    for n in 0..3 {
+        sandbox
+            .insert(
+                "keap",
+                "contacts",
+                json!({"given_name": "Ada", "family_name": format!("Link{n}"), "job_title": "Buyer",
+                       "email_addresses": [{"email": format!("ada{n}@links.example"), "field": "EMAIL1"}]}),
+            )
+            .expect("contact");
+    }
+    let get = |link: String| async move {
+        json_of(
+            client()
+                .get(link)
+                .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    };
+    let (status, first) = get(url(
+        &sandbox,
+        "keap",
+        "/contacts?limit=2&optional_properties=job_title&order=last_updated&order_direction=ASCENDING&since=2000-01-01T00:00:00.000Z",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["contacts"][0]["job_title"], "Buyer");
+    let next = first["next"].as_str().expect("next").to_owned();
+    for kept in ["limit=2", "offset=2", "order=last_updated", "since="] {
+        assert!(next.contains(kept), "the link keeps {kept}: {next}");
+    }
+    for dropped in ["optional_properties", "order_direction"] {
+        assert!(!next.contains(dropped), "the link drops {dropped}: {next}");
+    }
+    let (status, second) = get(next).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let contact = &second["contacts"][0];
+    assert_eq!(contact["family_name"], "Link2");
+    assert!(
+        contact.get("job_title").is_none(),
+        "a page read through the link has no job title: {contact}"
+    );
+}

@@ -155,6 +155,27 @@ impl Pager {
         Ok(url)
     }
 
+    /// Adds to a next link every parameter of the listing's own query that the link lacks.
+    ///
+    /// A next link that carries the page size is the request's query rebuilt with the
+    /// offset moved, and real APIs rebuild it from part of the query only. Real behaviour:
+    /// Keap v1 builds `next` from `limit`, `offset`, `since` and `order` and drops
+    /// `optional_properties` (`contracts/keap.md`, "v1 list envelope example"), so a client
+    /// that follows it as it is reads contacts without `job_title` from the second page on.
+    /// Parameters the link does carry keep the link's value.
+    fn reapply_query(&self, url: &mut Url) {
+        let present: HashSet<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let missing: Vec<&(String, String)> = self
+            .query
+            .iter()
+            .filter(|(key, _)| !present.contains(key))
+            .collect();
+        if !missing.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(missing.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+    }
+
     /// Where the page after this one is, from its answer and its number of items.
     fn next(
         &self,
@@ -226,8 +247,8 @@ impl Pager {
                 next,
                 done,
                 size,
+                size_param,
                 stop_on_short_page,
-                ..
             } => {
                 let flagged_done = done
                     .as_ref()
@@ -243,9 +264,12 @@ impl Pager {
                     _ if flagged_done || short || count == 0 => Position::Done,
                     None => Position::Done,
                     Some(link) => {
-                        let url = answered
+                        let mut url = answered
                             .join(link)
                             .map_err(|e| format!("the next link is not a URL: {e}"))?;
+                        if size_param.is_some() {
+                            self.reapply_query(&mut url);
+                        }
                         Position::Url(url)
                     }
                 }
@@ -1287,6 +1311,40 @@ mod tests {
                 )
                 .unwrap(),
             Position::Done
+        );
+    }
+
+    #[test]
+    fn a_next_link_that_drops_parameters_gets_them_back() {
+        let keap = Paging::NextUrl {
+            next: JsonPath::compile("$.next").unwrap(),
+            done: None,
+            size_param: Some("limit".into()),
+            size: Some(2),
+            stop_on_short_page: true,
+        };
+        let pager = Pager::new(
+            "/contacts",
+            vec![
+                ("optional_properties".into(), "job_title".into()),
+                ("order".into(), "last_updated".into()),
+            ],
+        );
+        let answered = url("https://h/crm/rest/v1/contacts?limit=2");
+        let next = pager
+            .next(
+                &keap,
+                &json!({"next": "https://h/crm/rest/v1/contacts/?limit=2&offset=2&order=id"}),
+                2,
+                &answered,
+            )
+            .unwrap();
+        assert_eq!(
+            next,
+            Position::Url(url(
+                "https://h/crm/rest/v1/contacts/?limit=2&offset=2&order=id&optional_properties=job_title"
+            )),
+            "the dropped parameter is added, the link's own `order` is kept"
         );
     }
 
