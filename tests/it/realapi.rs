@@ -268,3 +268,60 @@ async fn keap_contacts_past_the_first_page_keep_their_job_titles() {
         without.first()
     );
 }
+
+// ---- Salesforce: getDeleted keeps 15 days, and nothing before a purge -----------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_recycle_bin_neither_stops_the_mapping_nor_hides_deletions() {
+    let w = World::new("purge", 0).await;
+    let contact = |n: usize| {
+        json!({"FirstName": "Sol", "LastName": format!("Purge{n}"), "Email": format!("sol{n}@purge.example"),
+               "MailingCountry": "NO"})
+    };
+    let gone = sf_id(&w.insert("salesforce", "Contact", contact(1)));
+    let kept = sf_id(&w.insert("salesforce", "Contact", contact(2)));
+    let first = w.run(&[SF_CONTACTS]).await;
+    assert_eq!(first.parked(), 0, "{first:#?}");
+
+    w.sandbox
+        .delete("salesforce", "Contact", &gone)
+        .expect("deleted");
+    w.sandbox
+        .update(
+            "salesforce",
+            "Contact",
+            &kept,
+            json!({"Title": "Chief Buyer"}),
+        )
+        .expect("edited");
+    w.sandbox
+        .empty_recycle_bin("salesforce")
+        .expect("the recycle bin is emptied");
+    let report = w.run(&[SF_CONTACTS]).await;
+    let contacts = report
+        .mappings
+        .iter()
+        .find(|m| m.mapping == SF_CONTACTS)
+        .expect("the mapping's report");
+    assert_eq!(contacts.stopped, None, "{contacts:#?}");
+    assert_eq!(
+        contacts.updated_target, 1,
+        "the edit is synced: {contacts:#?}"
+    );
+    assert_eq!(
+        contacts.unlinked, 1,
+        "the deletion is found by a full listing: {contacts:#?}"
+    );
+    let erp = w
+        .sandbox
+        .records("customerp", "contacts")
+        .expect("contacts");
+    assert!(
+        erp.iter()
+            .any(|c| c["email"] == "sol2@purge.example" && c["job_title"] == "Chief Buyer")
+    );
+
+    // The next run reads getDeleted again from where the listing left it.
+    let again = w.run(&[SF_CONTACTS]).await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}

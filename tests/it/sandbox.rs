@@ -2092,3 +2092,69 @@ async fn keap_next_links_drop_optional_properties_and_order_direction() {
         "a page read through the link has no job title: {contact}"
     );
 }
+
+#[tokio::test]
+async fn salesforce_get_deleted_keeps_15_days_and_refuses_starts_before_a_purge() {
+    let sandbox = start(SandboxOptions {
+        seed: 1,
+        ..options()
+    })
+    .await;
+    let contact = sandbox.records("salesforce", "Contact").expect("contacts")[0].clone();
+    let id = contact["Id"].as_str().expect("id").to_owned();
+    sandbox
+        .delete("salesforce", "Contact", &id)
+        .expect("contact deleted");
+    let (token, instance) = sf_token(&sandbox).await;
+    let deleted = |start: chrono::DateTime<chrono::Utc>| {
+        let (token, instance) = (token.clone(), instance.clone());
+        async move {
+            let end = chrono::Utc::now() + chrono::Duration::minutes(2);
+            let format =
+                |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+            json_of(
+                client()
+                    .get(format!(
+                        "{instance}/services/data/v60.0/sobjects/Contact/deleted/"
+                    ))
+                    .bearer_auth(&token)
+                    .query(&[("start", format(start)), ("end", format(end))])
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await
+        }
+    };
+    let now = chrono::Utc::now();
+    let (status, body) = deleted(now - chrono::Duration::days(16)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body[0]["errorCode"], "INVALID_REPLICATION_DATE");
+
+    let (status, body) = deleted(now - chrono::Duration::days(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["deletedRecords"]
+            .as_array()
+            .expect("deleted records")
+            .iter()
+            .any(|d| d["id"] == json!(id)),
+        "{body}"
+    );
+
+    sandbox
+        .empty_recycle_bin("salesforce")
+        .expect("the recycle bin is emptied");
+    let (status, body) = deleted(now - chrono::Duration::days(1)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body[0]["errorCode"], "INVALID_REPLICATION_DATE",
+        "a start before the purge is refused"
+    );
+    let (status, body) = deleted(chrono::Utc::now() + chrono::Duration::minutes(1)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a start after the purge is read: {body}"
+    );
+}

@@ -45,8 +45,9 @@ use crate::connector::{Ahead, BoxFuture, Cursor, Deletion, Malformed, Page, Page
 
 /// The largest SOQL `LIMIT` a sliced read grows to when one timestamp holds more records.
 const MAX_SOQL_LIMIT: u64 = 50_000;
-/// Salesforce keeps deletions this long; `getDeleted` refuses older starts.
-const SALESFORCE_DELETED_DAYS: i64 = 29;
+/// How far back a first `getDeleted` read starts: inside the 15 days Salesforce keeps
+/// deletions, with a day to spare for clocks that differ.
+const SALESFORCE_FIRST_DAYS: i64 = 14;
 /// The longest window one `getDeleted` request may cover.
 const SALESFORCE_WINDOW_DAYS: i64 = 15;
 
@@ -650,8 +651,20 @@ pub(crate) struct ListReader {
 }
 
 impl ListReader {
-    /// Lists the entity whole.
+    /// Lists the entity whole: the list endpoint, or for a SOQL entity whose list
+    /// endpoint has no query of its own, the SOQL read from the beginning (its
+    /// `initial_query`).
     pub fn full(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
+        if matches!(entity.incremental, Some(IncrementalRt::Soql { .. }))
+            && entity.spec.list.query.is_empty()
+        {
+            return ListReader::changes(core, entity, None);
+        }
+        Self::list_endpoint(core, entity)
+    }
+
+    /// Lists the entity's list endpoint whole.
+    fn list_endpoint(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
         let query = list_query(&entity);
         let max_pages = entity.max_pages;
         ListReader {
@@ -674,7 +687,7 @@ impl ListReader {
         cursor: Option<&Cursor>,
     ) -> ListReader {
         match &entity.incremental {
-            None => ListReader::full(core, entity),
+            None => ListReader::list_endpoint(core, entity),
             Some(IncrementalRt::ModifiedSince { param, inclusive }) => {
                 let tracker = Tracker::new(cursor, entity.lookback);
                 let mut query = list_query(&entity);
@@ -1105,16 +1118,13 @@ impl DeletedWindowReader {
     pub fn new(core: Arc<HttpCore>, entity: Arc<EntityRt>, cursor: Option<&Cursor>) -> Self {
         let tracker = Tracker::new(cursor, entity.lookback);
         let end = Utc::now();
-        let oldest = end - chrono::Duration::days(SALESFORCE_DELETED_DAYS);
-        let mut start = tracker
+        // A stored start older than Salesforce keeps deletions (15 days, less after the
+        // recycle bin was emptied) is sent as it is: the service answers
+        // `INVALID_REPLICATION_DATE`, and the engine finds the deletions by a full listing
+        // instead of losing those before the window.
+        let start = tracker
             .since()
-            .unwrap_or_else(|| end - chrono::Duration::days(SALESFORCE_WINDOW_DAYS));
-        if start < oldest {
-            tracing::warn!(system = %core.system, entity = %entity.name,
-                "the deletion cursor is older than Salesforce keeps deletions; \
-                 deletions before {oldest} are only found by a full listing");
-            start = oldest;
-        }
+            .unwrap_or_else(|| end - chrono::Duration::days(SALESFORCE_FIRST_DAYS));
         let start = start.min(end - chrono::Duration::minutes(1));
         DeletedWindowReader {
             core,
