@@ -325,3 +325,43 @@ async fn a_purged_recycle_bin_neither_stops_the_mapping_nor_hides_deletions() {
     let again = w.run(&[SF_CONTACTS]).await;
     assert_eq!(again.writes(), 0, "{again:#?}");
 }
+
+// ---- Salesforce: the client-credentials flow needs the My Domain host ----------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_login_host_fails_with_a_hint_to_set_the_my_domain_url() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        rate_limits: RateLimits::unlimited(),
+        salesforce_generic_login: true,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let connector = shipped_connector(&sandbox, "salesforce");
+    let error = read_all(connector.changes("Contact", None).expect("reader"))
+        .await
+        .expect_err("the token is refused");
+    let text = error.to_string();
+    assert!(text.contains("My Domain"), "{text}");
+    assert!(text.contains("SALESFORCE_LOGIN_URL"), "{text}");
+    assert!(
+        !text.contains(tether_sandbox::credentials::SALESFORCE_CLIENT_SECRET),
+        "{text}"
+    );
+
+    // The shipped file names no generic host: without the variable the connector says
+    // which one to set instead of asking login.salesforce.com.
+    let path = flows().join("systems").join("salesforce.yaml");
+    let text = std::fs::read_to_string(&path).expect("reads");
+    let (loaded, _) = load_text::<SystemFile>(&path, text);
+    let file = loaded.expect("loads").spec;
+    let error = HttpConnector::with_env(&file, &|name| match name {
+        "SALESFORCE_CLIENT_ID" | "SALESFORCE_CLIENT_SECRET" => Some("x".to_owned()),
+        _ => None,
+    })
+    .expect_err("no base URL");
+    assert!(
+        error.to_string().contains("SALESFORCE_LOGIN_URL"),
+        "{error}"
+    );
+}

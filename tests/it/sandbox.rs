@@ -2158,3 +2158,31 @@ async fn salesforce_get_deleted_keeps_15_days_and_refuses_starts_before_a_purge(
         "a start after the purge is read: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_generic_salesforce_login_host_refuses_client_credentials() {
+    let sandbox = start(SandboxOptions {
+        salesforce_generic_login: true,
+        ..options()
+    })
+    .await;
+    let (status, body) = json_of(
+        client()
+            .post(url(&sandbox, "salesforce", "/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", credentials::SALESFORCE_CLIENT_ID),
+                ("client_secret", credentials::SALESFORCE_CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .expect("token request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(
+        body["error_description"],
+        "request not supported on this domain"
+    );
+}

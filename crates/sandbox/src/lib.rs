@@ -189,6 +189,10 @@ pub struct SandboxOptions {
     /// Lifetime of Salesforce sessions (the token response carries no expiry).
     pub session_ttl: Duration,
     pub rate_limits: RateLimits,
+    /// Salesforce's token endpoint answers as the generic login hosts do
+    /// (`login.salesforce.com`, `test.salesforce.com`), which refuse the client-credentials
+    /// flow; off, it answers as an org's My Domain host.
+    pub salesforce_generic_login: bool,
 }
 
 impl Default for SandboxOptions {
@@ -203,6 +207,7 @@ impl Default for SandboxOptions {
             token_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(7200),
             rate_limits: RateLimits::contract(),
+            salesforce_generic_login: false,
         }
     }
 }
