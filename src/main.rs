@@ -78,6 +78,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Checks every system the flows use: reachable, authenticated, each entity readable.
+    Check {
+        /// Check only this system.
+        #[arg(long)]
+        system: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Per mapping: links, last run and its outcome, cursors, and parked records.
     Status {
         #[command(flatten)]

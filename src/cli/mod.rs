@@ -2,6 +2,7 @@
 
 use crate::{Cli, Command};
 
+mod check;
 mod docs;
 mod map;
 pub mod run;
@@ -83,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Serve(args) => serve::run(&cli.flows, args),
         Command::Map { mapping, inverse } => map::run(&cli.flows, &mapping, inverse),
+        Command::Check { system, format } => check::run(&cli.flows, system.as_deref(), format),
     }
 }
 

@@ -59,6 +59,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
         faults: args.faults.unwrap_or_default(),
         token_ttl: Duration::from_secs(args.token_ttl),
         session_ttl: Duration::from_secs(args.session_ttl),
+        salesforce_generic_login: false,
         rate_limits: if args.no_rate_limits {
             RateLimits::unlimited()
         } else {

@@ -5,6 +5,7 @@
 mod connector;
 mod docs;
 mod mapping;
+mod realapi;
 mod sandbox;
 mod serve;
 mod store;

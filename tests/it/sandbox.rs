@@ -1948,3 +1948,241 @@ async fn keap_responses_conform_to_the_v1_schemas() {
         ["schema"];
     assert_conforms(&doc, schema, &full, mode, "keap get contact");
 }
+
+// ---- Real-service behaviour the simulators must not hide ---------------------------------
+
+/// An order with `lines` order products, on a fresh seeded sandbox; returns its id.
+fn order_with_lines(sandbox: &Sandbox, lines: usize) -> String {
+    let order = sandbox.records("salesforce", "Order").expect("orders")[0].clone();
+    let entry = sandbox
+        .records("salesforce", "PricebookEntry")
+        .expect("entries")
+        .into_iter()
+        .find(|entry| entry["Pricebook2Id"] == order["Pricebook2Id"])
+        .expect("an entry of the order's price book");
+    let existing = sandbox
+        .records("salesforce", "OrderItem")
+        .expect("items")
+        .into_iter()
+        .filter(|item| item["OrderId"] == order["Id"])
+        .count();
+    for n in existing..lines {
+        sandbox
+            .insert(
+                "salesforce",
+                "OrderItem",
+                json!({"OrderId": order["Id"], "PricebookEntryId": entry["Id"], "Quantity": 1, "UnitPrice": 1.0 + n as f64, "Description": format!("line {n}")}),
+            )
+            .expect("line is added");
+    }
+    order["Id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn salesforce_pages_the_children_of_a_subquery_past_200() {
+    let sandbox = start(SandboxOptions {
+        seed: 1,
+        ..options()
+    })
+    .await;
+    let order = order_with_lines(&sandbox, 450);
+    let (token, instance) = sf_token(&sandbox).await;
+    let query = format!(
+        "SELECT Id, (SELECT Id, Description FROM OrderItems ORDER BY OrderItemNumber) FROM Order WHERE Id = '{order}'"
+    );
+    let (status, result) = json_of(
+        client()
+            .get(format!("{instance}/services/data/v60.0/query"))
+            .bearer_auth(&token)
+            .query(&[("q", query.as_str())])
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(
+        result["done"], true,
+        "one order: the parent result is whole"
+    );
+    let mut children = result["records"][0]["OrderItems"].clone();
+    assert_eq!(children["totalSize"], 450);
+    assert_eq!(
+        children["done"], false,
+        "past 200 children the relationship is not done"
+    );
+    let mut ids: Vec<Value> = children["records"].as_array().expect("records").clone();
+    assert_eq!(ids.len(), 200, "the first child batch");
+    let mut pages = 1;
+    while children["done"] == false {
+        let next = children["nextRecordsUrl"]
+            .as_str()
+            .expect("a child relationship that is not done has its own next link");
+        let (status, more) = json_of(
+            client()
+                .get(format!("{instance}{next}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{more}");
+        ids.extend(more["records"].as_array().expect("records").iter().cloned());
+        children = more;
+        pages += 1;
+    }
+    assert_eq!(pages, 3, "200 + 200 + 50");
+    let distinct: std::collections::HashSet<String> = ids
+        .iter()
+        .map(|item| item["Id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(distinct.len(), 450, "every line once");
+}
+
+#[tokio::test]
+async fn keap_next_links_drop_optional_properties_and_order_direction() {
+    let sandbox = start(SandboxOptions {
+        seed: 0,
+        ..options()
+    })
+    .await;
+    for n in 0..3 {
+        sandbox
+            .insert(
+                "keap",
+                "contacts",
+                json!({"given_name": "Ada", "family_name": format!("Link{n}"), "job_title": "Buyer",
+                       "email_addresses": [{"email": format!("ada{n}@links.example"), "field": "EMAIL1"}]}),
+            )
+            .expect("contact");
+    }
+    let get = |link: String| async move {
+        json_of(
+            client()
+                .get(link)
+                .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    };
+    let (status, first) = get(url(
+        &sandbox,
+        "keap",
+        "/contacts?limit=2&optional_properties=job_title&order=last_updated&order_direction=ASCENDING&since=2000-01-01T00:00:00.000Z",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["contacts"][0]["job_title"], "Buyer");
+    let next = first["next"].as_str().expect("next").to_owned();
+    for kept in ["limit=2", "offset=2", "order=last_updated", "since="] {
+        assert!(next.contains(kept), "the link keeps {kept}: {next}");
+    }
+    for dropped in ["optional_properties", "order_direction"] {
+        assert!(!next.contains(dropped), "the link drops {dropped}: {next}");
+    }
+    let (status, second) = get(next).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let contact = &second["contacts"][0];
+    assert_eq!(contact["family_name"], "Link2");
+    assert!(
+        contact.get("job_title").is_none(),
+        "a page read through the link has no job title: {contact}"
+    );
+}
+
+#[tokio::test]
+async fn salesforce_get_deleted_keeps_15_days_and_refuses_starts_before_a_purge() {
+    let sandbox = start(SandboxOptions {
+        seed: 1,
+        ..options()
+    })
+    .await;
+    let contact = sandbox.records("salesforce", "Contact").expect("contacts")[0].clone();
+    let id = contact["Id"].as_str().expect("id").to_owned();
+    sandbox
+        .delete("salesforce", "Contact", &id)
+        .expect("contact deleted");
+    let (token, instance) = sf_token(&sandbox).await;
+    let deleted = |start: chrono::DateTime<chrono::Utc>| {
+        let (token, instance) = (token.clone(), instance.clone());
+        async move {
+            let end = chrono::Utc::now() + chrono::Duration::minutes(2);
+            let format =
+                |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+            json_of(
+                client()
+                    .get(format!(
+                        "{instance}/services/data/v60.0/sobjects/Contact/deleted/"
+                    ))
+                    .bearer_auth(&token)
+                    .query(&[("start", format(start)), ("end", format(end))])
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await
+        }
+    };
+    let now = chrono::Utc::now();
+    let (status, body) = deleted(now - chrono::Duration::days(16)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body[0]["errorCode"], "INVALID_REPLICATION_DATE");
+
+    let (status, body) = deleted(now - chrono::Duration::days(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["deletedRecords"]
+            .as_array()
+            .expect("deleted records")
+            .iter()
+            .any(|d| d["id"] == json!(id)),
+        "{body}"
+    );
+
+    sandbox
+        .empty_recycle_bin("salesforce")
+        .expect("the recycle bin is emptied");
+    let (status, body) = deleted(now - chrono::Duration::days(1)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body[0]["errorCode"], "INVALID_REPLICATION_DATE",
+        "a start before the purge is refused"
+    );
+    let (status, body) = deleted(chrono::Utc::now() + chrono::Duration::minutes(1)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a start after the purge is read: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_generic_salesforce_login_host_refuses_client_credentials() {
+    let sandbox = start(SandboxOptions {
+        salesforce_generic_login: true,
+        ..options()
+    })
+    .await;
+    let (status, body) = json_of(
+        client()
+            .post(url(&sandbox, "salesforce", "/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", credentials::SALESFORCE_CLIENT_ID),
+                ("client_secret", credentials::SALESFORCE_CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .expect("token request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(
+        body["error_description"],
+        "request not supported on this domain"
+    );
+}

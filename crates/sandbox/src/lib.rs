@@ -31,7 +31,7 @@
 //!   inclusive; `limit` above 1000 is cut to 1000; a sync token names a position in the
 //!   product change log and a first call lists every product ever seen.
 //! - Salesforce: deletes go to the recycle bin (`queryAll` and getDeleted see them, a GET
-//!   answers 404 `ENTITY_IS_DELETED`); a body naming a field that is not createable (or not
+//!   answers 404 `ENTITY_IS_DELETED`) until it is emptied ([`Sandbox::empty_recycle_bin`]); a body naming a field that is not createable (or not
 //!   updateable), even with null, is refused with `INVALID_FIELD_FOR_INSERT_UPDATE`; SOQL
 //!   datetimes take `Z` or `+hh:mm` only; deleting an Order, Quote, Opportunity, Account,
 //!   Product2 or Pricebook2 removes its children, and a product or entry still used by a
@@ -189,6 +189,10 @@ pub struct SandboxOptions {
     /// Lifetime of Salesforce sessions (the token response carries no expiry).
     pub session_ttl: Duration,
     pub rate_limits: RateLimits,
+    /// Salesforce's token endpoint answers as the generic login hosts do
+    /// (`login.salesforce.com`, `test.salesforce.com`), which refuse the client-credentials
+    /// flow; off, it answers as an org's My Domain host.
+    pub salesforce_generic_login: bool,
 }
 
 impl Default for SandboxOptions {
@@ -203,6 +207,7 @@ impl Default for SandboxOptions {
             token_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(7200),
             rate_limits: RateLimits::contract(),
+            salesforce_generic_login: false,
         }
     }
 }
@@ -344,6 +349,10 @@ pub(crate) trait Backend: Simulator {
         body: Value,
         at: Stamp,
     ) -> Result<String, ApiResponse>;
+    /// Empties the system's recycle bin, where it has one (Salesforce); false otherwise.
+    fn empty_recycle_bin(&self) -> bool {
+        false
+    }
     /// One record as `records` renders it; `None` where a GET of it answers 404.
     fn record(&self, entity: &str, id: &str) -> Option<Value> {
         let path = format!("{}/{}", self.collection_path(entity), id);
@@ -672,6 +681,27 @@ impl Sandbox {
             });
         }
         accepted(system, response).map(|_| ())
+    }
+
+    /// Empties Salesforce's recycle bin as an administrator would: deleted records are
+    /// gone for good, and getDeleted answers `INVALID_REPLICATION_DATE` for any start
+    /// before now.
+    pub fn empty_recycle_bin(&self, system: &str) -> Result<(), SandboxError> {
+        let backend = self
+            .backends
+            .iter()
+            .find(|(name, _)| *name == system)
+            .map(|(_, backend)| backend)
+            .ok_or_else(|| SandboxError::UnknownSystem(system.to_string()))?;
+        if backend.empty_recycle_bin() {
+            Ok(())
+        } else {
+            Err(SandboxError::Rejected {
+                system: system.to_string(),
+                status: 404,
+                body: serde_json::json!({"message": "this system has no recycle bin"}),
+            })
+        }
     }
 
     /// Requests answered over HTTP per system since start or the last reset.

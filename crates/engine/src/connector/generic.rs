@@ -213,8 +213,10 @@ impl HttpConnector {
         {
             return Ok(None);
         }
+        let mut data = rt.record_in(&body).clone();
+        listing::complete_children(&self.core, &rt, &mut data, &reply.url).await?;
         let record = rt
-            .to_record(rt.record_in(&body).clone())
+            .to_record(data)
             .map_err(|malformed| self.malformed(&request, malformed.reason, false))?;
         // A soft-deleted record reads as the listing files it: deleted.
         if let Deletes::SoftDelete { flag, .. } = &rt.deletes

@@ -590,12 +590,27 @@ impl HttpCore {
             idempotent: true,
         };
         let context = self.context(&request.method, &request.url, "");
+        let salesforce = matches!(source.kind, TokenKind::Salesforce { .. });
+        if salesforce && generic_salesforce_login(&source.url) {
+            return Err(ConnectorError::Auth {
+                context,
+                message: MY_DOMAIN_HINT.to_owned(),
+            });
+        }
         let reply = self.send_with(&request, None).await?;
         if !reply.is_success() {
             let error = self.api_error(reply.status, reply.json.as_ref(), &reply.text);
+            let hint = if salesforce && reply.text.contains("not supported on this domain") {
+                format!(" ({MY_DOMAIN_HINT})")
+            } else {
+                String::new()
+            };
             return Err(ConnectorError::Auth {
                 context,
-                message: format!("the token endpoint answered {}: {error}", reply.status),
+                message: format!(
+                    "the token endpoint answered {}: {error}{hint}",
+                    reply.status
+                ),
             });
         }
         let body = reply.json.unwrap_or(Value::Null);
@@ -1218,9 +1233,45 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// What to do when a Salesforce token request goes to a generic login host.
+const MY_DOMAIN_HINT: &str = "Salesforce refuses the client-credentials flow on login.salesforce.com \
+     and test.salesforce.com: set the system's base URL (SALESFORCE_LOGIN_URL in the shipped \
+     system file) to the org's My Domain URL, such as https://yourcompany.my.salesforce.com";
+
+/// Whether a Salesforce token URL is one of the generic login hosts, which refuse the
+/// client-credentials flow.
+///
+/// Real behaviour (Salesforce Help, "Configure a Connected App for the OAuth 2.0 Client
+/// Credentials Flow"): the token request must go to the org's My Domain URL;
+/// `login.salesforce.com` and `test.salesforce.com` answer 400 `invalid_grant`, "request
+/// not supported on this domain".
+fn generic_salesforce_login(url: &Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        host == "login.salesforce.com" || host == "test.salesforce.com"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_salesforce_login_hosts_are_recognised() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        assert!(generic_salesforce_login(&url(
+            "https://login.salesforce.com/services/oauth2/token"
+        )));
+        assert!(generic_salesforce_login(&url(
+            "https://TEST.salesforce.com./services/oauth2/token"
+        )));
+        assert!(!generic_salesforce_login(&url(
+            "https://acme.my.salesforce.com/services/oauth2/token"
+        )));
+        assert!(!generic_salesforce_login(&url(
+            "http://127.0.0.1:8705/services/oauth2/token"
+        )));
+    }
 
     #[test]
     fn waits_come_out_of_one_budget() {

@@ -17,6 +17,11 @@
 //! page of the listing (an API that ignores the offset, page or cursor), a cursor or next
 //! link already followed, or more pages than the entity's `list.max_pages`.
 //!
+//! A listed item's nested query results that came back in part (a Salesforce child
+//! relationship past about 200 children: `done: false` and a next link of its own) are
+//! read to the end before the page is handed out ([`complete_children`]), for listings and
+//! for single-record reads alike.
+//!
 //! Every page's versions are compared with the system's clock when it answered (its `Date`
 //! header, or this machine's clock at the read): one stamped further ahead than
 //! [`crate::connector::CLOCK_TOLERANCE`] is handed out and reported in [`Page::ahead`], and
@@ -40,8 +45,9 @@ use crate::connector::{Ahead, BoxFuture, Cursor, Deletion, Malformed, Page, Page
 
 /// The largest SOQL `LIMIT` a sliced read grows to when one timestamp holds more records.
 const MAX_SOQL_LIMIT: u64 = 50_000;
-/// Salesforce keeps deletions this long; `getDeleted` refuses older starts.
-const SALESFORCE_DELETED_DAYS: i64 = 29;
+/// How far back a first `getDeleted` read starts: inside the 15 days Salesforce keeps
+/// deletions, with a day to spare for clocks that differ.
+const SALESFORCE_FIRST_DAYS: i64 = 14;
 /// The longest window one `getDeleted` request may cover.
 const SALESFORCE_WINDOW_DAYS: i64 = 15;
 
@@ -150,6 +156,27 @@ impl Pager {
         Ok(url)
     }
 
+    /// Adds to a next link every parameter of the listing's own query that the link lacks.
+    ///
+    /// A next link that carries the page size is the request's query rebuilt with the
+    /// offset moved, and real APIs rebuild it from part of the query only. Real behaviour:
+    /// Keap v1 builds `next` from `limit`, `offset`, `since` and `order` and drops
+    /// `optional_properties` (`contracts/keap.md`, "v1 list envelope example"), so a client
+    /// that follows it as it is reads contacts without `job_title` from the second page on.
+    /// Parameters the link does carry keep the link's value.
+    fn reapply_query(&self, url: &mut Url) {
+        let present: HashSet<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let missing: Vec<&(String, String)> = self
+            .query
+            .iter()
+            .filter(|(key, _)| !present.contains(key))
+            .collect();
+        if !missing.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(missing.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+    }
+
     /// Where the page after this one is, from its answer and its number of items.
     fn next(
         &self,
@@ -221,8 +248,8 @@ impl Pager {
                 next,
                 done,
                 size,
+                size_param,
                 stop_on_short_page,
-                ..
             } => {
                 let flagged_done = done
                     .as_ref()
@@ -238,9 +265,12 @@ impl Pager {
                     _ if flagged_done || short || count == 0 => Position::Done,
                     None => Position::Done,
                     Some(link) => {
-                        let url = answered
+                        let mut url = answered
                             .join(link)
                             .map_err(|e| format!("the next link is not a URL: {e}"))?;
+                        if size_param.is_some() {
+                            self.reapply_query(&mut url);
+                        }
                         Position::Url(url)
                     }
                 }
@@ -419,7 +449,17 @@ async fn fetch(
             system: core.system.clone(),
             message: format!("entity `{entity}`: {message}"),
         })?;
-    let request = Request::get(url.clone(), entity);
+    let (body, answered, date) = fetch_url(core, entity, url.clone()).await?;
+    Ok((body, answered, url, date))
+}
+
+/// GETs one URL of a listing and returns its JSON body, the URL that answered and its `Date`.
+async fn fetch_url(
+    core: &HttpCore,
+    entity: &str,
+    url: Url,
+) -> Result<(Value, Url, Option<DateTime<Utc>>), ConnectorError> {
+    let request = Request::get(url, entity);
     let reply = core.send(&request).await?;
     if !reply.is_success() {
         return Err(ConnectorError::Status {
@@ -430,13 +470,107 @@ async fn fetch(
         });
     }
     match reply.json {
-        Some(body) => Ok((body, reply.url, url, reply.date)),
+        Some(body) => Ok((body, reply.url, reply.date)),
         None => Err(ConnectorError::Malformed {
             context: core.context(&request.method, &reply.url, entity),
             message: "the body is empty".to_owned(),
             transient: true,
         }),
     }
+}
+
+/// Completes the nested query results of one listed item: a field whose value has the
+/// page's own shape (records at the entity's `records` path, a `done` flag that is false
+/// and a next link) is a child relationship that came back in part, and its further pages
+/// are read and appended until it is done. Only entities paged by next links with a `done`
+/// flag have such results (Salesforce SOQL).
+///
+/// Real behaviour (SOQL and SOSL Reference, "Understanding Relationship Query Results";
+/// REST API Developer Guide, "Query More Results"): a parent-to-child subquery with more
+/// than about 200 children answers the first batch with `done: false` and a
+/// `nextRecordsUrl` of its own; the client reads it like the next page of a query.
+/// Clients that read only the top level lose the rest silently (simple-salesforce issue
+/// 311, jsforce pull request 1752).
+pub(crate) async fn complete_children(
+    core: &HttpCore,
+    entity: &EntityRt,
+    item: &mut Value,
+    answered: &Url,
+) -> Result<(), ConnectorError> {
+    let Paging::NextUrl {
+        next,
+        done: Some(done),
+        ..
+    } = &entity.paging
+    else {
+        return Ok(());
+    };
+    let Some(fields) = item.as_object_mut() else {
+        return Ok(());
+    };
+    for (field, child) in fields.iter_mut() {
+        if !child.is_object() || done.first(child).and_then(Value::as_bool) != Some(false) {
+            continue;
+        }
+        let Some(Value::Array(records)) = entity.records.first(child).cloned() else {
+            continue;
+        };
+        let mut records = records;
+        let mut link = next_link(next, child, answered);
+        let mut followed: HashSet<String> = HashSet::new();
+        let mut pages = 0u64;
+        while let Some(url) = link {
+            pages += 1;
+            if !followed.insert(url.as_str().to_owned()) || pages > entity.max_pages {
+                return Err(ConnectorError::EndlessListing {
+                    system: core.system.clone(),
+                    entity: entity.name.clone(),
+                    pages,
+                    reason: format!(
+                        "the child records at `{field}` do not end (a next link already followed, or more than `list.max_pages` pages)"
+                    ),
+                });
+            }
+            let (body, answered, _) = fetch_url(core, &entity.name, url.clone()).await?;
+            let Some(Value::Array(more)) = entity.records.first(&body) else {
+                return Err(shape_error(
+                    core,
+                    &entity.name,
+                    &url,
+                    format!(
+                        "a page of the child records at `{field}` has no array at `{}`",
+                        entity.records.as_str()
+                    ),
+                ));
+            };
+            let empty = more.is_empty();
+            records.extend(more.iter().cloned());
+            let finished = done.first(&body).and_then(Value::as_bool) != Some(false);
+            link = if finished || empty {
+                None
+            } else {
+                next_link(next, &body, &answered)
+            };
+        }
+        if let Some(object) = child.as_object_mut() {
+            object.insert("records".to_owned(), Value::Array(records));
+            object.insert("done".to_owned(), Value::Bool(true));
+            if let Some(key) = next.as_str().strip_prefix("$.") {
+                object.remove(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next link of a page (or of a nested result), resolved against the URL that
+/// answered it.
+fn next_link(next: &JsonPath, body: &Value, answered: &Url) -> Option<Url> {
+    next.first(body)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|link| answered.join(link).ok())
 }
 
 /// When the system answered the pages of one read, by its own clock (`clock: date_header`).
@@ -517,8 +651,20 @@ pub(crate) struct ListReader {
 }
 
 impl ListReader {
-    /// Lists the entity whole.
+    /// Lists the entity whole: the list endpoint, or for a SOQL entity whose list
+    /// endpoint has no query of its own, the SOQL read from the beginning (its
+    /// `initial_query`).
     pub fn full(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
+        if matches!(entity.incremental, Some(IncrementalRt::Soql { .. }))
+            && entity.spec.list.query.is_empty()
+        {
+            return ListReader::changes(core, entity, None);
+        }
+        Self::list_endpoint(core, entity)
+    }
+
+    /// Lists the entity's list endpoint whole.
+    fn list_endpoint(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
         let query = list_query(&entity);
         let max_pages = entity.max_pages;
         ListReader {
@@ -541,7 +687,7 @@ impl ListReader {
         cursor: Option<&Cursor>,
     ) -> ListReader {
         match &entity.incremental {
-            None => ListReader::full(core, entity),
+            None => ListReader::list_endpoint(core, entity),
             Some(IncrementalRt::ModifiedSince { param, inclusive }) => {
                 let tracker = Tracker::new(cursor, entity.lookback);
                 let mut query = list_query(&entity);
@@ -623,7 +769,7 @@ impl ListReader {
             (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
             _ => &entity.records,
         };
-        let Some(items) = items(item_path, &body) else {
+        let Some(mut items) = items(item_path, &body) else {
             return Err(shape_error(
                 &self.core,
                 &entity.name,
@@ -631,6 +777,9 @@ impl ListReader {
                 format!("the page has nothing at `{}`", item_path.as_str()),
             ));
         };
+        for item in &mut items {
+            complete_children(&self.core, &entity, item, &answered).await?;
+        }
         let count = items.len();
         let next = self
             .pager
@@ -969,16 +1118,13 @@ impl DeletedWindowReader {
     pub fn new(core: Arc<HttpCore>, entity: Arc<EntityRt>, cursor: Option<&Cursor>) -> Self {
         let tracker = Tracker::new(cursor, entity.lookback);
         let end = Utc::now();
-        let oldest = end - chrono::Duration::days(SALESFORCE_DELETED_DAYS);
-        let mut start = tracker
+        // A stored start older than Salesforce keeps deletions (15 days, less after the
+        // recycle bin was emptied) is sent as it is: the service answers
+        // `INVALID_REPLICATION_DATE`, and the engine finds the deletions by a full listing
+        // instead of losing those before the window.
+        let start = tracker
             .since()
-            .unwrap_or_else(|| end - chrono::Duration::days(SALESFORCE_WINDOW_DAYS));
-        if start < oldest {
-            tracing::warn!(system = %core.system, entity = %entity.name,
-                "the deletion cursor is older than Salesforce keeps deletions; \
-                 deletions before {oldest} are only found by a full listing");
-            start = oldest;
-        }
+            .unwrap_or_else(|| end - chrono::Duration::days(SALESFORCE_FIRST_DAYS));
         let start = start.min(end - chrono::Duration::minutes(1));
         DeletedWindowReader {
             core,
@@ -1175,6 +1321,40 @@ mod tests {
                 )
                 .unwrap(),
             Position::Done
+        );
+    }
+
+    #[test]
+    fn a_next_link_that_drops_parameters_gets_them_back() {
+        let keap = Paging::NextUrl {
+            next: JsonPath::compile("$.next").unwrap(),
+            done: None,
+            size_param: Some("limit".into()),
+            size: Some(2),
+            stop_on_short_page: true,
+        };
+        let pager = Pager::new(
+            "/contacts",
+            vec![
+                ("optional_properties".into(), "job_title".into()),
+                ("order".into(), "last_updated".into()),
+            ],
+        );
+        let answered = url("https://h/crm/rest/v1/contacts?limit=2");
+        let next = pager
+            .next(
+                &keap,
+                &json!({"next": "https://h/crm/rest/v1/contacts/?limit=2&offset=2&order=id"}),
+                2,
+                &answered,
+            )
+            .unwrap();
+        assert_eq!(
+            next,
+            Position::Url(url(
+                "https://h/crm/rest/v1/contacts/?limit=2&offset=2&order=id&optional_properties=job_title"
+            )),
+            "the dropped parameter is added, the link's own `order` is kept"
         );
     }
 

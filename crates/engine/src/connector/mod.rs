@@ -50,7 +50,10 @@
 //! Salesforce `getDeleted`, with watermark cursors of their own), or by comparing a
 //! [`Connector::list_all`] listing with the links ([`DeletionDiscovery`]).
 //!
-//! Within one read the connector follows the API's own pagination with a fixed `since`. An
+//! Within one read the connector follows the API's own pagination with a fixed `since`. A
+//! next link that carries the page size (Keap's) gets back every parameter of the first
+//! request it lacks, since real APIs rebuild such links from part of the query; a nested
+//! query result that is not done (a Salesforce child relationship) is read to its end. An
 //! offset-paginated listing whose records change while it is being read can shift records
 //! across a page boundary; the next read's lookback catches only those modified within it.
 //!

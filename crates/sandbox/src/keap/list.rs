@@ -9,6 +9,10 @@ use crate::http::{ApiRequest, ApiResponse, encode_query};
 use crate::keap::{BASE_PATH, Keap, MAX_LIMIT, bad_request};
 use crate::store::{ChangeKind, Record, Stamp, parse_lenient_datetime};
 
+/// The parameters besides `limit` and `offset` that Keap's `next` and `previous` links
+/// carry over from the request (see [`Keap::page_links`]).
+const LINK_KEEPS: [&str; 3] = ["since", "until", "order"];
+
 impl Keap {
     pub(super) fn paging(request: &ApiRequest) -> Result<(i64, i64), ApiResponse> {
         let number = |name: &str| -> Result<Option<i64>, ApiResponse> {
@@ -35,7 +39,16 @@ impl Keap {
         Ok((limit, offset))
     }
 
-    /// `next`/`previous` for a list: the same query with `limit` and `offset` moved.
+    /// `next`/`previous` for a list: `limit` and `offset` moved, and of the request's other
+    /// parameters only those the links are seen to keep ([`LINK_KEEPS`]).
+    ///
+    /// Real behaviour: Keap builds these links from a few parameters only. The link
+    /// observed on the v1 API (`contracts/keap.md`, "v1 list envelope example":
+    /// `…/contacts/?limit=2&offset=2&since=…&order=id`) keeps `limit`, `offset`, `since`
+    /// and `order`, and drops `optional_properties` (so a client that follows it gets
+    /// contacts without `job_title`), `order_direction` and the filters. Which others it
+    /// keeps is not documented, so the stricter choice is made: `until` besides those, and
+    /// nothing else.
     pub(super) fn page_links(
         &self,
         path: &str,
@@ -46,7 +59,7 @@ impl Keap {
         let rest: Vec<(String, String)> = request
             .query
             .iter()
-            .filter(|(key, _)| key != "limit" && key != "offset")
+            .filter(|(key, _)| LINK_KEEPS.contains(&key.as_str()))
             .cloned()
             .collect();
         let link = |offset: i64| {

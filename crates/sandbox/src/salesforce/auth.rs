@@ -1,6 +1,7 @@
 //! Salesforce OAuth2 client credentials at `POST /services/oauth2/token`: the token answer
 //! has no `expires_in`; sessions expire after the sandbox's session lifetime and then get 401
-//! `INVALID_SESSION_ID`.
+//! `INVALID_SESSION_ID`. As a generic login host (`SandboxOptions::salesforce_generic_login`)
+//! it refuses the flow, as `login.salesforce.com` does.
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
@@ -28,6 +29,13 @@ impl Salesforce {
         };
         if field("grant_type").as_deref() != Some("client_credentials") {
             return oauth_error("unsupported_grant_type", "grant type not supported");
+        }
+        // Real behaviour (Salesforce Help, "Configure a Connected App for the OAuth 2.0
+        // Client Credentials Flow": the token request goes to the org's My Domain URL;
+        // `login.salesforce.com` and `test.salesforce.com` do not support the flow): the
+        // generic hosts answer 400 `invalid_grant`, "request not supported on this domain".
+        if self.shared.options.salesforce_generic_login {
+            return oauth_error("invalid_grant", "request not supported on this domain");
         }
         let (client_id, client_secret) = match (field("client_id"), field("client_secret")) {
             (Some(id), Some(secret)) => (id, secret),

@@ -119,6 +119,8 @@ pub struct Salesforce {
     usage: Mutex<Limiter>,
     daily_limit: u64,
     cursors: Mutex<HashMap<String, QueryCursor>>,
+    /// When the recycle bin was last emptied (0: never).
+    purged: Mutex<Stamp>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +149,7 @@ impl Salesforce {
             }])),
             daily_limit,
             cursors: Mutex::new(HashMap::new()),
+            purged: Mutex::new(0),
         };
         simulator.ensure_standard_pricebook();
         simulator
@@ -320,6 +323,11 @@ impl Backend for Salesforce {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn empty_recycle_bin(&self) -> bool {
+        self.purge_recycle_bin();
+        true
     }
 
     fn create_at(

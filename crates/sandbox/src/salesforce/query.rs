@@ -14,6 +14,12 @@ use crate::salesforce::soql::{self, Condition, Literal, Op};
 use crate::salesforce::{API_PREFIX, CURSOR_TTL_MS, SYSTEM, Salesforce, SfError, lock, not_found};
 use crate::store::{Stamp, Store, parse_lenient_datetime};
 
+/// Children of one parent a query answers at once; the rest is behind the child
+/// relationship's own `nextRecordsUrl` (see [`Salesforce::child_result`]).
+pub(crate) const CHILD_BATCH: usize = 200;
+/// Open query locators kept; the oldest is dropped past this.
+const MAX_CURSORS: usize = 50;
+
 pub(super) struct QueryCursor {
     pub(super) records: Vec<Value>,
     pub(super) batch: usize,
@@ -86,35 +92,32 @@ impl Salesforce {
             })
             .collect();
         drop(store);
-        let rows: Vec<Value> = rows
-            .iter()
-            .map(|row| {
-                let mut out = Map::new();
-                if let Some(attributes) = row.get("attributes") {
-                    out.insert("attributes".into(), attributes.clone());
-                }
-                let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
-                for (column, groups) in columns.iter().zip(&children) {
-                    match column {
-                        Column::Field(name) => {
-                            out.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
-                        }
-                        Column::Children(child) => {
-                            let value = match groups.get(id) {
-                                Some(records) if !records.is_empty() => json!({
-                                    "totalSize": records.len(),
-                                    "done": true,
-                                    "records": records,
-                                }),
-                                _ => Value::Null,
-                            };
-                            out.insert(child.relationship.to_string(), value);
-                        }
+        let mut out_rows = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut out = Map::new();
+            if let Some(attributes) = row.get("attributes") {
+                out.insert("attributes".into(), attributes.clone());
+            }
+            let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
+            for (column, groups) in columns.iter().zip(&children) {
+                match column {
+                    Column::Field(name) => {
+                        out.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
+                    }
+                    Column::Children(child) => {
+                        let value = match groups.get(id) {
+                            Some(records) if !records.is_empty() => {
+                                self.child_result(version, records.clone())
+                            }
+                            _ => Value::Null,
+                        };
+                        out.insert(child.relationship.to_string(), value);
                     }
                 }
-                Value::Object(out)
-            })
-            .collect();
+            }
+            out_rows.push(Value::Object(out));
+        }
+        let rows = out_rows;
         let batch = request
             .header("sforce-query-options")
             .and_then(|options| {
@@ -132,29 +135,8 @@ impl Salesforce {
                 json!({"totalSize": total, "done": true, "records": rows}),
             ));
         }
-        let locator = format!("01g{}", self.shared.token(15));
         let first: Vec<Value> = rows[..batch].to_vec();
-        let now = self.shared.clock.now();
-        {
-            let mut cursors = lock(&self.cursors);
-            cursors.retain(|_, cursor| cursor.created + CURSOR_TTL_MS > now);
-            if cursors.len() >= 50
-                && let Some(oldest) = cursors
-                    .iter()
-                    .min_by_key(|(_, cursor)| cursor.created)
-                    .map(|(key, _)| key.clone())
-            {
-                cursors.remove(&oldest);
-            }
-            cursors.insert(
-                locator.clone(),
-                QueryCursor {
-                    records: rows,
-                    batch,
-                    created: now,
-                },
-            );
-        }
+        let locator = self.open_cursor(rows, batch);
         Ok(ApiResponse::json(
             StatusCode::OK,
             json!({
@@ -164,6 +146,57 @@ impl Salesforce {
                 "records": first,
             }),
         ))
+    }
+
+    /// Keeps the rest of a result for `query/{locator}-{offset}` and names its locator.
+    fn open_cursor(&self, records: Vec<Value>, batch: usize) -> String {
+        let locator = format!("01g{}", self.shared.token(15));
+        let now = self.shared.clock.now();
+        let mut cursors = lock(&self.cursors);
+        cursors.retain(|_, cursor| cursor.created + CURSOR_TTL_MS > now);
+        if cursors.len() >= MAX_CURSORS
+            && let Some(oldest) = cursors
+                .iter()
+                .min_by_key(|(_, cursor)| cursor.created)
+                .map(|(key, _)| key.clone())
+        {
+            cursors.remove(&oldest);
+        }
+        cursors.insert(
+            locator.clone(),
+            QueryCursor {
+                records,
+                batch,
+                created: now,
+            },
+        );
+        locator
+    }
+
+    /// The child relationship of one parent row: a query result of its own. Past
+    /// [`CHILD_BATCH`] children it holds the first batch, `done: false` and a
+    /// `nextRecordsUrl` of its own, read like any query locator.
+    ///
+    /// Real behaviour (SOQL and SOSL Reference, "Understanding Relationship Query
+    /// Results": "Subquery results are like regular query results in that you might need
+    /// to use queryMore() to retrieve all the records if there are many children"; REST API
+    /// Developer Guide, "Query More Results"): a child relationship past about 200 records
+    /// comes back with `done: false` and a locator such as
+    /// `/services/data/v60.0/query/01gXXXXXXXXXXXXXXX-200`, whatever batch size the
+    /// parent query uses.
+    fn child_result(&self, version: &str, records: Vec<Value>) -> Value {
+        let total = records.len();
+        if total <= CHILD_BATCH {
+            return json!({"totalSize": total, "done": true, "records": records});
+        }
+        let first: Vec<Value> = records[..CHILD_BATCH].to_vec();
+        let locator = self.open_cursor(records, CHILD_BATCH);
+        json!({
+            "totalSize": total,
+            "done": false,
+            "nextRecordsUrl": format!("{API_PREFIX}{version}/query/{locator}-{CHILD_BATCH}"),
+            "records": first,
+        })
     }
 
     /// Every matching record rendered in full, sorted.

@@ -1,15 +1,53 @@
-//! The replication API: `getUpdated` and `getDeleted` over a window of whole minutes, at
-//! most 30 days back, with the deleted records the recycle bin still holds.
+//! The replication API: `getUpdated` (at most 30 days back) and `getDeleted` over a window
+//! of whole minutes, with the deleted records the recycle bin still holds: at most 15 days
+//! back, and not before the recycle bin was last emptied.
+//!
+//! Real behaviour (SOAP API Developer Guide, `getDeleted()`, "Rules and Guidelines"):
+//! "Results are returned for no more than 15 days previous to the day the call is executed
+//! (or earlier if an administrator has purged the Recycle Bin). If the purge has been
+//! performed before your getDeleted() call is executed, an INVALID_REPLICATION_DATE error
+//! is returned"; "If you get this exception, you should do a full pull of the table".
+//! `GetDeletedResult.earliestDateAvailable` is "the timestamp of the last physically deleted
+//! object". The REST resource `sobjects/{object}/deleted` answers the same.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::http::{ApiRequest, ApiResponse};
 use crate::salesforce::describe::ObjectDef;
-use crate::salesforce::{DAY_MS, SYSTEM, Salesforce, SfError};
+use crate::salesforce::{DAY_MS, SYSTEM, Salesforce, SfError, lock};
 use crate::store::{Stamp, offset_datetime, parse_lenient_datetime};
 
 impl Salesforce {
+    /// The earliest start `getDeleted` accepts: 15 days back, or the last time the recycle
+    /// bin was emptied when that is later.
+    pub(super) fn earliest_deleted(&self) -> Stamp {
+        let now = self.shared.clock.now();
+        let window = now - 15 * DAY_MS;
+        let window = window - window.rem_euclid(60_000);
+        window.max(*lock(&self.purged))
+    }
+
+    /// Empties the recycle bin: every deleted record is gone for good (`queryAll` no longer
+    /// sees it) and `getDeleted` refuses a start before now.
+    pub(super) fn purge_recycle_bin(&self) {
+        let now = self.shared.clock.now();
+        let mut store = self.shared.store();
+        for object in &self.objects {
+            if let Some(records) = store.entity(SYSTEM, object.name)
+                && records.records.values().any(|r| r.deleted.is_some())
+            {
+                store
+                    .entity_mut(SYSTEM, object.name)
+                    .records
+                    .retain(|_, record| record.deleted.is_none());
+            }
+        }
+        drop(store);
+        *lock(&self.purged) = now;
+        self.shared.mark_dirty();
+    }
+
     pub(super) fn window(&self, request: &ApiRequest) -> Result<(Stamp, Stamp), SfError> {
         let instant = |name: &str| -> Result<Stamp, SfError> {
             let text = request
@@ -46,6 +84,16 @@ impl Salesforce {
         object: &ObjectDef,
     ) -> Result<ApiResponse, SfError> {
         let (start, end) = self.window(request)?;
+        let earliest = self.earliest_deleted();
+        if start < earliest {
+            return Err(SfError::bad(
+                "INVALID_REPLICATION_DATE",
+                format!(
+                    "startDate is before the earliest date available for getDeleted: {}",
+                    offset_datetime(earliest)
+                ),
+            ));
+        }
         let store = self.shared.store();
         let mut deleted: Vec<(&str, Stamp)> = store
             .entity(SYSTEM, object.name)
@@ -59,7 +107,6 @@ impl Salesforce {
             })
             .unwrap_or_default();
         deleted.sort_by_key(|(_, at)| *at);
-        let earliest = self.shared.clock.now() - 15 * DAY_MS;
         let records: Vec<Value> = deleted
             .iter()
             .map(|(id, at)| json!({"id": id, "deletedDate": offset_datetime(*at)}))
@@ -68,7 +115,7 @@ impl Salesforce {
             StatusCode::OK,
             json!({
                 "deletedRecords": records,
-                "earliestDateAvailable": offset_datetime(earliest - earliest.rem_euclid(60_000)),
+                "earliestDateAvailable": offset_datetime(earliest),
                 "latestDateCovered": offset_datetime(end),
             }),
         ))

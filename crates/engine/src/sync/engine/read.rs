@@ -71,10 +71,12 @@ impl Engine {
         match rt.info.deletions {
             crate::connector::DeletionDiscovery::Feed => {
                 let cursor = self.stored_cursor(m, side, true).await?;
-                let mut reader = rt.connector.deletions(&rt.entity, cursor.as_ref())?;
-                while let Some(page) = reader.next_page().await? {
-                    read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
-                    read.deletion_cursor = Some(page.cursor.to_string());
+                if let Err(error) = Self::read_deletion_feed(rt, cursor.as_ref(), &mut read).await {
+                    if error.stops_system() {
+                        return Err(error.into());
+                    }
+                    self.deletions_by_listing(m, side, &error, &mut read)
+                        .await?;
                 }
             }
             crate::connector::DeletionDiscovery::FullListing => {
@@ -96,6 +98,70 @@ impl Engine {
             _ => {}
         }
         Ok(read)
+    }
+
+    /// Reads a deletion feed from `cursor` into `read`.
+    async fn read_deletion_feed(
+        rt: &SideRuntime,
+        cursor: Option<&ConnectorCursor>,
+        read: &mut SideRead,
+    ) -> Result<(), ConnectorError> {
+        let mut reader = rt.connector.deletions(&rt.entity, cursor)?;
+        while let Some(page) = reader.next_page().await? {
+            read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+            read.deletion_cursor = Some(page.cursor.to_string());
+        }
+        Ok(())
+    }
+
+    /// When a deletion feed cannot be read, deletions are found as a full listing finds
+    /// them: linked records missing from a complete id listing are gone. The changes read
+    /// are synced either way; a listing that fails too leaves deletions to the next run.
+    ///
+    /// Real behaviour (SOAP API Developer Guide, `getDeleted()`): Salesforce keeps deletions
+    /// for 15 days at most and answers `INVALID_REPLICATION_DATE` for an older start or
+    /// after the recycle bin was emptied, for as long as the start stays where it is; "If
+    /// you get this exception, you should do a full pull of the table". A complete listing
+    /// found every deletion made before it began, so the feed's cursor moves to that time.
+    async fn deletions_by_listing(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        error: &ConnectorError,
+        read: &mut SideRead,
+    ) -> Result<(), EngineError> {
+        let rt = m.side(side);
+        warn!(mapping = %m.name, side = side_name(side), system = %rt.connector.system(),
+            entity = %rt.entity, %error,
+            "the deletion feed cannot be read; deletions are found by a full listing of ids instead");
+        let began = chrono::Utc::now();
+        let mut ids = HashSet::new();
+        let mut done = false;
+        let listed: Result<(), ConnectorError> = async {
+            let mut reader = rt.connector.list_all(&rt.entity)?;
+            while let Some(page) = reader.next_page().await? {
+                ids.extend(page.records.into_iter().map(|r| r.id));
+                done = page.last;
+            }
+            Ok(())
+        }
+        .await;
+        match listed {
+            Ok(()) if done => {
+                warn!(mapping = %m.name, side = side_name(side), entity = %rt.entity,
+                    listed = ids.len(),
+                    "deletions were found by a full listing; the deletion feed resumes from its start");
+                read.listed = Some(ids);
+                read.deletion_cursor = Some(ConnectorCursor::at(began).to_string());
+            }
+            Ok(()) => {}
+            Err(error) if error.stops_system() => return Err(error.into()),
+            Err(error) => {
+                warn!(mapping = %m.name, side = side_name(side), entity = %rt.entity, %error,
+                    "the full listing for deletions failed too; deletions are looked for again next run");
+            }
+        }
+        Ok(())
     }
 
     /// The id translations of the mappings `m` refers to, for a pass that maps `records`
