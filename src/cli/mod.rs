@@ -4,6 +4,7 @@ use crate::{Cli, Command};
 
 mod docs;
 mod map;
+pub mod parked;
 pub mod run;
 pub mod sandbox;
 mod schema;
@@ -67,9 +68,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Status {
             state,
-            parked,
+            parked: true,
             format,
-        } => status::status(&state.url, parked, format),
+        } => parked::list(
+            &cli.flows,
+            &state.url,
+            &parked::Which {
+                mapping: None,
+                id: None,
+            },
+            false,
+            false,
+            format,
+        ),
+        Command::Status { state, format, .. } => status::status(&cli.flows, &state.url, format),
+        Command::Parked(args) => parked::run(&cli.flows, args),
         Command::Explain {
             state,
             system,

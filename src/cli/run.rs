@@ -261,14 +261,14 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         if report.parked() > 0 {
             let _ = writeln!(
                 out,
-                "{} records stay parked (see `tether status --parked`)",
+                "{} records stay parked (see `tether parked`)",
                 report.parked()
             );
         }
     } else {
         let _ = writeln!(
             out,
-            "{writes} writes, {} records parked (see `tether status --parked`)",
+            "{writes} writes, {} records parked (see `tether parked`)",
             report.parked()
         );
     }

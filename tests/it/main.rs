@@ -5,6 +5,7 @@
 mod connector;
 mod docs;
 mod mapping;
+mod ops;
 mod sandbox;
 mod serve;
 mod store;

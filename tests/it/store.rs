@@ -12,8 +12,8 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tether_engine::store::{
     CursorKey, GlobalId, IntentState, LinkConflict, LinkOrigin, NewConflict, NewIntent, NewRun,
-    PARKED_VALUE_MAX_CHARS, PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen,
-    Store, StoreError, StoreUrl,
+    PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS, PairState, Park, RecordKey, RunOutcome,
+    SCHEMA_VERSION, Side, SideSeen, Store, StoreError, StoreUrl,
 };
 
 const POSTGRES_VARIABLE: &str = "TETHER_TEST_POSTGRES";
@@ -181,6 +181,7 @@ store_tests!(
     cursors_are_kept_per_mapping_side_and_entity,
     create_intents_stay_open_until_resolved,
     parked_records_count_their_attempts,
+    parked_records_are_set_aside_and_keep_their_latest_attempts,
     unlinked_records_are_remembered_until_removed,
     conflicts_are_listed_newest_first,
     runs_are_recorded_and_found_per_mapping,
@@ -771,6 +772,87 @@ async fn parked_records_count_their_attempts(db: TestDb) {
     );
     // Parked again after being unparked, the count starts over.
     assert_eq!(store.park(&park).await.expect("park").attempts, 1);
+}
+
+async fn parked_records_are_set_aside_and_keep_their_latest_attempts(db: TestDb) {
+    let store = db.open().await;
+    let park = |reason: String| Park {
+        mapping: "orders".into(),
+        side: Side::Source,
+        record_id: "801".into(),
+        reason,
+        field: None,
+        value: None,
+    };
+    for n in 0..PARKED_ATTEMPTS_KEPT + 3 {
+        store.park(&park(format!("try {n}"))).await.expect("park");
+        // Distinct times, as runs have.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let attempts = store.parked_attempts(None).await.expect("attempts");
+    let reasons: Vec<&str> = attempts.iter().map(|a| a.reason.as_str()).collect();
+    let latest: Vec<String> = (3..PARKED_ATTEMPTS_KEPT + 3)
+        .map(|n| format!("try {n}"))
+        .collect();
+    assert_eq!(reasons, latest, "the latest attempts, oldest first");
+    let parked = store.parked(None).await.expect("parked");
+    assert_eq!(parked[0].attempts as usize, PARKED_ATTEMPTS_KEPT + 3);
+    assert!(!parked[0].is_skipped());
+
+    assert!(
+        store
+            .skip_parked("orders", Side::Source, "801", "hash-1")
+            .await
+            .expect("skip")
+    );
+    assert!(
+        !store
+            .skip_parked("orders", Side::Source, "802", "hash-1")
+            .await
+            .expect("skip"),
+        "only parked records can be set aside"
+    );
+    let aside = store.parked(Some("orders")).await.expect("parked");
+    assert!(aside[0].is_skipped());
+    assert_eq!(aside[0].skipped_hash.as_deref(), Some("hash-1"));
+    assert!(
+        store
+            .unskip_parked("orders", Side::Source, "801")
+            .await
+            .expect("unskip")
+    );
+    assert!(
+        !store
+            .unskip_parked("orders", Side::Source, "801")
+            .await
+            .expect("unskip"),
+        "no longer aside"
+    );
+    // Parked again after being set aside: it was tried because it changed; the mark goes.
+    store
+        .skip_parked("orders", Side::Source, "801", "hash-2")
+        .await
+        .expect("skip");
+    let again = store.park(&park("changed".into())).await.expect("park");
+    assert!(
+        !again.is_skipped() && again.skipped_hash.is_none(),
+        "{again:#?}"
+    );
+
+    assert!(
+        store
+            .unpark("orders", Side::Source, "801")
+            .await
+            .expect("unpark")
+    );
+    assert!(
+        store
+            .parked_attempts(Some("orders"))
+            .await
+            .expect("attempts")
+            .is_empty(),
+        "attempts go with the record"
+    );
 }
 
 async fn conflicts_are_listed_newest_first(db: TestDb) {

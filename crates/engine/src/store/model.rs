@@ -13,6 +13,8 @@ pub use crate::spec::flow::Side;
 
 /// How many characters of an offending value a parked record keeps.
 pub const PARKED_VALUE_MAX_CHARS: usize = 300;
+/// How many attempts (time and error) the store keeps per parked record, the latest ones.
+pub const PARKED_ATTEMPTS_KEPT: usize = 10;
 
 /// A new time-ordered id: 26 characters of Crockford base32, the first ten of which encode
 /// the milliseconds since the Unix epoch (so ids sort by creation time), the rest 80 random
@@ -268,6 +270,29 @@ pub struct ParkedRecord {
     pub attempts: u32,
     pub first_parked_at: DateTime<Utc>,
     pub last_tried_at: DateTime<Utc>,
+    /// When an operator set the record aside (`tether parked skip`); `None` while it is
+    /// retried on every run.
+    pub skipped_at: Option<DateTime<Utc>>,
+    /// The hash of the record's content when it was set aside: the engine leaves it alone
+    /// while its content hashes the same.
+    pub skipped_hash: Option<String>,
+}
+
+impl ParkedRecord {
+    /// Whether an operator set the record aside.
+    pub fn is_skipped(&self) -> bool {
+        self.skipped_at.is_some()
+    }
+}
+
+/// One attempt at a parked record: when, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkAttempt {
+    pub mapping: String,
+    pub side: Side,
+    pub record_id: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// A record whose counterpart was deleted and whose pair was forgotten (the `unlink` delete

@@ -24,8 +24,8 @@ use crate::store::StoreError;
 use crate::store::model::{
     Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, IntentId, IntentState, Lease,
     Link, LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewIntent, NewRun,
-    PARKED_VALUE_MAX_CHARS, PairState, Park, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side,
-    SideSeen, Unlinked, cut, new_id, parse_side, side_str,
+    PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord,
+    RecordKey, Run, RunId, RunOutcome, Side, SideSeen, Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -917,7 +917,7 @@ pub(crate) async fn abandon_intent(conn: Conn<'_>, id: &IntentId) -> Result<(), 
 macro_rules! parked_columns {
     () => {
         "mapping, side, record_id, reason, field, value, attempts, \
-    first_parked_at, last_tried_at"
+    first_parked_at, last_tried_at, skipped_at, skipped_hash"
     };
 }
 
@@ -932,21 +932,27 @@ fn read_parked(row: &impl Get) -> Result<ParkedRecord, StoreError> {
         attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
         first_parked_at: row.time("first_parked_at")?,
         last_tried_at: row.time("last_tried_at")?,
+        skipped_at: row.opt_time("skipped_at")?,
+        skipped_hash: row.opt_text("skipped_hash")?,
     })
 }
 
-pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, StoreError> {
+pub(crate) async fn park(mut conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, StoreError> {
     let value = park
         .value
         .as_deref()
         .map(|value| cut(value, PARKED_VALUE_MAX_CHARS));
-    on!(conn, |c| {
+    let now = micros(Utc::now());
+    // Parked again means tried again: a record set aside is tried only once its content
+    // changed, so the mark goes with the new attempt.
+    on!(&mut conn, |c| {
         let row = sqlx::query(concat!(
             "INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
              first_parked_at, last_tried_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
              ON CONFLICT (mapping, side, record_id) DO UPDATE SET \
              reason = excluded.reason, field = excluded.field, value = excluded.value, \
-             attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at \
+             attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at, \
+             skipped_at = NULL, skipped_hash = NULL \
              RETURNING ",
             parked_columns!()
         ))
@@ -956,19 +962,52 @@ pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, St
         .bind(&park.reason)
         .bind(park.field.as_deref())
         .bind(value)
-        .bind(micros(Utc::now()))
-        .fetch_one(c)
+        .bind(now)
+        .fetch_one(&mut **c)
+        .await?;
+        sqlx::query(
+            "INSERT INTO parked_attempts (mapping, side, record_id, at, reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&park.mapping)
+        .bind(side_str(park.side))
+        .bind(&park.record_id)
+        .bind(now)
+        .bind(&park.reason)
+        .execute(&mut **c)
+        .await?;
+        // The latest attempts are kept; older ones go.
+        sqlx::query(
+            "DELETE FROM parked_attempts \
+             WHERE mapping = $1 AND side = $2 AND record_id = $3 AND at < (\
+             SELECT at FROM parked_attempts \
+             WHERE mapping = $1 AND side = $2 AND record_id = $3 \
+             ORDER BY at DESC LIMIT 1 OFFSET $4)",
+        )
+        .bind(&park.mapping)
+        .bind(side_str(park.side))
+        .bind(&park.record_id)
+        .bind(i64::try_from(PARKED_ATTEMPTS_KEPT - 1).unwrap_or(0))
+        .execute(&mut **c)
         .await?;
         read_parked(&row)
     })
 }
 
 pub(crate) async fn unpark(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_id: &str,
 ) -> Result<bool, StoreError> {
+    delete_record_row(
+        reborrow(&mut conn),
+        "DELETE FROM parked_attempts WHERE mapping = $1 AND side = $2 AND record_id = $3",
+        mapping,
+        side,
+        record_id,
+    )
+    .await?;
     delete_record_row(
         conn,
         "DELETE FROM parked WHERE mapping = $1 AND side = $2 AND record_id = $3",
@@ -979,7 +1018,71 @@ pub(crate) async fn unpark(
     .await
 }
 
-/// Runs a `DELETE` keyed by mapping, side and record id; whether a row went.
+pub(crate) async fn skip_parked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+    content_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE parked SET skipped_at = $4, skipped_hash = $5 \
+         WHERE mapping = $1 AND side = $2 AND record_id = $3",
+    )
+    .bind(mapping)
+    .bind(side_str(side))
+    .bind(record_id)
+    .bind(micros(Utc::now()))
+    .bind(content_hash)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+pub(crate) async fn unskip_parked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    delete_record_row(
+        conn,
+        "UPDATE parked SET skipped_at = NULL, skipped_hash = NULL \
+         WHERE mapping = $1 AND side = $2 AND record_id = $3 AND skipped_at IS NOT NULL",
+        mapping,
+        side,
+        record_id,
+    )
+    .await
+}
+
+pub(crate) async fn parked_attempts(
+    conn: Conn<'_>,
+    mapping: Option<&str>,
+) -> Result<Vec<ParkAttempt>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT mapping, side, record_id, at, reason FROM parked_attempts \
+             WHERE ($1 IS NULL OR mapping = $1) ORDER BY mapping, side, record_id, at",
+        )
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| {
+            Ok(ParkAttempt {
+                mapping: row.text("mapping")?,
+                side: row.side("side")?,
+                record_id: row.text("record_id")?,
+                at: row.time("at")?,
+                reason: row.text("reason")?,
+            })
+        })
+    })
+}
+
+/// Runs a statement keyed by mapping, side and record id (`$1` to `$3`); whether a row was
+/// touched.
 async fn delete_record_row(
     conn: Conn<'_>,
     sql: &'static str,
