@@ -92,6 +92,9 @@ pub enum Command {
     /// Parked records grouped by cause (`--all`: one by one, with their attempts); `retry`
     /// tries them again now, `skip` sets them aside until their source changes.
     Parked(cli::parked::ParkedArgs),
+    /// A record's story across all its counterparts: every write, each field's old and new
+    /// value and why, from the change log.
+    History(cli::history::HistoryArgs),
     /// Explain one record: its global id and counterparts, each mapped field with its rule
     /// and last synced value, and any parked reason.
     Explain {

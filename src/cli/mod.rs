@@ -3,6 +3,7 @@
 use crate::{Cli, Command};
 
 mod docs;
+pub mod history;
 mod map;
 pub mod parked;
 pub mod run;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 sandbox,
                 no_rate_limits: false,
                 seed: 20,
+                history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
                 format,
             };
             run::run(&cli.flows, args, true)
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         ),
         Command::Status { state, format, .. } => status::status(&cli.flows, &state.url, format),
         Command::Parked(args) => parked::run(&cli.flows, args),
+        Command::History(args) => history::run(args),
         Command::Explain {
             state,
             system,

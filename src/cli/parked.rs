@@ -325,6 +325,7 @@ fn retry(
             sandbox,
             no_rate_limits,
             seed: 20,
+            history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
             format,
         },
         false,

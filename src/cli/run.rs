@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// With `--sandbox`: records per entity seeded when the simulated data is new.
     #[arg(long, default_value_t = 20)]
     pub seed: usize,
+    /// How many days the change log (`tether history`) keeps a write; older ones are removed
+    /// at the end of the run.
+    #[arg(long, env = "TETHER_HISTORY_DAYS", default_value_t = tether_engine::ops::history::DEFAULT_RETENTION_DAYS)]
+    pub history_days: u32,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -143,6 +147,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             mappings: args.selection.mappings.clone(),
             dry_run,
             allow_mass_change: args.allow_mass_change,
+            history_days: args.history_days,
             progress: progress_bar.map(|bar| {
                 tether_engine::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
                     bar.set_message(message.to_owned())

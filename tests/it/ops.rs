@@ -12,7 +12,7 @@ use tether_engine::spec::load::Project;
 use tether_engine::sync::engine::Engine;
 use tether_engine::sync::open::{OpenOptions, open};
 
-use super::sync::{COMPANIES, World, flows, id_of, world};
+use super::sync::{COMPANIES, World, flows, id_of, keap_company, world};
 
 async fn engine(w: &World) -> Engine {
     let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
@@ -376,4 +376,173 @@ async fn the_grouped_listing_counts_records_and_the_products_they_name() {
             .all(|item| item["tries"].as_array().is_some_and(|t| !t.is_empty())),
         "each record comes with its attempts"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shows_a_create_an_update_from_each_side_and_a_conflict_in_order() {
+    let w = world("ops-history", 0).await;
+    let keap = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Historie AS", "post@historie.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    let erp = w.one("customerp", "customers", "name", "Historie AS");
+    let edit = |system: &str, entity: &str, id: &str, body: Value| {
+        w.sandbox.update(system, entity, id, body).expect("edit");
+    };
+    edit(
+        "keap",
+        "companies",
+        &id_of(&keap),
+        json!({ "company_name": "Historie AS", "website": "https://historie.example" }),
+    );
+    w.run(&[COMPANIES]).await;
+    edit(
+        "customerp",
+        "customers",
+        &id_of(&erp),
+        json!({ "phone": "+4722000000" }),
+    );
+    w.run(&[COMPANIES]).await;
+    // The same field on both sides: this mapping's policy is target-wins.
+    edit(
+        "keap",
+        "companies",
+        &id_of(&keap),
+        json!({ "company_name": "Historie AS", "email_address": "keap@historie.example" }),
+    );
+    edit(
+        "customerp",
+        "customers",
+        &id_of(&erp),
+        json!({ "email": "erp@historie.example" }),
+    );
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].conflicts, 1, "{report:#?}");
+
+    let keap_id = id_of(&keap);
+    let json: Value = serde_json::from_str(&output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--format", "json"],
+    )))
+    .expect("JSON");
+    let entries = json["entries"].as_array().expect("entries");
+    let story: Vec<(String, String, Vec<String>)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["record"]["system"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["changes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["field"].as_str().unwrap_or_default().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(story.len(), 4, "{story:#?}");
+    assert_eq!(
+        (story[0].0.as_str(), story[0].1.as_str()),
+        ("create", "customerp")
+    );
+    assert!(story[0].2.contains(&"name".to_owned()), "{story:#?}");
+    assert_eq!(
+        &story[1],
+        &("update".into(), "customerp".into(), vec!["website".into()])
+    );
+    assert_eq!(
+        &story[2],
+        &("update".into(), "keap".into(), vec!["phone".into()])
+    );
+    assert_eq!(
+        &story[3],
+        &("update".into(), "keap".into(), vec!["email".into()])
+    );
+    let conflict = &entries[3]["changes"][0];
+    assert_eq!(conflict["old"], "keap@historie.example");
+    assert_eq!(conflict["new"], "erp@historie.example");
+    assert!(
+        conflict["why"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("conflict resolution (target-wins)")),
+        "{conflict:#?}"
+    );
+    assert!(
+        entries[1]["changes"][0]["why"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("update from the other side")),
+        "{entries:#?}"
+    );
+    let run_ids: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["run_id"].as_str())
+        .collect();
+    assert_eq!(run_ids.len(), 4, "each write names its run");
+
+    // The same story from the ERP's side, through the global id.
+    let from_erp: Value = serde_json::from_str(&output(tether(
+        &w,
+        &[
+            "history",
+            "customerp",
+            "customers",
+            &id_of(&erp),
+            "--format",
+            "json",
+        ],
+    )))
+    .expect("JSON");
+    assert_eq!(from_erp["entries"], json["entries"]);
+
+    // One field's story.
+    let text = output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--field", "email"],
+    ));
+    let writes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  email: "))
+        .collect();
+    assert_eq!(writes.len(), 2, "the create and the conflict: {text}");
+    assert!(
+        writes[1].contains("\"keap@historie.example\" -> \"erp@historie.example\""),
+        "{text}"
+    );
+
+    // No credential of any system is in the log.
+    let log = json.to_string();
+    for (name, value) in w.sandbox.env() {
+        if name.ends_with("_URL") || value.len() < 6 {
+            continue;
+        }
+        assert!(!log.contains(&value), "{name} appears in the history");
+    }
+
+    // Retention: a run told to keep 0 days removes every entry at its end.
+    output(tether(
+        &w,
+        &[
+            "run",
+            "--no-rate-limits",
+            "--history-days",
+            "0",
+            "--mapping",
+            COMPANIES,
+        ],
+    ));
+    let after: Value = serde_json::from_str(&output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--format", "json"],
+    )))
+    .expect("JSON");
+    assert_eq!(after["entries"], json!([]));
 }

@@ -11,9 +11,10 @@ use serde_json::json;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tether_engine::store::{
-    CursorKey, GlobalId, IntentState, LinkConflict, LinkOrigin, NewConflict, NewIntent, NewRun,
-    PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS, PairState, Park, RecordKey, RunOutcome,
-    SCHEMA_VERSION, Side, SideSeen, Store, StoreError, StoreUrl,
+    CursorKey, GlobalId, HistoryAction, HistoryChange, IntentState, LinkConflict, LinkOrigin,
+    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
+    PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen, Store, StoreError,
+    StoreUrl,
 };
 
 const POSTGRES_VARIABLE: &str = "TETHER_TEST_POSTGRES";
@@ -182,6 +183,7 @@ store_tests!(
     create_intents_stay_open_until_resolved,
     parked_records_count_their_attempts,
     parked_records_are_set_aside_and_keep_their_latest_attempts,
+    the_change_log_is_found_by_global_id_and_by_record_and_pruned_by_age,
     unlinked_records_are_remembered_until_removed,
     conflicts_are_listed_newest_first,
     runs_are_recorded_and_found_per_mapping,
@@ -853,6 +855,64 @@ async fn parked_records_are_set_aside_and_keep_their_latest_attempts(db: TestDb)
             .is_empty(),
         "attempts go with the record"
     );
+}
+
+async fn the_change_log_is_found_by_global_id_and_by_record_and_pruned_by_age(db: TestDb) {
+    let store = db.open().await;
+    let global_id = store.new_global_id("customer").await.expect("global id");
+    let write = |record: RecordKey, action, field: &str, new: serde_json::Value| NewHistory {
+        run_id: None,
+        mapping: "companies-to-customers".into(),
+        identity: "customer".into(),
+        global_id: global_id.clone(),
+        record,
+        action,
+        changes: vec![HistoryChange {
+            field: field.into(),
+            old: None,
+            new: Some(new),
+            why: "because".into(),
+        }],
+    };
+    let keap = record("keap", "companies", "17");
+    let erp = record("customerp", "customers", "4");
+    store
+        .record_history(&write(
+            erp.clone(),
+            HistoryAction::Create,
+            "name",
+            json!("Acme"),
+        ))
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store
+        .record_history(&write(
+            keap.clone(),
+            HistoryAction::Update,
+            "phone",
+            json!({"n": 1}),
+        ))
+        .await
+        .expect("append");
+    let all = store
+        .history_of_global("customer", &global_id)
+        .await
+        .expect("history");
+    let actions: Vec<HistoryAction> = all.iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec![HistoryAction::Create, HistoryAction::Update]);
+    assert_eq!(all[1].changes[0].new, Some(json!({"n": 1})));
+    assert_eq!(all[1].record, keap);
+    let of_erp = store.history_of_record(&erp).await.expect("history");
+    assert_eq!(of_erp, vec![all[0].clone()]);
+
+    let removed = store.prune_history(all[1].at).await.expect("prune");
+    assert_eq!(removed, 1, "only what is older than the retention goes");
+    let left = store
+        .history_of_global("customer", &global_id)
+        .await
+        .expect("history");
+    assert_eq!(left, vec![all[1].clone()]);
 }
 
 async fn conflicts_are_listed_newest_first(db: TestDb) {

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "parked record actions",
         include_str!("migrations/0005_parked_actions.sql"),
     ),
+    (6, "history", include_str!("migrations/0006_history.sql")),
 ];
 
 /// The schema version this build writes: the last migration's.

@@ -428,6 +428,12 @@ shared_methods! {
         ) -> Option<Link>;
         /// Every record linked to a global id, across systems.
         fn links_of_global(identity: &str, global_id: &GlobalId) -> Vec<Link>;
+        /// Every link of a record, whatever its identity type, by identity.
+        fn links_of_record(record: &RecordKey) -> Vec<Link>;
+        /// The change log of a global id (every counterpart's writes), oldest first.
+        fn history_of_global(identity: &str, global_id: &GlobalId) -> Vec<HistoryEntry>;
+        /// The change log of one record's writes, oldest first.
+        fn history_of_record(record: &RecordKey) -> Vec<HistoryEntry>;
         /// The pair state of a global id in a mapping.
         fn pair_state(mapping: &str, global_id: &GlobalId) -> Option<PairState>;
         /// Every pair state of a mapping, by global id.
@@ -514,6 +520,11 @@ shared_methods! {
         /// Forgets that a record's pair was forgotten (it was linked again, or changed);
         /// `false` when there was no entry.
         fn remove_unlinked(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// Appends a write to the change log, stamped now. Nothing changes a row once
+        /// written; only [`Store::prune_history`] removes rows, by age.
+        fn record_history(entry: &NewHistory) -> ();
+        /// Removes the change log's rows written before `before` (the retention); how many.
+        fn prune_history(before: DateTime<Utc>) -> u64;
         /// Records a conflict of a run.
         fn record_conflict(conflict: &NewConflict) -> Conflict;
         /// Starts a run now.

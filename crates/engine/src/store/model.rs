@@ -308,6 +308,64 @@ pub struct Unlinked {
     pub unlinked_at: DateTime<Utc>,
 }
 
+/// What a write did to a record, as the change log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryAction {
+    /// The record was created from its counterpart.
+    Create,
+    /// Fields of the record were updated.
+    Update,
+    /// The record was deleted because its counterpart was.
+    Delete,
+    /// A field took the value an operator chose for a held conflict.
+    Resolve,
+    /// The record was compared again whole and repaired.
+    Resync,
+}
+
+/// One field of a write: its value before and after, and why it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HistoryChange {
+    /// The field, by the mapping's target path (the canonical name on both sides).
+    pub field: String,
+    /// `None` when the record had no value before (a create).
+    pub old: Option<Value>,
+    /// `None` when the record has none after (a delete).
+    pub new: Option<Value>,
+    /// Why: "create from keap companies 42", "update from the other side", "conflict
+    /// resolution (newest-wins): ...", "manual resolve: ...", "delete: ...".
+    pub why: String,
+}
+
+/// A write to record in the change log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewHistory {
+    pub run_id: Option<RunId>,
+    pub mapping: String,
+    pub identity: String,
+    pub global_id: GlobalId,
+    /// The record written.
+    pub record: RecordKey,
+    pub action: HistoryAction,
+    pub changes: Vec<HistoryChange>,
+}
+
+/// A write as the change log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// A time-ordered id (its first ten characters are the millisecond it was written).
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub run_id: Option<RunId>,
+    pub mapping: String,
+    pub identity: String,
+    pub global_id: GlobalId,
+    pub record: RecordKey,
+    pub action: HistoryAction,
+    pub changes: Vec<HistoryChange>,
+}
+
 /// A field changed on both sides to different values, and how it was decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewConflict {
@@ -427,6 +485,13 @@ macro_rules! text_enum {
 }
 
 text_enum!(LinkOrigin { MatchKey = "match-key", Create = "create", Manual = "manual" });
+text_enum!(HistoryAction {
+    Create = "create",
+    Update = "update",
+    Delete = "delete",
+    Resolve = "resolve",
+    Resync = "resync",
+});
 text_enum!(IntentState { Pending = "pending", Done = "done", Abandoned = "abandoned" });
 text_enum!(RunOutcome {
     Ok = "ok",

@@ -22,10 +22,11 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::StoreError;
 use crate::store::model::{
-    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, IntentId, IntentState, Lease,
-    Link, LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewIntent, NewRun,
-    PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord,
-    RecordKey, Run, RunId, RunOutcome, Side, SideSeen, Unlinked, cut, new_id, parse_side, side_str,
+    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, HistoryAction, HistoryChange,
+    HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict, LinkOrigin, MappingStatus,
+    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
+    PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side, SideSeen,
+    Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -1191,6 +1192,136 @@ pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlink
                 unlinked_at: row.time("unlinked_at")?,
             })
         })
+    })
+}
+
+// The change log.
+
+macro_rules! history_columns {
+    () => {
+        "id, run_id, at, mapping, identity, global_id, system, entity, record_id, action, changes"
+    };
+}
+
+fn read_history(row: &impl Get) -> Result<HistoryEntry, StoreError> {
+    let text = row.text("changes")?;
+    let changes: Vec<HistoryChange> =
+        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+            what: "changes",
+            value: cut(&text, 80).to_owned(),
+        })?;
+    Ok(HistoryEntry {
+        id: row.text("id")?,
+        at: row.time("at")?,
+        run_id: row.opt_text("run_id")?.map(RunId::new),
+        mapping: row.text("mapping")?,
+        identity: row.text("identity")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        record: RecordKey {
+            system: row.text("system")?,
+            entity: row.text("entity")?,
+            id: row.text("record_id")?,
+        },
+        action: parsed("history action", row.text("action")?, HistoryAction::parse)?,
+        changes,
+    })
+}
+
+pub(crate) async fn record_history(conn: Conn<'_>, entry: &NewHistory) -> Result<(), StoreError> {
+    let changes = serde_json::to_string(&entry.changes).map_err(|error| StoreError::Corrupt {
+        what: "changes",
+        value: error.to_string(),
+    })?;
+    on!(conn, |c| sqlx::query(concat!(
+        "INSERT INTO history (",
+        history_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(new_id())
+    .bind(entry.run_id.as_ref().map(RunId::as_str))
+    .bind(micros(Utc::now()))
+    .bind(&entry.mapping)
+    .bind(&entry.identity)
+    .bind(entry.global_id.as_str())
+    .bind(&entry.record.system)
+    .bind(&entry.record.entity)
+    .bind(&entry.record.id)
+    .bind(entry.action.as_str())
+    .bind(changes)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub(crate) async fn history_of_global(
+    conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            history_columns!(),
+            " FROM history WHERE identity = $1 AND global_id = $2 ORDER BY at, id"
+        ))
+        .bind(identity)
+        .bind(global_id.as_str())
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_history)
+    })
+}
+
+pub(crate) async fn history_of_record(
+    conn: Conn<'_>,
+    record: &RecordKey,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            history_columns!(),
+            " FROM history WHERE system = $1 AND entity = $2 AND record_id = $3 ORDER BY at, id"
+        ))
+        .bind(&record.system)
+        .bind(&record.entity)
+        .bind(&record.id)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_history)
+    })
+}
+
+pub(crate) async fn prune_history(
+    conn: Conn<'_>,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(on!(conn, |c| sqlx::query(
+        "DELETE FROM history WHERE at < $1"
+    )
+    .bind(micros(before))
+    .execute(c)
+    .await?
+    .rows_affected()))
+}
+
+/// Every link of a record, whatever its identity type.
+pub(crate) async fn links_of_record(
+    conn: Conn<'_>,
+    record: &RecordKey,
+) -> Result<Vec<Link>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE system = $1 AND entity = $2 AND record_id = $3 ORDER BY identity"
+        ))
+        .bind(&record.system)
+        .bind(&record.entity)
+        .bind(&record.id)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_link)
     })
 }
 
