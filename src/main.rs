@@ -91,13 +91,19 @@ pub enum Command {
     Status {
         #[command(flatten)]
         state: cli::run::StateArg,
-        /// List only the parked records, with their reasons.
+        /// Show only the parked records, grouped by cause (as `tether parked`).
         #[arg(long)]
         parked: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Parked records grouped by cause (`--all`: one by one, with their attempts); `retry`
+    /// tries them again now, `skip` sets them aside until their source changes.
+    Parked(cli::parked::ParkedArgs),
+    /// A record's story across all its counterparts: every write, each field's old and new
+    /// value and why, from the change log.
+    History(cli::history::HistoryArgs),
     /// Explain one record: its global id and counterparts, each mapped field with its rule
     /// and last synced value, and any parked reason.
     Explain {

@@ -4,7 +4,9 @@ use crate::{Cli, Command};
 
 mod check;
 mod docs;
+pub mod history;
 mod map;
+pub mod parked;
 pub mod run;
 pub mod sandbox;
 mod schema;
@@ -62,15 +64,29 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 sandbox,
                 no_rate_limits: false,
                 seed: 20,
+                history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
                 format,
             };
             run::run(&cli.flows, args, true)
         }
         Command::Status {
             state,
-            parked,
+            parked: true,
             format,
-        } => status::status(&state.url, parked, format),
+        } => parked::list(
+            &cli.flows,
+            &state.url,
+            &parked::Which {
+                mapping: None,
+                id: None,
+            },
+            false,
+            false,
+            format,
+        ),
+        Command::Status { state, format, .. } => status::status(&cli.flows, &state.url, format),
+        Command::Parked(args) => parked::run(&cli.flows, args),
+        Command::History(args) => history::run(args),
         Command::Explain {
             state,
             system,

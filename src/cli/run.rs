@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// With `--sandbox`: records per entity seeded when the simulated data is new.
     #[arg(long, default_value_t = 20)]
     pub seed: usize,
+    /// How many days the change log (`tether history`) keeps a write; older ones are removed
+    /// at the end of the run.
+    #[arg(long, env = "TETHER_HISTORY_DAYS", default_value_t = tether_engine::ops::history::DEFAULT_RETENTION_DAYS)]
+    pub history_days: u32,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -152,6 +156,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             // beside `tether serve`) take the same leases as servers do: one syncs an
             // identity while the others skip it and say so.
             lease: (!dry_run).then(|| LeaseOptions::for_run(&crate::cli::host_name(), LEASE_TTL)),
+            history_days: args.history_days,
             progress: progress_bar.map(|bar| {
                 tether_engine::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
                     bar.set_message(message.to_owned())
@@ -318,14 +323,14 @@ fn summary(report: &RunReport, elapsed: Duration) -> String {
         if report.parked() > 0 {
             let _ = writeln!(
                 out,
-                "{} records stay parked (see `tether status --parked`)",
+                "{} records stay parked (see `tether parked`)",
                 report.parked()
             );
         }
     } else {
         let _ = writeln!(
             out,
-            "{writes} writes, {} records parked (see `tether status --parked`)",
+            "{writes} writes, {} records parked (see `tether parked`)",
             report.parked()
         );
     }

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// mappings are taken over after this.
     #[arg(long, env = "TETHER_LEASE_SECONDS", default_value_t = 30.0)]
     pub lease_seconds: f64,
+    /// How many days the change log (`tether history`) keeps a write; older ones are removed
+    /// at the end of each run.
+    #[arg(long, env = "TETHER_HISTORY_DAYS", default_value_t = tether_engine::ops::history::DEFAULT_RETENTION_DAYS)]
+    pub history_days: u32,
     /// Do not watch the flows folder for changes.
     #[arg(long)]
     pub no_watch: bool,
@@ -93,6 +97,7 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
             listen: args.listen,
             worker: args.worker.clone().unwrap_or_else(default_worker),
             lease_ttl: Duration::from_secs_f64(args.lease_seconds),
+            history_days: args.history_days,
             watch: !args.no_watch,
             open: OpenOptions {
                 ignore_rate_limits: args.sandbox || args.no_rate_limits,

@@ -11,96 +11,78 @@ use tether_engine::store::{RecordKey, Store, StoreUrl};
 use crate::cli::run::runtime;
 use crate::{Format, exit};
 
-pub fn status(state: &StoreUrl, parked_only: bool, format: Format) -> anyhow::Result<u8> {
+pub fn status(flows: &Path, state: &StoreUrl, format: Format) -> anyhow::Result<u8> {
+    let names = tether_engine::ops::Names::of(&Project::load_dir(flows));
     runtime()?.block_on(async move {
         let store = Store::open(state)
             .await
             .with_context(|| format!("cannot open the state store {state}"))?;
         let report = store.status_report().await?;
         if format == Format::Json {
-            let value = if parked_only {
-                serde_json::to_value(&report.parked)?
-            } else {
-                serde_json::to_value(&report)?
-            };
+            let value = serde_json::to_value(&report)?;
             crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
             return Ok(exit::OK);
         }
-        let (statuses, parked) = (report.mappings, report.parked);
+        let statuses = report.mappings;
         let mut out = String::new();
-        if !parked_only {
-            if statuses.is_empty() {
-                let _ = writeln!(out, "no mapping has run yet: try `tether run`");
-            }
-            for s in &statuses {
-                let last = match &s.last_run {
-                    Some(run) => format!(
-                        "last run {} at {} ({})",
-                        run.id.as_str(),
-                        run.started_at.format("%Y-%m-%d %H:%M:%S"),
-                        run.outcome
-                            .map_or("unfinished".to_owned(), |o| o.as_str().to_owned())
-                    ),
-                    None => "never run".to_owned(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{}: {} linked, {} parked, {} open intents; {last}",
-                    s.mapping, s.pairs, s.parked, s.open_intents
-                );
-                for cursor in &s.cursors {
-                    let position = if cursor.position.chars().count() > 80 {
-                        format!("{}…", cursor.position.chars().take(80).collect::<String>())
-                    } else {
-                        cursor.position.clone()
-                    };
-                    let _ = writeln!(
-                        out,
-                        "  cursor {:?} {}/{}: {position}",
-                        cursor.key.side, cursor.key.system, cursor.key.entity
-                    );
-                }
-            }
+        if statuses.is_empty() {
+            let _ = writeln!(out, "no mapping has run yet: try `tether run`");
         }
-        if !parked_only {
-            let now = chrono::Utc::now();
-            for lease in store.leases().await? {
-                let state = if lease.expires_at > now {
-                    "held"
+        for s in &statuses {
+            let last = match &s.last_run {
+                Some(run) => format!(
+                    "last run {} at {} ({})",
+                    run.id.as_str(),
+                    run.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    run.outcome
+                        .map_or("unfinished".to_owned(), |o| o.as_str().to_owned())
+                ),
+                None => "never run".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "{}: {} linked, {} parked, {} open intents; {last}",
+                s.mapping, s.pairs, s.parked, s.open_intents
+            );
+            for cursor in &s.cursors {
+                let position = if cursor.position.chars().count() > 80 {
+                    format!("{}…", cursor.position.chars().take(80).collect::<String>())
                 } else {
-                    "expired"
+                    cursor.position.clone()
                 };
                 let _ = writeln!(
                     out,
-                    "lease {} {state} by worker {} until {}",
-                    lease.mapping,
-                    lease.worker,
-                    lease.expires_at.format("%Y-%m-%d %H:%M:%S")
+                    "  cursor {:?} {}/{}: {position}",
+                    cursor.key.side, cursor.key.system, cursor.key.entity
                 );
             }
         }
-        if parked_only || !parked.is_empty() {
-            let _ = writeln!(out, "{} parked records", parked.len());
-            for p in &parked {
-                let _ = writeln!(
-                    out,
-                    "  {} {:?} {} (attempts {}, since {}): {}{}{}",
-                    p.mapping,
-                    p.side,
-                    p.record_id,
-                    p.attempts,
-                    p.first_parked_at.format("%Y-%m-%d %H:%M:%S"),
-                    p.reason,
-                    p.field
-                        .as_ref()
-                        .map(|f| format!("; field {f}"))
-                        .unwrap_or_default(),
-                    p.value
-                        .as_ref()
-                        .map(|v| format!("; value {v}"))
-                        .unwrap_or_default(),
-                );
+        let now = chrono::Utc::now();
+        for lease in store.leases().await? {
+            let state = if lease.expires_at > now {
+                "held"
+            } else {
+                "expired"
+            };
+            let _ = writeln!(
+                out,
+                "lease {} {state} by worker {} until {}",
+                lease.mapping,
+                lease.worker,
+                lease.expires_at.format("%Y-%m-%d %H:%M:%S")
+            );
+        }
+        if !report.parked.is_empty() {
+            let overview = tether_engine::ops::parked::overview(&store, &names, false).await?;
+            let _ = writeln!(out);
+            for group in &overview.groups {
+                let _ = writeln!(out, "{}", group.summary);
             }
+            let _ = writeln!(
+                out,
+                "{} records parked, {} set aside: `tether parked` shows each cause with an example",
+                overview.parked, overview.skipped
+            );
         }
         crate::cli::emit(&out)?;
         Ok(exit::OK)

@@ -55,6 +55,8 @@ pub struct ServeOptions {
     pub worker: String,
     /// How long a mapping lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// How many days the change log keeps a write.
+    pub history_days: u32,
     /// Watch the flows folder and reload changed files.
     pub watch: bool,
     pub open: OpenOptions,
@@ -465,6 +467,7 @@ async fn run(
             worker: options.worker.clone(),
             ttl: options.lease_ttl,
         }),
+        history_days: options.history_days,
         ..RunOptions::default()
     };
     let started = Instant::now();

@@ -167,6 +167,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().expect("address"),
             worker: "test".into(),
             lease_ttl: Duration::from_secs(30),
+            history_days: 30,
             watch: false,
             admin_token: None,
             runs_per_second: 2.0,

@@ -5,6 +5,7 @@
 mod connector;
 mod docs;
 mod mapping;
+mod ops;
 mod realapi;
 mod sandbox;
 mod serve;

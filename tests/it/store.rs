@@ -11,9 +11,10 @@ use serde_json::json;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tether_engine::store::{
-    CursorKey, GlobalId, IntentState, LinkConflict, LinkOrigin, NewConflict, NewIntent, NewRun,
-    PARKED_VALUE_MAX_CHARS, PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen,
-    Store, StoreError, StoreUrl,
+    CursorKey, GlobalId, HistoryAction, HistoryChange, IntentState, LinkConflict, LinkOrigin,
+    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
+    PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen, Store, StoreError,
+    StoreUrl,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +177,8 @@ store_tests!(
     cursors_are_kept_per_mapping_side_and_entity,
     create_intents_stay_open_until_resolved,
     parked_records_count_their_attempts,
+    parked_records_are_set_aside_and_keep_their_latest_attempts,
+    the_change_log_is_found_by_global_id_and_by_record_and_pruned_by_age,
     unlinked_records_are_remembered_until_removed,
     conflicts_are_listed_newest_first,
     runs_are_recorded_and_found_per_mapping,
@@ -766,6 +769,145 @@ async fn parked_records_count_their_attempts(db: TestDb) {
     );
     // Parked again after being unparked, the count starts over.
     assert_eq!(store.park(&park).await.expect("park").attempts, 1);
+}
+
+async fn parked_records_are_set_aside_and_keep_their_latest_attempts(db: TestDb) {
+    let store = db.open().await;
+    let park = |reason: String| Park {
+        mapping: "orders".into(),
+        side: Side::Source,
+        record_id: "801".into(),
+        reason,
+        field: None,
+        value: None,
+    };
+    for n in 0..PARKED_ATTEMPTS_KEPT + 3 {
+        store.park(&park(format!("try {n}"))).await.expect("park");
+        // Distinct times, as runs have.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let attempts = store.parked_attempts(None).await.expect("attempts");
+    let reasons: Vec<&str> = attempts.iter().map(|a| a.reason.as_str()).collect();
+    let latest: Vec<String> = (3..PARKED_ATTEMPTS_KEPT + 3)
+        .map(|n| format!("try {n}"))
+        .collect();
+    assert_eq!(reasons, latest, "the latest attempts, oldest first");
+    let parked = store.parked(None).await.expect("parked");
+    assert_eq!(parked[0].attempts as usize, PARKED_ATTEMPTS_KEPT + 3);
+    assert!(!parked[0].is_skipped());
+
+    assert!(
+        store
+            .skip_parked("orders", Side::Source, "801", "hash-1")
+            .await
+            .expect("skip")
+    );
+    assert!(
+        !store
+            .skip_parked("orders", Side::Source, "802", "hash-1")
+            .await
+            .expect("skip"),
+        "only parked records can be set aside"
+    );
+    let aside = store.parked(Some("orders")).await.expect("parked");
+    assert!(aside[0].is_skipped());
+    assert_eq!(aside[0].skipped_hash.as_deref(), Some("hash-1"));
+    assert!(
+        store
+            .unskip_parked("orders", Side::Source, "801")
+            .await
+            .expect("unskip")
+    );
+    assert!(
+        !store
+            .unskip_parked("orders", Side::Source, "801")
+            .await
+            .expect("unskip"),
+        "no longer aside"
+    );
+    // Parked again after being set aside: it was tried because it changed; the mark goes.
+    store
+        .skip_parked("orders", Side::Source, "801", "hash-2")
+        .await
+        .expect("skip");
+    let again = store.park(&park("changed".into())).await.expect("park");
+    assert!(
+        !again.is_skipped() && again.skipped_hash.is_none(),
+        "{again:#?}"
+    );
+
+    assert!(
+        store
+            .unpark("orders", Side::Source, "801")
+            .await
+            .expect("unpark")
+    );
+    assert!(
+        store
+            .parked_attempts(Some("orders"))
+            .await
+            .expect("attempts")
+            .is_empty(),
+        "attempts go with the record"
+    );
+}
+
+async fn the_change_log_is_found_by_global_id_and_by_record_and_pruned_by_age(db: TestDb) {
+    let store = db.open().await;
+    let global_id = store.new_global_id("customer").await.expect("global id");
+    let write = |record: RecordKey, action, field: &str, new: serde_json::Value| NewHistory {
+        run_id: None,
+        mapping: "companies-to-customers".into(),
+        identity: "customer".into(),
+        global_id: global_id.clone(),
+        record,
+        action,
+        changes: vec![HistoryChange {
+            field: field.into(),
+            old: None,
+            new: Some(new),
+            why: "because".into(),
+        }],
+    };
+    let keap = record("keap", "companies", "17");
+    let erp = record("customerp", "customers", "4");
+    store
+        .record_history(&write(
+            erp.clone(),
+            HistoryAction::Create,
+            "name",
+            json!("Acme"),
+        ))
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store
+        .record_history(&write(
+            keap.clone(),
+            HistoryAction::Update,
+            "phone",
+            json!({"n": 1}),
+        ))
+        .await
+        .expect("append");
+    let all = store
+        .history_of_global("customer", &global_id)
+        .await
+        .expect("history");
+    let actions: Vec<HistoryAction> = all.iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec![HistoryAction::Create, HistoryAction::Update]);
+    assert_eq!(all[1].changes[0].new, Some(json!({"n": 1})));
+    assert_eq!(all[1].record, keap);
+    let of_erp = store.history_of_record(&erp).await.expect("history");
+    assert_eq!(of_erp, vec![all[0].clone()]);
+
+    let removed = store.prune_history(all[1].at).await.expect("prune");
+    assert_eq!(removed, 1, "only what is older than the retention goes");
+    let left = store
+        .history_of_global("customer", &global_id)
+        .await
+        .expect("history");
+    assert_eq!(left, vec![all[1].clone()]);
 }
 
 async fn conflicts_are_listed_newest_first(db: TestDb) {

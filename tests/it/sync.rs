@@ -15,9 +15,9 @@ use tether_engine::sync::open::{OpenOptions, open};
 use tether_engine::sync::report::RunReport;
 use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
 
-struct World {
-    sandbox: Sandbox,
-    state: StoreUrl,
+pub(crate) struct World {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) state: StoreUrl,
     _dir: TempDir,
 }
 
@@ -40,7 +40,7 @@ fn temp_dir(name: &str) -> TempDir {
     TempDir(dir)
 }
 
-async fn world(name: &str, seed: usize) -> World {
+pub(crate) async fn world(name: &str, seed: usize) -> World {
     world_with(
         name,
         SandboxOptions {
@@ -63,12 +63,12 @@ async fn world_with(name: &str, options: SandboxOptions) -> World {
     }
 }
 
-fn flows() -> PathBuf {
+pub(crate) fn flows() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")
 }
 
 impl World {
-    async fn run(&self, mappings: &[&str]) -> RunReport {
+    pub(crate) async fn run(&self, mappings: &[&str]) -> RunReport {
         let env: std::collections::HashMap<String, String> =
             self.sandbox.env().into_iter().collect();
         let lookup = move |name: &str| env.get(name).cloned();
@@ -89,11 +89,11 @@ impl World {
         engine.run(&options).await.expect("run succeeds")
     }
 
-    async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         Store::open(&self.state).await.expect("store opens")
     }
 
-    fn find(&self, system: &str, entity: &str, field: &str, value: &str) -> Vec<Value> {
+    pub(crate) fn find(&self, system: &str, entity: &str, field: &str, value: &str) -> Vec<Value> {
         self.sandbox
             .records(system, entity)
             .expect("records")
@@ -106,7 +106,7 @@ impl World {
             .collect()
     }
 
-    fn one(&self, system: &str, entity: &str, field: &str, value: &str) -> Value {
+    pub(crate) fn one(&self, system: &str, entity: &str, field: &str, value: &str) -> Value {
         let found = self.find(system, entity, field, value);
         assert_eq!(
             found.len(),
@@ -117,18 +117,18 @@ impl World {
     }
 }
 
-fn id_of(record: &Value) -> String {
+pub(crate) fn id_of(record: &Value) -> String {
     match &record["id"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
 }
 
-const COMPANIES: &str = "keap-companies-to-customerp-customers";
+pub(crate) const COMPANIES: &str = "keap-companies-to-customerp-customers";
 const CONTACTS: &str = "keap-contacts-to-customerp-contacts";
 const SF_CONTACTS: &str = "salesforce-contacts-to-customerp-contacts";
 
-fn keap_company(name: &str, email: &str) -> Value {
+pub(crate) fn keap_company(name: &str, email: &str) -> Value {
     json!({
         "company_name": name,
         "email_address": email,

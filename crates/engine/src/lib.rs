@@ -15,10 +15,13 @@
 //! - [`sync`] is the engine: links, three-way merges and writes.
 //! - [`docs`] generates the dataflow documents (RST and HTML) back from the flow files.
 //! - [`mapping`] compiles mappings once and applies them to records, both ways; no I/O.
+//! - [`ops`] is what an operator can ask and do (parked records, history, conflicts), once
+//!   for the command line, the HTTP API and the web console.
 
 pub mod connector;
 pub mod docs;
 pub mod mapping;
+pub mod ops;
 pub mod spec;
 pub mod store;
 pub mod sync;

@@ -30,6 +30,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unlinked records",
         include_str!("migrations/0004_unlinked.sql"),
     ),
+    (
+        5,
+        "parked record actions",
+        include_str!("migrations/0005_parked_actions.sql"),
+    ),
+    (6, "history", include_str!("migrations/0006_history.sql")),
 ];
 
 /// The schema version this build writes: the last migration's.

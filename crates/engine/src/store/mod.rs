@@ -428,6 +428,12 @@ shared_methods! {
         ) -> Option<Link>;
         /// Every record linked to a global id, across systems.
         fn links_of_global(identity: &str, global_id: &GlobalId) -> Vec<Link>;
+        /// Every link of a record, whatever its identity type, by identity.
+        fn links_of_record(record: &RecordKey) -> Vec<Link>;
+        /// The change log of a global id (every counterpart's writes), oldest first.
+        fn history_of_global(identity: &str, global_id: &GlobalId) -> Vec<HistoryEntry>;
+        /// The change log of one record's writes, oldest first.
+        fn history_of_record(record: &RecordKey) -> Vec<HistoryEntry>;
         /// The pair state of a global id in a mapping.
         fn pair_state(mapping: &str, global_id: &GlobalId) -> Option<PairState>;
         /// Every pair state of a mapping, by global id.
@@ -454,6 +460,9 @@ shared_methods! {
         fn parked(mapping: Option<&str>) -> Vec<ParkedRecord>;
         /// How many records each mapping has parked (mappings without any are left out).
         fn parked_counts() -> Vec<(String, u64)>;
+        /// The kept attempts of the parked records of one mapping or of all, oldest first
+        /// per record (the latest [`PARKED_ATTEMPTS_KEPT`] of each).
+        fn parked_attempts(mapping: Option<&str>) -> Vec<ParkAttempt>;
         /// The latest conflicts, newest first, of one mapping or of all.
         fn recent_conflicts(mapping: Option<&str>, limit: u32) -> Vec<Conflict>;
         /// The records of a mapping whose pairs were forgotten when their counterparts were
@@ -493,16 +502,29 @@ shared_methods! {
         /// Marks a pending intent abandoned.
         fn abandon_intent(id: &IntentId) -> ();
         /// Parks a record, or counts one more attempt (with the new reason) when it is
-        /// parked already.
+        /// parked already; either way the attempt is kept with its time and reason, and a
+        /// record set aside is no longer (it was tried again because it changed).
         fn park(park: &Park) -> ParkedRecord;
-        /// Takes a record off the parked list; `false` when it was not on it.
+        /// Takes a record off the parked list, with its attempts; `false` when it was not on
+        /// it.
         fn unpark(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// Sets a parked record aside with the hash of its content now: the engine leaves it
+        /// alone until its content hashes differently. `false` when it is not parked.
+        fn skip_parked(mapping: &str, side: Side, record_id: &str, content_hash: &str) -> bool;
+        /// Makes a record set aside a parked record again, tried on every run; `false` when
+        /// it was not set aside.
+        fn unskip_parked(mapping: &str, side: Side, record_id: &str) -> bool;
         /// Remembers a record whose pair was forgotten when its counterpart was deleted, with
         /// the hash of its mapped fields then (replacing an earlier entry).
         fn put_unlinked(mapping: &str, side: Side, record_id: &str, content_hash: &str) -> ();
         /// Forgets that a record's pair was forgotten (it was linked again, or changed);
         /// `false` when there was no entry.
         fn remove_unlinked(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// Appends a write to the change log, stamped now. Nothing changes a row once
+        /// written; only [`Store::prune_history`] removes rows, by age.
+        fn record_history(entry: &NewHistory) -> ();
+        /// Removes the change log's rows written before `before` (the retention); how many.
+        fn prune_history(before: DateTime<Utc>) -> u64;
         /// Records a conflict of a run.
         fn record_conflict(conflict: &NewConflict) -> Conflict;
         /// Starts a run now.

@@ -13,6 +13,8 @@ pub use crate::spec::flow::Side;
 
 /// How many characters of an offending value a parked record keeps.
 pub const PARKED_VALUE_MAX_CHARS: usize = 300;
+/// How many attempts (time and error) the store keeps per parked record, the latest ones.
+pub const PARKED_ATTEMPTS_KEPT: usize = 10;
 
 /// A new time-ordered id: 26 characters of Crockford base32, the first ten of which encode
 /// the milliseconds since the Unix epoch (so ids sort by creation time), the rest 80 random
@@ -268,6 +270,29 @@ pub struct ParkedRecord {
     pub attempts: u32,
     pub first_parked_at: DateTime<Utc>,
     pub last_tried_at: DateTime<Utc>,
+    /// When an operator set the record aside (`tether parked skip`); `None` while it is
+    /// retried on every run.
+    pub skipped_at: Option<DateTime<Utc>>,
+    /// The hash of the record's content when it was set aside: the engine leaves it alone
+    /// while its content hashes the same.
+    pub skipped_hash: Option<String>,
+}
+
+impl ParkedRecord {
+    /// Whether an operator set the record aside.
+    pub fn is_skipped(&self) -> bool {
+        self.skipped_at.is_some()
+    }
+}
+
+/// One attempt at a parked record: when, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkAttempt {
+    pub mapping: String,
+    pub side: Side,
+    pub record_id: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// A record whose counterpart was deleted and whose pair was forgotten (the `unlink` delete
@@ -281,6 +306,64 @@ pub struct Unlinked {
     /// The hash of the record's mapped fields when the pair was forgotten.
     pub content_hash: String,
     pub unlinked_at: DateTime<Utc>,
+}
+
+/// What a write did to a record, as the change log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryAction {
+    /// The record was created from its counterpart.
+    Create,
+    /// Fields of the record were updated.
+    Update,
+    /// The record was deleted because its counterpart was.
+    Delete,
+    /// A field took the value an operator chose for a held conflict.
+    Resolve,
+    /// The record was compared again whole and repaired.
+    Resync,
+}
+
+/// One field of a write: its value before and after, and why it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HistoryChange {
+    /// The field, by the mapping's target path (the canonical name on both sides).
+    pub field: String,
+    /// `None` when the record had no value before (a create).
+    pub old: Option<Value>,
+    /// `None` when the record has none after (a delete).
+    pub new: Option<Value>,
+    /// Why: "create from keap companies 42", "update from the other side", "conflict
+    /// resolution (newest-wins): ...", "manual resolve: ...", "delete: ...".
+    pub why: String,
+}
+
+/// A write to record in the change log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewHistory {
+    pub run_id: Option<RunId>,
+    pub mapping: String,
+    pub identity: String,
+    pub global_id: GlobalId,
+    /// The record written.
+    pub record: RecordKey,
+    pub action: HistoryAction,
+    pub changes: Vec<HistoryChange>,
+}
+
+/// A write as the change log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// A time-ordered id (its first ten characters are the millisecond it was written).
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub run_id: Option<RunId>,
+    pub mapping: String,
+    pub identity: String,
+    pub global_id: GlobalId,
+    pub record: RecordKey,
+    pub action: HistoryAction,
+    pub changes: Vec<HistoryChange>,
 }
 
 /// A field changed on both sides to different values, and how it was decided.
@@ -402,6 +485,13 @@ macro_rules! text_enum {
 }
 
 text_enum!(LinkOrigin { MatchKey = "match-key", Create = "create", Manual = "manual" });
+text_enum!(HistoryAction {
+    Create = "create",
+    Update = "update",
+    Delete = "delete",
+    Resolve = "resolve",
+    Resync = "resync",
+});
 text_enum!(IntentState { Pending = "pending", Done = "done", Abandoned = "abandoned" });
 text_enum!(RunOutcome {
     Ok = "ok",

@@ -23,10 +23,11 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::StoreError;
 use crate::store::model::{
-    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, IntentId, IntentState, Lease,
-    Link, LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewIntent, NewRun,
-    PARKED_VALUE_MAX_CHARS, PairState, Park, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side,
-    SideSeen, Unlinked, cut, new_id, parse_side, side_str,
+    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, HistoryAction, HistoryChange,
+    HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict, LinkOrigin, MappingStatus,
+    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
+    PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side, SideSeen,
+    Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -918,7 +919,7 @@ pub(crate) async fn abandon_intent(conn: Conn<'_>, id: &IntentId) -> Result<(), 
 macro_rules! parked_columns {
     () => {
         "mapping, side, record_id, reason, field, value, attempts, \
-    first_parked_at, last_tried_at"
+    first_parked_at, last_tried_at, skipped_at, skipped_hash"
     };
 }
 
@@ -933,21 +934,27 @@ fn read_parked(row: &impl Get) -> Result<ParkedRecord, StoreError> {
         attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
         first_parked_at: row.time("first_parked_at")?,
         last_tried_at: row.time("last_tried_at")?,
+        skipped_at: row.opt_time("skipped_at")?,
+        skipped_hash: row.opt_text("skipped_hash")?,
     })
 }
 
-pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, StoreError> {
+pub(crate) async fn park(mut conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, StoreError> {
     let value = park
         .value
         .as_deref()
         .map(|value| cut(value, PARKED_VALUE_MAX_CHARS));
-    on!(conn, |c| {
+    let now = micros(Utc::now());
+    // Parked again means tried again: a record set aside is tried only once its content
+    // changed, so the mark goes with the new attempt.
+    on!(&mut conn, |c| {
         let row = sqlx::query(concat!(
             "INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
              first_parked_at, last_tried_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
              ON CONFLICT (mapping, side, record_id) DO UPDATE SET \
              reason = excluded.reason, field = excluded.field, value = excluded.value, \
-             attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at \
+             attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at, \
+             skipped_at = NULL, skipped_hash = NULL \
              RETURNING ",
             parked_columns!()
         ))
@@ -957,19 +964,52 @@ pub(crate) async fn park(conn: Conn<'_>, park: &Park) -> Result<ParkedRecord, St
         .bind(&park.reason)
         .bind(park.field.as_deref())
         .bind(value)
-        .bind(micros(Utc::now()))
-        .fetch_one(c)
+        .bind(now)
+        .fetch_one(&mut **c)
+        .await?;
+        sqlx::query(
+            "INSERT INTO parked_attempts (mapping, side, record_id, at, reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&park.mapping)
+        .bind(side_str(park.side))
+        .bind(&park.record_id)
+        .bind(now)
+        .bind(&park.reason)
+        .execute(&mut **c)
+        .await?;
+        // The latest attempts are kept; older ones go.
+        sqlx::query(
+            "DELETE FROM parked_attempts \
+             WHERE mapping = $1 AND side = $2 AND record_id = $3 AND at < (\
+             SELECT at FROM parked_attempts \
+             WHERE mapping = $1 AND side = $2 AND record_id = $3 \
+             ORDER BY at DESC LIMIT 1 OFFSET $4)",
+        )
+        .bind(&park.mapping)
+        .bind(side_str(park.side))
+        .bind(&park.record_id)
+        .bind(i64::try_from(PARKED_ATTEMPTS_KEPT - 1).unwrap_or(0))
+        .execute(&mut **c)
         .await?;
         read_parked(&row)
     })
 }
 
 pub(crate) async fn unpark(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_id: &str,
 ) -> Result<bool, StoreError> {
+    delete_record_row(
+        reborrow(&mut conn),
+        "DELETE FROM parked_attempts WHERE mapping = $1 AND side = $2 AND record_id = $3",
+        mapping,
+        side,
+        record_id,
+    )
+    .await?;
     delete_record_row(
         conn,
         "DELETE FROM parked WHERE mapping = $1 AND side = $2 AND record_id = $3",
@@ -980,7 +1020,71 @@ pub(crate) async fn unpark(
     .await
 }
 
-/// Runs a `DELETE` keyed by mapping, side and record id; whether a row went.
+pub(crate) async fn skip_parked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+    content_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE parked SET skipped_at = $4, skipped_hash = $5 \
+         WHERE mapping = $1 AND side = $2 AND record_id = $3",
+    )
+    .bind(mapping)
+    .bind(side_str(side))
+    .bind(record_id)
+    .bind(micros(Utc::now()))
+    .bind(content_hash)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
+}
+
+pub(crate) async fn unskip_parked(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    delete_record_row(
+        conn,
+        "UPDATE parked SET skipped_at = NULL, skipped_hash = NULL \
+         WHERE mapping = $1 AND side = $2 AND record_id = $3 AND skipped_at IS NOT NULL",
+        mapping,
+        side,
+        record_id,
+    )
+    .await
+}
+
+pub(crate) async fn parked_attempts(
+    conn: Conn<'_>,
+    mapping: Option<&str>,
+) -> Result<Vec<ParkAttempt>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT mapping, side, record_id, at, reason FROM parked_attempts \
+             WHERE ($1 IS NULL OR mapping = $1) ORDER BY mapping, side, record_id, at",
+        )
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, |row| {
+            Ok(ParkAttempt {
+                mapping: row.text("mapping")?,
+                side: row.side("side")?,
+                record_id: row.text("record_id")?,
+                at: row.time("at")?,
+                reason: row.text("reason")?,
+            })
+        })
+    })
+}
+
+/// Runs a statement keyed by mapping, side and record id (`$1` to `$3`); whether a row was
+/// touched.
 async fn delete_record_row(
     conn: Conn<'_>,
     sql: &'static str,
@@ -1089,6 +1193,136 @@ pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlink
                 unlinked_at: row.time("unlinked_at")?,
             })
         })
+    })
+}
+
+// The change log.
+
+macro_rules! history_columns {
+    () => {
+        "id, run_id, at, mapping, identity, global_id, system, entity, record_id, action, changes"
+    };
+}
+
+fn read_history(row: &impl Get) -> Result<HistoryEntry, StoreError> {
+    let text = row.text("changes")?;
+    let changes: Vec<HistoryChange> =
+        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+            what: "changes",
+            value: cut(&text, 80).to_owned(),
+        })?;
+    Ok(HistoryEntry {
+        id: row.text("id")?,
+        at: row.time("at")?,
+        run_id: row.opt_text("run_id")?.map(RunId::new),
+        mapping: row.text("mapping")?,
+        identity: row.text("identity")?,
+        global_id: GlobalId::new(row.text("global_id")?),
+        record: RecordKey {
+            system: row.text("system")?,
+            entity: row.text("entity")?,
+            id: row.text("record_id")?,
+        },
+        action: parsed("history action", row.text("action")?, HistoryAction::parse)?,
+        changes,
+    })
+}
+
+pub(crate) async fn record_history(conn: Conn<'_>, entry: &NewHistory) -> Result<(), StoreError> {
+    let changes = serde_json::to_string(&entry.changes).map_err(|error| StoreError::Corrupt {
+        what: "changes",
+        value: error.to_string(),
+    })?;
+    on!(conn, |c| sqlx::query(concat!(
+        "INSERT INTO history (",
+        history_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(new_id())
+    .bind(entry.run_id.as_ref().map(RunId::as_str))
+    .bind(micros(Utc::now()))
+    .bind(&entry.mapping)
+    .bind(&entry.identity)
+    .bind(entry.global_id.as_str())
+    .bind(&entry.record.system)
+    .bind(&entry.record.entity)
+    .bind(&entry.record.id)
+    .bind(entry.action.as_str())
+    .bind(changes)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub(crate) async fn history_of_global(
+    conn: Conn<'_>,
+    identity: &str,
+    global_id: &GlobalId,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            history_columns!(),
+            " FROM history WHERE identity = $1 AND global_id = $2 ORDER BY at, id"
+        ))
+        .bind(identity)
+        .bind(global_id.as_str())
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_history)
+    })
+}
+
+pub(crate) async fn history_of_record(
+    conn: Conn<'_>,
+    record: &RecordKey,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            history_columns!(),
+            " FROM history WHERE system = $1 AND entity = $2 AND record_id = $3 ORDER BY at, id"
+        ))
+        .bind(&record.system)
+        .bind(&record.entity)
+        .bind(&record.id)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_history)
+    })
+}
+
+pub(crate) async fn prune_history(
+    conn: Conn<'_>,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(on!(conn, |c| sqlx::query(
+        "DELETE FROM history WHERE at < $1"
+    )
+    .bind(micros(before))
+    .execute(c)
+    .await?
+    .rows_affected()))
+}
+
+/// Every link of a record, whatever its identity type.
+pub(crate) async fn links_of_record(
+    conn: Conn<'_>,
+    record: &RecordKey,
+) -> Result<Vec<Link>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM links WHERE system = $1 AND entity = $2 AND record_id = $3 ORDER BY identity"
+        ))
+        .bind(&record.system)
+        .bind(&record.entity)
+        .bind(&record.id)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_link)
     })
 }
 

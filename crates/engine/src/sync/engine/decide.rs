@@ -54,7 +54,7 @@ impl Engine {
         // park them again.
         let retry: Vec<(Side, String)> = parked
             .iter()
-            .filter(|p| p.last_tried_at < run_started)
+            .filter(|p| p.last_tried_at < run_started && !p.is_skipped())
             .map(|p| (p.side, p.record_id.clone()))
             .chain(carried)
             .collect();
@@ -76,6 +76,19 @@ impl Engine {
                         self.store.unpark(&m.name, side, &id).await?;
                     }
                 }
+            }
+        }
+
+        // Records set aside by an operator stay aside while their content is as it was then.
+        for p in parked.iter().filter(|p| p.is_skipped()) {
+            let read = match p.side {
+                Side::Source => &mut source,
+                Side::Target => &mut target,
+            };
+            if read.records.get(&p.record_id).is_some_and(|r| {
+                p.skipped_hash.as_deref() == Some(&crate::ops::parked::content_hash(&r.data))
+            }) {
+                read.records.shift_remove(&p.record_id);
             }
         }
 

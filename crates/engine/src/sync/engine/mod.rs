@@ -126,6 +126,9 @@ pub struct RunOptions {
     pub cancel: Option<Cancel>,
     /// Hold each mapping under a lease in the store (several workers on one store).
     pub lease: Option<LeaseOptions>,
+    /// How many days the change log keeps a write; older writes are removed at the end of
+    /// the run.
+    pub history_days: u32,
 }
 
 impl RunOptions {
@@ -156,6 +159,7 @@ impl Default for RunOptions {
             progress: None,
             cancel: None,
             lease: None,
+            history_days: crate::ops::history::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -1096,6 +1100,10 @@ impl Engine {
             report.outcome = Some(outcome);
             let summary = serde_json::to_value(&report).unwrap_or(Value::Null);
             self.store.finish_run(id, outcome, &summary).await?;
+            let keep = chrono::Duration::days(i64::from(options.history_days));
+            if let Err(error) = self.store.prune_history(Utc::now() - keep).await {
+                warn!(%error, "cannot remove old entries of the change log; the next run tries again");
+            }
         }
         Ok(report)
     }

@@ -131,7 +131,7 @@ impl Engine {
         read: &mut SideRead,
     ) -> Result<(), EngineError> {
         let rt = m.side(side);
-        warn!(mapping = %m.name, side = side_name(side), system = %rt.connector.system(),
+        warn!(mapping = %m.name, side = side.as_str(), system = %rt.connector.system(),
             entity = %rt.entity, %error,
             "the deletion feed cannot be read; deletions are found by a full listing of ids instead");
         let began = chrono::Utc::now();
@@ -148,7 +148,7 @@ impl Engine {
         .await;
         match listed {
             Ok(()) if done => {
-                warn!(mapping = %m.name, side = side_name(side), entity = %rt.entity,
+                warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity,
                     listed = ids.len(),
                     "deletions were found by a full listing; the deletion feed resumes from its start");
                 read.listed = Some(ids);
@@ -157,7 +157,7 @@ impl Engine {
             Ok(()) => {}
             Err(error) if error.stops_system() => return Err(error.into()),
             Err(error) => {
-                warn!(mapping = %m.name, side = side_name(side), entity = %rt.entity, %error,
+                warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity, %error,
                     "the full listing for deletions failed too; deletions are looked for again next run");
             }
         }

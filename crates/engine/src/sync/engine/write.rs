@@ -3,6 +3,7 @@
 //! transaction.
 
 use super::*;
+use crate::ops::history;
 
 /// What resolving the open create intents left for the pass.
 pub(super) struct ResolvedIntents {
@@ -257,10 +258,24 @@ impl Engine {
         for (side, id, global) in &work.deletes {
             let rt = m.side(*side);
             match rt.connector.delete(&rt.entity, id).await {
-                Ok(_) => match side {
-                    Side::Source => report.deleted_source += 1,
-                    Side::Target => report.deleted_target += 1,
-                },
+                Ok(_) => {
+                    match side {
+                        Side::Source => report.deleted_source += 1,
+                        Side::Target => report.deleted_target += 1,
+                    }
+                    self.store
+                        .record_history(&history::delete(
+                            history::Writer {
+                                run_id,
+                                mapping: &m.name,
+                                identity: &identity,
+                                global_id: global,
+                            },
+                            RecordKey::new(&rt.system, &rt.entity, id),
+                            m.spec.deletes,
+                        ))
+                        .await?;
+                }
                 Err(error) if error.is_permanent() => {
                     self.store
                         .park(&park_of(m, parking_from_write(*side, id, &error)))
@@ -391,6 +406,27 @@ impl Engine {
                                 report.conflicts += 1;
                             }
                         }
+                        for update in &pair.updates {
+                            let (rt, from) = (m.side(update.on), m.side(update.on.other()));
+                            let from_id = match update.on {
+                                Side::Source => &pair.target_id,
+                                Side::Target => &pair.source_id,
+                            };
+                            tx.record_history(&history::update(
+                                history::Writer {
+                                    run_id,
+                                    mapping: &m.name,
+                                    identity: &identity,
+                                    global_id: &global,
+                                },
+                                RecordKey::new(&rt.system, &rt.entity, &update.id),
+                                &RecordKey::new(&from.system, &from.entity, from_id),
+                                &update.changes,
+                                &pair.conflicts,
+                                m.spec.conflict,
+                            ))
+                            .await?;
+                        }
                         tx.put_pair_state(&PairState {
                             mapping: m.name.clone(),
                             global_id: global,
@@ -513,6 +549,19 @@ impl Engine {
                                 Side::Target => (create.from_id.clone(), written.id.clone()),
                                 Side::Source => (written.id.clone(), create.from_id.clone()),
                             };
+                            let from_rt = m.side(on.other());
+                            tx.record_history(&history::create(
+                                history::Writer {
+                                    run_id,
+                                    mapping: &m.name,
+                                    identity: &identity,
+                                    global_id: global,
+                                },
+                                RecordKey::new(&rt.system, &rt.entity, &written.id),
+                                &RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
+                                &create.fields,
+                            ))
+                            .await?;
                             tx.put_pair_state(&PairState {
                                 mapping: m.name.clone(),
                                 global_id: global.clone(),

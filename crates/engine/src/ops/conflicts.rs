@@ -1,0 +1,1 @@
+//! Conflicts: listed, and held ones decided.

@@ -1,0 +1,548 @@
+//! What an operator does day to day, over the simulators: parked records grouped by cause,
+//! retried and set aside; a record's history; conflicts held for a person to decide. The
+//! library's operations (`tether_engine::ops`) and the commands over them.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use tether_engine::ops::parked::{self, CauseKind, Selection};
+use tether_engine::ops::{Names, RecordRef};
+use tether_engine::spec::load::Project;
+use tether_engine::sync::engine::Engine;
+use tether_engine::sync::open::{OpenOptions, open};
+
+use super::sync::{COMPANIES, World, flows, id_of, keap_company, world};
+
+async fn engine(w: &World) -> Engine {
+    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    open(
+        &flows(),
+        &w.state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens")
+}
+
+fn names() -> Names {
+    Names::of(&Project::load_dir(&flows()))
+}
+
+/// `tether ARGS` against the world's store and simulators.
+fn tether(w: &World, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
+        .arg("--flows")
+        .arg(flows())
+        .args(["--log", "error"])
+        .args(args)
+        .arg("--state")
+        .arg(w.state.to_string())
+        .envs(w.sandbox.env());
+    command
+}
+
+fn output(mut command: Command) -> String {
+    let out = command.output().expect("tether runs");
+    assert!(
+        out.status.success(),
+        "tether fails: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A Keap company whose country the ERP cannot take: parked by the companies mapping.
+fn bad_company(name: &str, website: &str) -> Value {
+    json!({ "company_name": name, "website": website, "address": { "country_code": "XXX" } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_record_retried_after_its_cause_is_fixed_syncs() {
+    let w = world("ops-retry", 0).await;
+    let bad = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            bad_company("Feil Land AS", "https://a.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    let store = w.store().await;
+    let parked = store.parked(Some(COMPANIES)).await.expect("parked");
+    assert_eq!(parked.len(), 1, "{parked:#?}");
+    assert!(
+        w.find("customerp", "customers", "name", "Feil Land AS")
+            .is_empty()
+    );
+
+    // Fixed in Keap, then retried from the command line: its mapping runs at once.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&bad),
+            json!({ "company_name": "Feil Land AS", "address": { "country_code": "DNK" } }),
+        )
+        .expect("fix");
+    let id = format!("keap:companies:{}", id_of(&bad));
+    let text = output(tether(
+        &w,
+        &["parked", "retry", "--id", &id, "--no-rate-limits"],
+    ));
+    assert!(
+        text.contains(&format!(
+            "1 parked record to try again; running {COMPANIES}"
+        )),
+        "{text}"
+    );
+    let customer = w.one("customerp", "customers", "name", "Feil Land AS");
+    assert_eq!(customer["billing_address"]["country"], "DK");
+    assert!(
+        store
+            .parked(Some(COMPANIES))
+            .await
+            .expect("parked")
+            .is_empty(),
+        "synced records are off the parked list"
+    );
+    assert!(
+        store
+            .parked_attempts(Some(COMPANIES))
+            .await
+            .expect("attempts")
+            .is_empty(),
+        "and so are their attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_record_stays_aside_until_its_source_changes() {
+    let w = world("ops-skip", 0).await;
+    let bad = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            bad_company("Til Side AS", "https://a.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    w.run(&[COMPANIES]).await;
+    let store = w.store().await;
+    let before = store.parked(Some(COMPANIES)).await.expect("parked");
+    assert_eq!(before[0].attempts, 2, "tried on every run: {before:#?}");
+
+    let names = names();
+    let selection = Selection {
+        mapping: Some(COMPANIES.into()),
+        record: None,
+    };
+    let outcome = parked::skip(&engine(&w).await, &names, &selection)
+        .await
+        .expect("skip");
+    assert_eq!(outcome.skipped.len(), 1, "{outcome:#?}");
+    let overview = parked::overview(&store, &names, false)
+        .await
+        .expect("overview");
+    assert_eq!((overview.parked, overview.skipped), (0, 1), "{overview:#?}");
+    let aside = parked::overview(&store, &names, true)
+        .await
+        .expect("overview");
+    assert_eq!(aside.groups.len(), 1);
+    assert_eq!(aside.groups[0].record_ids, vec![id_of(&bad)]);
+
+    // Keap companies are listed whole on every run: the record is read and left alone.
+    for _ in 0..2 {
+        let report = w.run(&[COMPANIES]).await;
+        assert_eq!(report.parked(), 0, "{report:#?}");
+    }
+    let still = store.parked(Some(COMPANIES)).await.expect("parked");
+    assert_eq!(still.len(), 1, "recorded, not lost");
+    assert!(still[0].is_skipped());
+    assert_eq!(
+        still[0].attempts, 2,
+        "not tried while unchanged: {still:#?}"
+    );
+    let listed = output(tether(&w, &["parked", "--skipped"]));
+    assert!(
+        listed.contains("1 record set aside until their source changes")
+            && listed.contains(&format!("keap:companies:{}", id_of(&bad))),
+        "{listed}"
+    );
+
+    // Edited (still with the bad country): tried again, parked again, no longer aside.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&bad),
+            json!({ "company_name": "Til Side AS", "website": "https://b.example" }),
+        )
+        .expect("edit");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.parked(), 1, "{report:#?}");
+    let again = store.parked(Some(COMPANIES)).await.expect("parked");
+    assert!(!again[0].is_skipped(), "{again:#?}");
+    assert_eq!(again[0].attempts, 3);
+    let tries = store
+        .parked_attempts(Some(COMPANIES))
+        .await
+        .expect("attempts");
+    assert_eq!(tries.len(), 3, "each attempt is kept: {tries:#?}");
+    assert!(tries.windows(2).all(|t| t[0].at < t[1].at));
+    assert!(tries.iter().all(|t| t.reason == again[0].reason));
+
+    // Fixed: it syncs.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&bad),
+            json!({ "company_name": "Til Side AS", "address": { "country_code": "FIN" } }),
+        )
+        .expect("fix");
+    w.run(&[COMPANIES]).await;
+    assert_eq!(
+        w.one("customerp", "customers", "name", "Til Side AS")["billing_address"]["country"],
+        "FI"
+    );
+    assert!(
+        store
+            .parked(Some(COMPANIES))
+            .await
+            .expect("parked")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_set_aside_and_taken_back_by_retry_is_tried_again() {
+    let w = world("ops-unskip", 0).await;
+    let bad = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            bad_company("Tilbake AS", "https://a.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    let names = names();
+    let record: RecordRef = format!("keap:companies:{}", id_of(&bad))
+        .parse()
+        .expect("record");
+    let selection = Selection {
+        mapping: None,
+        record: Some(record),
+    };
+    parked::skip(&engine(&w).await, &names, &selection)
+        .await
+        .expect("skip");
+    w.run(&[COMPANIES]).await;
+    let store = w.store().await;
+    assert_eq!(store.parked(None).await.expect("parked")[0].attempts, 1);
+
+    let plan = parked::retry(&store, &names, &selection)
+        .await
+        .expect("retry");
+    assert_eq!((plan.records, plan.unskipped), (1, 1), "{plan:#?}");
+    assert_eq!(plan.mappings, vec![COMPANIES.to_owned()]);
+    w.run(&[COMPANIES]).await;
+    let parked = store.parked(None).await.expect("parked");
+    assert_eq!(
+        parked[0].attempts, 2,
+        "tried again though unchanged: {parked:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grouped_listing_counts_records_and_the_products_they_name() {
+    let w = world("ops-grouped", 20).await;
+    w.run(&[]).await;
+    let store = w.store().await;
+    let all = store.parked(None).await.expect("parked");
+    assert!(!all.is_empty(), "the seed data parks order lines");
+    let overview = parked::overview(&store, &names(), false)
+        .await
+        .expect("overview");
+    assert_eq!(overview.parked, all.len());
+    assert_eq!(
+        overview.groups.iter().map(|g| g.count).sum::<usize>(),
+        all.len(),
+        "every parked record is in one group: {overview:#?}"
+    );
+    for group in &overview.groups {
+        let members: HashSet<&str> = all
+            .iter()
+            .filter(|p| p.mapping == group.mapping && p.side == group.side)
+            .map(|p| p.record_id.as_str())
+            .collect();
+        assert!(
+            group
+                .record_ids
+                .iter()
+                .all(|id| members.contains(id.as_str()))
+        );
+        assert_eq!(group.record_ids.len(), group.count);
+    }
+
+    // Salesforce orders: one cause; the products counted are the distinct Product2 records
+    // their lines name that no mapping linked to an ERP product.
+    let orders: Vec<&str> = all
+        .iter()
+        .filter(|p| p.mapping == "salesforce-orders-to-customerp-orders")
+        .map(|p| p.record_id.as_str())
+        .collect();
+    let group = overview
+        .groups
+        .iter()
+        .find(|g| g.mapping == "salesforce-orders-to-customerp-orders")
+        .expect("a group of Salesforce orders");
+    assert_eq!(group.cause, CauseKind::MissingReference);
+    assert_eq!(group.count, orders.len(), "one cause: {overview:#?}");
+    let linked: HashSet<String> = store
+        .links_of_entity("product", "salesforce", "Product2")
+        .await
+        .expect("links")
+        .into_iter()
+        .map(|l| l.record.id)
+        .collect();
+    let named: BTreeSet<String> = w
+        .sandbox
+        .records("salesforce", "OrderItem")
+        .expect("order items")
+        .into_iter()
+        .filter(|item| {
+            item["OrderId"]
+                .as_str()
+                .is_some_and(|order| orders.contains(&order))
+        })
+        .filter_map(|item| item["Product2Id"].as_str().map(str::to_owned))
+        .filter(|product| !linked.contains(product))
+        .collect();
+    assert_eq!(
+        group.values,
+        named.iter().cloned().collect::<Vec<_>>(),
+        "{group:#?}"
+    );
+    assert!(
+        group.summary.starts_with(&format!(
+            "{} Salesforce Order records name {} Salesforce Product2 records not set up in Customerp",
+            orders.len(),
+            named.len()
+        )),
+        "{}",
+        group.summary
+    );
+
+    // The command prints one paragraph per cause, and the same groups as JSON.
+    let text = output(tether(&w, &["parked"]));
+    assert!(
+        text.starts_with(&format!(
+            "{} records parked, tried again on every run, {} causes",
+            all.len(),
+            overview.groups.len()
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&group.summary), "{text}");
+    let old_flag = output(tether(&w, &["status", "--parked"]));
+    assert_eq!(old_flag, text, "`status --parked` shows the grouped view");
+    let json: Value =
+        serde_json::from_str(&output(tether(&w, &["parked", "--format", "json"]))).expect("JSON");
+    assert_eq!(
+        json["groups"].as_array().map(Vec::len),
+        Some(overview.groups.len())
+    );
+    let every: Value = serde_json::from_str(&output(tether(
+        &w,
+        &["parked", "--all", "--format", "json"],
+    )))
+    .expect("JSON");
+    assert_eq!(every.as_array().map(Vec::len), Some(all.len()));
+    assert!(
+        every
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|item| item["tries"].as_array().is_some_and(|t| !t.is_empty())),
+        "each record comes with its attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shows_a_create_an_update_from_each_side_and_a_conflict_in_order() {
+    let w = world("ops-history", 0).await;
+    let keap = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Historie AS", "post@historie.example"),
+        )
+        .expect("insert");
+    w.run(&[COMPANIES]).await;
+    let erp = w.one("customerp", "customers", "name", "Historie AS");
+    let edit = |system: &str, entity: &str, id: &str, body: Value| {
+        w.sandbox.update(system, entity, id, body).expect("edit");
+    };
+    edit(
+        "keap",
+        "companies",
+        &id_of(&keap),
+        json!({ "company_name": "Historie AS", "website": "https://historie.example" }),
+    );
+    w.run(&[COMPANIES]).await;
+    edit(
+        "customerp",
+        "customers",
+        &id_of(&erp),
+        json!({ "phone": "+4722000000" }),
+    );
+    w.run(&[COMPANIES]).await;
+    // The same field on both sides: this mapping's policy is target-wins.
+    edit(
+        "keap",
+        "companies",
+        &id_of(&keap),
+        json!({ "company_name": "Historie AS", "email_address": "keap@historie.example" }),
+    );
+    edit(
+        "customerp",
+        "customers",
+        &id_of(&erp),
+        json!({ "email": "erp@historie.example" }),
+    );
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].conflicts, 1, "{report:#?}");
+
+    let keap_id = id_of(&keap);
+    let json: Value = serde_json::from_str(&output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--format", "json"],
+    )))
+    .expect("JSON");
+    let entries = json["entries"].as_array().expect("entries");
+    let story: Vec<(String, String, Vec<String>)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["record"]["system"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["changes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["field"].as_str().unwrap_or_default().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(story.len(), 4, "{story:#?}");
+    assert_eq!(
+        (story[0].0.as_str(), story[0].1.as_str()),
+        ("create", "customerp")
+    );
+    assert!(story[0].2.contains(&"name".to_owned()), "{story:#?}");
+    assert_eq!(
+        &story[1],
+        &("update".into(), "customerp".into(), vec!["website".into()])
+    );
+    assert_eq!(
+        &story[2],
+        &("update".into(), "keap".into(), vec!["phone".into()])
+    );
+    assert_eq!(
+        &story[3],
+        &("update".into(), "keap".into(), vec!["email".into()])
+    );
+    let conflict = &entries[3]["changes"][0];
+    assert_eq!(conflict["old"], "keap@historie.example");
+    assert_eq!(conflict["new"], "erp@historie.example");
+    assert!(
+        conflict["why"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("conflict resolution (target-wins)")),
+        "{conflict:#?}"
+    );
+    assert!(
+        entries[1]["changes"][0]["why"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("update from the other side")),
+        "{entries:#?}"
+    );
+    let run_ids: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["run_id"].as_str())
+        .collect();
+    assert_eq!(run_ids.len(), 4, "each write names its run");
+
+    // The same story from the ERP's side, through the global id.
+    let from_erp: Value = serde_json::from_str(&output(tether(
+        &w,
+        &[
+            "history",
+            "customerp",
+            "customers",
+            &id_of(&erp),
+            "--format",
+            "json",
+        ],
+    )))
+    .expect("JSON");
+    assert_eq!(from_erp["entries"], json["entries"]);
+
+    // One field's story.
+    let text = output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--field", "email"],
+    ));
+    let writes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  email: "))
+        .collect();
+    assert_eq!(writes.len(), 2, "the create and the conflict: {text}");
+    assert!(
+        writes[1].contains("\"keap@historie.example\" -> \"erp@historie.example\""),
+        "{text}"
+    );
+
+    // No credential of any system is in the log.
+    let log = json.to_string();
+    for (name, value) in w.sandbox.env() {
+        if name.ends_with("_URL") || value.len() < 6 {
+            continue;
+        }
+        assert!(!log.contains(&value), "{name} appears in the history");
+    }
+
+    // Retention: a run told to keep 0 days removes every entry at its end.
+    output(tether(
+        &w,
+        &[
+            "run",
+            "--no-rate-limits",
+            "--history-days",
+            "0",
+            "--mapping",
+            COMPANIES,
+        ],
+    ));
+    let after: Value = serde_json::from_str(&output(tether(
+        &w,
+        &["history", "keap", "companies", &keap_id, "--format", "json"],
+    )))
+    .expect("JSON");
+    assert_eq!(after["entries"], json!([]));
+}
