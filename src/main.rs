@@ -101,6 +101,9 @@ pub enum Command {
     /// Parked records grouped by cause (`--all`: one by one, with their attempts); `retry`
     /// tries them again now, `skip` sets them aside until their source changes.
     Parked(cli::parked::ParkedArgs),
+    /// Conflicts held for a person to decide (the `manual` policy), decided and waiting, and
+    /// the latest a policy decided; `resolve` records a choice for the next run to write.
+    Conflicts(cli::conflicts::ConflictsArgs),
     /// A record's story across all its counterparts: every write, each field's old and new
     /// value and why, from the change log.
     History(cli::history::HistoryArgs),

@@ -3,6 +3,7 @@
 use crate::{Cli, Command};
 
 mod check;
+pub mod conflicts;
 mod docs;
 pub mod history;
 mod map;
@@ -87,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { state, format, .. } => status::status(&cli.flows, &state.url, format),
         Command::Parked(args) => parked::run(&cli.flows, args),
         Command::History(args) => history::run(args),
+        Command::Conflicts(args) => conflicts::run(&cli.flows, args),
         Command::Explain {
             state,
             system,

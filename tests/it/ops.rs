@@ -3,6 +3,7 @@
 //! library's operations (`tether_engine::ops`) and the commands over them.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -35,10 +36,15 @@ fn names() -> Names {
 
 /// `tether ARGS` against the world's store and simulators.
 fn tether(w: &World, args: &[&str]) -> Command {
+    tether_with(w, &flows(), args)
+}
+
+/// `tether ARGS` with the flows of `dir`.
+fn tether_with(w: &World, dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command
         .arg("--flows")
-        .arg(flows())
+        .arg(dir)
         .args(["--log", "error"])
         .args(args)
         .arg("--state")
@@ -545,4 +551,221 @@ async fn history_shows_a_create_an_update_from_each_side_and_a_conflict_in_order
     )))
     .expect("JSON");
     assert_eq!(after["entries"], json!([]));
+}
+
+/// The shipped flows with the Keap companies mapping's conflicts held for a person
+/// (`conflict: manual`), in a folder removed when dropped.
+struct ManualFlows(PathBuf);
+
+impl Drop for ManualFlows {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn manual_flows() -> ManualFlows {
+    let dir = std::env::temp_dir().join(format!(
+        "tether-manual-flows-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).expect("folder");
+        for entry in std::fs::read_dir(from).expect("flows").flatten() {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+    };
+    copy(&flows(), &dir);
+    copy(&flows().join("systems"), &dir.join("systems"));
+    let file = dir.join("keap-to-customerp.yaml");
+    let text = std::fs::read_to_string(&file).expect("flow");
+    let held = text.replacen(
+        "    conflict: target-wins # Keap companies",
+        "    conflict: manual # Keap companies",
+        1,
+    );
+    assert_ne!(held, text, "the companies mapping's policy is replaced");
+    std::fs::write(&file, held).expect("write flow");
+    ManualFlows(dir)
+}
+
+async fn run_with(w: &World, dir: &Path, mapping: &str) -> tether_engine::sync::report::RunReport {
+    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let engine = open(
+        dir,
+        &w.state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens");
+    engine
+        .run(&tether_engine::sync::engine::RunOptions {
+            mappings: vec![mapping.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_conflict_is_held_resolved_from_the_command_line_and_written() {
+    let w = world("ops-manual", 0).await;
+    let flows = manual_flows();
+    let keap = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Hold AS", "post@hold.example"),
+        )
+        .expect("insert");
+    run_with(&w, &flows.0, COMPANIES).await;
+    let erp = w.one("customerp", "customers", "name", "Hold AS");
+
+    // The same field on both sides, and another field on one side.
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&keap),
+            json!({ "company_name": "Hold AS", "email_address": "keap@hold.example", "website": "https://hold.example" }),
+        )
+        .expect("edit keap");
+    w.sandbox
+        .update(
+            "customerp",
+            "customers",
+            &id_of(&erp),
+            json!({ "email": "erp@hold.example" }),
+        )
+        .expect("edit erp");
+    let report = run_with(&w, &flows.0, COMPANIES).await;
+    assert_eq!(report.mappings[0].conflicts, 1, "{report:#?}");
+    let keap_now = |w: &World| w.one("keap", "companies", "company_name", "Hold AS");
+    let erp_now = |w: &World| w.one("customerp", "customers", "name", "Hold AS");
+    assert_eq!(
+        keap_now(&w)["email_address"],
+        "keap@hold.example",
+        "left as it is"
+    );
+    assert_eq!(erp_now(&w)["email"], "erp@hold.example", "left as it is");
+    assert_eq!(
+        erp_now(&w)["website"],
+        "https://hold.example",
+        "the record's other fields sync"
+    );
+
+    let listed: Value = serde_json::from_str(&output(tether_with(
+        &w,
+        &flows.0,
+        &["conflicts", "--format", "json"],
+    )))
+    .expect("JSON");
+    let held = listed["held"].as_array().expect("held");
+    assert_eq!(held.len(), 1, "{listed:#}");
+    let conflict = &held[0];
+    assert_eq!(
+        (
+            &conflict["field"],
+            &conflict["source_value"],
+            &conflict["target_value"],
+            &conflict["base_value"]
+        ),
+        (
+            &json!("email"),
+            &json!("keap@hold.example"),
+            &json!("erp@hold.example"),
+            &json!("post@hold.example")
+        )
+    );
+    assert_eq!(conflict["state"], "held");
+    assert_eq!(conflict["winner"], Value::Null);
+    assert_eq!(
+        conflict["source"],
+        json!({ "system": "keap", "entity": "companies", "id": id_of(&keap) })
+    );
+
+    // Held: later runs leave the field alone and record nothing new.
+    let quiet = run_with(&w, &flows.0, COMPANIES).await;
+    assert_eq!(
+        (quiet.writes(), quiet.mappings[0].conflicts),
+        (0, 0),
+        "{quiet:#?}"
+    );
+
+    let id = conflict["id"].as_str().expect("id").to_owned();
+    let said = output(tether_with(
+        &w,
+        &flows.0,
+        &[
+            "conflicts",
+            "resolve",
+            &id,
+            "--take",
+            "value",
+            "agreed@hold.example",
+        ],
+    ));
+    assert!(said.contains("resolved"), "{said}");
+    // Resolved once only.
+    let again = tether_with(
+        &w,
+        &flows.0,
+        &["conflicts", "resolve", &id, "--take", "source"],
+    )
+    .output()
+    .expect("tether runs");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("only a held conflict can be resolved"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let written = run_with(&w, &flows.0, COMPANIES).await;
+    assert_eq!(
+        written.writes(),
+        2,
+        "the choice goes to both sides: {written:#?}"
+    );
+    assert_eq!(keap_now(&w)["email_address"], "agreed@hold.example");
+    assert_eq!(erp_now(&w)["email"], "agreed@hold.example");
+    let store = w.store().await;
+    let recorded = store
+        .conflict(&tether_engine::store::ConflictId::new(id.as_str()))
+        .await
+        .expect("conflict")
+        .expect("recorded");
+    assert_eq!(recorded.state, tether_engine::store::ConflictState::Applied);
+    assert!(store.open_conflicts(None).await.expect("open").is_empty());
+
+    let story = tether_engine::ops::history::of_record(
+        &store,
+        &format!("keap:companies:{}", id_of(&keap))
+            .parse()
+            .expect("record"),
+        Some("email"),
+    )
+    .await
+    .expect("history");
+    let resolves: Vec<_> = story
+        .entries
+        .iter()
+        .filter(|e| e.action == tether_engine::store::HistoryAction::Resolve)
+        .collect();
+    assert_eq!(resolves.len(), 2, "{story:#?}");
+    assert!(
+        resolves
+            .iter()
+            .all(|e| e.changes[0].why.starts_with("manual resolve"))
+    );
+
+    let after = run_with(&w, &flows.0, COMPANIES).await;
+    assert_eq!(after.writes(), 0, "{after:#?}");
 }

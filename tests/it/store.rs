@@ -11,10 +11,10 @@ use serde_json::json;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tether_engine::store::{
-    CursorKey, GlobalId, HistoryAction, HistoryChange, IntentState, LinkConflict, LinkOrigin,
-    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
-    PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen, Store, StoreError,
-    StoreUrl,
+    Choice, ConflictState, CursorKey, GlobalId, HistoryAction, HistoryChange, IntentState,
+    LinkConflict, LinkOrigin, NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT,
+    PARKED_VALUE_MAX_CHARS, PairState, Park, RecordKey, RunOutcome, SCHEMA_VERSION, Side, SideSeen,
+    Store, StoreError, StoreUrl,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -939,7 +939,7 @@ async fn conflicts_are_listed_newest_first(db: TestDb) {
                 target_value: json!({"v": 2}),
                 base_value: (field != "phone").then(|| json!(null)),
                 resolution: "newest-wins".into(),
-                winner: Side::Target,
+                winner: Some(Side::Target),
             })
             .await
             .expect("record conflict");
@@ -959,6 +959,64 @@ async fn conflicts_are_listed_newest_first(db: TestDb) {
     assert_eq!(latest_two[0].base_value, None);
     assert_eq!(of_mapping[0].target_value, json!({"v": 2}));
     assert_eq!(of_mapping[0].run_id, run.id);
+    assert!(
+        of_mapping
+            .iter()
+            .all(|c| c.state == ConflictState::Decided && c.choice.is_none())
+    );
+
+    // Held for a person, resolved once, then applied once.
+    let held = store
+        .record_conflict(&NewConflict {
+            run_id: run.id.clone(),
+            mapping: "companies-to-customers".into(),
+            global_id: global_id.clone(),
+            field: "city".into(),
+            source_value: json!("Oslo"),
+            target_value: json!("Bergen"),
+            base_value: Some(json!("Trondheim")),
+            resolution: "held".into(),
+            winner: None,
+        })
+        .await
+        .expect("record held conflict");
+    assert_eq!((held.state, held.winner), (ConflictState::Held, None));
+    let open = store
+        .open_conflicts(Some("companies-to-customers"))
+        .await
+        .expect("open");
+    assert_eq!(open, vec![held.clone()]);
+    let choice = Choice::Value(json!({"city": "Stavanger"}));
+    let resolved = store
+        .resolve_conflict(&held.id, &choice)
+        .await
+        .expect("resolve")
+        .expect("it was held");
+    assert_eq!(resolved.state, ConflictState::Resolved);
+    assert_eq!(resolved.choice, Some(choice.clone()));
+    assert!(resolved.resolved_at.is_some());
+    assert_eq!(
+        store
+            .resolve_conflict(&held.id, &Choice::Source)
+            .await
+            .expect("resolve"),
+        None,
+        "resolved once"
+    );
+    assert_eq!(
+        store
+            .conflict(&held.id)
+            .await
+            .expect("read")
+            .map(|c| c.choice),
+        Some(Some(choice))
+    );
+    assert!(store.apply_conflict(&held.id).await.expect("apply"));
+    assert!(!store.apply_conflict(&held.id).await.expect("apply"));
+    assert!(store.open_conflicts(None).await.expect("open").is_empty());
+    let applied = store.conflict(&held.id).await.expect("read").expect("kept");
+    assert_eq!(applied.state, ConflictState::Applied);
+    assert!(applied.applied_at.is_some());
 }
 
 async fn runs_are_recorded_and_found_per_mapping(db: TestDb) {

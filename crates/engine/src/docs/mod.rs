@@ -212,6 +212,7 @@ pub fn details(mapping: &MappingSpec) -> Vec<(&'static str, String)> {
         ),
         ConflictPolicy::SourceWins => "the source wins".to_owned(),
         ConflictPolicy::TargetWins => "the target wins".to_owned(),
+        ConflictPolicy::Manual => "held for a person to decide (`tether conflicts`)".to_owned(),
     };
     let deletes = match mapping.deletes {
         DeletePolicy::Propagate => "a delete on one side deletes the counterpart",

@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::ops::{OpsError, RecordRef};
 use crate::spec::flow::{ConflictPolicy, DeletePolicy};
 use crate::store::{
-    GlobalId, HistoryAction, HistoryChange, HistoryEntry, Link, NewHistory, RecordKey, RunId, Store,
+    ConflictId, GlobalId, HistoryAction, HistoryChange, HistoryEntry, Link, NewHistory, RecordKey,
+    RunId, Store,
 };
 use crate::sync::merge::Conflict;
 use crate::sync::report::FieldChange;
@@ -59,6 +60,7 @@ fn policy_name(policy: ConflictPolicy) -> &'static str {
         ConflictPolicy::NewestWins => "newest-wins",
         ConflictPolicy::SourceWins => "source-wins",
         ConflictPolicy::TargetWins => "target-wins",
+        ConflictPolicy::Manual => "manual",
     }
 }
 
@@ -84,32 +86,47 @@ pub(crate) fn create(
 }
 
 /// An update of `record` from its counterpart `from`: each changed field, with a conflict's
-/// resolution and the policy that decided it where the field was edited on both sides.
+/// resolution and the policy that decided it where the field was edited on both sides, or
+/// the choice a person made for a held conflict (`resolved`: conflict and field). An update
+/// of chosen values only is a `resolve`.
 pub(crate) fn update(
     writer: Writer<'_>,
     record: RecordKey,
     from: &RecordKey,
     changes: &[FieldChange],
     conflicts: &[Conflict],
+    resolved: &[(ConflictId, String)],
     policy: ConflictPolicy,
 ) -> NewHistory {
+    let chosen = |field: &str| resolved.iter().find(|(_, f)| f == field);
+    let action = if !changes.is_empty() && changes.iter().all(|c| chosen(&c.field).is_some()) {
+        HistoryAction::Resolve
+    } else {
+        HistoryAction::Update
+    };
     let changes = changes
         .iter()
         .map(|change| HistoryChange {
             field: change.field.clone(),
             old: change.before.clone(),
             new: Some(change.after.clone()),
-            why: match conflicts.iter().find(|c| c.field == change.field) {
-                Some(conflict) => format!(
+            why: match (
+                chosen(&change.field),
+                conflicts.iter().find(|c| c.field == change.field),
+            ) {
+                (Some((conflict, _)), _) => {
+                    format!("manual resolve: the choice made for conflict {conflict}")
+                }
+                (None, Some(conflict)) => format!(
                     "conflict resolution ({}): {}",
                     policy_name(policy),
                     conflict.reason
                 ),
-                None => format!("update from the other side ({from})"),
+                (None, None) => format!("update from the other side ({from})"),
             },
         })
         .collect();
-    writer.entry(record, HistoryAction::Update, changes)
+    writer.entry(record, action, changes)
 }
 
 /// A record deleted because its counterpart was.
@@ -236,6 +253,7 @@ mod tests {
             target: Some(json!("b@x.example")),
             winner: Side::Target,
             reason: "target wins".into(),
+            held: false,
         }];
         let entry = update(
             writer(&global),
@@ -243,6 +261,7 @@ mod tests {
             &RecordKey::new("customerp", "customers", "9"),
             &changes,
             &conflicts,
+            &[],
             ConflictPolicy::TargetWins,
         );
         assert_eq!(entry.action, HistoryAction::Update);

@@ -42,8 +42,8 @@ pub enum OpsError {
     UnknownConflict(String),
     #[error("conflict `{id}` is {state}: only a held conflict can be resolved")]
     NotHeld { id: String, state: String },
-    #[error("conflict `{id}` is on a field that flows one way only; {reason}")]
-    OneWay { id: String, reason: String },
+    #[error("`{0}` is not a choice: take `source`, `target` or `value V`")]
+    BadChoice(String),
 }
 
 /// A record named by an operator: `SYSTEM:ENTITY:ID` (the id may itself hold colons).

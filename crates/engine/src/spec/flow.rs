@@ -108,7 +108,8 @@ pub struct MappingSpec {
     /// are compared normalised (case and surrounding whitespace ignored).
     #[serde(default, rename = "match")]
     pub match_keys: Vec<Loc<MatchKey>>,
-    /// Who wins when the same field changed on both sides since the last sync.
+    /// Who wins when the same field changed on both sides since the last sync; `manual`
+    /// holds the conflict until a person decides.
     #[serde(default)]
     pub conflict: ConflictPolicy,
     /// Which side wins a `newest-wins` conflict when a side has no modification time.
@@ -347,6 +348,11 @@ pub enum ConflictPolicy {
     SourceWins,
     /// The target system always wins.
     TargetWins,
+    /// Nobody wins: the field is left as it is on both sides and the conflict is held, with
+    /// both values and the last synced one, until a person decides (`tether conflicts
+    /// resolve ID --take source|target|value V`); the next run writes the choice. The
+    /// record's other fields keep syncing meanwhile.
+    Manual,
 }
 
 /// A side of a mapping.

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0005_parked_actions.sql"),
     ),
     (6, "history", include_str!("migrations/0006_history.sql")),
+    (
+        7,
+        "manual conflicts",
+        include_str!("migrations/0007_manual_conflicts.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.

@@ -465,6 +465,11 @@ shared_methods! {
         fn parked_attempts(mapping: Option<&str>) -> Vec<ParkAttempt>;
         /// The latest conflicts, newest first, of one mapping or of all.
         fn recent_conflicts(mapping: Option<&str>, limit: u32) -> Vec<Conflict>;
+        /// The conflicts held for a person or resolved and not yet written, of one mapping or
+        /// of all, oldest first.
+        fn open_conflicts(mapping: Option<&str>) -> Vec<Conflict>;
+        /// A conflict in any state.
+        fn conflict(id: &ConflictId) -> Option<Conflict>;
         /// The records of a mapping whose pairs were forgotten when their counterparts were
         /// deleted (the `unlink` policy), by side and record id.
         fn unlinked(mapping: &str) -> Vec<Unlinked>;
@@ -525,8 +530,13 @@ shared_methods! {
         fn record_history(entry: &NewHistory) -> ();
         /// Removes the change log's rows written before `before` (the retention); how many.
         fn prune_history(before: DateTime<Utc>) -> u64;
-        /// Records a conflict of a run.
+        /// Records a conflict of a run: decided when it has a winner, held otherwise.
         fn record_conflict(conflict: &NewConflict) -> Conflict;
+        /// Records a person's choice for a held conflict, to be written by the next run;
+        /// `None` when the conflict is not held (unknown, already resolved, or decided).
+        fn resolve_conflict(id: &ConflictId, choice: &Choice) -> Option<Conflict>;
+        /// Marks a resolved conflict written; `false` when it was not resolved.
+        fn apply_conflict(id: &ConflictId) -> bool;
         /// Starts a run now.
         fn start_run(run: &NewRun) -> Run;
         /// Finishes a run with its outcome and summary.

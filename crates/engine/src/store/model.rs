@@ -377,9 +377,37 @@ pub struct NewConflict {
     pub target_value: Value,
     /// The last synced value, when the pair had one.
     pub base_value: Option<Value>,
-    /// What decided (`newest-wins`, `source-wins`, `tie-breaker`, ...).
+    /// What decided (`newest-wins`, `source-wins`, `tie-breaker`, ...), or why it is held.
     pub resolution: String,
-    pub winner: Side,
+    /// The side whose value was kept; `None` for a conflict held for a person to decide.
+    pub winner: Option<Side>,
+}
+
+/// Where a conflict stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictState {
+    /// The mapping's policy decided it when it was recorded.
+    Decided,
+    /// Held (the `manual` policy): the field is left as it is on both sides until a person
+    /// decides.
+    Held,
+    /// A person decided; the next run of the mapping writes the choice.
+    Resolved,
+    /// The choice was written.
+    Applied,
+}
+
+/// What a person chose for a held conflict.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "take", content = "value", rename_all = "kebab-case")]
+pub enum Choice {
+    /// The source's value, as it is when the choice is written.
+    Source,
+    /// The target's value, as it is when the choice is written.
+    Target,
+    /// This value, in the mapping's canonical terms (as the conflict shows the sides').
+    Value(Value),
 }
 
 /// A recorded conflict.
@@ -394,8 +422,13 @@ pub struct Conflict {
     pub target_value: Value,
     pub base_value: Option<Value>,
     pub resolution: String,
-    pub winner: Side,
+    /// `None` while held, and for a choice of a value of neither side.
+    pub winner: Option<Side>,
     pub at: DateTime<Utc>,
+    pub state: ConflictState,
+    pub choice: Option<Choice>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// What a run covers and who runs it.
@@ -491,6 +524,12 @@ text_enum!(HistoryAction {
     Delete = "delete",
     Resolve = "resolve",
     Resync = "resync",
+});
+text_enum!(ConflictState {
+    Decided = "decided",
+    Held = "held",
+    Resolved = "resolved",
+    Applied = "applied",
 });
 text_enum!(IntentState { Pending = "pending", Done = "done", Abandoned = "abandoned" });
 text_enum!(RunOutcome {

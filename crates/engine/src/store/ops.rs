@@ -23,11 +23,11 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::StoreError;
 use crate::store::model::{
-    Conflict, ConflictId, CreateIntent, Cursor, CursorKey, GlobalId, HistoryAction, HistoryChange,
-    HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict, LinkOrigin, MappingStatus,
-    NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS,
-    PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId, RunOutcome, Side, SideSeen,
-    Unlinked, cut, new_id, parse_side, side_str,
+    Choice, Conflict, ConflictId, ConflictState, CreateIntent, Cursor, CursorKey, GlobalId,
+    HistoryAction, HistoryChange, HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict,
+    LinkOrigin, MappingStatus, NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT,
+    PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId,
+    RunOutcome, Side, SideSeen, Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -1330,8 +1330,8 @@ pub(crate) async fn links_of_record(
 
 macro_rules! conflict_columns {
     () => {
-        "id, run_id, mapping, global_id, field, source_value, \
-    target_value, base_value, resolution, winner, at"
+        "id, run_id, mapping, global_id, field, source_value, target_value, base_value, \
+    resolution, winner, at, state, choice, resolved_at, applied_at"
     };
 }
 
@@ -1346,8 +1346,25 @@ fn read_conflict(row: &impl Get) -> Result<Conflict, StoreError> {
         target_value: row.json("target_value")?,
         base_value: row.opt_json("base_value")?,
         resolution: row.text("resolution")?,
-        winner: row.side("winner")?,
+        winner: match row.opt_text("winner")? {
+            Some(text) => Some(parsed("winner", text, parse_side)?),
+            None => None,
+        },
         at: row.time("at")?,
+        state: parsed("conflict state", row.text("state")?, ConflictState::parse)?,
+        choice: match row.opt_json("choice")? {
+            Some(value) => {
+                Some(
+                    serde_json::from_value(value.clone()).map_err(|_| StoreError::Corrupt {
+                        what: "choice",
+                        value: cut(&value.to_string(), 80).to_owned(),
+                    })?,
+                )
+            }
+            None => None,
+        },
+        resolved_at: row.opt_time("resolved_at")?,
+        applied_at: row.opt_time("applied_at")?,
     })
 }
 
@@ -1355,12 +1372,15 @@ pub(crate) async fn record_conflict(
     conn: Conn<'_>,
     conflict: &NewConflict,
 ) -> Result<Conflict, StoreError> {
+    let state = match conflict.winner {
+        Some(_) => ConflictState::Decided,
+        None => ConflictState::Held,
+    };
     on!(conn, |c| {
         let row = sqlx::query(concat!(
-            "INSERT INTO conflicts (",
-            conflict_columns!(),
-            ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+            "INSERT INTO conflicts (id, run_id, mapping, global_id, field, source_value, \
+             target_value, base_value, resolution, winner, at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
             conflict_columns!()
         ))
         .bind(new_id())
@@ -1372,8 +1392,9 @@ pub(crate) async fn record_conflict(
         .bind(conflict.target_value.to_string())
         .bind(conflict.base_value.as_ref().map(Value::to_string))
         .bind(&conflict.resolution)
-        .bind(side_str(conflict.winner))
+        .bind(conflict.winner.map(side_str))
         .bind(micros(Utc::now()))
+        .bind(state.as_str())
         .fetch_one(c)
         .await?;
         read_conflict(&row)
@@ -1398,6 +1419,82 @@ pub(crate) async fn recent_conflicts(
         .await?;
         all(&rows, read_conflict)
     })
+}
+
+pub(crate) async fn open_conflicts(
+    conn: Conn<'_>,
+    mapping: Option<&str>,
+) -> Result<Vec<Conflict>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            conflict_columns!(),
+            " FROM conflicts WHERE state IN ('held', 'resolved') \
+             AND ($1 IS NULL OR mapping = $1) ORDER BY at, id"
+        ))
+        .bind(mapping)
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_conflict)
+    })
+}
+
+pub(crate) async fn conflict(
+    conn: Conn<'_>,
+    id: &ConflictId,
+) -> Result<Option<Conflict>, StoreError> {
+    on!(conn, |c| sqlx::query(concat!(
+        "SELECT ",
+        conflict_columns!(),
+        " FROM conflicts WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_conflict(&row))
+    .transpose())
+}
+
+pub(crate) async fn resolve_conflict(
+    conn: Conn<'_>,
+    id: &ConflictId,
+    choice: &Choice,
+) -> Result<Option<Conflict>, StoreError> {
+    let winner = match choice {
+        Choice::Source => Some(Side::Source),
+        Choice::Target => Some(Side::Target),
+        Choice::Value(_) => None,
+    };
+    let choice = serde_json::to_string(choice).map_err(|error| StoreError::Corrupt {
+        what: "choice",
+        value: error.to_string(),
+    })?;
+    on!(conn, |c| sqlx::query(concat!(
+        "UPDATE conflicts SET state = 'resolved', choice = $2, winner = $3, resolved_at = $4 \
+         WHERE id = $1 AND state = 'held' RETURNING ",
+        conflict_columns!()
+    ))
+    .bind(id.as_str())
+    .bind(choice)
+    .bind(winner.map(side_str))
+    .bind(micros(Utc::now()))
+    .fetch_optional(c)
+    .await?
+    .map(|row| read_conflict(&row))
+    .transpose())
+}
+
+pub(crate) async fn apply_conflict(conn: Conn<'_>, id: &ConflictId) -> Result<bool, StoreError> {
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE conflicts SET state = 'applied', applied_at = $2 \
+         WHERE id = $1 AND state = 'resolved'",
+    )
+    .bind(id.as_str())
+    .bind(micros(Utc::now()))
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(done > 0)
 }
 
 // Runs.

@@ -7,6 +7,11 @@
 //! decision is recorded; unchanged fields are never written. A field absent from a side
 //! (not null: absent) says nothing, so a field missing from a record never blanks the other
 //! side.
+//!
+//! Under the `manual` policy a conflict has no winner: the field is left as it is on both
+//! sides, the base keeps the last synced value, and the conflict is returned as held. While
+//! it is held the field is not merged at all ([`Decision::Held`]); once a person chose, the
+//! merge writes the choice to each side that differs ([`Decision::Take`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::spec::flow::{ConflictPolicy, Direction, Side};
+use crate::store::Choice;
 
 /// Canonical mapped fields: target path -> canonical value. A missing key is an absent field.
 pub type Fields = BTreeMap<String, Value>;
@@ -42,9 +48,21 @@ pub struct Conflict {
     pub base: Option<Value>,
     pub source: Option<Value>,
     pub target: Option<Value>,
+    /// The side whose value was kept (for a held conflict, nobody's: the tie-breaker).
     pub winner: Side,
-    /// Why the winner won ("newest wins: target modified later").
+    /// Why the winner won ("newest wins: target modified later"), or why it is held.
     pub reason: String,
+    /// Held for a person to decide (the `manual` policy): neither side was written.
+    pub held: bool,
+}
+
+/// A person's decision on one field of a pair, from a conflict held earlier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Still held: the field is left as it is on both sides and out of the merge.
+    Held,
+    /// Chosen: the field takes this value on both sides.
+    Take(Choice),
 }
 
 /// What a merge decided.
@@ -58,6 +76,8 @@ pub struct Merged {
     /// The new base: what both sides hold once the writes are done.
     pub base: Fields,
     pub conflicts: Vec<Conflict>,
+    /// Fields whose chosen value ([`Decision::Take`]) this merge wrote (or found in place).
+    pub resolved: Vec<String>,
 }
 
 impl Merged {
@@ -101,6 +121,29 @@ pub fn merge_with(
     direction: &dyn Fn(&str) -> Direction,
     changes_only: &dyn Fn(&str) -> bool,
 ) -> Merged {
+    merge_decided(
+        base,
+        source,
+        target,
+        policy,
+        direction,
+        changes_only,
+        &|_| None,
+    )
+}
+
+/// [`merge_with`], with `decided` giving the fields of held conflicts: left out of the merge
+/// while held, written with the chosen value once a person decided. A chosen side's value is
+/// the one the side holds now.
+pub fn merge_decided(
+    base: Option<&Fields>,
+    source: Version<'_>,
+    target: Version<'_>,
+    policy: MergePolicy,
+    direction: &dyn Fn(&str) -> Direction,
+    changes_only: &dyn Fn(&str) -> bool,
+    decided: &dyn Fn(&str) -> Option<Decision>,
+) -> Merged {
     let mut out = Merged::default();
     let mut names: Vec<&String> = source.fields.keys().chain(target.fields.keys()).collect();
     if let Some(base) = base {
@@ -113,6 +156,40 @@ pub fn merge_with(
         let s = source.fields.get(name);
         let t = target.fields.get(name);
         let b = base.and_then(|b| b.get(name));
+        match decided(name) {
+            Some(Decision::Held) => {
+                if let Some(b) = b {
+                    out.base.insert(name.clone(), b.clone());
+                }
+                continue;
+            }
+            Some(Decision::Take(choice)) => {
+                out.resolved.push(name.clone());
+                let value = match choice {
+                    Choice::Source => s.cloned(),
+                    Choice::Target => t.cloned(),
+                    Choice::Value(value) => Some(value),
+                };
+                match value {
+                    Some(value) => {
+                        if field_direction.forward() && t != Some(&value) {
+                            out.to_target.insert(name.clone(), value.clone());
+                        }
+                        if field_direction.backward() && s != Some(&value) {
+                            out.to_source.insert(name.clone(), value.clone());
+                        }
+                        out.base.insert(name.clone(), value);
+                    }
+                    None => {
+                        if let Some(b) = b {
+                            out.base.insert(name.clone(), b.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            None => {}
+        }
         // What each side says: a changed value, or nothing (absent, or equal to the base).
         let s_changed = s.is_some() && (base.is_none() || s != b) && field_direction.forward();
         let t_changed = t.is_some() && (base.is_none() || t != b) && field_direction.backward();
@@ -124,6 +201,22 @@ pub fn merge_with(
             (true, false) => s,
             (false, true) => t,
             (true, true) if s == t => s,
+            (true, true) if policy.conflict == ConflictPolicy::Manual && base.is_some() => {
+                // Nobody wins: both sides keep their value, the base its synced one.
+                out.conflicts.push(Conflict {
+                    field: name.clone(),
+                    base: b.cloned(),
+                    source: s.cloned(),
+                    target: t.cloned(),
+                    winner: policy.tie_breaker,
+                    reason: "held for a person to decide (conflict: manual)".to_owned(),
+                    held: true,
+                });
+                if let Some(b) = b {
+                    out.base.insert(name.clone(), b.clone());
+                }
+                continue;
+            }
             (true, true) => {
                 let (winner, reason) = resolve(policy, source.modified, target.modified);
                 let (mut value, loser) = match winner {
@@ -147,6 +240,7 @@ pub fn merge_with(
                             Side::Target
                         },
                         reason,
+                        held: false,
                     });
                 }
                 value
@@ -187,6 +281,17 @@ fn resolve(
     match policy.conflict {
         ConflictPolicy::SourceWins => (Side::Source, "source wins".to_owned()),
         ConflictPolicy::TargetWins => (Side::Target, "target wins".to_owned()),
+        // Only a pair linked just now, with nothing synced to hold against, gets here.
+        ConflictPolicy::Manual => (
+            policy.tie_breaker,
+            format!(
+                "manual, but the records were just linked: the tie-breaker picks the {}",
+                match policy.tie_breaker {
+                    Side::Source => "source",
+                    Side::Target => "target",
+                }
+            ),
+        ),
         ConflictPolicy::NewestWins => match (source, target) {
             (Some(s), Some(t)) if s > t => (
                 Side::Source,
@@ -475,6 +580,118 @@ mod tests {
             fields(&[("name", json!("Acme")), ("city", json!("Oslo"))])
         );
         assert_eq!(m.to_source, fields(&[("phone", json!("+47"))]));
+    }
+
+    const MANUAL: MergePolicy = MergePolicy {
+        conflict: ConflictPolicy::Manual,
+        tie_breaker: Side::Source,
+        keep_filled: false,
+    };
+
+    #[test]
+    fn a_manual_conflict_is_held_and_both_sides_keep_their_value() {
+        let base = fields(&[("name", json!("Acme")), ("city", json!("Oslo"))]);
+        let source = fields(&[("name", json!("Acme AS")), ("city", json!("Bergen"))]);
+        let target = fields(&[("name", json!("ACME Ltd")), ("city", json!("Oslo"))]);
+        let m = merge(
+            Some(&base),
+            Version {
+                fields: &source,
+                modified: at(5),
+            },
+            Version {
+                fields: &target,
+                modified: at(9),
+            },
+            MANUAL,
+            &both,
+        );
+        assert_eq!(
+            m.to_target,
+            fields(&[("city", json!("Bergen"))]),
+            "other fields sync"
+        );
+        assert!(m.to_source.is_empty(), "{m:?}");
+        assert_eq!(
+            m.base.get("name"),
+            Some(&json!("Acme")),
+            "the base keeps the synced value"
+        );
+        assert_eq!(m.conflicts.len(), 1);
+        let held = &m.conflicts[0];
+        assert!(held.held);
+        assert_eq!(
+            (held.base.clone(), held.source.clone(), held.target.clone()),
+            (
+                Some(json!("Acme")),
+                Some(json!("Acme AS")),
+                Some(json!("ACME Ltd"))
+            )
+        );
+    }
+
+    #[test]
+    fn a_held_field_stays_out_of_the_merge_until_a_choice_is_written_both_ways() {
+        let base = fields(&[("name", json!("Acme")), ("city", json!("Oslo"))]);
+        let source = fields(&[("name", json!("Acme AS")), ("city", json!("Oslo"))]);
+        let target = fields(&[("name", json!("ACME Ltd")), ("city", json!("Oslo"))]);
+        let version = |f| Version {
+            fields: f,
+            modified: at(1),
+        };
+        let merge_as = |decision: Option<Decision>| {
+            merge_decided(
+                Some(&base),
+                version(&source),
+                version(&target),
+                MANUAL,
+                &both,
+                &|_| false,
+                &|field: &str| (field == "name").then(|| decision.clone()).flatten(),
+            )
+        };
+        let held = merge_as(Some(Decision::Held));
+        assert!(held.is_noop() && held.conflicts.is_empty(), "{held:?}");
+        assert_eq!(held.base, base);
+
+        let take_source = merge_as(Some(Decision::Take(Choice::Source)));
+        assert_eq!(take_source.to_target, fields(&[("name", json!("Acme AS"))]));
+        assert!(take_source.to_source.is_empty());
+        assert_eq!(take_source.resolved, vec!["name".to_owned()]);
+        assert_eq!(take_source.base.get("name"), Some(&json!("Acme AS")));
+
+        let take_target = merge_as(Some(Decision::Take(Choice::Target)));
+        assert_eq!(
+            take_target.to_source,
+            fields(&[("name", json!("ACME Ltd"))])
+        );
+        assert!(take_target.to_target.is_empty());
+
+        let value = merge_as(Some(Decision::Take(Choice::Value(json!("Acme Group")))));
+        assert_eq!(value.to_source, fields(&[("name", json!("Acme Group"))]));
+        assert_eq!(value.to_target, fields(&[("name", json!("Acme Group"))]));
+        assert_eq!(value.base.get("name"), Some(&json!("Acme Group")));
+    }
+
+    #[test]
+    fn manual_on_a_first_link_falls_back_to_the_tie_breaker() {
+        let source = fields(&[("name", json!("Acme"))]);
+        let target = fields(&[("name", json!("ACME"))]);
+        let m = merge(
+            None,
+            Version {
+                fields: &source,
+                modified: None,
+            },
+            Version {
+                fields: &target,
+                modified: None,
+            },
+            MANUAL,
+            &both,
+        );
+        assert!(m.conflicts.is_empty());
+        assert_eq!(m.to_target, fields(&[("name", json!("Acme"))]));
     }
 
     #[test]

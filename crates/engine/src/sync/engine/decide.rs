@@ -79,6 +79,33 @@ impl Engine {
             }
         }
 
+        // Pairs with a chosen value for a held conflict are read, whatever the cursors say.
+        let decisions = decisions_of(self.store.open_conflicts(Some(&m.name)).await?);
+        for global in decisions.keys().filter(|g| has_choice(&decisions, g)) {
+            let Some(pair) = self
+                .store
+                .pair_state(&m.name, &GlobalId::new(global.as_str()))
+                .await?
+            else {
+                continue;
+            };
+            for (side, id) in [
+                (Side::Source, pair.source_id),
+                (Side::Target, pair.target_id),
+            ] {
+                let read = match side {
+                    Side::Source => &mut source,
+                    Side::Target => &mut target,
+                };
+                let rt = m.side(side);
+                if !read.records.contains_key(&id)
+                    && let Some(record) = rt.connector.get(&rt.entity, &id).await?
+                {
+                    read.records.insert(id, record);
+                }
+            }
+        }
+
         // Records set aside by an operator stay aside while their content is as it was then.
         for p in parked.iter().filter(|p| p.is_skipped()) {
             let read = match p.side {
@@ -131,7 +158,9 @@ impl Engine {
             .count_pairs_synced_before(&m.name, run_started)
             .await? as usize;
         let loaded_at = started.elapsed();
-        let mut work = self.decide(m, &source, &target, pairs, &resolver).await?;
+        let mut work = self
+            .decide(m, &source, &target, pairs, &resolver, decisions)
+            .await?;
         let decided_at = started.elapsed();
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
@@ -239,10 +268,14 @@ impl Engine {
         target: &SideRead,
         pairs: Vec<PairState>,
         resolver: &LinkResolver,
+        decisions: Decisions,
     ) -> Result<MappingWork, EngineError> {
         let compiled = &m.compiled;
         let identity = m.identity();
-        let mut work = MappingWork::default();
+        let mut work = MappingWork {
+            decisions,
+            ..MappingWork::default()
+        };
         let pairs_by_global: HashMap<String, PairState> = pairs
             .into_iter()
             .map(|p| (p.global_id.as_str().to_owned(), p))
@@ -402,7 +435,9 @@ impl Engine {
                 continue;
             }
             if let Some(pair) = pair_of_source.get(record.id.as_str()) {
-                if source_unchanged(record, pair) {
+                if source_unchanged(record, pair)
+                    && !has_choice(&work.decisions, pair.global_id.as_str())
+                {
                     work.ok_ids.push((Side::Source, record.id.clone()));
                     continue;
                 }
@@ -441,7 +476,9 @@ impl Engine {
                 continue;
             }
             if let Some(pair) = pair_of_target.get(record.id.as_str()) {
-                if target_unchanged(record, pair) {
+                if target_unchanged(record, pair)
+                    && !has_choice(&work.decisions, pair.global_id.as_str())
+                {
                     if let Some(entry) = touched.get_mut(pair.global_id.as_str()) {
                         entry.1 = Some(record.id.clone());
                     } else {
@@ -978,7 +1015,7 @@ impl Engine {
                 }
             }
         }
-        let target_view = match (pair, &base) {
+        let mut target_view = match (pair, &base) {
             (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
             _ => target_fields.clone(),
         };
@@ -993,7 +1030,26 @@ impl Engine {
             tie_breaker: m.spec.tie_breaker,
             keep_filled: m.spec.keep_filled,
         };
-        let merged = merge::merge_with(
+        // Fields of held conflicts; a chosen one is compared as each side holds it now.
+        let decided = work
+            .decisions
+            .get(global_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        for (_, field, decision) in &decided {
+            if matches!(decision, merge::Decision::Take(_)) {
+                for (view, real) in [
+                    (&mut source_view, &source_fields),
+                    (&mut target_view, &target_fields),
+                ] {
+                    match real.get(field) {
+                        Some(value) => view.insert(field.clone(), value.clone()),
+                        None => view.remove(field),
+                    };
+                }
+            }
+        }
+        let merged = merge::merge_decided(
             base.as_ref(),
             Version {
                 fields: &source_view,
@@ -1006,7 +1062,18 @@ impl Engine {
             policy,
             &direction,
             &|field: &str| m.changes_only.contains(field),
+            &|field: &str| {
+                decided
+                    .iter()
+                    .find(|(_, f, _)| f == field)
+                    .map(|(_, _, d)| d.clone())
+            },
         );
+        let applied: Vec<(ConflictId, String)> = decided
+            .iter()
+            .filter(|(_, field, _)| merged.resolved.contains(field))
+            .map(|(id, field, _)| (id.clone(), field.clone()))
+            .collect();
         let mut updates = Vec::new();
         if !merged.to_target.is_empty() {
             let changes = field_changes(&merged.to_target, &target_fields);
@@ -1062,6 +1129,7 @@ impl Engine {
             }
         }
         if updates.is_empty()
+            && applied.is_empty()
             && pair.is_some()
             && pair.is_some_and(|p| p.base_hash == fields_hash(&merged.base))
         {
@@ -1101,6 +1169,7 @@ impl Engine {
             synced_at: pair.map(|p| p.synced_at),
             new_links: Vec::new(),
             new_global: false,
+            applied,
         }))
     }
 }

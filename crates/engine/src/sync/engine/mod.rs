@@ -50,8 +50,8 @@ use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
 use crate::spec::load::Project;
 use crate::spec::system::{FieldSpec, IdType};
 use crate::store::{
-    CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park, RecordKey,
-    RunId, RunOutcome, SideSeen, Store, StoreError,
+    ConflictId, CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park,
+    RecordKey, RunId, RunOutcome, SideSeen, Store, StoreError,
 };
 use crate::sync::control::{Cancel, LeaseOptions};
 use crate::sync::merge::{self, Fields, MergePolicy, Version};
@@ -675,6 +675,8 @@ struct PairDecision {
     /// Linked now by match keys (links to write).
     new_links: Vec<(Side, String)>,
     new_global: bool,
+    /// Held conflicts whose chosen value this plan writes, with their fields.
+    applied: Vec<(ConflictId, String)>,
 }
 
 /// Pairs synced before the run whose updates would replace a value a record holds: what the
@@ -713,6 +715,37 @@ struct MappingWork {
     ambiguous: Vec<Action>,
     ok_ids: Vec<(Side, String)>,
     record_keys: Vec<(Side, String, Option<String>)>,
+    /// Fields of held conflicts, held or chosen, by global id.
+    decisions: Decisions,
+}
+
+/// The fields of a mapping's held conflicts by global id: (conflict, field, decision).
+type Decisions = HashMap<String, Vec<(ConflictId, String, merge::Decision)>>;
+
+/// The decisions of a mapping's open conflicts: held ones are left alone, resolved ones
+/// written.
+fn decisions_of(open: Vec<crate::store::Conflict>) -> Decisions {
+    let mut decisions = Decisions::new();
+    for conflict in open {
+        let decision = match (conflict.state, conflict.choice) {
+            (crate::store::ConflictState::Resolved, Some(choice)) => merge::Decision::Take(choice),
+            _ => merge::Decision::Held,
+        };
+        decisions
+            .entry(conflict.global_id.as_str().to_owned())
+            .or_default()
+            .push((conflict.id, conflict.field, decision));
+    }
+    decisions
+}
+
+/// Whether a pair has a chosen value to write: it is merged even when neither side changed.
+fn has_choice(decisions: &Decisions, global_id: &str) -> bool {
+    decisions.get(global_id).is_some_and(|fields| {
+        fields
+            .iter()
+            .any(|(_, _, d)| matches!(d, merge::Decision::Take(_)))
+    })
 }
 
 impl Engine {

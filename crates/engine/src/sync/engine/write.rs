@@ -400,11 +400,14 @@ impl Engine {
                                     target_value: conflict.target.clone().unwrap_or(Value::Null),
                                     base_value: conflict.base.clone(),
                                     resolution: conflict.reason.clone(),
-                                    winner: conflict.winner,
+                                    winner: (!conflict.held).then_some(conflict.winner),
                                 })
                                 .await?;
                                 report.conflicts += 1;
                             }
+                        }
+                        for (conflict, _) in &pair.applied {
+                            tx.apply_conflict(conflict).await?;
                         }
                         for update in &pair.updates {
                             let (rt, from) = (m.side(update.on), m.side(update.on.other()));
@@ -423,6 +426,7 @@ impl Engine {
                                 &RecordKey::new(&from.system, &from.entity, from_id),
                                 &update.changes,
                                 &pair.conflicts,
+                                &pair.applied,
                                 m.spec.conflict,
                             ))
                             .await?;
