@@ -57,13 +57,7 @@ pub struct ServeArgs {
 }
 
 fn default_worker() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "tether".to_owned());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::cli::host_name(), std::process::id())
 }
 
 pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
