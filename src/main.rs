@@ -107,6 +107,10 @@ pub enum Command {
     /// A record's story across all its counterparts: every write, each field's old and new
     /// value and why, from the change log.
     History(cli::history::HistoryArgs),
+    /// Read a mapping (or one record and its counterpart) again whatever the cursors say,
+    /// compare every mapped field with the other side and write what differs, as a run does;
+    /// `--reset-cursors` restarts the mapping's incremental reads from the beginning.
+    Resync(cli::resync::ResyncArgs),
     /// Explain one record: its global id and counterparts, each mapped field with its rule
     /// and last synced value, and any parked reason.
     Explain {

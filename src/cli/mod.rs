@@ -8,6 +8,7 @@ mod docs;
 pub mod history;
 mod map;
 pub mod parked;
+pub mod resync;
 pub mod run;
 pub mod sandbox;
 mod schema;
@@ -89,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Parked(args) => parked::run(&cli.flows, args),
         Command::History(args) => history::run(args),
         Command::Conflicts(args) => conflicts::run(&cli.flows, args),
+        Command::Resync(args) => resync::run(&cli.flows, args),
         Command::Explain {
             state,
             system,

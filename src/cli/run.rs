@@ -188,7 +188,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
 
 /// A run that stopped a mapping or skipped listed items did not do all it was asked: the
 /// exit code says so, as the summary does.
-fn exit_code(report: &RunReport) -> u8 {
+pub(crate) fn exit_code(report: &RunReport) -> u8 {
     if report.stopped().is_empty() && report.mappings.iter().all(|m| m.malformed == 0) {
         exit::OK
     } else {
@@ -196,7 +196,7 @@ fn exit_code(report: &RunReport) -> u8 {
     }
 }
 
-fn summary(report: &RunReport, elapsed: Duration) -> String {
+pub(crate) fn summary(report: &RunReport, elapsed: Duration) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let what = if report.dry_run { "plan" } else { "run" };
@@ -422,6 +422,42 @@ fn describe(action: &Action) -> String {
             reason,
             ..
         } => format!("{mapping}: conflict on {field}: {winner:?} wins ({reason})"),
+        Action::Held {
+            mapping,
+            field,
+            base,
+            source,
+            target,
+            source_id,
+            target_id,
+            conflict,
+        } => {
+            let value = |v: &Option<serde_json::Value>| v.as_ref().map_or("(none)".to_owned(), short);
+            let id = |id: &Option<String>| id.as_deref().map(|id| format!(" {id}")).unwrap_or_default();
+            format!(
+                "{mapping}: conflict on {field} held for a decision, nothing written: source{} {}, target{} {} (last synced {}); {}",
+                id(source_id),
+                value(source),
+                id(target_id),
+                value(target),
+                value(base),
+                match conflict {
+                    Some(conflict) => format!(
+                        "held since an earlier run: `tether conflicts resolve {conflict} --take source|target|value V`"
+                    ),
+                    None => "a run holds it (conflict: manual); then see `tether conflicts`".to_owned(),
+                }
+            )
+        }
+        Action::Resolve {
+            mapping,
+            conflict,
+            field,
+            value,
+        } => format!(
+            "{mapping}: write the choice made for conflict {conflict} on {field}: {}",
+            value.as_ref().map_or("(none)".to_owned(), short)
+        ),
         Action::Park {
             mapping,
             side,

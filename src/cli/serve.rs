@@ -54,6 +54,18 @@ pub struct ServeArgs {
     /// Send requests as fast as the systems answer, ignoring the system files' rate limits.
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// A webhook to post alerts to (repeatable; Slack incoming webhooks and any receiver of
+    /// JSON); TETHER_ALERT_WEBHOOKS adds more, separated by commas. The URLs are secrets:
+    /// prefer the environment, which process lists do not show.
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhooks: Vec<String>,
+    /// Alert when more records than this are parked (all mappings together).
+    #[arg(long, env = "TETHER_ALERT_PARKED_ABOVE", default_value_t = 100)]
+    pub alert_parked_above: u64,
+    /// Alert when a system's allowance (as the run report gives it) has less than this
+    /// percentage left.
+    #[arg(long, env = "TETHER_ALERT_ALLOWANCE_BELOW", default_value_t = 10.0)]
+    pub alert_allowance_below: f64,
 }
 
 fn default_worker() -> String {
@@ -73,6 +85,12 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
     let token = std::env::var(access::TOKEN_VAR).ok();
     let admin_token = AdminToken::from_env_value(token)?;
     access::check_listen(args.listen, admin_token.as_ref())?;
+    let alerts = crate::serve::alerts::AlertOptions::new(
+        &args.alert_webhooks,
+        std::env::var(crate::serve::alerts::WEBHOOKS_VAR).ok().as_deref(),
+        args.alert_parked_above,
+        args.alert_allowance_below,
+    )?;
     runtime()?.block_on(async move {
         let sandbox = if args.sandbox {
             Some(start_sandbox(20).await?)
@@ -100,6 +118,7 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
             admin_token,
             runs_per_second: args.runs_per_second,
             runs_burst: args.runs_burst,
+            alerts,
         };
         let result = serve(options, signal()).await;
         if let Some(sandbox) = sandbox {

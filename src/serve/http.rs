@@ -7,6 +7,7 @@
 //! | `GET /metrics` | open | the classic Prometheus text format, or OpenMetrics when `Accept` asks for it |
 //! | `GET /status` | admin | the JSON of `tether status --format json`, plus this worker, its loaded flows, leases, the run going on and the pending one, and the last rejected reload |
 //! | `POST /runs` | admin | a run now: all flows, or `?flow=NAME` / `?mapping=NAME` (repeatable), coalesced with the pending run; 202, or with `?wait=true` the report of the run that covered it; 429 with `Retry-After` beyond the rate limit |
+//! | `POST /api/resync` | admin | a resync of a mapping or one record ([`crate::serve::resync`]); 202, or with `?wait=true` its outcome |
 //! | `/api/`, `/console` | admin | reserved (404 for now) |
 //! | `POST /hooks/{system}` | own verification | change notifications ([`crate::serve::hooks`]); 202 and a run of the mappings that read the entity; 409 for a replayed signed one |
 //!
@@ -32,6 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let admin = Router::new()
         .route("/status", get(status))
         .route("/runs", post(runs))
+        .route("/api/resync", post(crate::serve::resync::post))
         .route("/api", any(reserved))
         .route("/api/{*rest}", any(reserved))
         .route("/console", any(reserved))

@@ -14,17 +14,20 @@
 //!   mappings keep their old cursors), leases are released, and the process exits 0.
 //!
 //! [`http`] has the endpoints, [`access`] who may use the admin ones, [`metrics`] the
-//! Prometheus metrics, [`hooks`] the webhooks.
+//! Prometheus metrics, [`hooks`] the webhooks, [`resync`] `POST /api/resync`, [`alerts`]
+//! the alerts posted to webhooks when an incident opens and clears.
 
 pub mod access;
+pub mod alerts;
 pub mod hooks;
 pub mod http;
 pub mod limit;
 pub mod metrics;
 pub mod queue;
 pub mod reload;
+pub mod resync;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +69,8 @@ pub struct ServeOptions {
     /// `POST /runs` accepted per second, and in a burst ([`limit`]).
     pub runs_per_second: f64,
     pub runs_burst: u32,
+    /// Where and when to alert ([`alerts`]).
+    pub alerts: alerts::AlertOptions,
 }
 
 /// Why the server could not start or went down.
@@ -131,6 +136,10 @@ pub struct Shared {
     pub runs_limit: Mutex<limit::TokenBucket>,
     /// Signed notifications seen in their window.
     pub replays: Mutex<hooks::ReplayGuard>,
+    /// Resyncs asked for (`POST /api/resync`), done in order between runs.
+    pub resyncs: Mutex<VecDeque<resync::Job>>,
+    /// The alert webhooks and their client; `None` without webhooks.
+    pub alerts: Option<alerts::Alerts>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -259,6 +268,8 @@ pub async fn serve(
         admin_token: options.admin_token.clone(),
         runs_limit: Mutex::new(runs_limit),
         replays: Mutex::new(hooks::ReplayGuard::default()),
+        resyncs: Mutex::new(VecDeque::new()),
+        alerts: alerts::Alerts::new(options.alerts.clone()),
     });
 
     // Shutdown: the flag stops the run in flight at its next batch; the notify wakes the loop.
@@ -339,21 +350,34 @@ pub async fn serve(
                 reload_now(&options, &shared);
             }
             () = shared.queued.notified() => {
-                let Some(pending) = lock(&shared.queue).take() else {
-                    continue;
-                };
-                if pending.requests > 1 {
-                    info!(
-                        trigger = pending.trigger,
-                        requests = pending.requests,
-                        "requested run: several requests coalesced"
-                    );
+                let pending = lock(&shared.queue).take();
+                if let Some(pending) = pending {
+                    if pending.requests > 1 {
+                        info!(
+                            trigger = pending.trigger,
+                            requests = pending.requests,
+                            "requested run: several requests coalesced"
+                        );
+                    }
+                    *lock(&shared.running) = Some((pending.scope.clone(), pending.trigger));
+                    let report = run(&shared, &options, &cancel, &pending.scope, pending.trigger).await;
+                    *lock(&shared.running) = None;
+                    for waiter in pending.waiters {
+                        let _ = waiter.send(report.clone());
+                    }
                 }
-                *lock(&shared.running) = Some((pending.scope.clone(), pending.trigger));
-                let report = run(&shared, &options, &cancel, &pending.scope, pending.trigger).await;
-                *lock(&shared.running) = None;
-                for waiter in pending.waiters {
-                    let _ = waiter.send(report.clone());
+                // Resyncs asked for, one at a time, in the order they came.
+                loop {
+                    if shared.is_shutting_down() {
+                        break;
+                    }
+                    let Some(job) = lock(&shared.resyncs).pop_front() else {
+                        break;
+                    };
+                    let scope = Scope { flows: Vec::new(), mappings: vec![job.request.mapping.clone()] };
+                    *lock(&shared.running) = Some((scope, "resync"));
+                    resync::run(&shared, &options, &cancel, job).await;
+                    *lock(&shared.running) = None;
                 }
             }
             () = sleep => {
@@ -383,6 +407,11 @@ pub async fn serve(
     // Runs asked for and not started are answered, not dropped silently.
     if let Some(pending) = lock(&shared.queue).take() {
         for waiter in pending.waiters {
+            let _ = waiter.send(Err("the server is shutting down".into()));
+        }
+    }
+    for job in lock(&shared.resyncs).drain(..) {
+        if let Some(waiter) = job.waiter {
             let _ = waiter.send(Err("the server is shutting down".into()));
         }
     }
@@ -468,10 +497,17 @@ async fn run(
             ttl: options.lease_ttl,
         }),
         history_days: options.history_days,
+        trigger: Some(trigger.to_owned()),
         ..RunOptions::default()
     };
     let started = Instant::now();
-    match loaded.engine.run(&run_options).await {
+    let result = loaded.engine.run(&run_options).await;
+    alerts::after_run(
+        shared,
+        result.as_ref().map_err(|e| e.to_string()).as_ref().map_err(String::as_str),
+    )
+    .await;
+    match result {
         Ok(report) => {
             let outcome = report.outcome.unwrap_or(RunOutcome::Ok);
             shared

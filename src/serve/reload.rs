@@ -172,6 +172,7 @@ mod tests {
             admin_token: None,
             runs_per_second: 2.0,
             runs_burst: 10,
+            alerts: crate::serve::alerts::AlertOptions::default(),
             open: OpenOptions::default(),
             lookup: Arc::new(|name: &str| {
                 Some(if name.ends_with("_URL") {

@@ -1029,9 +1029,11 @@ async fn runs_are_recorded_and_found_per_mapping(db: TestDb) {
                 "contacts-to-contacts".into(),
             ],
             worker: Some("worker-a".into()),
+            trigger: Some("resync".into()),
         })
         .await
         .expect("start");
+    assert_eq!(first.trigger.as_deref(), Some("resync"));
     assert_eq!(first.outcome, None);
     assert_eq!(first.worker.as_deref(), Some("worker-a"));
     let summary = json!({"created": 3, "updated": 1, "parked": 0});
@@ -1056,6 +1058,7 @@ async fn runs_are_recorded_and_found_per_mapping(db: TestDb) {
             flows: vec!["keap-to-customerp".into()],
             mappings: vec!["contacts-to-contacts".into()],
             worker: None,
+            trigger: None,
         })
         .await
         .expect("start");

@@ -34,6 +34,8 @@ pub(crate) struct Writer<'a> {
     pub mapping: &'a str,
     pub identity: &'a str,
     pub global_id: &'a GlobalId,
+    /// Written by a resync (`tether resync`): each why says so first.
+    pub resync: bool,
 }
 
 impl Writer<'_> {
@@ -41,8 +43,13 @@ impl Writer<'_> {
         &self,
         record: RecordKey,
         action: HistoryAction,
-        changes: Vec<HistoryChange>,
+        mut changes: Vec<HistoryChange>,
     ) -> NewHistory {
+        if self.resync {
+            for change in &mut changes {
+                change.why = format!("resync: {}", change.why);
+            }
+        }
         NewHistory {
             run_id: self.run_id.cloned(),
             mapping: self.mapping.to_owned(),
@@ -228,7 +235,34 @@ mod tests {
             mapping: "companies",
             identity: "customer",
             global_id: global,
+            resync: false,
         }
+    }
+
+    #[test]
+    fn a_resync_says_so_in_every_why() {
+        let global = GlobalId::new("G");
+        let changes = vec![FieldChange {
+            field: "phone".into(),
+            before: Some(json!("+4722000000")),
+            after: json!("+4722111111"),
+        }];
+        let entry = update(
+            Writer {
+                resync: true,
+                ..writer(&global)
+            },
+            RecordKey::new("keap", "companies", "1"),
+            &RecordKey::new("customerp", "customers", "9"),
+            &changes,
+            &[],
+            &[],
+            ConflictPolicy::TargetWins,
+        );
+        assert_eq!(
+            entry.changes[0].why,
+            "resync: update from the other side (customerp/customers/9)"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`history`]: a record's story across all its counterparts, from the append-only change
 //!   log the engine writes with every write.
 //! - [`conflicts`]: conflicts listed, held ones (the `manual` policy) decided.
+//! - [`resync`]: a mapping or one record read again and compared field by field with the
+//!   other side, what differs written; cursors cleared.
 //!
 //! Decisions are pure functions (grouping parked records by cause); the effects (the store,
 //! a system's API) are at the edges, in the `async` functions.
@@ -13,6 +15,7 @@
 pub mod conflicts;
 pub mod history;
 pub mod parked;
+pub mod resync;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,6 +47,14 @@ pub enum OpsError {
     NotHeld { id: String, state: String },
     #[error("`{0}` is not a choice: take `source`, `target` or `value V`")]
     BadChoice(String),
+    #[error("`{record}` is not a record of `{mapping}`, which syncs {sides}")]
+    NotInMapping {
+        record: String,
+        mapping: String,
+        sides: String,
+    },
+    #[error(transparent)]
+    Engine(Box<crate::sync::engine::EngineError>),
 }
 
 /// A record named by an operator: `SYSTEM:ENTITY:ID` (the id may itself hold colons).

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "manual conflicts",
         include_str!("migrations/0007_manual_conflicts.sql"),
     ),
+    (
+        8,
+        "run triggers and alert incidents",
+        include_str!("migrations/0008_run_triggers_and_alerts.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.

@@ -479,6 +479,8 @@ shared_methods! {
         fn last_run(mapping: &str) -> Option<Run>;
         /// The latest runs, newest first.
         fn recent_runs(limit: u32) -> Vec<Run>;
+        /// The alert incidents told and not yet cleared, oldest first.
+        fn alert_incidents() -> Vec<AlertIncident>;
     }
     writes {
         /// Creates a global id of an identity type.
@@ -500,6 +502,13 @@ shared_methods! {
         fn delete_pair_state(mapping: &str, global_id: &GlobalId) -> bool;
         /// Writes a cursor position.
         fn set_cursor(key: &CursorKey, position: &str) -> ();
+        /// Removes every cursor of a mapping (its next reads start from the beginning); how
+        /// many there were.
+        fn clear_cursors(mapping: &str) -> u64;
+        /// Records an alert incident as told (nothing when it is recorded already).
+        fn open_alert_incident(incident: &AlertIncident) -> ();
+        /// Forgets a cleared alert incident; `false` when it was not open.
+        fn close_alert_incident(incident: &str) -> bool;
         /// Records a create intent as pending, before the create is sent.
         fn record_intent(intent: &NewIntent) -> CreateIntent;
         /// Marks a pending intent done with the id of the created (or found) record.

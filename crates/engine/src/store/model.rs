@@ -438,6 +438,22 @@ pub struct NewRun {
     pub mappings: Vec<String>,
     /// The worker running it (`tether serve`), if any.
     pub worker: Option<String>,
+    /// What started it (`schedule`, `api`, `webhook`, `resync`), when the caller says.
+    pub trigger: Option<String>,
+}
+
+/// An incident `tether serve` alerted its webhooks about and has not seen clear yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertIncident {
+    /// What the incident is, stable across runs (`run-failed`, `auth:keap`, ...).
+    pub incident: String,
+    /// Its kind (`run-failed`, `circuit-breaker`, `auth`, `allowance`, `parked`).
+    pub kind: String,
+    /// What it is about: a mapping, a system, or the server.
+    pub subject: String,
+    /// The message the alert said.
+    pub message: String,
+    pub opened_at: DateTime<Utc>,
 }
 
 /// How a run ended.
@@ -461,6 +477,8 @@ pub struct Run {
     pub flows: Vec<String>,
     pub mappings: Vec<String>,
     pub worker: Option<String>,
+    /// What started it, when recorded (`resync`, `schedule`, `api`, `webhook`).
+    pub trigger: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// `None` while the run is going on (or when it died without finishing).

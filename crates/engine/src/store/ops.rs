@@ -23,7 +23,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::StoreError;
 use crate::store::model::{
-    Choice, Conflict, ConflictId, ConflictState, CreateIntent, Cursor, CursorKey, GlobalId,
+    AlertIncident, Choice, Conflict, ConflictId, ConflictState, CreateIntent, Cursor, CursorKey, GlobalId,
     HistoryAction, HistoryChange, HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict,
     LinkOrigin, MappingStatus, NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT,
     PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId,
@@ -795,6 +795,16 @@ pub(crate) async fn set_cursor(
     Ok(())
 }
 
+/// Removes every stored cursor of a mapping (both sides, records and deletion feeds), so its
+/// next reads start from the beginning; how many there were.
+pub(crate) async fn clear_cursors(conn: Conn<'_>, mapping: &str) -> Result<u64, StoreError> {
+    on!(conn, |c| Ok(sqlx::query("DELETE FROM cursors WHERE mapping = $1")
+        .bind(mapping)
+        .execute(c)
+        .await?
+        .rows_affected()))
+}
+
 // Create intents.
 
 macro_rules! intent_columns {
@@ -1501,7 +1511,7 @@ pub(crate) async fn apply_conflict(conn: Conn<'_>, id: &ConflictId) -> Result<bo
 
 macro_rules! run_columns {
     () => {
-        "id, flows, mappings, worker, started_at, finished_at, outcome, summary"
+        "id, flows, mappings, worker, run_trigger, started_at, finished_at, outcome, summary"
     };
 }
 
@@ -1511,6 +1521,7 @@ fn read_run(row: &impl Get) -> Result<Run, StoreError> {
         flows: row.names("flows")?,
         mappings: row.names("mappings")?,
         worker: row.opt_text("worker")?,
+        trigger: row.opt_text("run_trigger")?,
         started_at: row.time("started_at")?,
         finished_at: row.opt_time("finished_at")?,
         outcome: match row.opt_text("outcome")? {
@@ -1530,8 +1541,8 @@ pub(crate) async fn start_run(mut conn: Conn<'_>, run: &NewRun) -> Result<Run, S
     let started_at = micros(Utc::now());
     let row = on!(&mut conn, |c| {
         let row = sqlx::query(concat!(
-            "INSERT INTO runs (id, flows, mappings, worker, started_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            "INSERT INTO runs (id, flows, mappings, worker, started_at, run_trigger) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
             run_columns!()
         ))
         .bind(&id)
@@ -1539,6 +1550,7 @@ pub(crate) async fn start_run(mut conn: Conn<'_>, run: &NewRun) -> Result<Run, S
         .bind(names_json(&run.mappings))
         .bind(run.worker.as_deref())
         .bind(started_at)
+        .bind(run.trigger.as_deref())
         .fetch_one(&mut **c)
         .await?;
         for mapping in &run.mappings {
@@ -1617,6 +1629,58 @@ pub(crate) async fn recent_runs(conn: Conn<'_>, limit: u32) -> Result<Vec<Run>, 
         .await?;
         all(&rows, read_run)
     })
+}
+
+// Alert incidents.
+
+fn read_incident(row: &impl Get) -> Result<AlertIncident, StoreError> {
+    Ok(AlertIncident {
+        incident: row.text("incident")?,
+        kind: row.text("kind")?,
+        subject: row.text("subject")?,
+        message: row.text("message")?,
+        opened_at: row.time("opened_at")?,
+    })
+}
+
+pub(crate) async fn alert_incidents(conn: Conn<'_>) -> Result<Vec<AlertIncident>, StoreError> {
+    on!(conn, |c| {
+        let rows = sqlx::query(
+            "SELECT incident, kind, subject, message, opened_at FROM alert_incidents \
+             ORDER BY opened_at, incident",
+        )
+        .fetch_all(c)
+        .await?;
+        all(&rows, read_incident)
+    })
+}
+
+pub(crate) async fn open_alert_incident(
+    conn: Conn<'_>,
+    incident: &AlertIncident,
+) -> Result<(), StoreError> {
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO alert_incidents (incident, kind, subject, message, opened_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (incident) DO NOTHING",
+    )
+    .bind(&incident.incident)
+    .bind(&incident.kind)
+    .bind(&incident.subject)
+    .bind(&incident.message)
+    .bind(micros(incident.opened_at))
+    .execute(c)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub(crate) async fn close_alert_incident(conn: Conn<'_>, incident: &str) -> Result<bool, StoreError> {
+    on!(conn, |c| Ok(sqlx::query("DELETE FROM alert_incidents WHERE incident = $1")
+        .bind(incident)
+        .execute(c)
+        .await?
+        .rows_affected()
+        > 0))
 }
 
 // Leases.

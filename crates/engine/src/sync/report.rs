@@ -201,6 +201,27 @@ pub enum Action {
         winner: Side,
         reason: String,
     },
+    /// The same field changed on both sides of a `manual` mapping: held for a person, with
+    /// both values and the last synced one, and no winner; neither side is written until
+    /// `tether conflicts resolve` decides. `conflict` is its id once a run has held it
+    /// (`None`: this run would hold it).
+    Held {
+        mapping: String,
+        field: String,
+        base: Option<Value>,
+        source: Option<Value>,
+        target: Option<Value>,
+        source_id: Option<String>,
+        target_id: Option<String>,
+        conflict: Option<String>,
+    },
+    /// A person's choice for a held conflict, written by this run (the update beside it).
+    Resolve {
+        mapping: String,
+        conflict: String,
+        field: String,
+        value: Option<Value>,
+    },
     /// A record that cannot sync now, with the reason.
     Park {
         mapping: String,

@@ -18,6 +18,7 @@ impl Engine {
         fresh: [bool; 2],
         last_pass: bool,
         run_started: chrono::DateTime<Utc>,
+        resync: Option<&super::Resync>,
         actions: &mut Vec<Action>,
     ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
         let mut report = MappingReport {
@@ -33,6 +34,10 @@ impl Engine {
             self.read_side(m, Side::Target, fresh[1])
         );
         let (mut source, mut target) = (source?, target?);
+        if let Some(resync) = resync {
+            self.read_for_resync(m, resync, &mut source, &mut target)
+                .await?;
+        }
         let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
@@ -80,7 +85,8 @@ impl Engine {
         }
 
         // Pairs with a chosen value for a held conflict are read, whatever the cursors say.
-        let decisions = decisions_of(self.store.open_conflicts(Some(&m.name)).await?);
+        let open_conflicts = self.store.open_conflicts(Some(&m.name)).await?;
+        let decisions = decisions_of(open_conflicts.clone());
         for global in decisions.keys().filter(|g| has_choice(&decisions, g)) {
             let Some(pair) = self
                 .store
@@ -159,7 +165,15 @@ impl Engine {
             .await? as usize;
         let loaded_at = started.elapsed();
         let mut work = self
-            .decide(m, &source, &target, pairs, &resolver, decisions)
+            .decide(
+                m,
+                &source,
+                &target,
+                pairs,
+                &resolver,
+                decisions,
+                resync.is_some(),
+            )
             .await?;
         let decided_at = started.elapsed();
 
@@ -191,6 +205,23 @@ impl Engine {
 
         if options.dry_run {
             plan_actions(m, &work, actions);
+            // Conflicts held by earlier runs stay held: the plan shows them with both values.
+            for conflict in open_conflicts
+                .iter()
+                .filter(|c| c.state == crate::store::ConflictState::Held)
+            {
+                let pair = self.store.pair_state(&m.name, &conflict.global_id).await?;
+                actions.push(Action::Held {
+                    mapping: m.name.clone(),
+                    field: conflict.field.clone(),
+                    base: conflict.base_value.clone(),
+                    source: Some(conflict.source_value.clone()),
+                    target: Some(conflict.target_value.clone()),
+                    source_id: pair.as_ref().map(|p| p.source_id.clone()),
+                    target_id: pair.map(|p| p.target_id),
+                    conflict: Some(conflict.id.as_str().to_owned()),
+                });
+            }
             report.linked = work
                 .pairs
                 .iter()
@@ -260,6 +291,75 @@ impl Engine {
         Ok((report, waiting))
     }
 
+    /// What a resync reads besides the pass's own reads. Named records: each one of this
+    /// mapping's entities, and its counterpart in the mapping's pair (a paired record that
+    /// no longer exists counts as deleted). Otherwise, each side whose stored cursor made
+    /// the pass read only changes is read again from the beginning (the cursors still move
+    /// as the pass's own read says).
+    pub(super) async fn read_for_resync(
+        &self,
+        m: &MappingRuntime,
+        resync: &super::Resync,
+        source: &mut SideRead,
+        target: &mut SideRead,
+    ) -> Result<(), EngineError> {
+        if resync.records.is_empty() {
+            for (side, read) in [(Side::Source, &mut *source), (Side::Target, &mut *target)] {
+                let rt = m.side(side);
+                if !rt.info.incremental || self.stored_cursor(m, side, false).await?.is_none() {
+                    continue;
+                }
+                let mut reader = rt.connector.changes(&rt.entity, None)?;
+                while let Some(page) = reader.next_page().await? {
+                    for record in page.records {
+                        read.records.insert(record.id.clone(), record);
+                    }
+                    read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+                }
+                read.deleted.sort_unstable();
+                read.deleted.dedup();
+            }
+            return Ok(());
+        }
+        for key in &resync.records {
+            for side in [Side::Source, Side::Target] {
+                let rt = m.side(side);
+                if rt.system != key.system || rt.entity != key.entity {
+                    continue;
+                }
+                let mut wanted = vec![(side, key.id.clone())];
+                if let Some(pair) = self
+                    .store
+                    .pair_states_of_records(&m.name, side, std::slice::from_ref(&key.id))
+                    .await?
+                    .into_iter()
+                    .next()
+                {
+                    let other = match side {
+                        Side::Source => pair.target_id,
+                        Side::Target => pair.source_id,
+                    };
+                    wanted.push((side.other(), other));
+                }
+                for (side, id) in wanted {
+                    let rt = m.side(side);
+                    let read = match side {
+                        Side::Source => &mut *source,
+                        Side::Target => &mut *target,
+                    };
+                    match rt.connector.get(&rt.entity, &id).await? {
+                        Some(record) => {
+                            read.records.insert(id, record);
+                        }
+                        None if !read.deleted.contains(&id) => read.deleted.push(id),
+                        None => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sorts the records of a pass into pairs, matches, creates, deletes and parked records.
     pub(super) async fn decide(
         &self,
@@ -269,11 +369,13 @@ impl Engine {
         pairs: Vec<PairState>,
         resolver: &LinkResolver,
         decisions: Decisions,
+        compare_all: bool,
     ) -> Result<MappingWork, EngineError> {
         let compiled = &m.compiled;
         let identity = m.identity();
         let mut work = MappingWork {
             decisions,
+            compare_all,
             ..MappingWork::default()
         };
         let pairs_by_global: HashMap<String, PairState> = pairs
@@ -420,14 +522,16 @@ impl Engine {
         // A side read again with the content last seen or written has not changed: a full
         // listing (Keap companies) costs its pages, not a read of every counterpart.
         let source_unchanged = |record: &Record, pair: &PairState| {
-            pair.source.hash.is_some()
+            !compare_all
+                && pair.source.hash.is_some()
                 && mapping::apply_forward_existing(compiled, &record.data, resolver)
                     .ok()
                     .map(|body| fields_hash(&Canonical::of(compiled, &body).into_fields()))
                     == pair.source.hash
         };
         let target_unchanged = |record: &Record, pair: &PairState| {
-            pair.target.hash.is_some()
+            !compare_all
+                && pair.target.hash.is_some()
                 && Some(fields_hash(&synced_fields(compiled, &record.data))) == pair.target.hash
         };
         for record in source.records.values() {
@@ -989,8 +1093,11 @@ impl Engine {
         // A side whose content hash is what the engine last saw or wrote has not changed,
         // even if the system normalised the values it stored: it counts as the base.
         let unchanged = |seen: &SideSeen, hash: &str| seen.hash.as_deref() == Some(hash);
+        // A resync trusts no hash: each side is what it holds now.
+        let compare_all = work.compare_all;
+        let trusted = |seen: &SideSeen, hash: &str| !compare_all && unchanged(seen, hash);
         let mut source_view = match (pair, &base) {
-            (Some(p), Some(base)) if unchanged(&p.source, &source_hash) => base.clone(),
+            (Some(p), Some(base)) if trusted(&p.source, &source_hash) => base.clone(),
             _ => source_fields.clone(),
         };
         // A two-way field whose source holds exactly what the base reads back as (a quote
@@ -1016,7 +1123,7 @@ impl Engine {
             }
         }
         let mut target_view = match (pair, &base) {
-            (Some(p), Some(base)) if unchanged(&p.target, &target_hash) => base.clone(),
+            (Some(p), Some(base)) if trusted(&p.target, &target_hash) => base.clone(),
             _ => target_fields.clone(),
         };
         let direction = |field: &str| {

@@ -129,6 +129,23 @@ pub struct RunOptions {
     /// How many days the change log keeps a write; older writes are removed at the end of
     /// the run.
     pub history_days: u32,
+    /// Read again and compare every mapped field with the other side, trusting no stored
+    /// content hash ([`Resync`]); `None` for an ordinary run.
+    pub resync: Option<Resync>,
+    /// What started the run (`schedule`, `api`, `webhook`, `resync`), recorded with it.
+    pub trigger: Option<String>,
+}
+
+/// A resync: the selected mappings' records read again (the whole of each side from the
+/// beginning, whatever the cursors say, or only the named records and their counterparts),
+/// every mapped field compared with the other side instead of trusting the pair states'
+/// content hashes, and what differs written through the same merge, guarantees and change
+/// log as a run (why: `resync: ...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resync {
+    /// Only these records and their counterparts (without reading the sides' changes);
+    /// every record of the selected mappings when empty.
+    pub records: Vec<RecordKey>,
 }
 
 impl RunOptions {
@@ -160,6 +177,8 @@ impl Default for RunOptions {
             cancel: None,
             lease: None,
             history_days: crate::ops::history::DEFAULT_RETENTION_DAYS,
+            resync: None,
+            trigger: None,
         }
     }
 }
@@ -717,6 +736,9 @@ struct MappingWork {
     record_keys: Vec<(Side, String, Option<String>)>,
     /// Fields of held conflicts, held or chosen, by global id.
     decisions: Decisions,
+    /// A resync: every pair read is merged field by field, its stored content hashes not
+    /// trusted to say that a side is as it was.
+    compare_all: bool,
 }
 
 /// The fields of a mapping's held conflicts by global id: (conflict, field, decision).
@@ -901,6 +923,7 @@ impl Engine {
                     flows: options.flows.clone(),
                     mappings: selected.iter().map(|m| m.name.clone()).collect(),
                     worker: options.worker.clone(),
+                    trigger: options.trigger.clone(),
                 })
                 .await?;
             Some(run.id)
@@ -989,8 +1012,14 @@ impl Engine {
                         let rt = mapping.side(side);
                         (rt.system.clone(), rt.entity.clone())
                     };
+                    // A resync of named records reads those records only, never the sides'
+                    // changes (their cursors stay where they are).
+                    let records_only = options
+                        .resync
+                        .as_ref()
+                        .is_some_and(|r| !r.records.is_empty());
                     let fresh = [Side::Source, Side::Target].map(|side| {
-                        read_at
+                        !records_only && read_at
                             .get(&(mapping.name.clone(), side))
                             .is_none_or(|read| {
                                 written_at
@@ -1012,6 +1041,9 @@ impl Engine {
                             fresh,
                             last_pass,
                             started_at,
+                            // What a resync reads again is read in the first pass; later
+                            // passes go on as a run does.
+                            options.resync.as_ref().filter(|_| pass == 1),
                             &mut report.actions,
                         )
                         .await;
@@ -1297,7 +1329,27 @@ fn plan_actions(m: &MappingRuntime, work: &MappingWork, actions: &mut Vec<Action
                 key: "match key".to_owned(),
             });
         }
-        for conflict in &pair.conflicts {
+        for conflict in pair.conflicts.iter().filter(|c| c.held) {
+            actions.push(Action::Held {
+                mapping: m.name.clone(),
+                field: conflict.field.clone(),
+                base: conflict.base.clone(),
+                source: conflict.source.clone(),
+                target: conflict.target.clone(),
+                source_id: Some(pair.source_id.clone()),
+                target_id: Some(pair.target_id.clone()),
+                conflict: None,
+            });
+        }
+        for (conflict, field) in &pair.applied {
+            actions.push(Action::Resolve {
+                mapping: m.name.clone(),
+                conflict: conflict.as_str().to_owned(),
+                field: field.clone(),
+                value: pair.base.get(field).cloned(),
+            });
+        }
+        for conflict in pair.conflicts.iter().filter(|c| !c.held) {
             actions.push(Action::Conflict {
                 mapping: m.name.clone(),
                 field: conflict.field.clone(),
