@@ -769,3 +769,224 @@ async fn a_manual_conflict_is_held_resolved_from_the_command_line_and_written() 
     let after = run_with(&w, &flows.0, COMPANIES).await;
     assert_eq!(after.writes(), 0, "{after:#?}");
 }
+
+/// The ERP customer of a Keap company, its phone changed behind Tether's back: in the
+/// ERP's store, without its modified time moving, so reads by modified time do not see it.
+fn phone_changed_quietly(w: &World, name: &str, phone: &str) -> String {
+    let erp = w.one("customerp", "customers", "name", name);
+    w.sandbox
+        .edit_unstamped(
+            "customerp",
+            "customers",
+            &id_of(&erp),
+            json!({ "phone": phone }),
+        )
+        .expect("quiet edit");
+    id_of(&erp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_repairs_counterparts_edited_behind_tethers_back() {
+    let w = world("ops-resync", 0).await;
+    let names = ["Resync Een AS", "Resync Twee AS", "Resync Drie AS"];
+    let keap: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            w.sandbox
+                .insert(
+                    "keap",
+                    "companies",
+                    keap_company(name, &format!("post{i}@resync.example")),
+                )
+                .expect("insert")
+        })
+        .collect();
+    w.run(&[COMPANIES]).await;
+    let keap_phone = |w: &World, name: &str| {
+        w.one("keap", "companies", "company_name", name)["phone_numbers"].to_string()
+    };
+
+    // One record: an incremental run does not see the edit; a resync of the Keap company
+    // compares it with its ERP customer and repairs the pair.
+    phone_changed_quietly(&w, names[0], "+4722000001");
+    let blind = w.run(&[COMPANIES]).await;
+    assert_eq!(blind.writes(), 0, "{blind:#?}");
+    assert!(!keap_phone(&w, names[0]).contains("22000001"));
+
+    let record = format!("keap:companies:{}", id_of(&keap[0]));
+    let said = output(tether(
+        &w,
+        &[
+            "resync",
+            "--no-rate-limits",
+            "--mapping",
+            COMPANIES,
+            "--record",
+            &record,
+        ],
+    ));
+    assert!(said.contains(&format!("resync of {record}")), "{said}");
+    assert!(
+        keap_phone(&w, names[0]).contains("22000001"),
+        "the pair agrees again: {}",
+        keap_phone(&w, names[0])
+    );
+    assert!(!keap_phone(&w, names[1]).contains("2200000"));
+
+    // Recorded as a run with the trigger `resync`, and in the history with why = resync.
+    let store = w.store().await;
+    let runs = store.recent_runs(1).await.expect("runs");
+    assert_eq!(runs[0].trigger.as_deref(), Some("resync"));
+    let story = tether_engine::ops::history::of_record(
+        &store,
+        &record.parse().expect("record"),
+        Some("phone"),
+    )
+    .await
+    .expect("history");
+    let last = story.entries.last().expect("an entry");
+    assert!(
+        last.changes[0].why.starts_with("resync: "),
+        "{:#?}",
+        story.entries
+    );
+    assert_eq!(last.run_id.as_ref(), Some(&runs[0].id));
+
+    // The whole mapping: two counterparts edited quietly, both repaired.
+    phone_changed_quietly(&w, names[1], "+4722000002");
+    phone_changed_quietly(&w, names[2], "+4722000003");
+    assert_eq!(w.run(&[COMPANIES]).await.writes(), 0);
+    let json: Value = serde_json::from_str(&output(tether(
+        &w,
+        &[
+            "resync",
+            "--no-rate-limits",
+            "--mapping",
+            COMPANIES,
+            "--reset-cursors",
+            "--format",
+            "json",
+        ],
+    )))
+    .expect("JSON");
+    assert_eq!(json["request"]["reset_cursors"], true);
+    assert!(json["cursors_cleared"].as_u64().is_some_and(|n| n > 0), "{json:#}");
+    assert_eq!(json["report"]["mappings"][0]["updated_source"], 2, "{json:#}");
+    assert!(keap_phone(&w, names[1]).contains("22000002"));
+    assert!(keap_phone(&w, names[2]).contains("22000003"));
+
+    // The run after writes nothing.
+    let after = w.run(&[COMPANIES]).await;
+    assert_eq!(after.writes(), 0, "{after:#?}");
+
+    // A record that is not one of the mapping's entities is refused.
+    let wrong = tether(
+        &w,
+        &["resync", "--mapping", COMPANIES, "--record", "keap:contacts:1"],
+    )
+    .output()
+    .expect("tether runs");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("is not a record of"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_shows_a_manual_conflict_held_and_a_resolved_one_as_the_chosen_write() {
+    let w = world("ops-plan-held", 0).await;
+    let flows = manual_flows();
+    let keap = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Plan Hold AS", "post@planhold.example"),
+        )
+        .expect("insert");
+    run_with(&w, &flows.0, COMPANIES).await;
+    let erp = w.one("customerp", "customers", "name", "Plan Hold AS");
+    w.sandbox
+        .update(
+            "keap",
+            "companies",
+            &id_of(&keap),
+            json!({ "company_name": "Plan Hold AS", "email_address": "keap@planhold.example" }),
+        )
+        .expect("edit keap");
+    w.sandbox
+        .update(
+            "customerp",
+            "customers",
+            &id_of(&erp),
+            json!({ "email": "erp@planhold.example" }),
+        )
+        .expect("edit erp");
+    let plan = |w: &World| -> (Value, String) {
+        let json: Value = serde_json::from_str(&output(tether_with(
+            w,
+            &flows.0,
+            &["plan", "--mapping", COMPANIES, "--format", "json"],
+        )))
+        .expect("JSON");
+        let text = output(tether_with(w, &flows.0, &["plan", "--mapping", COMPANIES]));
+        (json, text)
+    };
+    let actions_of = |json: &Value, kind: &str| -> Vec<Value> {
+        json["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["action"] == kind)
+            .cloned()
+            .collect()
+    };
+
+    // Before a run: the plan says the conflict would be held, no winner, both values.
+    let (json, text) = plan(&w);
+    assert!(actions_of(&json, "conflict").is_empty(), "{json:#}");
+    let held = actions_of(&json, "held");
+    assert_eq!(held.len(), 1, "{json:#}");
+    assert_eq!(held[0]["source"], "keap@planhold.example");
+    assert_eq!(held[0]["target"], "erp@planhold.example");
+    assert_eq!(held[0]["base"], "post@planhold.example");
+    assert_eq!(held[0]["conflict"], Value::Null);
+    assert!(held[0].get("winner").is_none());
+    assert!(
+        text.contains("conflict on email held for a decision, nothing written"),
+        "{text}"
+    );
+    assert!(!text.contains("wins"), "{text}");
+
+    // Held by a run: the plan still shows it held, with its id.
+    run_with(&w, &flows.0, COMPANIES).await;
+    let (json, _) = plan(&w);
+    let held = actions_of(&json, "held");
+    assert_eq!(held.len(), 1, "{json:#}");
+    let id = held[0]["conflict"].as_str().expect("id").to_owned();
+    assert!(actions_of(&json, "update").is_empty(), "{json:#}");
+
+    // Resolved: the plan shows the chosen write, to both sides.
+    output(tether_with(
+        &w,
+        &flows.0,
+        &["conflicts", "resolve", &id, "--take", "target"],
+    ));
+    let (json, text) = plan(&w);
+    assert!(actions_of(&json, "held").is_empty(), "{json:#}");
+    let resolve = actions_of(&json, "resolve");
+    assert_eq!(resolve.len(), 1, "{json:#}");
+    assert_eq!(resolve[0]["conflict"], id.as_str());
+    assert_eq!(resolve[0]["value"], "erp@planhold.example");
+    let updates = actions_of(&json, "update");
+    assert_eq!(updates.len(), 1, "only the source holds another value: {json:#}");
+    assert_eq!(updates[0]["on"], "source");
+    assert_eq!(updates[0]["changes"][0]["after"], "erp@planhold.example");
+    assert!(
+        text.contains(&format!("write the choice made for conflict {id} on email")),
+        "{text}"
+    );
+}

@@ -1606,3 +1606,161 @@ async fn a_reload_with_a_costly_rule_parks_records_and_the_server_stays_up() {
     let status = server.terminate();
     assert!(status.success(), "exits cleanly: {status:?}");
 }
+
+/// A local webhook receiver: every JSON body posted to it, in order.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start(path: &str) -> Receiver {
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let kept = bodies.clone();
+        let app = axum::Router::new().route(
+            path,
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock().expect("bodies").push(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{addr}{path}"),
+            bodies,
+        }
+    }
+
+    /// The `(event, kind)` of every message received.
+    fn events(&self) -> Vec<(String, String)> {
+        self.bodies
+            .lock()
+            .expect("bodies")
+            .iter()
+            .map(|b| {
+                (
+                    b["tether"]["event"].as_str().unwrap_or_default().to_owned(),
+                    b["tether"]["kind"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `count` messages of `event` arrived (and a moment more, so that a
+    /// message too many would be seen).
+    async fn wait_for(&self, event: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.events().iter().filter(|(e, _)| e == event).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{count} {event} messages: {:?}",
+                self.events()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A failing flow alerts once across several failing runs and a restart of the server, and
+/// sends one recovery when a run of it goes through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once() {
+    let sandbox = sandbox(0).await;
+    let dir = TempDir::new("alerts");
+    let flows = dir.flows(Some("1h"));
+    for entry in std::fs::read_dir(&flows).expect("flows") {
+        let path = entry.expect("entry").path();
+        if path.is_file() && !path.ends_with("keap-to-customerp.yaml") {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+    let erp_file = flows.join("systems/customerp.yaml");
+    let erp = std::fs::read_to_string(&erp_file).expect("system file");
+    // Nothing listens on a port just freed: every request to the ERP fails.
+    let broken = erp.replacen(
+        "base_url: ${CUSTOMERP_BASE_URL}",
+        &format!("base_url: http://127.0.0.1:{}/api/v1", free_port()),
+        1,
+    );
+    assert_ne!(broken, erp);
+    std::fs::write(&erp_file, &broken).expect("write");
+
+    let secret_path = "/hooks/T000/B000/alert-secret-in-the-path";
+    let receiver = Receiver::start(secret_path).await;
+    let state = StoreUrl::parse(&dir.0.join("state.db").display().to_string()).expect("url");
+    let log = dir.0.join("serve.log");
+    let env = [("TETHER_ALERT_WEBHOOKS", receiver.url.as_str())];
+    let extra = Extra {
+        env: &env,
+        stderr: Some(&log),
+        log: Some("info"),
+    };
+    let failing_runs = |server: &Server| {
+        let server = server;
+        async move {
+            for _ in 0..2 {
+                let (status, report) = server.run_now("").await;
+                assert_eq!(status, 200, "{report:#}");
+                assert_eq!(report["outcome"], "failed", "{report:#}");
+            }
+        }
+    };
+    {
+        let server = Server::start_with(&flows, &state, &sandbox, "alerts", &extra);
+        server.ready().await;
+        failing_runs(&server).await;
+        receiver.wait_for("alert", 1).await;
+    }
+    // A restarted server knows the incident is open: it does not alert again.
+    let server = Server::start_with(&flows, &state, &sandbox, "alerts", &extra);
+    server.ready().await;
+    failing_runs(&server).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.events(),
+        vec![("alert".to_owned(), "run-failed".to_owned())],
+        "one alert for the incident"
+    );
+
+    // Fixed: the next run goes through and the recovery is sent once.
+    std::fs::write(&erp_file, &erp).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = server.metrics().await;
+        if sample(&metrics, "tether_flow_reloads_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fixed system file is loaded");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    for _ in 0..2 {
+        let (status, report) = server.run_now("").await;
+        assert_eq!((status, &report["outcome"]), (200, &json!("ok")), "{report:#}");
+    }
+    receiver.wait_for("recovery", 1).await;
+    assert_eq!(
+        receiver.events(),
+        vec![
+            ("alert".to_owned(), "run-failed".to_owned()),
+            ("recovery".to_owned(), "run-failed".to_owned())
+        ]
+    );
+    let first = &receiver.bodies.lock().expect("bodies")[0];
+    assert!(
+        first["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("keap-to-customerp")),
+        "{first:#}"
+    );
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(!logged.contains("alert-secret-in-the-path"), "the webhook URL is a secret");
+}

@@ -667,6 +667,38 @@ impl Sandbox {
             })
     }
 
+    /// Changes stored top-level fields of a record without moving its modified times or
+    /// logging a change, as a bulk import or a fix made in the database behind the API does:
+    /// reads by modified time do not see it. Meant for fields that are not unique keys (the
+    /// index of unique values is left as it is). Returns the record as the API renders it.
+    pub fn edit_unstamped(
+        &self,
+        system: &str,
+        entity: &str,
+        id: &str,
+        fields: Value,
+    ) -> Result<Value, SandboxError> {
+        self.backend(system, entity)?;
+        let not_found = || SandboxError::NotFound {
+            system: system.to_string(),
+            entity: entity.to_string(),
+            id: id.to_string(),
+        };
+        {
+            let mut store = self.shared.store();
+            let record = store
+                .entity_mut(system, entity)
+                .records
+                .get_mut(id)
+                .ok_or_else(not_found)?;
+            if let Value::Object(patch) = fields {
+                record.fields.extend(patch);
+            }
+        }
+        self.shared.mark_dirty();
+        self.record(system, entity, id)?.ok_or_else(not_found)
+    }
+
     /// Deletes a record as the system's own DELETE does (hard delete, tombstone or soft
     /// delete); Keap companies and opportunities cannot be deleted ([`SandboxError::Rejected`]).
     pub fn delete(&self, system: &str, entity: &str, id: &str) -> Result<(), SandboxError> {
