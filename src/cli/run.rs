@@ -432,8 +432,10 @@ fn describe(action: &Action) -> String {
             target_id,
             conflict,
         } => {
-            let value = |v: &Option<serde_json::Value>| v.as_ref().map_or("(none)".to_owned(), short);
-            let id = |id: &Option<String>| id.as_deref().map(|id| format!(" {id}")).unwrap_or_default();
+            let value =
+                |v: &Option<serde_json::Value>| v.as_ref().map_or("(none)".to_owned(), short);
+            let id =
+                |id: &Option<String>| id.as_deref().map(|id| format!(" {id}")).unwrap_or_default();
             format!(
                 "{mapping}: conflict on {field} held for a decision, nothing written: source{} {}, target{} {} (last synced {}); {}",
                 id(source_id),
@@ -445,7 +447,8 @@ fn describe(action: &Action) -> String {
                     Some(conflict) => format!(
                         "held since an earlier run: `tether conflicts resolve {conflict} --take source|target|value V`"
                     ),
-                    None => "a run holds it (conflict: manual); then see `tether conflicts`".to_owned(),
+                    None =>
+                        "a run holds it (conflict: manual); then see `tether conflicts`".to_owned(),
                 }
             )
         }

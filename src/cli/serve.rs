@@ -87,7 +87,9 @@ pub fn run(flows: &Path, args: ServeArgs) -> anyhow::Result<u8> {
     access::check_listen(args.listen, admin_token.as_ref())?;
     let alerts = crate::serve::alerts::AlertOptions::new(
         &args.alert_webhooks,
-        std::env::var(crate::serve::alerts::WEBHOOKS_VAR).ok().as_deref(),
+        std::env::var(crate::serve::alerts::WEBHOOKS_VAR)
+            .ok()
+            .as_deref(),
         args.alert_parked_above,
         args.alert_allowance_below,
     )?;

@@ -108,7 +108,8 @@ impl AlertOptions {
         parked_above: u64,
         allowance_below_percent: f64,
     ) -> Result<AlertOptions, AlertError> {
-        if !(allowance_below_percent.is_finite() && (0.0..=100.0).contains(&allowance_below_percent))
+        if !(allowance_below_percent.is_finite()
+            && (0.0..=100.0).contains(&allowance_below_percent))
         {
             return Err(AlertError::BadPercent(allowance_below_percent.to_string()));
         }
@@ -305,9 +306,7 @@ pub fn decide(open: &[AlertIncident], active: &[Incident], observed: &Observed<'
             .collect(),
         cleared: open
             .iter()
-            .filter(|o| {
-                !active.iter().any(|a| a.incident == o.incident) && looked_at(o, observed)
-            })
+            .filter(|o| !active.iter().any(|a| a.incident == o.incident) && looked_at(o, observed))
             .cloned()
             .collect(),
     }
@@ -379,10 +378,7 @@ pub fn deliver(client: &reqwest::Client, webhooks: &[Webhook], body: Value) {
 
 /// After a run: reads the open incidents and the parked count, decides, records the
 /// changes and sends the messages. Errors of the store are logged; the sync goes on.
-pub async fn after_run(
-    shared: &crate::serve::Shared,
-    report: Result<&RunReport, &str>,
-) {
+pub async fn after_run(shared: &crate::serve::Shared, report: Result<&RunReport, &str>) {
     let Some(alerts) = shared.alerts.as_ref() else {
         return;
     };
@@ -530,7 +526,10 @@ mod tests {
         assert_eq!(decide(&open, &now, &observed), Changes::default());
 
         // A run of another flow says nothing about it.
-        let other = report(vec![mapping("orders", "salesforce-to-customerp", None)], &[]);
+        let other = report(
+            vec![mapping("orders", "salesforce-to-customerp", None)],
+            &[],
+        );
         let observed = Observed {
             report: Ok(&other),
             systems: &systems,
@@ -542,7 +541,10 @@ mod tests {
         );
 
         // A good run of the flow clears it.
-        let good = report(vec![mapping("companies", "keap-to-customerp", None)], &["keap"]);
+        let good = report(
+            vec![mapping("companies", "keap-to-customerp", None)],
+            &["keap"],
+        );
         let observed = Observed {
             report: Ok(&good),
             systems: &systems,
@@ -651,7 +653,10 @@ mod tests {
         assert!(shown.contains("https://hooks.slack.com/…"), "{shown}");
         let bad = AlertOptions::new(&["hooks.slack.com/services/x".into()], None, 100, 10.0)
             .expect_err("no scheme");
-        assert!(bad.to_string().contains("not an http or https URL"), "{bad}");
+        assert!(
+            bad.to_string().contains("not an http or https URL"),
+            "{bad}"
+        );
         assert!(!bad.to_string().contains("services"), "{bad}");
         assert!(AlertOptions::new(&["ftp://x/y".into()], None, 100, 10.0).is_err());
         assert!(AlertOptions::new(&[], None, 100, 150.0).is_err());
@@ -666,11 +671,19 @@ mod tests {
             message: "keap refused Tether's credentials".into(),
         };
         let body = alert_body(&incident, "w1");
-        assert!(body["text"].as_str().is_some_and(|t| t.contains("keap refused")));
+        assert!(
+            body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("keap refused"))
+        );
         assert_eq!(body["tether"]["event"], "alert");
         assert_eq!(body["tether"]["kind"], "auth");
         let body = recovery_body(&stored(&incident), "w1");
-        assert!(body["text"].as_str().is_some_and(|t| t.contains("recovered")));
+        assert!(
+            body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("recovered"))
+        );
         assert_eq!(body["tether"]["event"], "recovery");
     }
 }

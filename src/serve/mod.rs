@@ -502,11 +502,10 @@ async fn run(
     };
     let started = Instant::now();
     let result = loaded.engine.run(&run_options).await;
-    alerts::after_run(
-        shared,
-        result.as_ref().map_err(|e| e.to_string()).as_ref().map_err(String::as_str),
-    )
-    .await;
+    match &result {
+        Ok(report) => alerts::after_run(shared, Ok(report)).await,
+        Err(error) => alerts::after_run(shared, Err(&error.to_string())).await,
+    }
     match result {
         Ok(report) => {
             let outcome = report.outcome.unwrap_or(RunOutcome::Ok);

@@ -185,9 +185,10 @@ mod tests {
 
     #[test]
     fn a_body_names_the_mapping_and_maybe_a_record() {
-        let request =
-            request_of(br#"{"mapping": "m", "record": "keap:companies:42", "reset_cursors": true}"#)
-                .expect("request");
+        let request = request_of(
+            br#"{"mapping": "m", "record": "keap:companies:42", "reset_cursors": true}"#,
+        )
+        .expect("request");
         assert_eq!(request.mapping, "m");
         assert_eq!(
             request.record.map(|r| r.to_string()).as_deref(),

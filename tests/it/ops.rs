@@ -871,8 +871,14 @@ async fn a_resync_repairs_counterparts_edited_behind_tethers_back() {
     )))
     .expect("JSON");
     assert_eq!(json["request"]["reset_cursors"], true);
-    assert!(json["cursors_cleared"].as_u64().is_some_and(|n| n > 0), "{json:#}");
-    assert_eq!(json["report"]["mappings"][0]["updated_source"], 2, "{json:#}");
+    assert!(
+        json["cursors_cleared"].as_u64().is_some_and(|n| n > 0),
+        "{json:#}"
+    );
+    assert_eq!(
+        json["report"]["mappings"][0]["updated_source"], 2,
+        "{json:#}"
+    );
     assert!(keap_phone(&w, names[1]).contains("22000002"));
     assert!(keap_phone(&w, names[2]).contains("22000003"));
 
@@ -883,7 +889,13 @@ async fn a_resync_repairs_counterparts_edited_behind_tethers_back() {
     // A record that is not one of the mapping's entities is refused.
     let wrong = tether(
         &w,
-        &["resync", "--mapping", COMPANIES, "--record", "keap:contacts:1"],
+        &[
+            "resync",
+            "--mapping",
+            COMPANIES,
+            "--record",
+            "keap:contacts:1",
+        ],
     )
     .output()
     .expect("tether runs");
@@ -982,7 +994,11 @@ async fn a_plan_shows_a_manual_conflict_held_and_a_resolved_one_as_the_chosen_wr
     assert_eq!(resolve[0]["conflict"], id.as_str());
     assert_eq!(resolve[0]["value"], "erp@planhold.example");
     let updates = actions_of(&json, "update");
-    assert_eq!(updates.len(), 1, "only the source holds another value: {json:#}");
+    assert_eq!(
+        updates.len(),
+        1,
+        "only the source holds another value: {json:#}"
+    );
     assert_eq!(updates[0]["on"], "source");
     assert_eq!(updates[0]["changes"][0]["after"], "erp@planhold.example");
     assert!(

@@ -1669,6 +1669,15 @@ impl Receiver {
     }
 }
 
+/// Two requested runs, each of which fails.
+async fn failing_runs(server: &Server) {
+    for _ in 0..2 {
+        let (status, report) = server.run_now("").await;
+        assert_eq!(status, 200, "{report:#}");
+        assert_eq!(report["outcome"], "failed", "{report:#}");
+    }
+}
+
 /// A failing flow alerts once across several failing runs and a restart of the server, and
 /// sends one recovery when a run of it goes through again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1703,16 +1712,6 @@ async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once()
         stderr: Some(&log),
         log: Some("info"),
     };
-    let failing_runs = |server: &Server| {
-        let server = server;
-        async move {
-            for _ in 0..2 {
-                let (status, report) = server.run_now("").await;
-                assert_eq!(status, 200, "{report:#}");
-                assert_eq!(report["outcome"], "failed", "{report:#}");
-            }
-        }
-    };
     {
         let server = Server::start_with(&flows, &state, &sandbox, "alerts", &extra);
         server.ready().await;
@@ -1743,7 +1742,11 @@ async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once()
     }
     for _ in 0..2 {
         let (status, report) = server.run_now("").await;
-        assert_eq!((status, &report["outcome"]), (200, &json!("ok")), "{report:#}");
+        assert_eq!(
+            (status, &report["outcome"]),
+            (200, &json!("ok")),
+            "{report:#}"
+        );
     }
     receiver.wait_for("recovery", 1).await;
     assert_eq!(
@@ -1762,5 +1765,8 @@ async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once()
     );
     drop(server);
     let logged = std::fs::read_to_string(&log).expect("log");
-    assert!(!logged.contains("alert-secret-in-the-path"), "the webhook URL is a secret");
+    assert!(
+        !logged.contains("alert-secret-in-the-path"),
+        "the webhook URL is a secret"
+    );
 }

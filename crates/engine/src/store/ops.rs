@@ -23,11 +23,11 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::StoreError;
 use crate::store::model::{
-    AlertIncident, Choice, Conflict, ConflictId, ConflictState, CreateIntent, Cursor, CursorKey, GlobalId,
-    HistoryAction, HistoryChange, HistoryEntry, IntentId, IntentState, Lease, Link, LinkConflict,
-    LinkOrigin, MappingStatus, NewConflict, NewHistory, NewIntent, NewRun, PARKED_ATTEMPTS_KEPT,
-    PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord, RecordKey, Run, RunId,
-    RunOutcome, Side, SideSeen, Unlinked, cut, new_id, parse_side, side_str,
+    AlertIncident, Choice, Conflict, ConflictId, ConflictState, CreateIntent, Cursor, CursorKey,
+    GlobalId, HistoryAction, HistoryChange, HistoryEntry, IntentId, IntentState, Lease, Link,
+    LinkConflict, LinkOrigin, MappingStatus, NewConflict, NewHistory, NewIntent, NewRun,
+    PARKED_ATTEMPTS_KEPT, PARKED_VALUE_MAX_CHARS, PairState, Park, ParkAttempt, ParkedRecord,
+    RecordKey, Run, RunId, RunOutcome, Side, SideSeen, Unlinked, cut, new_id, parse_side, side_str,
 };
 
 /// A connection of either backend, borrowed from a pool or from a transaction.
@@ -798,11 +798,13 @@ pub(crate) async fn set_cursor(
 /// Removes every stored cursor of a mapping (both sides, records and deletion feeds), so its
 /// next reads start from the beginning; how many there were.
 pub(crate) async fn clear_cursors(conn: Conn<'_>, mapping: &str) -> Result<u64, StoreError> {
-    on!(conn, |c| Ok(sqlx::query("DELETE FROM cursors WHERE mapping = $1")
-        .bind(mapping)
-        .execute(c)
-        .await?
-        .rows_affected()))
+    on!(conn, |c| Ok(sqlx::query(
+        "DELETE FROM cursors WHERE mapping = $1"
+    )
+    .bind(mapping)
+    .execute(c)
+    .await?
+    .rows_affected()))
 }
 
 // Create intents.
@@ -1674,12 +1676,17 @@ pub(crate) async fn open_alert_incident(
     Ok(())
 }
 
-pub(crate) async fn close_alert_incident(conn: Conn<'_>, incident: &str) -> Result<bool, StoreError> {
-    on!(conn, |c| Ok(sqlx::query("DELETE FROM alert_incidents WHERE incident = $1")
-        .bind(incident)
-        .execute(c)
-        .await?
-        .rows_affected()
+pub(crate) async fn close_alert_incident(
+    conn: Conn<'_>,
+    incident: &str,
+) -> Result<bool, StoreError> {
+    on!(conn, |c| Ok(sqlx::query(
+        "DELETE FROM alert_incidents WHERE incident = $1"
+    )
+    .bind(incident)
+    .execute(c)
+    .await?
+    .rows_affected()
         > 0))
 }
 

@@ -1019,13 +1019,14 @@ impl Engine {
                         .as_ref()
                         .is_some_and(|r| !r.records.is_empty());
                     let fresh = [Side::Source, Side::Target].map(|side| {
-                        !records_only && read_at
-                            .get(&(mapping.name.clone(), side))
-                            .is_none_or(|read| {
-                                written_at
-                                    .get(&entity_of(side))
-                                    .is_some_and(|written| written >= read)
-                            })
+                        !records_only
+                            && read_at
+                                .get(&(mapping.name.clone(), side))
+                                .is_none_or(|read| {
+                                    written_at
+                                        .get(&entity_of(side))
+                                        .is_some_and(|written| written >= read)
+                                })
                     });
                     for (side, fresh) in [Side::Source, Side::Target].into_iter().zip(fresh) {
                         if fresh {
