@@ -804,7 +804,7 @@ async fn a_resync_repairs_counterparts_edited_behind_tethers_back() {
         .collect();
     w.run(&[COMPANIES]).await;
     let keap_phone = |w: &World, name: &str| {
-        w.one("keap", "companies", "company_name", name)["phone_numbers"].to_string()
+        w.one("keap", "companies", "company_name", name)["phone_number"].to_string()
     };
 
     // One record: an incremental run does not see the edit; a resync of the Keap company
