@@ -1696,7 +1696,10 @@ async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once()
     // Nothing listens on a port just freed: every request to the ERP fails.
     let broken = erp.replacen(
         "base_url: ${CUSTOMERP_BASE_URL}",
-        &format!("base_url: http://127.0.0.1:{}/api/v1", free_port()),
+        &format!(
+            "base_url: http://127.0.0.1:{}/api/v1\nhttp: {{ max_retries: 0 }}",
+            free_port()
+        ),
         1,
     );
     assert_ne!(broken, erp);
