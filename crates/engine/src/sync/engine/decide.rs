@@ -361,6 +361,7 @@ impl Engine {
     }
 
     /// Sorts the records of a pass into pairs, matches, creates, deletes and parked records.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn decide(
         &self,
         m: &MappingRuntime,
