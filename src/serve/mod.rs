@@ -13,10 +13,13 @@
 //! - SIGTERM or SIGINT: the run in flight stops after its current batch (its unfinished
 //!   mappings keep their old cursors), leases are released, and the process exits 0.
 //!
-//! [`http`] has the endpoints, [`access`] who may use the admin ones, [`metrics`] the
-//! Prometheus metrics, [`hooks`] the webhooks.
+//! [`http`] has the endpoints, [`access`] who may use the admin ones, [`api`] the operator's
+//! API under `/api/`, [`console`] the web console, [`metrics`] the Prometheus metrics,
+//! [`hooks`] the webhooks.
 
 pub mod access;
+pub mod api;
+pub mod console;
 pub mod hooks;
 pub mod http;
 pub mod limit;
@@ -285,7 +288,7 @@ pub async fn serve(
     info!(
         listen = %local,
         admin = if options.admin_token.is_some() { "bearer token" } else { "open on loopback" },
-        "serving /health /ready /metrics /status /runs /hooks"
+        "serving /health /ready /metrics /status /runs /hooks /api /console"
     );
     if let Some(token) = &options.admin_token
         && token.length() < 16
