@@ -48,6 +48,7 @@ document.addEventListener("submit", async (event) => {
   const submitter = event.submitter;
   const endpoint = (submitter && submitter.dataset.api) || form.dataset.api;
   const out = form.querySelector("output.answer");
+  const body = JSON.stringify(bodyOf(form, submitter));
   const buttons = form.querySelectorAll("button");
   buttons.forEach((b) => { b.disabled = true; });
   let text, failed;
@@ -55,7 +56,7 @@ document.addEventListener("submit", async (event) => {
     const response = await fetch(endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: JSON.stringify(bodyOf(form, submitter)),
+      body,
     });
     const answer = await response.json().catch(() => ({ error: response.statusText }));
     failed = !response.ok;

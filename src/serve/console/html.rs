@@ -100,13 +100,19 @@ pub fn hidden(name: &str, value: &str, list: bool) -> String {
 /// The page around a body: header, navigation, the answer of the last action.
 pub fn layout(title: &str, active: &str, body: &str, logout: bool) -> String {
     let mut nav = String::new();
-    for (href, label) in [
-        ("/console", "Overview"),
-        ("/console/runs", "Runs"),
-        ("/console/parked", "Parked"),
-        ("/console/conflicts", "Conflicts"),
-        ("/console/record", "Records"),
-    ] {
+    // The login page (no section, no session) shows no navigation.
+    let pages: &[(&str, &str)] = if active.is_empty() && !logout {
+        &[]
+    } else {
+        &[
+            ("/console", "Overview"),
+            ("/console/runs", "Runs"),
+            ("/console/parked", "Parked"),
+            ("/console/conflicts", "Conflicts"),
+            ("/console/record", "Records"),
+        ]
+    };
+    for &(href, label) in pages {
         let current = if label == active {
             " aria-current=\"page\""
         } else {
