@@ -876,7 +876,32 @@ impl Browser {
         if std::env::var("TETHER_SCREENSHOTS").as_deref() != Ok("1") {
             return;
         }
+        // The whole page (up to 2400 pixels), then the window as it was.
+        let height = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(
+                    json!({ "script": "return document.documentElement.scrollHeight", "args": [] }),
+                ),
+            )
+            .await
+            .as_u64()
+            .unwrap_or(1000)
+            .clamp(600, 2400);
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": 1280, "height": height })),
+        )
+        .await;
         let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": 1280, "height": 1000 })),
+        )
+        .await;
         let png = base64_decode(data.as_str().expect("base64"));
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");

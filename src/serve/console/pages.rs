@@ -569,9 +569,23 @@ fn history_table(entries: &[HistoryEntry]) -> String {
         "<table class=\"history\"><thead><tr><th>When</th><th>What</th><th>Record</th><th>Mapping</th><th>Changes</th></tr></thead><tbody>",
     );
     for e in entries {
+        // One reason for the whole write is said once.
+        let common = e
+            .changes
+            .first()
+            .map(|c| c.why.as_str())
+            .filter(|why| e.changes.iter().all(|c| c.why == *why));
         let mut changes = String::from("<ul class=\"changes\">");
         for c in &e.changes {
-            if c.field.is_empty() {
+            if common.is_some() && !c.field.is_empty() {
+                let _ = write!(
+                    changes,
+                    "<li><code>{}</code>: {} → {}</li>",
+                    esc(&c.field),
+                    opt_value(c.old.as_ref()),
+                    opt_value(c.new.as_ref())
+                );
+            } else if c.field.is_empty() {
                 let _ = write!(changes, "<li>{}</li>", esc(&c.why));
             } else {
                 let _ = write!(
@@ -588,9 +602,13 @@ fn history_table(entries: &[HistoryEntry]) -> String {
         let action = kebab(e.action);
         let _ = write!(
             out,
-            "<tr class=\"entry\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{changes}</td></tr>",
+            "<tr class=\"entry\"><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{changes}</td></tr>",
             time(&e.at),
             badge("muted", &action),
+            common.map_or_else(String::new, |why| format!(
+                "<div class=\"small\">{}</div>",
+                esc(why)
+            )),
             record_link(&format!(
                 "{}:{}:{}",
                 e.record.system, e.record.entity, e.record.id
