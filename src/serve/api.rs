@@ -91,25 +91,34 @@ pub(crate) fn flag(value: Option<&str>) -> bool {
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<T, Response> {
+) -> Result<T, Refused> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(error(
+        return Err(Refused(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body with Content-Type: application/json",
+            "send a JSON body with Content-Type: application/json".to_owned(),
         ));
     }
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Refused(
             StatusCode::BAD_REQUEST,
             format!("the JSON body does not fit: {e}"),
         )
     })
+}
+
+/// A body refused: its status and why.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
 }
 
 fn names(shared: &Shared) -> Names {
@@ -275,7 +284,7 @@ async fn parked_retry(
 ) -> Response {
     let which: Which = match json_body(&headers, &body) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let selections = match which.selections() {
         Ok(s) => s,
@@ -326,7 +335,7 @@ async fn parked_skip(
 ) -> Response {
     let which: Which = match json_body(&headers, &body) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let selections = match which.selections() {
         Ok(s) => s,
@@ -405,7 +414,7 @@ async fn conflict_resolve(
 ) -> Response {
     let resolve: Resolve = match json_body(&headers, &body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let choice = match choice_of(&resolve) {
         Ok(c) => c,
