@@ -882,6 +882,76 @@ mod tests {
     }
 
     #[test]
+    fn the_overview_shows_every_figure_a_system_reports_and_a_run_its_reports() {
+        use tether_engine::ops::EntityName;
+        use tether_engine::ops::runs::{FlowOverview, MappingOverview, SystemFigures};
+        let side = |system: &str| EntityName {
+            system: system.into(),
+            entity: "companies".into(),
+            label: format!("{system} <companies>"),
+        };
+        let mut figures = Map::new();
+        figures.insert("requests".into(), json!(12));
+        figures.insert("daily_allowance_left".into(), json!(24_000));
+        let o = Overview {
+            flows: vec![FlowOverview {
+                flow: "keap-to-customerp".into(),
+                mappings: vec![MappingOverview {
+                    mapping: "companies".into(),
+                    flow: "keap-to-customerp".into(),
+                    identity: "customer".into(),
+                    source: side("keap"),
+                    target: side("customerp"),
+                    health: Health::Failing,
+                    health_reason: "stopped: keap answers 401".into(),
+                    pairs: 41,
+                    parked: 2,
+                    held: 1,
+                    open_intents: 0,
+                    last_run: None,
+                    last_report: None,
+                }],
+            }],
+            systems: vec![SystemFigures {
+                system: "keap".into(),
+                title: "Keap".into(),
+                run_id: "R1".into(),
+                at: Utc::now(),
+                figures,
+            }],
+            recent_runs: vec![],
+            parked: 2,
+            held: 1,
+        };
+        let page = overview(&o, &Map::new());
+        for text in [
+            "keap &lt;companies&gt; → customerp &lt;companies&gt;",
+            "failing",
+            "stopped: keap answers 401",
+            "daily allowance left",
+            "24000",
+            "Resync mapping",
+            "name=\"reset_cursors\"",
+            "data-api=\"/api/resync\"",
+        ] {
+            assert!(page.contains(text), "{text}");
+        }
+        assert!(
+            !page.contains("<h2>Status</h2>"),
+            "no extra status: no section"
+        );
+
+        let report = vec![
+            json!({ "mapping": "companies", "created_target": 3, "stopped": null,
+                    "malformed_examples": [{ "id": "<x>", "reason": "bad" }] }),
+        ];
+        let table = report_table(&report, "mapping");
+        assert!(table.contains("created target"));
+        assert!(table.contains("malformed examples"));
+        assert!(!table.contains("<x>"), "escaped: {table}");
+    }
+
+    #[test]
     fn the_login_page_never_shows_a_token_and_says_when_none_is_needed() {
         let page = login(
             Some("That is not the admin token."),
