@@ -1,8 +1,11 @@
 //! Who may use the admin endpoints (`/status`, `POST /runs`, `/api/`, `/console`):
 //!
-//! - With `TETHER_ADMIN_TOKEN` set, a request must carry `Authorization: Bearer <token>`;
-//!   the token is compared in constant time and never logged or shown. It is taken from that
-//!   header only, never from a cookie or the URL.
+//! - With `TETHER_ADMIN_TOKEN` set, a request must carry `Authorization: Bearer <token>`,
+//!   or the console's session cookie (set by its login page: `HttpOnly`, `SameSite=Strict`,
+//!   holding [`session_value`], a MAC of a fixed text under the token, never the token
+//!   itself); both are compared in constant time and never logged or shown. The token is
+//!   never taken from the URL. A browser without a session asking for a console page gets
+//!   the login page (401).
 //! - Without a token the admin endpoints are open, and only on a loopback address: a server
 //!   listening beyond loopback without a token refuses to start ([`check_listen`]).
 //! - Mutations (anything but `GET`, `HEAD`, `OPTIONS`) coming from another site are refused
@@ -133,6 +136,47 @@ pub fn authorize(token: Option<&AdminToken>, authorization: Option<&str>) -> Res
     }
 }
 
+/// The value of the console's session cookie for a token: HMAC-SHA256 of a fixed text keyed
+/// by the token, in hex. It proves the browser was given the token once, without holding it.
+pub fn session_value(token: &AdminToken) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.0.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"tether console session v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A cookie's value from a `Cookie` header.
+pub fn cookie_value<'a>(cookies: Option<&'a str>, name: &str) -> Option<&'a str> {
+    cookies?
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The whole check: the bearer header when there is one, the session cookie otherwise.
+pub fn authorize_request(
+    token: Option<&AdminToken>,
+    authorization: Option<&str>,
+    session: Option<&str>,
+) -> Result<(), Denied> {
+    let Some(t) = token else {
+        return Ok(());
+    };
+    if authorization.is_some() {
+        return authorize(token, authorization);
+    }
+    match session {
+        Some(value) if same_secret(value, &session_value(t)) => Ok(()),
+        Some(_) => Err(Denied::WrongToken),
+        None => Err(Denied::MissingToken),
+    }
+}
+
 /// The headers a browser sets that tell where a request comes from.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Provenance<'a> {
@@ -230,14 +274,29 @@ pub async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         });
     }
     let decision = decision.and_then(|()| {
-        authorize(
+        authorize_request(
             shared.admin_token.as_ref(),
             header(headers, header::AUTHORIZATION),
+            cookie_value(
+                header(headers, header::COOKIE),
+                crate::serve::console::COOKIE,
+            ),
         )
     });
     match decision {
         Ok(()) => next.run(request).await,
         Err(denied) => {
+            let path = request.uri().path();
+            if *request.method() == Method::GET
+                && (path == "/console" || path.starts_with("/console/"))
+                && denied.status() == StatusCode::UNAUTHORIZED
+            {
+                let wanted = request.uri().path_and_query().map_or(path, |p| p.as_str());
+                let had_session = header(headers, header::COOKIE)
+                    .and_then(|c| cookie_value(Some(c), crate::serve::console::COOKIE))
+                    .is_some_and(|v| !v.is_empty());
+                return crate::serve::console::login_required(&shared, wanted, had_session);
+            }
             tracing::info!(
                 method = %request.method(),
                 path = %request.uri().path(),
@@ -379,6 +438,44 @@ mod tests {
                 .message()
                 .contains("cross-site")
         );
+    }
+
+    #[test]
+    fn the_session_cookie_opens_what_the_bearer_opens_without_holding_the_token() {
+        let t = token("s3cret-token");
+        let session = session_value(&t);
+        assert!(!session.contains("s3cret"), "the cookie is not the token");
+        assert_eq!(session.len(), 64);
+        assert_ne!(session, session_value(&token("another-token")));
+        assert_eq!(authorize_request(Some(&t), None, Some(&session)), Ok(()));
+        assert_eq!(
+            authorize_request(Some(&t), None, Some("s3cret-token")),
+            Err(Denied::WrongToken),
+            "the token itself is not a session"
+        );
+        assert_eq!(
+            authorize_request(Some(&t), None, None),
+            Err(Denied::MissingToken)
+        );
+        assert_eq!(
+            authorize_request(Some(&t), Some("Bearer wrong"), Some(&session)),
+            Err(Denied::WrongToken),
+            "a wrong bearer is wrong whatever the cookie"
+        );
+        assert_eq!(
+            authorize_request(Some(&t), Some("Bearer s3cret-token"), None),
+            Ok(())
+        );
+        assert_eq!(authorize_request(None, None, None), Ok(()));
+        assert_eq!(
+            cookie_value(Some("a=1; tether_session=abc ; b=2"), "tether_session"),
+            Some("abc")
+        );
+        assert_eq!(
+            cookie_value(Some("xtether_session=abc"), "tether_session"),
+            None
+        );
+        assert_eq!(cookie_value(None, "tether_session"), None);
     }
 
     #[test]

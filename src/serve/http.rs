@@ -8,7 +8,8 @@
 //! | `GET /status` | admin | the JSON of `tether status --format json`, plus this worker, its loaded flows, leases, the run going on and the pending one, and the last rejected reload |
 //! | `POST /runs` | admin | a run now: all flows, or `?flow=NAME` / `?mapping=NAME` (repeatable), coalesced with the pending run; 202, or with `?wait=true` the report of the run that covered it; 429 with `Retry-After` beyond the rate limit |
 //! | `POST /api/resync` | admin | a resync of a mapping or one record ([`crate::serve::resync`]); 202, or with `?wait=true` its outcome |
-//! | `/api/`, `/console` | admin | reserved (404 for now) |
+//! | `/api/` | admin | the operator's API ([`crate::serve::api`]) |
+//! | `/console` | admin | the web console ([`crate::serve::console`]); its login page and assets are open |
 //! | `POST /hooks/{system}` | own verification | change notifications ([`crate::serve::hooks`]); 202 and a run of the mappings that read the entity; 409 for a replayed signed one |
 //!
 //! "admin" is [`crate::serve::access`]: the bearer token when one is set, and no cross-site
@@ -36,8 +37,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/resync", post(crate::serve::resync::post))
         .route("/api", any(reserved))
         .route("/api/{*rest}", any(reserved))
-        .route("/console", any(reserved))
         .route("/console/{*rest}", any(reserved))
+        .merge(crate::serve::api::routes())
+        .merge(crate::serve::console::pages())
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             access::guard,
@@ -48,13 +50,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/hooks/{system}", post(hook))
         .merge(admin)
+        .merge(crate::serve::console::open())
         .layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY))
         .with_state(shared)
 }
 
-/// Paths kept for the console and its API, behind the admin check already.
+/// Paths under the console and its API that nothing answers, behind the admin check already.
 async fn reserved() -> Response {
-    error(StatusCode::NOT_FOUND, "not available in this version")
+    error(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

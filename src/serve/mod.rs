@@ -13,12 +13,15 @@
 //! - SIGTERM or SIGINT: the run in flight stops after its current batch (its unfinished
 //!   mappings keep their old cursors), leases are released, and the process exits 0.
 //!
-//! [`http`] has the endpoints, [`access`] who may use the admin ones, [`metrics`] the
-//! Prometheus metrics, [`hooks`] the webhooks, [`resync`] `POST /api/resync`, [`alerts`]
-//! the alerts posted to webhooks when an incident opens and clears.
+//! [`http`] has the endpoints, [`access`] who may use the admin ones, [`api`] the operator's
+//! API under `/api/`, [`console`] the web console, [`metrics`] the Prometheus metrics,
+//! [`hooks`] the webhooks, [`resync`] `POST /api/resync`, [`alerts`] the alerts posted to
+//! webhooks when an incident opens and clears.
 
 pub mod access;
 pub mod alerts;
+pub mod api;
+pub mod console;
 pub mod hooks;
 pub mod http;
 pub mod limit;
@@ -296,7 +299,7 @@ pub async fn serve(
     info!(
         listen = %local,
         admin = if options.admin_token.is_some() { "bearer token" } else { "open on loopback" },
-        "serving /health /ready /metrics /status /runs /hooks"
+        "serving /health /ready /metrics /status /runs /hooks /api /console"
     );
     if let Some(token) = &options.admin_token
         && token.length() < 16

@@ -3,6 +3,7 @@
 //! `tests/mapping/`, `tests/validate/` and `tests/contracts/`.
 
 mod connector;
+mod console;
 mod docs;
 mod mapping;
 mod ops;

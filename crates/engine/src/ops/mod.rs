@@ -8,6 +8,10 @@
 //! - [`conflicts`]: conflicts listed, held ones (the `manual` policy) decided.
 //! - [`resync`]: a mapping or one record read again and compared field by field with the
 //!   other side, what differs written; cursors cleared.
+//! - [`runs`]: the latest runs, one run's per-mapping report, and the overview of every flow
+//!   and mapping with its health.
+//! - [`record`]: one record looked up by `SYSTEM:ENTITY:ID` or a match key value, with its
+//!   identity, counterparts, fields as last synced and history.
 //!
 //! Decisions are pure functions (grouping parked records by cause); the effects (the store,
 //! a system's API) are at the edges, in the `async` functions.
@@ -16,6 +20,8 @@ pub mod conflicts;
 pub mod history;
 pub mod parked;
 pub mod resync;
+pub mod record;
+pub mod runs;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,6 +61,8 @@ pub enum OpsError {
     },
     #[error(transparent)]
     Engine(Box<crate::sync::engine::EngineError>),
+    #[error("no run has the id `{0}`")]
+    UnknownRun(String),
 }
 
 /// A record named by an operator: `SYSTEM:ENTITY:ID` (the id may itself hold colons).
@@ -177,6 +185,23 @@ impl Names {
         names
     }
 
+    /// Whether a system is loaded.
+    pub fn knows_system(&self, system: &str) -> bool {
+        self.systems.contains_key(system)
+    }
+
+    /// Names that know only these systems (for tests of lookups).
+    #[cfg(test)]
+    pub(crate) fn with_systems(systems: &[&str]) -> Names {
+        let mut names = Names::default();
+        for system in systems {
+            names
+                .systems
+                .insert((*system).to_owned(), (*system).to_owned());
+        }
+        names
+    }
+
     /// A mapping's names, when it is loaded.
     pub fn mapping(&self, name: &str) -> Option<&MappingNames> {
         self.mappings.get(name)
@@ -243,7 +268,7 @@ impl Names {
 }
 
 /// `n` and a noun, in the singular for one (`1 record`, `3 records`).
-pub(crate) fn count_of(n: usize, one: &str, many: &str) -> String {
+pub fn count_of(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")
     } else {
