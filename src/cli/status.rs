@@ -62,11 +62,11 @@ pub fn status(flows: &Path, state: &StoreUrl, format: Format) -> anyhow::Result<
             }
         }
         for a in &allowances {
-            let share = if a.limit > 0 {
-                format!(" ({}%)", a.used * 100 / a.limit)
-            } else {
-                String::new()
-            };
+            let share = a
+                .used
+                .saturating_mul(100)
+                .checked_div(a.limit)
+                .map_or_else(String::new, |percent| format!(" ({percent}%)"));
             let stopped = match &a.stopped {
                 Some(why) => format!("; stopped in that run: {why}"),
                 None => String::new(),
@@ -142,7 +142,10 @@ fn allowances<'a>(runs: impl Iterator<Item = &'a tether_engine::store::Run>) -> 
             ) else {
                 continue;
             };
-            if latest.get(name).is_some_and(|seen| seen.at >= run.started_at) {
+            if latest
+                .get(name)
+                .is_some_and(|seen| seen.at >= run.started_at)
+            {
                 continue;
             }
             latest.insert(
@@ -295,12 +298,21 @@ mod tests {
     #[test]
     fn the_latest_run_that_saw_an_allowance_tells_it() {
         let runs = [
-            run(1, json!([{"system": "salesforce", "allowance_used": 10, "allowance_limit": 100}])),
-            run(3, json!([{"system": "salesforce", "allowance_used": 81, "allowance_limit": 100,
+            run(
+                1,
+                json!([{"system": "salesforce", "allowance_used": 10, "allowance_limit": 100}]),
+            ),
+            run(
+                3,
+                json!([{"system": "salesforce", "allowance_used": 81, "allowance_limit": 100,
                           "stopped": "salesforce: stopped for this run"},
-                         {"system": "customerp", "requests": 4}])),
-            run(2, json!([{"system": "salesforce", "allowance_used": 50, "allowance_limit": 100},
-                         {"system": "keap", "allowance_used": 7, "allowance_limit": 30000}])),
+                         {"system": "customerp", "requests": 4}]),
+            ),
+            run(
+                2,
+                json!([{"system": "salesforce", "allowance_used": 50, "allowance_limit": 100},
+                         {"system": "keap", "allowance_used": 7, "allowance_limit": 30000}]),
+            ),
         ];
         let seen = allowances(runs.iter());
         assert_eq!(seen.len(), 2, "{seen:?}");

@@ -331,7 +331,9 @@ impl Metrics {
             let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             if let (Some(used), Some(limit)) = (s.allowance_used, s.allowance_limit) {
                 self.allowance_used.get_or_create(&labels).set(gauge(used));
-                self.allowance_limit.get_or_create(&labels).set(gauge(limit));
+                self.allowance_limit
+                    .get_or_create(&labels)
+                    .set(gauge(limit));
             }
             if s.stopped.is_some() {
                 self.allowance_stops.get_or_create(&labels).inc();

@@ -118,7 +118,7 @@ impl World {
         let lookup = move |name: &str| env.get(name).cloned();
         let engine = open(&flows(), &self.state, &lookup, open_options)
             .await
-        .expect("engine opens");
+            .expect("engine opens");
         let options = RunOptions {
             mappings: mappings.iter().map(|m| (*m).to_owned()).collect(),
             ..RunOptions::default()

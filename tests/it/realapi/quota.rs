@@ -132,7 +132,10 @@ async fn the_simulators_count_the_daily_allowance_on_every_answer_and_refuse_pas
     // Keap: the quota headers of the key; past the quota, the gateway's 429.
     let (status, [limit, used, available]) = spend_keap(&sandbox, 3).await;
     assert_eq!(status, 200);
-    assert_eq!((limit.as_str(), used.as_str(), available.as_str()), ("4", "3", "1"));
+    assert_eq!(
+        (limit.as_str(), used.as_str(), available.as_str()),
+        ("4", "3", "1")
+    );
     let (status, _) = spend_keap(&sandbox, 2).await;
     assert_eq!(status, 429);
 
@@ -157,12 +160,14 @@ async fn the_connector_stops_a_system_before_the_reserve_of_its_allowance_is_spe
     sandbox.reset_request_counts();
     let error = read_all(connector.changes("Contact", None).expect("reader"))
         .await
-        .and_then(|_| Ok(()))
         .err();
     // The first answer says 8 of 10 are used: 80% reaches the 20% reserve, so nothing more
     // is sent in this run.
     let first = connector.stats();
-    assert_eq!((first.allowance_used, first.allowance_limit), (Some(8), Some(10)));
+    assert_eq!(
+        (first.allowance_used, first.allowance_limit),
+        (Some(8), Some(10))
+    );
     let error = match error {
         Some(error) => error,
         None => connector
@@ -185,7 +190,10 @@ async fn the_connector_stops_a_system_before_the_reserve_of_its_allowance_is_spe
     assert!(error.to_string().contains("8 of the 10"), "{error}");
     let sent = sandbox.request_counts()["salesforce"].total;
     let again = connector.get("Contact", "003000000000000AAA").await;
-    assert!(matches!(again, Err(ConnectorError::AllowanceReserve { .. })));
+    assert!(matches!(
+        again,
+        Err(ConnectorError::AllowanceReserve { .. })
+    ));
     assert_eq!(
         sandbox.request_counts()["salesforce"].total,
         sent,
@@ -197,7 +205,10 @@ async fn the_connector_stops_a_system_before_the_reserve_of_its_allowance_is_spe
     let keap = shipped_connector(&sandbox, "keap");
     let error = read_all(keap.changes("contacts", None).expect("reader")).await;
     let stats = keap.stats();
-    assert_eq!((stats.allowance_used, stats.allowance_limit), (Some(8), Some(10)));
+    assert_eq!(
+        (stats.allowance_used, stats.allowance_limit),
+        (Some(8), Some(10))
+    );
     let error = match error {
         Err(error) => error,
         Ok(_) => keap
@@ -214,8 +225,7 @@ async fn the_connector_stops_a_system_before_the_reserve_of_its_allowance_is_spe
 // ---- A spent allowance stops that system cleanly; the next day carries on ------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spent_salesforce_allowance_is_reported_not_failed_and_the_next_day_syncs_everything()
-{
+async fn a_spent_salesforce_allowance_is_reported_not_failed_and_the_next_day_syncs_everything() {
     let w = World::with_options("allowance", allowance_world_options(10, 30_000)).await;
     for n in 0..5 {
         w.insert(
@@ -274,7 +284,11 @@ async fn a_spent_salesforce_allowance_is_reported_not_failed_and_the_next_day_sy
         .expect("contacts");
     let arrived = erp
         .iter()
-        .filter(|c| c["email"].as_str().is_some_and(|e| e.ends_with("@quota.example")))
+        .filter(|c| {
+            c["email"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("@quota.example"))
+        })
         .count();
     assert_eq!(arrived, 10, "every contact of both systems reached the ERP");
     let seen = next
@@ -338,7 +352,12 @@ async fn keap_full_listings_run_every_six_hours_not_every_run_and_still_find_del
         .delete("keap", "contacts", &id(&gone))
         .expect("deleted");
     w.sandbox
-        .update("keap", "contacts", &id(&kept), json!({"job_title": "Planner"}))
+        .update(
+            "keap",
+            "contacts",
+            &id(&kept),
+            json!({"job_title": "Planner"}),
+        )
         .expect("edited");
     w.sandbox
         .update(
@@ -358,13 +377,19 @@ async fn keap_full_listings_run_every_six_hours_not_every_run_and_still_find_del
         .find(|m| m.mapping == KEAP_CONTACTS)
         .expect("contacts");
     assert_eq!(contacts.updated_target, 1, "{contacts:#?}");
-    assert_eq!(contacts.unlinked, 0, "no deletion listing yet: {contacts:#?}");
+    assert_eq!(
+        contacts.unlinked, 0,
+        "no deletion listing yet: {contacts:#?}"
+    );
     let companies = soon
         .mappings
         .iter()
         .find(|m| m.mapping == KEAP_COMPANIES)
         .expect("companies");
-    assert_eq!(companies.read_source, 0, "companies are not listed: {companies:#?}");
+    assert_eq!(
+        companies.read_source, 0,
+        "companies are not listed: {companies:#?}"
+    );
 
     // Six hours after the last listings they run again: the deletion is found and the
     // company's edit arrives.

