@@ -18,8 +18,12 @@ pub fn status(flows: &Path, state: &StoreUrl, format: Format) -> anyhow::Result<
             .await
             .with_context(|| format!("cannot open the state store {state}"))?;
         let report = store.status_report().await?;
+        let allowances = allowances(report.mappings.iter().filter_map(|m| m.last_run.as_ref()));
         if format == Format::Json {
-            let value = serde_json::to_value(&report)?;
+            let mut value = serde_json::to_value(&report)?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("allowances".into(), serde_json::to_value(&allowances)?);
+            }
             crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
             return Ok(exit::OK);
         }
@@ -57,6 +61,25 @@ pub fn status(flows: &Path, state: &StoreUrl, format: Format) -> anyhow::Result<
                 );
             }
         }
+        for a in &allowances {
+            let share = a
+                .used
+                .saturating_mul(100)
+                .checked_div(a.limit)
+                .map_or_else(String::new, |percent| format!(" ({percent}%)"));
+            let stopped = match &a.stopped {
+                Some(why) => format!("; stopped in that run: {why}"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{}: {} of {} daily API requests used{share} at {}{stopped}",
+                a.system,
+                a.used,
+                a.limit,
+                a.at.format("%Y-%m-%d %H:%M:%S")
+            );
+        }
         let now = chrono::Utc::now();
         for lease in store.leases().await? {
             let state = if lease.expires_at > now {
@@ -87,6 +110,60 @@ pub fn status(flows: &Path, state: &StoreUrl, format: Format) -> anyhow::Result<
         crate::cli::emit(&out)?;
         Ok(exit::OK)
     })
+}
+
+/// A system's daily API allowance as the latest run that talked to it saw it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Allowance {
+    system: String,
+    used: u64,
+    limit: u64,
+    /// When that run started.
+    at: chrono::DateTime<chrono::Utc>,
+    /// Why the system stopped in that run, when its allowance stopped it.
+    stopped: Option<String>,
+}
+
+/// The allowance each system's answers reported in the latest of `runs` that has it (from
+/// the run summaries' `systems`), by system name.
+fn allowances<'a>(runs: impl Iterator<Item = &'a tether_engine::store::Run>) -> Vec<Allowance> {
+    let mut latest: std::collections::BTreeMap<String, Allowance> = Default::default();
+    for run in runs {
+        let systems = run
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("systems"))
+            .and_then(Value::as_array);
+        for system in systems.into_iter().flatten() {
+            let (Some(name), Some(used), Some(limit)) = (
+                system.get("system").and_then(Value::as_str),
+                system.get("allowance_used").and_then(Value::as_u64),
+                system.get("allowance_limit").and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            if latest
+                .get(name)
+                .is_some_and(|seen| seen.at >= run.started_at)
+            {
+                continue;
+            }
+            latest.insert(
+                name.to_owned(),
+                Allowance {
+                    system: name.to_owned(),
+                    used,
+                    limit,
+                    at: run.started_at,
+                    stopped: system
+                        .get("stopped")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                },
+            );
+        }
+    }
+    latest.into_values().collect()
 }
 
 /// `tether explain SYSTEM ENTITY ID`: the record's global ids and counterparts, and per
@@ -195,4 +272,55 @@ pub fn explain(
         crate::cli::emit(&out)?;
         Ok(exit::OK)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use tether_engine::store::{Run, RunId};
+
+    fn run(minute: u32, systems: Value) -> Run {
+        Run {
+            id: RunId::new(format!("run-{minute}")),
+            flows: vec![],
+            mappings: vec![],
+            worker: None,
+            trigger: None,
+            started_at: chrono::Utc
+                .with_ymd_and_hms(2026, 5, 4, 12, minute, 0)
+                .unwrap(),
+            finished_at: None,
+            outcome: None,
+            summary: Some(json!({ "systems": systems })),
+        }
+    }
+
+    #[test]
+    fn the_latest_run_that_saw_an_allowance_tells_it() {
+        let runs = [
+            run(
+                1,
+                json!([{"system": "salesforce", "allowance_used": 10, "allowance_limit": 100}]),
+            ),
+            run(
+                3,
+                json!([{"system": "salesforce", "allowance_used": 81, "allowance_limit": 100,
+                          "stopped": "salesforce: stopped for this run"},
+                         {"system": "customerp", "requests": 4}]),
+            ),
+            run(
+                2,
+                json!([{"system": "salesforce", "allowance_used": 50, "allowance_limit": 100},
+                         {"system": "keap", "allowance_used": 7, "allowance_limit": 30000}]),
+            ),
+        ];
+        let seen = allowances(runs.iter());
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].system, "keap");
+        assert_eq!((seen[0].used, seen[0].limit), (7, 30_000));
+        assert_eq!(seen[1].system, "salesforce");
+        assert_eq!((seen[1].used, seen[1].limit), (81, 100));
+        assert!(seen[1].stopped.is_some());
+    }
 }

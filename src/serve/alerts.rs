@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether_engine::store::AlertIncident;
-use tether_engine::sync::report::RunReport;
+use tether_engine::sync::report::{RunReport, SystemReport};
 use tracing::{info, warn};
 
 /// The environment variable with webhook URLs (separated by commas or whitespace).
@@ -137,7 +137,7 @@ impl AlertOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incident {
     /// Stable across runs: `run-failed:FLOW`, `circuit-breaker:MAPPING`, `auth:SYSTEM`,
-    /// `allowance:SYSTEM:FIGURE`, `parked`, `run-failed`.
+    /// `allowance:SYSTEM`, `parked`, `run-failed`.
     pub incident: String,
     pub kind: &'static str,
     pub subject: String,
@@ -166,21 +166,12 @@ fn system_of<'a>(message: &str, systems: &'a [String]) -> Option<&'a String> {
         .max_by_key(|s| s.len())
 }
 
-/// Each `X_remaining` / `X_limit` pair of numbers in a system's report, as (X, remaining,
-/// limit): the rule reads whatever allowance figures the report carries.
-fn allowances(system: &Value) -> Vec<(String, f64, f64)> {
-    let Some(fields) = system.as_object() else {
-        return Vec::new();
-    };
-    fields
-        .iter()
-        .filter_map(|(key, value)| {
-            let figure = key.strip_suffix("_remaining")?;
-            let remaining = value.as_f64()?;
-            let limit = fields.get(&format!("{figure}_limit"))?.as_f64()?;
-            (limit > 0.0).then(|| (figure.to_owned(), remaining, limit))
-        })
-        .collect()
+/// A system's daily allowance as its run report gives it: what is left and the allowance,
+/// from the last answer's usage figures (systems whose file has an `allowance`).
+fn allowance(system: &SystemReport) -> Option<(u64, u64)> {
+    let limit = system.allowance_limit.filter(|limit| *limit > 0)?;
+    let used = system.allowance_used?;
+    Some((limit.saturating_sub(used), limit))
 }
 
 /// The incidents this run shows. Pure.
@@ -230,23 +221,28 @@ pub fn active(observed: &Observed<'_>, options: &AlertOptions) -> Vec<Incident> 
                     message: format!("a run of flow `{flow}` failed: {stopped}"),
                 });
             }
-            if let Ok(systems) = serde_json::to_value(&report.systems) {
-                for system in systems.as_array().into_iter().flatten() {
-                    let name = system["system"].as_str().unwrap_or_default();
-                    for (figure, remaining, limit) in allowances(system) {
-                        let left = remaining / limit * 100.0;
-                        if left < options.allowance_below_percent {
-                            found.push(Incident {
-                                incident: format!("allowance:{name}:{figure}"),
-                                kind: "allowance",
-                                subject: name.to_owned(),
-                                message: format!(
-                                    "{name}'s {figure} runs low: {remaining} of {limit} left ({left:.1}%, alert below {}%)",
-                                    options.allowance_below_percent
-                                ),
-                            });
-                        }
-                    }
+            for system in &report.systems {
+                let name = &system.system;
+                let low = allowance(system).and_then(|(remaining, limit)| {
+                    let left = remaining as f64 / limit as f64 * 100.0;
+                    (left < options.allowance_below_percent).then(|| {
+                        format!(
+                            "{name}'s daily allowance runs low: {remaining} of {limit} requests left ({left:.1}%, alert below {}%)",
+                            options.allowance_below_percent
+                        )
+                    })
+                });
+                let message = match (&system.stopped, low) {
+                    (Some(stopped), _) => Some(format!("{name} took no more requests: {stopped}")),
+                    (None, low) => low,
+                };
+                if let Some(message) = message {
+                    found.push(Incident {
+                        incident: format!("allowance:{name}"),
+                        kind: "allowance",
+                        subject: name.clone(),
+                        message,
+                    });
                 }
             }
         }
@@ -607,14 +603,44 @@ mod tests {
     }
 
     #[test]
-    fn an_allowance_figure_of_the_report_below_the_threshold_is_an_incident() {
-        let system = json!({ "system": "salesforce", "requests": 3, "daily_requests_remaining": 400, "daily_requests_limit": 15000, "other": "x" });
-        assert_eq!(
-            allowances(&system),
-            vec![("daily_requests".to_owned(), 400.0, 15000.0)]
+    fn a_daily_allowance_below_the_threshold_or_spent_is_an_incident() {
+        let system = |used, stopped: Option<&str>| SystemReport {
+            system: "salesforce".into(),
+            allowance_used: Some(used),
+            allowance_limit: Some(15000),
+            stopped: stopped.map(str::to_owned),
+            ..SystemReport::default()
+        };
+        assert_eq!(allowance(&system(14600, None)), Some((400, 15000)));
+        assert_eq!(allowance(&SystemReport::default()), None);
+        let options = AlertOptions::default();
+        let incidents = |s: SystemReport| {
+            let report = RunReport {
+                systems: vec![s],
+                ..RunReport::default()
+            };
+            let observed = Observed {
+                report: Ok(&report),
+                systems: &[],
+                parked: 0,
+            };
+            active(&observed, &options)
+                .into_iter()
+                .filter(|i| i.kind == "allowance")
+                .map(|i| (i.incident, i.message))
+                .collect::<Vec<_>>()
+        };
+        let low = incidents(system(14600, None));
+        assert_eq!(low.len(), 1);
+        assert_eq!(low[0].0, "allowance:salesforce");
+        assert!(low[0].1.contains("400 of 15000"), "{}", low[0].1);
+        assert!(incidents(system(1000, None)).is_empty());
+        let spent = incidents(system(1000, Some("daily allowance spent")));
+        assert!(
+            spent[0].1.contains("daily allowance spent"),
+            "{}",
+            spent[0].1
         );
-        assert!(allowances(&json!({ "x_remaining": 1 })).is_empty());
-        assert!(allowances(&json!({ "x_remaining": 1, "x_limit": 0 })).is_empty());
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Metrics {
     last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
     parked_now: Family<Labels, Gauge>,
     linked_now: Family<Labels, Gauge>,
+    allowance_used: Family<Labels, Gauge>,
+    allowance_limit: Family<Labels, Gauge>,
+    allowance_stops: Family<Labels, Counter>,
 }
 
 fn run_histogram() -> Histogram {
@@ -76,6 +79,9 @@ impl Metrics {
             last_run: Gauge::default(),
             parked_now: Family::default(),
             linked_now: Family::default(),
+            allowance_used: Family::default(),
+            allowance_limit: Family::default(),
+            allowance_stops: Family::default(),
         };
         metrics.registry.register(
             "records_read",
@@ -161,6 +167,24 @@ impl Metrics {
             "Linked pairs now, per mapping (read from the store at each scrape)",
             metrics.linked_now.clone(),
         );
+        metrics.registry.register(
+            "api_allowance_used",
+            "Requests of the daily API allowance used, as the system's last answer reported \
+             (Sforce-Limit-Info, x-keap-product-quota-used), per system; 0 until reported",
+            metrics.allowance_used.clone(),
+        );
+        metrics.registry.register(
+            "api_allowance_limit",
+            "The daily API allowance, as the system's last answer reported, per system; 0 \
+             until reported",
+            metrics.allowance_limit.clone(),
+        );
+        metrics.registry.register(
+            "api_allowance_stops",
+            "Runs in which a system's daily allowance (its reserve reached, or spent) stopped \
+             the system's work, per system",
+            metrics.allowance_stops.clone(),
+        );
         metrics
     }
 
@@ -197,9 +221,16 @@ impl Metrics {
                 &self.http_errors,
                 &self.http_retries,
                 &self.rate_limit_waits,
+                &self.allowance_stops,
             ] {
                 let _ = family.get_or_create(&vec![("system", system.clone())]);
             }
+            let _ = self
+                .allowance_used
+                .get_or_create(&vec![("system", system.clone())]);
+            let _ = self
+                .allowance_limit
+                .get_or_create(&vec![("system", system.clone())]);
         }
         for system in &known.hook_systems {
             for result in HOOK_RESULTS {
@@ -297,6 +328,16 @@ impl Metrics {
             self.rate_limit_waits
                 .get_or_create(&labels)
                 .inc_by(s.rate_limit_waits);
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            if let (Some(used), Some(limit)) = (s.allowance_used, s.allowance_limit) {
+                self.allowance_used.get_or_create(&labels).set(gauge(used));
+                self.allowance_limit
+                    .get_or_create(&labels)
+                    .set(gauge(limit));
+            }
+            if s.stopped.is_some() {
+                self.allowance_stops.get_or_create(&labels).inc();
+            }
         }
         self.runs
             .get_or_create(&vec![
@@ -508,6 +549,45 @@ mod tests {
         assert!(text.contains(r#"tether_http_requests_total{system="keap"} 7"#));
         assert!(text.contains(r#"tether_runs_total{trigger="schedule",outcome="ok"} 1"#));
         assert!(text.contains("tether_run_duration_seconds_count{trigger=\"schedule\"} 1"));
+    }
+
+    #[test]
+    fn the_last_seen_allowance_and_its_stops_are_exported_per_system() {
+        let metrics = Metrics::new();
+        metrics.init(&Known {
+            mappings: vec![],
+            systems: vec!["salesforce".into()],
+            hook_systems: vec![],
+        });
+        let before = metrics.render(Format::Classic);
+        for line in [
+            r#"tether_api_allowance_used{system="salesforce"} 0"#,
+            r#"tether_api_allowance_limit{system="salesforce"} 0"#,
+            r#"tether_api_allowance_stops_total{system="salesforce"} 0"#,
+            "# TYPE tether_api_allowance_used gauge",
+        ] {
+            assert!(before.lines().any(|l| l == line), "{line} in:\n{before}");
+        }
+        let report = RunReport {
+            systems: vec![SystemReport {
+                system: "salesforce".into(),
+                requests: 3,
+                allowance_used: Some(80),
+                allowance_limit: Some(100),
+                stopped: Some("salesforce: stopped for this run".into()),
+                ..SystemReport::default()
+            }],
+            ..RunReport::default()
+        };
+        metrics.record_run("schedule", &report, RunOutcome::Ok, Duration::ZERO);
+        let after = metrics.render(Format::OpenMetrics);
+        for line in [
+            r#"tether_api_allowance_used{system="salesforce"} 80"#,
+            r#"tether_api_allowance_limit{system="salesforce"} 100"#,
+            r#"tether_api_allowance_stops_total{system="salesforce"} 1"#,
+        ] {
+            assert!(after.lines().any(|l| l == line), "{line} in:\n{after}");
+        }
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! subquery in pages of their own, Keap `next` links that drop parameters, getDeleted's
 //! window and purges, the login host of the client-credentials flow, fields that differ per
 //! org, records that move during an offset-paged read), and the shipped flows carrying
-//! every record through them.
+//! every record through them. `quota` holds the daily allowances (Salesforce's
+//! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings.
+
+mod quota;
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +73,19 @@ struct World {
 
 impl World {
     async fn new(name: &str, seed: usize) -> World {
+        Self::with_options(
+            name,
+            SandboxOptions {
+                seed,
+                rate_limits: RateLimits::unlimited(),
+                ..SandboxOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// A world whose sandbox starts with `options`.
+    async fn with_options(name: &str, options: SandboxOptions) -> World {
         let dir = std::env::temp_dir().join(format!(
             "tether-realapi-{name}-{}-{}",
             std::process::id(),
@@ -79,26 +95,30 @@ impl World {
         let state =
             StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
         World {
-            sandbox: sandbox(seed).await,
+            sandbox: Sandbox::start(options).await.expect("sandbox starts"),
             state,
             _dir: TempDir(dir),
         }
     }
 
     async fn run(&self, mappings: &[&str]) -> RunReport {
-        let env: std::collections::HashMap<String, String> =
-            self.sandbox.env().into_iter().collect();
-        let lookup = move |name: &str| env.get(name).cloned();
-        let engine = open(
-            &flows(),
-            &self.state,
-            &lookup,
+        self.run_with(
+            mappings,
             OpenOptions {
                 ignore_rate_limits: true,
             },
         )
         .await
-        .expect("engine opens");
+    }
+
+    /// A run of `mappings` with the engine opened with `open_options`.
+    async fn run_with(&self, mappings: &[&str], open_options: OpenOptions) -> RunReport {
+        let env: std::collections::HashMap<String, String> =
+            self.sandbox.env().into_iter().collect();
+        let lookup = move |name: &str| env.get(name).cloned();
+        let engine = open(&flows(), &self.state, &lookup, open_options)
+            .await
+            .expect("engine opens");
         let options = RunOptions {
             mappings: mappings.iter().map(|m| (*m).to_owned()).collect(),
             ..RunOptions::default()

@@ -115,7 +115,14 @@ fn runs_table(runs: &[RunSummary]) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{outcome}</td><td>{}</td><td class=\"num\">{}</td>\
 <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             run_link(&run.id),
-            time(&run.started_at),
+            match &run.trigger {
+                Some(trigger) => format!(
+                    "{}<div class=\"small\">{}</div>",
+                    time(&run.started_at),
+                    esc(trigger)
+                ),
+                None => time(&run.started_at),
+            },
             run.seconds
                 .map_or_else(String::new, |s| format!("{s:.1} s")),
             esc(if covers.is_empty() {

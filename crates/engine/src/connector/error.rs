@@ -184,6 +184,20 @@ pub enum ConnectorError {
         context: Box<RequestContext>,
         error: ApiError,
     },
+    /// The system's answers say its daily allowance is used up to the reserve left to the
+    /// account's other integrations (`allowance.reserve`): the system takes no more
+    /// requests in this run.
+    #[error(
+        "{system}: stopped for this run: {used} of the {allowed} requests of the daily allowance are used, \
+         and {}% is left to other integrations (`allowance.reserve`)",
+        (reserve * 100.0).round()
+    )]
+    AllowanceReserve {
+        system: String,
+        used: u64,
+        allowed: u64,
+        reserve: f64,
+    },
 }
 
 /// Seconds with at most one decimal, for messages.
@@ -213,7 +227,8 @@ impl ConnectorError {
             ConnectorError::Timeout { .. }
             | ConnectorError::Transport { .. }
             | ConnectorError::WaitBudgetSpent { .. }
-            | ConnectorError::AllowanceSpent { .. } => true,
+            | ConnectorError::AllowanceSpent { .. }
+            | ConnectorError::AllowanceReserve { .. } => true,
             ConnectorError::Malformed { transient, .. } => *transient,
             _ => false,
         }
@@ -227,7 +242,19 @@ impl ConnectorError {
     pub fn stops_system(&self) -> bool {
         matches!(
             self,
-            ConnectorError::WaitBudgetSpent { .. } | ConnectorError::AllowanceSpent { .. }
+            ConnectorError::WaitBudgetSpent { .. }
+                | ConnectorError::AllowanceSpent { .. }
+                | ConnectorError::AllowanceReserve { .. }
+        )
+    }
+
+    /// Whether the system's daily allowance stopped it ([`Self::AllowanceSpent`],
+    /// [`Self::AllowanceReserve`]): not a failure of the run, which goes on with the other
+    /// systems; the next run carries on.
+    pub fn is_allowance(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::AllowanceSpent { .. } | ConnectorError::AllowanceReserve { .. }
         )
     }
 
@@ -239,7 +266,8 @@ impl ConnectorError {
             | ConnectorError::Unsupported { system, .. }
             | ConnectorError::InvalidId { system, .. }
             | ConnectorError::EndlessListing { system, .. }
-            | ConnectorError::WaitBudgetSpent { system, .. } => system,
+            | ConnectorError::WaitBudgetSpent { system, .. }
+            | ConnectorError::AllowanceReserve { system, .. } => system,
             ConnectorError::Status { context, .. }
             | ConnectorError::Rejected { context, .. }
             | ConnectorError::Auth { context, .. }

@@ -550,6 +550,7 @@ impl Connector for HttpConnector {
                 .batch
                 .as_ref()
                 .map(|b| b.size.clamp(1, SALESFORCE_COLLECTION_LIMIT) as usize),
+            full_listing_every: spec.full_listing_every().ok().flatten(),
         })
     }
 

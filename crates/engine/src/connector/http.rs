@@ -145,6 +145,86 @@ impl Throttle {
     }
 }
 
+/// The system's daily request allowance as its answers report it (`allowance` in the
+/// system file), and the reserve to leave to the account's other integrations.
+#[derive(Debug)]
+struct AllowanceWatch {
+    /// A `used/allowed` header and the item to read in it (Salesforce's
+    /// `Sforce-Limit-Info: api-usage=18/5000`).
+    usage: Option<(HeaderName, Option<String>)>,
+    /// Headers of the allowance and of what is used (Keap's `x-keap-product-quota-*`).
+    limit: Option<HeaderName>,
+    used: Option<HeaderName>,
+    reserve: f64,
+    /// The last answer's figures; -1 while unknown.
+    used_seen: AtomicI64,
+    allowed_seen: AtomicI64,
+}
+
+impl AllowanceWatch {
+    fn observe(&self, headers: &HeaderMap) {
+        let text = |name: &HeaderName| headers.get(name)?.to_str().ok().map(str::to_owned);
+        let figures = match &self.usage {
+            Some((name, item)) => text(name).and_then(|t| parse_usage(&t, item.as_deref())),
+            None => None,
+        }
+        .or_else(|| {
+            let number = |name: &Option<HeaderName>| {
+                text(name.as_ref()?).and_then(|t| t.trim().parse::<u64>().ok())
+            };
+            Some((number(&self.used)?, number(&self.limit)?))
+        });
+        if let Some((used, allowed)) = figures {
+            let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.used_seen.store(clamp(used), Ordering::Relaxed);
+            self.allowed_seen.store(clamp(allowed), Ordering::Relaxed);
+        }
+    }
+
+    /// The last seen `(used, allowed)`.
+    fn seen(&self) -> Option<(u64, u64)> {
+        let used = u64::try_from(self.used_seen.load(Ordering::Relaxed)).ok()?;
+        let allowed = u64::try_from(self.allowed_seen.load(Ordering::Relaxed)).ok()?;
+        Some((used, allowed))
+    }
+}
+
+/// `(used, allowed)` from a usage header: `18/5000`, or the named item of a list such as
+/// Salesforce's `api-usage=25/5000; per-app-api-usage=17/250(appName=sample-app)`. Without
+/// an item name the first `used/allowed` pair counts. `None` when there is no such pair.
+///
+/// Real behaviour (REST API Developer Guide, "Limit Info Header"): "`api-usage` — the API
+/// usage for the organization against which the call was made in the format nn/nnnn. The
+/// first number is the number of API calls used, and the second number is the API limit
+/// for the organization"; `per-app-api-usage` may follow.
+pub(crate) fn parse_usage(text: &str, item: Option<&str>) -> Option<(u64, u64)> {
+    text.split([';', ',']).find_map(|part| {
+        let part = part.trim();
+        let (name, value) = match part.split_once('=') {
+            Some((name, value)) => (Some(name.trim()), value.trim()),
+            None => (None, part),
+        };
+        if let Some(item) = item
+            && !name.is_some_and(|name| name.eq_ignore_ascii_case(item))
+        {
+            return None;
+        }
+        let (used, allowed) = value.split_once('/')?;
+        let allowed: String = allowed
+            .trim()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Some((used.trim().parse().ok()?, allowed.parse().ok()?))
+    })
+}
+
+/// Whether `used` of `allowed` requests reaches the share `reserve` left to others: the
+/// system takes no more requests in this run. An allowance of 0 says nothing.
+pub(crate) fn reserve_reached(used: u64, allowed: u64, reserve: f64) -> bool {
+    allowed > 0 && used as f64 >= allowed as f64 * (1.0 - reserve)
+}
+
 /// What one run has spent of a system: the time its rate limits made the run wait, and
 /// why the system takes no more requests in this run.
 #[derive(Debug, Default)]
@@ -247,6 +327,7 @@ pub(crate) struct HttpCore {
     max_response_bytes: u64,
     limiter: Option<DefaultDirectRateLimiter>,
     throttle: Option<Throttle>,
+    allowance: Option<AllowanceWatch>,
     paused_until: Mutex<Option<Instant>>,
     /// The most one run may wait for the API's rate limits (`http.max_wait_seconds`).
     max_wait: Duration,
@@ -439,6 +520,35 @@ impl HttpCore {
             Some(format) => Some(compile_errors(&system, format)?),
             None => None,
         };
+        let header_name = |h: &str| {
+            HeaderName::from_bytes(h.trim().as_bytes())
+                .map_err(|_| config(&system, format!("`{h}` is not a header name")))
+        };
+        let allowance = match &system_file.allowance {
+            Some(spec) => {
+                let reserve = spec.reserve().map_err(|e| config(&system, e))?;
+                if !spec.complete() {
+                    return Err(config(
+                        &system,
+                        "allowance needs usage_header, or both limit_header and used_header",
+                    ));
+                }
+                Some(AllowanceWatch {
+                    usage: spec
+                        .usage_header
+                        .as_deref()
+                        .map(header_name)
+                        .transpose()?
+                        .map(|name| (name, spec.usage_item.clone())),
+                    limit: spec.limit_header.as_deref().map(header_name).transpose()?,
+                    used: spec.used_header.as_deref().map(header_name).transpose()?,
+                    reserve,
+                    used_seen: AtomicI64::new(-1),
+                    allowed_seen: AtomicI64::new(-1),
+                })
+            }
+            None => None,
+        };
         Ok(HttpCore {
             system,
             client,
@@ -449,6 +559,7 @@ impl HttpCore {
             max_response_bytes: settings.max_response_bytes,
             limiter,
             throttle,
+            allowance,
             paused_until: Mutex::new(None),
             max_wait,
             run: Mutex::new(RunState::default()),
@@ -471,6 +582,34 @@ impl HttpCore {
             rate_limit_waits: load(&self.stats.rate_limit_waits),
             rate_limit_wait_ms: load(&self.stats.rate_limit_wait_ms),
             token_fetches: load(&self.stats.token_fetches),
+            allowance_used: self.allowance_seen().map(|(used, _)| used),
+            allowance_limit: self.allowance_seen().map(|(_, allowed)| allowed),
+        }
+    }
+
+    /// The daily allowance the last answer reported: `(used, allowed)`.
+    pub fn allowance_seen(&self) -> Option<(u64, u64)> {
+        self.allowance.as_ref().and_then(AllowanceWatch::seen)
+    }
+
+    /// Stops the system for the run when the last answer says the allowance is used up
+    /// to its reserve.
+    fn check_allowance(&self) -> Result<(), ConnectorError> {
+        let Some(watch) = &self.allowance else {
+            return Ok(());
+        };
+        match watch.seen() {
+            Some((used, allowed)) if reserve_reached(used, allowed, watch.reserve) => {
+                let error = ConnectorError::AllowanceReserve {
+                    system: self.system.clone(),
+                    used,
+                    allowed,
+                    reserve: watch.reserve,
+                };
+                self.stop(&error);
+                Err(error)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -811,6 +950,7 @@ impl HttpCore {
             if let Some(stopped) = self.stopped() {
                 return Err(stopped);
             }
+            self.check_allowance()?;
             self.wait_turn().await;
             if let Some(stopped) = self.stopped() {
                 return Err(stopped);
@@ -827,6 +967,9 @@ impl HttpCore {
                         "http request");
                     if let Some(throttle) = &self.throttle {
                         throttle.observe(&headers);
+                    }
+                    if let Some(allowance) = &self.allowance {
+                        allowance.observe(&headers);
                     }
                     if status >= 400 {
                         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -1271,6 +1414,48 @@ mod tests {
         assert!(!generic_salesforce_login(&url(
             "http://127.0.0.1:8705/services/oauth2/token"
         )));
+    }
+
+    #[test]
+    fn usage_headers_are_read_as_used_and_allowed() {
+        assert_eq!(parse_usage("api-usage=18/5000", None), Some((18, 5000)));
+        assert_eq!(
+            parse_usage(
+                "api-usage=25/5000; per-app-api-usage=17/250(appName=sample-connected-app)",
+                Some("api-usage")
+            ),
+            Some((25, 5000))
+        );
+        assert_eq!(
+            parse_usage(
+                "per-app-api-usage=17/250(appName=sample-connected-app); api-usage=25/5000",
+                Some("api-usage")
+            ),
+            Some((25, 5000))
+        );
+        assert_eq!(
+            parse_usage("per-app-api-usage=17/250(appName=x)", None),
+            Some((17, 250))
+        );
+        assert_eq!(parse_usage(" 7 / 100 ", None), Some((7, 100)));
+        assert_eq!(parse_usage("api-usage=", Some("api-usage")), None);
+        assert_eq!(parse_usage("api-usage=x/100", None), None);
+        assert_eq!(parse_usage("", None), None);
+        assert_eq!(parse_usage("api-usage=1/2", Some("other")), None);
+    }
+
+    #[test]
+    fn the_reserve_is_left_to_others() {
+        assert!(!reserve_reached(79, 100, 0.2));
+        assert!(reserve_reached(80, 100, 0.2));
+        assert!(reserve_reached(150, 100, 0.2));
+        assert!(!reserve_reached(99, 100, 0.0));
+        assert!(reserve_reached(100, 100, 0.0));
+        assert!(
+            !reserve_reached(5, 0, 0.2),
+            "an allowance of 0 says nothing"
+        );
+        assert!(reserve_reached(1, 10, 0.95));
     }
 
     #[test]

@@ -78,8 +78,11 @@
 //!
 //! A system can be stopped for the rest of a run ([`ConnectorError::stops_system`]): when
 //! the waits its rate limits ask for would exceed `http.max_wait_seconds` in one run
-//! ([`ConnectorError::WaitBudgetSpent`]), or when its daily allowance is spent (Salesforce's
-//! 403 `REQUEST_LIMIT_EXCEEDED`, [`ConnectorError::AllowanceSpent`]). Every later call of
+//! ([`ConnectorError::WaitBudgetSpent`]), when its daily allowance is spent (Salesforce's
+//! 403 `REQUEST_LIMIT_EXCEEDED`, [`ConnectorError::AllowanceSpent`]), or when the last
+//! answer says the allowance is used up to the reserve the system file leaves to other
+//! integrations (`allowance`: Salesforce's `Sforce-Limit-Info`, Keap's
+//! `x-keap-product-quota-*`; [`ConnectorError::AllowanceReserve`]). Every later call of
 //! that system fails at once with the same error, which is retryable (a later run may
 //! succeed; never a reason to park a record). The engine calls
 //! [`Connector::start_run`] (or [`Connectors::start_run`]) at the start of every run, which
@@ -251,6 +254,10 @@ pub struct EntityInfo {
     pub can_delete: bool,
     /// Records per batch request, when the system has a batch endpoint.
     pub batch_size: Option<usize>,
+    /// How often at most the entity is listed whole (`full_listing_every`): to find
+    /// deletions by absence, or, without an incremental read, to read it at all. `None`:
+    /// every run.
+    pub full_listing_every: Option<std::time::Duration>,
 }
 
 /// Counters of one system, for the run summary and metrics.
@@ -268,6 +275,10 @@ pub struct ConnectorStats {
     pub rate_limit_wait_ms: u64,
     /// Access tokens fetched.
     pub token_fetches: u64,
+    /// The daily allowance the last answer reported (`allowance` in the system file):
+    /// requests used, and the allowance.
+    pub allowance_used: Option<u64>,
+    pub allowance_limit: Option<u64>,
 }
 
 /// A read in progress: pages are pulled one at a time.

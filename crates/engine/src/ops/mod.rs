@@ -19,8 +19,8 @@
 pub mod conflicts;
 pub mod history;
 pub mod parked;
-pub mod resync;
 pub mod record;
+pub mod resync;
 pub mod runs;
 
 use std::collections::HashMap;

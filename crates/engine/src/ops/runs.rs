@@ -23,6 +23,8 @@ pub struct RunSummary {
     pub flows: Vec<String>,
     pub mappings: Vec<String>,
     pub worker: Option<String>,
+    /// What started it (`schedule`, `api`, `webhook`, `resync`), when recorded.
+    pub trigger: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// `None` while the run is going on, or when it died without finishing.
@@ -100,6 +102,7 @@ pub fn summarise(run: &Run) -> RunSummary {
         flows: run.flows.clone(),
         mappings: run.mappings.clone(),
         worker: run.worker.clone(),
+        trigger: run.trigger.clone(),
         started_at: run.started_at,
         finished_at: run.finished_at,
         outcome: run.outcome,
@@ -354,6 +357,7 @@ mod tests {
             flows: vec!["f".into()],
             mappings: vec![],
             worker: None,
+            trigger: None,
             started_at: started,
             finished_at: outcome.map(|_| started + chrono::Duration::milliseconds(1500)),
             outcome,

@@ -14,7 +14,7 @@ use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::env::EnvString;
 use crate::spec::flow::{FlowFile, MappingSpec, RuleSpec, Side};
 use crate::spec::load::{Loaded, Project};
-use crate::spec::node::{Loc, Pos, did_you_mean};
+use crate::spec::node::{Checked, Loc, Pos, did_you_mean};
 use crate::spec::system::{Auth, EntitySpec, FieldSpec, SystemFile};
 
 /// Runs every cross-file check and returns what it found.
@@ -24,6 +24,7 @@ pub fn check(project: &Project) -> Vec<Diagnostic> {
         check_system_env(system, &mut out);
         check_file_name(&system.path, &system.spec.system, "system", &mut out);
         check_webhooks(system, &mut out);
+        check_quota_settings(system, &mut out);
     }
     for flow in &project.flows {
         check_flow_strings(flow, &mut out);
@@ -103,6 +104,41 @@ fn check_webhooks(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
                 "entity",
                 &known,
             ));
+        }
+    }
+}
+
+/// A system's allowance reserve is a share and says where the allowance is read; each
+/// entity's `full_listing_every` is a duration within range.
+fn check_quota_settings(system: &Loaded<SystemFile>, out: &mut Vec<Diagnostic>) {
+    if let Some(allowance) = &system.spec.allowance {
+        let pos = allowance.reserve.as_ref().map(|r| r.pos);
+        if let Err(message) = allowance.reserve() {
+            out.push(
+                Diagnostic::error(&system.path, pos, Code::InvalidValue, message)
+                    .with_help("write a share such as `0.2`"),
+            );
+        }
+        if !allowance.complete() {
+            out.push(
+                Diagnostic::error(
+                    &system.path,
+                    Some(system.spec.system.pos),
+                    Code::MissingKey,
+                    "`allowance` needs `usage_header`, or both `limit_header` and `used_header`",
+                )
+                .with_help("Salesforce: `usage_header: Sforce-Limit-Info`; Keap: `limit_header: x-keap-product-quota-limit` and `used_header: x-keap-product-quota-used`"),
+            );
+        }
+    }
+    for entity in system.spec.entities.values().filter_map(Checked::valid) {
+        if let (Some(every), Err(message)) =
+            (&entity.full_listing_every, entity.full_listing_every())
+        {
+            out.push(
+                Diagnostic::error(&system.path, Some(every.pos), Code::InvalidValue, message)
+                    .with_help("write a duration such as `30m` or `6h`"),
+            );
         }
     }
 }

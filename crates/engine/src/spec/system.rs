@@ -29,6 +29,11 @@ pub struct SystemFile {
     /// Request budget shared by every flow that uses this system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The daily request allowance the system's answers report (Salesforce's
+    /// `Sforce-Limit-Info`, Keap's `x-keap-product-quota-*`): the connector reads it on
+    /// every answer and stops the system's work for the run before the reserve is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<AllowanceSpec>,
     /// Timeouts, retries and size limits.
     #[serde(default)]
     pub http: HttpSettings,
@@ -153,6 +158,57 @@ pub struct RateLimit {
     pub remaining_headers: Vec<String>,
 }
 
+/// Where a system's answers report its daily request allowance, and how much of it to
+/// leave to the account's other integrations. Either `usage_header` or both
+/// `limit_header` and `used_header`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowanceSpec {
+    /// A header carrying `used/allowed`, possibly after a name and `=` and among other
+    /// `;`-separated items (Salesforce: `Sforce-Limit-Info: api-usage=18/15000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_header: Option<String>,
+    /// The item of `usage_header` to read when it carries several (`api-usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_item: Option<String>,
+    /// A header carrying the allowance (Keap: `x-keap-product-quota-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_header: Option<String>,
+    /// A header carrying what is used of it (Keap: `x-keap-product-quota-used`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_header: Option<String>,
+    /// The share of the allowance left to others, from 0 to below 1 (default `0.2`: stop
+    /// this system's work for the run once 80% of the allowance is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<Loc<f64>>,
+}
+
+/// The reserve of an allowance when the system file does not say.
+pub const DEFAULT_ALLOWANCE_RESERVE: f64 = 0.2;
+
+impl AllowanceSpec {
+    /// The share to leave to others, or why the file's value is not one.
+    pub fn reserve(&self) -> Result<f64, String> {
+        let Some(reserve) = &self.reserve else {
+            return Ok(DEFAULT_ALLOWANCE_RESERVE);
+        };
+        let value = reserve.value;
+        if value.is_finite() && (0.0..1.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!(
+                "`allowance.reserve` is {value}; it is a share from 0 to below 1 (0.2 leaves a fifth of the allowance to others)"
+            ))
+        }
+    }
+
+    /// Whether the headers say where the allowance is: a usage header, or a limit and a
+    /// used header.
+    pub fn complete(&self) -> bool {
+        self.usage_header.is_some() || (self.limit_header.is_some() && self.used_header.is_some())
+    }
+}
+
 /// A time unit for rate limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -273,6 +329,39 @@ pub struct EntitySpec {
     /// A batch write endpoint, where the system has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSpec>,
+    /// How often at most the entity is listed whole (`6h`, `30m`; from 1 minute to 7
+    /// days): a listing of every record to find deletions (`deletes: full_listing`), or,
+    /// for an entity without an incremental read, its whole read. Between listings the
+    /// entity's deletions (or, without an incremental read, its changes) wait; the time of
+    /// the last complete listing is kept in the state store. Left out: every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_listing_every: Option<Loc<String>>,
+}
+
+/// The shortest and longest `full_listing_every`.
+pub const FULL_LISTING_RANGE: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(60),
+    std::time::Duration::from_secs(7 * 24 * 60 * 60),
+);
+
+impl EntitySpec {
+    /// The interval between full listings (`None`: every run), or why the file's value is
+    /// not one.
+    pub fn full_listing_every(&self) -> Result<Option<std::time::Duration>, String> {
+        let Some(every) = &self.full_listing_every else {
+            return Ok(None);
+        };
+        let text = every.value.trim();
+        let interval = humantime::parse_duration(text)
+            .map_err(|e| format!("`full_listing_every: {text}` is not a duration ({e})"))?;
+        let (min, max) = FULL_LISTING_RANGE;
+        if interval < min || interval > max {
+            return Err(format!(
+                "`full_listing_every: {text}` is outside the allowed range of 1 minute to 7 days"
+            ));
+        }
+        Ok(Some(interval))
+    }
 }
 
 /// How ids look in the API.

@@ -31,7 +31,8 @@ pub enum OpenError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenOptions {
     /// Send requests as fast as the systems answer, ignoring the system files' rate limits
-    /// (for the built-in simulators, which have none of their own when asked so).
+    /// (for the built-in simulators, which have none of their own when asked so), and
+    /// list entities whole on every run whatever their `full_listing_every` says.
     pub ignore_rate_limits: bool,
 }
 
@@ -99,6 +100,12 @@ fn systems(project: &Project, options: OpenOptions) -> Vec<SystemFile> {
             let mut system = s.spec.clone();
             if options.ignore_rate_limits {
                 system.rate_limit = None;
+                // Full listings are spaced to save a daily quota; simulators have none.
+                for entity in system.entities.values_mut() {
+                    if let crate::spec::node::Checked::Valid(entity) = entity {
+                        entity.full_listing_every = None;
+                    }
+                }
             }
             system
         })

@@ -58,6 +58,13 @@ pub struct MappingReport {
     pub stamped_ahead_examples: Vec<ListedProblem>,
     /// Why the mapping stopped before writing, if it did (circuit breaker, errors).
     pub stopped: Option<String>,
+    /// Why the mapping's work waits for the next run, when a system's daily allowance
+    /// stopped it (not a failure: the next run reads from the same cursors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<String>,
+    /// What the run did differently and why (a deletion feed replaced by a full listing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The worker that held the mapping's lease, when this run skipped it for that reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
@@ -107,6 +114,14 @@ impl MappingReport {
         if other.stopped.is_some() {
             self.stopped.clone_from(&other.stopped);
         }
+        if other.postponed.is_some() {
+            self.postponed.clone_from(&other.postponed);
+        }
+        for note in &other.notes {
+            if !self.notes.contains(note) {
+                self.notes.push(note.clone());
+            }
+        }
     }
 }
 
@@ -118,6 +133,16 @@ pub struct SystemReport {
     pub errors: u64,
     pub retries: u64,
     pub rate_limit_waits: u64,
+    /// The daily allowance the system's last answer reported: requests used, and the
+    /// allowance (systems whose file has an `allowance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowance_used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowance_limit: Option<u64>,
+    /// Why the system took no more requests in this run, when its daily allowance stopped
+    /// it; the next run carries on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl SystemReport {
@@ -134,6 +159,9 @@ impl SystemReport {
             rate_limit_waits: after
                 .rate_limit_waits
                 .saturating_sub(before.rate_limit_waits),
+            allowance_used: after.allowance_used,
+            allowance_limit: after.allowance_limit,
+            stopped: None,
         }
     }
 }

@@ -38,10 +38,13 @@ impl Engine {
             self.read_for_resync(m, resync, &mut source, &mut target)
                 .await?;
         }
+        // A side whose listing was not due was not read: its intents wait too.
+        let fresh = [fresh[0] && !source.skipped, fresh[1] && !target.skipped];
         let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
         for read in [&mut source, &mut target] {
+            report.notes.append(&mut read.notes);
             report.malformed += read.malformed.len() as u64;
             report.stamped_ahead += read.ahead.len() as u64;
             for (examples, found) in [
@@ -276,6 +279,9 @@ impl Engine {
             }
             if let Some(position) = &read.deletion_cursor {
                 tx.set_cursor(&cursor_key(m, side, true), position).await?;
+            }
+            if let Some(position) = &read.listing_cursor {
+                tx.set_cursor(&listing_key(m, side), position).await?;
             }
         }
         tx.commit().await?;

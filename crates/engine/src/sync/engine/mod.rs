@@ -613,6 +613,13 @@ struct SideRead {
     /// Listed items that could not be records, and records stamped ahead of the clock.
     malformed: Vec<ListedProblem>,
     ahead: Vec<ListedProblem>,
+    /// What the run report should say about the read (a deletion feed replaced by a full
+    /// listing).
+    notes: Vec<String>,
+    /// The side was not read: its full listing is not due yet (`full_listing_every`).
+    skipped: bool,
+    /// When a full listing spaced by `full_listing_every` was complete: the time to keep.
+    listing_cursor: Option<String>,
 }
 
 /// A record that failed a rule, was refused, or waits for a referenced record.
@@ -950,6 +957,7 @@ impl Engine {
         };
         let started_at = Utc::now();
         let mut failure: Option<EngineError> = None;
+        let mut allowance_stops: HashMap<String, String> = HashMap::new();
         // Leases this worker took (renewed in the background while the run goes on), and
         // leases another worker holds (skipped this run).
         let leased: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -1085,6 +1093,17 @@ impl Engine {
                                 .retain(|n| *n != lease_name);
                             held_elsewhere.insert(lease_name);
                         }
+                        Err(EngineError::Connector(error)) if error.is_allowance() => {
+                            // A daily allowance is no failure: the system's work waits for
+                            // the next run, which reads from the same cursors.
+                            warn!(mapping = %mapping.name, %error, "the system's daily allowance stops this mapping for the run");
+                            if let Some(total) = totals.get_mut(&mapping.name) {
+                                total.postponed = Some(error.to_string());
+                            }
+                            allowance_stops
+                                .entry(error.system().to_owned())
+                                .or_insert_with(|| error.to_string());
+                        }
                         Err(error @ EngineError::Interrupted { .. }) => {
                             info!(mapping = %mapping.name, "run interrupted");
                             if let Some(total) = totals.get_mut(&mapping.name) {
@@ -1149,9 +1168,11 @@ impl Engine {
             .iter()
             .map(|(system, stats)| {
                 let previous = before.get(system).copied().unwrap_or_default();
-                SystemReport::delta(system, &previous, stats)
+                let mut system_report = SystemReport::delta(system, &previous, stats);
+                system_report.stopped = allowance_stops.get(system).cloned();
+                system_report
             })
-            .filter(|s| s.requests > 0)
+            .filter(|s| s.requests > 0 || s.stopped.is_some())
             .collect();
         if let Some(id) = &run_id {
             let outcome = if report.interrupted {
@@ -1303,6 +1324,17 @@ fn count_updates(work: &MappingWork, side: Side) -> u64 {
         .flat_map(|p| &p.updates)
         .filter(|u| u.on == side)
         .count() as u64
+}
+
+/// Where the time of a side's last complete full listing is kept (`full_listing_every`).
+fn listing_key(m: &MappingRuntime, side: Side) -> CursorKey {
+    let rt = m.side(side);
+    CursorKey {
+        mapping: m.name.clone(),
+        side,
+        system: rt.system.clone(),
+        entity: format!("{}#full-listing", rt.entity),
+    }
 }
 
 fn cursor_key(m: &MappingRuntime, side: Side, deletions: bool) -> CursorKey {

@@ -1,8 +1,21 @@
-//! Reading one side of a mapping: from its stored cursor (or whole), its deletions, and the
-//! links its references need (loaded for what a pass read, looked up for what it fetches
-//! later); the pair states of what was read.
+//! Reading one side of a mapping: from its stored cursor (or whole), its deletions, full
+//! listings spaced by `full_listing_every`, and the links its references need (loaded for
+//! what a pass read, looked up for what it fetches later); the pair states of what was read.
 
 use super::*;
+
+/// Whether a full listing spaced by `every` is due at `now`, the last complete one having
+/// been at `last` (`None`: never). A last listing stamped after `now` (a clock set back)
+/// makes it due, so a wrong clock cannot hold listings back.
+pub(super) fn listing_due(
+    last: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+    every: std::time::Duration,
+) -> bool {
+    let Some(last) = last else { return true };
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    last > now || now.signed_duration_since(last) >= every
+}
 
 impl Engine {
     /// The stored cursor of one side of a mapping (of its deletion feed with `deletions`).
@@ -23,20 +36,66 @@ impl Engine {
             })
     }
 
+    /// The time of the side's last complete full listing, when one is kept.
+    async fn last_listing(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let stored = self.store.cursor(&listing_key(m, side)).await?;
+        Ok(stored
+            .as_deref()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map(|at| at.with_timezone(&Utc)))
+    }
+
     /// Reads one side of a mapping from its stored cursor; without `fresh`, reads nothing
-    /// and leaves the cursor where it is.
+    /// and leaves the cursor where it is. Full listings wait for their `full_listing_every`:
+    /// an entity without an incremental read is not read at all until its listing is due
+    /// (the read is `skipped`), and one that finds deletions by a full listing looks for
+    /// them only then.
     pub(super) async fn read_side(
         &self,
         m: &MappingRuntime,
         side: Side,
         fresh: bool,
     ) -> Result<SideRead, EngineError> {
+        self.read_side_spaced(m, side, fresh, true).await
+    }
+
+    /// [`Self::read_side`]; without `spaced`, a full listing is made whatever
+    /// `full_listing_every` says (a fresh read that must see what the run just created).
+    pub(super) async fn read_side_spaced(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+        spaced: bool,
+    ) -> Result<SideRead, EngineError> {
         if !fresh {
             return Ok(SideRead::default());
         }
         let rt = m.side(side);
-        let cursor = self.stored_cursor(m, side, false).await?;
         let mut read = SideRead::default();
+        let every = rt.info.full_listing_every.filter(|_| spaced);
+        let listing_due = match every {
+            None => true,
+            Some(every) => {
+                let last = self.last_listing(m, side).await?;
+                let due = listing_due(last, Utc::now(), every);
+                if !due {
+                    debug!(mapping = %m.name, side = side.as_str(), entity = %rt.entity,
+                        last = ?last, every_s = every.as_secs(), "the full listing is not due yet");
+                }
+                due
+            }
+        };
+        if !rt.info.incremental && !listing_due {
+            read.skipped = true;
+            return Ok(read);
+        }
+        let listing_began = Utc::now();
+        let cursor = self.stored_cursor(m, side, false).await?;
         let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
         let mut complete = false;
         let mut last_cursor = None;
@@ -68,6 +127,9 @@ impl Engine {
             complete = page.last;
         }
         read.cursor = last_cursor;
+        if every.is_some() && !rt.info.incremental && complete {
+            read.listing_cursor = Some(listing_began.to_rfc3339());
+        }
         match rt.info.deletions {
             crate::connector::DeletionDiscovery::Feed => {
                 let cursor = self.stored_cursor(m, side, true).await?;
@@ -82,7 +144,8 @@ impl Engine {
             crate::connector::DeletionDiscovery::FullListing => {
                 if !rt.info.incremental && complete {
                     read.listed = Some(read.records.keys().cloned().collect());
-                } else {
+                } else if listing_due {
+                    let began = Utc::now();
                     let mut reader = rt.connector.list_all(&rt.entity)?;
                     let mut ids = HashSet::new();
                     let mut done = false;
@@ -92,6 +155,9 @@ impl Engine {
                     }
                     if done {
                         read.listed = Some(ids);
+                        if every.is_some() {
+                            read.listing_cursor = Some(began.to_rfc3339());
+                        }
                     }
                 }
             }
@@ -151,14 +217,27 @@ impl Engine {
                 warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity,
                     listed = ids.len(),
                     "deletions were found by a full listing; the deletion feed resumes from its start");
+                read.notes.push(format!(
+                    "{} {} {}: the deletion feed could not be read ({error}); deletions were found by a full listing of {} ids instead",
+                    side.as_str(),
+                    rt.connector.system(),
+                    rt.entity,
+                    ids.len()
+                ));
                 read.listed = Some(ids);
                 read.deletion_cursor = Some(ConnectorCursor::at(began).to_string());
             }
             Ok(()) => {}
-            Err(error) if error.stops_system() => return Err(error.into()),
-            Err(error) => {
-                warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity, %error,
+            Err(listing) if listing.stops_system() => return Err(listing.into()),
+            Err(listing) => {
+                warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity, error = %listing,
                     "the full listing for deletions failed too; deletions are looked for again next run");
+                read.notes.push(format!(
+                    "{} {} {}: the deletion feed could not be read ({error}), nor a full listing ({listing}); deletions are looked for again next run",
+                    side.as_str(),
+                    rt.connector.system(),
+                    rt.entity
+                ));
             }
         }
         Ok(())
@@ -399,5 +478,31 @@ impl Engine {
             .pair_states_of_records(&m.name, side, &[id.to_owned()])
             .await?
             .is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listing_due;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn a_full_listing_is_due_once_its_interval_has_passed() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap();
+        let every = std::time::Duration::from_secs(6 * 3600);
+        assert!(listing_due(None, now, every), "never listed");
+        assert!(!listing_due(Some(now - Duration::minutes(1)), now, every));
+        assert!(!listing_due(Some(now - Duration::hours(5)), now, every));
+        assert!(listing_due(Some(now - Duration::hours(6)), now, every));
+        assert!(listing_due(Some(now - Duration::days(3)), now, every));
+        assert!(
+            listing_due(Some(now + Duration::hours(1)), now, every),
+            "a listing stamped in the future does not hold the next one back"
+        );
+        assert!(!listing_due(
+            Some(now - Duration::hours(1)),
+            now,
+            std::time::Duration::MAX
+        ));
     }
 }
