@@ -1082,3 +1082,105 @@ async fn the_console_in_a_browser_logs_in_retries_resolves_and_shows_a_record() 
     assert_eq!(browser.title().await, "Log in · Tether");
     browser.quit().await;
 }
+
+/// `POST /api/resync`: a record edited behind Tether's back (no modified time moved) is
+/// repaired by a resync asked over HTTP, which is refused to strangers and for bad requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_over_the_api_repairs_a_record_edited_behind_tethers_back() {
+    let w = world("console-resync", 0).await;
+    let flows = manual_flows();
+    let keap = id_of(
+        &w.sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company("Stille AS", "post@stille.example"),
+            )
+            .expect("insert"),
+    );
+    let server = Server::start(&flows.0, &w).await;
+    server.run(&format!("&mapping={COMPANIES}")).await;
+    let erp = id_of(&w.one("customerp", "customers", "name", "Stille AS"));
+    w.sandbox
+        .edit_unstamped(
+            "customerp",
+            "customers",
+            &erp,
+            json!({ "phone": "+4722000077" }),
+        )
+        .expect("quiet edit");
+    let keap_phone =
+        || w.one("keap", "companies", "company_name", "Stille AS")["phone_number"].to_string();
+    let blind = server.run(&format!("&mapping={COMPANIES}")).await;
+    assert!(
+        !keap_phone().contains("22000077"),
+        "a run does not see it: {blind:#}"
+    );
+
+    let record = format!("keap:companies:{keap}");
+    let body = json!({ "mapping": COMPANIES, "record": record, "reset_cursors": false });
+    let url = format!("{}/api/resync", server.base);
+    // Strangers, cross-site requests and bad requests are refused, and change nothing.
+    let r = server
+        .http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status().as_u16(), 401, "no token");
+    let r = server
+        .post("/api/resync", &body)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status().as_u16(), 403, "cross-site");
+    let r = server
+        .post("/api/resync", &json!({ "mapping": "no-such-mapping" }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status().as_u16(), 404, "unknown mapping");
+    let r = server
+        .post("/api/resync", &json!({ "record": record }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status().as_u16(), 400, "no mapping named");
+    assert!(!keap_phone().contains("22000077"), "nothing written yet");
+
+    // Queued without waiting: 202 with what was queued; then done between runs.
+    let queued = server
+        .post("/api/resync", &body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(queued.status().as_u16(), 202);
+    let queued: Value = queued.json().await.expect("JSON");
+    assert_eq!(queued["resync"]["mapping"], COMPANIES, "{queued:#}");
+    eventually("the queued resync repairs the pair", async || {
+        keap_phone().contains("22000077").then_some(())
+    })
+    .await;
+
+    // Waited for: the outcome names the run, which is recorded with the trigger `resync`.
+    let done = server
+        .post("/api/resync?wait=true", &body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(done.status().as_u16(), 200);
+    let done: Value = done.json().await.expect("JSON");
+    assert!(!done.to_string().contains(TOKEN));
+    let store = store(&w).await;
+    let runs = store.recent_runs(5).await.expect("runs");
+    assert!(
+        runs.iter()
+            .filter(|r| r.trigger.as_deref() == Some("resync"))
+            .count()
+            >= 2,
+        "both resyncs are runs with the trigger `resync`: {:?}",
+        runs.iter().map(|r| &r.trigger).collect::<Vec<_>>()
+    );
+}
