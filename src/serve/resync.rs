@@ -128,7 +128,16 @@ pub async fn post(
     match answer {
         None => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({ "queued": true, "resync": request, "position": position })),
+            axum::Json(json!({
+                "queued": true,
+                "resync": request,
+                "position": position,
+                "message": format!(
+                    "resync of {} queued ({} in line); done between runs",
+                    request.record.as_ref().map_or_else(|| format!("mapping `{}`", request.mapping), |r| r.to_string()),
+                    position
+                ),
+            })),
         )
             .into_response(),
         Some(rx) => match rx.await {

@@ -1073,6 +1073,22 @@ async fn the_console_in_a_browser_logs_in_retries_resolves_and_shows_a_record() 
     assert!(page.contains("erp@hold.example"), "{page}");
     assert!(page.contains("Resync this record"), "{page}");
     browser.screenshot("record").await;
+    let resync = browser
+        .find_xpath("//button[normalize-space()='Resync this record']")
+        .await;
+    browser.click(&resync).await;
+    let answer = browser.until_text("queued").await;
+    assert!(
+        answer.contains(&format!("resync of keap:companies:{} queued", s.hold)),
+        "{answer}"
+    );
+    eventually("the resync asked from the console is a run", async || {
+        let runs = store.recent_runs(5).await.expect("runs");
+        runs.iter()
+            .any(|r| r.trigger.as_deref() == Some("resync") && r.finished_at.is_some())
+            .then_some(())
+    })
+    .await;
 
     // Logging out ends the session.
     let logout = browser.find("form.logout button").await;
