@@ -481,6 +481,23 @@ fn known(loaded: &Loaded) -> metrics::Known {
     }
 }
 
+impl ServeOptions {
+    /// What every run of this server shares: its worker name, leases, cancel flag and the
+    /// change log's retention.
+    pub(crate) fn run_options(&self, cancel: &Cancel) -> RunOptions {
+        RunOptions {
+            worker: Some(self.worker.clone()),
+            cancel: Some(cancel.clone()),
+            lease: Some(LeaseOptions {
+                worker: self.worker.clone(),
+                ttl: self.lease_ttl,
+            }),
+            history_days: self.history_days,
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// One run over `scope` with the loaded flows.
 async fn run(
     shared: &Shared,
@@ -493,15 +510,8 @@ async fn run(
     let run_options = RunOptions {
         flows: scope.flows.clone(),
         mappings: scope.mappings.clone(),
-        worker: Some(options.worker.clone()),
-        cancel: Some(cancel.clone()),
-        lease: Some(LeaseOptions {
-            worker: options.worker.clone(),
-            ttl: options.lease_ttl,
-        }),
-        history_days: options.history_days,
         trigger: Some(trigger.to_owned()),
-        ..RunOptions::default()
+        ..options.run_options(cancel)
     };
     let started = Instant::now();
     let result = loaded.engine.run(&run_options).await;

@@ -19,8 +19,7 @@ use tracing::{info, warn};
 
 use tether_engine::ops::resync::{self, ResyncOutcome, ResyncRequest};
 use tether_engine::ops::{Names, OpsError, RecordRef};
-use tether_engine::sync::control::{Cancel, LeaseOptions};
-use tether_engine::sync::engine::RunOptions;
+use tether_engine::sync::control::Cancel;
 
 use crate::serve::{ServeOptions, Shared, limit, lock};
 
@@ -152,16 +151,7 @@ pub async fn post(
 pub async fn run(shared: &Shared, options: &ServeOptions, cancel: &Cancel, job: Job) {
     let loaded = shared.loaded();
     let names = Names::of(&loaded.project);
-    let base = RunOptions {
-        worker: Some(options.worker.clone()),
-        cancel: Some(cancel.clone()),
-        lease: Some(LeaseOptions {
-            worker: options.worker.clone(),
-            ttl: options.lease_ttl,
-        }),
-        history_days: options.history_days,
-        ..RunOptions::default()
-    };
+    let base = options.run_options(cancel);
     let started = Instant::now();
     let outcome = resync::resync(&loaded.engine, &names, &job.request, base)
         .await

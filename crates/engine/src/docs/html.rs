@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use crate::docs::{FlowView, details, rows, section_title};
 use crate::spec::flow::Direction;
 
-fn esc(text: &str) -> String {
+/// Text made safe for HTML content and quoted attribute values.
+pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -15,7 +15,7 @@ use crate::spec::flow::{
 };
 use crate::spec::load::Project;
 
-pub use html::{flow_page, index_page};
+pub use html::{esc, flow_page, index_page};
 pub use rst::flow_document;
 
 /// One generated file: a name relative to the output folder, and its text.
