@@ -71,9 +71,20 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let seed = options.seed;
+        let started = std::time::Instant::now();
         let sandbox = Sandbox::start(options)
             .await
             .context("cannot start the sandbox")?;
+        if seed > 0 {
+            // On stderr, so that stdout stays the list of systems (or the one JSON line).
+            let seconds = started.elapsed().as_secs_f64();
+            let records = sandbox.record_count();
+            eprintln!(
+                "ready in {seconds:.1} s: {records} records ({seed} per entity seeded, unless the state file held data; {:.0} records/s)",
+                records as f64 / seconds.max(1e-9)
+            );
+        }
         let mut out = std::io::stdout().lock();
         match args.format {
             Format::Json => {
