@@ -133,6 +133,7 @@ impl<K: Ord + Clone> Ordered<K> {
     }
 
     /// The keys from position `start` on, in order.
+    #[cfg(test)]
     pub fn iter_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &K> + '_ {
         self.iter_range(start, self.len)
     }
@@ -646,6 +647,7 @@ impl EntityStore {
 
     /// Records sorted oldest change first, by scanning every record (the reference the
     /// indexes are tested against).
+    #[cfg(test)]
     pub fn by_change_scan(&self, include_deleted: bool) -> Vec<&Record> {
         let mut records: Vec<&Record> = self
             .records
