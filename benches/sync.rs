@@ -9,6 +9,13 @@
 //! latency to every simulated request, as a real API 100 to 300 ms away has
 //! (`cargo bench --bench sync -- 300 --latency 100`); the figures then also give the
 //! requests per second the run achieved, to set beside the APIs' budgets.
+//!
+//! `--sandbox-process` runs the simulators in a separate process (`tether sandbox`, started
+//! by the benchmark with the data in a state file written beforehand by another child), so
+//! the peak memory printed is the engine's alone (`VmHWM` of this process; the simulators'
+//! is printed beside it) and N can go to 1,000,000
+//! (`cargo bench --bench sync -- 100000 --sandbox-process --latency 100`). It runs the
+//! initial sync and prints records/s, time per record, requests per record and peak memory.
 
 use std::time::Instant;
 
@@ -26,7 +33,12 @@ const MAPPINGS: [&str; 3] = [
 
 /// Peak resident memory of this process (Linux), in MiB.
 fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_memory_of("self")
+}
+
+/// Peak resident memory of a process (`self` or a pid; Linux), in MiB.
+fn peak_memory_of(process: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
@@ -36,44 +48,8 @@ fn total_requests(sandbox: &Sandbox) -> u64 {
     sandbox.request_counts().values().map(|c| c.total).sum()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    // `RUST_LOG=tether=debug` shows where a run's time goes (each mapping pass's phases).
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .try_init();
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let latency_ms: u64 = args
-        .iter()
-        .position(|a| a == "--latency")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let count: usize = args
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i == 0 || args[i - 1] != "--latency")
-        .find_map(|(_, a)| a.parse().ok())
-        .unwrap_or(10_000);
-    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
-    let sandbox = Sandbox::start(SandboxOptions {
-        rate_limits: RateLimits::unlimited(),
-        faults: FaultSpec {
-            latency: std::time::Duration::from_millis(latency_ms),
-            ..FaultSpec::default()
-        },
-        ..SandboxOptions::default()
-    })
-    .await
-    .expect("sandbox starts");
-
-    let seeding = Instant::now();
+/// Fills the bench's systems: N Keap companies and contacts, N ERP products.
+fn seed(sandbox: &Sandbox, count: usize) -> (Vec<String>, Vec<String>) {
     let mut companies = Vec::with_capacity(count);
     let mut contacts = Vec::with_capacity(count);
     for i in 0..count {
@@ -104,6 +80,188 @@ async fn main() {
             )
             .expect("product");
     }
+    (companies, contacts)
+}
+
+/// The child that writes the seed data to a state file (`TETHER_BENCH_SEED=PATH`, the count
+/// as the first argument), so that the benchmark's own memory never holds it.
+async fn write_state(path: &str, count: usize) {
+    let sandbox = Sandbox::start(SandboxOptions {
+        rate_limits: RateLimits::unlimited(),
+        state_file: Some(path.into()),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let seeding = Instant::now();
+    seed(&sandbox, count);
+    let seeded = seeding.elapsed().as_secs_f64();
+    let saving = Instant::now();
+    sandbox.shutdown().await.expect("state written");
+    println!(
+        "seeded {count} Keap companies, {count} Keap contacts and {count} ERP products in {seeded:.1} s, state written in {:.1} s",
+        saving.elapsed().as_secs_f64()
+    );
+}
+
+/// A `tether sandbox` child serving a state file; killed when dropped.
+struct SandboxProcess {
+    child: std::process::Child,
+    env: std::collections::HashMap<String, String>,
+}
+
+impl SandboxProcess {
+    fn start(state: &std::path::Path, latency_ms: u64) -> SandboxProcess {
+        use std::io::BufRead as _;
+        let started = Instant::now();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        command
+            .args([
+                "sandbox",
+                "--port-base",
+                "0",
+                "--no-rate-limits",
+                "--format",
+                "json",
+            ])
+            .arg("--state")
+            .arg(state)
+            .stdout(std::process::Stdio::piped());
+        if latency_ms > 0 {
+            command.args(["--faults", &format!("latency={latency_ms}ms")]);
+        }
+        let mut child = command.spawn().expect("tether sandbox starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("sandbox ready line");
+        let ready: serde_json::Value = serde_json::from_str(&line).expect("sandbox JSON line");
+        let env = ready["env"]
+            .as_object()
+            .expect("env")
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        println!(
+            "sandbox process {} ready in {:.1} s",
+            child.id(),
+            started.elapsed().as_secs_f64()
+        );
+        SandboxProcess { child, env }
+    }
+
+    fn peak_memory_mib(&self) -> Option<f64> {
+        peak_memory_of(&self.child.id().to_string())
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The initial sync against a sandbox in another process.
+async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, state: &StoreUrl) {
+    let sandbox_state = dir.join("sandbox.json");
+    let seeding = Instant::now();
+    let status = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+        .arg(count.to_string())
+        .env("TETHER_BENCH_SEED", &sandbox_state)
+        .status()
+        .expect("seeding child runs");
+    assert!(status.success(), "seeding child failed");
+    println!(
+        "state file of {:.0} MiB ready in {:.1} s",
+        std::fs::metadata(&sandbox_state).map_or(0.0, |m| m.len() as f64 / 1_048_576.0),
+        seeding.elapsed().as_secs_f64()
+    );
+    let sandbox = SandboxProcess::start(&sandbox_state, latency_ms);
+    let env = sandbox.env.clone();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let options = RunOptions {
+        mappings: MAPPINGS.iter().map(|m| (*m).to_owned()).collect(),
+        ..RunOptions::default()
+    };
+    let engine = open(
+        &flows,
+        state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens");
+    let started = Instant::now();
+    let report = engine.run(&options).await.expect("run");
+    let seconds = started.elapsed().as_secs_f64();
+    let records = 3 * count;
+    let requests: u64 = report.systems.iter().map(|system| system.requests).sum();
+    println!(
+        "initial, sandbox in another process, latency {latency_ms} ms: {seconds:.2} s, {:.0} records/s over {records} records, {:.3} ms per record, {requests} HTTP requests ({:.3} per record, {:.1} per second), {} writes, {} parked, peak memory of the engine {:.0} MiB (simulators {:.0} MiB)",
+        records as f64 / seconds,
+        1000.0 * seconds / records as f64,
+        requests as f64 / records as f64,
+        requests as f64 / seconds,
+        report.writes(),
+        report.parked(),
+        peak_memory_mib().unwrap_or(f64::NAN),
+        sandbox.peak_memory_mib().unwrap_or(f64::NAN),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `RUST_LOG=tether=debug` shows where a run's time goes (each mapping pass's phases).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let latency_ms: u64 = args
+        .iter()
+        .position(|a| a == "--latency")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let count: usize = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--latency")
+        .find_map(|(_, a)| a.parse().ok())
+        .unwrap_or(10_000);
+    if let Some(path) = std::env::var_os("TETHER_BENCH_SEED") {
+        write_state(&path.to_string_lossy(), count).await;
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
+    if args.iter().any(|a| a == "--sandbox-process") {
+        out_of_process(count, latency_ms, &dir, &state).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let sandbox = Sandbox::start(SandboxOptions {
+        rate_limits: RateLimits::unlimited(),
+        faults: FaultSpec {
+            latency: std::time::Duration::from_millis(latency_ms),
+            ..FaultSpec::default()
+        },
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox starts");
+
+    let seeding = Instant::now();
+    let (companies, contacts) = seed(&sandbox, count);
     println!(
         "seeded {count} Keap companies, {count} Keap contacts and {count} ERP products in {:.1} s",
         seeding.elapsed().as_secs_f64()

@@ -392,10 +392,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Binds the five ports, loads or seeds the data and starts serving.
     pub async fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let store = match &options.state_file {
+        let mut store = match &options.state_file {
             Some(path) => load_state(path)?,
             None => Store::default(),
         };
+        store.rebuild_indexes();
         let needs_seed = options.seed > 0 && store.is_empty();
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
@@ -734,6 +735,17 @@ impl Sandbox {
                 body: serde_json::json!({"message": "this system has no recycle bin"}),
             })
         }
+    }
+
+    /// How many records (live and soft-deleted) all systems hold.
+    pub fn record_count(&self) -> usize {
+        self.shared
+            .store()
+            .systems
+            .values()
+            .flat_map(|entities| entities.values())
+            .map(|entity| entity.records.len())
+            .sum()
     }
 
     /// Requests answered over HTTP per system since start or the last reset.

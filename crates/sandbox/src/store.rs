@@ -4,8 +4,16 @@
 //! The store knows nothing about HTTP or any system's wire format: each simulator renders
 //! its records from what is kept here. Everything in [`Store`] is serialisable, so the
 //! whole simulated world can be written to a state file and read back.
+//!
+//! It also owns the indexes that keep a request's cost flat as the data grows: each entity's
+//! live records in the orders listings use (`touched`, `modified`, `created`, numeric id,
+//! each with the creation sequence as tie-break), with rank and position lookups for offset
+//! and keyset paging ([`Ordered`]), and `(field, value) -> records` lookups for references
+//! and unique keys. Indexes are derived data: never serialised, rebuilt after a state file
+//! is read ([`Store::rebuild_indexes`]), kept current by every write through
+//! [`EntityStore`]'s methods.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use indexmap::IndexMap;
@@ -32,6 +40,176 @@ impl Clock {
         self.offset_ms.fetch_add(by_ms, Ordering::Relaxed);
     }
 }
+
+/// Keys per chunk of [`Ordered`]: a chunk is split when it doubles.
+const CHUNK: usize = 512;
+
+/// A sorted set of keys kept in chunks of at most `2 * CHUNK`: insert and remove cost
+/// `O(CHUNK + n / CHUNK)`, and so do the rank of a key and the key at a position, which a
+/// `BTreeMap` cannot answer without walking every key before it. At 1,000,000 keys that is
+/// about 2,000 chunk lengths summed, a few microseconds.
+#[derive(Debug, Clone)]
+pub struct Ordered<K> {
+    chunks: Vec<Vec<K>>,
+    len: usize,
+}
+
+impl<K> Default for Ordered<K> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Ord + Clone> Ordered<K> {
+    /// Builds the set from keys in any order.
+    pub fn from_keys(mut keys: Vec<K>) -> Self {
+        keys.sort();
+        keys.dedup();
+        let len = keys.len();
+        let chunks = keys.chunks(CHUNK).map(<[K]>::to_vec).collect();
+        Self { chunks, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk a key belongs in: the first whose last key is at or after it.
+    fn chunk_of(&self, key: &K) -> usize {
+        self.chunks
+            .partition_point(|chunk| chunk.last().is_some_and(|last| last < key))
+    }
+
+    /// Adds a key; false when it was there already.
+    pub fn insert(&mut self, key: K) -> bool {
+        if self.chunks.is_empty() {
+            self.chunks.push(vec![key]);
+            self.len = 1;
+            return true;
+        }
+        let index = self.chunk_of(&key).min(self.chunks.len() - 1);
+        let chunk = &mut self.chunks[index];
+        match chunk.binary_search(&key) {
+            Ok(_) => return false,
+            Err(position) => chunk.insert(position, key),
+        }
+        self.len += 1;
+        if chunk.len() >= 2 * CHUNK {
+            let tail = chunk.split_off(CHUNK);
+            self.chunks.insert(index + 1, tail);
+        }
+        true
+    }
+
+    /// Removes a key; false when it was not there.
+    pub fn remove(&mut self, key: &K) -> bool {
+        let index = self.chunk_of(key);
+        let Some(chunk) = self.chunks.get_mut(index) else {
+            return false;
+        };
+        let Ok(position) = chunk.binary_search(key) else {
+            return false;
+        };
+        chunk.remove(position);
+        self.len -= 1;
+        if chunk.is_empty() {
+            self.chunks.remove(index);
+        }
+        true
+    }
+
+    /// How many keys sort before `key`.
+    pub fn rank(&self, key: &K) -> usize {
+        let index = self.chunk_of(key);
+        let before: usize = self.chunks[..index].iter().map(Vec::len).sum();
+        before
+            + self
+                .chunks
+                .get(index)
+                .map_or(0, |chunk| chunk.partition_point(|item| item < key))
+    }
+
+    /// The keys from position `start` on, in order.
+    #[cfg(test)]
+    pub fn iter_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &K> + '_ {
+        self.iter_range(start, self.len)
+    }
+
+    /// The keys at positions `from..to`, in order (reversible).
+    pub fn iter_range(&self, from: usize, to: usize) -> impl DoubleEndedIterator<Item = &K> + '_ {
+        let to = to.min(self.len);
+        let mut slices: Vec<&[K]> = Vec::new();
+        let mut start = 0;
+        for chunk in &self.chunks {
+            let end = start + chunk.len();
+            if end > from && start < to {
+                slices.push(&chunk[from.max(start) - start..to.min(end) - start]);
+            }
+            if end >= to {
+                break;
+            }
+            start = end;
+        }
+        slices.into_iter().flatten()
+    }
+
+    /// Every key, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &K> + '_ {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// The orders a listing can ask for; each is kept for the live records of an entity as
+/// `(value, seq)` keys, so records with one value keep their creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// The system modification stamp (`touched`): change order.
+    Touched,
+    /// The user-visible last-modified time.
+    Modified,
+    Created,
+    /// Ids read as numbers (Keap, the integer in-house ids); 0 for others.
+    NumericId,
+}
+
+const SORTS: [Sort; 4] = [
+    Sort::Touched,
+    Sort::Modified,
+    Sort::Created,
+    Sort::NumericId,
+];
+
+/// A position in one of the [`Sort`] orders.
+pub type Key = (i64, u64);
+
+impl Sort {
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    /// The key of a record in this order.
+    pub fn key(self, record: &Record) -> Key {
+        let value = match self {
+            Sort::Touched => record.touched,
+            Sort::Modified => record.modified,
+            Sort::Created => record.created,
+            Sort::NumericId => record
+                .id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| i64::try_from(id).ok())
+                .unwrap_or(0),
+        };
+        (value, record.seq)
+    }
+}
+
+/// How a lookup field's value becomes its key (trimmed and lower-cased text by default;
+/// Salesforce ids are first brought to their 18-character form).
+pub type KeyFn = fn(&Value) -> Option<String>;
 
 /// One stored record. `fields` holds what clients wrote plus values the server computes;
 /// ids, numbers and times are kept beside them and rendered by each simulator.
@@ -106,6 +284,27 @@ pub struct EntityStore {
     /// `(field, normalised value) -> id` for the unique fields.
     #[serde(skip)]
     unique_index: HashMap<(String, String), String>,
+    /// The derived indexes (see the module comment).
+    #[serde(skip)]
+    indexes: Indexes,
+}
+
+/// An entity's derived indexes.
+#[derive(Debug, Default, Clone)]
+struct Indexes {
+    /// The live records in each [`Sort`] order.
+    live: [Ordered<Key>; 4],
+    /// Every record, soft-deleted ones too, in change order (`queryAll`, `include_deleted`).
+    all_touched: Ordered<Key>,
+    /// `seq -> id` for every record.
+    ids: HashMap<u64, String>,
+    /// Records whose `modified` and `touched` differ: while there are none, a
+    /// modified-since filter is a range of the change order.
+    skewed: usize,
+    /// The lookup fields and how their values become keys.
+    lookup_fields: Vec<(String, KeyFn)>,
+    /// `(field, key) -> seqs` of every record (soft-deleted too) holding that value.
+    lookups: HashMap<(String, String), BTreeSet<u64>>,
 }
 
 /// Normalises a unique-key value: trimmed and lower-cased.
@@ -149,6 +348,177 @@ impl EntityStore {
             let holder = self.unique_index.get(&(field.clone(), key))?;
             (Some(holder.as_str()) != own_id).then(|| field.clone())
         })
+    }
+
+    /// Declares fields looked up by value ([`EntityStore::lookup`]) and rebuilds their index.
+    pub fn set_lookup(&mut self, fields: &[&str], key: KeyFn) {
+        for field in fields {
+            if !self
+                .indexes
+                .lookup_fields
+                .iter()
+                .any(|(name, _)| name == field)
+            {
+                self.indexes.lookup_fields.push((field.to_string(), key));
+            }
+        }
+        self.rebuild_indexes();
+    }
+
+    /// Rebuilds every derived index from the records (after a state file is read).
+    pub fn rebuild_indexes(&mut self) {
+        let lookup_fields = std::mem::take(&mut self.indexes.lookup_fields);
+        self.indexes = Indexes {
+            lookup_fields,
+            ..Indexes::default()
+        };
+        let records: Vec<&Record> = self.records.values().collect();
+        let mut live: [Vec<Key>; 4] = Default::default();
+        let mut all = Vec::with_capacity(records.len());
+        for record in &records {
+            if record.is_live() {
+                for sort in SORTS {
+                    live[sort.slot()].push(sort.key(record));
+                }
+            }
+            all.push(Sort::Touched.key(record));
+            self.indexes.ids.insert(record.seq, record.id.clone());
+            if record.modified != record.touched {
+                self.indexes.skewed += 1;
+            }
+            for (field, key) in &self.indexes.lookup_fields {
+                if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                    self.indexes
+                        .lookups
+                        .entry((field.clone(), value))
+                        .or_default()
+                        .insert(record.seq);
+                }
+            }
+        }
+        self.indexes.live = live.map(Ordered::from_keys);
+        self.indexes.all_touched = Ordered::from_keys(all);
+    }
+
+    /// Takes a record out of the derived indexes (before it changes or goes).
+    fn forget(&mut self, id: &str) {
+        let Some(record) = self.records.get(id) else {
+            return;
+        };
+        let indexes = &mut self.indexes;
+        if record.is_live() {
+            for sort in SORTS {
+                indexes.live[sort.slot()].remove(&sort.key(record));
+            }
+        }
+        indexes.all_touched.remove(&Sort::Touched.key(record));
+        indexes.ids.remove(&record.seq);
+        if record.modified != record.touched {
+            indexes.skewed -= 1;
+        }
+        for (field, key) in &indexes.lookup_fields {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                let entry = (field.clone(), value);
+                if let Some(seqs) = indexes.lookups.get_mut(&entry) {
+                    seqs.remove(&record.seq);
+                    if seqs.is_empty() {
+                        indexes.lookups.remove(&entry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a stored record into the derived indexes.
+    fn remember(&mut self, id: &str) {
+        let Some(record) = self.records.get(id) else {
+            return;
+        };
+        let indexes = &mut self.indexes;
+        if record.is_live() {
+            for sort in SORTS {
+                indexes.live[sort.slot()].insert(sort.key(record));
+            }
+        }
+        indexes.all_touched.insert(Sort::Touched.key(record));
+        indexes.ids.insert(record.seq, record.id.clone());
+        if record.modified != record.touched {
+            indexes.skewed += 1;
+        }
+        for (field, key) in &indexes.lookup_fields {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                indexes
+                    .lookups
+                    .entry((field.clone(), value))
+                    .or_default()
+                    .insert(record.seq);
+            }
+        }
+    }
+
+    /// The record created `seq`-th, if it is still stored.
+    pub fn by_seq(&self, seq: u64) -> Option<&Record> {
+        self.records.get(self.indexes.ids.get(&seq)?)
+    }
+
+    /// Live records in `sort` order (soft-deleted ones too when `include_deleted`, only in
+    /// [`Sort::Touched`]), from position `start`.
+    pub fn ordered(&self, sort: Sort, include_deleted: bool) -> &Ordered<Key> {
+        if include_deleted && sort == Sort::Touched {
+            &self.indexes.all_touched
+        } else {
+            &self.indexes.live[sort.slot()]
+        }
+    }
+
+    /// True when every record's `modified` equals its `touched`, so that a filter on the
+    /// modified time is a range of [`Sort::Touched`].
+    pub fn modified_is_touched(&self) -> bool {
+        self.indexes.skewed == 0
+    }
+
+    /// Records (soft-deleted ones too) whose lookup field holds a value with this key, in
+    /// creation order; `None` when the field is not a lookup field.
+    pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<&Record>> {
+        let (_, key) = self
+            .indexes
+            .lookup_fields
+            .iter()
+            .find(|(name, _)| name == field)?;
+        let Some(key) = key(value) else {
+            return Some(Vec::new());
+        };
+        Some(
+            self.indexes
+                .lookups
+                .get(&(field.to_string(), key))
+                .into_iter()
+                .flatten()
+                .filter_map(|seq| self.by_seq(*seq))
+                .collect(),
+        )
+    }
+
+    /// True when `field` is a lookup field.
+    pub fn is_lookup(&self, field: &str) -> bool {
+        self.indexes
+            .lookup_fields
+            .iter()
+            .any(|(name, _)| name == field)
+    }
+
+    /// Removes every soft-deleted record for good (an emptied recycle bin).
+    pub fn purge_deleted(&mut self) {
+        let gone: Vec<String> = self
+            .records
+            .values()
+            .filter(|record| !record.is_live())
+            .map(|record| record.id.clone())
+            .collect();
+        for id in gone {
+            self.forget(&id);
+            self.records.shift_remove(&id);
+        }
     }
 
     fn unindex(&mut self, id: &str) {
@@ -232,14 +602,17 @@ impl EntityStore {
         };
         let at = record.touched;
         self.unindex(&id);
+        self.forget(&id);
         self.records.insert(id.clone(), record);
         self.index(&id);
+        self.remember(&id);
         self.log(&id, kind, at);
     }
 
     /// Removes a record for good, leaving a tombstone.
     pub fn remove(&mut self, id: &str, at: Stamp) -> Option<Record> {
         self.unindex(id);
+        self.forget(id);
         let record = self.records.shift_remove(id)?;
         self.tombstones.push(Tombstone {
             id: id.to_string(),
@@ -252,18 +625,30 @@ impl EntityStore {
     /// Marks a record deleted but keeps it; its unique keys are released.
     pub fn soft_delete(&mut self, id: &str, at: Stamp) -> bool {
         self.unindex(id);
+        self.forget(id);
         let Some(record) = self.records.get_mut(id) else {
             return false;
         };
         record.deleted = Some(at);
         record.modified = at;
         record.touched = at;
+        self.remember(id);
         self.log(id, ChangeKind::Deleted, at);
         true
     }
 
     /// Records sorted oldest change first (by `touched`, then creation order).
     pub fn by_change(&self, include_deleted: bool) -> Vec<&Record> {
+        self.ordered(Sort::Touched, include_deleted)
+            .iter()
+            .filter_map(|(_, seq)| self.by_seq(*seq))
+            .collect()
+    }
+
+    /// Records sorted oldest change first, by scanning every record (the reference the
+    /// indexes are tested against).
+    #[cfg(test)]
+    pub fn by_change_scan(&self, include_deleted: bool) -> Vec<&Record> {
         let mut records: Vec<&Record> = self
             .records
             .values()
@@ -272,6 +657,110 @@ impl EntityStore {
         records.sort_by_key(|record| (record.touched, record.seq));
         records
     }
+}
+
+/// The records a listing matched, in its order: a run of an index (nothing scanned), or
+/// the result of a scan where no index serves the request.
+pub enum Listing<'a> {
+    Indexed {
+        entity: &'a EntityStore,
+        order: &'a Ordered<Key>,
+        /// Positions `from..to` of `order`.
+        from: usize,
+        to: usize,
+        descending: bool,
+    },
+    Scanned(Vec<&'a Record>),
+}
+
+impl<'a> Listing<'a> {
+    /// The run of `sort` (live records, or all in change order with `include_deleted`)
+    /// whose values lie in `low..=high`.
+    pub fn range(
+        entity: &'a EntityStore,
+        sort: Sort,
+        include_deleted: bool,
+        low: Option<i64>,
+        high: Option<i64>,
+        descending: bool,
+    ) -> Self {
+        let order = entity.ordered(sort, include_deleted);
+        let from = low.map_or(0, |low| order.rank(&(low, 0)));
+        let to = high.map_or(order.len(), |high| {
+            order.rank(&(high.saturating_add(1), 0)).max(from)
+        });
+        Listing::Indexed {
+            entity,
+            order,
+            from,
+            to,
+            descending,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Listing::Indexed { from, to, .. } => to - from,
+            Listing::Scanned(records) => records.len(),
+        }
+    }
+
+    /// The records at positions `start..end` of the listing.
+    pub fn slice(&self, start: usize, end: usize) -> Vec<&'a Record> {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        match self {
+            Listing::Indexed {
+                entity,
+                order,
+                from,
+                to,
+                descending: false,
+            } => order
+                .iter_range(from + start, (from + end).min(*to))
+                .filter_map(|(_, seq)| entity.by_seq(*seq))
+                .collect(),
+            Listing::Indexed {
+                entity,
+                order,
+                to,
+                descending: true,
+                ..
+            } => {
+                // Position i counts from the end: the records at to-end..to-start, reversed.
+                order
+                    .iter_range(to - end, to - start)
+                    .rev()
+                    .filter_map(|(_, seq)| entity.by_seq(*seq))
+                    .collect()
+            }
+            Listing::Scanned(records) => records[start..end].to_vec(),
+        }
+    }
+
+    /// The position of the first record after `key` in change order (keyset paging); the
+    /// listing must be in ascending change order.
+    pub fn position_after(&self, key: Key) -> usize {
+        match self {
+            Listing::Indexed {
+                order, from, to, ..
+            } => {
+                let rank = order.rank(&(key.0, key.1.saturating_add(1)));
+                rank.clamp(*from, *to) - from
+            }
+            Listing::Scanned(records) => {
+                records.partition_point(|record| (record.touched, record.seq) <= key)
+            }
+        }
+    }
+}
+
+/// The value of a lookup field: a top-level field, or the record's id for `Id`.
+fn lookup_value(record: &Record, field: &str) -> Option<Value> {
+    if field == "Id" {
+        return Some(Value::String(record.id.clone()));
+    }
+    record.fields.get(field).cloned()
 }
 
 /// All simulated data: per system, per entity.
@@ -316,6 +805,13 @@ impl Store {
         let counter = self.counters.entry(name.to_string()).or_default();
         *counter += 1;
         *counter
+    }
+
+    /// Rebuilds every entity's derived indexes (after a state file is read).
+    pub fn rebuild_indexes(&mut self) {
+        for entity in self.systems.values_mut().flat_map(BTreeMap::values_mut) {
+            entity.rebuild_indexes();
+        }
     }
 
     /// True when no system holds any record or tombstone.
@@ -442,6 +938,206 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn ordered_answers_rank_and_position_across_chunks() {
+        let mut ordered = Ordered::default();
+        for key in (0..3_000u64).rev() {
+            assert!(ordered.insert(key * 2));
+        }
+        assert!(!ordered.insert(10));
+        assert_eq!(ordered.len(), 3_000);
+        assert_eq!(ordered.rank(&0), 0);
+        assert_eq!(ordered.rank(&1_001), 501);
+        assert_eq!(
+            ordered.iter_from(2_999).copied().collect::<Vec<_>>(),
+            vec![5_998]
+        );
+        assert_eq!(ordered.iter_from(3_000).count(), 0);
+        assert!(ordered.remove(&1_000));
+        assert!(!ordered.remove(&1_000));
+        assert_eq!(ordered.rank(&1_002), 500);
+    }
+
+    #[test]
+    fn listings_page_by_offset_and_after_a_key() {
+        let mut entity = EntityStore::default();
+        for at in 1..=10 {
+            let record = entity.new_record(at.to_string(), Map::new(), at * 100);
+            entity.put(record);
+        }
+        let listing = Listing::range(&entity, Sort::Touched, false, Some(300), Some(800), false);
+        assert_eq!(listing.len(), 6);
+        let ids = |records: Vec<&Record>| -> Vec<String> {
+            records.iter().map(|record| record.id.clone()).collect()
+        };
+        assert_eq!(ids(listing.slice(1, 3)), vec!["4", "5"]);
+        assert_eq!(listing.position_after((500, 5)), 3);
+        let descending = Listing::range(&entity, Sort::Touched, false, None, None, true);
+        assert_eq!(ids(descending.slice(0, 2)), vec!["10", "9"]);
+        assert_eq!(ids(descending.slice(9, 20)), vec!["1"]);
+    }
+
+    /// One step of a random history of an entity.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create {
+            at: i64,
+            tag: u8,
+        },
+        Update {
+            pick: usize,
+            at: i64,
+            touch_only: bool,
+            tag: u8,
+        },
+        SoftDelete {
+            pick: usize,
+            at: i64,
+        },
+        Remove {
+            pick: usize,
+            at: i64,
+        },
+        Purge,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..50i64, 0..4u8).prop_map(|(at, tag)| Step::Create { at, tag }),
+            3 => (any::<usize>(), 0..50i64, any::<bool>(), 0..4u8)
+                .prop_map(|(pick, at, touch_only, tag)| Step::Update { pick, at, touch_only, tag }),
+            1 => (any::<usize>(), 0..50i64).prop_map(|(pick, at)| Step::SoftDelete { pick, at }),
+            1 => (any::<usize>(), 0..50i64).prop_map(|(pick, at)| Step::Remove { pick, at }),
+            1 => Just(Step::Purge),
+        ]
+    }
+
+    fn replay(steps: &[Step]) -> EntityStore {
+        let mut entity = EntityStore::default();
+        entity.set_lookup(&["tag"], normalise_key);
+        for (index, step) in steps.iter().enumerate() {
+            let ids: Vec<String> = entity.records.keys().cloned().collect();
+            let pick = |pick: &usize| (!ids.is_empty()).then(|| ids[pick % ids.len()].clone());
+            match step {
+                Step::Create { at, tag } => {
+                    let record = entity.new_record(
+                        format!("{}", 1_000 - index),
+                        fields(json!({"tag": format!("T{tag}")})),
+                        *at,
+                    );
+                    entity.put(record);
+                }
+                Step::Update {
+                    pick: chosen,
+                    at,
+                    touch_only,
+                    tag,
+                } => {
+                    if let Some(mut record) = pick(chosen).and_then(|id| entity.get(&id).cloned()) {
+                        record.touched = *at;
+                        if !touch_only {
+                            record.modified = *at;
+                        }
+                        record.fields.insert("tag".into(), json!(format!("T{tag}")));
+                        entity.put(record);
+                    }
+                }
+                Step::SoftDelete { pick: chosen, at } => {
+                    if let Some(id) = pick(chosen) {
+                        entity.soft_delete(&id, *at);
+                    }
+                }
+                Step::Remove { pick: chosen, at } => {
+                    if let Some(id) = pick(chosen) {
+                        entity.remove(&id, *at);
+                    }
+                }
+                Step::Purge => entity.purge_deleted(),
+            }
+        }
+        entity
+    }
+
+    fn seqs(records: &[&Record]) -> Vec<u64> {
+        records.iter().map(|record| record.seq).collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ordered_agrees_with_a_btree_set(ops in proptest::collection::vec((proptest::prelude::any::<bool>(), 0..3_000u32), 0..4_000), probe in 0..3_100u32) {
+            let mut ordered = Ordered::default();
+            let mut reference = std::collections::BTreeSet::new();
+            for (insert, key) in ops {
+                if insert {
+                    proptest::prop_assert_eq!(ordered.insert(key), reference.insert(key));
+                } else {
+                    proptest::prop_assert_eq!(ordered.remove(&key), reference.remove(&key));
+                }
+            }
+            proptest::prop_assert_eq!(ordered.len(), reference.len());
+            proptest::prop_assert_eq!(ordered.rank(&probe), reference.range(..probe).count());
+            let position = probe as usize % (reference.len() + 1);
+            let from: Vec<u32> = ordered.iter_from(position).copied().collect();
+            let expected: Vec<u32> = reference.iter().skip(position).copied().collect();
+            proptest::prop_assert_eq!(from, expected);
+        }
+
+        /// The indexed listings give what scanning every record gives, after any history of
+        /// creates, updates (some moving only the change stamp), soft and hard deletes and
+        /// purges; so do indexes rebuilt as after reading a state file.
+        #[test]
+        fn indexed_listings_equal_scans(steps in proptest::collection::vec(step(), 0..120), low in 0..50i64, high in 0..50i64, offset in 0..40usize, descending in proptest::prelude::any::<bool>()) {
+            let mut entity = replay(&steps);
+            for rebuilt in [false, true] {
+                if rebuilt {
+                    entity.rebuild_indexes();
+                }
+                for include_deleted in [false, true] {
+                    proptest::prop_assert_eq!(
+                        seqs(&entity.by_change(include_deleted)),
+                        seqs(&entity.by_change_scan(include_deleted))
+                    );
+                    let listing = Listing::range(&entity, Sort::Touched, include_deleted, Some(low), Some(high), false);
+                    let expected: Vec<&Record> = entity
+                        .by_change_scan(include_deleted)
+                        .into_iter()
+                        .filter(|record| record.touched >= low && record.touched <= high)
+                        .collect();
+                    proptest::prop_assert_eq!(listing.len(), expected.len());
+                    proptest::prop_assert_eq!(seqs(&listing.slice(offset, offset + 7)), seqs(&expected.iter().skip(offset).take(7).copied().collect::<Vec<_>>()));
+                    let after = (low, offset as u64);
+                    proptest::prop_assert_eq!(listing.position_after(after), expected.partition_point(|record| (record.touched, record.seq) <= after));
+                }
+                for sort in SORTS {
+                    let listing = Listing::range(&entity, sort, false, Some(low), None, descending);
+                    let mut expected: Vec<&Record> = entity
+                        .records
+                        .values()
+                        .filter(|record| record.is_live() && sort.key(record).0 >= low)
+                        .collect();
+                    expected.sort_by_key(|record| sort.key(record));
+                    if descending {
+                        expected.reverse();
+                    }
+                    proptest::prop_assert_eq!(seqs(&listing.slice(0, usize::MAX)), seqs(&expected));
+                }
+                proptest::prop_assert_eq!(entity.modified_is_touched(), entity.records.values().all(|record| record.modified == record.touched));
+                for tag in 0..4 {
+                    let value = json!(format!("t{tag}"));
+                    let found = entity.lookup("tag", &value).unwrap_or_default();
+                    let mut expected: Vec<&Record> = entity
+                        .records
+                        .values()
+                        .filter(|record| record.fields.get("tag") == Some(&json!(format!("T{tag}"))))
+                        .collect();
+                    expected.sort_by_key(|record| record.seq);
+                    proptest::prop_assert_eq!(seqs(&found), seqs(&expected));
+                }
+            }
+        }
     }
 
     #[test]

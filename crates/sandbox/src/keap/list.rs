@@ -7,11 +7,24 @@ use serde_json::{Map, Value, json};
 
 use crate::http::{ApiRequest, ApiResponse, encode_query};
 use crate::keap::{BASE_PATH, Keap, MAX_LIMIT, bad_request};
-use crate::store::{ChangeKind, Record, Stamp, parse_lenient_datetime};
+use crate::store::{
+    ChangeKind, EntityStore, Listing, Record, Sort, Stamp, Store, parse_lenient_datetime,
+};
 
 /// The parameters besides `limit` and `offset` that Keap's `next` and `previous` links
 /// carry over from the request (see [`Keap::page_links`]).
 const LINK_KEEPS: [&str; 3] = ["since", "until", "order"];
+
+/// The list filters besides `since`/`until`; a list with one of them is scanned.
+const LIST_FILTERS: [&str; 7] = [
+    "company_name",
+    "email",
+    "given_name",
+    "family_name",
+    "stage_id",
+    "user_id",
+    "active",
+];
 
 impl Keap {
     pub(super) fn paging(request: &ApiRequest) -> Result<(i64, i64), ApiResponse> {
@@ -134,6 +147,63 @@ impl Keap {
         let Some(entity_store) = Self::entity_store(&store, entity) else {
             return Ok(self.list_body(entity, Vec::new(), 0, request, limit, offset, None));
         };
+        // Served from an index when nothing but the order and (for `last_updated`) the
+        // modified-time window narrows the list; scanned and sorted otherwise.
+        let filtered = LIST_FILTERS
+            .iter()
+            .any(|name| request.query(name).is_some());
+        let sort = match order {
+            "id" => Some(Sort::NumericId),
+            "date_created" => Some(Sort::Created),
+            "last_updated" => Some(Sort::Modified),
+            _ => None,
+        };
+        let records = match sort {
+            Some(sort)
+                if !filtered
+                    && (sort == Sort::Modified || (since.is_none() && until.is_none())) =>
+            {
+                Listing::range(entity_store, sort, false, since, until, descending)
+            }
+            _ => Listing::Scanned(self.scan(
+                entity_store,
+                &store,
+                entity,
+                request,
+                order,
+                since,
+                until,
+                descending,
+            )),
+        };
+        let total = records.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(limit).unwrap_or(0));
+        let page: Vec<Value> = records
+            .slice(start, end)
+            .into_iter()
+            .map(|record| match entity {
+                "products" => Self::render_product(record, true),
+                _ => Self::render(&store, entity, record, &optional, false),
+            })
+            .collect();
+        let sync_token = (entity == "products").then(|| entity_store.next_change.to_string());
+        Ok(self.list_body(entity, page, total, request, limit, offset, sync_token))
+    }
+
+    /// The records of a list the indexes cannot serve: filtered and sorted by a scan.
+    #[allow(clippy::too_many_arguments)]
+    fn scan<'a>(
+        &self,
+        entity_store: &'a EntityStore,
+        store: &'a Store,
+        entity: &str,
+        request: &ApiRequest,
+        order: &str,
+        since: Option<Stamp>,
+        until: Option<Stamp>,
+        descending: bool,
+    ) -> Vec<&'a Record> {
         let text = |record: &Record, name: &str| -> String {
             record
                 .fields
@@ -153,7 +223,7 @@ impl Keap {
                 .unwrap_or_default()
                 .to_lowercase()
         };
-        let mut records: Vec<&Record> = entity_store
+        let mut records: Vec<&'a Record> = entity_store
             .records
             .values()
             .filter(|record| record.is_live())
@@ -236,7 +306,7 @@ impl Keap {
                     .get("contact")
                     .and_then(|contact| contact.get("id"))
                     .and_then(Value::as_u64)
-                    .and_then(|id| Self::find(&store, "contacts", &id.to_string()))
+                    .and_then(|id| Self::find(store, "contacts", &id.to_string()))
                     .map(|contact| text(contact, "family_name"))
                     .unwrap_or_default()
             }),
@@ -245,18 +315,7 @@ impl Keap {
         if descending {
             records.reverse();
         }
-        let total = records.len();
-        let page: Vec<Value> = records
-            .into_iter()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .map(|record| match entity {
-                "products" => Self::render_product(record, true),
-                _ => Self::render(&store, entity, record, &optional, false),
-            })
-            .collect();
-        let sync_token = (entity == "products").then(|| entity_store.next_change.to_string());
-        Ok(self.list_body(entity, page, total, request, limit, offset, sync_token))
+        records
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -301,14 +360,24 @@ impl Keap {
         };
         let mut statuses: Vec<(String, ChangeKind, bool)> = Vec::new();
         if let Some(products) = Self::entity_store(&store, "products") {
-            for change in products.changes.iter().filter(|change| change.seq > since) {
-                match statuses.iter_mut().find(|(id, _, _)| *id == change.id) {
-                    Some(entry) => entry.1 = change.kind,
-                    None => statuses.push((
-                        change.id.clone(),
-                        change.kind,
-                        change.kind == ChangeKind::Created,
-                    )),
+            // The change log is in sequence order, so the changes after the token are a
+            // suffix of it, found by binary search; each product's entry by a map.
+            let from = products
+                .changes
+                .partition_point(|change| change.seq <= since);
+            let mut positions: std::collections::HashMap<&str, usize> =
+                std::collections::HashMap::new();
+            for change in &products.changes[from..] {
+                match positions.get(change.id.as_str()) {
+                    Some(&position) => statuses[position].1 = change.kind,
+                    None => {
+                        positions.insert(change.id.as_str(), statuses.len());
+                        statuses.push((
+                            change.id.clone(),
+                            change.kind,
+                            change.kind == ChangeKind::Created,
+                        ));
+                    }
                 }
             }
         }

@@ -151,6 +151,7 @@ impl Salesforce {
             cursors: Mutex::new(HashMap::new()),
             purged: Mutex::new(0),
         };
+        query::declare_lookups(&mut simulator.shared.store(), &simulator.objects);
         simulator.ensure_standard_pricebook();
         simulator
     }

@@ -37,10 +37,7 @@ impl Salesforce {
             if let Some(records) = store.entity(SYSTEM, object.name)
                 && records.records.values().any(|r| r.deleted.is_some())
             {
-                store
-                    .entity_mut(SYSTEM, object.name)
-                    .records
-                    .retain(|_, record| record.deleted.is_none());
+                store.entity_mut(SYSTEM, object.name).purge_deleted();
             }
         }
         drop(store);

@@ -415,12 +415,18 @@ impl Salesforce {
                     .as_deref()
                     .and_then(|id| Self::find_live(store, "Pricebook2", id))
                     .is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)));
+                // Found through the Product2Id lookup, then compared exactly as before.
                 let entries: Vec<&Record> = store
                     .entity(SYSTEM, "PricebookEntry")
                     .map(|entries| {
-                        entries
-                            .records
-                            .values()
+                        let candidates = match product.as_ref() {
+                            Some(product) => entries
+                                .lookup("Product2Id", product)
+                                .unwrap_or_else(|| entries.records.values().collect()),
+                            None => entries.records.values().collect(),
+                        };
+                        candidates
+                            .into_iter()
                             .filter(|entry| {
                                 entry.is_live()
                                     && entry.fields.get("Product2Id") == product.as_ref()
