@@ -353,6 +353,11 @@ pub(crate) trait Backend: Simulator {
     fn empty_recycle_bin(&self) -> bool {
         false
     }
+    /// After each of the next `pages` list pages that have a page after them, a person
+    /// edits the page's first record (Keap contacts); false where not simulated.
+    fn edit_between_pages(&self, _pages: usize) -> bool {
+        false
+    }
     /// One record as `records` renders it; `None` where a GET of it answers 404.
     fn record(&self, entity: &str, id: &str) -> Option<Value> {
         let path = format!("{}/{}", self.collection_path(entity), id);
@@ -732,6 +737,28 @@ impl Sandbox {
                 system: system.to_string(),
                 status: 404,
                 body: serde_json::json!({"message": "this system has no recycle bin"}),
+            })
+        }
+    }
+
+    /// Makes a person edit a record while a client pages through a list: after each of the
+    /// next `pages` contact list pages answered with more to come, the first contact of
+    /// that page is edited (its `job_title` gets ` (edited during a read)`), so that it
+    /// moves to the end of a list ordered by `last_updated`. Keap only.
+    pub fn edit_between_pages(&self, system: &str, pages: usize) -> Result<(), SandboxError> {
+        let backend = self
+            .backends
+            .iter()
+            .find(|(name, _)| *name == system)
+            .map(|(_, backend)| backend)
+            .ok_or_else(|| SandboxError::UnknownSystem(system.to_string()))?;
+        if backend.edit_between_pages(pages) {
+            Ok(())
+        } else {
+            Err(SandboxError::Rejected {
+                system: system.to_string(),
+                status: 404,
+                body: serde_json::json!({"message": "edits between pages are simulated for Keap only"}),
             })
         }
     }

@@ -129,6 +129,8 @@ pub(crate) enum IncrementalRt {
     ModifiedSince {
         param: String,
         inclusive: bool,
+        /// Each page asks from the newest modified time of the page before.
+        keyset: bool,
     },
     Soql {
         path: String,
@@ -197,12 +199,15 @@ impl EntityRt {
     pub fn compile(name: &str, spec: &EntitySpec) -> Result<EntityRt, String> {
         let incremental = match &spec.list.incremental {
             None => None,
-            Some(Incremental::ModifiedSince { param, inclusive }) => {
-                Some(IncrementalRt::ModifiedSince {
-                    param: param.clone(),
-                    inclusive: *inclusive,
-                })
-            }
+            Some(Incremental::ModifiedSince {
+                param,
+                inclusive,
+                keyset,
+            }) => Some(IncrementalRt::ModifiedSince {
+                param: param.clone(),
+                inclusive: *inclusive,
+                keyset: *keyset,
+            }),
             Some(Incremental::Soql {
                 path,
                 query,

@@ -585,6 +585,14 @@ pub enum Incremental {
         param: String,
         /// Whether the API includes records modified exactly at the given instant.
         inclusive: bool,
+        /// Page by the modified time instead of the offset or next link: every page after
+        /// the first asks again from the newest modified time of the page before (the
+        /// records at that instant come again and are dropped as repeats). For APIs whose
+        /// list is ordered by modified time and paged by offset, where a record edited
+        /// during the read moves to the end and shifts the rest, so that offset paging
+        /// skips a record. The list's query must order by the modified time, ascending.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keyset: bool,
     },
     /// A SOQL query (Salesforce). `{fields}` is replaced by the entity's readable fields,
     /// `{since}` by the last seen modification time, `{limit}` by the page size.
