@@ -193,6 +193,53 @@ pub struct SandboxOptions {
     /// (`login.salesforce.com`, `test.salesforce.com`), which refuse the client-credentials
     /// flow; off, it answers as an org's My Domain host.
     pub salesforce_generic_login: bool,
+    /// Which optional fields the Salesforce org has and which the integration user cannot
+    /// see; by default every field of the describe tables.
+    pub salesforce_org: SalesforceOrg,
+}
+
+/// A Salesforce org's profile: fields differ per org and per user.
+///
+/// Real behaviour (Salesforce Object Reference, Account and Order; Help, "State and Country
+/// Picklists", "Reduction Orders", "Field-Level Security"): `…StateCode`/`…CountryCode`
+/// exist only where State and Country picklists are enabled, `OriginalOrderId`/
+/// `IsReductionOrder` only where reduction orders are, and a field hidden by field-level
+/// security is absent from the user's describe and refused in SOQL as if it did not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesforceOrg {
+    /// State and Country picklists (`BillingStateCode`, `BillingCountryCode`, …).
+    pub state_country_picklists: bool,
+    /// Reduction orders (`Order.OriginalOrderId`, `Order.IsReductionOrder`).
+    pub reduction_orders: bool,
+    /// Fields hidden from the integration user by field-level security, as
+    /// `Object.Field` (`Contact.Title`).
+    pub hidden_fields: Vec<String>,
+}
+
+impl Default for SalesforceOrg {
+    fn default() -> Self {
+        Self {
+            state_country_picklists: true,
+            reduction_orders: true,
+            hidden_fields: Vec::new(),
+        }
+    }
+}
+
+impl SalesforceOrg {
+    /// Whether the org has `field` of `object` for the integration user.
+    pub fn has(&self, object: &str, field: &str) -> bool {
+        let picklist = field.ends_with("StateCode") || field.ends_with("CountryCode");
+        let reduction =
+            object == "Order" && matches!(field, "OriginalOrderId" | "IsReductionOrder");
+        let hidden = self
+            .hidden_fields
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(&format!("{object}.{field}")));
+        !(picklist && !self.state_country_picklists
+            || reduction && !self.reduction_orders
+            || hidden)
+    }
 }
 
 impl Default for SandboxOptions {
@@ -208,6 +255,7 @@ impl Default for SandboxOptions {
             session_ttl: Duration::from_secs(7200),
             rate_limits: RateLimits::contract(),
             salesforce_generic_login: false,
+            salesforce_org: SalesforceOrg::default(),
         }
     }
 }

@@ -193,6 +193,8 @@ pub(crate) struct EntityRt {
     pub lookback: chrono::Duration,
     /// The most pages one listing may take (`list.max_pages`).
     pub max_pages: u64,
+    /// The describe endpoint and the path of its field names (`describe`).
+    pub describe: Option<(String, JsonPath, JsonPath)>,
 }
 
 impl EntityRt {
@@ -312,6 +314,17 @@ impl EntityRt {
                     .min(10 * 365 * 86_400),
             ),
             max_pages: spec.list.max_pages.max(1),
+            describe: spec
+                .describe
+                .as_ref()
+                .map(|d| {
+                    Ok::<_, String>((
+                        d.path.clone(),
+                        JsonPath::compile(&d.names)?,
+                        JsonPath::compile(&d.relationships)?,
+                    ))
+                })
+                .transpose()?,
             spec: spec.clone(),
         })
     }

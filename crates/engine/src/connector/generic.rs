@@ -11,6 +11,7 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use crate::connector::compiled::{Deletes, EntityRt};
+use crate::connector::describe;
 use crate::connector::error::{ApiError, ConnectorError};
 use crate::connector::http::{Body, HttpCore, Reply, Request, join_path};
 use crate::connector::listing::{self, ListReader};
@@ -192,6 +193,15 @@ impl HttpConnector {
         } else {
             get.query.clone()
         };
+        // A SOQL read asks only for the columns the org has.
+        let mut query = query;
+        if let Some(present) = describe::present_fields(&self.core, &rt).await? {
+            for (key, text) in query.iter_mut() {
+                if key == "q" {
+                    *text = describe::restrict_soql(text, &present);
+                }
+            }
+        }
         let url = self
             .endpoint_url(entity, &get.path, Some(id), &query)
             .await?;
@@ -678,5 +688,18 @@ impl Connector for HttpConnector {
 
     fn start_run(&self) {
         self.core.start_run();
+    }
+
+    fn missing_fields<'a>(
+        &'a self,
+        entity: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
+        Box::pin(async move {
+            let rt = self.entity_rt(entity)?;
+            Ok(match describe::present_fields(&self.core, &rt).await? {
+                Some(present) => describe::missing(&rt, &present),
+                None => Vec::new(),
+            })
+        })
     }
 }

@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::connector::compiled::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::cursor::{Admit, Tracker, minus};
+use crate::connector::describe;
 use crate::connector::error::ConnectorError;
 use crate::connector::http::{HttpCore, Request, join_path};
 use crate::connector::value::{self, JsonPath};
@@ -651,6 +652,9 @@ pub(crate) struct ListReader {
     /// For a keyset read (`modified_since.keyset`): the modified time the current page was
     /// asked from (`None` for a first page without one).
     keyset: Option<Option<DateTime<Utc>>>,
+    /// For a SOQL read of a described entity: the fields the org has, once read (the
+    /// query asks only for those).
+    present: Option<Arc<HashSet<String>>>,
 }
 
 impl ListReader {
@@ -690,6 +694,7 @@ impl ListReader {
             answered_at: AnsweredAt::default(),
             guard: Guard::new(max_pages),
             keyset: None,
+            present: None,
         }
     }
 
@@ -722,6 +727,7 @@ impl ListReader {
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
                     keyset,
+                    present: None,
                     entity,
                 }
             }
@@ -747,6 +753,7 @@ impl ListReader {
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
                     keyset: None,
+                    present: None,
                     entity,
                 }
             }
@@ -769,6 +776,7 @@ impl ListReader {
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
                     keyset: None,
+                    present: None,
                     entity,
                 }
             }
@@ -782,6 +790,17 @@ impl ListReader {
         let entity = self.entity.clone();
         if let Some(reason) = self.guard.before() {
             return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
+        if matches!(self.source, Source::Soql { .. })
+            && self.present.is_none()
+            && let Some(present) = describe::present_fields(&self.core, &entity).await?
+        {
+            for (key, text) in &mut self.pager.query {
+                if key == "q" {
+                    *text = describe::restrict_soql(text, &present);
+                }
+            }
+            self.present = Some(present);
         }
         let (body, answered, asked, date) =
             fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
@@ -959,7 +978,10 @@ impl ListReader {
             *limit = (*limit * 2).min(MAX_SOQL_LIMIT);
         }
         let since = minus(newest, chrono::Duration::seconds(1));
-        let text = soql(&self.entity, query, since, *limit);
+        let mut text = soql(&self.entity, query, since, *limit);
+        if let Some(present) = &self.present {
+            text = describe::restrict_soql(&text, present);
+        }
         self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
         self.guard.restart();
     }

@@ -336,6 +336,36 @@ pub struct EntitySpec {
     /// the last complete listing is kept in the state store. Left out: every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_listing_every: Option<Loc<String>>,
+    /// Where the API says which of the entity's fields exist for the signed-in user
+    /// (Salesforce's sObject describe): fields differ per org (optional features,
+    /// field-level security). Read once per run; queries ask only for the columns the API
+    /// has, and a mapping that uses a field it lacks stops with an error naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe: Option<DescribeSpec>,
+}
+
+/// An entity's describe endpoint (see [`EntitySpec::describe`]).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeSpec {
+    /// The path (`/sobjects/Contact/describe`).
+    pub path: String,
+    /// JSONPath of the field names in the answer (default `$.fields[*].name`).
+    #[serde(default = "describe_names")]
+    pub names: String,
+    /// JSONPath of the names of child relationships, which a query reads as nested
+    /// results and the system file lists among the fields (default
+    /// `$.childRelationships[*].relationshipName`).
+    #[serde(default = "describe_relationships")]
+    pub relationships: String,
+}
+
+fn describe_names() -> String {
+    "$.fields[*].name".to_owned()
+}
+
+fn describe_relationships() -> String {
+    "$.childRelationships[*].relationshipName".to_owned()
 }
 
 /// The shortest and longest `full_listing_every`.
