@@ -7,6 +7,7 @@
 //! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings.
 
 mod moving;
+mod orders;
 mod orgs;
 mod quota;
 

@@ -693,6 +693,11 @@ pub struct UpdateSpec {
     /// update. On by default when the entity has a `get`.
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Fields whose change to one of the listed values the API takes only as the only
+    /// change of an update (Salesforce: an order's `Status: [Activated]`): such a change is
+    /// sent as an update of its own, after one with the other fields.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub alone: IndexMap<String, Vec<String>>,
 }
 
 fn yes() -> bool {
