@@ -6,48 +6,80 @@
 
 use serde_json::{Value, json};
 use tether_engine::connector::Connector;
-use tether_sandbox::SandboxError;
 
 use super::{SF_CONTACTS, SF_ORDERS, SF_PRODUCTS, World, big_order, shipped_connector};
 
-fn refusal(result: Result<Value, SandboxError>) -> (u16, String) {
-    match result {
-        Err(SandboxError::Rejected { status, body, .. }) => (status, body.to_string()),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+/// PATCHes a Salesforce order as the integration user (over the API, with a session).
+async fn patch_order(sandbox: &tether_sandbox::Sandbox, id: &str, body: Value) -> (u16, String) {
+    let http = reqwest::Client::new();
+    let login = sandbox
+        .env()
+        .into_iter()
+        .find(|(n, _)| n == "SALESFORCE_LOGIN_URL")
+        .map(|(_, v)| v)
+        .expect("login URL");
+    let token: Value = http
+        .post(format!("{login}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_id",
+                tether_sandbox::credentials::SALESFORCE_CLIENT_ID,
+            ),
+            (
+                "client_secret",
+                tether_sandbox::credentials::SALESFORCE_CLIENT_SECRET,
+            ),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token JSON");
+    let response = http
+        .patch(format!(
+            "{}/services/data/v60.0/sobjects/Order/{id}",
+            token["instance_url"].as_str().expect("instance_url")
+        ))
+        .bearer_auth(token["access_token"].as_str().expect("access_token"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce_takes_an_activation_alone_and_locks_an_activated_order() {
     let w = World::new("orders-sim", 0).await;
     let order = big_order(&w, 2);
-    let (status, body) = refusal(w.sandbox.update(
-        "salesforce",
-        "Order",
+    let (status, body) = patch_order(
+        &w.sandbox,
         &order,
         json!({"Status": "Activated", "Description": "rush"}),
-    ));
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("FIELD_INTEGRITY_EXCEPTION") && body.contains("Status on its own"),
         "{body}"
     );
+    let (status, body) = patch_order(&w.sandbox, &order, json!({"Status": "Activated"})).await;
+    assert_eq!(status, 204, "the activation alone is taken: {body}");
+    let (status, body) = patch_order(&w.sandbox, &order, json!({"Description": "too late"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Edit Activated Orders"), "{body}");
+    // A person (an administrator, with Edit Activated Orders) may still edit it.
     w.sandbox
         .update(
             "salesforce",
             "Order",
             &order,
-            json!({"Status": "Activated"}),
+            json!({"Description": "by an admin"}),
         )
-        .expect("the activation alone is taken");
-    let (status, body) = refusal(w.sandbox.update(
-        "salesforce",
-        "Order",
-        &order,
-        json!({"Description": "too late"}),
-    ));
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("Edit Activated Orders"), "{body}");
+        .expect("a person's edit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
