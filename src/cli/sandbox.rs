@@ -60,6 +60,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
         token_ttl: Duration::from_secs(args.token_ttl),
         session_ttl: Duration::from_secs(args.session_ttl),
         salesforce_generic_login: false,
+        salesforce_org: Default::default(),
         rate_limits: if args.no_rate_limits {
             RateLimits::unlimited()
         } else {

@@ -6,6 +6,9 @@
 //! every record through them. `quota` holds the daily allowances (Salesforce's
 //! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings.
 
+mod moving;
+mod orders;
+mod orgs;
 mod quota;
 
 use std::path::{Path, PathBuf};

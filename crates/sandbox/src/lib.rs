@@ -193,6 +193,53 @@ pub struct SandboxOptions {
     /// (`login.salesforce.com`, `test.salesforce.com`), which refuse the client-credentials
     /// flow; off, it answers as an org's My Domain host.
     pub salesforce_generic_login: bool,
+    /// Which optional fields the Salesforce org has and which the integration user cannot
+    /// see; by default every field of the describe tables.
+    pub salesforce_org: SalesforceOrg,
+}
+
+/// A Salesforce org's profile: fields differ per org and per user.
+///
+/// Real behaviour (Salesforce Object Reference, Account and Order; Help, "State and Country
+/// Picklists", "Reduction Orders", "Field-Level Security"): `…StateCode`/`…CountryCode`
+/// exist only where State and Country picklists are enabled, `OriginalOrderId`/
+/// `IsReductionOrder` only where reduction orders are, and a field hidden by field-level
+/// security is absent from the user's describe and refused in SOQL as if it did not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesforceOrg {
+    /// State and Country picklists (`BillingStateCode`, `BillingCountryCode`, …).
+    pub state_country_picklists: bool,
+    /// Reduction orders (`Order.OriginalOrderId`, `Order.IsReductionOrder`).
+    pub reduction_orders: bool,
+    /// Fields hidden from the integration user by field-level security, as
+    /// `Object.Field` (`Contact.Title`).
+    pub hidden_fields: Vec<String>,
+}
+
+impl Default for SalesforceOrg {
+    fn default() -> Self {
+        Self {
+            state_country_picklists: true,
+            reduction_orders: true,
+            hidden_fields: Vec::new(),
+        }
+    }
+}
+
+impl SalesforceOrg {
+    /// Whether the org has `field` of `object` for the integration user.
+    pub fn has(&self, object: &str, field: &str) -> bool {
+        let picklist = field.ends_with("StateCode") || field.ends_with("CountryCode");
+        let reduction =
+            object == "Order" && matches!(field, "OriginalOrderId" | "IsReductionOrder");
+        let hidden = self
+            .hidden_fields
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(&format!("{object}.{field}")));
+        !(picklist && !self.state_country_picklists
+            || reduction && !self.reduction_orders
+            || hidden)
+    }
 }
 
 impl Default for SandboxOptions {
@@ -208,6 +255,7 @@ impl Default for SandboxOptions {
             session_ttl: Duration::from_secs(7200),
             rate_limits: RateLimits::contract(),
             salesforce_generic_login: false,
+            salesforce_org: SalesforceOrg::default(),
         }
     }
 }
@@ -351,6 +399,11 @@ pub(crate) trait Backend: Simulator {
     ) -> Result<String, ApiResponse>;
     /// Empties the system's recycle bin, where it has one (Salesforce); false otherwise.
     fn empty_recycle_bin(&self) -> bool {
+        false
+    }
+    /// After each of the next `pages` list pages that have a page after them, a person
+    /// edits the page's first record (Keap contacts); false where not simulated.
+    fn edit_between_pages(&self, _pages: usize) -> bool {
         false
     }
     /// One record as `records` renders it; `None` where a GET of it answers 404.
@@ -746,6 +799,28 @@ impl Sandbox {
             .flat_map(|entities| entities.values())
             .map(|entity| entity.records.len())
             .sum()
+    }
+
+    /// Makes a person edit a record while a client pages through a list: after each of the
+    /// next `pages` contact list pages answered with more to come, the first contact of
+    /// that page is edited (its `job_title` gets ` (edited during a read)`), so that it
+    /// moves to the end of a list ordered by `last_updated`. Keap only.
+    pub fn edit_between_pages(&self, system: &str, pages: usize) -> Result<(), SandboxError> {
+        let backend = self
+            .backends
+            .iter()
+            .find(|(name, _)| *name == system)
+            .map(|(_, backend)| backend)
+            .ok_or_else(|| SandboxError::UnknownSystem(system.to_string()))?;
+        if backend.edit_between_pages(pages) {
+            Ok(())
+        } else {
+            Err(SandboxError::Rejected {
+                system: system.to_string(),
+                status: 404,
+                body: serde_json::json!({"message": "edits between pages are simulated for Keap only"}),
+            })
+        }
     }
 
     /// Requests answered over HTTP per system since start or the last reset.

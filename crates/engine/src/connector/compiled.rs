@@ -129,6 +129,8 @@ pub(crate) enum IncrementalRt {
     ModifiedSince {
         param: String,
         inclusive: bool,
+        /// Each page asks from the newest modified time of the page before.
+        keyset: bool,
     },
     Soql {
         path: String,
@@ -191,18 +193,23 @@ pub(crate) struct EntityRt {
     pub lookback: chrono::Duration,
     /// The most pages one listing may take (`list.max_pages`).
     pub max_pages: u64,
+    /// The describe endpoint and the path of its field names (`describe`).
+    pub describe: Option<(String, JsonPath, JsonPath)>,
 }
 
 impl EntityRt {
     pub fn compile(name: &str, spec: &EntitySpec) -> Result<EntityRt, String> {
         let incremental = match &spec.list.incremental {
             None => None,
-            Some(Incremental::ModifiedSince { param, inclusive }) => {
-                Some(IncrementalRt::ModifiedSince {
-                    param: param.clone(),
-                    inclusive: *inclusive,
-                })
-            }
+            Some(Incremental::ModifiedSince {
+                param,
+                inclusive,
+                keyset,
+            }) => Some(IncrementalRt::ModifiedSince {
+                param: param.clone(),
+                inclusive: *inclusive,
+                keyset: *keyset,
+            }),
             Some(Incremental::Soql {
                 path,
                 query,
@@ -307,6 +314,17 @@ impl EntityRt {
                     .min(10 * 365 * 86_400),
             ),
             max_pages: spec.list.max_pages.max(1),
+            describe: spec
+                .describe
+                .as_ref()
+                .map(|d| {
+                    Ok::<_, String>((
+                        d.path.clone(),
+                        JsonPath::compile(&d.names)?,
+                        JsonPath::compile(&d.relationships)?,
+                    ))
+                })
+                .transpose()?,
             spec: spec.clone(),
         })
     }

@@ -11,6 +11,7 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use crate::connector::compiled::{Deletes, EntityRt};
+use crate::connector::describe;
 use crate::connector::error::{ApiError, ConnectorError};
 use crate::connector::http::{Body, HttpCore, Reply, Request, join_path};
 use crate::connector::listing::{self, ListReader};
@@ -192,6 +193,15 @@ impl HttpConnector {
         } else {
             get.query.clone()
         };
+        // A SOQL read asks only for the columns the org has.
+        let mut query = query;
+        if let Some(present) = describe::present_fields(&self.core, &rt).await? {
+            for (key, text) in query.iter_mut() {
+                if key == "q" {
+                    *text = describe::restrict_soql(text, &present);
+                }
+            }
+        }
         let url = self
             .endpoint_url(entity, &get.path, Some(id), &query)
             .await?;
@@ -292,6 +302,16 @@ impl HttpConnector {
             .update
             .as_ref()
             .ok_or_else(|| self.unsupported(entity, "update"))?;
+        let parts = split_alone(&changes, &update.alone);
+        if parts.len() > 1 {
+            let mut written = None;
+            for part in parts {
+                written = Some(Box::pin(self.update_record(entity, id, part)).await?);
+            }
+            if let Some(written) = written {
+                return Ok(written);
+            }
+        }
         let (method, body) = match update.method {
             UpdateMethod::Patch => (Method::PATCH, changes),
             UpdateMethod::Put => {
@@ -652,11 +672,11 @@ impl Connector for HttpConnector {
             let rt = self.entities.get(entity).cloned();
             if let Some(rt) = &rt
                 && let Some(batch) = &rt.spec.batch
-                && rt
-                    .spec
-                    .update
-                    .as_ref()
-                    .is_some_and(|u| u.method == UpdateMethod::Patch)
+                && let Some(update) = rt.spec.update.as_ref()
+                && update.method == UpdateMethod::Patch
+                && updates
+                    .iter()
+                    .all(|(_, changes)| split_alone(changes, &update.alone).len() == 1)
             {
                 let items = updates
                     .into_iter()
@@ -678,5 +698,77 @@ impl Connector for HttpConnector {
 
     fn start_run(&self) {
         self.core.start_run();
+    }
+
+    fn missing_fields<'a>(
+        &'a self,
+        entity: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
+        Box::pin(async move {
+            let rt = self.entity_rt(entity)?;
+            Ok(match describe::present_fields(&self.core, &rt).await? {
+                Some(present) => describe::missing(&rt, &present),
+                None => Vec::new(),
+            })
+        })
+    }
+}
+/// The updates that carry `changes`: one, or where a field changes to a value the API
+/// takes only alone (`update.alone`) together with other fields, the other fields first
+/// and that field after them.
+///
+/// Real behaviour (Salesforce Help, "Editing and Deletion Limitations for Orders and
+/// Reduction Orders"; Object Reference, Order `Status`): an order is activated by a change
+/// of its status category from Draft to Activated, which Salesforce takes only as the
+/// only change of the update, and once activated its fields are locked to users without
+/// Edit Activated Orders; so the other fields go first, while the order is still a draft.
+pub(crate) fn split_alone(changes: &Value, alone: &IndexMap<String, Vec<String>>) -> Vec<Value> {
+    let Some(object) = changes.as_object() else {
+        return vec![changes.clone()];
+    };
+    let (solo, rest): (
+        serde_json::Map<String, Value>,
+        serde_json::Map<String, Value>,
+    ) = object
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(name, value)| {
+            alone.get(name).is_some_and(|values| {
+                value
+                    .as_str()
+                    .is_some_and(|text| values.iter().any(|v| v == text))
+            })
+        });
+    if solo.is_empty() || rest.is_empty() {
+        return vec![changes.clone()];
+    }
+    let mut parts = vec![Value::Object(rest)];
+    parts.extend(solo.into_iter().map(|(k, v)| json!({ k: v })));
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_activation_goes_alone_after_the_other_fields() {
+        let alone: IndexMap<String, Vec<String>> =
+            [("Status".to_owned(), vec!["Activated".to_owned()])].into();
+        let both = json!({"Status": "Activated", "EffectiveDate": "2026-05-04"});
+        assert_eq!(
+            split_alone(&both, &alone),
+            vec![
+                json!({"EffectiveDate": "2026-05-04"}),
+                json!({"Status": "Activated"})
+            ]
+        );
+        for one in [
+            json!({"Status": "Activated"}),
+            json!({"Status": "Draft", "EffectiveDate": "2026-05-04"}),
+            json!({"EffectiveDate": "2026-05-04"}),
+        ] {
+            assert_eq!(split_alone(&one, &alone), vec![one.clone()]);
+        }
     }
 }

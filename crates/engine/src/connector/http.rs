@@ -340,6 +340,10 @@ pub(crate) struct HttpCore {
     /// Whether the `Date` header of an answer is the clock of the records' times
     /// (`clock: date_header`).
     pub date_is_record_clock: bool,
+    /// Each described entity's field names (lowercase), read once per run
+    /// ([`crate::connector::describe`]).
+    pub(crate) described:
+        Mutex<std::collections::HashMap<String, std::sync::Arc<std::collections::HashSet<String>>>>,
 }
 
 fn config(system: &str, message: impl Into<String>) -> ConnectorError {
@@ -569,6 +573,7 @@ impl HttpCore {
             credentials,
             stats: Stats::default(),
             date_is_record_clock: system_file.clock == Some(SystemClock::DateHeader),
+            described: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -874,6 +879,7 @@ impl HttpCore {
     /// takes requests again.
     pub fn start_run(&self) {
         *lock(&self.run) = RunState::default();
+        lock(&self.described).clear();
     }
 
     /// Why the system takes no more requests in this run.

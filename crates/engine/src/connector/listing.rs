@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::connector::compiled::{Deletes, EntityRt, IncrementalRt, Paging, Tombstones};
 use crate::connector::cursor::{Admit, Tracker, minus};
+use crate::connector::describe;
 use crate::connector::error::ConnectorError;
 use crate::connector::http::{HttpCore, Request, join_path};
 use crate::connector::value::{self, JsonPath};
@@ -648,15 +649,30 @@ pub(crate) struct ListReader {
     /// When the system answered the pages read so far, by its clock (the earliest `Date`).
     answered_at: AnsweredAt,
     guard: Guard,
+    /// For a keyset read (`modified_since.keyset`): the modified time the current page was
+    /// asked from (`None` for a first page without one).
+    keyset: Option<Option<DateTime<Utc>>>,
+    /// For a SOQL read of a described entity: the fields the org has, once read (the
+    /// query asks only for those).
+    present: Option<Arc<HashSet<String>>>,
 }
 
 impl ListReader {
     /// Lists the entity whole: the list endpoint, or for a SOQL entity whose list
     /// endpoint has no query of its own, the SOQL read from the beginning (its
     /// `initial_query`).
+    ///
+    /// A keyset entity is listed whole by the keyset read from the beginning: an offset
+    /// listing of it skips a record when another is edited during the read, and a full
+    /// listing that finds deletions would take the skipped record for deleted.
     pub fn full(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
-        if matches!(entity.incremental, Some(IncrementalRt::Soql { .. }))
-            && entity.spec.list.query.is_empty()
+        let keyset = matches!(
+            entity.incremental,
+            Some(IncrementalRt::ModifiedSince { keyset: true, .. })
+        );
+        if keyset
+            || (matches!(entity.incremental, Some(IncrementalRt::Soql { .. }))
+                && entity.spec.list.query.is_empty())
         {
             return ListReader::changes(core, entity, None);
         }
@@ -677,6 +693,8 @@ impl ListReader {
             finished: false,
             answered_at: AnsweredAt::default(),
             guard: Guard::new(max_pages),
+            keyset: None,
+            present: None,
         }
     }
 
@@ -688,12 +706,17 @@ impl ListReader {
     ) -> ListReader {
         match &entity.incremental {
             None => ListReader::list_endpoint(core, entity),
-            Some(IncrementalRt::ModifiedSince { param, inclusive }) => {
+            Some(IncrementalRt::ModifiedSince {
+                param,
+                inclusive,
+                keyset,
+            }) => {
                 let tracker = Tracker::new(cursor, entity.lookback);
                 let mut query = list_query(&entity);
                 if let Some(since) = tracker.since() {
                     query.push((param.clone(), since_param(since, *inclusive)));
                 }
+                let keyset = keyset.then_some(tracker.since());
                 ListReader {
                     pager: Pager::new(&entity.spec.list.path, query),
                     core,
@@ -703,6 +726,8 @@ impl ListReader {
                     finished: false,
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
+                    keyset,
+                    present: None,
                     entity,
                 }
             }
@@ -727,6 +752,8 @@ impl ListReader {
                     finished: false,
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
+                    keyset: None,
+                    present: None,
                     entity,
                 }
             }
@@ -748,6 +775,8 @@ impl ListReader {
                     finished: false,
                     answered_at: AnsweredAt::default(),
                     guard: Guard::new(entity.max_pages),
+                    keyset: None,
+                    present: None,
                     entity,
                 }
             }
@@ -761,6 +790,17 @@ impl ListReader {
         let entity = self.entity.clone();
         if let Some(reason) = self.guard.before() {
             return Err(endless(&self.core, &entity.name, &self.guard, reason));
+        }
+        if matches!(self.source, Source::Soql { .. })
+            && self.present.is_none()
+            && let Some(present) = describe::present_fields(&self.core, &entity).await?
+        {
+            for (key, text) in &mut self.pager.query {
+                if key == "q" {
+                    *text = describe::restrict_soql(text, &present);
+                }
+            }
+            self.present = Some(present);
         }
         let (body, answered, asked, date) =
             fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
@@ -808,6 +848,7 @@ impl ListReader {
             last: false,
         };
         let mut admitted = 0usize;
+        let mut newest: Option<DateTime<Utc>> = None;
         for item in items {
             let (data, deleted_status) = match &entity.incremental {
                 Some(IncrementalRt::SyncToken {
@@ -841,6 +882,7 @@ impl ListReader {
                     continue;
                 }
             };
+            newest = newest.max(record.modified);
             if let Some(tracker) = &mut self.tracker {
                 match tracker.admit(&record.id, record.modified) {
                     Admit::Repeat => continue,
@@ -863,7 +905,13 @@ impl ListReader {
         }
         log_ahead(&self.core, &entity.name, &page.ahead);
         self.answered_at.page(date);
-        self.pager.position = next;
+        match self
+            .keyset
+            .and_then(|from| keyset_restart(from, newest, &next))
+        {
+            Some(at) => self.restart_at(at),
+            None => self.pager.position = next,
+        }
         if self.pager.done() {
             self.slice_again(count, admitted);
         }
@@ -885,6 +933,20 @@ impl ListReader {
         };
         self.finished = last;
         Ok(Some(page))
+    }
+
+    /// A keyset read asks for its next page from `at`, the newest modified time read.
+    fn restart_at(&mut self, at: DateTime<Utc>) {
+        let Some(IncrementalRt::ModifiedSince {
+            param, inclusive, ..
+        }) = &self.entity.incremental
+        else {
+            return;
+        };
+        let mut query = list_query(&self.entity);
+        query.push((param.clone(), since_param(at, *inclusive)));
+        self.pager = Pager::new(&self.entity.spec.list.path, query);
+        self.keyset = Some(Some(at));
     }
 
     /// A sliced SOQL read whose slice was full runs the query again from the newest
@@ -916,10 +978,37 @@ impl ListReader {
             *limit = (*limit * 2).min(MAX_SOQL_LIMIT);
         }
         let since = minus(newest, chrono::Duration::seconds(1));
-        let text = soql(&self.entity, query, since, *limit);
+        let mut text = soql(&self.entity, query, since, *limit);
+        if let Some(present) = &self.present {
+            text = describe::restrict_soql(&text, present);
+        }
         self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
         self.guard.restart();
     }
+}
+
+/// Where a keyset read asks for its next page: from the newest modified time of the page
+/// just read (`newest`) when there is a next page and that time is past the one this page
+/// was asked from (`from`). Otherwise `None`: the listing is done, or every record of a
+/// full page shares one modified time and the ordinary next page (offset or link) goes on
+/// through them.
+///
+/// Real behaviour (Keap REST v1, `GET /contacts`: `since`, `order=last_updated`,
+/// `limit`/`offset`; the offset counts into the list as it is at each request): a contact
+/// edited after its page was read moves to the end of the list, every later contact moves
+/// one place up, and the next offset page begins one contact too late; the contact that
+/// moved up is never read. Asking again from the newest time read loses nothing: a record
+/// not read yet was modified at or after that time, or is edited later and moves past it.
+fn keyset_restart(
+    from: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+    next: &Position,
+) -> Option<DateTime<Utc>> {
+    if *next == Position::Done {
+        return None;
+    }
+    let newest = newest?;
+    from.is_none_or(|from| newest > from).then_some(newest)
 }
 
 /// Files a record as changed or deleted (soft-delete flag or feed status).
@@ -1221,6 +1310,25 @@ mod tests {
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_keyset_read_asks_again_from_the_newest_time_unless_the_page_made_no_progress() {
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let more = Position::Url(url("http://127.0.0.1:1/next"));
+        let newest = t("2026-01-02T00:00:00Z");
+        assert_eq!(keyset_restart(None, newest, &more), newest);
+        assert_eq!(
+            keyset_restart(t("2026-01-01T00:00:00Z"), newest, &more),
+            newest
+        );
+        assert_eq!(
+            keyset_restart(newest, newest, &more),
+            None,
+            "a full page of ties"
+        );
+        assert_eq!(keyset_restart(None, newest, &Position::Done), None);
+        assert_eq!(keyset_restart(None, None, &more), None);
     }
 
     #[test]

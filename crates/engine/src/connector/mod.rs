@@ -110,6 +110,7 @@
 
 mod compiled;
 mod cursor;
+mod describe;
 mod error;
 mod generic;
 mod http;
@@ -384,4 +385,14 @@ pub trait Connector: Send + Sync {
     /// ([`ConnectorError::stops_system`]) takes requests again. The engine calls it once
     /// at the start of every run; the default does nothing.
     fn start_run(&self) {}
+
+    /// The entity's fields in the system file that the API does not have for the
+    /// signed-in user (its `describe`, read once per run): fields differ per org. Empty
+    /// for an entity without a describe; the default has none.
+    fn missing_fields<'a>(
+        &'a self,
+        _entity: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

@@ -336,6 +336,36 @@ pub struct EntitySpec {
     /// the last complete listing is kept in the state store. Left out: every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_listing_every: Option<Loc<String>>,
+    /// Where the API says which of the entity's fields exist for the signed-in user
+    /// (Salesforce's sObject describe): fields differ per org (optional features,
+    /// field-level security). Read once per run; queries ask only for the columns the API
+    /// has, and a mapping that uses a field it lacks stops with an error naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe: Option<DescribeSpec>,
+}
+
+/// An entity's describe endpoint (see [`EntitySpec::describe`]).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeSpec {
+    /// The path (`/sobjects/Contact/describe`).
+    pub path: String,
+    /// JSONPath of the field names in the answer (default `$.fields[*].name`).
+    #[serde(default = "describe_names")]
+    pub names: String,
+    /// JSONPath of the names of child relationships, which a query reads as nested
+    /// results and the system file lists among the fields (default
+    /// `$.childRelationships[*].relationshipName`).
+    #[serde(default = "describe_relationships")]
+    pub relationships: String,
+}
+
+fn describe_names() -> String {
+    "$.fields[*].name".to_owned()
+}
+
+fn describe_relationships() -> String {
+    "$.childRelationships[*].relationshipName".to_owned()
 }
 
 /// The shortest and longest `full_listing_every`.
@@ -585,6 +615,14 @@ pub enum Incremental {
         param: String,
         /// Whether the API includes records modified exactly at the given instant.
         inclusive: bool,
+        /// Page by the modified time instead of the offset or next link: every page after
+        /// the first asks again from the newest modified time of the page before (the
+        /// records at that instant come again and are dropped as repeats). For APIs whose
+        /// list is ordered by modified time and paged by offset, where a record edited
+        /// during the read moves to the end and shifts the rest, so that offset paging
+        /// skips a record. The list's query must order by the modified time, ascending.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keyset: bool,
     },
     /// A SOQL query (Salesforce). `{fields}` is replaced by the entity's readable fields,
     /// `{since}` by the last seen modification time, `{limit}` by the page size.
@@ -655,6 +693,11 @@ pub struct UpdateSpec {
     /// update. On by default when the entity has a `get`.
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Fields whose change to one of the listed values the API takes only as the only
+    /// change of an update (Salesforce: an order's `Status: [Activated]`): such a change is
+    /// sent as an update of its own, after one with the other fields.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub alone: IndexMap<String, Vec<String>>,
 }
 
 fn yes() -> bool {

@@ -91,8 +91,68 @@ impl Keap {
 
     pub(super) fn list(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
         match self.try_list(entity, request) {
-            Ok(response) | Err(response) => response,
+            Ok(response) => {
+                if entity == "contacts" {
+                    self.edit_after_page(&response);
+                }
+                response
+            }
+            Err(response) => response,
         }
+    }
+
+    /// A person's edit between two page reads ([`crate::Sandbox::edit_between_pages`]):
+    /// the first contact of a page that has more after it is edited and moves to the end
+    /// of a list ordered by `last_updated`.
+    ///
+    /// Real behaviour: Keap v1 lists are offset pages over the list as it is at each
+    /// request (Keap REST v1 reference, `GET /contacts`: `limit`, `offset`, `order`,
+    /// `since`), so such an edit moves every later contact one place up and the next page
+    /// starts one contact too late.
+    fn edit_after_page(&self, response: &ApiResponse) {
+        use std::sync::atomic::Ordering;
+        let Some(body) = &response.body else { return };
+        let count = body["count"].as_u64().unwrap_or(0);
+        let page = body["contacts"].as_array().map_or(&[][..], Vec::as_slice);
+        let offset = body["next"]
+            .as_str()
+            .and_then(|next| {
+                next.split(['?', '&'])
+                    .find_map(|p| p.strip_prefix("offset="))
+            })
+            .and_then(|offset| offset.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        let Some(id) = page.first().and_then(|contact| contact["id"].as_u64()) else {
+            return;
+        };
+        if offset >= count
+            || self
+                .edits_between_pages
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err()
+        {
+            return;
+        }
+        let mut store = self.shared.store();
+        let Some(mut record) = Self::find(&store, "contacts", &id.to_string()).cloned() else {
+            return;
+        };
+        let title = record
+            .fields
+            .get("job_title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        record.fields.insert(
+            "job_title".into(),
+            json!(format!("{title} (edited during a read)")),
+        );
+        let at = self.shared.stamp(&mut store);
+        record.modified = at;
+        record.touched = at;
+        store.entity_mut(super::SYSTEM, "contacts").put(record);
     }
 
     pub(super) fn try_list(

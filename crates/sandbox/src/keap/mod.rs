@@ -56,6 +56,9 @@ pub struct Keap {
     report: Mutex<Limiter>,
     throttle_limit: u64,
     quota_limit: u64,
+    /// Contact list pages after which a person edits the page's first contact
+    /// ([`crate::Sandbox::edit_between_pages`]).
+    edits_between_pages: std::sync::atomic::AtomicUsize,
 }
 
 fn message(status: StatusCode, text: impl Into<String>) -> ApiResponse {
@@ -130,6 +133,7 @@ impl Keap {
             report: Mutex::new(report),
             throttle_limit,
             quota_limit,
+            edits_between_pages: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -735,6 +739,12 @@ impl Backend for Keap {
         at: Stamp,
     ) -> Result<String, ApiResponse> {
         self.create_in(store, entity, body, at)
+    }
+
+    fn edit_between_pages(&self, pages: usize) -> bool {
+        self.edits_between_pages
+            .store(pages, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     fn record(&self, entity: &str, id: &str) -> Option<Value> {

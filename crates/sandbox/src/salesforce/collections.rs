@@ -39,7 +39,10 @@ impl Salesforce {
                     ));
                 }
                 let creating = request.method == Method::POST;
-                let results = self.collection_write(records, creating, all_or_none);
+                let integration = request
+                    .headers
+                    .contains_key(axum::http::header::AUTHORIZATION);
+                let results = self.collection_write(records, creating, all_or_none, integration);
                 Ok(ApiResponse::json(StatusCode::OK, Value::Array(results)))
             }
             Method::DELETE => {
@@ -101,6 +104,7 @@ impl Salesforce {
         records: &[Value],
         creating: bool,
         all_or_none: bool,
+        integration: bool,
     ) -> Vec<Value> {
         let mut store = self.shared.store();
         let at = self.shared.stamp(&mut store);
@@ -134,7 +138,7 @@ impl Salesforce {
                         .ok_or_else(|| {
                             SfError::bad("MISSING_ARGUMENT", "Id not specified in an update call")
                         })?;
-                    self.prepare_update(&store, object, id, body)?
+                    self.prepare_update(&store, object, id, body, integration)?
                 };
                 Ok(self.apply(&mut store, prepared, at))
             })();

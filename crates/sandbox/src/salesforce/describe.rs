@@ -210,9 +210,27 @@ impl Salesforce {
                 })
             })
             .collect();
+        // Real behaviour (REST API Developer Guide, "sObject Describe"): child relationships
+        // are listed apart from the fields, by `relationshipName`.
+        let children: Vec<Value> = [
+            "OrderItems",
+            "QuoteLineItems",
+            "Contacts",
+            "Opportunities",
+            "Orders",
+            "Quotes",
+            "PricebookEntries",
+        ]
+        .into_iter()
+        .filter_map(|name| super::query::child_relationship(object.name, name))
+        .map(|(child, field, name)| {
+            json!({"childSObject": child, "field": field, "relationshipName": name})
+        })
+        .collect();
         ApiResponse::json(
             StatusCode::OK,
-            json!({"name": object.name, "label": object.name, "keyPrefix": object.prefix, "fields": fields}),
+            json!({"name": object.name, "label": object.name, "keyPrefix": object.prefix,
+                   "fields": fields, "childRelationships": children}),
         )
     }
 }

@@ -135,10 +135,18 @@ impl Salesforce {
             .iter()
             .find(|window| window.per_ms == DAY_MS)
             .map_or(NOMINAL_DAILY_LIMIT, |window| window.requests);
+        // The org's profile: its optional features and the integration user's field-level
+        // security decide which fields exist (see `SalesforceOrg`).
+        let mut objects = load_objects();
+        for object in &mut objects {
+            let name = object.name;
+            let org = &shared.options.salesforce_org;
+            object.fields.retain(|field| org.has(name, &field.name));
+        }
         let simulator = Self {
             shared,
             root: root.to_string(),
-            objects: load_objects(),
+            objects,
             user_id: sf_id(USER_PREFIX, 1),
             org_id: sf_id("00D", 1),
             sessions: Mutex::new(HashMap::new()),

@@ -264,15 +264,75 @@ impl Salesforce {
         object: &ObjectDef,
         id: &str,
         body: &Map<String, Value>,
+        integration: bool,
     ) -> Result<Prepared, SfError> {
         let current = self.existing(store, object, id)?;
         let mut fields = self.normalize_body(store, object, body, false)?;
         self.object_rules(store, object, Some(current), &mut fields)?;
+        if integration {
+            self.order_activation(object, current, &fields)?;
+        }
         Ok(Prepared {
             object: object.name,
             id: Some(current.id.clone()),
             fields,
         })
+    }
+
+    /// An order update by the integration user (an API request; a person's direct edit in
+    /// the sandbox stands for an administrator, who has Edit Activated Orders).
+    pub(super) fn order_activation(
+        &self,
+        object: &ObjectDef,
+        current: &Record,
+        fields: &Map<String, Value>,
+    ) -> Result<(), SfError> {
+        // Real behaviour (Salesforce Help, "Editing and Deletion Limitations for
+        // Orders and Reduction Orders"; "Edit Activated Orders" permission): an order
+        // is activated by its status alone, and an activated order's fields are
+        // locked to a user without Edit Activated Orders (the integration user here).
+        // The exact wording of Salesforce's messages is not published; these say
+        // what the API refuses, with its FIELD_INTEGRITY_EXCEPTION code.
+        if object.name == "Order" {
+            let activated =
+                |value: Option<&Value>| value.and_then(Value::as_str) == Some("Activated");
+            let was_active = activated(current.fields.get("Status"));
+            let activating = !was_active && activated(fields.get("Status"));
+            let others: Vec<String> = fields
+                .iter()
+                .filter(|(name, value)| {
+                    name.as_str() != "Status" && current.fields.get(name.as_str()) != Some(*value)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if activating && !others.is_empty() {
+                return Err(SfError::bad(
+                    "FIELD_INTEGRITY_EXCEPTION",
+                    format!(
+                        "You can't activate an order and change other fields in the same update: update Status on its own (also changed: {})",
+                        others.join(", ")
+                    ),
+                )
+                .with_fields(vec!["Status".into()]));
+            }
+            // Taking an order back to Draft unlocks it; the simulator lets the same
+            // update change other fields (not documented either way).
+            let deactivating = was_active
+                && fields
+                    .get("Status")
+                    .is_some_and(|status| !activated(Some(status)));
+            if was_active && !deactivating && !others.is_empty() {
+                return Err(SfError::bad(
+                    "FIELD_INTEGRITY_EXCEPTION",
+                    format!(
+                        "You can't edit {} on an activated order without the Edit Activated Orders permission",
+                        others.join(", ")
+                    ),
+                )
+                .with_fields(others));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn existing<'a>(

@@ -77,7 +77,10 @@ impl Salesforce {
             (&Method::PATCH, [id]) => {
                 let body = Self::body_object(request)?;
                 let mut store = self.shared.store();
-                let prepared = self.prepare_update(&store, object, id, &body)?;
+                let integration = request
+                    .headers
+                    .contains_key(axum::http::header::AUTHORIZATION);
+                let prepared = self.prepare_update(&store, object, id, &body, integration)?;
                 let at = self.shared.stamp(&mut store);
                 self.apply(&mut store, prepared, at);
                 Ok(ApiResponse::empty(StatusCode::NO_CONTENT))

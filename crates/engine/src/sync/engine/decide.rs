@@ -27,6 +27,7 @@ impl Engine {
             ..Default::default()
         };
         let started = std::time::Instant::now();
+        self.check_fields(m).await?;
         // The two sides are different systems (or entities): read at once, each at its own
         // system's pace, so a pass waits for the slower side, not for both in turn.
         let (source, target) = tokio::join!(

@@ -95,6 +95,15 @@ pub enum EngineError {
         system: String,
         entity: String,
     },
+    #[error(
+        "mapping `{mapping}` uses {system} {entity} field(s) {fields}, which {system} does not have for this user (not in the org, or hidden by field-level security); give the integration user access or take the rule out of the mapping"
+    )]
+    MissingFields {
+        mapping: String,
+        system: String,
+        entity: String,
+        fields: String,
+    },
     #[error("stored cursor of `{mapping}` is unreadable: {reason}")]
     BadCursor { mapping: String, reason: String },
     #[error(

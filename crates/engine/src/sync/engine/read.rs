@@ -17,7 +17,92 @@ pub(super) fn listing_due(
     last > now || now.signed_duration_since(last) >= every
 }
 
+/// The top-level field a record path starts with (`Title` of `$.Title`, `address` of
+/// `address.city`, `OrderItems` of `$.OrderItems.records[*].Id`).
+fn root_field(path: &str) -> Option<String> {
+    let path = path.trim();
+    let path = path.strip_prefix('$').unwrap_or(path);
+    let path = path.strip_prefix('.').unwrap_or(path);
+    let path = path.strip_prefix("['").unwrap_or(path);
+    let end = path.find(['.', '[', '\'']).unwrap_or(path.len());
+    let field = &path[..end];
+    (!field.is_empty() && field != "*").then(|| field.to_owned())
+}
+
+/// The top-level fields a mapping reads or writes on one side: its rules' source paths and
+/// the fields its templates read (source), or its rules' target paths and what their
+/// inverses read (target), and the match keys.
+pub(super) fn fields_used(mapping: &CompiledMapping, side: Side) -> HashSet<String> {
+    let mut used = HashSet::new();
+    let rules = &mapping.rules;
+    let needs = match side {
+        Side::Source => &rules.forward_needs,
+        Side::Target => &rules.inverse_needs,
+    };
+    used.extend(needs.fields.iter().map(|f| f.to_string()));
+    if side == Side::Source {
+        used.extend(mapping.filter_needs.fields.iter().map(|f| f.to_string()));
+    }
+    for rule in &rules.rules {
+        let path = match side {
+            Side::Source => rule.source_path().map(|p| p.as_str()),
+            Side::Target => Some(rule.target.as_str()),
+        };
+        used.extend(path.and_then(root_field));
+    }
+    for key in &mapping.match_keys {
+        let path = match side {
+            Side::Source => &key.source,
+            Side::Target => &key.target,
+        };
+        used.extend(root_field(path.as_str()));
+    }
+    used
+}
+
+/// The missing fields a mapping uses and those it does not (case-insensitive, as
+/// Salesforce names fields).
+pub(super) fn split_missing(
+    missing: &[String],
+    used: &HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    let used: HashSet<String> = used.iter().map(|f| f.to_ascii_lowercase()).collect();
+    missing
+        .iter()
+        .cloned()
+        .partition(|f| used.contains(&f.to_ascii_lowercase()))
+}
+
 impl Engine {
+    /// Stops a mapping that uses a field its system does not have for the signed-in user
+    /// (an entity's `describe`, read once per run), with an error naming the fields; fields
+    /// of the system file that the mapping does not use and the system lacks are left out
+    /// of its queries and logged once per run.
+    pub(super) async fn check_fields(&self, m: &MappingRuntime) -> Result<(), EngineError> {
+        for side in [Side::Source, Side::Target] {
+            let rt = m.side(side);
+            let missing = rt.connector.missing_fields(&rt.entity).await?;
+            if missing.is_empty() {
+                continue;
+            }
+            let (mapped, unused) = split_missing(&missing, &fields_used(&m.compiled, side));
+            if !unused.is_empty() {
+                debug!(mapping = %m.name, system = %rt.system, entity = %rt.entity,
+                    fields = %unused.join(", "),
+                    "fields of the system file that this org does not have are not queried");
+            }
+            if !mapped.is_empty() {
+                return Err(EngineError::MissingFields {
+                    mapping: m.name.clone(),
+                    system: rt.system.clone(),
+                    entity: rt.entity.clone(),
+                    fields: mapped.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The stored cursor of one side of a mapping (of its deletion feed with `deletions`).
     pub(super) async fn stored_cursor(
         &self,
@@ -483,7 +568,26 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::listing_due;
+    use super::{listing_due, root_field, split_missing};
+
+    #[test]
+    fn the_root_field_of_a_path_and_the_missing_fields_a_mapping_uses() {
+        assert_eq!(root_field("$.Title").as_deref(), Some("Title"));
+        assert_eq!(root_field("address.city").as_deref(), Some("address"));
+        assert_eq!(
+            root_field("$.OrderItems.records[*].Id").as_deref(),
+            Some("OrderItems")
+        );
+        assert_eq!(root_field("$['Name']").as_deref(), Some("Name"));
+        assert_eq!(root_field("$"), None);
+        let used = ["Title".to_owned(), "Email".to_owned()]
+            .into_iter()
+            .collect();
+        let (mapped, unused) =
+            split_missing(&["title".to_owned(), "BillingStateCode".to_owned()], &used);
+        assert_eq!(mapped, vec!["title".to_owned()]);
+        assert_eq!(unused, vec!["BillingStateCode".to_owned()]);
+    }
     use chrono::{Duration, TimeZone, Utc};
 
     #[test]
