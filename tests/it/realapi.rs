@@ -6,6 +6,7 @@
 //! every record through them. `quota` holds the daily allowances (Salesforce's
 //! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings.
 
+mod check;
 mod moving;
 mod orders;
 mod orgs;
@@ -387,102 +388,4 @@ async fn a_generic_login_host_fails_with_a_hint_to_set_the_my_domain_url() {
         error.to_string().contains("SALESFORCE_LOGIN_URL"),
         "{error}"
     );
-}
-
-// ---- `tether check` -------------------------------------------------------------------------
-
-/// Runs `tether check` with the sandbox's environment, `changes` applied; its exit code and
-/// output.
-async fn check(sandbox: &Sandbox, changes: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let mut env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
-    for (name, value) in changes {
-        env.insert((*name).to_owned(), (*value).to_owned());
-    }
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-    command
-        .arg("check")
-        .arg("--flows")
-        .arg(flows())
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("joins")
-        .expect("tether runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_passes_with_good_credentials_and_names_what_fails_without_secrets() {
-    let sandbox = sandbox(2).await;
-    let (code, text) = check(&sandbox, &[], &[]).await;
-    assert_eq!(code, 0, "{text}");
-    for line in [
-        "keap: ok",
-        "keap contacts: ok",
-        "salesforce: ok",
-        "salesforce Order: ok",
-        "customerp: ok",
-        "customcrm: ok",
-        "customwebshop: ok",
-    ] {
-        assert!(text.contains(line), "`{line}` in:\n{text}");
-    }
-
-    // A wrong credential of each auth kind: API key, client credentials (Salesforce and
-    // the CRM's OAuth2), bearer token.
-    let wrong = [
-        ("KEAP_API_KEY", "keap", "wrong-keap-key-1234"),
-        (
-            "SALESFORCE_CLIENT_SECRET",
-            "salesforce",
-            "wrong-sf-secret-1234",
-        ),
-        (
-            "CUSTOMCRM_CLIENT_SECRET",
-            "customcrm",
-            "wrong-crm-secret-1234",
-        ),
-        ("CUSTOMERP_TOKEN", "customerp", "wrong-erp-token-1234"),
-        (
-            "CUSTOMWEBSHOP_API_KEY",
-            "customwebshop",
-            "wrong-shop-key-1234",
-        ),
-    ];
-    for (variable, system, value) in wrong {
-        let (code, text) = check(&sandbox, &[(variable, value)], &["--system", system]).await;
-        assert_eq!(code, 1, "{variable}: {text}");
-        assert!(text.contains(&format!("{system}: FAILED")), "{text}");
-        assert!(
-            !text.contains(value),
-            "the credential is never printed: {text}"
-        );
-    }
-
-    let (code, text) = check(
-        &sandbox,
-        &[("KEAP_API_KEY", "wrong-keap-key-1234")],
-        &["--format", "json"],
-    )
-    .await;
-    assert_eq!(code, 1, "{text}");
-    let lines: Vec<Value> = serde_json::from_str(&text).expect("JSON");
-    let keap = lines
-        .iter()
-        .find(|l| l["system"] == "keap" && l.get("entity").is_none())
-        .expect("keap's line");
-    assert_eq!(keap["ok"], false);
-    let salesforce = lines
-        .iter()
-        .find(|l| l["system"] == "salesforce" && l.get("entity").is_none())
-        .expect("salesforce's line");
-    assert_eq!(salesforce["ok"], true, "{salesforce}");
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::connector::compiled::EntityRt;
 use crate::connector::error::ConnectorError;
+use crate::connector::WriteAccess;
 use crate::connector::http::{HttpCore, Request, join_path};
 
 /// The entity's field names (lowercase) from its describe, read once per run; `None` for
@@ -36,22 +37,7 @@ pub(crate) async fn present_fields(
     {
         return Ok(Some(found.clone()));
     }
-    let base = core.api_base().await?;
-    let url = join_path(&base, path).map_err(|message| ConnectorError::Config {
-        system: core.system.clone(),
-        message: format!("entity `{}`: describe: {message}", entity.name),
-    })?;
-    let request = Request::get(url, &entity.name);
-    let reply = core.send(&request).await?;
-    if !reply.is_success() {
-        return Err(ConnectorError::Status {
-            context: core.context(&request.method, &reply.url, &entity.name),
-            status: reply.status,
-            error: core.api_error(reply.status, reply.json.as_ref(), &reply.text),
-            retry_after: None,
-        });
-    }
-    let body = reply.json.unwrap_or(Value::Null);
+    let (body, method, url) = fetch(core, entity, path).await?;
     let listed = |path: &crate::connector::value::JsonPath| -> Vec<String> {
         path.select(&body)
             .into_iter()
@@ -62,7 +48,7 @@ pub(crate) async fn present_fields(
     let mut fields: HashSet<String> = listed(names).into_iter().collect();
     if fields.is_empty() {
         return Err(ConnectorError::Malformed {
-            context: core.context(&request.method, &reply.url, &entity.name),
+            context: core.context(&method, &url, &entity.name),
             message: format!("the describe lists no fields at `{}`", names.as_str()),
             transient: false,
         });
@@ -79,6 +65,58 @@ pub(crate) async fn present_fields(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(entity.name.clone(), fields.clone());
     Ok(Some(fields))
+}
+
+/// The describe's answer, with the request's method and URL for errors.
+async fn fetch(
+    core: &HttpCore,
+    entity: &EntityRt,
+    path: &str,
+) -> Result<(Value, reqwest::Method, reqwest::Url), ConnectorError> {
+    let base = core.api_base().await?;
+    let url = join_path(&base, path).map_err(|message| ConnectorError::Config {
+        system: core.system.clone(),
+        message: format!("entity `{}`: describe: {message}", entity.name),
+    })?;
+    let request = Request::get(url, &entity.name);
+    let reply = core.send(&request).await?;
+    if !reply.is_success() {
+        return Err(ConnectorError::Status {
+            context: core.context(&request.method, &reply.url, &entity.name),
+            status: reply.status,
+            error: core.api_error(reply.status, reply.json.as_ref(), &reply.text),
+            retry_after: None,
+        });
+    }
+    Ok((reply.json.unwrap_or(Value::Null), request.method, reply.url))
+}
+
+/// What the signed-in user may do with the entity's records, from its describe; `None`
+/// for an entity without a describe. Read afresh (only `tether check` asks).
+pub(crate) async fn access(
+    core: &HttpCore,
+    entity: &EntityRt,
+) -> Result<Option<WriteAccess>, ConnectorError> {
+    let Some((path, _, _)) = &entity.describe else {
+        return Ok(None);
+    };
+    let (body, _, _) = fetch(core, entity, path).await?;
+    Ok(Some(access_of(&body)))
+}
+
+/// The object-level permissions of a describe.
+///
+/// Real behaviour (REST API Developer Guide, "sObject Describe", and SOAP API Developer
+/// Guide, `DescribeSObjectResult`): the describe carries `createable`, `updateable` and
+/// `deletable` for the signed-in user, from the profile's and permission sets' object
+/// permissions. One that is absent is taken as not granted (the stricter reading).
+pub(crate) fn access_of(describe: &Value) -> WriteAccess {
+    let flag = |name: &str| describe.get(name).and_then(Value::as_bool).unwrap_or(false);
+    WriteAccess {
+        create: flag("createable"),
+        update: flag("updateable"),
+        delete: flag("deletable"),
+    }
 }
 
 /// The system file's fields of `entity` that the describe does not list, in file order.
@@ -178,6 +216,21 @@ mod tests {
 
     fn fields(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| n.to_ascii_lowercase()).collect()
+    }
+
+    #[test]
+    fn object_permissions_come_from_the_describe_and_absent_ones_are_refused() {
+        let access = access_of(&serde_json::json!({
+            "name": "Order", "createable": true, "updateable": false, "fields": []
+        }));
+        assert_eq!(
+            access,
+            WriteAccess {
+                create: true,
+                update: false,
+                delete: false
+            }
+        );
     }
 
     #[test]

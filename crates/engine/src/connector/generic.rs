@@ -712,6 +712,24 @@ impl Connector for HttpConnector {
             })
         })
     }
+
+    fn probe<'a>(&'a self, entity: &'a str) -> BoxFuture<'a, Result<usize, ConnectorError>> {
+        Box::pin(async move {
+            let rt = self.entity_rt(entity)?;
+            let mut reader = ListReader::probe(self.core.clone(), rt);
+            Ok(reader.next_page().await?.map_or(0, |page| page.records.len()))
+        })
+    }
+
+    fn write_access<'a>(
+        &'a self,
+        entity: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::connector::WriteAccess>, ConnectorError>> {
+        Box::pin(async move {
+            let rt = self.entity_rt(entity)?;
+            describe::access(&self.core, &rt).await
+        })
+    }
 }
 /// The updates that carry `changes`: one, or where a field changes to a value the API
 /// takes only alone (`update.alone`) together with other fields, the other fields first

@@ -69,6 +69,8 @@ struct Pager {
     path: String,
     query: Vec<(String, String)>,
     position: Position,
+    /// The page size asked for instead of the entity's (a probe asks for one record).
+    size: Option<u64>,
 }
 
 impl Pager {
@@ -77,6 +79,7 @@ impl Pager {
             path: path.to_owned(),
             query,
             position: Position::First,
+            size: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl Pager {
         if let Position::Url(url) = &self.position {
             return Ok(url.clone());
         }
+        let size_of = |size: &u64| self.size.unwrap_or(*size).to_string();
         let mut url = join_path(api_base, &self.path)?;
         let mut params: Vec<(String, String)> = self.query.clone();
         match (paging, &self.position) {
@@ -106,7 +110,7 @@ impl Pager {
                     _ => 0,
                 };
                 params.push((offset_param.clone(), offset.to_string()));
-                params.push((limit_param.clone(), size.to_string()));
+                params.push((limit_param.clone(), size_of(size)));
             }
             (
                 Paging::Page {
@@ -123,7 +127,7 @@ impl Pager {
                     _ => *first_page,
                 };
                 params.push((page_param.clone(), page.to_string()));
-                params.push((size_param.clone(), size.to_string()));
+                params.push((size_param.clone(), size_of(size)));
             }
             (
                 Paging::Cursor {
@@ -135,7 +139,7 @@ impl Pager {
                 position,
             ) => {
                 if let Some(size_param) = size_param {
-                    params.push((size_param.clone(), size.to_string()));
+                    params.push((size_param.clone(), size_of(size)));
                 }
                 if let Position::Cursor(cursor) = position {
                     params.push((cursor_param.clone(), cursor.clone()));
@@ -148,7 +152,7 @@ impl Pager {
                     ..
                 },
                 _,
-            ) => params.push((size_param.clone(), size.to_string())),
+            ) => params.push((size_param.clone(), size_of(size))),
             _ => {}
         }
         if !params.is_empty() {
@@ -1051,6 +1055,72 @@ fn soql(entity: &EntityRt, template: &str, since: DateTime<Utc>, limit: u64) -> 
         .replace("{limit}", &limit.to_string())
 }
 
+impl ListReader {
+    /// A read of at most one record, to see that the entity can be read at all (`tether
+    /// check`): the entity's whole listing with a page size of one, or its SOQL query
+    /// with `LIMIT 1`.
+    pub fn probe(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
+        let mut reader = ListReader::full(core, entity);
+        reader.pager.size = Some(1);
+        if matches!(reader.source, Source::Soql { .. }) {
+            for (key, text) in &mut reader.pager.query {
+                if key == "q" {
+                    *text = soql_limit_one(text);
+                }
+            }
+        }
+        reader
+    }
+}
+
+/// A SOQL query asking for one row: its outer `LIMIT` set to 1, or `LIMIT 1` added at the
+/// end (SOQL and SOSL Reference, "LIMIT": the clause comes last but for `OFFSET` and `FOR`,
+/// which the shipped queries do not use).
+pub(crate) fn soql_limit_one(query: &str) -> String {
+    let bytes = query.as_bytes();
+    let mut depth = 0i32;
+    let mut outer_limit = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'\'' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            c if depth == 0
+                && c.is_ascii_whitespace()
+                && query
+                    .get(i + 1..i + 6)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("limit"))
+                && bytes.get(i + 6).is_some_and(u8::is_ascii_whitespace) =>
+            {
+                outer_limit = Some(i + 6);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    match outer_limit {
+        Some(at) => {
+            let rest = &query[at..];
+            let number_start = rest.len() - rest.trim_start().len();
+            let number_len = rest[number_start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len() - number_start);
+            format!(
+                "{}1{}",
+                &query[..at + number_start],
+                &rest[number_start + number_len..]
+            )
+        }
+        None => format!("{} LIMIT 1", query.trim_end()),
+    }
+}
+
 impl PageReader for ListReader {
     fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Page>, ConnectorError>> {
         Box::pin(self.read())
@@ -1310,6 +1380,18 @@ mod tests {
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_probe_asks_soql_for_one_row() {
+        assert_eq!(
+            soql_limit_one("SELECT Id, (SELECT Id FROM OrderItems LIMIT 5) FROM Order ORDER BY Id LIMIT 2000"),
+            "SELECT Id, (SELECT Id FROM OrderItems LIMIT 5) FROM Order ORDER BY Id LIMIT 1"
+        );
+        assert_eq!(
+            soql_limit_one("SELECT Id FROM Contact WHERE Name = ' limit 3' ORDER BY Id\n"),
+            "SELECT Id FROM Contact WHERE Name = ' limit 3' ORDER BY Id LIMIT 1"
+        );
     }
 
     #[test]

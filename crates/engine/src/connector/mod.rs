@@ -119,6 +119,7 @@ mod registry;
 mod value;
 
 pub(crate) use value::strip_read_only;
+pub(crate) use http::reserve_reached;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -282,6 +283,15 @@ pub struct ConnectorStats {
     pub allowance_limit: Option<u64>,
 }
 
+/// What the signed-in user may do with an entity's records, as the API says without a
+/// write being tried (Salesforce's describe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WriteAccess {
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
 /// A read in progress: pages are pulled one at a time.
 pub trait PageReader: Send {
     /// The next page, or `None` after the last one. An error leaves the reader where it
@@ -394,5 +404,24 @@ pub trait Connector: Send + Sync {
         _entity: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, ConnectorError>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Reads at most one record of the entity (a listing of one, a query with `LIMIT
+    /// 1`), to see that it can be read: how many records came back. The default reads
+    /// the first page of the whole listing.
+    fn probe<'a>(&'a self, entity: &'a str) -> BoxFuture<'a, Result<usize, ConnectorError>> {
+        Box::pin(async move {
+            let mut reader = self.list_all(entity)?;
+            Ok(reader.next_page().await?.map_or(0, |page| page.records.len()))
+        })
+    }
+
+    /// What the signed-in user may write, where the API says so without a write (an
+    /// entity's describe); `None` where it cannot be asked. The default cannot ask.
+    fn write_access<'a>(
+        &'a self,
+        _entity: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WriteAccess>, ConnectorError>> {
+        Box::pin(async { Ok(None) })
     }
 }

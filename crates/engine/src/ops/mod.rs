@@ -1,6 +1,8 @@
 //! What an operator can ask and do, once, for every front end: the command line, the HTTP
 //! API and the web console call these functions and only format what they return.
 //!
+//! - [`check`]: before a first run, whether every system the flows use answers, authenticates
+//!   and lets the mappings read, write and use the fields they need.
 //! - [`parked`]: parked records grouped by cause, in words; retrying them; setting them aside
 //!   until their source changes.
 //! - [`history`]: a record's story across all its counterparts, from the append-only change
@@ -16,6 +18,7 @@
 //! Decisions are pure functions (grouping parked records by cause); the effects (the store,
 //! a system's API) are at the edges, in the `async` functions.
 
+pub mod check;
 pub mod conflicts;
 pub mod history;
 pub mod parked;

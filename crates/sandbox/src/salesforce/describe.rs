@@ -229,7 +229,12 @@ impl Salesforce {
         .collect();
         ApiResponse::json(
             StatusCode::OK,
+            // Real behaviour (REST API Developer Guide, "sObject Describe"; SOAP API Developer
+            // Guide, `DescribeSObjectResult`): the object's describe says what the signed-in
+            // user may do with its records (`createable`, `updateable`, `deletable`,
+            // `queryable`); the integration user here has every object permission.
             json!({"name": object.name, "label": object.name, "keyPrefix": object.prefix,
+                   "createable": true, "updateable": true, "deletable": true, "queryable": true,
                    "fields": fields, "childRelationships": children}),
         )
     }

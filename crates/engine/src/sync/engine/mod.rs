@@ -62,6 +62,7 @@ use crate::sync::report::{
 
 mod decide;
 mod read;
+pub(crate) use read::{fields_used, split_missing};
 mod write;
 
 /// Linked pairs a mapping needs before its circuit breaker can trip: a share of a handful

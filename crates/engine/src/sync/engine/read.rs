@@ -32,7 +32,7 @@ fn root_field(path: &str) -> Option<String> {
 /// The top-level fields a mapping reads or writes on one side: its rules' source paths and
 /// the fields its templates read (source), or its rules' target paths and what their
 /// inverses read (target), and the match keys.
-pub(super) fn fields_used(mapping: &CompiledMapping, side: Side) -> HashSet<String> {
+pub(crate) fn fields_used(mapping: &CompiledMapping, side: Side) -> HashSet<String> {
     let mut used = HashSet::new();
     let rules = &mapping.rules;
     let needs = match side {
@@ -62,7 +62,7 @@ pub(super) fn fields_used(mapping: &CompiledMapping, side: Side) -> HashSet<Stri
 
 /// The missing fields a mapping uses and those it does not (case-insensitive, as
 /// Salesforce names fields).
-pub(super) fn split_missing(
+pub(crate) fn split_missing(
     missing: &[String],
     used: &HashSet<String>,
 ) -> (Vec<String>, Vec<String>) {
