@@ -12,8 +12,18 @@ use tether_sandbox::{RateLimits, SalesforceOrg, Sandbox, SandboxOptions};
 use super::{SF_CONTACTS, flows, sandbox, shipped_connector};
 
 /// Runs `tether check` with the sandbox's environment, `changes` applied; its exit code and
-/// output.
+/// output (standard output, then the logs).
 async fn check(sandbox: &Sandbox, changes: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = check_apart(sandbox, changes, args).await;
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Runs `tether check` as [`check`]: its exit code, standard output and the logs apart.
+async fn check_apart(
+    sandbox: &Sandbox,
+    changes: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
     let mut env: std::collections::HashMap<String, String> = sandbox.env().into_iter().collect();
     for (name, value) in changes {
         env.insert((*name).to_owned(), (*value).to_owned());
@@ -31,12 +41,11 @@ async fn check(sandbox: &Sandbox, changes: &[(&str, &str)], args: &[&str]) -> (i
         .await
         .expect("joins")
         .expect("tether runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The line of `what` (`keap` or `keap contacts`).
@@ -51,7 +60,13 @@ async fn every_system_and_entity_passes_with_good_credentials() {
     let sandbox = sandbox(2).await;
     let (code, text) = check(&sandbox, &[], &[]).await;
     assert_eq!(code, 0, "{text}");
-    for system in ["keap", "salesforce", "customerp", "customcrm", "customwebshop"] {
+    for system in [
+        "keap",
+        "salesforce",
+        "customerp",
+        "customcrm",
+        "customwebshop",
+    ] {
         assert!(
             line(&text, system).starts_with(&format!("{system}: ok: reachable, authenticated")),
             "{text}"
@@ -63,13 +78,22 @@ async fn every_system_and_entity_passes_with_good_credentials() {
         assert!(l.contains(": ok: "), "every line passes: {l}\n{text}");
     }
     // Salesforce says what the user may write (its describe); Keap cannot be asked.
-    let order = line(&text, "salesforce Order");
-    assert!(order.contains("readable"), "{order}");
-    assert!(order.contains("writable (create, update"), "{order}");
+    let contact = line(&text, "salesforce Contact");
+    assert_eq!(
+        contact,
+        "salesforce Contact: ok: readable; writable (create, update)"
+    );
     let contacts = line(&text, "keap contacts");
     assert!(contacts.contains(WRITES_NOT_CHECKED), "{contacts}");
+    assert_eq!(
+        line(&text, "salesforce Order"),
+        "salesforce Order: ok: readable"
+    );
     // The daily allowances both report.
-    assert!(line(&text, "salesforce").contains("daily allowance: "), "{text}");
+    assert!(
+        line(&text, "salesforce").contains("daily allowance: "),
+        "{text}"
+    );
     assert!(line(&text, "keap").contains("daily allowance: "), "{text}");
 }
 
@@ -114,7 +138,10 @@ async fn a_wrong_credential_of_each_auth_kind_fails_its_system_without_the_secre
     for (variable, system, value) in wrong {
         let (code, text) = check(&sandbox, &[(variable, value)], &["--system", system]).await;
         assert_eq!(code, 1, "{variable}: {text}");
-        assert!(line(&text, system).starts_with(&format!("{system}: FAILED")), "{text}");
+        assert!(
+            line(&text, system).starts_with(&format!("{system}: FAILED")),
+            "{text}"
+        );
         assert!(
             text.lines().all(|l| l.starts_with(&format!("{system}"))),
             "only {system} is checked: {text}"
@@ -125,7 +152,7 @@ async fn a_wrong_credential_of_each_auth_kind_fails_its_system_without_the_secre
         );
     }
 
-    let (code, text) = check(
+    let (code, text, logs) = check_apart(
         &sandbox,
         &[("KEAP_API_KEY", "wrong-keap-key-1234")],
         &["--format", "json"],
@@ -133,6 +160,7 @@ async fn a_wrong_credential_of_each_auth_kind_fails_its_system_without_the_secre
     .await;
     assert_eq!(code, 1, "{text}");
     assert!(!text.contains("wrong-keap-key-1234"), "{text}");
+    assert!(!logs.contains("wrong-keap-key-1234"), "{logs}");
     let lines: Vec<Value> = serde_json::from_str(&text).expect("JSON");
     let system = |name: &str| {
         lines
@@ -149,7 +177,10 @@ async fn a_wrong_credential_of_each_auth_kind_fails_its_system_without_the_secre
     assert!(!entities.is_empty(), "{text}");
     for entity in entities {
         assert_eq!(entity["ok"], false, "{entity}");
-        assert!(entity["detail"].as_str().is_some_and(|d| !d.is_empty()), "{entity}");
+        assert!(
+            entity["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{entity}"
+        );
     }
 }
 
@@ -169,7 +200,10 @@ async fn an_org_lacking_a_mapped_field_fails_naming_the_field_and_the_mapping() 
     let (code, text) = check(&sandbox, &[], &["--system", "salesforce"]).await;
     assert_eq!(code, 1, "{text}");
     let contact = line(&text, "salesforce Contact");
-    assert!(contact.starts_with("salesforce Contact: FAILED: "), "{text}");
+    assert!(
+        contact.starts_with("salesforce Contact: FAILED: "),
+        "{text}"
+    );
     assert!(contact.contains("`Title`"), "{contact}");
     assert!(contact.contains(SF_CONTACTS), "{contact}");
     assert!(
@@ -179,7 +213,12 @@ async fn an_org_lacking_a_mapped_field_fails_naming_the_field_and_the_mapping() 
     // Fields the org lacks that no mapping uses do not fail an entity.
     assert!(line(&text, "salesforce Order").contains(": ok: "), "{text}");
 
-    let (code, json) = check(&sandbox, &[], &["--system", "salesforce", "--format", "json"]).await;
+    let (code, json, _logs) = check_apart(
+        &sandbox,
+        &[],
+        &["--system", "salesforce", "--format", "json"],
+    )
+    .await;
     assert_eq!(code, 1, "{json}");
     let lines: Vec<Value> = serde_json::from_str(&json).expect("JSON");
     let contact = lines
@@ -188,7 +227,9 @@ async fn an_org_lacking_a_mapped_field_fails_naming_the_field_and_the_mapping() 
         .expect("Contact's line");
     assert_eq!(contact["ok"], false);
     assert!(
-        contact["detail"].as_str().is_some_and(|d| d.contains("Title")),
+        contact["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Title")),
         "{contact}"
     );
 }

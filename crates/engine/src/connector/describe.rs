@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::connector::WriteAccess;
 use crate::connector::compiled::EntityRt;
 use crate::connector::error::ConnectorError;
-use crate::connector::WriteAccess;
 use crate::connector::http::{HttpCore, Request, join_path};
 
 /// The entity's field names (lowercase) from its describe, read once per run; `None` for

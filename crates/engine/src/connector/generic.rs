@@ -717,7 +717,10 @@ impl Connector for HttpConnector {
         Box::pin(async move {
             let rt = self.entity_rt(entity)?;
             let mut reader = ListReader::probe(self.core.clone(), rt);
-            Ok(reader.next_page().await?.map_or(0, |page| page.records.len()))
+            Ok(reader
+                .next_page()
+                .await?
+                .map_or(0, |page| page.records.len()))
         })
     }
 

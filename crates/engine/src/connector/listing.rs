@@ -1385,7 +1385,9 @@ mod tests {
     #[test]
     fn a_probe_asks_soql_for_one_row() {
         assert_eq!(
-            soql_limit_one("SELECT Id, (SELECT Id FROM OrderItems LIMIT 5) FROM Order ORDER BY Id LIMIT 2000"),
+            soql_limit_one(
+                "SELECT Id, (SELECT Id FROM OrderItems LIMIT 5) FROM Order ORDER BY Id LIMIT 2000"
+            ),
             "SELECT Id, (SELECT Id FROM OrderItems LIMIT 5) FROM Order ORDER BY Id LIMIT 1"
         );
         assert_eq!(

@@ -118,8 +118,8 @@ mod listing;
 mod registry;
 mod value;
 
-pub(crate) use value::strip_read_only;
 pub(crate) use http::reserve_reached;
+pub(crate) use value::strip_read_only;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -412,7 +412,10 @@ pub trait Connector: Send + Sync {
     fn probe<'a>(&'a self, entity: &'a str) -> BoxFuture<'a, Result<usize, ConnectorError>> {
         Box::pin(async move {
             let mut reader = self.list_all(entity)?;
-            Ok(reader.next_page().await?.map_or(0, |page| page.records.len()))
+            Ok(reader
+                .next_page()
+                .await?
+                .map_or(0, |page| page.records.len()))
         })
     }
 

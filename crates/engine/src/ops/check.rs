@@ -430,12 +430,18 @@ mod tests {
                 "reachable, authenticated; no daily allowance reported".to_owned()
             )
         );
-        let refused = [line("a", false, "cannot be read: 401"), line("b", false, "cannot be read: 401")];
+        let refused = [
+            line("a", false, "cannot be read: 401"),
+            line("b", false, "cannot be read: 401"),
+        ];
         assert_eq!(
             system_verdict(&refused, None),
             (false, "cannot be read: 401".to_owned())
         );
-        let one = [line("a", true, "readable"), line("b", false, "field `X` is missing")];
+        let one = [
+            line("a", true, "readable"),
+            line("b", false, "field `X` is missing"),
+        ];
         assert_eq!(
             system_verdict(&one, Some((true, "daily allowance: 1 of 10 used".into()))),
             (
