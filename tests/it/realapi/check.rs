@@ -143,7 +143,7 @@ async fn a_wrong_credential_of_each_auth_kind_fails_its_system_without_the_secre
             "{text}"
         );
         assert!(
-            text.lines().all(|l| l.starts_with(&format!("{system}"))),
+            text.lines().all(|l| l.starts_with(system)),
             "only {system} is checked: {text}"
         );
         assert!(
