@@ -137,6 +137,49 @@ impl World {
     }
 }
 
+/// A request to the Salesforce simulator's REST API (`path` after `/services/data/v60.0`) as
+/// the integration user, with a fresh client-credentials session.
+async fn salesforce_request(
+    sandbox: &Sandbox,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let http = reqwest::Client::new();
+    let login = sandbox
+        .env()
+        .into_iter()
+        .find(|(n, _)| n == "SALESFORCE_LOGIN_URL")
+        .map(|(_, v)| v)
+        .expect("login URL");
+    let token: Value = http
+        .post(format!("{login}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_id",
+                tether_sandbox::credentials::SALESFORCE_CLIENT_ID,
+            ),
+            (
+                "client_secret",
+                tether_sandbox::credentials::SALESFORCE_CLIENT_SECRET,
+            ),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token JSON");
+    http.request(
+        method,
+        format!(
+            "{}/services/data/v60.0{path}",
+            token["instance_url"].as_str().expect("instance_url")
+        ),
+    )
+    .bearer_auth(token["access_token"].as_str().expect("access_token"))
+}
+
 fn sf_id(record: &Value) -> String {
     record["Id"].as_str().expect("Id").to_owned()
 }

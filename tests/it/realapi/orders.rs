@@ -7,46 +7,22 @@
 use serde_json::{Value, json};
 use tether_engine::connector::Connector;
 
-use super::{SF_CONTACTS, SF_ORDERS, SF_PRODUCTS, World, big_order, shipped_connector};
+use super::{
+    SF_CONTACTS, SF_ORDERS, SF_PRODUCTS, World, big_order, salesforce_request, shipped_connector,
+};
 
 /// PATCHes a Salesforce order as the integration user (over the API, with a session).
 async fn patch_order(sandbox: &tether_sandbox::Sandbox, id: &str, body: Value) -> (u16, String) {
-    let http = reqwest::Client::new();
-    let login = sandbox
-        .env()
-        .into_iter()
-        .find(|(n, _)| n == "SALESFORCE_LOGIN_URL")
-        .map(|(_, v)| v)
-        .expect("login URL");
-    let token: Value = http
-        .post(format!("{login}/services/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            (
-                "client_id",
-                tether_sandbox::credentials::SALESFORCE_CLIENT_ID,
-            ),
-            (
-                "client_secret",
-                tether_sandbox::credentials::SALESFORCE_CLIENT_SECRET,
-            ),
-        ])
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token JSON");
-    let response = http
-        .patch(format!(
-            "{}/services/data/v60.0/sobjects/Order/{id}",
-            token["instance_url"].as_str().expect("instance_url")
-        ))
-        .bearer_auth(token["access_token"].as_str().expect("access_token"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let response = salesforce_request(
+        sandbox,
+        reqwest::Method::PATCH,
+        &format!("/sobjects/Order/{id}"),
+    )
+    .await
+    .json(&body)
+    .send()
+    .await
+    .expect("request");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }

@@ -7,9 +7,12 @@
 
 use serde_json::{Value, json};
 use tether_engine::connector::Connector;
-use tether_sandbox::{RateLimits, SalesforceOrg, Sandbox, SandboxOptions, credentials};
+use tether_sandbox::{RateLimits, SalesforceOrg, Sandbox, SandboxOptions};
 
-use super::{SF_CONTACTS, SF_ORDERS, SF_PRODUCTS, World, big_order, read_all, shipped_connector};
+use super::{
+    SF_CONTACTS, SF_ORDERS, SF_PRODUCTS, World, big_order, read_all, salesforce_request,
+    shipped_connector,
+};
 
 fn options(org: SalesforceOrg) -> SandboxOptions {
     SandboxOptions {
@@ -29,33 +32,9 @@ fn lean_org() -> SalesforceOrg {
 
 /// GETs a Salesforce REST path (after `/services/data/v60.0`) with a session.
 async fn sf_get(sandbox: &Sandbox, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let login = sandbox
-        .env()
-        .into_iter()
-        .find(|(n, _)| n == "SALESFORCE_LOGIN_URL")
-        .map(|(_, v)| v)
-        .expect("login URL");
-    let token: Value = http
-        .post(format!("{login}/services/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", credentials::SALESFORCE_CLIENT_ID),
-            ("client_secret", credentials::SALESFORCE_CLIENT_SECRET),
-        ])
-        .send()
+    let response = salesforce_request(sandbox, reqwest::Method::GET, path)
         .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token JSON");
-    let response = http
-        .get(format!(
-            "{}/services/data/v60.0{path}",
-            token["instance_url"].as_str().expect("instance_url")
-        ))
         .query(query)
-        .bearer_auth(token["access_token"].as_str().expect("access_token"))
         .send()
         .await
         .expect("request");
