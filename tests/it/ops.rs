@@ -564,8 +564,17 @@ impl Drop for ManualFlows {
 }
 
 fn manual_flows() -> ManualFlows {
+    edited_flows(
+        "keap-to-customerp.yaml",
+        "    conflict: target-wins # Keap companies",
+        "    conflict: manual # Keap companies",
+    )
+}
+
+/// A copy of the shipped flows with the first `from` of `file` replaced by `to`.
+fn edited_flows(file: &str, from: &str, to: &str) -> ManualFlows {
     let dir = std::env::temp_dir().join(format!(
-        "tether-manual-flows-{}-{}",
+        "tether-edited-flows-{}-{}",
         std::process::id(),
         fastrand::u64(..)
     ));
@@ -579,15 +588,11 @@ fn manual_flows() -> ManualFlows {
     };
     copy(&flows(), &dir);
     copy(&flows().join("systems"), &dir.join("systems"));
-    let file = dir.join("keap-to-customerp.yaml");
-    let text = std::fs::read_to_string(&file).expect("flow");
-    let held = text.replacen(
-        "    conflict: target-wins # Keap companies",
-        "    conflict: manual # Keap companies",
-        1,
-    );
-    assert_ne!(held, text, "the companies mapping's policy is replaced");
-    std::fs::write(&file, held).expect("write flow");
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("flow");
+    let edited = text.replacen(from, to, 1);
+    assert_ne!(edited, text, "{file}: `{from}` is replaced");
+    std::fs::write(&path, edited).expect("write flow");
     ManualFlows(dir)
 }
 
@@ -1005,4 +1010,154 @@ async fn a_plan_shows_a_manual_conflict_held_and_a_resolved_one_as_the_chosen_wr
         text.contains(&format!("write the choice made for conflict {id} on email")),
         "{text}"
     );
+}
+
+const SHOP_CUSTOMERS: &str = "customerp-customers-to-customwebshop-customers";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_the_erp_refuses_is_parked_with_its_pair_and_sent_again_on_retry() {
+    let w = world("ops-refused-delete", 0).await;
+    // The shipped flow unlinks on delete; this one deletes an ERP customer whose shop
+    // customer was deleted.
+    let flows = edited_flows(
+        "customerp-to-customwebshop.yaml",
+        "    identity: customer\n",
+        "    identity: customer\n    deletes: propagate\n",
+    );
+    let erp = w
+        .sandbox
+        .insert(
+            "customerp",
+            "customers",
+            json!({ "name": "Referert AS", "email": "post@referert.example", "currency": "NOK", "is_active": true,
+                    "billing_address": { "street": "Kaigata 1", "city": "Bergen", "postal_code": "5016", "country": "NO" } }),
+        )
+        .expect("ERP customer");
+    let order = w
+        .sandbox
+        .insert(
+            "customerp",
+            "orders",
+            json!({ "customer_id": erp["id"], "status": "confirmed", "order_date": "2026-11-02", "currency": "NOK", "total_amount": "0.00", "lines": [] }),
+        )
+        .expect("ERP order");
+    let first = run_with(&w, &flows.0, SHOP_CUSTOMERS).await;
+    assert_eq!(
+        first.mappings[0].created_target,
+        1,
+        "{:#?}",
+        w.store().await.parked(None).await
+    );
+    let shop = w.one(
+        "customwebshop",
+        "customers",
+        "email",
+        "post@referert.example",
+    );
+    let store = w.store().await;
+    let linked = |pairs: &[tether_engine::store::PairState]| {
+        pairs
+            .iter()
+            .any(|p| p.source_id == id_of(&erp) && p.target_id == id_of(&shop))
+    };
+    assert!(linked(
+        &store.pair_states(SHOP_CUSTOMERS).await.expect("pairs")
+    ));
+
+    // The shop customer is deleted; the ERP refuses to delete a customer its orders name.
+    w.sandbox
+        .delete("customwebshop", "customers", &id_of(&shop))
+        .expect("shop delete");
+    let report = run_with(&w, &flows.0, SHOP_CUSTOMERS).await;
+    assert_eq!(
+        (report.mappings[0].deleted_source, report.mappings[0].parked),
+        (0, 1),
+        "{report:#?}"
+    );
+    assert_eq!(
+        w.one("customerp", "customers", "email", "post@referert.example")["id"],
+        erp["id"],
+        "the ERP customer and its order stay"
+    );
+    let parked = store.parked(Some(SHOP_CUSTOMERS)).await.expect("parked");
+    assert_eq!(parked.len(), 1, "{parked:#?}");
+    assert_eq!(parked[0].record_id, id_of(&erp));
+    assert!(
+        parked[0].deleting && parked[0].retry_at.is_some(),
+        "{parked:#?}"
+    );
+    assert!(
+        parked[0].reason.contains("the delete was refused")
+            && parked[0].reason.contains("still_referenced"),
+        "{parked:#?}"
+    );
+    assert!(
+        linked(&store.pair_states(SHOP_CUSTOMERS).await.expect("pairs")),
+        "the pair stays linked while the delete waits"
+    );
+    let grouped = output(tether_with(&w, &flows.0, &["parked"]));
+    assert!(
+        grouped.contains("the pairs stay linked") && grouped.contains("still referenced"),
+        "{grouped}"
+    );
+    // The ERP's order can still be changed: it names a customer that exists.
+    w.sandbox
+        .update(
+            "customerp",
+            "orders",
+            &id_of(&order),
+            json!({ "status": "shipped" }),
+        )
+        .expect("the order is still editable");
+
+    // The next run does not send the delete again: it waits for its backoff or a retry.
+    w.sandbox.reset_request_counts();
+    let quiet = run_with(&w, &flows.0, SHOP_CUSTOMERS).await;
+    assert_eq!(quiet.writes(), 0, "{quiet:#?}");
+    assert_eq!(w.sandbox.request_counts()["customerp"].writes, 0);
+    let parked = store.parked(Some(SHOP_CUSTOMERS)).await.expect("parked");
+    assert_eq!((parked.len(), parked[0].attempts), (1, 1), "{parked:#?}");
+
+    // Retried while the order still names the customer: refused again, still linked.
+    let retried = output(tether_with(
+        &w,
+        &flows.0,
+        &[
+            "parked",
+            "retry",
+            "--id",
+            &format!("customerp:customers:{}", id_of(&erp)),
+        ],
+    ));
+    assert!(retried.contains(SHOP_CUSTOMERS), "{retried}");
+    let parked = store.parked(Some(SHOP_CUSTOMERS)).await.expect("parked");
+    assert_eq!((parked.len(), parked[0].attempts), (1, 2), "{parked:#?}");
+    assert!(linked(
+        &store.pair_states(SHOP_CUSTOMERS).await.expect("pairs")
+    ));
+
+    // Once the order is gone, a retry deletes the customer and forgets the pair.
+    w.sandbox
+        .delete("customerp", "orders", &id_of(&order))
+        .expect("order delete");
+    output(tether_with(
+        &w,
+        &flows.0,
+        &[
+            "parked",
+            "retry",
+            "--id",
+            &format!("customerp:customers:{}", id_of(&erp)),
+        ],
+    ));
+    assert!(
+        w.find("customerp", "customers", "email", "post@referert.example")
+            .is_empty(),
+        "the ERP customer is deleted"
+    );
+    assert!(store.parked(None).await.expect("parked").is_empty());
+    let pairs = store.pair_states(SHOP_CUSTOMERS).await.expect("pairs");
+    assert!(pairs.is_empty(), "{pairs:#?}");
+    let after = run_with(&w, &flows.0, SHOP_CUSTOMERS).await;
+    assert_eq!(after.writes(), 0, "{after:#?}");
 }

@@ -465,6 +465,97 @@ async fn customerp_offsets_numbers_unique_skus_and_tombstones() {
     assert_eq!(bad["error"]["field"], "entity");
 }
 
+/// The ERP's contract (`StillReferenced`): a customer, contact or product that live records
+/// still name is not deleted, so no order is left naming nothing.
+#[tokio::test]
+async fn customerp_refuses_to_delete_a_customer_its_orders_name() {
+    let sandbox = start(options()).await;
+    let http = client();
+    let post = |path: &'static str, body: Value| {
+        http.post(url(&sandbox, "customerp", path))
+            .bearer_auth(credentials::CUSTOMERP_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let (_, customer) = json_of(
+        post(
+            "/customers",
+            json!({"name": "Bundet AS", "currency": "NOK", "is_active": true}),
+        )
+        .await
+        .expect("request"),
+    )
+    .await;
+    let id = customer["id"].as_i64().expect("id");
+    let (_, product) = json_of(
+        post(
+            "/products",
+            json!({"sku": "BUNDET-1", "name": "Tau", "unit_price": "10.00", "currency": "NOK",
+                   "vat_rate": "25.00", "is_active": true, "stock_quantity": 3}),
+        )
+        .await
+        .expect("request"),
+    )
+    .await;
+    let (status, order) = json_of(
+        post(
+            "/orders",
+            json!({"customer_id": id, "status": "draft", "order_date": "2024-06-01", "currency": "NOK",
+                   "total_amount": "10.00",
+                   "lines": [{"product_id": product["id"], "quantity": 1, "unit_price": "10.00"}]}),
+        )
+        .await
+        .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let delete = |path: String| {
+        http.delete(url(&sandbox, "customerp", &path))
+            .bearer_auth(credentials::CUSTOMERP_TOKEN)
+            .send()
+    };
+    for (path, named) in [
+        (format!("/customers/{id}"), format!("order {}", order["id"])),
+        (
+            format!("/products/{}", product["id"]),
+            format!("order {}", order["id"]),
+        ),
+    ] {
+        let (status, refused) = json_of(delete(path.clone()).await.expect("request")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {refused}");
+        assert_eq!(refused["error"]["code"], "still_referenced");
+        let message = refused["error"]["message"].as_str().expect("message");
+        assert!(message.contains(&named), "{message}");
+    }
+    assert_eq!(
+        sandbox
+            .record("customerp", "customers", &id.to_string())
+            .expect("record")
+            .expect("still there")["name"],
+        "Bundet AS"
+    );
+    // The order can still be changed: the customer it names exists.
+    let patched = http
+        .patch(url(
+            &sandbox,
+            "customerp",
+            &format!("/orders/{}", order["id"]),
+        ))
+        .bearer_auth(credentials::CUSTOMERP_TOKEN)
+        .json(&json!({"status": "confirmed"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(patched.status(), StatusCode::OK);
+    // Once the order is gone, the customer can be deleted.
+    let gone = delete(format!("/orders/{}", order["id"]))
+        .await
+        .expect("request");
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let deleted = delete(format!("/customers/{id}")).await.expect("request");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+}
+
 // ---- Custom Webshop ---------------------------------------------------------------------
 
 #[tokio::test]

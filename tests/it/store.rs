@@ -703,6 +703,8 @@ async fn parked_records_count_their_attempts(db: TestDb) {
         reason: "required field is empty".into(),
         field: Some("name".into()),
         value: Some(long_value),
+        deleting: false,
+        retry_at: None,
     };
     let first = store.park(&park).await.expect("park");
     assert_eq!(first.attempts, 1);
@@ -780,6 +782,8 @@ async fn parked_records_are_set_aside_and_keep_their_latest_attempts(db: TestDb)
         reason,
         field: None,
         value: None,
+        deleting: false,
+        retry_at: None,
     };
     for n in 0..PARKED_ATTEMPTS_KEPT + 3 {
         store.park(&park(format!("try {n}"))).await.expect("park");
@@ -1470,6 +1474,8 @@ fn parked_source(mapping: &str, record_id: &str) -> Park {
         reason: "invalid email".into(),
         field: Some("email".into()),
         value: Some("not-an-email".into()),
+        deleting: false,
+        retry_at: None,
     }
 }
 

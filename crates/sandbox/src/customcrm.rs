@@ -78,5 +78,6 @@ pub fn conventions() -> Conventions {
             ("orders", "quoteId", "quotes"),
             ("orders", "lines[].productId", "products"),
         ],
+        refuse_referenced_delete: false,
     }
 }

@@ -101,5 +101,9 @@ pub fn conventions() -> Conventions {
             ("quotes", "contact_id", "contacts"),
             ("quotes", "lines[].product_id", "products"),
         ],
+        // The ERP's contract: a customer, contact or product that live orders, quotes or
+        // contacts still refer to cannot be deleted (409 `still_referenced`), so no order is
+        // left pointing at nothing (and refusing every later PATCH of it).
+        refuse_referenced_delete: true,
     }
 }

@@ -59,5 +59,6 @@ pub fn conventions() -> Conventions {
         deleted_field: Some("deleted"),
         limit_text: "10 requests/s",
         references: &[("orders", "customer_id", "customers")],
+        refuse_referenced_delete: false,
     }
 }

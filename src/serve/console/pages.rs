@@ -798,6 +798,8 @@ mod tests {
                 last_tried_at: Utc::now(),
                 skipped_at: None,
                 skipped_hash: None,
+                deleting: false,
+                retry_at: None,
             },
             system: Some("keap".into()),
             entity: Some("companies".into()),

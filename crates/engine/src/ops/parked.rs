@@ -39,6 +39,9 @@ pub enum CauseKind {
     LinkedElsewhere,
     /// A create may have happened; the next run finds it or sends it again.
     UncertainCreate,
+    /// The record's system refused to delete it (its counterpart was deleted); the pair
+    /// stays linked and the delete is sent again later or on a retry.
+    DeleteRefused,
     /// Anything else: the system refused a write, ...
     Other,
 }
@@ -223,7 +226,9 @@ pub fn classify(record: &ParkedRecord) -> Cause {
             detail: Detail::Rule { rule, reason: text },
         };
     }
-    let kind = if reason.starts_with("ambiguous match:") {
+    let kind = if record.deleting {
+        CauseKind::DeleteRefused
+    } else if reason.starts_with("ambiguous match:") {
         CauseKind::AmbiguousMatch
     } else if reason.contains("by key, but the two are already different") {
         CauseKind::LinkedElsewhere
@@ -468,6 +473,9 @@ fn summary(cause: &Cause, n: usize, label: &str, names: &Names) -> String {
             CauseKind::UncertainCreate => format!(
                 "{records}: a create may have happened; the next run links the record it made or sends the create again"
             ),
+            CauseKind::DeleteRefused => format!(
+                "{records}: {text}; the pairs stay linked and each delete is sent again after a backoff, or at once on retry"
+            ),
             _ => format!("{records}: {text}"),
         },
     }
@@ -565,6 +573,12 @@ pub async fn retry(
                 .await?
         {
             plan.unskipped += 1;
+        }
+        // A record waiting for a later attempt (a refused delete's backoff) is tried now.
+        if parked.retry_at.is_some() {
+            store
+                .retry_parked_now(&parked.mapping, parked.side, &parked.record_id)
+                .await?;
         }
         mappings.insert(parked.mapping);
     }
@@ -708,6 +722,8 @@ mod tests {
             last_tried_at: at,
             skipped_at: None,
             skipped_hash: None,
+            deleting: false,
+            retry_at: None,
         }
     }
 

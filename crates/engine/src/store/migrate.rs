@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run triggers and alert incidents",
         include_str!("migrations/0008_run_triggers_and_alerts.sql"),
     ),
+    (
+        9,
+        "parked deletes",
+        include_str!("migrations/0009_parked_deletes.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the last migration's.

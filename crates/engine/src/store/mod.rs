@@ -528,6 +528,9 @@ shared_methods! {
         /// Makes a record set aside a parked record again, tried on every run; `false` when
         /// it was not set aside.
         fn unskip_parked(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// Makes a parked record that waits for its `retry_at` due on the next run; `false`
+        /// when it had no such time.
+        fn retry_parked_now(mapping: &str, side: Side, record_id: &str) -> bool;
         /// Remembers a record whose pair was forgotten when its counterpart was deleted, with
         /// the hash of its mapped fields then (replacing an earlier entry).
         fn put_unlinked(mapping: &str, side: Side, record_id: &str, content_hash: &str) -> ();

@@ -255,6 +255,11 @@ pub struct Park {
     pub field: Option<String>,
     /// The offending value; the store keeps its first [`PARKED_VALUE_MAX_CHARS`] characters.
     pub value: Option<String>,
+    /// The record waits to be deleted: the sync decided to delete it (its counterpart was
+    /// deleted) and its system refused. Its pair stays linked until the delete lands.
+    pub deleting: bool,
+    /// Not tried again before this time (`None`: on the next run).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// A parked record as stored.
@@ -276,12 +281,21 @@ pub struct ParkedRecord {
     /// The hash of the record's content when it was set aside: the engine leaves it alone
     /// while its content hashes the same.
     pub skipped_hash: Option<String>,
+    /// The record waits to be deleted (see [`Park::deleting`]).
+    pub deleting: bool,
+    /// Not tried again before this time; `None`: on the next run.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 impl ParkedRecord {
     /// Whether an operator set the record aside.
     pub fn is_skipped(&self) -> bool {
         self.skipped_at.is_some()
+    }
+
+    /// Whether the record is due to be tried on a run at `now`.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        !self.is_skipped() && self.retry_at.is_none_or(|at| at <= now)
     }
 }
 

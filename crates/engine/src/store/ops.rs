@@ -931,7 +931,7 @@ pub(crate) async fn abandon_intent(conn: Conn<'_>, id: &IntentId) -> Result<(), 
 macro_rules! parked_columns {
     () => {
         "mapping, side, record_id, reason, field, value, attempts, \
-    first_parked_at, last_tried_at, skipped_at, skipped_hash"
+    first_parked_at, last_tried_at, skipped_at, skipped_hash, deleting, retry_at"
     };
 }
 
@@ -948,6 +948,8 @@ fn read_parked(row: &impl Get) -> Result<ParkedRecord, StoreError> {
         last_tried_at: row.time("last_tried_at")?,
         skipped_at: row.opt_time("skipped_at")?,
         skipped_hash: row.opt_text("skipped_hash")?,
+        deleting: row.int("deleting")? != 0,
+        retry_at: row.opt_time("retry_at")?,
     })
 }
 
@@ -962,11 +964,13 @@ pub(crate) async fn park(mut conn: Conn<'_>, park: &Park) -> Result<ParkedRecord
     on!(&mut conn, |c| {
         let row = sqlx::query(concat!(
             "INSERT INTO parked (mapping, side, record_id, reason, field, value, attempts, \
-             first_parked_at, last_tried_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
+             first_parked_at, last_tried_at, deleting, retry_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8, $9) \
              ON CONFLICT (mapping, side, record_id) DO UPDATE SET \
              reason = excluded.reason, field = excluded.field, value = excluded.value, \
              attempts = parked.attempts + 1, last_tried_at = excluded.last_tried_at, \
-             skipped_at = NULL, skipped_hash = NULL \
+             skipped_at = NULL, skipped_hash = NULL, deleting = excluded.deleting, \
+             retry_at = excluded.retry_at \
              RETURNING ",
             parked_columns!()
         ))
@@ -977,6 +981,8 @@ pub(crate) async fn park(mut conn: Conn<'_>, park: &Park) -> Result<ParkedRecord
         .bind(park.field.as_deref())
         .bind(value)
         .bind(now)
+        .bind(i64::from(park.deleting))
+        .bind(park.retry_at.map(micros))
         .fetch_one(&mut **c)
         .await?;
         sqlx::query(
@@ -1064,6 +1070,23 @@ pub(crate) async fn unskip_parked(
         conn,
         "UPDATE parked SET skipped_at = NULL, skipped_hash = NULL \
          WHERE mapping = $1 AND side = $2 AND record_id = $3 AND skipped_at IS NOT NULL",
+        mapping,
+        side,
+        record_id,
+    )
+    .await
+}
+
+pub(crate) async fn retry_parked_now(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_id: &str,
+) -> Result<bool, StoreError> {
+    delete_record_row(
+        conn,
+        "UPDATE parked SET retry_at = NULL \
+         WHERE mapping = $1 AND side = $2 AND record_id = $3 AND retry_at IS NOT NULL",
         mapping,
         side,
         record_id,

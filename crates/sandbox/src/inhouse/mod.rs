@@ -94,6 +94,10 @@ pub struct Conventions {
     /// Foreign keys checked on writes: `(entity, field, target entity)`; a field
     /// `lines[].product_id` is checked in every item of `lines`.
     pub references: &'static [(&'static str, &'static str, &'static str)],
+    /// Whether a delete of a record that live records still reference through
+    /// [`Conventions::references`] is refused (409 `still_referenced`) rather than leaving
+    /// references to nothing behind.
+    pub refuse_referenced_delete: bool,
 }
 
 /// An in-house simulator: one system's [`Conventions`] served over the shared store.
@@ -443,6 +447,20 @@ impl InHouse {
         if !live {
             return self.not_found(singular(entity.name));
         }
+        if self.conventions.refuse_referenced_delete
+            && let Some((owner, owner_id, field)) = self.referenced_by(&store, entity.name, &id)
+        {
+            return error(
+                StatusCode::CONFLICT,
+                "still_referenced",
+                format!(
+                    "{} {id} is still referenced by {} {owner_id} ({field}); delete or reassign that first",
+                    singular(entity.name),
+                    singular(owner),
+                ),
+                None,
+            );
+        }
         let at = self.shared.stamp(&mut store);
         let entity_store = store.entity_mut(self.conventions.system, entity.name);
         match self.conventions.delete {
@@ -454,6 +472,46 @@ impl InHouse {
             }
         }
         ApiResponse::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// The first live record that refers to `target`'s record `id`: its entity, id and the
+    /// referring field. Deletes are rare, so the owners are scanned rather than indexed.
+    fn referenced_by(
+        &self,
+        store: &Store,
+        target: &str,
+        id: &str,
+    ) -> Option<(&'static str, String, String)> {
+        let refers = |value: &Value| match value {
+            Value::String(text) => self.canonical_id(text).as_deref() == Some(id),
+            Value::Null => false,
+            other => self.canonical_id(&other.to_string()).as_deref() == Some(id),
+        };
+        for (owner, path, to) in self.conventions.references {
+            if *to != target {
+                continue;
+            }
+            let Some(records) = store.entity(self.conventions.system, owner) else {
+                continue;
+            };
+            for record in records.by_change(false) {
+                let found = match path.split_once("[].") {
+                    Some((list, field)) => record
+                        .fields
+                        .get(list)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|item| item.get(field))
+                        .any(refers),
+                    None => record.fields.get(*path).is_some_and(refers),
+                };
+                if found {
+                    return Some((owner, record.id.clone(), path.to_string()));
+                }
+            }
+        }
+        None
     }
 
     /// The schema of a list parameter in the contract.

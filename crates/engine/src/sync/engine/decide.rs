@@ -61,9 +61,10 @@ impl Engine {
         let parked = self.store.parked(Some(&m.name)).await?;
         // Records parked earlier in this run wait for the next run: a later pass would only
         // park them again.
+        // A record that waits to be deleted is not read: its delete is sent again when due.
         let retry: Vec<(Side, String)> = parked
             .iter()
-            .filter(|p| p.last_tried_at < run_started && !p.is_skipped())
+            .filter(|p| p.last_tried_at < run_started && !p.is_skipped() && !p.deleting)
             .map(|p| (p.side, p.record_id.clone()))
             .chain(carried)
             .collect();
@@ -129,6 +130,15 @@ impl Engine {
             }
         }
 
+        // Records whose delete their system refused are not synced while they wait for it.
+        let deleting: Vec<&ParkedRecord> = parked.iter().filter(|p| p.deleting).collect();
+        for p in &deleting {
+            match p.side {
+                Side::Source => source.records.shift_remove(&p.record_id),
+                Side::Target => target.records.shift_remove(&p.record_id),
+            };
+        }
+
         let resolver = self
             .resolver(m, source.records.len() + target.records.len())
             .await?;
@@ -179,6 +189,7 @@ impl Engine {
                 resync.is_some(),
             )
             .await?;
+        self.held_deletes(m, &mut work, &deleting).await?;
         let decided_at = started.elapsed();
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
@@ -363,6 +374,67 @@ impl Engine {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Refused deletes: a pair whose record waits to be deleted is neither deleted again nor
+    /// unlinked by this pass's deletion discovery; a wait that is over sends the delete again
+    /// (and forgets the pair once it lands).
+    async fn held_deletes(
+        &self,
+        m: &MappingRuntime,
+        work: &mut MappingWork,
+        deleting: &[&ParkedRecord],
+    ) -> Result<(), EngineError> {
+        if deleting.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut due = Vec::new();
+        for side in [Side::Source, Side::Target] {
+            let ids: Vec<String> = deleting
+                .iter()
+                .filter(|p| p.side == side)
+                .map(|p| p.record_id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for pair in self
+                .store
+                .pair_states_of_records(&m.name, side, &ids)
+                .await?
+            {
+                let (id, counterpart) = match side {
+                    Side::Source => (&pair.source_id, &pair.target_id),
+                    Side::Target => (&pair.target_id, &pair.source_id),
+                };
+                let Some(parked) = deleting
+                    .iter()
+                    .find(|p| p.side == side && &p.record_id == id)
+                else {
+                    continue;
+                };
+                held.insert(pair.global_id.as_str().to_owned());
+                if parked.is_due(now) {
+                    due.push((
+                        side,
+                        id.clone(),
+                        counterpart.clone(),
+                        pair.global_id.clone(),
+                    ));
+                }
+            }
+        }
+        work.deletes
+            .retain(|(_, _, global)| !held.contains(global.as_str()));
+        work.unlinks
+            .retain(|(_, _, global)| !held.contains(global.as_str()));
+        for (side, id, counterpart, global) in due {
+            work.deletes.push((side, id, global.clone()));
+            work.unlinks.push((side.other(), counterpart, global));
         }
         Ok(())
     }

@@ -51,7 +51,7 @@ use crate::spec::load::Project;
 use crate::spec::system::{FieldSpec, IdType};
 use crate::store::{
     ConflictId, CursorKey, GlobalId, LinkOrigin, NewConflict, NewIntent, NewRun, PairState, Park,
-    RecordKey, RunId, RunOutcome, SideSeen, Store, StoreError,
+    ParkedRecord, RecordKey, RunId, RunOutcome, SideSeen, Store, StoreError,
 };
 use crate::sync::control::{Cancel, LeaseOptions};
 use crate::sync::merge::{self, Fields, MergePolicy, Version};
@@ -1325,7 +1325,17 @@ fn park_of(m: &MappingRuntime, parking: Parking) -> Park {
         reason: parking.reason,
         field: parking.field,
         value: parking.value,
+        deleting: false,
+        retry_at: None,
     }
+}
+
+/// How long a refused delete waits before it is sent again, after `attempts` refusals: an
+/// hour, doubling to a day. A refusal such as the ERP's `still_referenced` lasts until
+/// someone acts, so sending it on every run would only spend the API's allowance. Pure.
+fn delete_backoff(attempts: u32) -> chrono::Duration {
+    let hours = 1i64 << attempts.saturating_sub(1).min(5);
+    chrono::Duration::hours(hours.min(24))
 }
 
 fn count_updates(work: &MappingWork, side: Side) -> u64 {
@@ -1561,5 +1571,13 @@ mod tests {
         assert_eq!(key_text(&[Some(json!(""))]), None);
         assert_eq!(key_text(&[None]), None);
         assert_eq!(key_text(&[Some(json!(42))]), Some("42".into()));
+    }
+
+    #[test]
+    fn a_refused_delete_waits_an_hour_doubling_to_a_day() {
+        let hours: Vec<i64> = (1..=8).map(|n| delete_backoff(n).num_hours()).collect();
+        assert_eq!(hours, [1, 2, 4, 8, 16, 24, 24, 24]);
+        assert_eq!(delete_backoff(0).num_hours(), 1);
+        assert_eq!(delete_backoff(u32::MAX).num_hours(), 24);
     }
 }

@@ -254,7 +254,9 @@ impl Engine {
         }
         tx.commit().await?;
 
-        // Deletes and unlinks.
+        // Deletes and unlinks. A delete the system refused keeps its pair: the record waits
+        // to be deleted, parked, and the pair is not unlinked.
+        let mut refused: HashSet<GlobalId> = HashSet::new();
         for (side, id, global) in &work.deletes {
             let rt = m.side(*side);
             match rt.connector.delete(&rt.entity, id).await {
@@ -278,17 +280,32 @@ impl Engine {
                         .await?;
                 }
                 Err(error) if error.is_permanent() => {
-                    self.store
-                        .park(&park_of(m, parking_from_write(*side, id, &error)))
-                        .await?;
+                    let attempts = parked_before
+                        .iter()
+                        .find(|p| p.side == *side && p.record_id == *id && p.deleting)
+                        .map_or(0, |p| p.attempts)
+                        + 1;
+                    let mut park = park_of(m, parking_from_write(*side, id, &error));
+                    park.reason = format!("the delete was refused: {}", park.reason);
+                    park.deleting = true;
+                    park.retry_at = Some(Utc::now() + delete_backoff(attempts));
+                    warn!(mapping = %m.name, side = side.as_str(), %id, reason = %park.reason, "delete refused; the pair stays linked");
+                    self.store.park(&park).await?;
                     report.parked += 1;
+                    refused.insert(global.clone());
                     continue;
                 }
                 Err(error) => return Err(error.into()),
             }
             self.forget_pair(m, &identity, *side, id, global).await?;
+            if was_parked.contains(&(*side, id.as_str())) {
+                self.store.unpark(&m.name, *side, id).await?;
+            }
         }
         for (side, id, global) in &work.unlinks {
+            if refused.contains(global) {
+                continue;
+            }
             self.forget_pair(m, &identity, *side, id, global).await?;
             report.unlinked += 1;
         }
