@@ -1694,15 +1694,19 @@ async fn a_failing_run_alerts_once_across_runs_and_restarts_then_recovers_once()
     let erp_file = flows.join("systems/customerp.yaml");
     let erp = std::fs::read_to_string(&erp_file).expect("system file");
     // Nothing listens on a port just freed: every request to the ERP fails.
-    let broken = erp.replacen(
-        "base_url: ${CUSTOMERP_BASE_URL}",
-        &format!(
-            "base_url: http://127.0.0.1:{}/api/v1\nhttp: {{ max_retries: 0 }}",
-            free_port()
-        ),
+    let broken = erp
+        .replacen(
+            "base_url: ${CUSTOMERP_BASE_URL}",
+            &format!("base_url: http://127.0.0.1:{}/api/v1", free_port()),
+            1,
+        )
+        .replacen("\nhttp:\n", "\nhttp:\n  max_retries: 0\n", 1);
+    assert_eq!(
+        broken.matches("max_retries: 0").count(),
         1,
+        "the ERP's file is pointed at a closed port with no retries"
     );
-    assert_ne!(broken, erp);
+    assert!(broken.contains("base_url: http://127.0.0.1:"));
     std::fs::write(&erp_file, &broken).expect("write");
 
     let secret_path = "/hooks/T000/B000/alert-secret-in-the-path";

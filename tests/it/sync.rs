@@ -7,13 +7,14 @@ mod matrix;
 mod optimistic;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether_engine::store::{Store, StoreUrl};
 use tether_engine::sync::engine::RunOptions;
 use tether_engine::sync::open::{OpenOptions, open};
 use tether_engine::sync::report::RunReport;
-use tether_sandbox::{RateLimits, Sandbox, SandboxOptions};
+use tether_sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
 
 pub(crate) struct World {
     pub(crate) sandbox: Sandbox,
@@ -1101,4 +1102,128 @@ async fn two_runs_at_once_on_one_store_create_nothing_twice() {
         expected,
         "every record exactly once, as after runs one at a time"
     );
+}
+
+/// A sandbox whose ERP answers every request `latency` late, as a real API 100 to 300 ms
+/// away does.
+async fn slow_erp_world(name: &str, latency: Duration) -> World {
+    world_with(
+        name,
+        SandboxOptions {
+            faults: FaultSpec {
+                latency,
+                systems: vec!["customerp".to_owned()],
+                ..FaultSpec::default()
+            },
+            rate_limits: RateLimits::unlimited(),
+            ..SandboxOptions::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_slow_system_go_out_side_by_side_within_its_concurrency() {
+    let w = slow_erp_world("in-flight", Duration::from_millis(40)).await;
+    let names: Vec<String> = (0..30).map(|i| format!("Samtidig {i:02} AS")).collect();
+    let mut ids = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let company = w
+            .sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company(name, &format!("post{i}@samtidig.example")),
+            )
+            .expect("keap company");
+        ids.push(id_of(&company));
+    }
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].created_target, 30, "{report:#?}");
+    for name in &names {
+        w.one("customerp", "customers", "name", name);
+    }
+    // The shipped ERP file allows 8 requests in flight: the creates went out side by side,
+    // never more than 8 at once.
+    let erp = w.sandbox.request_counts()["customerp"];
+    assert!(
+        (2..=8).contains(&erp.max_in_flight),
+        "requests in flight at once: {erp:?}"
+    );
+
+    // A third of the companies edited (under the circuit breaker's share): the re-reads
+    // before the updates and the updates go out side by side too, each edit arrives once.
+    const EDITED: usize = 12;
+    for (i, id) in ids.iter().enumerate().take(EDITED) {
+        w.sandbox
+            .update(
+                "keap",
+                "companies",
+                id,
+                json!({ "company_name": names[i], "email_address": format!("ny{i}@samtidig.example") }),
+            )
+            .expect("edit");
+    }
+    w.sandbox.reset_request_counts();
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(
+        report.mappings[0].updated_target, EDITED as u64,
+        "{report:#?}"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let email = if i < EDITED {
+            format!("ny{i}@samtidig.example")
+        } else {
+            format!("post{i}@samtidig.example")
+        };
+        assert_eq!(
+            w.one("customerp", "customers", "name", name)["email"],
+            email
+        );
+    }
+    let erp = w.sandbox.request_counts()["customerp"];
+    assert!(
+        (2..=8).contains(&erp.max_in_flight),
+        "requests in flight at once: {erp:?}"
+    );
+    assert_eq!(w.run(&[COMPANIES]).await.writes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_never_has_more_requests_in_flight_than_its_concurrency() {
+    let w = slow_erp_world("in-flight-cap", Duration::from_millis(30)).await;
+    let path = flows().join("systems").join("customerp.yaml");
+    let text = std::fs::read_to_string(&path).expect("system file");
+    let capped = text.replacen("  concurrency: 8\n", "  concurrency: 2\n", 1);
+    assert_ne!(capped, text, "the ERP's concurrency is replaced");
+    let (loaded, diagnostics) = tether_engine::spec::load::load_text::<
+        tether_engine::spec::system::SystemFile,
+    >(&path, capped);
+    let file = match loaded {
+        Some(loaded) if diagnostics.is_empty() => loaded.spec,
+        _ => panic!("customerp.yaml does not load: {diagnostics:?}"),
+    };
+    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
+    let erp =
+        tether_engine::connector::HttpConnector::with_env(&file, &|name| env.get(name).cloned())
+            .expect("connector");
+    use tether_engine::connector::Connector as _;
+    let bodies: Vec<Value> = (0..12)
+        .map(|i| json!({ "name": format!("Kapasitet {i}"), "currency": "NOK", "is_active": true }))
+        .collect();
+    let results = erp.create_many("customers", bodies).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // Results come back in the order the records were sent.
+    for (i, result) in results.iter().enumerate() {
+        let written = result.as_ref().expect("created");
+        let record = w
+            .sandbox
+            .record("customerp", "customers", &written.id)
+            .expect("record")
+            .expect("exists");
+        assert_eq!(record["name"], format!("Kapasitet {i}"));
+    }
+    let counts = w.sandbox.request_counts()["customerp"];
+    assert_eq!(counts.writes, 12);
+    assert_eq!(counts.max_in_flight, 2, "{counts:?}");
 }

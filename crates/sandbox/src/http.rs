@@ -179,6 +179,21 @@ struct App {
     shared: Arc<Shared>,
 }
 
+/// A request being answered: counted in `in_flight` until its answer is made (or the
+/// client goes away and the handler is dropped).
+struct InFlight {
+    shared: Arc<Shared>,
+    system: &'static str,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.count(self.system, |counts| {
+            counts.in_flight = counts.in_flight.saturating_sub(1);
+        });
+    }
+}
+
 /// Serves one simulator on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -208,7 +223,13 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
         } else {
             counts.writes += 1;
         }
+        counts.in_flight += 1;
+        counts.max_in_flight = counts.max_in_flight.max(counts.in_flight);
     });
+    let _in_flight = InFlight {
+        shared: app.shared.clone(),
+        system,
+    };
     let faults = &app.shared.faults;
     let mut fault = None;
     if faults.applies_to(system) {

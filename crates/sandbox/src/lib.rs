@@ -271,6 +271,10 @@ pub struct RequestCounts {
     /// Refused for being over a rate limit (not counting injected 429s).
     pub throttled: u64,
     pub injected_faults: u64,
+    /// Requests being answered now (latency included).
+    pub in_flight: u64,
+    /// The most requests that were being answered at once.
+    pub max_in_flight: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,7 +377,7 @@ impl Shared {
         self.faults.draw(&mut lock(&self.fault_rng))
     }
 
-    fn count(&self, system: &'static str, update: impl FnOnce(&mut RequestCounts)) {
+    pub(crate) fn count(&self, system: &'static str, update: impl FnOnce(&mut RequestCounts)) {
         update(lock(&self.counts).entry(system).or_default());
     }
 }

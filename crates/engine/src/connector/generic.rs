@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::{self, StreamExt};
 use indexmap::IndexMap;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
@@ -655,11 +656,12 @@ impl Connector for HttpConnector {
                 let items = records.into_iter().map(|fields| (None, fields)).collect();
                 return self.batch(rt, batch, Method::POST, items).await;
             }
-            let mut results = Vec::with_capacity(records.len());
-            for fields in records {
-                results.push(self.create_record(entity, fields).await);
-            }
-            results
+            // One request per record, up to `http.concurrency` in flight, results in order.
+            stream::iter(records)
+                .map(|fields| self.create_record(entity, fields))
+                .buffered(self.core.concurrency)
+                .collect()
+                .await
         })
     }
 
@@ -684,12 +686,16 @@ impl Connector for HttpConnector {
                     .collect();
                 return self.batch(rt, batch, Method::PATCH, items).await;
             }
-            let mut results = Vec::with_capacity(updates.len());
-            for (id, changes) in updates {
-                results.push(self.update_record(entity, &id, changes).await);
-            }
-            results
+            stream::iter(updates)
+                .map(|(id, changes)| async move { self.update_record(entity, &id, changes).await })
+                .buffered(self.core.concurrency)
+                .collect()
+                .await
         })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.core.concurrency
     }
 
     fn stats(&self) -> ConnectorStats {

@@ -329,6 +329,10 @@ pub(crate) struct HttpCore {
     throttle: Option<Throttle>,
     allowance: Option<AllowanceWatch>,
     paused_until: Mutex<Option<Instant>>,
+    /// Requests in flight at most (`http.concurrency`): a permit is held from the request's
+    /// turn under the rate limit until its answer is read.
+    in_flight: tokio::sync::Semaphore,
+    pub concurrency: usize,
     /// The most one run may wait for the API's rate limits (`http.max_wait_seconds`).
     max_wait: Duration,
     run: Mutex<RunState>,
@@ -492,6 +496,16 @@ impl HttpCore {
             return Err(config(&system, "http.max_wait_seconds must be 0 or more"));
         }
         let max_wait = Duration::from_secs_f64(settings.max_wait_seconds.min(1e9));
+        if !(1..=crate::spec::system::MAX_CONCURRENCY).contains(&settings.concurrency) {
+            return Err(config(
+                &system,
+                format!(
+                    "http.concurrency must be 1 to {}",
+                    crate::spec::system::MAX_CONCURRENCY
+                ),
+            ));
+        }
+        let concurrency = settings.concurrency as usize;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -565,6 +579,8 @@ impl HttpCore {
             throttle,
             allowance,
             paused_until: Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(concurrency),
+            concurrency,
             max_wait,
             run: Mutex::new(RunState::default()),
             allowed: RwLock::new(allowed),
@@ -957,12 +973,15 @@ impl HttpCore {
                 return Err(stopped);
             }
             self.check_allowance()?;
+            // The semaphore is never closed, so acquiring only fails if it were.
+            let permit = self.in_flight.acquire().await.ok();
             self.wait_turn().await;
             if let Some(stopped) = self.stopped() {
                 return Err(stopped);
             }
             let started = Instant::now();
             let outcome = self.attempt(request, &url, auth.as_ref()).await;
+            drop(permit);
             let elapsed_ms = started.elapsed().as_millis() as u64;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let shown_url = self.redact(&value::redact_url(&url));

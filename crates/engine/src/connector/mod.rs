@@ -390,6 +390,12 @@ pub trait Connector: Send + Sync {
     /// The counters so far.
     fn stats(&self) -> ConnectorStats;
 
+    /// Requests the system takes in flight at once (`http.concurrency`); the engine sends
+    /// independent requests side by side up to this many. The default: one at a time.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
     /// A run starts: budgets kept per run start again (the time the system's rate limits
     /// may make a run wait), and a system stopped in the last run
     /// ([`ConnectorError::stops_system`]) takes requests again. The engine calls it once

@@ -245,6 +245,12 @@ pub struct HttpSettings {
     /// slowdown on low throttle headers do not count.
     #[serde(default = "default_max_wait")]
     pub max_wait_seconds: f64,
+    /// Requests in flight to this system at most (1 to 64): reads of independent records,
+    /// creates and updates go out side by side up to this many, each still waiting for its
+    /// turn under `rate_limit`, which stays the one gate of the request rate. With answers
+    /// 100 to 300 ms away, one request at a time reaches only 3 to 10 requests a second.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
 }
 
 impl Default for HttpSettings {
@@ -255,6 +261,7 @@ impl Default for HttpSettings {
             retry_delay_ms: default_retry_delay(),
             max_response_bytes: default_max_response(),
             max_wait_seconds: default_max_wait(),
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -274,6 +281,12 @@ fn default_max_response() -> u64 {
 fn default_max_wait() -> f64 {
     120.0
 }
+fn default_concurrency() -> u32 {
+    4
+}
+
+/// The most requests in flight a system file may ask for.
+pub const MAX_CONCURRENCY: u32 = 64;
 
 /// JSONPaths into an error response body.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -4,6 +4,8 @@
 //! the pass is split into a pure planner and its effects, the next step of the engine's
 //! renovation.)
 
+use futures_util::stream::{self, StreamExt};
+
 use super::*;
 
 impl Engine {
@@ -68,16 +70,36 @@ impl Engine {
             .map(|p| (p.side, p.record_id.clone()))
             .chain(carried)
             .collect();
-        for (side, id) in retry {
+        let retry: Vec<(Side, String)> = retry
+            .into_iter()
+            .filter(|(side, id)| {
+                let read = match side {
+                    Side::Source => &source,
+                    Side::Target => &target,
+                };
+                !read.records.contains_key(id)
+            })
+            .collect();
+        // Read side by side, up to each system's requests in flight.
+        let width = m
+            .source
+            .connector
+            .concurrency()
+            .max(m.target.connector.concurrency());
+        let fetched: Vec<_> = stream::iter(&retry)
+            .map(|(side, id)| {
+                let rt = m.side(*side);
+                rt.connector.get(&rt.entity, id)
+            })
+            .buffered(width)
+            .collect()
+            .await;
+        for ((side, id), fetched) in retry.into_iter().zip(fetched) {
             let read = match side {
                 Side::Source => &mut source,
                 Side::Target => &mut target,
             };
-            if read.records.contains_key(&id) {
-                continue;
-            }
-            let rt = m.side(side);
-            match rt.connector.get(&rt.entity, &id).await? {
+            match fetched? {
                 Some(record) => {
                     read.records.insert(id, record);
                 }
@@ -700,29 +722,45 @@ impl Engine {
             }
         }
 
-        // Linked pairs: fetch the side that was not read, then merge.
-        for (global, (source_id, target_id, pair)) in touched {
-            let (Some(source_id), Some(target_id)) = (source_id, target_id) else {
+        // Linked pairs: the side that was not read is fetched, side by side up to each
+        // system's requests in flight, then the pairs are merged in order.
+        let touched: Vec<(String, String, String, Option<&PairState>)> = touched
+            .into_iter()
+            .filter_map(|(global, (source_id, target_id, pair))| {
+                let (Some(source_id), Some(target_id)) = (source_id, target_id) else {
+                    return None;
+                };
+                let gone = gone.contains(&(Side::Source, source_id.clone()))
+                    || gone.contains(&(Side::Target, target_id.clone()));
+                (!gone).then_some((global, source_id, target_id, pair))
+            })
+            .collect();
+        let width = m
+            .source
+            .connector
+            .concurrency()
+            .max(m.target.connector.concurrency());
+        let fetched: Vec<Result<_, EngineError>> = stream::iter(&touched)
+            .map(|(_, source_id, target_id, _)| async move {
+                let source_record = match source.records.get(source_id) {
+                    Some(r) => Some(r.clone()),
+                    None => m.source.connector.get(&m.source.entity, source_id).await?,
+                };
+                let Some(source_record) = source_record else {
+                    return Ok(None);
+                };
+                let target_record = match target.records.get(target_id) {
+                    Some(r) => Some(r.clone()),
+                    None => m.target.connector.get(&m.target.entity, target_id).await?,
+                };
+                Ok(target_record.map(|target_record| (source_record, target_record)))
+            })
+            .buffered(width)
+            .collect()
+            .await;
+        for ((global, _, _, pair), records) in touched.into_iter().zip(fetched) {
+            let Some((source_record, target_record)) = records? else {
                 continue;
-            };
-            if gone.contains(&(Side::Source, source_id.clone()))
-                || gone.contains(&(Side::Target, target_id.clone()))
-            {
-                continue;
-            }
-            let source_record = match source.records.get(&source_id) {
-                Some(r) => r.clone(),
-                None => match m.source.connector.get(&m.source.entity, &source_id).await? {
-                    Some(r) => r,
-                    None => continue,
-                },
-            };
-            let target_record = match target.records.get(&target_id) {
-                Some(r) => r.clone(),
-                None => match m.target.connector.get(&m.target.entity, &target_id).await? {
-                    Some(r) => r,
-                    None => continue,
-                },
             };
             let global_id = GlobalId::new(global);
             self.links_ready(resolver, || {

@@ -46,7 +46,7 @@ use crate::connector::{
 use crate::mapping::{
     self, Canonical, CompiledMapping, RecordError, ReferenceRequest, ResolveReference,
 };
-use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side};
+use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side, Sides};
 use crate::spec::load::Project;
 use crate::spec::system::{FieldSpec, IdType};
 use crate::store::{

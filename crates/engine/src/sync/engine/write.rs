@@ -2,8 +2,20 @@
 //! read again just before), creates through recorded intents and deletes, each batch one store
 //! transaction.
 
+use futures_util::stream::{self, StreamExt};
+
 use super::*;
 use crate::ops::history;
+
+/// What writing one pair did.
+struct PairWritten {
+    /// The hashes of the sides as stored, `Ok(None)` for a deferred pair, or why the pair's
+    /// record is parked.
+    outcome: Result<Option<StoredHashes>, Parking>,
+    deferred: bool,
+    /// Updates sent, per side.
+    updated: Sides<u64>,
+}
 
 /// What resolving the open create intents left for the pass.
 pub(super) struct ResolvedIntents {
@@ -192,6 +204,70 @@ impl Engine {
         Ok(ResolvedIntents { held, fetched })
     }
 
+    /// The writes of one pair: its records read again where the entity asks (an edit since
+    /// the read defers the pair), then its updates in order; a refusal parks the record the
+    /// update came from.
+    async fn write_pair(
+        &self,
+        m: &MappingRuntime,
+        pair: &PairDecision,
+        resolver: &LinkResolver,
+    ) -> Result<PairWritten, EngineError> {
+        let mut written = PairWritten {
+            outcome: Ok(Some((None, None))),
+            deferred: false,
+            updated: Sides::default(),
+        };
+        if self.moved_since_read(m, pair, resolver).await? {
+            debug!(mapping = %m.name, source = %pair.source_id, target = %pair.target_id, "edited during the run; the update waits for the next read");
+            written.deferred = true;
+            written.outcome = Ok(None);
+            return Ok(written);
+        }
+        for update in &pair.updates {
+            let rt = m.side(update.on);
+            match rt
+                .connector
+                .update(&rt.entity, &update.id, update.body.clone())
+                .await
+            {
+                Ok(result) => {
+                    if let Some(record) = &result.record {
+                        self.links_ready(resolver, || {
+                            let _ = seen_hash(m, update.on, &record.data, resolver);
+                        })
+                        .await?;
+                    }
+                    let stored = result
+                        .record
+                        .as_ref()
+                        .and_then(|record| seen_hash(m, update.on, &record.data, resolver));
+                    if let Ok(Some(hashes)) = &mut written.outcome {
+                        match update.on {
+                            Side::Source => hashes.0 = stored,
+                            Side::Target => hashes.1 = stored,
+                        }
+                    }
+                    written.updated[update.on] += 1;
+                }
+                Err(error) if error.is_permanent() => {
+                    written.outcome = Err(parking_from_write(
+                        update.on.other(),
+                        if update.on == Side::Source {
+                            &pair.target_id
+                        } else {
+                            &pair.source_id
+                        },
+                        &error,
+                    ));
+                    break;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(written)
+    }
+
     /// Sends the writes of one pass and records their results, a batch per transaction.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute(
@@ -327,61 +403,29 @@ impl Engine {
             // writes answered the stored record, so a value a system normalises is not taken
             // for an edit on the next read.
             // `Ok(None)`: a record moved since it was read; the pair waits for the next read.
+            // The pairs of a batch are independent: their re-reads and updates go out side by
+            // side (each system caps its own requests in flight); the results are committed
+            // in one transaction, in order.
+            let width = m
+                .source
+                .connector
+                .concurrency()
+                .max(m.target.connector.concurrency());
+            let written: Vec<Result<PairWritten, EngineError>> = stream::iter(chunk)
+                .map(|pair| self.write_pair(m, pair, resolver))
+                .buffered(width)
+                .collect()
+                .await;
             let mut results: Vec<Result<Option<StoredHashes>, Parking>> =
                 Vec::with_capacity(chunk.len());
-            for pair in chunk {
-                if self.moved_since_read(m, pair, resolver).await? {
-                    debug!(mapping = %m.name, source = %pair.source_id, target = %pair.target_id, "edited during the run; the update waits for the next read");
+            for written in written {
+                let written = written?;
+                if written.deferred {
                     report.deferred += 1;
-                    results.push(Ok(None));
-                    continue;
                 }
-                let mut outcome = Ok(Some((None, None)));
-                for update in &pair.updates {
-                    let rt = m.side(update.on);
-                    match rt
-                        .connector
-                        .update(&rt.entity, &update.id, update.body.clone())
-                        .await
-                    {
-                        Ok(written) => {
-                            if let Some(record) = &written.record {
-                                self.links_ready(resolver, || {
-                                    let _ = seen_hash(m, update.on, &record.data, resolver);
-                                })
-                                .await?;
-                            }
-                            let stored = written
-                                .record
-                                .as_ref()
-                                .and_then(|record| seen_hash(m, update.on, &record.data, resolver));
-                            if let Ok(Some(hashes)) = &mut outcome {
-                                match update.on {
-                                    Side::Source => hashes.0 = stored,
-                                    Side::Target => hashes.1 = stored,
-                                }
-                            }
-                            match update.on {
-                                Side::Source => report.updated_source += 1,
-                                Side::Target => report.updated_target += 1,
-                            }
-                        }
-                        Err(error) if error.is_permanent() => {
-                            outcome = Err(parking_from_write(
-                                update.on.other(),
-                                if update.on == Side::Source {
-                                    &pair.target_id
-                                } else {
-                                    &pair.source_id
-                                },
-                                &error,
-                            ));
-                            break;
-                        }
-                        Err(error) => return Err(error.into()),
-                    }
-                }
-                results.push(outcome);
+                report.updated_source += written.updated[Side::Source];
+                report.updated_target += written.updated[Side::Target];
+                results.push(written.outcome);
             }
             let mut tx = self.store.transaction().await?;
             for (pair, result) in chunk.iter().zip(results) {
