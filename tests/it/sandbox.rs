@@ -816,11 +816,24 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     assert_eq!(status, StatusCode::CREATED);
     let products = sandbox.records("keap", "products").expect("records");
     let first_id = products[0]["id"].clone();
+    let second_id = products[1]["id"].clone();
     let deleted = keap(reqwest::Method::DELETE, &format!("/products/{first_id}"))
         .send()
         .await
         .expect("request");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // A product edited and then deleted since the token is left out as well.
+    sandbox
+        .update(
+            "keap",
+            "products",
+            &second_id.to_string(),
+            json!({"product_desc": "Discontinued"}),
+        )
+        .expect("edited");
+    sandbox
+        .delete("keap", "products", &second_id.to_string())
+        .expect("deleted");
     let (_, changes) = json_of(
         keap(reqwest::Method::GET, "/products/sync")
             .query(&[("sync_token", token.as_str())])
@@ -835,13 +848,14 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
         .iter()
         .map(|entry| (entry["product"]["id"].clone(), entry["status"].clone()))
         .collect();
+    // The official v1 OpenAPI: the feed returns what was created or updated since the token
+    // "minus any products that have been deleted".
     assert_eq!(
         statuses,
-        vec![
-            (product["id"].clone(), json!("CREATED")),
-            (first_id, json!("DELETED"))
-        ]
+        vec![(product["id"].clone(), json!("CREATED"))],
+        "deleted products are not in the feed"
     );
+    assert_eq!(changes["count"], 1);
 }
 
 #[tokio::test]

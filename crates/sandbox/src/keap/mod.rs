@@ -2,7 +2,7 @@
 //! filter, no DELETE), contacts (`since`/`until` on `last_updated`, DELETE 204),
 //! opportunities (POST answers 200, PATCH requires title, contact and stage, no DELETE, no
 //! filter on time, `GET /opportunity/stage_pipeline`), products (DELETE 204, `GET
-//! /products/sync` change feed with a sync token).
+//! /products/sync` change feed with a sync token, deleted products left out of it).
 //! `limit`/`offset` paging with `count`, `next` and `previous` URLs (`next` is present even
 //! on the last page), Keap's timestamp form `2024-11-07T20:35:13.000+0000`, v1
 //! `{"message"}` errors, the API gateway's 401 and 429 bodies, and the `x-keap-*` throttle
