@@ -4,9 +4,11 @@
 //! window and purges, the login host of the client-credentials flow, fields that differ per
 //! org, records that move during an offset-paged read), and the shipped flows carrying
 //! every record through them. `quota` holds the daily allowances (Salesforce's
-//! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings.
+//! `Sforce-Limit-Info`, Keap's quota headers) and the spaced full listings; `keap` the
+//! opportunity PATCH's required fields and product deletions the sync feed leaves out.
 
 mod check;
+mod keap;
 mod moving;
 mod orders;
 mod orgs;

@@ -907,11 +907,24 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
     assert_eq!(status, StatusCode::CREATED);
     let products = sandbox.records("keap", "products").expect("records");
     let first_id = products[0]["id"].clone();
+    let second_id = products[1]["id"].clone();
     let deleted = keap(reqwest::Method::DELETE, &format!("/products/{first_id}"))
         .send()
         .await
         .expect("request");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // A product edited and then deleted since the token is left out as well.
+    sandbox
+        .update(
+            "keap",
+            "products",
+            &second_id.to_string(),
+            json!({"product_desc": "Discontinued"}),
+        )
+        .expect("edited");
+    sandbox
+        .delete("keap", "products", &second_id.to_string())
+        .expect("deleted");
     let (_, changes) = json_of(
         keap(reqwest::Method::GET, "/products/sync")
             .query(&[("sync_token", token.as_str())])
@@ -926,13 +939,189 @@ async fn keap_paging_links_since_statuses_and_product_sync() {
         .iter()
         .map(|entry| (entry["product"]["id"].clone(), entry["status"].clone()))
         .collect();
+    // The official v1 OpenAPI: the feed returns what was created or updated since the token
+    // "minus any products that have been deleted".
     assert_eq!(
         statuses,
-        vec![
-            (product["id"].clone(), json!("CREATED")),
-            (first_id, json!("DELETED"))
-        ]
+        vec![(product["id"].clone(), json!("CREATED"))],
+        "deleted products are not in the feed"
     );
+    assert_eq!(changes["count"], 1);
+}
+
+#[tokio::test]
+async fn keap_opportunity_patches_carry_title_contact_and_stage() {
+    let sandbox = start(SandboxOptions {
+        seed: 4,
+        ..options()
+    })
+    .await;
+    let http = client();
+    let keap = |method: reqwest::Method, path: &str| {
+        http.request(method, url(&sandbox, "keap", path))
+            .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+    };
+    let contact = &sandbox.records("keap", "contacts").expect("contacts")[0];
+    let (status, deal) = json_of(
+        keap(reqwest::Method::POST, "/opportunities")
+            .json(
+                &json!({"opportunity_title": "Fjord deal", "contact": {"id": contact["id"]},
+                          "stage": {"id": 10}, "projected_revenue_high": 1500.0}),
+            )
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/opportunities/{}", deal["id"]);
+
+    // The PATCH body is the replace's `UpdateOpportunityRequest`, whose contact, title and
+    // stage are required: a PATCH of one field alone is refused as a company's PATCH
+    // without its name is.
+    let (status, refused) = json_of(
+        keap(reqwest::Method::PATCH, &path)
+            .json(&json!({"stage": {"id": 60}}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let company = &sandbox.records("keap", "companies").expect("companies")[0];
+    let (company_status, company_refused) = json_of(
+        keap(
+            reqwest::Method::PATCH,
+            &format!("/companies/{}", company["id"]),
+        )
+        .json(&json!({"notes": "Called"}))
+        .send()
+        .await
+        .expect("request"),
+    )
+    .await;
+    assert_eq!(company_status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["message"], "contact is required");
+    assert_eq!(company_refused["message"], "company_name is required");
+    let (status, refused) = json_of(
+        keap(reqwest::Method::PATCH, &path)
+            .json(&json!({"contact": {"id": contact["id"]}, "stage": {"id": 60}}))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["message"], "opportunity_title is required");
+    let unchanged = sandbox
+        .record("keap", "opportunities", &deal["id"].to_string())
+        .expect("lookup")
+        .expect("exists");
+    assert_eq!(
+        unchanged["stage"]["id"], 10,
+        "a refused PATCH changes nothing"
+    );
+
+    let (status, patched) = json_of(
+        keap(reqwest::Method::PATCH, &path)
+            .json(
+                &json!({"opportunity_title": "Fjord deal", "contact": {"id": contact["id"]},
+                          "stage": {"id": 60}}),
+            )
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["stage"]["id"], 60);
+    assert_eq!(patched["stage"]["name"], "Lost");
+    assert_eq!(
+        patched["projected_revenue_high"], 1500.0,
+        "fields left out keep their values"
+    );
+
+    // A person's edit in Keap's screens changes the one field.
+    let edited = sandbox
+        .update(
+            "keap",
+            "opportunities",
+            &deal["id"].to_string(),
+            json!({"next_action_notes": "Call back"}),
+        )
+        .expect("a person edits one field");
+    assert_eq!(edited["next_action_notes"], "Call back");
+    assert_eq!(edited["stage"]["id"], 60);
+}
+
+#[tokio::test]
+async fn keap_stage_pipeline_is_the_specs_flat_list_of_stages() {
+    let dir = contracts_dir();
+    let doc = contract(&dir, "keap-v1.openapi.json");
+    let sandbox = start(SandboxOptions {
+        seed: 4,
+        ..options()
+    })
+    .await;
+    let http = client();
+    let (status, stages) = json_of(
+        http.get(url(&sandbox, "keap", "/opportunity/stage_pipeline"))
+            .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let schema = &doc.root()["paths"]["/v1/opportunity/stage_pipeline"]["get"]["responses"]["200"]
+        ["content"]["application/json"]["schema"];
+    assert_eq!(schema["type"], "array", "the spec answers an array");
+    let mode = Mode {
+        null_as_absent: true,
+        lenient_datetime: true,
+    };
+    assert_conforms(&doc, schema, &stages, mode, "keap stage_pipeline");
+    // Each item is one stage, with the spec's properties and no others: no pipeline object
+    // with stages inside.
+    let properties: std::collections::BTreeSet<&str> = schema["items"]["properties"]
+        .as_object()
+        .expect("item properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let items = stages.as_array().expect("an array");
+    assert_eq!(items.len(), 6);
+    for (index, item) in items.iter().enumerate() {
+        let keys: std::collections::BTreeSet<&str> = item
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, properties, "{item}");
+        assert_eq!(item["stage_order"], index + 1);
+        assert_eq!(item["stage_count"], items.len());
+    }
+    assert_eq!(items[0]["stage_name"], "New Opportunity");
+    assert_eq!(items[0]["is_default"], true);
+    // The ids listed are the ones an opportunity is written with.
+    let contact = &sandbox.records("keap", "contacts").expect("contacts")[0];
+    for item in items {
+        let (status, deal) = json_of(
+            http.post(url(&sandbox, "keap", "/opportunities"))
+                .header("X-Keap-API-Key", credentials::KEAP_API_KEY)
+                .json(
+                    &json!({"opportunity_title": "Staged", "contact": {"id": contact["id"]},
+                              "stage": {"id": item["stage_id"]}}),
+                )
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{deal}");
+        assert_eq!(deal["stage"]["name"], item["stage_name"]);
+    }
 }
 
 #[tokio::test]

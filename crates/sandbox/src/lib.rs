@@ -29,7 +29,10 @@
 //!   record (`deleted: true`), 404 to a PUT or DELETE of it, and releases its unique keys.
 //! - Keap: `count` is the number of matches, not of the page; `since`/`until` are
 //!   inclusive; `limit` above 1000 is cut to 1000; a sync token names a position in the
-//!   product change log and a first call lists every product ever seen.
+//!   product change log and a first call lists every product ever seen; the product feed
+//!   reports no deletion (the file says it leaves deleted products out but lists a
+//!   `DELETED` status); the stage pipeline's `stage_count` is the number of stages,
+//!   `is_default` the first stage and `end_stage` won and lost.
 //! - Salesforce: deletes go to the recycle bin (`queryAll` and getDeleted see them, a GET
 //!   answers 404 `ENTITY_IS_DELETED`) until it is emptied ([`Sandbox::empty_recycle_bin`]); a body naming a field that is not createable (or not
 //!   updateable), even with null, is refused with `INVALID_FIELD_FOR_INSERT_UPDATE`; SOQL

@@ -314,7 +314,14 @@ impl HttpConnector {
             }
         }
         let (method, body) = match update.method {
-            UpdateMethod::Patch => (Method::PATCH, changes),
+            UpdateMethod::Patch => {
+                // What the engine copies from the current record for a field the system
+                // wants with every update (`required_on_update`: Keap's opportunity
+                // `contact` and `stage`) comes with the parts the system only reports.
+                let mut changes = changes;
+                value::strip_read_only(&mut changes, &rt.spec.fields);
+                (Method::PATCH, changes)
+            }
             UpdateMethod::Put => {
                 if rt.spec.get.is_none() {
                     return Err(self.unsupported(entity, "read the record a PUT must replace"));

@@ -236,8 +236,8 @@ pub enum DeletionDiscovery {
     InChanges,
     /// [`Connector::deletions`] reads them from a cursor.
     Feed,
-    /// Only by listing everything ([`Connector::list_all`]) and looking for linked ids
-    /// that are gone.
+    /// By listing everything ([`Connector::list_all`]) and looking for linked ids that are
+    /// gone; deletions a change feed reports besides ([`Page::deleted`]) count too.
     FullListing,
 }
 

@@ -343,10 +343,11 @@ pub struct EntitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSpec>,
     /// How often at most the entity is listed whole (`6h`, `30m`; from 1 minute to 7
-    /// days): a listing of every record to find deletions (`deletes: full_listing`), or,
-    /// for an entity without an incremental read, its whole read. Between listings the
-    /// entity's deletions (or, without an incremental read, its changes) wait; the time of
-    /// the last complete listing is kept in the state store. Left out: every run.
+    /// days): a listing of every record to find deletions (`deletes: full_listing`, beside
+    /// an incremental read by time or by sync token), or, for an entity without an
+    /// incremental read, its whole read. Between listings the entity's deletions (or,
+    /// without an incremental read, its changes) wait; the time of the last complete
+    /// listing is kept in the state store. Left out: every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_listing_every: Option<Loc<String>>,
     /// Where the API says which of the entity's fields exist for the signed-in user
@@ -760,13 +761,17 @@ pub enum DeleteDiscovery {
         include_param: String,
     },
     /// Deletions are found by listing everything and looking for linked ids that are gone.
+    /// With an incremental read, changes still come from it on every run and the listing is
+    /// made every `full_listing_every`; a `sync_token` feed that also reports deletions has
+    /// them taken as they come, and the listing finds those it leaves out (Keap products).
     FullListing,
     /// Salesforce `GET /sobjects/{object}/deleted/?start=...&end=...`.
     GetDeleted {
         /// The path (`/sobjects/Contact/deleted/`).
         path: String,
     },
-    /// Deletions come through the incremental change feed (`sync_token`).
+    /// Deletions come through the incremental change feed (`sync_token`) only. For a feed
+    /// that may leave deletions out, use `full_listing`.
     ChangeFeed,
 }
 

@@ -402,7 +402,16 @@ impl Keap {
     }
 
     /// `GET /products/sync`: what changed since the token (everything without one), one
-    /// entry per product with its latest status, and a token for the next call.
+    /// entry per product with its latest status, and a token for the next call. Deleted
+    /// products are left out.
+    ///
+    /// Real behaviour: the official v1 OpenAPI describes the endpoint as returning "a set
+    /// of products that have been updated or created since the last result set was
+    /// retrieved, minus any products that have been deleted", while its status enum also
+    /// lists `DELETED`. Which deletions, if any, come as `DELETED` (one made through the
+    /// API, in Keap's own screens, before a token grew old) is not documented, so the
+    /// stricter reading is taken: no deletion appears in the feed, and a product deleted
+    /// after it changed is left out too. A client finds deletions by listing the products.
     pub(super) fn product_sync(&self, request: &ApiRequest) -> ApiResponse {
         let (limit, offset) = match Self::paging(request) {
             Ok(paging) => paging,
@@ -441,16 +450,13 @@ impl Keap {
                 }
             }
         }
+        statuses.retain(|(_, kind, _)| *kind != ChangeKind::Deleted);
         let entries: Vec<Value> = statuses
             .iter()
             .skip(offset as usize)
             .take(limit as usize)
-            .map(|(id, kind, created)| {
-                let status = match kind {
-                    ChangeKind::Deleted => "DELETED",
-                    _ if *created => "CREATED",
-                    _ => "UPDATED",
-                };
+            .map(|(id, _, created)| {
+                let status = if *created { "CREATED" } else { "UPDATED" };
                 let product = Self::entity_store(&store, "products")
                     .and_then(|products| products.get(id))
                     .map(|record| Self::render_product(record, true))

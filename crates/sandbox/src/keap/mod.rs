@@ -1,10 +1,12 @@
 //! The Keap REST v1 simulator (`/crm/rest/v1`): companies (no timestamps, no modified-since
 //! filter, no DELETE), contacts (`since`/`until` on `last_updated`, DELETE 204),
-//! opportunities (POST answers 200, no DELETE, no filter on time), products (DELETE 204,
-//! `GET /products/sync` change feed with a sync token). `limit`/`offset` paging with
-//! `count`, `next` and `previous` URLs (`next` is present even on the last page), Keap's
-//! timestamp form `2024-11-07T20:35:13.000+0000`, v1 `{"message"}` errors, the API
-//! gateway's 401 and 429 bodies, and the `x-keap-*` throttle headers on every answer.
+//! opportunities (POST answers 200, PATCH requires title, contact and stage, no DELETE, no
+//! filter on time, `GET /opportunity/stage_pipeline`), products (DELETE 204, `GET
+//! /products/sync` change feed with a sync token, deleted products left out of it).
+//! `limit`/`offset` paging with `count`, `next` and `previous` URLs (`next` is present even
+//! on the last page), Keap's timestamp form `2024-11-07T20:35:13.000+0000`, v1
+//! `{"message"}` errors, the API gateway's 401 and 429 bodies, and the `x-keap-*` throttle
+//! headers on every answer.
 //!
 //! Request bodies are validated against the schemas of Keap's published v1 OpenAPI file
 //! (`contracts/keap-v1.subset.json` holds the ones used, copied verbatim; Apache-2.0).
@@ -44,6 +46,9 @@ const STAGES: [(i64, &str, i64); 6] = [
     (50, "Won", 100),
     (60, "Lost", 0),
 ];
+
+/// The stages of [`STAGES`] a deal ends in (won, lost).
+const END_STAGES: [i64; 2] = [50, 60];
 
 /// The users opportunities can be assigned to: `(id, first name, last name)`.
 const USERS: [(i64, &str, &str); 2] = [(1, "Sandbox", "Admin"), (2, "Sam", "Seller")];
@@ -398,18 +403,31 @@ impl Keap {
         }
     }
 
+    /// `GET /opportunity/stage_pipeline`: the account's opportunity stages.
+    ///
+    /// Real behaviour: the official v1 OpenAPI answers 200 with a flat array of
+    /// `SalesPipeline` objects, one per stage: `stage_id`, `stage_name`, `stage_order`,
+    /// `stage_count`, `is_default` and `end_stage` ("Retrieves a list of all opportunity
+    /// stages with pipeline details"); there is no pipeline object around the stages. What
+    /// the last three mean is not documented; here `stage_count` is the number of stages
+    /// in the pipeline, `is_default` marks the stage a new opportunity starts in (the
+    /// first) and `end_stage` the stages a deal ends in (won, lost).
     fn stage_pipeline(&self) -> ApiResponse {
         let stages: Vec<Value> = STAGES
             .iter()
             .enumerate()
-            .map(|(index, (id, name, probability))| {
-                json!({"stage_id": id, "stage_name": name, "stage_order": index + 1, "probability": probability})
+            .map(|(index, (id, name, _))| {
+                json!({
+                    "stage_id": id,
+                    "stage_name": name,
+                    "stage_order": index + 1,
+                    "stage_count": STAGES.len(),
+                    "is_default": index == 0,
+                    "end_stage": END_STAGES.contains(id),
+                })
             })
             .collect();
-        ApiResponse::json(
-            StatusCode::OK,
-            json!([{"pipeline_id": 1, "pipeline_name": "Sales", "stages": stages}]),
-        )
+        ApiResponse::json(StatusCode::OK, Value::Array(stages))
     }
 
     fn body(request: &ApiRequest) -> Result<Value, ApiResponse> {
@@ -561,14 +579,14 @@ impl Keap {
         if !body.is_object() {
             return bad_request("Input could not be converted to a valid request");
         }
-        let schema = Self::write_schema(entity);
-        let violation = if entity == "opportunities" {
-            // PATCH takes the fields to change; nothing is required.
-            None
-        } else {
-            self.validate(schema, &body).err()
-        };
-        if let Some(response) = violation {
+        // Real behaviour: a PATCH body is checked against the schema the official v1 OpenAPI
+        // gives it, `required` fields included. Companies: `CreateOrPatchCompany` requires
+        // `company_name`; products: `CreateProduct` requires `product_name`. Opportunities:
+        // the file gives `PATCH /opportunities/{opportunityId}` no body schema of its own
+        // but says "the POST payload for this request is identical to 'Replace an
+        // Opportunity'", whose body (`UpdateOpportunityRequest`) requires `contact`,
+        // `opportunity_title` and `stage`: a PATCH changing one field carries the three.
+        if let Err(response) = self.validate(Self::write_schema(entity), &body) {
             return response;
         }
         let mut changes = self.writable(entity, &body);
@@ -581,11 +599,6 @@ impl Keap {
         let mut record = current;
         for (name, value) in changes {
             record.fields.insert(name, value);
-        }
-        if entity == "opportunities"
-            && let Err(response) = self.validate(schema, &Value::Object(record.fields.clone()))
-        {
-            return response;
         }
         if let Err(response) = self.check_rules(&store, entity, &record.fields, false) {
             return response;
@@ -752,23 +765,33 @@ impl Backend for Keap {
         Self::find(&store, entity, id).map(|record| Self::render(&store, entity, record, &[], true))
     }
 
-    /// A person's edit: the API's PATCH requires the name of companies and products even
-    /// when it does not change, so the current one is filled in.
+    /// A person's edit: the API's PATCH requires the name of companies and products, and
+    /// the title, contact and stage of opportunities, even when they do not change (see
+    /// [`Keap::update`]), so the current ones are filled in.
     fn edit(&self, entity: &str, id: &str, patch: Value) -> ApiResponse {
         let mut patch = patch;
-        let required = match entity {
-            "companies" => Some("company_name"),
-            "products" => Some("product_name"),
-            _ => None,
+        let required: &[&str] = match entity {
+            "companies" => &["company_name"],
+            "products" => &["product_name"],
+            "opportunities" => &["opportunity_title", "contact", "stage"],
+            _ => &[],
         };
-        if let (Some(name), Some(object)) = (required, patch.as_object_mut())
-            && !object.contains_key(name)
-        {
+        if let Some(object) = patch.as_object_mut() {
             let store = self.shared.store();
-            if let Some(current) =
-                Self::find(&store, entity, id).and_then(|record| record.fields.get(name))
-            {
-                object.insert(name.to_string(), current.clone());
+            let current = Self::find(&store, entity, id);
+            for name in required {
+                if object.contains_key(*name) {
+                    continue;
+                }
+                let Some(value) = current.and_then(|record| record.fields.get(*name)) else {
+                    continue;
+                };
+                // References are written as `{id}`.
+                let value = match value.get("id") {
+                    Some(ref_id) if value.is_object() => json!({ "id": ref_id }),
+                    _ => value.clone(),
+                };
+                object.insert((*name).to_string(), value);
             }
         }
         let path = format!("{BASE_PATH}/{entity}/{id}");
