@@ -16,6 +16,11 @@
 //! is printed beside it) and N can go to 1,000,000
 //! (`cargo bench --bench sync -- 100000 --sandbox-process --latency 100`). It runs the
 //! initial sync and prints records/s, time per record, requests per record and peak memory.
+//! With `--rate-limits` the simulators keep their contracts' rate limits and the engine its
+//! system files' (`rate_limit`, `http.concurrency`), and each system's requests per second
+//! are printed beside its limit; `--only companies` (or `contacts`, `products`) runs one
+//! mapping, so the figure is that of the one system it writes to. `--initial-chunk N` sets
+//! the records per chunk of the initial sync's source read (0 reads it whole).
 
 use std::time::Instant;
 
@@ -111,22 +116,18 @@ struct SandboxProcess {
 }
 
 impl SandboxProcess {
-    fn start(state: &std::path::Path, latency_ms: u64) -> SandboxProcess {
+    fn start(state: &std::path::Path, latency_ms: u64, rate_limits: bool) -> SandboxProcess {
         use std::io::BufRead as _;
         let started = Instant::now();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
         command
-            .args([
-                "sandbox",
-                "--port-base",
-                "0",
-                "--no-rate-limits",
-                "--format",
-                "json",
-            ])
+            .args(["sandbox", "--port-base", "0", "--format", "json"])
             .arg("--state")
             .arg(state)
             .stdout(std::process::Stdio::piped());
+        if !rate_limits {
+            command.arg("--no-rate-limits");
+        }
         if latency_ms > 0 {
             command.args(["--faults", &format!("latency={latency_ms}ms")]);
         }
@@ -163,8 +164,20 @@ impl Drop for SandboxProcess {
     }
 }
 
+/// How the out-of-process run is made.
+struct Setup {
+    latency_ms: u64,
+    /// The simulators' and system files' rate limits kept.
+    rate_limits: bool,
+    /// The mappings to run.
+    mappings: Vec<&'static str>,
+    /// Records per chunk of the initial sync's source read (`--initial-chunk`; 0: whole).
+    initial_chunk: Option<usize>,
+}
+
 /// The initial sync against a sandbox in another process.
-async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, state: &StoreUrl) {
+async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, state: &StoreUrl) {
+    let latency_ms = setup.latency_ms;
     let sandbox_state = dir.join("sandbox.json");
     let seeding = Instant::now();
     let status = std::process::Command::new(std::env::current_exe().expect("bench binary"))
@@ -178,12 +191,13 @@ async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, st
         std::fs::metadata(&sandbox_state).map_or(0.0, |m| m.len() as f64 / 1_048_576.0),
         seeding.elapsed().as_secs_f64()
     );
-    let sandbox = SandboxProcess::start(&sandbox_state, latency_ms);
+    let sandbox = SandboxProcess::start(&sandbox_state, latency_ms, setup.rate_limits);
     let env = sandbox.env.clone();
     let lookup = move |name: &str| env.get(name).cloned();
     let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let options = RunOptions {
-        mappings: MAPPINGS.iter().map(|m| (*m).to_owned()).collect(),
+        mappings: setup.mappings.iter().map(|m| (*m).to_owned()).collect(),
+        initial_chunk: setup.initial_chunk,
         ..RunOptions::default()
     };
     let engine = open(
@@ -191,7 +205,7 @@ async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, st
         state,
         &lookup,
         OpenOptions {
-            ignore_rate_limits: true,
+            ignore_rate_limits: !setup.rate_limits,
         },
     )
     .await
@@ -199,7 +213,7 @@ async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, st
     let started = Instant::now();
     let report = engine.run(&options).await.expect("run");
     let seconds = started.elapsed().as_secs_f64();
-    let records = 3 * count;
+    let records = setup.mappings.len() * count;
     let requests: u64 = report.systems.iter().map(|system| system.requests).sum();
     println!(
         "initial, sandbox in another process, latency {latency_ms} ms: {seconds:.2} s, {:.0} records/s over {records} records, {:.3} ms per record, {requests} HTTP requests ({:.3} per record, {:.1} per second), {} writes, {} parked, peak memory of the engine {:.0} MiB (simulators {:.0} MiB)",
@@ -212,6 +226,21 @@ async fn out_of_process(count: usize, latency_ms: u64, dir: &std::path::Path, st
         peak_memory_mib().unwrap_or(f64::NAN),
         sandbox.peak_memory_mib().unwrap_or(f64::NAN),
     );
+    for system in &report.systems {
+        let limit = match (setup.rate_limits, system.system.as_str()) {
+            (false, _) => "rate limits off".to_owned(),
+            (true, "customerp") => "limit 20 per second".to_owned(),
+            (true, "keap") => "limit 10 per second and 240 per minute".to_owned(),
+            (true, _) => "see its system file".to_owned(),
+        };
+        println!(
+            "  {}: {} requests, {:.1} per second over the run ({limit}), {} rate-limit waits",
+            system.system,
+            system.requests,
+            system.requests as f64 / seconds,
+            system.rate_limit_waits
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +263,9 @@ async fn main() {
     let count: usize = args
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i == 0 || args[i - 1] != "--latency")
+        .filter(|(i, _)| {
+            *i == 0 || !["--latency", "--only", "--initial-chunk"].contains(&args[i - 1].as_str())
+        })
         .find_map(|(_, a)| a.parse().ok())
         .unwrap_or(10_000);
     if let Some(path) = std::env::var_os("TETHER_BENCH_SEED") {
@@ -245,7 +276,25 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
     if args.iter().any(|a| a == "--sandbox-process") {
-        out_of_process(count, latency_ms, &dir, &state).await;
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1));
+        let setup = Setup {
+            initial_chunk: args
+                .iter()
+                .position(|a| a == "--initial-chunk")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok()),
+            latency_ms,
+            rate_limits: args.iter().any(|a| a == "--rate-limits"),
+            mappings: MAPPINGS
+                .into_iter()
+                .filter(|m| only.is_none_or(|only| m.contains(&format!("-{only}-"))))
+                .collect(),
+        };
+        assert!(!setup.mappings.is_empty(), "--only names no mapping");
+        out_of_process(count, &setup, &dir, &state).await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

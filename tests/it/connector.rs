@@ -2273,7 +2273,7 @@ system: keap
 title: Keap
 base_url: "BASE/v1"
 auth: { api_key: { header: X-Keap-API-Key, key: "${TEST_KEY}" } }
-rate_limit: { requests: 1000, per: second, remaining_headers: [x-keap-product-throttle-available] }
+rate_limit: { requests: 1000, per: second, burst: 100, remaining_headers: [x-keap-product-throttle-available] }
 entities:
   contacts:
     id: $.id
@@ -2297,7 +2297,7 @@ entities:
     );
 
     let bucket = yaml.replace(
-        "{ requests: 1000, per: second, remaining_headers: [x-keap-product-throttle-available] }",
+        "{ requests: 1000, per: second, burst: 100, remaining_headers: [x-keap-product-throttle-available] }",
         "{ requests: 5, per: second, burst: 1 }",
     );
     remaining.store(500, Ordering::SeqCst);

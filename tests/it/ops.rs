@@ -3,7 +3,7 @@
 //! library's operations (`tether_engine::ops`) and the commands over them.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use tether_engine::spec::load::Project;
 use tether_engine::sync::engine::Engine;
 use tether_engine::sync::open::{OpenOptions, open};
 
-use super::sync::{COMPANIES, World, flows, id_of, keap_company, world};
+use super::sync::{COMPANIES, FlowsCopy, World, edited_flows, flows, id_of, keap_company, world};
 
 async fn engine(w: &World) -> Engine {
     let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
@@ -555,45 +555,12 @@ async fn history_shows_a_create_an_update_from_each_side_and_a_conflict_in_order
 
 /// The shipped flows with the Keap companies mapping's conflicts held for a person
 /// (`conflict: manual`), in a folder removed when dropped.
-struct ManualFlows(PathBuf);
-
-impl Drop for ManualFlows {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn manual_flows() -> ManualFlows {
+fn manual_flows() -> FlowsCopy {
     edited_flows(
         "keap-to-customerp.yaml",
         "    conflict: target-wins # Keap companies",
         "    conflict: manual # Keap companies",
     )
-}
-
-/// A copy of the shipped flows with the first `from` of `file` replaced by `to`.
-fn edited_flows(file: &str, from: &str, to: &str) -> ManualFlows {
-    let dir = std::env::temp_dir().join(format!(
-        "tether-edited-flows-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let copy = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).expect("folder");
-        for entry in std::fs::read_dir(from).expect("flows").flatten() {
-            if entry.path().is_file() {
-                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-            }
-        }
-    };
-    copy(&flows(), &dir);
-    copy(&flows().join("systems"), &dir.join("systems"));
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).expect("flow");
-    let edited = text.replacen(from, to, 1);
-    assert_ne!(edited, text, "{file}: `{from}` is replaced");
-    std::fs::write(&path, edited).expect("write flow");
-    ManualFlows(dir)
 }
 
 async fn run_with(w: &World, dir: &Path, mapping: &str) -> tether_engine::sync::report::RunReport {

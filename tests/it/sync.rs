@@ -525,12 +525,51 @@ async fn a_delete_follows_the_policy() {
     assert!(pairs.iter().all(|p| p.source_id != id_of(&contact)));
 }
 
+/// A copy of the shipped flows in a folder removed when dropped.
+pub(crate) struct FlowsCopy(pub(crate) PathBuf);
+
+impl Drop for FlowsCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of the shipped flows with the first `from` of `file` replaced by `to`.
+pub(crate) fn edited_flows(file: &str, from: &str, to: &str) -> FlowsCopy {
+    let dir = std::env::temp_dir().join(format!(
+        "tether-edited-flows-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).expect("folder");
+        for entry in std::fs::read_dir(from).expect("flows").flatten() {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+    };
+    copy(&flows(), &dir);
+    copy(&flows().join("systems"), &dir.join("systems"));
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("flow");
+    let edited = text.replacen(from, to, 1);
+    assert_ne!(edited, text, "{file}: `{from}` is replaced");
+    std::fs::write(&path, edited).expect("write flow");
+    FlowsCopy(dir)
+}
+
 /// Runs `tether run` as a child process against the simulators.
 fn tether_run(w: &World, mappings: &[&str]) -> std::process::Command {
+    tether_run_with(w, &flows(), mappings)
+}
+
+/// Runs `tether run` with the flows of `dir` as a child process against the simulators.
+fn tether_run_with(w: &World, dir: &Path, mappings: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
     command
         .arg("--flows")
-        .arg(flows())
+        .arg(dir)
         .args(["--log", "error", "run", "--no-rate-limits", "--state"])
         .arg(w.state.to_string())
         .args(mappings.iter().flat_map(|m| ["--mapping", m]))
@@ -1191,7 +1230,7 @@ async fn writes_to_a_slow_system_go_out_side_by_side_within_its_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_never_has_more_requests_in_flight_than_its_concurrency() {
-    let w = slow_erp_world("in-flight-cap", Duration::from_millis(30)).await;
+    let w = slow_erp_world("in-flight-cap", Duration::from_millis(150)).await;
     let path = flows().join("systems").join("customerp.yaml");
     let text = std::fs::read_to_string(&path).expect("system file");
     let capped = text.replacen("  concurrency: 8\n", "  concurrency: 2\n", 1);
@@ -1226,4 +1265,179 @@ async fn a_system_never_has_more_requests_in_flight_than_its_concurrency() {
     let counts = w.sandbox.request_counts()["customerp"];
     assert_eq!(counts.writes, 12);
     assert_eq!(counts.max_in_flight, 2, "{counts:?}");
+}
+
+const ERP_SHOP_CUSTOMERS: &str = "customerp-customers-to-customwebshop-customers";
+
+/// A run in-process with the flows of `dir`, its initial sync read in chunks of `chunk`.
+async fn run_chunked(w: &World, dir: &Path, mapping: &str, chunk: usize) -> RunReport {
+    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let engine = open(
+        dir,
+        &w.state,
+        &lookup,
+        OpenOptions {
+            ignore_rate_limits: true,
+        },
+    )
+    .await
+    .expect("engine opens");
+    engine
+        .run(&RunOptions {
+            mappings: vec![mapping.to_owned()],
+            initial_chunk: Some(chunk),
+            ..RunOptions::default()
+        })
+        .await
+        .expect("run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_sync_stopped_midway_goes_on_from_its_last_chunk() {
+    const CUSTOMERS: usize = 300;
+    const CHUNK: usize = 50;
+    // ERP pages of 50, so that each page is a chunk; the shop answers 40 ms late, so the
+    // initial sync takes long enough to be stopped halfway.
+    let flows = edited_flows("systems/customerp.yaml", "size: 500\n", "size: 50\n");
+    let w = world_with(
+        "resume",
+        SandboxOptions {
+            faults: FaultSpec {
+                latency: Duration::from_millis(40),
+                systems: vec!["customwebshop".to_owned()],
+                ..FaultSpec::default()
+            },
+            rate_limits: RateLimits::unlimited(),
+            ..SandboxOptions::default()
+        },
+    )
+    .await;
+    for i in 0..CUSTOMERS {
+        w.sandbox
+            .insert(
+                "customerp",
+                "customers",
+                json!({ "name": format!("Gjenoppta {i:03} AS"), "email": format!("k{i}@gjenoppta.example"),
+                        "currency": "NOK", "is_active": true,
+                        "billing_address": { "street": "Torget 1", "city": "Oslo", "postal_code": "0150", "country": "NO" } }),
+            )
+            .expect("ERP customer");
+        // Ten seconds apart, as records entered over time are: the read's lookback (60 s)
+        // covers a few of them, not all.
+        w.sandbox.advance_clock(Duration::from_secs(10));
+    }
+    let shop_count = |w: &World| {
+        w.sandbox
+            .records("customwebshop", "customers")
+            .expect("records")
+            .len()
+    };
+
+    // `tether run` stopped by SIGKILL once 120 customers reached the shop.
+    let mut child = tether_run_with(&w, &flows.0, &[ERP_SHOP_CUSTOMERS])
+        .args(["--initial-chunk", &CHUNK.to_string()])
+        .spawn()
+        .expect("tether run starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while shop_count(&w) < 120 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let written = shop_count(&w);
+    assert!(
+        (120..CUSTOMERS).contains(&written),
+        "the run is stopped midway: {written} of {CUSTOMERS} in the shop"
+    );
+
+    // The next run reads the source from the last chunk written, not from the beginning:
+    // at most the chunk that was being written, the rest, and the lookback's few.
+    let report = run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, CHUNK).await;
+    let read = report.mappings[0].read_source as usize;
+    let committed_chunks = (written / CHUNK).saturating_sub(1) * CHUNK;
+    assert!(
+        read <= CUSTOMERS - committed_chunks + 10,
+        "read {read} of {CUSTOMERS} again after {written} were written: {report:#?}"
+    );
+    assert!(read < CUSTOMERS, "{report:#?}");
+    // Every customer exactly once in the shop.
+    let emails: Vec<String> = w
+        .sandbox
+        .records("customwebshop", "customers")
+        .expect("records")
+        .iter()
+        .map(|c| c["email"].as_str().expect("email").to_owned())
+        .collect();
+    let unique: std::collections::HashSet<&String> = emails.iter().collect();
+    assert_eq!(
+        (emails.len(), unique.len()),
+        (CUSTOMERS, CUSTOMERS),
+        "each ERP customer once in the shop"
+    );
+    assert_eq!(
+        run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, CHUNK)
+            .await
+            .writes(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_sync_in_chunks_matches_records_of_later_chunks_and_creates_nothing_twice() {
+    // Both sides hold the same customers, the shop's in the opposite order, and records
+    // of their own: every shop customer that matches an ERP customer of a later chunk is
+    // linked to it, not created in the ERP.
+    let flows = edited_flows("systems/customerp.yaml", "size: 500\n", "size: 50\n");
+    let w = world("chunks-match", 0).await;
+    let address =
+        json!({ "street": "Torget 1", "city": "Oslo", "postal_code": "0150", "country": "NO" });
+    for i in 0..200 {
+        w.sandbox
+            .insert(
+                "customerp",
+                "customers",
+                json!({ "name": format!("Felles {i:03} AS"), "email": format!("f{i}@felles.example"),
+                        "currency": "NOK", "is_active": true, "billing_address": address }),
+            )
+            .expect("ERP customer");
+    }
+    for i in (0..200).rev().chain(200..230) {
+        w.sandbox
+            .insert(
+                "customwebshop",
+                "customers",
+                json!({ "email": format!("f{i}@felles.example"), "company": format!("Felles {i:03} AS"),
+                        "first_name": "Kari", "last_name": "Nordmann", "marketing_opt_in": false,
+                        "addresses": [{ "type": "billing", "line1": "Torget 1", "city": "Oslo", "zip": "0150", "country": "NO" }] }),
+            )
+            .expect("shop customer");
+    }
+    let report = run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, 50).await;
+    let m = &report.mappings[0];
+    assert_eq!(
+        (m.linked, m.created_source, m.created_target),
+        (200, 30, 0),
+        "{report:#?}"
+    );
+    assert_eq!(
+        w.sandbox
+            .records("customerp", "customers")
+            .expect("records")
+            .len(),
+        230
+    );
+    assert_eq!(
+        w.sandbox
+            .records("customwebshop", "customers")
+            .expect("records")
+            .len(),
+        230
+    );
+    assert_eq!(
+        run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, 50)
+            .await
+            .writes(),
+        0
+    );
 }

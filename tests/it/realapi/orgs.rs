@@ -26,7 +26,13 @@ fn lean_org() -> SalesforceOrg {
     SalesforceOrg {
         state_country_picklists: false,
         reduction_orders: false,
-        hidden_fields: vec!["Contact.Title".to_owned()],
+        // Order and quote lines' service dates hidden too: columns of the subqueries that
+        // read the lines with their order or quote, which no mapping uses.
+        hidden_fields: vec![
+            "Contact.Title".to_owned(),
+            "OrderItem.ServiceDate".to_owned(),
+            "QuoteLineItem.ServiceDate".to_owned(),
+        ],
     }
 }
 

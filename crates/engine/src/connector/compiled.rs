@@ -193,8 +193,19 @@ pub(crate) struct EntityRt {
     pub lookback: chrono::Duration,
     /// The most pages one listing may take (`list.max_pages`).
     pub max_pages: u64,
-    /// The describe endpoint and the path of its field names (`describe`).
-    pub describe: Option<(String, JsonPath, JsonPath)>,
+    /// The describe endpoint and the paths of its field and relationship names, and the
+    /// describe of the child object of each child relationship (lowercase) (`describe`).
+    pub describe: Option<DescribeRt>,
+}
+
+/// An entity's compiled `describe`.
+#[derive(Debug, Clone)]
+pub struct DescribeRt {
+    pub path: String,
+    pub names: JsonPath,
+    pub relationships: JsonPath,
+    /// Child relationship name (lowercase) -> the child object's describe path.
+    pub children: Vec<(String, String)>,
 }
 
 impl EntityRt {
@@ -318,11 +329,16 @@ impl EntityRt {
                 .describe
                 .as_ref()
                 .map(|d| {
-                    Ok::<_, String>((
-                        d.path.clone(),
-                        JsonPath::compile(&d.names)?,
-                        JsonPath::compile(&d.relationships)?,
-                    ))
+                    Ok::<_, String>(DescribeRt {
+                        path: d.path.clone(),
+                        names: JsonPath::compile(&d.names)?,
+                        relationships: JsonPath::compile(&d.relationships)?,
+                        children: d
+                            .children
+                            .iter()
+                            .map(|(name, path)| (name.to_ascii_lowercase(), path.clone()))
+                            .collect(),
+                    })
                 })
                 .transpose()?,
             spec: spec.clone(),

@@ -10,7 +10,7 @@
 //! ("No such column 'X' on entity 'Y'"), on every run. The describe lists exactly the
 //! fields the user can see.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -26,18 +26,14 @@ pub(crate) async fn present_fields(
     core: &HttpCore,
     entity: &EntityRt,
 ) -> Result<Option<Arc<HashSet<String>>>, ConnectorError> {
-    let Some((path, names, relationships)) = &entity.describe else {
+    let Some(describe) = &entity.describe else {
         return Ok(None);
     };
-    if let Some(found) = core
-        .described
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&entity.name)
-    {
-        return Ok(Some(found.clone()));
+    let (names, relationships) = (&describe.names, &describe.relationships);
+    if let Some(found) = cached(core, &entity.name) {
+        return Ok(Some(found));
     }
-    let (body, method, url) = fetch(core, entity, path).await?;
+    let (body, method, url) = fetch(core, entity, &describe.path).await?;
     let listed = |path: &crate::connector::value::JsonPath| -> Vec<String> {
         path.select(&body)
             .into_iter()
@@ -65,6 +61,113 @@ pub(crate) async fn present_fields(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(entity.name.clone(), fields.clone());
     Ok(Some(fields))
+}
+
+fn cached(core: &HttpCore, key: &str) -> Option<Arc<HashSet<String>>> {
+    core.described
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(key)
+        .cloned()
+}
+
+/// The columns a SOQL query of the entity may name: the object's fields and, per child
+/// relationship (lowercase) whose describe the system file names, the child's fields.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Columns {
+    pub fields: Arc<HashSet<String>>,
+    pub children: HashMap<String, Arc<HashSet<String>>>,
+}
+
+impl Columns {
+    /// The query with the columns the org lacks left out (see [`restrict_soql`]).
+    pub(crate) fn restrict(&self, query: &str) -> String {
+        restrict_soql(query, &self.fields, &self.children)
+    }
+}
+
+/// The entity's [`Columns`], read once per run; `None` without a describe endpoint.
+pub(crate) async fn columns(
+    core: &HttpCore,
+    entity: &EntityRt,
+) -> Result<Option<Columns>, ConnectorError> {
+    let Some(fields) = present_fields(core, entity).await? else {
+        return Ok(None);
+    };
+    let Some(describe) = &entity.describe else {
+        return Ok(None);
+    };
+    let mut children = HashMap::new();
+    for (relationship, path) in &describe.children {
+        let key = format!("{}\u{1f}{relationship}", entity.name);
+        let found = match cached(core, &key) {
+            Some(found) => found,
+            None => {
+                let (body, _, _) = fetch(core, entity, path).await?;
+                let names: HashSet<String> = describe
+                    .names
+                    .select(&body)
+                    .into_iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let lacking = missing_children(entity, relationship, &names);
+                if !lacking.is_empty() {
+                    tracing::warn!(system = %core.system, entity = %entity.name, %relationship,
+                        fields = %lacking.join(", "),
+                        "fields of the system file's child records that the API does not have for this user are left out of its subqueries");
+                }
+                let names = Arc::new(names);
+                core.described
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, names.clone());
+                names
+            }
+        };
+        children.insert(relationship.clone(), found);
+    }
+    Ok(Some(Columns { fields, children }))
+}
+
+/// The fields the system file declares for the records of a child relationship (at any
+/// depth under the relationship's field, `OrderItems.records[].Quantity`) that the child's
+/// describe does not list.
+fn missing_children(
+    entity: &EntityRt,
+    relationship: &str,
+    present: &HashSet<String>,
+) -> Vec<String> {
+    fn leaves(
+        fields: &indexmap::IndexMap<String, crate::spec::system::FieldSpec>,
+        out: &mut Vec<String>,
+    ) {
+        for (name, field) in fields {
+            match &field.fields {
+                Some(nested) if !nested.is_empty() => leaves(nested, out),
+                _ => out.push(name.clone()),
+            }
+        }
+    }
+    let Some((_, field)) = entity
+        .spec
+        .fields
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(relationship))
+    else {
+        return Vec::new();
+    };
+    let Some(records) = field.fields.as_ref().and_then(|f| f.get("records")) else {
+        return Vec::new();
+    };
+    let mut declared = Vec::new();
+    if let Some(nested) = &records.fields {
+        leaves(nested, &mut declared);
+    }
+    declared
+        .into_iter()
+        .filter(|name| !present.contains(&name.to_ascii_lowercase()))
+        .collect()
 }
 
 /// The describe's answer, with the request's method and URL for errors.
@@ -97,10 +200,10 @@ pub(crate) async fn access(
     core: &HttpCore,
     entity: &EntityRt,
 ) -> Result<Option<WriteAccess>, ConnectorError> {
-    let Some((path, _, _)) = &entity.describe else {
+    let Some(describe) = &entity.describe else {
         return Ok(None);
     };
-    let (body, _, _) = fetch(core, entity, path).await?;
+    let (body, _, _) = fetch(core, entity, &describe.path).await?;
     Ok(Some(access_of(&body)))
 }
 
@@ -131,9 +234,15 @@ pub(crate) fn missing(entity: &EntityRt, present: &HashSet<String>) -> Vec<Strin
 }
 
 /// The query with the columns of its outer select list that are plain field names the org
-/// does not have left out; subqueries, relationship paths (`Account.Name`) and functions
-/// are kept as they are. A query that is not `SELECT ... FROM` comes back unchanged.
-pub(crate) fn restrict_soql(query: &str, present: &HashSet<String>) -> String {
+/// does not have left out, and likewise the columns of each subquery over a child
+/// relationship in `children` (by the child's fields); relationship paths (`Account.Name`),
+/// functions and other subqueries are kept as they are. A query that is not
+/// `SELECT ... FROM` comes back unchanged. Pure.
+pub(crate) fn restrict_soql(
+    query: &str,
+    present: &HashSet<String>,
+    children: &HashMap<String, Arc<HashSet<String>>>,
+) -> String {
     let Some(start) = query
         .get(..6)
         .filter(|head| head.eq_ignore_ascii_case("select"))
@@ -193,7 +302,7 @@ pub(crate) fn restrict_soql(query: &str, present: &HashSet<String>) -> String {
         }
     }
     columns.push(current);
-    let kept: Vec<&str> = columns
+    let kept: Vec<String> = columns
         .iter()
         .map(|column| column.trim())
         .filter(|column| {
@@ -203,11 +312,41 @@ pub(crate) fn restrict_soql(query: &str, present: &HashSet<String>) -> String {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_');
             !plain || present.contains(&column.to_ascii_lowercase())
         })
+        .map(|column| {
+            let inner = column
+                .strip_prefix('(')
+                .and_then(|rest| rest.strip_suffix(')'))
+                .map(str::trim);
+            match inner.and_then(|inner| Some((inner, children.get(&from_name(inner)?)?))) {
+                Some((inner, child)) => {
+                    format!("({})", restrict_soql(inner, child, &HashMap::new()))
+                }
+                None => column.to_owned(),
+            }
+        })
         .collect();
     if kept.is_empty() {
         return query.to_owned();
     }
     format!("SELECT {}{}", kept.join(", "), &query[end..])
+}
+
+/// The lowercase object or relationship name after the outer `FROM` of a query.
+fn from_name(query: &str) -> Option<String> {
+    let mut depth = 0i32;
+    let words: Vec<(i32, &str)> = query
+        .split_whitespace()
+        .map(|word| {
+            let at = depth;
+            depth += word.matches('(').count() as i32 - word.matches(')').count() as i32;
+            (at, word)
+        })
+        .collect();
+    let index = words
+        .iter()
+        .position(|(at, word)| *at == 0 && word.eq_ignore_ascii_case("from"))?;
+    let name = words.get(index + 1)?.1;
+    Some(name.trim_end_matches(')').to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -216,6 +355,28 @@ mod tests {
 
     fn fields(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| n.to_ascii_lowercase()).collect()
+    }
+
+    fn restrict_soql(query: &str, present: &HashSet<String>) -> String {
+        super::restrict_soql(query, present, &HashMap::new())
+    }
+
+    #[test]
+    fn subquery_columns_are_cut_by_the_childs_fields() {
+        let present = fields(&["Id", "Name"]);
+        let children = HashMap::from([(
+            "orderitems".to_owned(),
+            Arc::new(fields(&["Id", "Quantity"])),
+        )]);
+        let query = "SELECT Id, (SELECT Id, ServiceDate, Quantity FROM OrderItems ORDER BY Id),                      (SELECT Id, Gone FROM Notes), Name FROM Order";
+        assert_eq!(
+            super::restrict_soql(query, &present, &children),
+            "SELECT Id, (SELECT Id, Quantity FROM OrderItems ORDER BY Id), (SELECT Id, Gone FROM Notes), Name FROM Order"
+        );
+        assert_eq!(
+            from_name("SELECT Id, (SELECT Id FROM A) FROM B WHERE x"),
+            Some("b".into())
+        );
     }
 
     #[test]

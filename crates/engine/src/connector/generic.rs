@@ -196,10 +196,10 @@ impl HttpConnector {
         };
         // A SOQL read asks only for the columns the org has.
         let mut query = query;
-        if let Some(present) = describe::present_fields(&self.core, &rt).await? {
+        if let Some(present) = describe::columns(&self.core, &rt).await? {
             for (key, text) in query.iter_mut() {
                 if key == "q" {
-                    *text = describe::restrict_soql(text, &present);
+                    *text = present.restrict(text);
                 }
             }
         }

@@ -373,6 +373,9 @@ pub(crate) fn join_path(base: &Url, path: &str) -> Result<Url, String> {
     Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
 }
 
+/// The share of a stated rate limit the connector paces itself at.
+const PACE_SHARE: f64 = 0.97;
+
 fn quota(system: &str, rate: &RateLimit) -> Result<(Quota, Duration), ConnectorError> {
     let period = match rate.per {
         RatePeriod::Second => Duration::from_secs(1),
@@ -382,8 +385,11 @@ fn quota(system: &str, rate: &RateLimit) -> Result<(Quota, Duration), ConnectorE
     };
     let requests = std::num::NonZeroU32::new(rate.requests)
         .ok_or_else(|| config(system, "rate_limit.requests must be at least 1"))?;
-    let interval = period / requests.get();
-    let burst = std::num::NonZeroU32::new(rate.burst.unwrap_or(rate.requests)).unwrap_or(requests);
+    // A little under the stated pace: a request the network holds back a few milliseconds
+    // must still arrive inside the API's window, which may slide (any `per` holds at most
+    // `requests`), not merely refill.
+    let interval = period.mul_f64(1.0 / (f64::from(requests.get()) * PACE_SHARE));
+    let burst = std::num::NonZeroU32::new(rate.burst.unwrap_or(1)).unwrap_or(requests);
     let quota = Quota::with_period(interval)
         .ok_or_else(|| config(system, "rate_limit is too fast"))?
         .allow_burst(burst);

@@ -658,7 +658,7 @@ pub(crate) struct ListReader {
     keyset: Option<Option<DateTime<Utc>>>,
     /// For a SOQL read of a described entity: the fields the org has, once read (the
     /// query asks only for those).
-    present: Option<Arc<HashSet<String>>>,
+    present: Option<describe::Columns>,
 }
 
 impl ListReader {
@@ -797,11 +797,11 @@ impl ListReader {
         }
         if matches!(self.source, Source::Soql { .. })
             && self.present.is_none()
-            && let Some(present) = describe::present_fields(&self.core, &entity).await?
+            && let Some(present) = describe::columns(&self.core, &entity).await?
         {
             for (key, text) in &mut self.pager.query {
                 if key == "q" {
-                    *text = describe::restrict_soql(text, &present);
+                    *text = present.restrict(text);
                 }
             }
             self.present = Some(present);
@@ -984,7 +984,7 @@ impl ListReader {
         let since = minus(newest, chrono::Duration::seconds(1));
         let mut text = soql(&self.entity, query, since, *limit);
         if let Some(present) = &self.present {
-            text = describe::restrict_soql(&text, present);
+            text = present.restrict(&text);
         }
         self.pager = Pager::new(&self.pager.path, vec![("q".to_owned(), text)]);
         self.guard.restart();

@@ -149,7 +149,10 @@ pub struct RateLimit {
     pub requests: u32,
     /// The period of `requests`.
     pub per: RatePeriod,
-    /// Requests that may go at once after a quiet spell; defaults to `requests`.
+    /// Requests that may go at once after a quiet spell. Defaults to 1: requests are paced
+    /// evenly at a little under `requests` per `per`, which no window of the API, fixed or
+    /// sliding, counts as over the limit. A burst of `b` can put `b` more requests into one
+    /// `per` than the pace alone, so set it only when the API allows that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
     /// Response headers that say how many requests remain (Keap's throttle headers); the
@@ -372,6 +375,11 @@ pub struct DescribeSpec {
     /// `$.childRelationships[*].relationshipName`).
     #[serde(default = "describe_relationships")]
     pub relationships: String,
+    /// The describe of the child object of each child relationship a query reads in a
+    /// subquery (`OrderItems: /sobjects/OrderItem/describe`): the subquery asks only for
+    /// the child's columns the org has. A child relationship left out keeps its columns.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub children: IndexMap<String, String>,
 }
 
 fn describe_names() -> String {

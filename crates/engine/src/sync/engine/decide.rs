@@ -10,6 +10,12 @@ use super::*;
 
 impl Engine {
     /// One pass of one mapping. Returns its counts and the records waiting for references.
+    ///
+    /// An initial sync (no pair of the mapping linked before this run) reads its source in
+    /// chunks: each chunk is decided and written and its cursor stored before the next is
+    /// read, so memory holds one chunk beside the target side, and a run stopped midway
+    /// starts again from the last chunk written rather than from the beginning. Later runs
+    /// read whole, so the circuit breaker weighs all of a run's changes at once.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn sync_mapping(
         &self,
@@ -23,6 +29,73 @@ impl Engine {
         resync: Option<&super::Resync>,
         actions: &mut Vec<Action>,
     ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
+        let chunk = options.initial_chunk.unwrap_or(INITIAL_CHUNK);
+        let initial = chunk > 0
+            && !options.dry_run
+            && resync.is_none()
+            && fresh[0]
+            && self
+                .store
+                .count_pairs_synced_before(&m.name, run_started)
+                .await?
+                == 0;
+        let chunk = initial.then_some(chunk);
+        let mut carried = Some(carried);
+        let mut total: Option<MappingReport> = None;
+        let mut waiting = Vec::new();
+        loop {
+            let (report, chunk_waiting, more) = self
+                .sync_chunk(
+                    m,
+                    options,
+                    run_id,
+                    carried.take().unwrap_or_default(),
+                    fresh,
+                    last_pass,
+                    run_started,
+                    resync,
+                    actions,
+                    chunk,
+                )
+                .await?;
+            waiting.extend(chunk_waiting);
+            let stopped = report.stopped.is_some();
+            match &mut total {
+                Some(total) => {
+                    total.absorb(&report);
+                    if total.stopped.is_none() {
+                        total.stopped = report.stopped;
+                    }
+                }
+                None => total = Some(report),
+            }
+            if !more || stopped {
+                break;
+            }
+            debug!(mapping = %m.name, "initial sync: the next chunk of the source");
+            self.checkpoint(m, options).await?;
+        }
+        Ok((total.unwrap_or_default(), waiting))
+    }
+
+    /// One chunk of a pass: with `chunk`, the source read stops after about that many
+    /// records (`more` is then true); the target is read whole and its cursor kept until
+    /// the source is read to its end, and target records without a counterpart are not
+    /// created meanwhile (they may match a source record of a later chunk).
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_chunk(
+        &self,
+        m: &MappingRuntime,
+        options: &RunOptions,
+        run_id: Option<&RunId>,
+        carried: Vec<(Side, String)>,
+        fresh: [bool; 2],
+        last_pass: bool,
+        run_started: chrono::DateTime<Utc>,
+        resync: Option<&super::Resync>,
+        actions: &mut Vec<Action>,
+        chunk: Option<usize>,
+    ) -> Result<(MappingReport, Vec<(Side, String)>, bool), EngineError> {
         let mut report = MappingReport {
             mapping: m.name.clone(),
             flow: m.flow.clone(),
@@ -33,7 +106,7 @@ impl Engine {
         // The two sides are different systems (or entities): read at once, each at its own
         // system's pace, so a pass waits for the slower side, not for both in turn.
         let (source, target) = tokio::join!(
-            self.read_side(m, Side::Source, fresh[0]),
+            self.read_side_chunk(m, Side::Source, fresh[0], chunk),
             self.read_side(m, Side::Target, fresh[1])
         );
         let (mut source, mut target) = (source?, target?);
@@ -42,7 +115,13 @@ impl Engine {
                 .await?;
         }
         // A side whose listing was not due was not read: its intents wait too.
-        let fresh = [fresh[0] && !source.skipped, fresh[1] && !target.skipped];
+        // A source read cut at a chunk's end may not hold a record created there: its
+        // intents wait for a whole read.
+        let partial = source.partial;
+        let fresh = [
+            fresh[0] && !source.skipped && !partial,
+            fresh[1] && !target.skipped,
+        ];
         let read_at = started.elapsed();
         report.read_source = source.records.len() as u64;
         report.read_target = target.records.len() as u64;
@@ -209,6 +288,7 @@ impl Engine {
                 &resolver,
                 decisions,
                 resync.is_some(),
+                partial,
             )
             .await?;
         self.held_deletes(m, &mut work, &deleting).await?;
@@ -236,7 +316,7 @@ impl Engine {
             warn!(mapping = %m.name, %message, "circuit breaker");
             report.stopped = Some(message);
             if !options.dry_run {
-                return Ok((report, Vec::new()));
+                return Ok((report, Vec::new(), false));
             }
         }
 
@@ -272,9 +352,12 @@ impl Engine {
             report.updated_target = count_updates(&work, Side::Target);
             report.conflicts = work.pairs.iter().map(|p| p.conflicts.len() as u64).sum();
             report.parked = work.parked.len() as u64;
-            return Ok((report, Vec::new()));
+            return Ok((report, Vec::new(), false));
         }
 
+        // Target records held for a later chunk are read again with it: the target's cursor
+        // stays until none is held.
+        let keep_target_cursor = partial && work.held_target > 0;
         // Records waiting for references are parked with their reason (so a run that ends,
         // or is killed, before they are linked retries them next time) and tried again in the
         // next pass of this run, which unparks them once their references are linked.
@@ -308,7 +391,13 @@ impl Engine {
         // Everything read is done or parked: the cursors move.
         let mut tx = self.store.transaction().await?;
         for (side, read) in [(Side::Source, &source), (Side::Target, &target)] {
-            if let Some(position) = &read.cursor {
+            // While target records without a counterpart wait for the source's later chunks,
+            // the target is read again from the same place.
+            if let Some(position) = read
+                .cursor
+                .as_ref()
+                .filter(|_| side == Side::Source || !keep_target_cursor)
+            {
                 tx.set_cursor(&cursor_key(m, side, false), position).await?;
             }
             if let Some(position) = &read.deletion_cursor {
@@ -328,7 +417,7 @@ impl Engine {
             write_ms = (started.elapsed() - decided_at).as_millis() as u64,
             "mapping pass done"
         );
-        Ok((report, waiting))
+        Ok((report, waiting, partial))
     }
 
     /// What a resync reads besides the pass's own reads. Named records: each one of this
@@ -472,6 +561,7 @@ impl Engine {
         resolver: &LinkResolver,
         decisions: Decisions,
         compare_all: bool,
+        hold_target_creates: bool,
     ) -> Result<MappingWork, EngineError> {
         let compiled = &m.compiled;
         let identity = m.identity();
@@ -870,6 +960,8 @@ impl Engine {
                 let candidates = live;
                 match candidates.len() {
                     0 if !allowed => {}
+                    // The source is read in chunks: a later chunk may hold its counterpart.
+                    0 if side == Side::Target && hold_target_creates => work.held_target += 1,
                     0 => {
                         self.links_ready(resolver, || {
                             let _ = self.decide_create(

@@ -144,7 +144,15 @@ pub struct RunOptions {
     pub resync: Option<Resync>,
     /// What started the run (`schedule`, `api`, `webhook`, `resync`), recorded with it.
     pub trigger: Option<String>,
+    /// An initial sync reads its source in chunks of about this many records, each decided,
+    /// written and its cursor stored before the next is read ([`INITIAL_CHUNK`] when `None`;
+    /// `Some(0)`: whole).
+    pub initial_chunk: Option<usize>,
 }
+
+/// Records per chunk of an initial sync's source read: memory holds one chunk (and the
+/// target side), and a run stopped midway starts again from the last chunk written.
+pub const INITIAL_CHUNK: usize = 2_000;
 
 /// A resync: the selected mappings' records read again (the whole of each side from the
 /// beginning, whatever the cursors say, or only the named records and their counterparts),
@@ -189,6 +197,7 @@ impl Default for RunOptions {
             history_days: crate::ops::history::DEFAULT_RETENTION_DAYS,
             resync: None,
             trigger: None,
+            initial_chunk: None,
         }
     }
 }
@@ -515,9 +524,12 @@ fn shape_body(body: &mut Value, fields: &IndexMap<String, FieldSpec>, current: O
     crate::connector::strip_read_only(body, fields);
     if let (Some(current), Value::Object(map)) = (current, body) {
         for (name, _) in fields.iter().filter(|(_, f)| f.required_on_update) {
-            if !map.contains_key(name)
-                && let Some(value) = current.get(name)
-            {
+            // An object left empty by the stripping (a reference that did not resolve, such
+            // as a contact's id) says nothing: the current value goes instead.
+            let empty = map
+                .get(name)
+                .is_none_or(|v| v.as_object().is_some_and(Map::is_empty));
+            if empty && let Some(value) = current.get(name) {
                 map.insert(name.clone(), value.clone());
             }
         }
@@ -630,6 +642,8 @@ struct SideRead {
     skipped: bool,
     /// When a full listing spaced by `full_listing_every` was complete: the time to keep.
     listing_cursor: Option<String>,
+    /// The read stopped at a chunk's end with more to read (`cursor` is where it stopped).
+    partial: bool,
 }
 
 /// A record that failed a rule, was refused, or waits for a referenced record.
@@ -756,6 +770,8 @@ struct MappingWork {
     /// A resync: every pair read is merged field by field, its stored content hashes not
     /// trusted to say that a side is as it was.
     compare_all: bool,
+    /// Target records without a counterpart left for a later chunk of the source.
+    held_target: usize,
 }
 
 /// The fields of a mapping's held conflicts by global id: (conflict, field, decision).
@@ -1505,6 +1521,29 @@ mod tests {
             update,
             json!({ "opened": "2026-01-01", "city": "Oslo", "name": "A" })
         );
+    }
+
+    #[test]
+    fn a_required_object_emptied_by_an_unresolved_reference_is_sent_as_it_is() {
+        let fields: IndexMap<String, FieldSpec> = [
+            (
+                "contact".to_owned(),
+                field(
+                    r#"{"type": "object", "required_on_update": true,
+                        "fields": {"id": {"type": "integer", "required": true}}}"#,
+                ),
+            ),
+            ("title".to_owned(), field(r#"{"type": "string"}"#)),
+        ]
+        .into_iter()
+        .collect();
+        let mut update = json!({ "contact": { "id": null }, "title": "Deal" });
+        shape_body(
+            &mut update,
+            &fields,
+            Some(&json!({ "contact": { "id": 7 }, "title": "Old" })),
+        );
+        assert_eq!(update, json!({ "contact": { "id": 7 }, "title": "Deal" }));
     }
 
     fn shipped(name: &str) -> Arc<CompiledMapping> {

@@ -145,7 +145,20 @@ impl Engine {
         side: Side,
         fresh: bool,
     ) -> Result<SideRead, EngineError> {
-        self.read_side_spaced(m, side, fresh, true).await
+        self.read_side_spaced(m, side, fresh, true, None).await
+    }
+
+    /// [`Self::read_side`] that stops at the end of the page where it holds `chunk`
+    /// records, when the read is incremental and has more pages (`partial`; its cursor is
+    /// that page's, safe to store once the chunk is written).
+    pub(super) async fn read_side_chunk(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+        chunk: Option<usize>,
+    ) -> Result<SideRead, EngineError> {
+        self.read_side_spaced(m, side, fresh, true, chunk).await
     }
 
     /// [`Self::read_side`]; without `spaced`, a full listing is made whatever
@@ -156,6 +169,7 @@ impl Engine {
         side: Side,
         fresh: bool,
         spaced: bool,
+        chunk: Option<usize>,
     ) -> Result<SideRead, EngineError> {
         if !fresh {
             return Ok(SideRead::default());
@@ -210,6 +224,13 @@ impl Engine {
             }
             last_cursor = Some(page.cursor.to_string());
             complete = page.last;
+            if rt.info.incremental
+                && !page.last
+                && chunk.is_some_and(|chunk| read.records.len() >= chunk)
+            {
+                read.partial = true;
+                break;
+            }
         }
         read.cursor = last_cursor;
         if every.is_some() && !rt.info.incremental && complete {

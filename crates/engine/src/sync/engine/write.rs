@@ -707,7 +707,7 @@ impl Engine {
                     // Looked for at once, in a fresh read of the side the creates went to:
                     // before the next mapping of this identity reads that entity, or it would
                     // take a record these creates made for one of its own and sync it again.
-                    let mut fresh = self.read_side_spaced(m, on, true, false).await?;
+                    let mut fresh = self.read_side_spaced(m, on, true, false, None).await?;
                     let mut other_read = SideRead::default();
                     let (source, target) = match on {
                         Side::Source => (&mut fresh, &mut other_read),
