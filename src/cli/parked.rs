@@ -326,7 +326,7 @@ fn retry(
             no_rate_limits,
             seed: 20,
             history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
-            initial_chunk: tether_engine::sync::engine::INITIAL_CHUNK,
+            initial_chunk: 0,
             format,
         },
         false,

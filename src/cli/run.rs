@@ -68,8 +68,9 @@ pub struct RunArgs {
     pub history_days: u32,
     /// Records per chunk of an initial sync's source read: each chunk is written and its
     /// cursor stored before the next is read, so a run stopped midway goes on from the last
-    /// chunk (0 reads whole).
-    #[arg(long, value_name = "RECORDS", default_value_t = tether_engine::sync::engine::INITIAL_CHUNK)]
+    /// chunk. 0 (the default) reads whole; chunks cost re-reads where records were made in
+    /// one burst (see the README).
+    #[arg(long, value_name = "RECORDS", default_value_t = 0)]
     pub initial_chunk: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]

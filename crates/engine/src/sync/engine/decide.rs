@@ -11,8 +11,8 @@ use super::*;
 impl Engine {
     /// One pass of one mapping. Returns its counts and the records waiting for references.
     ///
-    /// An initial sync (no pair of the mapping linked before this run) reads its source in
-    /// chunks: each chunk is decided and written and its cursor stored before the next is
+    /// With `initial_chunk`, an initial sync (no pair of the mapping linked before this run)
+    /// reads its source in chunks: each chunk is decided and written and its cursor stored before the next is
     /// read, so memory holds one chunk beside the target side, and a run stopped midway
     /// starts again from the last chunk written rather than from the beginning. Later runs
     /// read whole, so the circuit breaker weighs all of a run's changes at once.
@@ -29,7 +29,7 @@ impl Engine {
         resync: Option<&super::Resync>,
         actions: &mut Vec<Action>,
     ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
-        let chunk = options.initial_chunk.unwrap_or(INITIAL_CHUNK);
+        let chunk = options.initial_chunk.unwrap_or(0);
         let initial = chunk > 0
             && !options.dry_run
             && resync.is_none()
@@ -39,7 +39,7 @@ impl Engine {
                 .count_pairs_synced_before(&m.name, run_started)
                 .await?
                 == 0;
-        let chunk = initial.then_some(chunk);
+        let mut chunk = initial.then_some(chunk);
         let mut carried = Some(carried);
         let mut total: Option<MappingReport> = None;
         let mut waiting = Vec::new();
@@ -60,6 +60,16 @@ impl Engine {
                 .await?;
             waiting.extend(chunk_waiting);
             let stopped = report.stopped.is_some();
+            // A chunk that found little new work read mostly what earlier chunks did (a read
+            // from a cursor goes back by its lookback, and records made in one burst all fall
+            // inside it): the rest is read whole, so chunks never go over the same records
+            // again and again.
+            if let Some(size) = chunk
+                && chunk_progress(&report) * 2 < size
+            {
+                debug!(mapping = %m.name, progress = chunk_progress(&report), "initial sync: the rest of the source is read whole");
+                chunk = None;
+            }
             match &mut total {
                 Some(total) => {
                     total.absorb(&report);
@@ -77,7 +87,15 @@ impl Engine {
         }
         Ok((total.unwrap_or_default(), waiting))
     }
+}
 
+/// What a chunk of an initial sync did for the first time: records linked, created or
+/// parked. Pure.
+fn chunk_progress(report: &MappingReport) -> usize {
+    (report.linked + report.created_source + report.created_target + report.parked) as usize
+}
+
+impl Engine {
     /// One chunk of a pass: with `chunk`, the source read stops after about that many
     /// records (`more` is then true); the target is read whole and its cursor kept until
     /// the source is read to its end, and target records without a counterpart are not

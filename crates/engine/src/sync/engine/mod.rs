@@ -145,14 +145,9 @@ pub struct RunOptions {
     /// What started the run (`schedule`, `api`, `webhook`, `resync`), recorded with it.
     pub trigger: Option<String>,
     /// An initial sync reads its source in chunks of about this many records, each decided,
-    /// written and its cursor stored before the next is read ([`INITIAL_CHUNK`] when `None`;
-    /// `Some(0)`: whole).
+    /// written and its cursor stored before the next is read (`None` or `Some(0)`: whole).
     pub initial_chunk: Option<usize>,
 }
-
-/// Records per chunk of an initial sync's source read: memory holds one chunk (and the
-/// target side), and a run stopped midway starts again from the last chunk written.
-pub const INITIAL_CHUNK: usize = 2_000;
 
 /// A resync: the selected mappings' records read again (the whole of each side from the
 /// beginning, whatever the cursors say, or only the named records and their counterparts),
