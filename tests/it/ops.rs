@@ -564,25 +564,7 @@ fn manual_flows() -> FlowsCopy {
 }
 
 async fn run_with(w: &World, dir: &Path, mapping: &str) -> tether_engine::sync::report::RunReport {
-    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
-    let lookup = move |name: &str| env.get(name).cloned();
-    let engine = open(
-        dir,
-        &w.state,
-        &lookup,
-        OpenOptions {
-            ignore_rate_limits: true,
-        },
-    )
-    .await
-    .expect("engine opens");
-    engine
-        .run(&tether_engine::sync::engine::RunOptions {
-            mappings: vec![mapping.to_owned()],
-            ..Default::default()
-        })
-        .await
-        .expect("run succeeds")
+    super::sync::run_chunked(w, dir, mapping, 0).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

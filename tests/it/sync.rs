@@ -1269,8 +1269,9 @@ async fn a_system_never_has_more_requests_in_flight_than_its_concurrency() {
 
 const ERP_SHOP_CUSTOMERS: &str = "customerp-customers-to-customwebshop-customers";
 
-/// A run in-process with the flows of `dir`, its initial sync read in chunks of `chunk`.
-async fn run_chunked(w: &World, dir: &Path, mapping: &str, chunk: usize) -> RunReport {
+/// A run in-process with the flows of `dir`, its initial sync read in chunks of `chunk`
+/// (0: whole).
+pub(crate) async fn run_chunked(w: &World, dir: &Path, mapping: &str, chunk: usize) -> RunReport {
     let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
     let lookup = move |name: &str| env.get(name).cloned();
     let engine = open(
