@@ -44,6 +44,11 @@ pub struct SandboxArgs {
     /// Serve without the contracts' rate limits (for benchmarks).
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// Simulate a Salesforce org that differs from the default:
+    /// `no-picklists,no-reduction-orders,hide=Contact.Title+OrderItem.ServiceDate` (State and
+    /// Country picklists off, reduction orders off, fields hidden by field-level security).
+    #[arg(long, value_name = "PROFILE")]
+    pub salesforce_org: Option<tether_sandbox::SalesforceOrg>,
     /// `json` prints one line `{"systems": {...}, "env": {...}}` instead of text lines.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -60,7 +65,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<u8> {
         token_ttl: Duration::from_secs(args.token_ttl),
         session_ttl: Duration::from_secs(args.session_ttl),
         salesforce_generic_login: false,
-        salesforce_org: Default::default(),
+        salesforce_org: args.salesforce_org.unwrap_or_default(),
         rate_limits: if args.no_rate_limits {
             RateLimits::unlimited()
         } else {

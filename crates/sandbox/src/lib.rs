@@ -245,6 +245,49 @@ impl SalesforceOrg {
     }
 }
 
+/// A `--salesforce-org` text that is not a profile.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not part of a Salesforce org profile (expected no-picklists, no-reduction-orders or hide=Object.Field+Object.Field)"
+)]
+pub struct SalesforceOrgError(String);
+
+/// `no-picklists,no-reduction-orders,hide=Contact.Title+OrderItem.ServiceDate`: an org
+/// without State and Country picklists, without reduction orders, with those fields hidden
+/// by field-level security. Each part is optional; the empty text is the default org.
+impl std::str::FromStr for SalesforceOrg {
+    type Err = SalesforceOrgError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut org = SalesforceOrg::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "no-picklists" => org.state_country_picklists = false,
+                "no-reduction-orders" => org.reduction_orders = false,
+                _ => {
+                    let fields = part
+                        .strip_prefix("hide=")
+                        .ok_or_else(|| SalesforceOrgError(part.to_owned()))?;
+                    for field in fields.split('+') {
+                        let valid = field.split_once('.').is_some_and(|(object, name)| {
+                            !object.is_empty()
+                                && !name.is_empty()
+                                && field
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "._".contains(c))
+                        });
+                        if !valid {
+                            return Err(SalesforceOrgError(field.to_owned()));
+                        }
+                        org.hidden_fields.push(field.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(org)
+    }
+}
+
 impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
@@ -935,4 +978,35 @@ fn save_state(shared: &Shared, path: &PathBuf) -> Result<(), SandboxError> {
             path: path.clone(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_org_profile_reads_from_its_text() {
+        let org: SalesforceOrg = "no-picklists, hide=Contact.Title+OrderItem.ServiceDate"
+            .parse()
+            .expect("profile");
+        assert!(!org.state_country_picklists && org.reduction_orders);
+        assert!(!org.has("Contact", "Title") && !org.has("OrderItem", "ServiceDate"));
+        assert!(!org.has("Account", "BillingStateCode") && org.has("Order", "IsReductionOrder"));
+        assert_eq!(
+            "".parse::<SalesforceOrg>().expect("empty"),
+            SalesforceOrg::default()
+        );
+        for wrong in [
+            "picklists",
+            "hide=Title",
+            "hide=Contact.",
+            "hide=Contact.Ti tle",
+        ] {
+            let error = wrong.parse::<SalesforceOrg>().expect_err(wrong).to_string();
+            assert!(
+                error.contains("is not part of a Salesforce org profile"),
+                "{error}"
+            );
+        }
+    }
 }
