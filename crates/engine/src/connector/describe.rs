@@ -250,39 +250,8 @@ pub(crate) fn restrict_soql(
     else {
         return query.to_owned();
     };
-    // The outer FROM: the first `from` word at depth 0 after SELECT.
-    let bytes = query.as_bytes();
-    let mut depth = 0i32;
-    let mut columns_end = None;
-    let mut i = start;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            b'\'' => {
-                // Skip a quoted literal.
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'\'' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            _ if depth == 0
-                && bytes[i].is_ascii_whitespace()
-                && query
-                    .get(i + 1..i + 5)
-                    .is_some_and(|w| w.eq_ignore_ascii_case("from"))
-                && query
-                    .as_bytes()
-                    .get(i + 5)
-                    .is_some_and(|c| c.is_ascii_whitespace()) =>
-            {
-                columns_end = Some(i);
-                break;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
+    // The outer FROM.
+    let columns_end = outer_keywords(query, "from").first().copied();
     let Some(end) = columns_end else {
         return query.to_owned();
     };
@@ -333,20 +302,48 @@ pub(crate) fn restrict_soql(
 
 /// The lowercase object or relationship name after the outer `FROM` of a query.
 fn from_name(query: &str) -> Option<String> {
+    let at = *outer_keywords(query, "from").first()?;
+    let rest = query[at + 5..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| rest[..end].to_ascii_lowercase())
+}
+
+/// Where `keyword` (lowercase ASCII) stands as a word of the query's outer level, outside
+/// parentheses and quoted literals: the index of the whitespace before each occurrence.
+/// Pure.
+pub(crate) fn outer_keywords(query: &str, keyword: &str) -> Vec<usize> {
+    let bytes = query.as_bytes();
+    let len = keyword.len();
+    let mut found = Vec::new();
     let mut depth = 0i32;
-    let words: Vec<(i32, &str)> = query
-        .split_whitespace()
-        .map(|word| {
-            let at = depth;
-            depth += word.matches('(').count() as i32 - word.matches(')').count() as i32;
-            (at, word)
-        })
-        .collect();
-    let index = words
-        .iter()
-        .position(|(at, word)| *at == 0 && word.eq_ignore_ascii_case("from"))?;
-    let name = words.get(index + 1)?.1;
-    Some(name.trim_end_matches(')').to_ascii_lowercase())
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'\'' => {
+                // Skip a quoted literal.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            c if depth == 0
+                && c.is_ascii_whitespace()
+                && query
+                    .get(i + 1..i + 1 + len)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+                && bytes.get(i + 1 + len).is_some_and(u8::is_ascii_whitespace) =>
+            {
+                found.push(i);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
 }
 
 #[cfg(test)]

@@ -1077,33 +1077,9 @@ impl ListReader {
 /// end (SOQL and SOSL Reference, "LIMIT": the clause comes last but for `OFFSET` and `FOR`,
 /// which the shipped queries do not use).
 pub(crate) fn soql_limit_one(query: &str) -> String {
-    let bytes = query.as_bytes();
-    let mut depth = 0i32;
-    let mut outer_limit = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            b'\'' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'\'' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            c if depth == 0
-                && c.is_ascii_whitespace()
-                && query
-                    .get(i + 1..i + 6)
-                    .is_some_and(|w| w.eq_ignore_ascii_case("limit"))
-                && bytes.get(i + 6).is_some_and(u8::is_ascii_whitespace) =>
-            {
-                outer_limit = Some(i + 6);
-            }
-            _ => {}
-        }
-        i += 1;
-    }
+    let outer_limit = describe::outer_keywords(query, "limit")
+        .last()
+        .map(|at| at + 6);
     match outer_limit {
         Some(at) => {
             let rest = &query[at..];

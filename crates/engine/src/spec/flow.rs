@@ -380,32 +380,12 @@ impl Side {
             Side::Target => Side::Source,
         }
     }
-
-    /// Both sides, source first.
-    pub const BOTH: [Side; 2] = [Side::Source, Side::Target];
 }
 
 /// One value per side of a mapping, indexed by [`Side`]: `reads[side]` instead of a
 /// `match side` in every place that picks one of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sides<T>(pub [T; 2]);
-
-impl<T> Sides<T> {
-    pub fn new(source: T, target: T) -> Self {
-        Sides([source, target])
-    }
-
-    /// Each side with its value, source first.
-    pub fn iter(&self) -> impl Iterator<Item = (Side, &T)> {
-        Side::BOTH.into_iter().zip(self.0.iter())
-    }
-
-    /// Both values, mutably: the source's and the target's.
-    pub fn both_mut(&mut self) -> (&mut T, &mut T) {
-        let [source, target] = &mut self.0;
-        (source, target)
-    }
-}
 
 impl<T> std::ops::Index<Side> for Sides<T> {
     type Output = T;
