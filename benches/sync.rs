@@ -19,8 +19,12 @@
 //! With `--rate-limits` the simulators keep their contracts' rate limits and the engine its
 //! system files' (`rate_limit`, `http.concurrency`), and each system's requests per second
 //! are printed beside its limit; `--only companies` (or `contacts`, `products`) runs one
-//! mapping, so the figure is that of the one system it writes to. `--initial-chunk N` sets
-//! the records per chunk of the initial sync's source read (0 reads it whole).
+//! mapping, so the figure is that of the one system it writes to; `--only customers` runs
+//! the ERP's customers to the web shop, two in-house systems (`--only` repeats).
+//! `--initial-chunk N` sets the records per chunk of the initial sync's large read (0 reads
+//! it whole). `--resume` runs `tether run` as a child, SIGKILLs it once half the records are
+//! linked, then measures the run that goes on from there and prints how many source records
+//! it read again.
 
 use std::time::Instant;
 
@@ -30,11 +34,50 @@ use tether_engine::sync::engine::RunOptions;
 use tether_engine::sync::open::{OpenOptions, open};
 use tether_sandbox::{FaultSpec, RateLimits, Sandbox, SandboxOptions};
 
-const MAPPINGS: [&str; 3] = [
-    "keap-companies-to-customerp-customers",
-    "keap-contacts-to-customerp-contacts",
-    "keap-products-to-customerp-products",
+/// The mappings the benchmark runs, by the name `--only` picks them with. Without
+/// `--only`, the first three: Keap and the ERP.
+const MAPPINGS: [(&str, &str); 4] = [
+    ("companies", "keap-companies-to-customerp-customers"),
+    ("contacts", "keap-contacts-to-customerp-contacts"),
+    ("products", "keap-products-to-customerp-products"),
+    // Two in-house systems: the ERP's customers to the web shop.
+    (
+        "customers",
+        "customerp-customers-to-customwebshop-customers",
+    ),
 ];
+
+/// The kinds `--only` selects (repeatable; the first three without it).
+fn selected(args: &[String]) -> Vec<&'static str> {
+    let only: Vec<&String> = args
+        .iter()
+        .zip(args.iter().skip(1))
+        .filter(|(flag, _)| *flag == "--only")
+        .map(|(_, kind)| kind)
+        .collect();
+    let kinds: Vec<&'static str> = MAPPINGS
+        .iter()
+        .enumerate()
+        .filter(|(i, (kind, _))| {
+            if only.is_empty() {
+                *i < 3
+            } else {
+                only.iter().any(|o| o == kind)
+            }
+        })
+        .map(|(_, (kind, _))| *kind)
+        .collect();
+    assert!(!kinds.is_empty(), "--only names no mapping");
+    kinds
+}
+
+fn mapping_of(kind: &str) -> &'static str {
+    MAPPINGS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, mapping)| *mapping)
+        .expect("a kind of MAPPINGS")
+}
 
 /// Peak resident memory of this process (Linux), in MiB.
 fn peak_memory_mib() -> Option<f64> {
@@ -53,44 +96,62 @@ fn total_requests(sandbox: &Sandbox) -> u64 {
     sandbox.request_counts().values().map(|c| c.total).sum()
 }
 
-/// Fills the bench's systems: N Keap companies and contacts, N ERP products.
-fn seed(sandbox: &Sandbox, count: usize) -> (Vec<String>, Vec<String>) {
+/// Fills the bench's systems with N records for each kind: Keap companies and contacts,
+/// ERP products, ERP customers (for the web shop).
+fn seed(sandbox: &Sandbox, count: usize, kinds: &[&str]) -> (Vec<String>, Vec<String>) {
     let mut companies = Vec::with_capacity(count);
     let mut contacts = Vec::with_capacity(count);
     for i in 0..count {
-        let company = sandbox
-            .insert(
-                "keap",
-                "companies",
-                json!({ "company_name": format!("Bench Company {i:06}"), "email_address": format!("company{i}@bench.example"),
-                        "address": { "line1": format!("{i} Main St"), "locality": "Oslo", "zip_code": "0150", "country_code": "NOR" } }),
-            )
-            .expect("company");
-        companies.push(company["id"].to_string());
-        let contact = sandbox
-            .insert(
-                "keap",
-                "contacts",
-                json!({ "given_name": "Bench", "family_name": format!("Person {i:06}"),
-                        "email_addresses": [{ "email": format!("person{i}@bench.example"), "field": "EMAIL1" }] }),
-            )
-            .expect("contact");
-        contacts.push(contact["id"].to_string());
-        sandbox
-            .insert(
-                "customerp",
-                "products",
-                json!({ "sku": format!("BENCH-{i:06}"), "name": format!("Bench Product {i}"), "unit_price": "12.50",
-                        "currency": "EUR", "vat_rate": "25.00", "is_active": true, "stock_quantity": 5 }),
-            )
-            .expect("product");
+        if kinds.contains(&"companies") {
+            let company = sandbox
+                .insert(
+                    "keap",
+                    "companies",
+                    json!({ "company_name": format!("Bench Company {i:06}"), "email_address": format!("company{i}@bench.example"),
+                            "address": { "line1": format!("{i} Main St"), "locality": "Oslo", "zip_code": "0150", "country_code": "NOR" } }),
+                )
+                .expect("company");
+            companies.push(company["id"].to_string());
+        }
+        if kinds.contains(&"contacts") {
+            let contact = sandbox
+                .insert(
+                    "keap",
+                    "contacts",
+                    json!({ "given_name": "Bench", "family_name": format!("Person {i:06}"),
+                            "email_addresses": [{ "email": format!("person{i}@bench.example"), "field": "EMAIL1" }] }),
+                )
+                .expect("contact");
+            contacts.push(contact["id"].to_string());
+        }
+        if kinds.contains(&"products") {
+            sandbox
+                .insert(
+                    "customerp",
+                    "products",
+                    json!({ "sku": format!("BENCH-{i:06}"), "name": format!("Bench Product {i}"), "unit_price": "12.50",
+                            "currency": "EUR", "vat_rate": "25.00", "is_active": true, "stock_quantity": 5 }),
+                )
+                .expect("product");
+        }
+        if kinds.contains(&"customers") {
+            sandbox
+                .insert(
+                    "customerp",
+                    "customers",
+                    json!({ "name": format!("Bench Customer {i:07} AS"), "email": format!("customer{i}@bench.example"),
+                            "currency": "NOK", "is_active": true,
+                            "billing_address": { "street": format!("Storgata {i}"), "city": "Oslo", "postal_code": "0150", "country": "NO" } }),
+                )
+                .expect("customer");
+        }
     }
     (companies, contacts)
 }
 
 /// The child that writes the seed data to a state file (`TETHER_BENCH_SEED=PATH`, the count
 /// as the first argument), so that the benchmark's own memory never holds it.
-async fn write_state(path: &str, count: usize) {
+async fn write_state(path: &str, count: usize, kinds: &[&str]) {
     let sandbox = Sandbox::start(SandboxOptions {
         rate_limits: RateLimits::unlimited(),
         state_file: Some(path.into()),
@@ -99,12 +160,13 @@ async fn write_state(path: &str, count: usize) {
     .await
     .expect("sandbox starts");
     let seeding = Instant::now();
-    seed(&sandbox, count);
+    seed(&sandbox, count, kinds);
     let seeded = seeding.elapsed().as_secs_f64();
     let saving = Instant::now();
     sandbox.shutdown().await.expect("state written");
     println!(
-        "seeded {count} Keap companies, {count} Keap contacts and {count} ERP products in {seeded:.1} s, state written in {:.1} s",
+        "seeded {count} records of each of {} in {seeded:.1} s, state written in {:.1} s",
+        kinds.join(", "),
         saving.elapsed().as_secs_f64()
     );
 }
@@ -169,10 +231,13 @@ struct Setup {
     latency_ms: u64,
     /// The simulators' and system files' rate limits kept.
     rate_limits: bool,
-    /// The mappings to run.
-    mappings: Vec<&'static str>,
-    /// Records per chunk of the initial sync's source read (`--initial-chunk`; 0: whole).
-    initial_chunk: Option<usize>,
+    /// The kinds of [`MAPPINGS`] to run.
+    kinds: Vec<&'static str>,
+    /// Records per chunk of the initial sync's large read (`--initial-chunk`; 0: whole).
+    initial_chunk: usize,
+    /// `--resume`: `tether run` is killed (SIGKILL) once half the records are linked, and
+    /// the measured run is the one that goes on from there.
+    resume: bool,
 }
 
 /// The initial sync against a sandbox in another process.
@@ -180,8 +245,13 @@ async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, stat
     let latency_ms = setup.latency_ms;
     let sandbox_state = dir.join("sandbox.json");
     let seeding = Instant::now();
+    let mut only = Vec::new();
+    for kind in &setup.kinds {
+        only.extend(["--only", kind]);
+    }
     let status = std::process::Command::new(std::env::current_exe().expect("bench binary"))
         .arg(count.to_string())
+        .args(only)
         .env("TETHER_BENCH_SEED", &sandbox_state)
         .status()
         .expect("seeding child runs");
@@ -196,7 +266,11 @@ async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, stat
     let lookup = move |name: &str| env.get(name).cloned();
     let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let options = RunOptions {
-        mappings: setup.mappings.iter().map(|m| (*m).to_owned()).collect(),
+        mappings: setup
+            .kinds
+            .iter()
+            .map(|k| mapping_of(k).to_owned())
+            .collect(),
         initial_chunk: setup.initial_chunk,
         ..RunOptions::default()
     };
@@ -210,10 +284,24 @@ async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, stat
     )
     .await
     .expect("engine opens");
+    let records = setup.kinds.len() * count;
+    let killed_at = if setup.resume {
+        Some(kill_midway(setup, &flows, state, &sandbox.env, records as u64).await)
+    } else {
+        None
+    };
     let started = Instant::now();
     let report = engine.run(&options).await.expect("run");
     let seconds = started.elapsed().as_secs_f64();
-    let records = setup.mappings.len() * count;
+    if let Some(linked) = killed_at {
+        let read: u64 = report.mappings.iter().map(|m| m.read_source).sum();
+        let left = records as u64 - linked;
+        let again = read.saturating_sub(left);
+        println!(
+            "resumed after a SIGKILL with {linked} of {records} records linked: the next run read {read} source records, {again} of them read again ({:.1}% of the {linked} done)",
+            100.0 * again as f64 / linked.max(1) as f64
+        );
+    }
     let requests: u64 = report.systems.iter().map(|system| system.requests).sum();
     println!(
         "initial, sandbox in another process, latency {latency_ms} ms: {seconds:.2} s, {:.0} records/s over {records} records, {:.3} ms per record, {requests} HTTP requests ({:.3} per record, {:.1} per second), {} writes, {} parked, peak memory of the engine {:.0} MiB (simulators {:.0} MiB)",
@@ -230,6 +318,7 @@ async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, stat
         let limit = match (setup.rate_limits, system.system.as_str()) {
             (false, _) => "rate limits off".to_owned(),
             (true, "customerp") => "limit 20 per second".to_owned(),
+            (true, "customwebshop") => "limit 10 per second".to_owned(),
             (true, "keap") => "limit 10 per second and 240 per minute".to_owned(),
             (true, _) => "see its system file".to_owned(),
         };
@@ -241,6 +330,59 @@ async fn out_of_process(count: usize, setup: &Setup, dir: &std::path::Path, stat
             system.rate_limit_waits
         );
     }
+}
+
+/// Runs `tether run` as a child until half of `records` are linked, then SIGKILLs it;
+/// returns the records linked then.
+async fn kill_midway(
+    setup: &Setup,
+    flows: &std::path::Path,
+    state: &StoreUrl,
+    env: &std::collections::HashMap<String, String>,
+    records: u64,
+) -> u64 {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
+        .arg("--flows")
+        .arg(flows)
+        .args(["--log", "error", "run", "--state"])
+        .arg(state.to_string())
+        .args(["--initial-chunk", &setup.initial_chunk.to_string()])
+        .envs(env)
+        .stdout(std::process::Stdio::null());
+    if !setup.rate_limits {
+        command.arg("--no-rate-limits");
+    }
+    for kind in &setup.kinds {
+        command.args(["--mapping", mapping_of(kind)]);
+    }
+    let mut child = command.spawn().expect("tether run starts");
+    let store = tether_engine::store::Store::open(state)
+        .await
+        .expect("store opens");
+    let far = chrono::Utc::now() + chrono::Duration::days(1);
+    let linked = || async {
+        let mut linked = 0;
+        for kind in &setup.kinds {
+            linked += store
+                .count_pairs_synced_before(mapping_of(kind), far)
+                .await
+                .unwrap_or(0);
+        }
+        linked
+    };
+    loop {
+        if linked().await * 2 >= records {
+            break;
+        }
+        if child.try_wait().expect("child state").is_some() {
+            panic!("tether run ended before half the records were linked");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    linked().await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -269,31 +411,25 @@ async fn main() {
         .find_map(|(_, a)| a.parse().ok())
         .unwrap_or(10_000);
     if let Some(path) = std::env::var_os("TETHER_BENCH_SEED") {
-        write_state(&path.to_string_lossy(), count).await;
+        write_state(&path.to_string_lossy(), count, &selected(&args)).await;
         return;
     }
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let state = StoreUrl::parse(&dir.join("state.db").display().to_string()).expect("store url");
     if args.iter().any(|a| a == "--sandbox-process") {
-        let only = args
-            .iter()
-            .position(|a| a == "--only")
-            .and_then(|i| args.get(i + 1));
         let setup = Setup {
             initial_chunk: args
                 .iter()
                 .position(|a| a == "--initial-chunk")
                 .and_then(|i| args.get(i + 1))
-                .and_then(|v| v.parse().ok()),
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(tether_engine::sync::engine::DEFAULT_INITIAL_CHUNK),
             latency_ms,
             rate_limits: args.iter().any(|a| a == "--rate-limits"),
-            mappings: MAPPINGS
-                .into_iter()
-                .filter(|m| only.is_none_or(|only| m.contains(&format!("-{only}-"))))
-                .collect(),
+            kinds: selected(&args),
+            resume: args.iter().any(|a| a == "--resume"),
         };
-        assert!(!setup.mappings.is_empty(), "--only names no mapping");
         out_of_process(count, &setup, &dir, &state).await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
@@ -310,7 +446,8 @@ async fn main() {
     .expect("sandbox starts");
 
     let seeding = Instant::now();
-    let (companies, contacts) = seed(&sandbox, count);
+    let kinds = selected(&[]);
+    let (companies, contacts) = seed(&sandbox, count, &kinds);
     println!(
         "seeded {count} Keap companies, {count} Keap contacts and {count} ERP products in {:.1} s",
         seeding.elapsed().as_secs_f64()
@@ -320,7 +457,7 @@ async fn main() {
     let lookup = move |name: &str| env.get(name).cloned();
     let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let options = RunOptions {
-        mappings: MAPPINGS.iter().map(|m| (*m).to_owned()).collect(),
+        mappings: kinds.iter().map(|k| mapping_of(k).to_owned()).collect(),
         ..RunOptions::default()
     };
 

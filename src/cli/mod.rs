@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 no_rate_limits: false,
                 seed: 20,
                 history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
-                initial_chunk: 0,
+                initial_chunk: tether_engine::sync::engine::DEFAULT_INITIAL_CHUNK,
                 format,
             };
             run::run(&cli.flows, args, true)

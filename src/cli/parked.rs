@@ -326,7 +326,7 @@ fn retry(
             no_rate_limits,
             seed: 20,
             history_days: tether_engine::ops::history::DEFAULT_RETENTION_DAYS,
-            initial_chunk: 0,
+            initial_chunk: tether_engine::sync::engine::DEFAULT_INITIAL_CHUNK,
             format,
         },
         false,

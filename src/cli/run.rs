@@ -66,11 +66,10 @@ pub struct RunArgs {
     /// at the end of the run.
     #[arg(long, env = "TETHER_HISTORY_DAYS", default_value_t = tether_engine::ops::history::DEFAULT_RETENTION_DAYS)]
     pub history_days: u32,
-    /// Records per chunk of an initial sync's source read: each chunk is written and its
-    /// cursor stored before the next is read, so a run stopped midway goes on from the last
-    /// chunk. 0 (the default) reads whole; chunks cost re-reads where records were made in
-    /// one burst (see the README).
-    #[arg(long, value_name = "RECORDS", default_value_t = 0)]
+    /// Records per chunk of an initial sync's large read: each chunk is written and its
+    /// cursor stored before the next is read, so memory holds one chunk and a run stopped
+    /// midway goes on from the last chunk. 0 reads whole.
+    #[arg(long, value_name = "RECORDS", default_value_t = tether_engine::sync::engine::DEFAULT_INITIAL_CHUNK)]
     pub initial_chunk: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -163,7 +162,7 @@ pub fn run(flows: &Path, args: RunArgs, dry_run: bool) -> anyhow::Result<u8> {
             // identity while the others skip it and say so.
             lease: (!dry_run).then(|| LeaseOptions::for_run(&crate::cli::host_name(), LEASE_TTL)),
             history_days: args.history_days,
-            initial_chunk: Some(args.initial_chunk),
+            initial_chunk: args.initial_chunk,
             progress: progress_bar.map(|bar| {
                 tether_engine::sync::engine::Progress(std::sync::Arc::new(move |message: &str| {
                     bar.set_message(message.to_owned())

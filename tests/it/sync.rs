@@ -1287,7 +1287,7 @@ pub(crate) async fn run_chunked(w: &World, dir: &Path, mapping: &str, chunk: usi
     engine
         .run(&RunOptions {
             mappings: vec![mapping.to_owned()],
-            initial_chunk: Some(chunk),
+            initial_chunk: chunk,
             ..RunOptions::default()
         })
         .await
@@ -1435,6 +1435,57 @@ async fn an_initial_sync_in_chunks_matches_records_of_later_chunks_and_creates_n
             .len(),
         230
     );
+    assert_eq!(
+        run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, 50)
+            .await
+            .writes(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_sync_in_chunks_reads_each_page_of_its_source_once() {
+    // 300 ERP customers made in one burst (an import): every one inside the read's lookback
+    // of the others. The chunks go on from where the one before stopped, so the source is
+    // read once, page by page, not again from the lookback for every chunk.
+    const CUSTOMERS: usize = 300;
+    let flows = edited_flows("systems/customerp.yaml", "size: 500\n", "size: 50\n");
+    let w = world("chunks-once", 0).await;
+    for i in 0..CUSTOMERS {
+        w.sandbox
+            .insert(
+                "customerp",
+                "customers",
+                json!({ "name": format!("Import {i:03} AS"), "email": format!("i{i}@import.example"),
+                        "currency": "NOK", "is_active": true,
+                        "billing_address": { "street": "Torget 1", "city": "Oslo", "postal_code": "0150", "country": "NO" } }),
+            )
+            .expect("ERP customer");
+    }
+    let before = w.sandbox.request_counts()["customerp"];
+    let report = run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, 50).await;
+    let erp = w.sandbox.request_counts()["customerp"];
+    let m = &report.mappings[0];
+    assert_eq!(
+        (m.read_source, m.created_target),
+        (CUSTOMERS as u64, CUSTOMERS as u64),
+        "{report:#?}"
+    );
+    // Six pages of 50, the deletion feed and nothing else: no page read twice.
+    let reads = erp.reads - before.reads;
+    assert!(
+        reads <= (CUSTOMERS / 50) as u64 + 2,
+        "{reads} ERP reads for {CUSTOMERS} customers in pages of 50"
+    );
+    let shop = w
+        .sandbox
+        .records("customwebshop", "customers")
+        .expect("records");
+    let emails: std::collections::HashSet<&str> = shop
+        .iter()
+        .map(|c| c["email"].as_str().expect("email"))
+        .collect();
+    assert_eq!((shop.len(), emails.len()), (CUSTOMERS, CUSTOMERS));
     assert_eq!(
         run_chunked(&w, &flows.0, ERP_SHOP_CUSTOMERS, 50)
             .await

@@ -1,149 +1,216 @@
-//! One pass of one mapping, and its decisions: reading both sides, resolving intents,
-//! sorting records into pairs, matches, creates, deletes and parked records, merging each pair
-//! three ways, the circuit breaker; then the writes and the cursors. (Over 1,000 lines until
-//! the pass is split into a pure planner and its effects, the next step of the engine's
-//! renovation.)
+//! One pass of one mapping, and its decisions: reading both sides (a large read in chunks),
+//! resolving intents, sorting records into pairs, matches, creates, deletes and parked
+//! records, merging each pair three ways, the circuit breaker; then the writes and the
+//! cursors. (Over 1,000 lines until the pass is split into a pure planner and its effects,
+//! the next step of the engine's renovation.)
 
 use futures_util::stream::{self, StreamExt};
 
 use super::*;
 
+/// How a pass reads its large side.
+#[derive(Debug, Default, Clone, Copy)]
+struct Chunking {
+    /// Records per chunk, for an initial sync; `None`: whole.
+    size: Option<usize>,
+    /// An earlier run's initial sync in chunks did not finish.
+    unfinished: bool,
+}
+
+/// What one chunk of a pass did, and what it leaves for the next.
+struct ChunkDone {
+    report: MappingReport,
+    /// Records waiting for references, tried again in the next pass of the run.
+    waiting: Vec<(Side, String)>,
+    /// The records of the side read whole that wait for the streamed side's later chunks
+    /// (they may match one of its records), with that side's cursor.
+    carry: Option<SideRead>,
+}
+
 impl Engine {
     /// One pass of one mapping. Returns its counts and the records waiting for references.
     ///
-    /// With `initial_chunk`, an initial sync (no pair of the mapping linked before this run)
-    /// reads its source in chunks: each chunk is decided and written and its cursor stored before the next is
-    /// read, so memory holds one chunk beside the target side, and a run stopped midway
-    /// starts again from the last chunk written rather than from the beginning. Later runs
-    /// read whole, so the circuit breaker weighs all of a run's changes at once.
-    #[allow(clippy::too_many_arguments)]
+    /// An initial sync (no pair of the mapping linked before this run, or an initial sync
+    /// a stopped run left unfinished) reads one side in chunks of about
+    /// `RunOptions::initial_chunk` records: the source, or the target when only the target
+    /// is read again (a later pass reading what the run created). One reader goes on from
+    /// chunk to chunk; each chunk is decided and written and its cursor stored before the
+    /// next is read, so memory holds one chunk beside the other side's records that wait
+    /// for a match, and a run stopped midway starts again from the last chunk written.
+    /// Later runs read whole, so the circuit breaker weighs all of a run's changes at once.
     pub(super) async fn sync_mapping(
         &self,
-        m: &MappingRuntime,
-        options: &RunOptions,
-        run_id: Option<&RunId>,
+        pass: &Pass<'_>,
         carried: Vec<(Side, String)>,
-        fresh: [bool; 2],
-        last_pass: bool,
-        run_started: chrono::DateTime<Utc>,
-        resync: Option<&super::Resync>,
+        fresh: Sides<bool>,
         actions: &mut Vec<Action>,
     ) -> Result<(MappingReport, Vec<(Side, String)>), EngineError> {
-        let chunk = options.initial_chunk.unwrap_or(0);
-        let initial = chunk > 0
-            && !options.dry_run
-            && resync.is_none()
-            && fresh[0]
-            && self
-                .store
-                .count_pairs_synced_before(&m.name, run_started)
-                .await?
-                == 0;
-        let mut chunk = initial.then_some(chunk);
+        let m = pass.m;
+        let started = std::time::Instant::now();
+        self.check_fields(m).await?;
+        let chunk = self.chunking(pass, fresh).await?;
+        let streamed = if fresh[Side::Source] {
+            Side::Source
+        } else {
+            Side::Target
+        };
+        let other = streamed.other();
+        // The two sides are different systems (or entities): read at once, each at its own
+        // system's pace, so a pass waits for the slower side, not for both in turn.
+        let (first, whole) = tokio::join!(
+            self.read_side_chunk(m, streamed, fresh[streamed], chunk.size),
+            self.read_side(m, other, fresh[other])
+        );
+        let (mut read, mut whole) = (first?, whole?);
+        let Some(size) = chunk.size.filter(|_| read.partial) else {
+            // One read of each side: the pass as a whole.
+            let mut reads = Sides([SideRead::default(), SideRead::default()]);
+            reads[streamed] = read;
+            reads[other] = whole;
+            let done = self
+                .sync_chunk(pass, reads, carried, fresh, None, started, actions)
+                .await?;
+            // An unfinished initial sync whose rest fitted in one read is done.
+            if chunk.unfinished && done.report.stopped.is_none() {
+                self.store.set_cursor(&initial_key(m), INITIAL_DONE).await?;
+            }
+            return Ok((done.report, done.waiting));
+        };
+        // An initial sync in chunks: marked, so a run stopped midway goes on in chunks.
+        self.store
+            .set_cursor(&initial_key(m), INITIAL_IN_CHUNKS)
+            .await?;
+        let mut reader = read.rest.take();
         let mut carried = Some(carried);
         let mut total: Option<MappingReport> = None;
         let mut waiting = Vec::new();
+        let mut first_chunk = true;
         loop {
-            let (report, chunk_waiting, more) = self
+            let more = read.partial;
+            let mut reads = Sides([SideRead::default(), SideRead::default()]);
+            reads[streamed] = read;
+            reads[other] = std::mem::take(&mut whole);
+            // With the last chunk, the records carried so far are matched or created.
+            reads[other].carried &= more;
+            // Intents on the streamed side are judged from a whole read only (a record an
+            // intent made may be in another chunk); those on the other side from its one
+            // read, with the first chunk.
+            let mut intents = Sides([false, false]);
+            intents[other] = first_chunk && fresh[other];
+            let done = self
                 .sync_chunk(
-                    m,
-                    options,
-                    run_id,
+                    pass,
+                    reads,
                     carried.take().unwrap_or_default(),
-                    fresh,
-                    last_pass,
-                    run_started,
-                    resync,
+                    intents,
+                    more.then_some(other),
+                    started,
                     actions,
-                    chunk,
                 )
                 .await?;
-            waiting.extend(chunk_waiting);
-            let stopped = report.stopped.is_some();
-            // A chunk that found little new work read mostly what earlier chunks did (a read
-            // from a cursor goes back by its lookback, and records made in one burst all fall
-            // inside it): the rest is read whole, so chunks never go over the same records
-            // again and again.
-            if let Some(size) = chunk
-                && chunk_progress(&report) * 2 < size
-            {
-                debug!(mapping = %m.name, progress = chunk_progress(&report), "initial sync: the rest of the source is read whole");
-                chunk = None;
-            }
+            first_chunk = false;
+            waiting.extend(done.waiting);
+            let stopped = done.report.stopped.is_some();
             match &mut total {
                 Some(total) => {
-                    total.absorb(&report);
+                    total.absorb(&done.report);
                     if total.stopped.is_none() {
-                        total.stopped = report.stopped;
+                        total.stopped = done.report.stopped;
                     }
                 }
-                None => total = Some(report),
+                None => total = Some(done.report),
             }
-            if !more || stopped {
+            if stopped {
                 break;
             }
-            debug!(mapping = %m.name, "initial sync: the next chunk of the source");
-            self.checkpoint(m, options).await?;
+            if !more {
+                self.store.set_cursor(&initial_key(m), INITIAL_DONE).await?;
+                break;
+            }
+            whole = done.carry.unwrap_or_default();
+            debug!(mapping = %m.name, side = streamed.as_str(), waiting = whole.records.len(),
+                "initial sync: the next chunk");
+            self.checkpoint(m, pass.options).await?;
+            let Some(reader) = reader.as_mut() else {
+                break;
+            };
+            read = self.read_more(m, streamed, reader, size).await?;
         }
         Ok((total.unwrap_or_default(), waiting))
     }
-}
 
-/// What a chunk of an initial sync did for the first time: records linked, created or
-/// parked. Pure.
-fn chunk_progress(report: &MappingReport) -> usize {
-    (report.linked + report.created_source + report.created_target + report.parked) as usize
-}
+    /// How this pass reads (see [`Self::sync_mapping`]).
+    async fn chunking(&self, pass: &Pass<'_>, fresh: Sides<bool>) -> Result<Chunking, EngineError> {
+        let size = pass.options.initial_chunk;
+        if size == 0
+            || pass.options.dry_run
+            || pass.resync.is_some()
+            || !(fresh[Side::Source] || fresh[Side::Target])
+        {
+            return Ok(Chunking::default());
+        }
+        let m = pass.m;
+        let unfinished =
+            self.store.cursor(&initial_key(m)).await?.as_deref() == Some(INITIAL_IN_CHUNKS);
+        let initial = unfinished
+            || self
+                .store
+                .count_pairs_synced_before(&m.name, pass.run_started)
+                .await?
+                == 0;
+        Ok(Chunking {
+            size: initial.then_some(size),
+            unfinished,
+        })
+    }
 
-impl Engine {
-    /// One chunk of a pass: with `chunk`, the source read stops after about that many
-    /// records (`more` is then true); the target is read whole and its cursor kept until
-    /// the source is read to its end, and target records without a counterpart are not
-    /// created meanwhile (they may match a source record of a later chunk).
+    /// One chunk of a pass, or the whole pass: `reads` are what was read of each side.
+    /// With `hold`, that side was read whole while the other is read in chunks: its records
+    /// without a counterpart are not created on the other side but carried to the next
+    /// chunk (a later chunk may hold their match), and its cursor waits until none is
+    /// carried. `intents_fresh` says which side's intents can be judged from its read.
     #[allow(clippy::too_many_arguments)]
     async fn sync_chunk(
         &self,
-        m: &MappingRuntime,
-        options: &RunOptions,
-        run_id: Option<&RunId>,
+        pass: &Pass<'_>,
+        reads: Sides<SideRead>,
         carried: Vec<(Side, String)>,
-        fresh: [bool; 2],
-        last_pass: bool,
-        run_started: chrono::DateTime<Utc>,
-        resync: Option<&super::Resync>,
+        intents_fresh: Sides<bool>,
+        hold: Option<Side>,
+        started: std::time::Instant,
         actions: &mut Vec<Action>,
-        chunk: Option<usize>,
-    ) -> Result<(MappingReport, Vec<(Side, String)>, bool), EngineError> {
+    ) -> Result<ChunkDone, EngineError> {
+        let Pass {
+            m,
+            options,
+            run_id,
+            last_pass,
+            run_started,
+            resync,
+        } = *pass;
         let mut report = MappingReport {
             mapping: m.name.clone(),
             flow: m.flow.clone(),
             ..Default::default()
         };
-        let started = std::time::Instant::now();
-        self.check_fields(m).await?;
-        // The two sides are different systems (or entities): read at once, each at its own
-        // system's pace, so a pass waits for the slower side, not for both in turn.
-        let (source, target) = tokio::join!(
-            self.read_side_chunk(m, Side::Source, fresh[0], chunk),
-            self.read_side(m, Side::Target, fresh[1])
-        );
-        let (mut source, mut target) = (source?, target?);
+        let Sides([mut source, mut target]) = reads;
         if let Some(resync) = resync {
             self.read_for_resync(m, resync, &mut source, &mut target)
                 .await?;
         }
         // A side whose listing was not due was not read: its intents wait too.
-        // A source read cut at a chunk's end may not hold a record created there: its
-        // intents wait for a whole read.
-        let partial = source.partial;
         let fresh = [
-            fresh[0] && !source.skipped && !partial,
-            fresh[1] && !target.skipped,
+            intents_fresh[Side::Source] && !source.skipped,
+            intents_fresh[Side::Target] && !target.skipped,
         ];
         let read_at = started.elapsed();
-        report.read_source = source.records.len() as u64;
-        report.read_target = target.records.len() as u64;
-        for read in [&mut source, &mut target] {
+        for (read, count) in [
+            (&mut source, &mut report.read_source),
+            (&mut target, &mut report.read_target),
+        ] {
+            if !read.counted {
+                *count = read.records.len() as u64;
+            }
             report.notes.append(&mut read.notes);
             report.malformed += read.malformed.len() as u64;
             report.stamped_ahead += read.ahead.len() as u64;
@@ -198,7 +265,7 @@ impl Engine {
             };
             match fetched? {
                 Some(record) => {
-                    read.records.insert(id, record);
+                    read.insert(id, record);
                 }
                 None => {
                     if !options.dry_run {
@@ -231,7 +298,7 @@ impl Engine {
                 if !read.records.contains_key(&id)
                     && let Some(record) = rt.connector.get(&rt.entity, &id).await?
                 {
-                    read.records.insert(id, record);
+                    read.insert(id, record);
                 }
             }
         }
@@ -245,7 +312,7 @@ impl Engine {
             if read.records.get(&p.record_id).is_some_and(|r| {
                 p.skipped_hash.as_deref() == Some(&crate::ops::parked::content_hash(&r.data))
             }) {
-                read.records.shift_remove(&p.record_id);
+                read.remove(&p.record_id);
             }
         }
 
@@ -253,20 +320,31 @@ impl Engine {
         let deleting: Vec<&ParkedRecord> = parked.iter().filter(|p| p.deleting).collect();
         for p in &deleting {
             match p.side {
-                Side::Source => source.records.shift_remove(&p.record_id),
-                Side::Target => target.records.shift_remove(&p.record_id),
+                Side::Source => source.remove(&p.record_id),
+                Side::Target => target.remove(&p.record_id),
             };
         }
 
+        // Records carried from an earlier chunk were mapped and looked up there.
+        let mapped = |read: &SideRead| if read.carried { 0 } else { read.records.len() };
+        // A chunk looks up the links its records refer to, never every link of a large
+        // referenced mapping once per chunk.
         let resolver = self
-            .resolver(m, source.records.len() + target.records.len())
+            .resolver(
+                m,
+                if hold.is_some() {
+                    0
+                } else {
+                    mapped(&source) + mapped(&target)
+                },
+            )
             .await?;
         // The links the records read refer to, looked up at once.
         let map_all = |source: &SideRead, target: &SideRead| {
-            for record in source.records.values() {
+            for record in source.records.values().filter(|_| !source.carried) {
                 let _ = mapping::apply_forward(&m.compiled, &record.data, &resolver);
             }
-            for record in target.records.values() {
+            for record in target.records.values().filter(|_| !target.carried) {
                 let _ = mapping::apply_inverse(&m.compiled, &record.data, &resolver);
             }
         };
@@ -280,8 +358,8 @@ impl Engine {
                 .await?;
             for (side, id) in &resolved.held {
                 match side {
-                    Side::Source => source.records.shift_remove(id),
-                    Side::Target => target.records.shift_remove(id),
+                    Side::Source => source.remove(id),
+                    Side::Target => target.remove(id),
                 };
             }
             if resolved.fetched {
@@ -297,6 +375,10 @@ impl Engine {
             .count_pairs_synced_before(&m.name, run_started)
             .await? as usize;
         let loaded_at = started.elapsed();
+        // Match keys are computed once per record: a record read whole is a candidate for
+        // every chunk of the other side.
+        source.index_keys(&m.compiled, Side::Source);
+        target.index_keys(&m.compiled, Side::Target);
         let mut work = self
             .decide(
                 m,
@@ -306,7 +388,7 @@ impl Engine {
                 &resolver,
                 decisions,
                 resync.is_some(),
-                partial,
+                hold,
             )
             .await?;
         self.held_deletes(m, &mut work, &deleting).await?;
@@ -334,7 +416,11 @@ impl Engine {
             warn!(mapping = %m.name, %message, "circuit breaker");
             report.stopped = Some(message);
             if !options.dry_run {
-                return Ok((report, Vec::new(), false));
+                return Ok(ChunkDone {
+                    report,
+                    waiting: Vec::new(),
+                    carry: None,
+                });
             }
         }
 
@@ -370,12 +456,22 @@ impl Engine {
             report.updated_target = count_updates(&work, Side::Target);
             report.conflicts = work.pairs.iter().map(|p| p.conflicts.len() as u64).sum();
             report.parked = work.parked.len() as u64;
-            return Ok((report, Vec::new(), false));
+            return Ok(ChunkDone {
+                report,
+                waiting: Vec::new(),
+                carry: None,
+            });
         }
 
-        // Target records held for a later chunk are read again with it: the target's cursor
-        // stays until none is held.
-        let keep_target_cursor = partial && work.held_target > 0;
+        // The records of the held side that wait for a later chunk, with its cursor: carried
+        // to the next chunk, never read again.
+        let carry = hold.map(|side| {
+            let read = match side {
+                Side::Source => &mut source,
+                Side::Target => &mut target,
+            };
+            read.carry(&work.held, &work.released)
+        });
         // Records waiting for references are parked with their reason (so a run that ends,
         // or is killed, before they are linked retries them next time) and tried again in the
         // next pass of this run, which unparks them once their references are linked.
@@ -406,16 +502,14 @@ impl Engine {
         )
         .await?;
 
-        // Everything read is done or parked: the cursors move.
+        // Everything read is done, parked or carried: the cursors move, but the held side's
+        // only once none of its records is carried (they would not be read again).
         let mut tx = self.store.transaction().await?;
         for (side, read) in [(Side::Source, &source), (Side::Target, &target)] {
-            // While target records without a counterpart wait for the source's later chunks,
-            // the target is read again from the same place.
-            if let Some(position) = read
-                .cursor
+            let waits = carry
                 .as_ref()
-                .filter(|_| side == Side::Source || !keep_target_cursor)
-            {
+                .is_some_and(|c| hold == Some(side) && !c.records.is_empty());
+            if let Some(position) = read.cursor.as_ref().filter(|_| !waits) {
                 tx.set_cursor(&cursor_key(m, side, false), position).await?;
             }
             if let Some(position) = &read.deletion_cursor {
@@ -435,7 +529,11 @@ impl Engine {
             write_ms = (started.elapsed() - decided_at).as_millis() as u64,
             "mapping pass done"
         );
-        Ok((report, waiting, partial))
+        Ok(ChunkDone {
+            report,
+            waiting,
+            carry,
+        })
     }
 
     /// What a resync reads besides the pass's own reads. Named records: each one of this
@@ -579,7 +677,7 @@ impl Engine {
         resolver: &LinkResolver,
         decisions: Decisions,
         compare_all: bool,
-        hold_target_creates: bool,
+        hold: Option<Side>,
     ) -> Result<MappingWork, EngineError> {
         let compiled = &m.compiled;
         let identity = m.identity();
@@ -698,18 +796,19 @@ impl Engine {
             .collect();
 
         // Links of the records read, for records that are not in a pair of this mapping.
-        let source_ids: Vec<String> = source
-            .records
-            .keys()
-            .filter(|id| !pair_of_source.contains_key(id.as_str()))
-            .cloned()
-            .collect();
-        let target_ids: Vec<String> = target
-            .records
-            .keys()
-            .filter(|id| !pair_of_target.contains_key(id.as_str()))
-            .cloned()
-            .collect();
+        // Records carried from an earlier chunk were looked up there.
+        let unpaired = |read: &SideRead, pair_of: &HashMap<&str, &PairState>| -> Vec<String> {
+            if read.carried {
+                return Vec::new();
+            }
+            read.records
+                .keys()
+                .filter(|id| !pair_of.contains_key(id.as_str()))
+                .cloned()
+                .collect()
+        };
+        let source_ids = unpaired(source, &pair_of_source);
+        let target_ids = unpaired(target, &pair_of_target);
         let source_links: HashMap<String, GlobalId> = self
             .store
             .links_by_records(identity, &m.source.system, &m.source.entity, &source_ids)
@@ -744,7 +843,7 @@ impl Engine {
                 && pair.target.hash.is_some()
                 && Some(fields_hash(&synced_fields(compiled, &record.data))) == pair.target.hash
         };
-        for record in source.records.values() {
+        for record in source.records.values().filter(|_| !source.carried) {
             if gone.contains(&(Side::Source, record.id.clone())) {
                 continue;
             }
@@ -785,7 +884,7 @@ impl Engine {
                 unlinked_source.push(record);
             }
         }
-        for record in target.records.values() {
+        for record in target.records.values().filter(|_| !target.carried) {
             if gone.contains(&(Side::Target, record.id.clone())) {
                 continue;
             }
@@ -933,6 +1032,12 @@ impl Engine {
                         }
                     }
                 }
+                // The other side is read in chunks: a later chunk may hold its counterpart,
+                // and its records look for this one as they come.
+                if hold == Some(side) {
+                    work.held.push(record.id.clone());
+                    continue;
+                }
                 let own_global = match side {
                     Side::Source => source_links.get(&record.id).cloned(),
                     Side::Target => target_links.get(&record.id).cloned(),
@@ -978,8 +1083,6 @@ impl Engine {
                 let candidates = live;
                 match candidates.len() {
                     0 if !allowed => {}
-                    // The source is read in chunks: a later chunk may hold its counterpart.
-                    0 if side == Side::Target && hold_target_creates => work.held_target += 1,
                     0 => {
                         self.links_ready(resolver, || {
                             let _ = self.decide_create(
@@ -1101,6 +1204,22 @@ impl Engine {
                 }
             }
         }
+        // What the held side keeps waiting: its records no record of this chunk claimed.
+        if let Some(side) = hold {
+            work.held
+                .retain(|id| !claimed.contains(&(side, id.clone())));
+            let read = match side {
+                Side::Source => source,
+                Side::Target => target,
+            };
+            if read.carried {
+                work.released = claimed
+                    .iter()
+                    .filter(|(s, _)| *s == side)
+                    .map(|(_, id)| id.clone())
+                    .collect();
+            }
+        }
         // Match keys of linked records too, so later records can find them.
         let keyed: HashSet<(Side, String)> = work
             .record_keys
@@ -1108,7 +1227,7 @@ impl Engine {
             .map(|(side, id, _)| (*side, id.clone()))
             .collect();
         for (side, read) in [(Side::Source, source), (Side::Target, target)] {
-            for record in read.records.values() {
+            for record in read.records.values().filter(|_| !read.carried) {
                 if !keyed.contains(&(side, record.id.clone())) {
                     work.record_keys.push((
                         side,
@@ -1134,12 +1253,7 @@ impl Engine {
         pair_of_target: &HashMap<&str, &PairState>,
         claimed: &HashSet<(Side, String)>,
     ) -> Result<Vec<String>, EngineError> {
-        let mut ids: Vec<String> = read
-            .records
-            .values()
-            .filter(|r| match_key(&m.compiled, side, &r.data).as_deref() == Some(key))
-            .map(|r| r.id.clone())
-            .collect();
+        let mut ids: Vec<String> = read.with_key(key).cloned().collect();
         for id in self.store.find_record_keys(&m.name, side, key).await? {
             if !ids.contains(&id) {
                 ids.push(id);

@@ -41,7 +41,8 @@ use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::connector::{
-    Connector, ConnectorError, Connectors, Cursor as ConnectorCursor, EntityInfo, Record,
+    Connector, ConnectorError, Connectors, Cursor as ConnectorCursor, EntityInfo, PageReader,
+    Record,
 };
 use crate::mapping::{
     self, Canonical, CompiledMapping, RecordError, ReferenceRequest, ResolveReference,
@@ -73,6 +74,24 @@ const BATCH: usize = 50;
 /// A pass that maps more records than this loads every link of the mappings it refers to
 /// at once; one that maps fewer looks up only the links its records ask for.
 const LINKS_BY_RECORD: usize = 1_000;
+
+/// Records per chunk of an initial sync's large read (`RunOptions::initial_chunk`): a few
+/// pages of any API, small beside the memory of a run, large beside the cost of a chunk
+/// (a few store queries and one transaction of cursors).
+pub const DEFAULT_INITIAL_CHUNK: usize = 2_000;
+
+/// What each step of one pass of one mapping knows of the run it belongs to.
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'a> {
+    pub m: &'a MappingRuntime,
+    pub options: &'a RunOptions,
+    pub run_id: Option<&'a RunId>,
+    /// The run's last pass: records waiting for references are not carried further.
+    pub last_pass: bool,
+    pub run_started: chrono::DateTime<Utc>,
+    /// What a resync reads again, in its first pass.
+    pub resync: Option<&'a Resync>,
+}
 /// Rounds of link lookups for one mapping of one record (each round looks up ids the
 /// record asked for and were not looked up before, so a few always suffice).
 const LOOKUP_ROUNDS: usize = 8;
@@ -145,8 +164,8 @@ pub struct RunOptions {
     /// What started the run (`schedule`, `api`, `webhook`, `resync`), recorded with it.
     pub trigger: Option<String>,
     /// An initial sync reads its source in chunks of about this many records, each decided,
-    /// written and its cursor stored before the next is read (`None` or `Some(0)`: whole).
-    pub initial_chunk: Option<usize>,
+    /// written and its cursor stored before the next is read (0: whole).
+    pub initial_chunk: usize,
 }
 
 /// A resync: the selected mappings' records read again (the whole of each side from the
@@ -192,7 +211,7 @@ impl Default for RunOptions {
             history_days: crate::ops::history::DEFAULT_RETENTION_DAYS,
             resync: None,
             trigger: None,
-            initial_chunk: None,
+            initial_chunk: DEFAULT_INITIAL_CHUNK,
         }
     }
 }
@@ -639,6 +658,78 @@ struct SideRead {
     listing_cursor: Option<String>,
     /// The read stopped at a chunk's end with more to read (`cursor` is where it stopped).
     partial: bool,
+    /// The reader of a `partial` read, to go on with the next chunk.
+    rest: Option<Box<dyn PageReader>>,
+    /// Records carried from an earlier chunk of the pass: only candidates for the other
+    /// side's matches until the last chunk (they were mapped, keyed and found unlinked then).
+    carried: bool,
+    /// The records were counted in the report of an earlier chunk.
+    counted: bool,
+    /// The records' ids by match key, computed once ([`SideRead::index_keys`]); an id
+    /// whose record has left the read since is skipped.
+    keys: Option<HashMap<String, Vec<String>>>,
+}
+
+impl SideRead {
+    fn insert(&mut self, id: String, record: Record) {
+        self.keys = None;
+        self.records.insert(id, record);
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.records.shift_remove(id);
+    }
+
+    /// Computes the match key of every record once.
+    fn index_keys(&mut self, compiled: &CompiledMapping, side: Side) {
+        if self.keys.is_some() {
+            return;
+        }
+        let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+        for record in self.records.values() {
+            if let Some(key) = match_key(compiled, side, &record.data) {
+                keys.entry(key).or_default().push(record.id.clone());
+            }
+        }
+        self.keys = Some(keys);
+    }
+
+    /// The ids of the records read with match key `key` (after [`Self::index_keys`]).
+    fn with_key(&self, key: &str) -> impl Iterator<Item = &String> {
+        self.keys
+            .as_ref()
+            .and_then(|keys| keys.get(key))
+            .into_iter()
+            .flatten()
+            .filter(|id| self.records.contains_key(id.as_str()))
+    }
+
+    /// What is carried to the next chunk: of a read carried already, all but the records
+    /// `released` (matched in this chunk); of a fresh read, the records `held`. Either way
+    /// with the read's cursor, stored once nothing is carried.
+    fn carry(&mut self, held: &[String], released: &[String]) -> SideRead {
+        if self.carried {
+            if !released.is_empty() {
+                let released: HashSet<&str> = released.iter().map(String::as_str).collect();
+                self.records.retain(|id, _| !released.contains(id.as_str()));
+            }
+            return std::mem::take(self);
+        }
+        let held: HashSet<&str> = held.iter().map(String::as_str).collect();
+        let records: IndexMap<String, Record> = self
+            .records
+            .iter()
+            .filter(|(id, _)| held.contains(id.as_str()))
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect();
+        SideRead {
+            records,
+            cursor: self.cursor.clone(),
+            carried: true,
+            counted: true,
+            ..SideRead::default()
+        }
+    }
 }
 
 /// A record that failed a rule, was refused, or waits for a referenced record.
@@ -765,8 +856,11 @@ struct MappingWork {
     /// A resync: every pair read is merged field by field, its stored content hashes not
     /// trusted to say that a side is as it was.
     compare_all: bool,
-    /// Target records without a counterpart left for a later chunk of the source.
-    held_target: usize,
+    /// Records of the held side without a counterpart, left for a later chunk of the
+    /// other side (read fresh in this chunk).
+    held: Vec<String>,
+    /// Records carried from earlier chunks that found their match in this one.
+    released: Vec<String>,
 }
 
 /// The fields of a mapping's held conflicts by global id: (conflict, field, decision).
@@ -1062,20 +1156,18 @@ impl Engine {
                             read_at.insert((mapping.name.clone(), side), step);
                         }
                     }
+                    let pass_of = Pass {
+                        m: mapping,
+                        options,
+                        run_id: run_id.as_ref(),
+                        last_pass,
+                        run_started: started_at,
+                        // What a resync reads again is read in the first pass; later passes
+                        // go on as a run does.
+                        resync: options.resync.as_ref().filter(|_| pass == 1),
+                    };
                     let outcome = self
-                        .sync_mapping(
-                            mapping,
-                            options,
-                            run_id.as_ref(),
-                            carry,
-                            fresh,
-                            last_pass,
-                            started_at,
-                            // What a resync reads again is read in the first pass; later
-                            // passes go on as a run does.
-                            options.resync.as_ref().filter(|_| pass == 1),
-                            &mut report.actions,
-                        )
+                        .sync_mapping(&pass_of, carry, Sides(fresh), &mut report.actions)
                         .await;
                     let wrote = match &outcome {
                         Ok((r, _)) => [
@@ -1368,6 +1460,22 @@ fn listing_key(m: &MappingRuntime, side: Side) -> CursorKey {
     }
 }
 
+/// Where a mapping keeps whether its initial sync went in chunks and is unfinished
+/// ([`INITIAL_IN_CHUNKS`]) or done ([`INITIAL_DONE`]).
+fn initial_key(m: &MappingRuntime) -> CursorKey {
+    CursorKey {
+        mapping: m.name.clone(),
+        side: Side::Source,
+        system: m.source.system.clone(),
+        entity: format!("{}#initial-sync", m.source.entity),
+    }
+}
+
+/// An initial sync in chunks has begun and not reached the end of its reads.
+const INITIAL_IN_CHUNKS: &str = "in chunks";
+/// An initial sync in chunks has read to the end.
+const INITIAL_DONE: &str = "done";
+
 fn cursor_key(m: &MappingRuntime, side: Side, deletions: bool) -> CursorKey {
     let rt = m.side(side);
     CursorKey {
@@ -1472,6 +1580,43 @@ fn plan_actions(m: &MappingRuntime, work: &MappingWork, actions: &mut Vec<Action
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn read_of(ids: &[&str]) -> SideRead {
+        let mut read = SideRead {
+            cursor: Some("page 3".into()),
+            ..SideRead::default()
+        };
+        for id in ids {
+            read.records.insert(
+                (*id).to_owned(),
+                Record {
+                    id: (*id).to_owned(),
+                    modified: None,
+                    data: json!({ "id": id }),
+                },
+            );
+        }
+        read
+    }
+
+    #[test]
+    fn a_chunk_carries_its_held_records_with_the_cursor_and_drops_those_matched_later() {
+        let mut fresh = read_of(&["a", "b", "c"]);
+        let mut carried = fresh.carry(&["a".to_owned(), "c".to_owned()], &[]);
+        assert!(carried.carried && carried.counted);
+        assert_eq!(carried.records.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(carried.cursor.as_deref(), Some("page 3"));
+        carried.keys = Some(HashMap::from([(
+            "k".to_owned(),
+            vec!["a".to_owned(), "c".to_owned()],
+        )]));
+        // A later chunk matched `a`: it is no longer carried, nor a candidate by its key.
+        let next = carried.carry(&[], &["a".to_owned()]);
+        assert_eq!(next.records.keys().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(next.with_key("k").collect::<Vec<_>>(), ["c"]);
+        assert_eq!(next.with_key("other").count(), 0);
+        assert_eq!(next.cursor.as_deref(), Some("page 3"));
+    }
 
     fn field(spec: &str) -> FieldSpec {
         serde_json::from_str(spec).expect("field spec")

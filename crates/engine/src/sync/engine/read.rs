@@ -196,43 +196,10 @@ impl Engine {
         let listing_began = Utc::now();
         let cursor = self.stored_cursor(m, side, false).await?;
         let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
-        let mut complete = false;
-        let mut last_cursor = None;
-        while let Some(page) = reader.next_page().await? {
-            for record in page.records {
-                read.records.insert(record.id.clone(), record);
-            }
-            read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
-            for malformed in page.malformed {
-                warn!(mapping = %m.name, side = side.as_str(), id = ?malformed.id, reason = %malformed.reason, "listed item skipped");
-                read.malformed.push(ListedProblem {
-                    side,
-                    id: malformed.id,
-                    reason: malformed.reason,
-                });
-            }
-            for ahead in page.ahead {
-                read.ahead.push(ListedProblem {
-                    side,
-                    reason: format!(
-                        "modified at {}, after the system's clock ({}): synced, but it does not move the cursor",
-                        ahead.modified.to_rfc3339(),
-                        ahead.clock.to_rfc3339()
-                    ),
-                    id: Some(ahead.id),
-                });
-            }
-            last_cursor = Some(page.cursor.to_string());
-            complete = page.last;
-            if rt.info.incremental
-                && !page.last
-                && chunk.is_some_and(|chunk| read.records.len() >= chunk)
-            {
-                read.partial = true;
-                break;
-            }
+        let complete = Self::read_pages(m, side, reader.as_mut(), &mut read, chunk).await?;
+        if read.partial {
+            read.rest = Some(reader);
         }
-        read.cursor = last_cursor;
         if every.is_some() && !rt.info.incremental && complete {
             read.listing_cursor = Some(listing_began.to_rfc3339());
         }
@@ -270,6 +237,69 @@ impl Engine {
             _ => {}
         }
         Ok(read)
+    }
+
+    /// The next chunk of a read that stopped at a chunk's end: from where `reader` stopped,
+    /// about `chunk` records more (`partial` again when there are more still).
+    pub(super) async fn read_more(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        reader: &mut Box<dyn PageReader>,
+        chunk: usize,
+    ) -> Result<SideRead, EngineError> {
+        let mut read = SideRead::default();
+        Self::read_pages(m, side, reader.as_mut(), &mut read, Some(chunk)).await?;
+        Ok(read)
+    }
+
+    /// Pulls pages into `read` until the last page, or, with `chunk`, until the read holds
+    /// that many records and more pages follow (`partial`); `cursor` is the last page's.
+    /// True when the last page was read.
+    async fn read_pages(
+        m: &MappingRuntime,
+        side: Side,
+        reader: &mut dyn PageReader,
+        read: &mut SideRead,
+        chunk: Option<usize>,
+    ) -> Result<bool, EngineError> {
+        let rt = m.side(side);
+        let mut complete = false;
+        while let Some(page) = reader.next_page().await? {
+            for record in page.records {
+                read.records.insert(record.id.clone(), record);
+            }
+            read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
+            for malformed in page.malformed {
+                warn!(mapping = %m.name, side = side.as_str(), id = ?malformed.id, reason = %malformed.reason, "listed item skipped");
+                read.malformed.push(ListedProblem {
+                    side,
+                    id: malformed.id,
+                    reason: malformed.reason,
+                });
+            }
+            for ahead in page.ahead {
+                read.ahead.push(ListedProblem {
+                    side,
+                    reason: format!(
+                        "modified at {}, after the system's clock ({}): synced, but it does not move the cursor",
+                        ahead.modified.to_rfc3339(),
+                        ahead.clock.to_rfc3339()
+                    ),
+                    id: Some(ahead.id),
+                });
+            }
+            read.cursor = Some(page.cursor.to_string());
+            complete = page.last;
+            if rt.info.incremental
+                && !page.last
+                && chunk.is_some_and(|chunk| read.records.len() >= chunk)
+            {
+                read.partial = true;
+                break;
+            }
+        }
+        Ok(complete)
     }
 
     /// Reads a deletion feed from `cursor` into `read`.
@@ -536,7 +566,11 @@ impl Engine {
         target: &SideRead,
     ) -> Result<Vec<PairState>, EngineError> {
         let mut pairs: HashMap<String, PairState> = HashMap::new();
-        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
+        // Records carried from an earlier chunk were found unpaired there.
+        for (side, read) in [(Side::Source, source), (Side::Target, target)]
+            .into_iter()
+            .filter(|(_, read)| !read.carried)
+        {
             let mut ids: Vec<String> = read
                 .records
                 .keys()
