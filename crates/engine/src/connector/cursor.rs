@@ -284,11 +284,20 @@ impl Tracker {
         }
     }
 
-    /// Forgets versions that can no longer come back in an ordered read.
+    /// Forgets versions that can no longer come back in an ordered read. Versions made in
+    /// one burst (an import) all fall inside the lookback: of those, the newest
+    /// [`MAX_SEEN`] are kept and an older one may be handed out again (never lost), so the
+    /// memory of a read does not grow with the records it reads.
     fn prune(&mut self) {
         if let Some(max) = self.max {
             let floor = minus(max, self.lookback);
             self.seen.retain(|(_, m)| *m >= floor);
+        }
+        if self.seen.len() > MAX_SEEN {
+            let mut newest: Vec<(String, DateTime<Utc>)> = self.seen.drain().collect();
+            newest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+            newest.truncate(MAX_SEEN);
+            self.seen = newest.into_iter().collect();
         }
     }
 
@@ -326,6 +335,21 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_read_of_records_made_in_one_burst_keeps_a_bounded_number_of_versions() {
+        let mut tracker = Tracker::new(None, chrono::Duration::seconds(60));
+        let at = t("2024-05-01T10:00:00Z");
+        for i in 0..5 * MAX_SEEN {
+            assert!(tracker.admit(&format!("{i:07}"), Some(at)).is_new());
+        }
+        assert!(tracker.seen.len() <= 2 * MAX_SEEN, "{}", tracker.seen.len());
+        // The newest versions handed out are still known: a page read again at the end of
+        // the read hands none of them out twice.
+        let last = format!("{:07}", 5 * MAX_SEEN - 1);
+        assert_eq!(tracker.admit(&last, Some(at)), Admit::Repeat);
+        assert_eq!(tracker.checkpoint(true).seen().len(), MAX_SEEN);
     }
 
     #[test]

@@ -469,18 +469,24 @@ pub(crate) async fn find_record_keys(
     side: Side,
     key: &str,
 ) -> Result<Vec<String>, StoreError> {
-    on!(conn, |c| {
-        let rows = sqlx::query(
-            "SELECT record_id FROM record_keys WHERE mapping = $1 AND side = $2 AND match_key = $3 ORDER BY record_id",
-        )
-        .bind(mapping)
-        .bind(side_str(side))
-        .bind(key)
-        .fetch_all(c)
-        .await?;
+    let mut ids = on!(conn, |c| {
+        let rows = sqlx::query(FIND_RECORD_KEYS)
+            .bind(mapping)
+            .bind(side_str(side))
+            .bind(key)
+            .fetch_all(c)
+            .await?;
         all(&rows, |row| row.text("record_id"))
-    })
+    })?;
+    ids.sort_unstable();
+    Ok(ids)
 }
+
+/// The records of one side with one match key. Sorted by the caller: with an `ORDER BY
+/// record_id`, SQLite walks the primary key (every key of the mapping's side, one lookup
+/// per record of a pass) instead of searching the key index.
+const FIND_RECORD_KEYS: &str =
+    "SELECT record_id FROM record_keys WHERE mapping = $1 AND side = $2 AND match_key = $3";
 
 pub(crate) async fn link_by_global(
     conn: Conn<'_>,
@@ -1847,4 +1853,41 @@ pub(crate) async fn status(mut conn: Conn<'_>) -> Result<Vec<MappingStatus>, Sto
         }
     });
     Ok(by_mapping.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_match_key_lookup_searches_the_key_index() {
+        let mut c = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        sqlx::raw_sql(include_str!("migrations/0002_record_keys.sql"))
+            .execute(&mut c)
+            .await
+            .expect("table");
+        let plan = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {FIND_RECORD_KEYS}"
+        )))
+        .bind("m")
+        .bind("source")
+        .bind("k")
+        .fetch_all(&mut c)
+        .await
+        .expect("plan");
+        let details: Vec<String> = plan
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)")),
+            "{details:?}"
+        );
+    }
 }

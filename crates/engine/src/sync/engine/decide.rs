@@ -48,7 +48,14 @@ impl Engine {
         let m = pass.m;
         let started = std::time::Instant::now();
         self.check_fields(m).await?;
-        let chunk = self.chunking(pass, fresh).await?;
+        // Pairs linked before the run, counted once for the pass: the circuit breaker's
+        // measure (pairs made earlier in this run do not count: an initial sync in several
+        // passes is not a mass change).
+        let linked_before = self
+            .store
+            .count_pairs_synced_before(&m.name, pass.run_started)
+            .await? as usize;
+        let chunk = self.chunking(pass, fresh, linked_before).await?;
         let streamed = if fresh[Side::Source] {
             Side::Source
         } else {
@@ -59,7 +66,14 @@ impl Engine {
         // system's pace, so a pass waits for the slower side, not for both in turn.
         let (first, whole) = tokio::join!(
             self.read_side_chunk(m, streamed, fresh[streamed], chunk.size),
-            self.read_side(m, other, fresh[other])
+            // Of the side read whole beside chunks, only what the pass can act on is kept.
+            async {
+                if chunk.size.is_some() {
+                    self.read_side_lean(m, other, fresh[other]).await
+                } else {
+                    self.read_side(m, other, fresh[other]).await
+                }
+            }
         );
         let (mut read, mut whole) = (first?, whole?);
         let Some(size) = chunk.size.filter(|_| read.partial) else {
@@ -68,7 +82,16 @@ impl Engine {
             reads[streamed] = read;
             reads[other] = whole;
             let done = self
-                .sync_chunk(pass, reads, carried, fresh, None, started, actions)
+                .sync_chunk(
+                    pass,
+                    reads,
+                    carried,
+                    fresh,
+                    None,
+                    linked_before,
+                    started,
+                    actions,
+                )
                 .await?;
             // An unfinished initial sync whose rest fitted in one read is done.
             if chunk.unfinished && done.report.stopped.is_none() {
@@ -104,6 +127,7 @@ impl Engine {
                     carried.take().unwrap_or_default(),
                     intents,
                     more.then_some(other),
+                    linked_before,
                     started,
                     actions,
                 )
@@ -140,7 +164,12 @@ impl Engine {
     }
 
     /// How this pass reads (see [`Self::sync_mapping`]).
-    async fn chunking(&self, pass: &Pass<'_>, fresh: Sides<bool>) -> Result<Chunking, EngineError> {
+    async fn chunking(
+        &self,
+        pass: &Pass<'_>,
+        fresh: Sides<bool>,
+        linked_before: usize,
+    ) -> Result<Chunking, EngineError> {
         let size = pass.options.initial_chunk;
         if size == 0
             || pass.options.dry_run
@@ -152,12 +181,7 @@ impl Engine {
         let m = pass.m;
         let unfinished =
             self.store.cursor(&initial_key(m)).await?.as_deref() == Some(INITIAL_IN_CHUNKS);
-        let initial = unfinished
-            || self
-                .store
-                .count_pairs_synced_before(&m.name, pass.run_started)
-                .await?
-                == 0;
+        let initial = unfinished || linked_before == 0;
         Ok(Chunking {
             size: initial.then_some(size),
             unfinished,
@@ -168,7 +192,8 @@ impl Engine {
     /// With `hold`, that side was read whole while the other is read in chunks: its records
     /// without a counterpart are not created on the other side but carried to the next
     /// chunk (a later chunk may hold their match), and its cursor waits until none is
-    /// carried. `intents_fresh` says which side's intents can be judged from its read.
+    /// carried. `intents_fresh` says which side's intents can be judged from its read;
+    /// `linked_before`, the pairs linked before the run, is the circuit breaker's measure.
     #[allow(clippy::too_many_arguments)]
     async fn sync_chunk(
         &self,
@@ -177,6 +202,7 @@ impl Engine {
         carried: Vec<(Side, String)>,
         intents_fresh: Sides<bool>,
         hold: Option<Side>,
+        linked_before: usize,
         started: std::time::Instant,
         actions: &mut Vec<Action>,
     ) -> Result<ChunkDone, EngineError> {
@@ -209,7 +235,7 @@ impl Engine {
             (&mut target, &mut report.read_target),
         ] {
             if !read.counted {
-                *count = read.records.len() as u64;
+                *count = read.records.len() as u64 + read.passed;
             }
             report.notes.append(&mut read.notes);
             report.malformed += read.malformed.len() as u64;
@@ -368,12 +394,6 @@ impl Engine {
             }
         }
         let pairs = self.pairs_of(m, &source, &target).await?;
-        // Pairs made earlier in this run do not count for the circuit breaker: an initial
-        // sync in several passes is not a mass change.
-        let linked_before = self
-            .store
-            .count_pairs_synced_before(&m.name, run_started)
-            .await? as usize;
         let loaded_at = started.elapsed();
         // Match keys are computed once per record: a record read whole is a candidate for
         // every chunk of the other side.
@@ -700,67 +720,21 @@ impl Engine {
             .collect();
 
         // Deletions: explicit, or by absence from a complete listing.
-        let mut deleted: Vec<(Side, String)> = Vec::new();
-        for (side, read) in [(Side::Source, source), (Side::Target, target)] {
-            deleted.extend(read.deleted.iter().map(|id| (side, id.clone())));
-            if let Some(listed) = &read.listed {
-                let ids = match side {
-                    Side::Source => pair_of_source.keys(),
-                    Side::Target => pair_of_target.keys(),
-                };
-                deleted.extend(
-                    ids.filter(|id| !listed.contains(**id))
-                        .map(|id| (side, (*id).to_owned())),
-                );
-            }
-        }
-        let mut gone: HashSet<(Side, String)> = HashSet::new();
-        // Survivors of forgotten pairs: (side, id), once the deletions are all known.
-        let mut survivors: Vec<(Side, String, Option<String>)> = Vec::new();
-        for (side, id) in deleted {
-            let pair = match side {
-                Side::Source => pair_of_source.get(id.as_str()),
-                Side::Target => pair_of_target.get(id.as_str()),
-            };
-            let Some(pair) = pair else { continue };
-            if !gone.insert((side, id.clone())) {
-                continue;
-            }
-            let counterpart = match side {
-                Side::Source => pair.target_id.clone(),
-                Side::Target => pair.source_id.clone(),
-            };
-            let seen = match side {
-                Side::Source => pair.target.hash.clone(),
-                Side::Target => pair.source.hash.clone(),
-            };
-            // A delete propagates the way the mapping carries records: in a one-way mapping,
-            // a delete on the side that never creates (a shop order of a CRM user) only
-            // forgets the pair.
-            let carried = match side {
-                Side::Source => m.spec.direction.forward(),
-                Side::Target => m.spec.direction.backward(),
-            };
-            match m.spec.deletes {
-                DeletePolicy::Ignore => {}
-                DeletePolicy::Propagate if carried && m.side(side.other()).info.can_delete => {
-                    work.deletes
-                        .push((side.other(), counterpart.clone(), pair.global_id.clone()));
-                    gone.insert((side.other(), counterpart));
-                    work.unlinks.push((side, id, pair.global_id.clone()));
-                }
-                DeletePolicy::Unlink | DeletePolicy::Propagate => {
-                    survivors.push((side.other(), counterpart, seen));
-                    work.unlinks.push((side, id, pair.global_id.clone()));
-                }
-            }
-        }
+        let plan = plan::plan_deletions(
+            Sides([source.deleted.as_slice(), target.deleted.as_slice()]),
+            Sides([source.listed.as_ref(), target.listed.as_ref()]),
+            Sides([&pair_of_source, &pair_of_target]),
+            m.spec.deletes,
+            m.spec.direction,
+            Sides([m.source.info.can_delete, m.target.info.can_delete]),
+        );
+        work.deletes = plan.deletes;
+        work.unlinks = plan.unlinks;
+        let gone = plan.gone;
+        let survivors = plan.survivors;
         // A survivor is remembered with its mapped content as it is now, read in this pass
         // or fetched, so that it is not created again on the other side on a later run.
         for (side, id, seen) in survivors {
-            if gone.contains(&(side, id.clone())) {
-                continue;
-            }
             let read = match side {
                 Side::Source => source,
                 Side::Target => target,

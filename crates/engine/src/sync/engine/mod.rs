@@ -47,7 +47,7 @@ use crate::connector::{
 use crate::mapping::{
     self, Canonical, CompiledMapping, RecordError, ReferenceRequest, ResolveReference,
 };
-use crate::spec::flow::{DeletePolicy, Direction, MappingSpec, Side, Sides};
+use crate::spec::flow::{Direction, MappingSpec, Side, Sides};
 use crate::spec::load::Project;
 use crate::spec::system::{FieldSpec, IdType};
 use crate::store::{
@@ -62,6 +62,7 @@ use crate::sync::report::{
 };
 
 mod decide;
+mod plan;
 mod read;
 pub(crate) use read::{fields_used, split_missing};
 mod write;
@@ -665,6 +666,12 @@ struct SideRead {
     carried: bool,
     /// The records were counted in the report of an earlier chunk.
     counted: bool,
+    /// A lean read ([`Engine::read_side_lean`]): target records as their pair last saw
+    /// them are let go as they are read, counted in `passed` (their ids in `passed_ids`
+    /// where a complete listing needs them).
+    lean: bool,
+    passed: u64,
+    passed_ids: Vec<String>,
     /// The records' ids by match key, computed once ([`SideRead::index_keys`]); an id
     /// whose record has left the read since is skipped.
     keys: Option<HashMap<String, Vec<String>>>,

@@ -148,6 +148,28 @@ impl Engine {
         self.read_side_spaced(m, side, fresh, true, None).await
     }
 
+    /// [`Self::read_side`] that keeps only what a pass can act on: a target record whose
+    /// mapped content hashes as its pair last saw it is counted and let go page by page
+    /// (`passed`), so a side the engine filled itself (the records a stopped initial sync
+    /// created, read again when it resumes) does not fill memory.
+    pub(super) async fn read_side_lean(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+    ) -> Result<SideRead, EngineError> {
+        let mut read = SideRead {
+            lean: side == Side::Target,
+            ..SideRead::default()
+        };
+        if !read.lean {
+            return self.read_side(m, side, fresh).await;
+        }
+        self.read_side_into(m, side, fresh, true, None, &mut read)
+            .await?;
+        Ok(read)
+    }
+
     /// [`Self::read_side`] that stops at the end of the page where it holds `chunk`
     /// records, when the read is incremental and has more pages (`partial`; its cursor is
     /// that page's, safe to store once the chunk is written).
@@ -171,11 +193,26 @@ impl Engine {
         spaced: bool,
         chunk: Option<usize>,
     ) -> Result<SideRead, EngineError> {
+        let mut read = SideRead::default();
+        self.read_side_into(m, side, fresh, spaced, chunk, &mut read)
+            .await?;
+        Ok(read)
+    }
+
+    /// [`Self::read_side_spaced`] into `read`.
+    async fn read_side_into(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        fresh: bool,
+        spaced: bool,
+        chunk: Option<usize>,
+        read: &mut SideRead,
+    ) -> Result<(), EngineError> {
         if !fresh {
-            return Ok(SideRead::default());
+            return Ok(());
         }
         let rt = m.side(side);
-        let mut read = SideRead::default();
         let every = rt.info.full_listing_every.filter(|_| spaced);
         let listing_due = match every {
             None => true,
@@ -191,12 +228,14 @@ impl Engine {
         };
         if !rt.info.incremental && !listing_due {
             read.skipped = true;
-            return Ok(read);
+            return Ok(());
         }
         let listing_began = Utc::now();
         let cursor = self.stored_cursor(m, side, false).await?;
         let mut reader = rt.connector.changes(&rt.entity, cursor.as_ref())?;
-        let complete = Self::read_pages(m, side, reader.as_mut(), &mut read, chunk).await?;
+        let complete = self
+            .read_pages(m, side, reader.as_mut(), read, chunk)
+            .await?;
         if read.partial {
             read.rest = Some(reader);
         }
@@ -206,17 +245,22 @@ impl Engine {
         match rt.info.deletions {
             crate::connector::DeletionDiscovery::Feed => {
                 let cursor = self.stored_cursor(m, side, true).await?;
-                if let Err(error) = Self::read_deletion_feed(rt, cursor.as_ref(), &mut read).await {
+                if let Err(error) = Self::read_deletion_feed(rt, cursor.as_ref(), read).await {
                     if error.stops_system() {
                         return Err(error.into());
                     }
-                    self.deletions_by_listing(m, side, &error, &mut read)
-                        .await?;
+                    self.deletions_by_listing(m, side, &error, read).await?;
                 }
             }
             crate::connector::DeletionDiscovery::FullListing => {
                 if !rt.info.incremental && complete {
-                    read.listed = Some(read.records.keys().cloned().collect());
+                    read.listed = Some(
+                        read.records
+                            .keys()
+                            .cloned()
+                            .chain(std::mem::take(&mut read.passed_ids))
+                            .collect(),
+                    );
                 } else if listing_due {
                     let began = Utc::now();
                     let mut reader = rt.connector.list_all(&rt.entity)?;
@@ -236,7 +280,7 @@ impl Engine {
             }
             _ => {}
         }
-        Ok(read)
+        Ok(())
     }
 
     /// The next chunk of a read that stopped at a chunk's end: from where `reader` stopped,
@@ -249,7 +293,8 @@ impl Engine {
         chunk: usize,
     ) -> Result<SideRead, EngineError> {
         let mut read = SideRead::default();
-        Self::read_pages(m, side, reader.as_mut(), &mut read, Some(chunk)).await?;
+        self.read_pages(m, side, reader.as_mut(), &mut read, Some(chunk))
+            .await?;
         Ok(read)
     }
 
@@ -257,6 +302,7 @@ impl Engine {
     /// that many records and more pages follow (`partial`); `cursor` is the last page's.
     /// True when the last page was read.
     async fn read_pages(
+        &self,
         m: &MappingRuntime,
         side: Side,
         reader: &mut dyn PageReader,
@@ -266,8 +312,16 @@ impl Engine {
         let rt = m.side(side);
         let mut complete = false;
         while let Some(page) = reader.next_page().await? {
+            let ids: Vec<String> = if read.lean {
+                page.records.iter().map(|r| r.id.clone()).collect()
+            } else {
+                Vec::new()
+            };
             for record in page.records {
                 read.records.insert(record.id.clone(), record);
+            }
+            if !ids.is_empty() {
+                self.pass_unchanged(m, side, &ids, read).await?;
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
@@ -300,6 +354,36 @@ impl Engine {
             }
         }
         Ok(complete)
+    }
+
+    /// Lets go of the records `ids` of a lean read whose mapped content hashes as their
+    /// pair last saw it (see [`Self::read_side_lean`]).
+    async fn pass_unchanged(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        ids: &[String],
+        read: &mut SideRead,
+    ) -> Result<(), EngineError> {
+        let keep_ids = !m.side(side).info.incremental;
+        for pair in self
+            .store
+            .pair_states_of_records(&m.name, side, ids)
+            .await?
+        {
+            let unchanged = read.records.get(&pair.target_id).is_some_and(|record| {
+                pair.target.hash.as_deref()
+                    == Some(fields_hash(&synced_fields(&m.compiled, &record.data)).as_str())
+            });
+            if unchanged {
+                read.records.shift_remove(&pair.target_id);
+                read.passed += 1;
+                if keep_ids {
+                    read.passed_ids.push(pair.target_id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads a deletion feed from `cursor` into `read`.

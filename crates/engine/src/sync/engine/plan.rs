@@ -1,0 +1,243 @@
+//! The pure decisions of a pass, taken from what was read and the stored pair states, with
+//! no store or connector at hand: unit-tested without HTTP, like `merge.rs`. The pass
+//! (`decide.rs`) gathers their inputs and applies their results.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::spec::flow::{DeletePolicy, Direction, Side, Sides};
+use crate::store::{GlobalId, PairState};
+
+/// What the deletions a pass found do to the pairs of its mapping.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct DeletionPlan {
+    /// Counterparts to delete: (side, id, pair).
+    pub deletes: Vec<(Side, String, GlobalId)>,
+    /// Pairs to forget, by the record that is gone: (side, id, pair).
+    pub unlinks: Vec<(Side, String, GlobalId)>,
+    /// Records left by a forgotten pair, with the hash of their content last seen: they
+    /// are remembered so that they are not created again on the other side.
+    pub survivors: Vec<(Side, String, Option<String>)>,
+    /// Every record gone or to be deleted: none of them is synced in this pass.
+    pub gone: HashSet<(Side, String)>,
+}
+
+/// The deletions of a pass: the ids each side reported deleted, and, beside a complete
+/// listing of a side, its paired records missing from it. A delete propagates (with
+/// `propagate`) only the way the mapping carries records and only where the other side can
+/// delete; otherwise the pair is forgotten and its other record survives. Pure.
+pub(super) fn plan_deletions(
+    deleted: Sides<&[String]>,
+    listed: Sides<Option<&HashSet<String>>>,
+    pair_of: Sides<&HashMap<&str, &PairState>>,
+    policy: DeletePolicy,
+    direction: Direction,
+    can_delete: Sides<bool>,
+) -> DeletionPlan {
+    let mut found: Vec<(Side, String)> = Vec::new();
+    for side in [Side::Source, Side::Target] {
+        found.extend(deleted[side].iter().map(|id| (side, id.clone())));
+        if let Some(listed) = listed[side] {
+            let mut missing: Vec<&str> = pair_of[side]
+                .keys()
+                .copied()
+                .filter(|id| !listed.contains(*id))
+                .collect();
+            // In a stable order, whatever the map's.
+            missing.sort_unstable();
+            found.extend(missing.into_iter().map(|id| (side, id.to_owned())));
+        }
+    }
+    let mut plan = DeletionPlan::default();
+    for (side, id) in found {
+        let Some(pair) = pair_of[side].get(id.as_str()) else {
+            continue;
+        };
+        if !plan.gone.insert((side, id.clone())) {
+            continue;
+        }
+        let (counterpart, seen) = match side {
+            Side::Source => (pair.target_id.clone(), pair.target.hash.clone()),
+            Side::Target => (pair.source_id.clone(), pair.source.hash.clone()),
+        };
+        // A delete propagates the way the mapping carries records: in a one-way mapping,
+        // a delete on the side that never creates (a shop order of a CRM user) only
+        // forgets the pair.
+        let carried = match side {
+            Side::Source => direction.forward(),
+            Side::Target => direction.backward(),
+        };
+        match policy {
+            DeletePolicy::Ignore => {}
+            DeletePolicy::Propagate if carried && can_delete[side.other()] => {
+                plan.deletes
+                    .push((side.other(), counterpart.clone(), pair.global_id.clone()));
+                plan.gone.insert((side.other(), counterpart));
+                plan.unlinks.push((side, id, pair.global_id.clone()));
+            }
+            DeletePolicy::Unlink | DeletePolicy::Propagate => {
+                plan.survivors.push((side.other(), counterpart, seen));
+                plan.unlinks.push((side, id, pair.global_id.clone()));
+            }
+        }
+    }
+    // A survivor that is itself gone is no survivor.
+    let gone = &plan.gone;
+    plan.survivors
+        .retain(|(side, id, _)| !gone.contains(&(*side, id.clone())));
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SideSeen;
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn pair(global: &str, source: &str, target: &str) -> PairState {
+        PairState {
+            mapping: "m".into(),
+            global_id: GlobalId::new(global),
+            source_id: source.into(),
+            target_id: target.into(),
+            base: json!({}),
+            base_hash: String::new(),
+            source: SideSeen {
+                hash: Some(format!("seen-{source}")),
+                modified_at: None,
+            },
+            target: SideSeen {
+                hash: Some(format!("seen-{target}")),
+                modified_at: None,
+            },
+            synced_at: Utc::now(),
+        }
+    }
+
+    fn plan(
+        pairs: &[PairState],
+        deleted: Sides<&[String]>,
+        listed: Sides<Option<&HashSet<String>>>,
+        policy: DeletePolicy,
+        direction: Direction,
+    ) -> DeletionPlan {
+        let of_source: HashMap<&str, &PairState> =
+            pairs.iter().map(|p| (p.source_id.as_str(), p)).collect();
+        let of_target: HashMap<&str, &PairState> =
+            pairs.iter().map(|p| (p.target_id.as_str(), p)).collect();
+        plan_deletions(
+            deleted,
+            listed,
+            Sides([&of_source, &of_target]),
+            policy,
+            direction,
+            Sides([true, true]),
+        )
+    }
+
+    const NONE: &[String] = &[];
+
+    #[test]
+    fn a_source_delete_propagates_to_its_counterpart_and_forgets_the_pair() {
+        let pairs = [pair("g1", "s1", "t1"), pair("g2", "s2", "t2")];
+        let deleted = ["s1".to_owned()];
+        let plan = plan(
+            &pairs,
+            Sides([&deleted, NONE]),
+            Sides([None, None]),
+            DeletePolicy::Propagate,
+            Direction::Both,
+        );
+        assert_eq!(
+            plan.deletes,
+            [(Side::Target, "t1".to_owned(), GlobalId::new("g1"))]
+        );
+        assert_eq!(
+            plan.unlinks,
+            [(Side::Source, "s1".to_owned(), GlobalId::new("g1"))]
+        );
+        assert!(plan.survivors.is_empty());
+        assert!(plan.gone.contains(&(Side::Target, "t1".to_owned())));
+    }
+
+    #[test]
+    fn a_delete_against_the_mappings_direction_only_forgets_the_pair() {
+        // A one-way mapping: the target never creates source records, so its deletes do not
+        // reach the source; the source record survives, remembered as last seen.
+        let pairs = [pair("g1", "s1", "t1")];
+        let deleted = ["t1".to_owned()];
+        let plan = plan(
+            &pairs,
+            Sides([NONE, &deleted]),
+            Sides([None, None]),
+            DeletePolicy::Propagate,
+            Direction::SourceToTarget,
+        );
+        assert!(plan.deletes.is_empty());
+        assert_eq!(
+            plan.survivors,
+            [(Side::Source, "s1".to_owned(), Some("seen-s1".to_owned()))]
+        );
+    }
+
+    #[test]
+    fn paired_records_missing_from_a_complete_listing_are_deleted_ones() {
+        let pairs = [pair("g1", "s1", "t1"), pair("g2", "s2", "t2")];
+        let listed: HashSet<String> = ["t2".to_owned()].into();
+        let plan = plan(
+            &pairs,
+            Sides([NONE, NONE]),
+            Sides([None, Some(&listed)]),
+            DeletePolicy::Unlink,
+            Direction::Both,
+        );
+        assert_eq!(
+            plan.unlinks,
+            [(Side::Target, "t1".to_owned(), GlobalId::new("g1"))]
+        );
+        assert_eq!(
+            plan.survivors,
+            [(Side::Source, "s1".to_owned(), Some("seen-s1".to_owned()))]
+        );
+    }
+
+    #[test]
+    fn a_pair_deleted_on_both_sides_leaves_no_survivor_and_ignore_does_nothing() {
+        let pairs = [pair("g1", "s1", "t1")];
+        let (s, t) = (["s1".to_owned()], ["t1".to_owned()]);
+        let both = plan(
+            &pairs,
+            Sides([&s, &t]),
+            Sides([None, None]),
+            DeletePolicy::Unlink,
+            Direction::Both,
+        );
+        assert!(both.survivors.is_empty(), "{both:?}");
+        assert_eq!(both.unlinks.len(), 2);
+        let ignored = plan(
+            &pairs,
+            Sides([&s, NONE]),
+            Sides([None, None]),
+            DeletePolicy::Ignore,
+            Direction::Both,
+        );
+        assert!(ignored.deletes.is_empty() && ignored.unlinks.is_empty());
+        assert!(ignored.survivors.is_empty());
+    }
+
+    #[test]
+    fn a_record_reported_twice_is_planned_once() {
+        let pairs = [pair("g1", "s1", "t1")];
+        let deleted = ["s1".to_owned(), "s1".to_owned()];
+        let listed: HashSet<String> = HashSet::new();
+        let plan = plan(
+            &pairs,
+            Sides([&deleted, NONE]),
+            Sides([Some(&listed), None]),
+            DeletePolicy::Propagate,
+            Direction::Both,
+        );
+        assert_eq!(plan.deletes.len(), 1);
+        assert_eq!(plan.unlinks.len(), 1);
+    }
+}
