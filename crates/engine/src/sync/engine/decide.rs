@@ -415,24 +415,14 @@ impl Engine {
         let decided_at = started.elapsed();
 
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
-        let overwrites = overwrites(&work.pairs, run_started);
-        let deletes = work.deletes.len() + work.unlinks.len();
-        let share = if linked_before == 0 {
-            0.0
-        } else {
-            (overwrites + deletes) as f64 / linked_before as f64
-        };
-        if linked_before >= BREAKER_MIN_LINKED
-            && share > m.spec.max_change_share
-            && !options.allow_mass_change
-        {
-            let message = format!(
-                "stopped before writing: this run would overwrite or delete {} of {} linked records ({:.0}%), more than the mapping's max_change_share of {:.0}%; check the source data, then run again with --allow-mass-change to let it through",
-                overwrites + deletes,
-                linked_before,
-                share * 100.0,
-                m.spec.max_change_share * 100.0
-            );
+        let changes =
+            overwrites(&work.pairs, run_started) + work.deletes.len() + work.unlinks.len();
+        if let Some(message) = plan::breaker(
+            changes,
+            linked_before,
+            m.spec.max_change_share,
+            options.allow_mass_change,
+        ) {
             warn!(mapping = %m.name, %message, "circuit breaker");
             report.stopped = Some(message);
             if !options.dry_run {

@@ -67,9 +67,6 @@ mod read;
 pub(crate) use read::{fields_used, split_missing};
 mod write;
 
-/// Linked pairs a mapping needs before its circuit breaker can trip: a share of a handful
-/// of records says little.
-const BREAKER_MIN_LINKED: usize = 10;
 /// Records written per batch and store transaction.
 const BATCH: usize = 50;
 /// A pass that maps more records than this loads every link of the mappings it refers to

@@ -87,6 +87,33 @@ pub(super) fn plan_deletions(
     plan
 }
 
+/// The circuit breaker: the message that stops a pass before it writes, when it would
+/// overwrite or delete more than `max_share` of the `linked` pairs linked before the run (at
+/// least [`BREAKER_MIN_LINKED`] of them) and the run does not let mass changes through.
+/// Pure.
+pub(super) fn breaker(
+    changes: usize,
+    linked: usize,
+    max_share: f64,
+    allow_mass_change: bool,
+) -> Option<String> {
+    if linked < BREAKER_MIN_LINKED || allow_mass_change {
+        return None;
+    }
+    let share = changes as f64 / linked as f64;
+    (share > max_share).then(|| {
+        format!(
+            "stopped before writing: this run would overwrite or delete {changes} of {linked} linked records ({:.0}%), more than the mapping's max_change_share of {:.0}%; check the source data, then run again with --allow-mass-change to let it through",
+            share * 100.0,
+            max_share * 100.0
+        )
+    })
+}
+
+/// Below this many linked pairs the circuit breaker stays quiet: a share of very few
+/// records says nothing.
+pub(super) const BREAKER_MIN_LINKED: usize = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +250,20 @@ mod tests {
         );
         assert!(ignored.deletes.is_empty() && ignored.unlinks.is_empty());
         assert!(ignored.survivors.is_empty());
+    }
+
+    #[test]
+    fn the_breaker_stops_a_pass_that_changes_more_than_its_share_of_linked_pairs() {
+        let stopped = breaker(6, 10, 0.5, false).expect("60% of 10 is over 50%");
+        assert!(
+            stopped.contains("6 of 10 linked records (60%)")
+                && stopped.contains("max_change_share of 50%"),
+            "{stopped}"
+        );
+        assert_eq!(breaker(5, 10, 0.5, false), None, "exactly the share passes");
+        assert_eq!(breaker(6, 10, 0.5, true), None, "--allow-mass-change");
+        assert_eq!(breaker(9, 9, 0.5, false), None, "too few pairs to judge");
+        assert_eq!(breaker(0, 0, 0.5, false), None, "an initial sync");
     }
 
     #[test]
