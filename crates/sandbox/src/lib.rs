@@ -55,6 +55,7 @@ use crate::http::{ApiRequest, ApiResponse, Simulator, Window};
 use crate::inhouse::InHouse;
 use crate::store::{Clock, Stamp, Store};
 
+mod compact;
 mod customcrm;
 mod customerp;
 mod customwebshop;

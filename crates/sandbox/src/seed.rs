@@ -764,7 +764,7 @@ fn seed_salesforce(
                 books
                     .records
                     .values()
-                    .find(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+                    .find(|book| book.fields.get("IsStandard") == Some(json!(true)))
                     .map(|book| book.id.clone())
             })
             .unwrap_or_default()

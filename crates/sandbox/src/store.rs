@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use crate::compact::Fields;
 
 /// A point in server time: milliseconds since the Unix epoch, UTC.
 pub type Stamp = i64;
@@ -230,7 +232,8 @@ pub struct Record {
     /// Set when the record is soft-deleted (web shop, Salesforce recycle bin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Stamp>,
-    pub fields: Map<String, Value>,
+    /// Encoded compactly ([`Fields`]); a JSON object in the state file.
+    pub fields: Fields,
 }
 
 impl Record {
@@ -281,9 +284,12 @@ pub struct EntityStore {
     /// Top-level fields whose values must be unique among live records.
     #[serde(skip)]
     unique: Vec<String>,
-    /// `(field, normalised value) -> id` for the unique fields.
+    /// For each unique field, its normalised values -> the live records holding them.
     #[serde(skip)]
-    unique_index: HashMap<(String, String), String>,
+    unique_index: Vec<KeyIndex>,
+    /// Whether writes are kept in `changes` (only entities with a change feed read it).
+    #[serde(skip)]
+    log_changes: bool,
     /// The derived indexes (see the module comment).
     #[serde(skip)]
     indexes: Indexes,
@@ -303,8 +309,97 @@ struct Indexes {
     skewed: usize,
     /// The lookup fields and how their values become keys.
     lookup_fields: Vec<(String, KeyFn)>,
-    /// `(field, key) -> seqs` of every record (soft-deleted too) holding that value.
-    lookups: HashMap<(String, String), BTreeSet<u64>>,
+    /// For each lookup field, key -> seqs of every record (soft-deleted too) holding it.
+    lookups: Vec<KeyIndex>,
+}
+
+/// The records holding one key.
+#[derive(Debug, Clone)]
+enum Seqs {
+    One(u64),
+    Many(BTreeSet<u64>),
+}
+
+/// `key -> seqs`, the key kept as a 64-bit hash: no key text is held per record. Every
+/// answer is a candidate list, checked against the records' own values by the caller, so
+/// a collision of two keys costs a look at one more record, never a wrong answer.
+#[derive(Debug, Default, Clone)]
+struct KeyIndex {
+    map: HashMap<u64, Seqs>,
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl KeyIndex {
+    fn insert(&mut self, key: &str, seq: u64) {
+        match self.map.entry(key_hash(key)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Seqs::One(seq));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => match slot.get_mut() {
+                Seqs::One(one) if *one == seq => {}
+                Seqs::One(one) => {
+                    let both = BTreeSet::from([*one, seq]);
+                    slot.insert(Seqs::Many(both));
+                }
+                Seqs::Many(many) => {
+                    many.insert(seq);
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, key: &str, seq: u64) {
+        let hash = key_hash(key);
+        let Some(seqs) = self.map.get_mut(&hash) else {
+            return;
+        };
+        match seqs {
+            Seqs::One(one) if *one == seq => {
+                self.map.remove(&hash);
+            }
+            Seqs::One(_) => {}
+            Seqs::Many(many) => {
+                many.remove(&seq);
+                if many.len() == 1
+                    && let Some(&last) = many.first()
+                {
+                    *seqs = Seqs::One(last);
+                }
+            }
+        }
+    }
+
+    /// The records that may hold `key`, in creation order.
+    fn candidates(&self, key: &str) -> Vec<u64> {
+        match self.map.get(&key_hash(key)) {
+            None => Vec::new(),
+            Some(Seqs::One(one)) => vec![*one],
+            Some(Seqs::Many(many)) => many.iter().copied().collect(),
+        }
+    }
+}
+
+/// Where field values are read from for a unique-key check: stored fields or a request's.
+pub trait FieldValues {
+    fn value(&self, name: &str) -> Option<Value>;
+}
+
+impl FieldValues for serde_json::Map<String, Value> {
+    fn value(&self, name: &str) -> Option<Value> {
+        self.get(name).cloned()
+    }
+}
+
+impl FieldValues for Fields {
+    fn value(&self, name: &str) -> Option<Value> {
+        self.get(name)
+    }
 }
 
 /// Normalises a unique-key value: trimmed and lower-cased.
@@ -320,34 +415,49 @@ impl EntityStore {
     /// Declares the unique fields and rebuilds their index.
     pub fn set_unique(&mut self, fields: &[&str]) {
         self.unique = fields.iter().map(|field| field.to_string()).collect();
-        self.unique_index.clear();
-        let entries: Vec<(String, String, String)> = self
-            .records
-            .values()
-            .filter(|record| record.is_live())
-            .flat_map(|record| {
-                self.unique.iter().filter_map(|field| {
-                    let key = normalise_key(record.fields.get(field)?)?;
-                    Some((field.clone(), key, record.id.clone()))
-                })
-            })
-            .collect();
-        for (field, key, id) in entries {
-            self.unique_index.insert((field, key), id);
+        self.rebuild_unique();
+    }
+
+    fn rebuild_unique(&mut self) {
+        let mut indexes = vec![KeyIndex::default(); self.unique.len()];
+        for record in self.records.values().filter(|record| record.is_live()) {
+            for (field, index) in self.unique.iter().zip(&mut indexes) {
+                if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+                    index.insert(&key, record.seq);
+                }
+            }
         }
+        self.unique_index = indexes;
+    }
+
+    /// Keeps the entity's writes in [`EntityStore::changes`], for a change feed.
+    pub fn log_changes(&mut self) {
+        self.log_changes = true;
     }
 
     /// The first unique field whose value in `fields` is held by another live record.
     pub fn unique_conflict(
         &self,
-        fields: &Map<String, Value>,
+        fields: &impl FieldValues,
         own_id: Option<&str>,
     ) -> Option<String> {
-        self.unique.iter().find_map(|field| {
-            let key = normalise_key(fields.get(field)?)?;
-            let holder = self.unique_index.get(&(field.clone(), key))?;
-            (Some(holder.as_str()) != own_id).then(|| field.clone())
-        })
+        self.unique
+            .iter()
+            .zip(&self.unique_index)
+            .find_map(|(field, index)| {
+                let key = normalise_key(&fields.value(field)?)?;
+                index
+                    .candidates(&key)
+                    .into_iter()
+                    .filter_map(|seq| self.by_seq(seq))
+                    .any(|holder| {
+                        holder.is_live()
+                            && Some(holder.id.as_str()) != own_id
+                            && holder.fields.get(field).as_ref().and_then(normalise_key)
+                                == Some(key.clone())
+                    })
+                    .then(|| field.clone())
+            })
     }
 
     /// Declares fields looked up by value ([`EntityStore::lookup`]) and rebuilds their index.
@@ -372,6 +482,7 @@ impl EntityStore {
             lookup_fields,
             ..Indexes::default()
         };
+        self.indexes.lookups = vec![KeyIndex::default(); self.indexes.lookup_fields.len()];
         let records: Vec<&Record> = self.records.values().collect();
         let mut live: [Vec<Key>; 4] = Default::default();
         let mut all = Vec::with_capacity(records.len());
@@ -386,13 +497,14 @@ impl EntityStore {
             if record.modified != record.touched {
                 self.indexes.skewed += 1;
             }
-            for (field, key) in &self.indexes.lookup_fields {
+            for ((field, key), index) in self
+                .indexes
+                .lookup_fields
+                .iter()
+                .zip(&mut self.indexes.lookups)
+            {
                 if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                    self.indexes
-                        .lookups
-                        .entry((field.clone(), value))
-                        .or_default()
-                        .insert(record.seq);
+                    index.insert(&value, record.seq);
                 }
             }
         }
@@ -416,15 +528,9 @@ impl EntityStore {
         if record.modified != record.touched {
             indexes.skewed -= 1;
         }
-        for (field, key) in &indexes.lookup_fields {
+        for ((field, key), index) in indexes.lookup_fields.iter().zip(&mut indexes.lookups) {
             if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                let entry = (field.clone(), value);
-                if let Some(seqs) = indexes.lookups.get_mut(&entry) {
-                    seqs.remove(&record.seq);
-                    if seqs.is_empty() {
-                        indexes.lookups.remove(&entry);
-                    }
-                }
+                index.remove(&value, record.seq);
             }
         }
     }
@@ -445,13 +551,9 @@ impl EntityStore {
         if record.modified != record.touched {
             indexes.skewed += 1;
         }
-        for (field, key) in &indexes.lookup_fields {
+        for ((field, key), index) in indexes.lookup_fields.iter().zip(&mut indexes.lookups) {
             if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                indexes
-                    .lookups
-                    .entry((field.clone(), value))
-                    .or_default()
-                    .insert(record.seq);
+                index.insert(&value, record.seq);
             }
         }
     }
@@ -480,21 +582,25 @@ impl EntityStore {
     /// Records (soft-deleted ones too) whose lookup field holds a value with this key, in
     /// creation order; `None` when the field is not a lookup field.
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<&Record>> {
-        let (_, key) = self
+        let position = self
             .indexes
             .lookup_fields
             .iter()
-            .find(|(name, _)| name == field)?;
-        let Some(key) = key(value) else {
+            .position(|(name, _)| name == field)?;
+        let key_of = self.indexes.lookup_fields[position].1;
+        let Some(key) = key_of(value) else {
             return Some(Vec::new());
         };
+        let index = self.indexes.lookups.get(position)?;
         Some(
-            self.indexes
-                .lookups
-                .get(&(field.to_string(), key))
+            index
+                .candidates(&key)
                 .into_iter()
-                .flatten()
-                .filter_map(|seq| self.by_seq(*seq))
+                .filter_map(|seq| self.by_seq(seq))
+                .filter(|record| {
+                    lookup_value(record, field).and_then(|value| key_of(&value))
+                        == Some(key.clone())
+                })
                 .collect(),
         )
     }
@@ -522,33 +628,23 @@ impl EntityStore {
     }
 
     fn unindex(&mut self, id: &str) {
-        if let Some(record) = self.records.get(id) {
-            let keys: Vec<(String, String)> = self
-                .unique
-                .iter()
-                .filter_map(|field| {
-                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
-                })
-                .collect();
-            for key in keys {
-                if self.unique_index.get(&key).map(String::as_str) == Some(id) {
-                    self.unique_index.remove(&key);
-                }
+        let Some(record) = self.records.get(id) else {
+            return;
+        };
+        for (field, index) in self.unique.iter().zip(&mut self.unique_index) {
+            if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+                index.remove(&key, record.seq);
             }
         }
     }
 
     fn index(&mut self, id: &str) {
-        if let Some(record) = self.records.get(id).filter(|record| record.is_live()) {
-            let keys: Vec<(String, String)> = self
-                .unique
-                .iter()
-                .filter_map(|field| {
-                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
-                })
-                .collect();
-            for key in keys {
-                self.unique_index.insert(key, id.to_string());
+        let Some(record) = self.records.get(id).filter(|record| record.is_live()) else {
+            return;
+        };
+        for (field, index) in self.unique.iter().zip(&mut self.unique_index) {
+            if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+                index.insert(&key, record.seq);
             }
         }
     }
@@ -568,7 +664,7 @@ impl EntityStore {
     }
 
     /// A new record with the given id and fields, created and modified at `at`.
-    pub fn new_record(&mut self, id: String, fields: Map<String, Value>, at: Stamp) -> Record {
+    pub fn new_record(&mut self, id: String, fields: impl Into<Fields>, at: Stamp) -> Record {
         self.next_seq += 1;
         Record {
             id,
@@ -578,12 +674,15 @@ impl EntityStore {
             modified: at,
             touched: at,
             deleted: None,
-            fields,
+            fields: fields.into(),
         }
     }
 
     fn log(&mut self, id: &str, kind: ChangeKind, at: Stamp) {
         self.next_change += 1;
+        if !self.log_changes {
+            return;
+        }
         self.changes.push(Change {
             seq: self.next_change,
             id: id.to_string(),
@@ -760,7 +859,7 @@ fn lookup_value(record: &Record, field: &str) -> Option<Value> {
     if field == "Id" {
         return Some(Value::String(record.id.clone()));
     }
-    record.fields.get(field).cloned()
+    record.fields.get(field)
 }
 
 /// All simulated data: per system, per entity.
@@ -880,7 +979,7 @@ pub fn parse_lenient_datetime(text: &str) -> Option<Stamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     fn fields(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
@@ -916,6 +1015,7 @@ mod tests {
     #[test]
     fn hard_deletes_leave_tombstones_and_change_log_entries() {
         let mut entity = EntityStore::default();
+        entity.log_changes();
         let record = entity.new_record("7".into(), Map::new(), 10);
         entity.put(record);
         assert!(entity.remove("7", 20).is_some());
@@ -1131,7 +1231,7 @@ mod tests {
                     let mut expected: Vec<&Record> = entity
                         .records
                         .values()
-                        .filter(|record| record.fields.get("tag") == Some(&json!(format!("T{tag}"))))
+                        .filter(|record| record.fields.get("tag") == Some(json!(format!("T{tag}"))))
                         .collect();
                     expected.sort_by_key(|record| record.seq);
                     proptest::prop_assert_eq!(seqs(&found), seqs(&expected));

@@ -235,7 +235,6 @@ impl InHouse {
                 record
                     .fields
                     .get(name)
-                    .cloned()
                     .or_else(|| self.default_value(schema, name))
             };
             if let Some(value) = value {
@@ -410,13 +409,13 @@ impl InHouse {
         let changes = body.as_object().cloned().unwrap_or_default();
         let mut record = current;
         if replace {
-            record.fields = changes;
+            record.fields = changes.into();
         } else {
             for (name, value) in changes {
                 record.fields.insert(name, value);
             }
         }
-        if let Err(response) = self.check_references(&store, entity, &record.fields) {
+        if let Err(response) = self.check_references(&store, entity, &record.fields.to_map()) {
             return response;
         }
         if let Some(field) = store
@@ -499,12 +498,13 @@ impl InHouse {
                     Some((list, field)) => record
                         .fields
                         .get(list)
+                        .as_ref()
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
                         .filter_map(|item| item.get(field))
                         .any(refers),
-                    None => record.fields.get(*path).is_some_and(refers),
+                    None => record.fields.get(path).as_ref().is_some_and(refers),
                 };
                 if found {
                     return Some((owner, record.id.clone(), path.to_string()));

@@ -130,6 +130,8 @@ impl Keap {
                 per_ms: DAY_MS,
             },
         ]);
+        // Only products have a change feed (`/products/sync`); other entities keep no log.
+        shared.store().entity_mut(SYSTEM, "products").log_changes();
         Ok(Self {
             shared,
             root: root.to_string(),
@@ -491,11 +493,7 @@ impl Keap {
                 .get(name)
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let found = record
-                .fields
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let found = record.fields.get_str(name).unwrap_or_default();
             wanted.eq_ignore_ascii_case(found)
         };
         let mut store = self.shared.store();
@@ -504,10 +502,8 @@ impl Keap {
                 .by_change(false)
                 .into_iter()
                 .find(|record| {
-                    let emails = record
-                        .fields
-                        .get("email_addresses")
-                        .and_then(Value::as_array);
+                    let emails = record.fields.get("email_addresses");
+                    let emails = emails.as_ref().and_then(Value::as_array);
                     let matches_email = emails.into_iter().flatten().any(|entry| {
                         entry
                             .get("email")
@@ -526,7 +522,9 @@ impl Keap {
                 for (name, value) in changes {
                     record.fields.insert(name, value);
                 }
-                if let Err(response) = self.check_rules(&store, "contacts", &record.fields, false) {
+                if let Err(response) =
+                    self.check_rules(&store, "contacts", &record.fields.to_map(), false)
+                {
                     return response;
                 }
                 record.modified = at;
@@ -600,7 +598,7 @@ impl Keap {
         for (name, value) in changes {
             record.fields.insert(name, value);
         }
-        if let Err(response) = self.check_rules(&store, entity, &record.fields, false) {
+        if let Err(response) = self.check_rules(&store, entity, &record.fields.to_map(), false) {
             return response;
         }
         let at = self.shared.stamp(&mut store);

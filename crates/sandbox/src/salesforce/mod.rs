@@ -171,7 +171,7 @@ impl Salesforce {
             books
                 .records
                 .values()
-                .any(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+                .any(|book| book.fields.get("IsStandard") == Some(json!(true)))
         });
         if exists {
             return;

@@ -666,13 +666,7 @@ impl Salesforce {
         };
         let candidates: Vec<&Record> = candidates
             .into_iter()
-            .filter(|record| {
-                record
-                    .fields
-                    .get(column.parent_field)
-                    .and_then(Value::as_str)
-                    == Some(parent_id)
-            })
+            .filter(|record| record.fields.get_str(column.parent_field) == Some(parent_id))
             .collect();
         let matches = |record: &Record| {
             record.is_live()
