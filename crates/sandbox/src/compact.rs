@@ -48,8 +48,35 @@ const SHORT_MAX: usize = 0x7f;
 
 #[derive(Default)]
 struct Names {
-    ids: HashMap<&'static str, u32>,
+    ids: HashMap<&'static str, u32, BuildFnv>,
     names: Vec<&'static str>,
+}
+
+/// FNV-1a: the names are short and not chosen to collide on purpose in any way that
+/// matters (a collision costs a comparison), and every field of every write is looked up.
+#[derive(Default, Clone, Copy)]
+struct BuildFnv;
+
+struct Fnv(u64);
+
+impl std::hash::BuildHasher for BuildFnv {
+    type Hasher = Fnv;
+
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn names() -> &'static RwLock<Names> {

@@ -313,6 +313,58 @@ struct Indexes {
     lookups: Vec<KeyIndex>,
 }
 
+impl Indexes {
+    fn add(&mut self, record: &Record) {
+        if record.is_live() {
+            for sort in SORTS {
+                self.live[sort.slot()].insert(sort.key(record));
+            }
+        }
+        self.all_touched.insert(Sort::Touched.key(record));
+        self.ids.insert(record.seq, record.id.clone());
+        if record.modified != record.touched {
+            self.skewed += 1;
+        }
+        for ((field, key), index) in self.lookup_fields.iter().zip(&mut self.lookups) {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                index.insert(&value, record.seq);
+            }
+        }
+    }
+
+    fn remove(&mut self, record: &Record) {
+        if record.is_live() {
+            for sort in SORTS {
+                self.live[sort.slot()].remove(&sort.key(record));
+            }
+        }
+        self.all_touched.remove(&Sort::Touched.key(record));
+        self.ids.remove(&record.seq);
+        if record.modified != record.touched {
+            self.skewed -= 1;
+        }
+        for ((field, key), index) in self.lookup_fields.iter().zip(&mut self.lookups) {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                index.remove(&value, record.seq);
+            }
+        }
+    }
+}
+
+/// Applies `change` (add or remove) for each unique field's key of a record.
+fn unique_keys(
+    unique: &[String],
+    indexes: &mut [KeyIndex],
+    record: &Record,
+    change: fn(&mut KeyIndex, &str, u64),
+) {
+    for (field, index) in unique.iter().zip(indexes) {
+        if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+            change(index, &key, record.seq);
+        }
+    }
+}
+
 /// The records holding one key.
 #[derive(Debug, Clone)]
 enum Seqs {
@@ -514,47 +566,15 @@ impl EntityStore {
 
     /// Takes a record out of the derived indexes (before it changes or goes).
     fn forget(&mut self, id: &str) {
-        let Some(record) = self.records.get(id) else {
-            return;
-        };
-        let indexes = &mut self.indexes;
-        if record.is_live() {
-            for sort in SORTS {
-                indexes.live[sort.slot()].remove(&sort.key(record));
-            }
-        }
-        indexes.all_touched.remove(&Sort::Touched.key(record));
-        indexes.ids.remove(&record.seq);
-        if record.modified != record.touched {
-            indexes.skewed -= 1;
-        }
-        for ((field, key), index) in indexes.lookup_fields.iter().zip(&mut indexes.lookups) {
-            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                index.remove(&value, record.seq);
-            }
+        if let Some(record) = self.records.get(id) {
+            self.indexes.remove(record);
         }
     }
 
     /// Puts a stored record into the derived indexes.
     fn remember(&mut self, id: &str) {
-        let Some(record) = self.records.get(id) else {
-            return;
-        };
-        let indexes = &mut self.indexes;
-        if record.is_live() {
-            for sort in SORTS {
-                indexes.live[sort.slot()].insert(sort.key(record));
-            }
-        }
-        indexes.all_touched.insert(Sort::Touched.key(record));
-        indexes.ids.insert(record.seq, record.id.clone());
-        if record.modified != record.touched {
-            indexes.skewed += 1;
-        }
-        for ((field, key), index) in indexes.lookup_fields.iter().zip(&mut indexes.lookups) {
-            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                index.insert(&value, record.seq);
-            }
+        if let Some(record) = self.records.get(id) {
+            self.indexes.add(record);
         }
     }
 
@@ -628,24 +648,13 @@ impl EntityStore {
     }
 
     fn unindex(&mut self, id: &str) {
-        let Some(record) = self.records.get(id) else {
-            return;
-        };
-        for (field, index) in self.unique.iter().zip(&mut self.unique_index) {
-            if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
-                index.remove(&key, record.seq);
-            }
-        }
-    }
-
-    fn index(&mut self, id: &str) {
-        let Some(record) = self.records.get(id).filter(|record| record.is_live()) else {
-            return;
-        };
-        for (field, index) in self.unique.iter().zip(&mut self.unique_index) {
-            if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
-                index.insert(&key, record.seq);
-            }
+        if let Some(record) = self.records.get(id) {
+            unique_keys(
+                &self.unique,
+                &mut self.unique_index,
+                record,
+                KeyIndex::remove,
+            );
         }
     }
 
@@ -693,19 +702,25 @@ impl EntityStore {
 
     /// Stores a record (new or replaced), keeping the unique index and change log current.
     pub fn put(&mut self, record: Record) {
-        let id = record.id.clone();
-        let kind = if self.records.contains_key(&id) {
-            ChangeKind::Updated
-        } else {
-            ChangeKind::Created
+        let kind = match self.records.get(&record.id) {
+            Some(old) => {
+                unique_keys(&self.unique, &mut self.unique_index, old, KeyIndex::remove);
+                self.indexes.remove(old);
+                ChangeKind::Updated
+            }
+            None => ChangeKind::Created,
         };
-        let at = record.touched;
-        self.unindex(&id);
-        self.forget(&id);
-        self.records.insert(id.clone(), record);
-        self.index(&id);
-        self.remember(&id);
-        self.log(&id, kind, at);
+        if record.is_live() {
+            unique_keys(
+                &self.unique,
+                &mut self.unique_index,
+                &record,
+                KeyIndex::insert,
+            );
+        }
+        self.indexes.add(&record);
+        self.log(&record.id, kind, record.touched);
+        self.records.insert(record.id.clone(), record);
     }
 
     /// Removes a record for good, leaving a tombstone.

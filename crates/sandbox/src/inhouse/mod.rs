@@ -884,7 +884,10 @@ impl Backend for InHouse {
             .entity(entity_name)
             .ok_or_else(|| self.not_found("collection"))?;
         self.validate(entity.write, &body)?;
-        let fields = body.as_object().cloned().unwrap_or_default();
+        let fields = match body {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
         self.check_references(store, entity, &fields)?;
         let system = self.conventions.system;
         let entity_store = store.entity_mut(system, entity.name);

@@ -347,7 +347,10 @@ impl Backend for Salesforce {
         at: Stamp,
     ) -> Result<String, ApiResponse> {
         let object = self.object(entity).ok_or_else(|| not_found().response())?;
-        let body = body.as_object().cloned().unwrap_or_default();
+        let body = match body {
+            Value::Object(body) => body,
+            _ => serde_json::Map::new(),
+        };
         let prepared = self
             .prepare_create(store, object, &body)
             .map_err(|error| error.response())?;
