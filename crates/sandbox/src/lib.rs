@@ -1024,6 +1024,69 @@ fn save_state(shared: &Shared, path: &PathBuf) -> Result<(), SandboxError> {
 mod tests {
     use super::*;
 
+    fn shared_with(store: Store, path: &std::path::Path) -> Shared {
+        Shared {
+            store: Mutex::new(store),
+            clock: Clock::default(),
+            faults: FaultSpec::default(),
+            options: SandboxOptions {
+                state_file: Some(path.to_path_buf()),
+                ..SandboxOptions::default()
+            },
+            fault_rng: Mutex::new(fastrand::Rng::with_seed(1)),
+            rng: Mutex::new(fastrand::Rng::with_seed(1)),
+            counts: Mutex::new(BTreeMap::new()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// A state file as earlier versions wrote it (fields as a JSON object per record, a
+    /// change log on every entity): still read, and written back the same way.
+    const OLD_STATE: &str = r#"{"systems":{"customerp":{"products":{"records":{"1":{"id":"1","seq":1,"created":10,"modified":10,"touched":12,"fields":{"sku":"A-1","name":"Æble ✓","unit_price":"12.50","is_active":true,"stock_quantity":5,"weight":0.25,"tags":["x",{"y":null}],"offset":-3}},"2":{"id":"2","seq":2,"number":"P-2","created":11,"modified":11,"touched":11,"deleted":13,"fields":{}}},"tombstones":[{"id":"3","deleted_at":9}],"changes":[{"seq":1,"id":"1","kind":"Created","at":10}],"next_id":3,"next_number":2,"next_seq":2,"next_change":1}}},"last_stamp":13,"counters":{"salesforce.id":4}}"#;
+
+    #[test]
+    fn state_files_round_trip_and_old_ones_still_read() {
+        let dir = std::env::temp_dir().join(format!("tether-state-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let old = dir.join("old.json");
+        std::fs::write(&old, OLD_STATE).expect("written");
+        let mut store = load_state(&old).expect("an old state file reads");
+        store.rebuild_indexes();
+        let products = store.entity("customerp", "products").expect("products");
+        let record = products.get("1").expect("record 1");
+        assert_eq!(record.fields.get_str("name"), Some("Æble ✓"));
+        assert_eq!(record.fields.get("offset"), Some(serde_json::json!(-3)));
+        assert_eq!(products.by_change(false).len(), 1, "record 2 is soft-deleted");
+        assert_eq!(products.by_change(true).len(), 2);
+
+        let saved = dir.join("saved.json");
+        save_state(&shared_with(store, &saved), &saved).expect("saved");
+        let text = std::fs::read_to_string(&saved).expect("read");
+        let expected: Value = serde_json::from_str(OLD_STATE).expect("json");
+        let written: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(written, expected, "written back as it was read");
+        assert!(!dir.join("saved.tmp").exists(), "the temporary file is renamed");
+        let again = load_state(&saved).expect("reads back");
+        assert_eq!(
+            again.entity("customerp", "products").map(|e| e.records.clone()),
+            load_state(&old)
+                .expect("old")
+                .entity("customerp", "products")
+                .map(|e| e.records.clone())
+        );
+
+        assert!(load_state(&dir.join("missing.json")).expect("absent").is_empty());
+        let broken = dir.join("broken.json");
+        std::fs::write(&broken, &OLD_STATE[..OLD_STATE.len() / 2]).expect("written");
+        let error = load_state(&broken).expect_err("a cut file is refused").to_string();
+        assert!(error.contains("broken.json") && error.contains("not valid"), "{error}");
+        let wrong = dir.join("wrong.json");
+        std::fs::write(&wrong, r#"{"systems":{"erp":{"x":{"records":{"1":{"id":"1","seq":1,"created":1,"modified":1,"touched":1,"fields":[1]}}}}}}"#).expect("written");
+        let error = load_state(&wrong).expect_err("fields must be an object").to_string();
+        assert!(error.contains("wrong.json"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn an_org_profile_reads_from_its_text() {
         let org: SalesforceOrg = "no-picklists, hide=Contact.Title+OrderItem.ServiceDate"
