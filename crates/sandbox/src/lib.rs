@@ -440,13 +440,16 @@ pub(crate) trait Backend: Simulator {
     /// Every live record of an entity, rendered as a GET of it would return it.
     fn records(&self, entity: &str) -> Vec<Value>;
     /// Creates a record with the API's validation and server-assigned fields at time `at`
-    /// (seed data has historical times); returns its id.
+    /// (seed data has historical times); returns its id. `check_schema` false skips the
+    /// check of the body against the contract's write schema (and nothing else), for seed
+    /// records of a shape already checked.
     fn create_at(
         &self,
         store: &mut Store,
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse>;
     /// Empties the system's recycle bin, where it has one (Salesforce); false otherwise.
     fn empty_recycle_bin(&self) -> bool {
@@ -1056,7 +1059,11 @@ mod tests {
         let record = products.get("1").expect("record 1");
         assert_eq!(record.fields.get_str("name"), Some("Æble ✓"));
         assert_eq!(record.fields.get("offset"), Some(serde_json::json!(-3)));
-        assert_eq!(products.by_change(false).len(), 1, "record 2 is soft-deleted");
+        assert_eq!(
+            products.by_change(false).len(),
+            1,
+            "record 2 is soft-deleted"
+        );
         assert_eq!(products.by_change(true).len(), 2);
 
         let saved = dir.join("saved.json");
@@ -1065,24 +1072,40 @@ mod tests {
         let expected: Value = serde_json::from_str(OLD_STATE).expect("json");
         let written: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(written, expected, "written back as it was read");
-        assert!(!dir.join("saved.tmp").exists(), "the temporary file is renamed");
+        assert!(
+            !dir.join("saved.tmp").exists(),
+            "the temporary file is renamed"
+        );
         let again = load_state(&saved).expect("reads back");
         assert_eq!(
-            again.entity("customerp", "products").map(|e| e.records.clone()),
+            again
+                .entity("customerp", "products")
+                .map(|e| e.records.clone()),
             load_state(&old)
                 .expect("old")
                 .entity("customerp", "products")
                 .map(|e| e.records.clone())
         );
 
-        assert!(load_state(&dir.join("missing.json")).expect("absent").is_empty());
+        assert!(
+            load_state(&dir.join("missing.json"))
+                .expect("absent")
+                .is_empty()
+        );
         let broken = dir.join("broken.json");
         std::fs::write(&broken, &OLD_STATE[..OLD_STATE.len() / 2]).expect("written");
-        let error = load_state(&broken).expect_err("a cut file is refused").to_string();
-        assert!(error.contains("broken.json") && error.contains("not valid"), "{error}");
+        let error = load_state(&broken)
+            .expect_err("a cut file is refused")
+            .to_string();
+        assert!(
+            error.contains("broken.json") && error.contains("not valid"),
+            "{error}"
+        );
         let wrong = dir.join("wrong.json");
         std::fs::write(&wrong, r#"{"systems":{"erp":{"x":{"records":{"1":{"id":"1","seq":1,"created":1,"modified":1,"touched":1,"fields":[1]}}}}}}"#).expect("written");
-        let error = load_state(&wrong).expect_err("fields must be an object").to_string();
+        let error = load_state(&wrong)
+            .expect_err("fields must be an object")
+            .to_string();
         assert!(error.contains("wrong.json"), "{error}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -303,7 +303,7 @@ struct Indexes {
     /// Every record, soft-deleted ones too, in change order (`queryAll`, `include_deleted`).
     all_touched: Ordered<Key>,
     /// `seq -> id` for every record.
-    ids: HashMap<u64, String>,
+    ids: HashMap<u64, String, BuildU64>,
     /// Records whose `modified` and `touched` differ: while there are none, a
     /// modified-since filter is a range of the change order.
     skewed: usize,
@@ -365,6 +365,37 @@ fn unique_keys(
     }
 }
 
+/// Hashes a `u64` key (a creation sequence, or a key already hashed) with one multiply:
+/// enough to spread sequential numbers, far cheaper than SipHash on every index write.
+#[derive(Debug, Default, Clone, Copy)]
+struct BuildU64;
+
+struct U64Hasher(u64);
+
+impl std::hash::BuildHasher for BuildU64 {
+    type Hasher = U64Hasher;
+
+    fn build_hasher(&self) -> U64Hasher {
+        U64Hasher(0)
+    }
+}
+
+impl std::hash::Hasher for U64Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The records holding one key.
 #[derive(Debug, Clone)]
 enum Seqs {
@@ -377,7 +408,7 @@ enum Seqs {
 /// a collision of two keys costs a look at one more record, never a wrong answer.
 #[derive(Debug, Default, Clone)]
 struct KeyIndex {
-    map: HashMap<u64, Seqs>,
+    map: HashMap<u64, Seqs, BuildU64>,
 }
 
 fn key_hash(key: &str) -> u64 {

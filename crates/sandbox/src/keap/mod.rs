@@ -361,13 +361,16 @@ impl Keap {
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse> {
         if !body.is_object() {
             return Err(bad_request(
                 "Input could not be converted to a valid request",
             ));
         }
-        self.validate(Self::write_schema(entity), &body)?;
+        if check_schema {
+            self.validate(Self::write_schema(entity), &body)?;
+        }
         let fields = self.writable(entity, &body);
         self.check_rules(store, entity, &fields, true)?;
         let entity_store = store.entity_mut(SYSTEM, entity);
@@ -445,7 +448,7 @@ impl Keap {
         };
         let mut store = self.shared.store();
         let at = self.shared.stamp(&mut store);
-        match self.create_in(&mut store, entity, body, at) {
+        match self.create_in(&mut store, entity, body, at, true) {
             Ok(id) => {
                 let Some(record) = Self::find(&store, entity, &id) else {
                     return not_found(entity);
@@ -533,10 +536,12 @@ impl Keap {
                 store.entity_mut(SYSTEM, "contacts").put(record);
                 id
             }
-            None => match self.create_in(&mut store, "contacts", Value::Object(changes), at) {
-                Ok(id) => id,
-                Err(response) => return response,
-            },
+            None => {
+                match self.create_in(&mut store, "contacts", Value::Object(changes), at, true) {
+                    Ok(id) => id,
+                    Err(response) => return response,
+                }
+            }
         };
         match Self::find(&store, "contacts", &id) {
             Some(record) => ApiResponse::json(
@@ -748,8 +753,9 @@ impl Backend for Keap {
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse> {
-        self.create_in(store, entity, body, at)
+        self.create_in(store, entity, body, at, check_schema)
     }
 
     fn edit_between_pages(&self, pages: usize) -> bool {

@@ -345,7 +345,9 @@ impl Backend for Salesforce {
         entity: &str,
         body: Value,
         at: Stamp,
+        _check_schema: bool,
     ) -> Result<String, ApiResponse> {
+        // No write schema: every field is checked against the describe as it is stored.
         let object = self.object(entity).ok_or_else(|| not_found().response())?;
         let body = match body {
             Value::Object(body) => body,
