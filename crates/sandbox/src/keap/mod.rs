@@ -787,7 +787,7 @@ impl Backend for Keap {
                 if object.contains_key(*name) {
                     continue;
                 }
-                let Some(value) = current.and_then(|record| record.fields.get(*name)) else {
+                let Some(value) = current.and_then(|record| record.fields.get(name)) else {
                     continue;
                 };
                 // References are written as `{id}`.

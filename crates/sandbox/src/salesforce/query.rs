@@ -428,10 +428,10 @@ impl Salesforce {
 
     /// The records a query matches, in result order, `OFFSET` and `LIMIT` applied.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn select<'a>(
+    pub(super) fn select(
         &self,
         store: &Store,
-        entity: &'a EntityStore,
+        entity: &EntityStore,
         object: &ObjectDef,
         condition: Option<&Condition>,
         order: &[(FieldDef, bool, bool)],
@@ -535,7 +535,7 @@ impl Salesforce {
                 }
                 group_value = Some(*value);
             }
-            if unconditional || entity.by_seq(*seq).is_some_and(|record| matches(record)) {
+            if unconditional || entity.by_seq(*seq).is_some_and(&matches) {
                 group.push(*seq);
             }
         }
@@ -571,11 +571,11 @@ impl Salesforce {
     /// Filters candidates, puts them in change order, sorts them by ORDER BY and applies
     /// OFFSET and LIMIT.
     #[allow(clippy::too_many_arguments)]
-    fn finish<'a>(
+    fn finish(
         &self,
         store: &Store,
         object: &ObjectDef,
-        candidates: Vec<&'a Record>,
+        candidates: Vec<&Record>,
         matches: impl Fn(&Record) -> bool,
         order: &[(FieldDef, bool, bool)],
         offset: usize,
