@@ -1671,10 +1671,8 @@ async fn seed_data_is_deterministic_and_overlaps_across_systems() {
 /// and a file that is not a state file is refused with its name.
 #[tokio::test]
 async fn every_record_renders_the_same_after_a_restart() {
-    let path = std::env::temp_dir().join(format!(
-        "tether-sandbox-render-{}.json",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("tether-sandbox-render-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let first = start(SandboxOptions {
         state_file: Some(path.clone()),
