@@ -1666,6 +1666,62 @@ async fn seed_data_is_deterministic_and_overlaps_across_systems() {
     );
 }
 
+/// Every record of every system renders the same after a restart from the state file as
+/// before it (the stored layout is compact; the file and the answers are not changed by it),
+/// and a file that is not a state file is refused with its name.
+#[tokio::test]
+async fn every_record_renders_the_same_after_a_restart() {
+    let path =
+        std::env::temp_dir().join(format!("tether-sandbox-render-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let first = start(SandboxOptions {
+        state_file: Some(path.clone()),
+        seed: 3,
+        ..options()
+    })
+    .await;
+    let systems: Vec<String> = first.systems().into_iter().map(|(name, _)| name).collect();
+    let mut before = Vec::new();
+    for system in &systems {
+        for entity in first.entities(system).expect("entities") {
+            before.push((
+                system.clone(),
+                entity,
+                first.records(system, entity).expect("records"),
+            ));
+        }
+    }
+    assert!(before.iter().all(|(_, _, records)| !records.is_empty()));
+    first.shutdown().await.expect("shutdown saves");
+    let second = start(SandboxOptions {
+        state_file: Some(path.clone()),
+        ..options()
+    })
+    .await;
+    for (system, entity, records) in &before {
+        assert_eq!(
+            &second.records(system, entity).expect("records"),
+            records,
+            "{system} {entity}"
+        );
+    }
+    drop(second);
+    std::fs::write(&path, b"[1, 2, 3]").expect("written");
+    let error = Sandbox::start(SandboxOptions {
+        state_file: Some(path.clone()),
+        ..options()
+    })
+    .await
+    .err()
+    .expect("not a state file")
+    .to_string();
+    assert!(
+        error.contains(&path.display().to_string()) && error.contains("not valid"),
+        "{error}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
 #[tokio::test]
 async fn state_file_keeps_data_across_restarts() {
     let path =

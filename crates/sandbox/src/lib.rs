@@ -55,6 +55,7 @@ use crate::http::{ApiRequest, ApiResponse, Simulator, Window};
 use crate::inhouse::InHouse;
 use crate::store::{Clock, Stamp, Store};
 
+mod compact;
 mod customcrm;
 mod customerp;
 mod customwebshop;
@@ -439,13 +440,16 @@ pub(crate) trait Backend: Simulator {
     /// Every live record of an entity, rendered as a GET of it would return it.
     fn records(&self, entity: &str) -> Vec<Value>;
     /// Creates a record with the API's validation and server-assigned fields at time `at`
-    /// (seed data has historical times); returns its id.
+    /// (seed data has historical times); returns its id. `check_schema` false skips the
+    /// check of the body against the contract's write schema (and nothing else), for seed
+    /// records of a shape already checked.
     fn create_at(
         &self,
         store: &mut Store,
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse>;
     /// Empties the system's recycle bin, where it has one (Salesforce); false otherwise.
     fn empty_recycle_bin(&self) -> bool {
@@ -481,6 +485,9 @@ pub(crate) fn request(method: Method, path: &str, body: Option<&Value>) -> ApiRe
         .unwrap_or_default();
     ApiRequest::new(method, path, HeaderMap::new(), body)
 }
+
+/// How often a changed store is written to its state file, at most.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// A running sandbox: five simulators on loopback ports.
 pub struct Sandbox {
@@ -601,15 +608,25 @@ impl Sandbox {
             let shared = shared.clone();
             let mut receiver = stop.subscribe();
             tokio::spawn(async move {
+                // Every 2 s while data changes, but never more than a tenth of the time
+                // saving: a save holds the store, and at a million records takes seconds.
+                let mut pause = SAVE_EVERY;
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = receiver.wait_for(|stopped| *stopped) => break,
                     }
-                    if shared.dirty.swap(false, Ordering::Relaxed)
-                        && let Err(error) = save_state(&shared, &path)
-                    {
-                        tracing::warn!(%error, "cannot save sandbox state");
+                    if shared.dirty.swap(false, Ordering::Relaxed) {
+                        let saving = std::time::Instant::now();
+                        let saved = {
+                            let shared = shared.clone();
+                            let path = path.clone();
+                            tokio::task::spawn_blocking(move || save_state(&shared, &path)).await
+                        };
+                        if let Ok(Err(error)) = saved {
+                            tracing::warn!(%error, "cannot save sandbox state");
+                        }
+                        pause = SAVE_EVERY.max(saving.elapsed() * 10);
                     }
                 }
             })
@@ -949,40 +966,149 @@ fn accepted(system: &str, response: ApiResponse) -> Result<Option<Value>, Sandbo
     }
 }
 
+/// Reads a state file as it streams in: no copy of its text is held beside the store.
 fn load_state(path: &PathBuf) -> Result<Store, SandboxError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|source| SandboxError::StateFormat {
-            path: path.clone(),
-            source,
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Store::default()),
-        Err(source) => Err(SandboxError::StateIo {
-            path: path.clone(),
-            source,
-        }),
-    }
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Store::default()),
+        Err(source) => {
+            return Err(SandboxError::StateIo {
+                path: path.clone(),
+                source,
+            });
+        }
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    serde_json::from_reader(reader).map_err(|source| {
+        if source.is_io() {
+            SandboxError::StateIo {
+                path: path.clone(),
+                source: source.into(),
+            }
+        } else {
+            SandboxError::StateFormat {
+                path: path.clone(),
+                source,
+            }
+        }
+    })
 }
 
+/// Writes the state file as it is serialised (no copy of its text in memory), to a
+/// temporary file renamed over the old one, so a crash leaves the old file whole.
 fn save_state(shared: &Shared, path: &PathBuf) -> Result<(), SandboxError> {
-    let text = {
-        let store = shared.store();
-        serde_json::to_string(&*store).map_err(|source| SandboxError::StateFormat {
-            path: path.clone(),
-            source,
-        })?
-    };
+    use std::io::Write as _;
     let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, text)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|source| SandboxError::StateIo {
-            path: path.clone(),
-            source,
-        })
+    let io = |source: std::io::Error| SandboxError::StateIo {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&temporary).map_err(io)?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    {
+        let store = shared.store();
+        serde_json::to_writer(&mut writer, &*store).map_err(|source| {
+            if source.is_io() {
+                io(source.into())
+            } else {
+                SandboxError::StateFormat {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+    }
+    writer.flush().map_err(io)?;
+    drop(writer);
+    std::fs::rename(&temporary, path).map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared_with(store: Store, path: &std::path::Path) -> Shared {
+        Shared {
+            store: Mutex::new(store),
+            clock: Clock::default(),
+            faults: FaultSpec::default(),
+            options: SandboxOptions {
+                state_file: Some(path.to_path_buf()),
+                ..SandboxOptions::default()
+            },
+            fault_rng: Mutex::new(fastrand::Rng::with_seed(1)),
+            rng: Mutex::new(fastrand::Rng::with_seed(1)),
+            counts: Mutex::new(BTreeMap::new()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// A state file as earlier versions wrote it (fields as a JSON object per record, a
+    /// change log on every entity): still read, and written back the same way.
+    const OLD_STATE: &str = r#"{"systems":{"customerp":{"products":{"records":{"1":{"id":"1","seq":1,"created":10,"modified":10,"touched":12,"fields":{"sku":"A-1","name":"Æble ✓","unit_price":"12.50","is_active":true,"stock_quantity":5,"weight":0.25,"tags":["x",{"y":null}],"offset":-3}},"2":{"id":"2","seq":2,"number":"P-2","created":11,"modified":11,"touched":11,"deleted":13,"fields":{}}},"tombstones":[{"id":"3","deleted_at":9}],"changes":[{"seq":1,"id":"1","kind":"Created","at":10}],"next_id":3,"next_number":2,"next_seq":2,"next_change":1}}},"last_stamp":13,"counters":{"salesforce.id":4}}"#;
+
+    #[test]
+    fn state_files_round_trip_and_old_ones_still_read() {
+        let dir = std::env::temp_dir().join(format!("tether-state-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let old = dir.join("old.json");
+        std::fs::write(&old, OLD_STATE).expect("written");
+        let mut store = load_state(&old).expect("an old state file reads");
+        store.rebuild_indexes();
+        let products = store.entity("customerp", "products").expect("products");
+        let record = products.get("1").expect("record 1");
+        assert_eq!(record.fields.get_str("name"), Some("Æble ✓"));
+        assert_eq!(record.fields.get("offset"), Some(serde_json::json!(-3)));
+        assert_eq!(
+            products.by_change(false).len(),
+            1,
+            "record 2 is soft-deleted"
+        );
+        assert_eq!(products.by_change(true).len(), 2);
+
+        let saved = dir.join("saved.json");
+        save_state(&shared_with(store, &saved), &saved).expect("saved");
+        let text = std::fs::read_to_string(&saved).expect("read");
+        let expected: Value = serde_json::from_str(OLD_STATE).expect("json");
+        let written: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(written, expected, "written back as it was read");
+        assert!(
+            !dir.join("saved.tmp").exists(),
+            "the temporary file is renamed"
+        );
+        let again = load_state(&saved).expect("reads back");
+        assert_eq!(
+            again
+                .entity("customerp", "products")
+                .map(|e| e.records.clone()),
+            load_state(&old)
+                .expect("old")
+                .entity("customerp", "products")
+                .map(|e| e.records.clone())
+        );
+
+        assert!(
+            load_state(&dir.join("missing.json"))
+                .expect("absent")
+                .is_empty()
+        );
+        let broken = dir.join("broken.json");
+        std::fs::write(&broken, &OLD_STATE[..OLD_STATE.len() / 2]).expect("written");
+        let error = load_state(&broken)
+            .expect_err("a cut file is refused")
+            .to_string();
+        assert!(
+            error.contains("broken.json") && error.contains("not valid"),
+            "{error}"
+        );
+        let wrong = dir.join("wrong.json");
+        std::fs::write(&wrong, r#"{"systems":{"erp":{"x":{"records":{"1":{"id":"1","seq":1,"created":1,"modified":1,"touched":1,"fields":[1]}}}}}}"#).expect("written");
+        let error = load_state(&wrong)
+            .expect_err("fields must be an object")
+            .to_string();
+        assert!(error.contains("wrong.json"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn an_org_profile_reads_from_its_text() {

@@ -87,7 +87,7 @@ impl SchemaDoc {
     /// Every violation of `schema` by `value`.
     pub fn validate(&self, schema: &Value, value: &Value, mode: Mode) -> Vec<Violation> {
         let mut violations = Vec::new();
-        self.check(schema, value, mode, "", &mut violations);
+        self.check(schema, value, mode, &Path::Root, &mut violations);
         violations
     }
 
@@ -113,7 +113,7 @@ impl SchemaDoc {
         schema: &Value,
         value: &Value,
         mode: Mode,
-        path: &str,
+        path: &Path,
         out: &mut Vec<Violation>,
     ) {
         let schema = self.resolve(schema);
@@ -121,16 +121,28 @@ impl SchemaDoc {
             return;
         }
         if let Some(expected) = schema.get("type") {
-            let types: Vec<&str> = match expected {
-                Value::String(one) => vec![one.as_str()],
-                Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
+            let fits = match expected {
+                Value::String(one) => has_type(value, one),
+                Value::Array(many) => {
+                    many.iter().all(|kind| !kind.is_string())
+                        || many
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .any(|kind| has_type(value, kind))
+                }
+                _ => true,
             };
-            if !types.is_empty() && !types.iter().any(|kind| has_type(value, kind)) {
+            if !fits {
+                let types: Vec<&str> = match expected {
+                    Value::String(one) => vec![one.as_str()],
+                    Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                let path = path.text();
                 out.push(Violation {
-                    path: path.to_string(),
                     code: "invalid_type",
-                    message: format!("{} must be {}", field_name(path), types.join(" or ")),
+                    message: format!("{} must be {}", field_name(&path), types.join(" or ")),
+                    path,
                 });
                 return;
             }
@@ -139,10 +151,11 @@ impl SchemaDoc {
             && !allowed.contains(value)
         {
             let names: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            let path = path.text();
             out.push(Violation {
-                path: path.to_string(),
                 code: "invalid_value",
-                message: format!("{} must be one of {}", field_name(path), names.join(", ")),
+                message: format!("{} must be one of {}", field_name(&path), names.join(", ")),
+                path,
             });
             return;
         }
@@ -156,7 +169,7 @@ impl SchemaDoc {
                             .get(name)
                             .is_some_and(|value| !(mode.null_as_absent && value.is_null()));
                         if !present {
-                            let child = join(path, name);
+                            let child = Path::Field(path, name).text();
                             out.push(Violation {
                                 message: format!("{child} is required"),
                                 path: child,
@@ -168,16 +181,19 @@ impl SchemaDoc {
                 let properties = schema.get("properties").and_then(Value::as_object);
                 let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
                 for (name, child_value) in object {
-                    let child = join(path, name);
+                    let child = Path::Field(path, name);
                     match properties.and_then(|properties| properties.get(name)) {
                         Some(child_schema) => {
                             self.check(child_schema, child_value, mode, &child, out)
                         }
-                        None if closed => out.push(Violation {
-                            message: format!("unknown field {child}"),
-                            path: child,
-                            code: "unknown_field",
-                        }),
+                        None if closed => {
+                            let child = child.text();
+                            out.push(Violation {
+                                message: format!("unknown field {child}"),
+                                path: child,
+                                code: "unknown_field",
+                            });
+                        }
                         None => {}
                     }
                 }
@@ -185,7 +201,7 @@ impl SchemaDoc {
             Value::Array(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (index, item) in items.iter().enumerate() {
-                        self.check(item_schema, item, mode, &format!("{path}[{index}]"), out);
+                        self.check(item_schema, item, mode, &Path::Index(path, index), out);
                     }
                 }
             }
@@ -198,18 +214,19 @@ impl SchemaDoc {
         schema: &Value,
         text: &str,
         mode: Mode,
-        path: &str,
+        path: &Path,
         out: &mut Vec<Violation>,
     ) {
         if let Some(minimum) = schema.get("minLength").and_then(Value::as_u64)
             && (text.chars().count() as u64) < minimum
         {
+            let path = path.text();
             out.push(Violation {
-                path: path.to_string(),
+                path: path.clone(),
                 code: "too_short",
                 message: format!(
                     "{} must have at least {minimum} characters",
-                    field_name(path)
+                    field_name(&path)
                 ),
             });
             return;
@@ -218,20 +235,22 @@ impl SchemaDoc {
             && let Some(regex) = self.patterns.get(pattern)
             && !regex.is_match(text)
         {
+            let path = path.text();
             out.push(Violation {
-                path: path.to_string(),
+                path: path.clone(),
                 code: "invalid_format",
-                message: format!("{} must match {pattern}", field_name(path)),
+                message: format!("{} must match {pattern}", field_name(&path)),
             });
             return;
         }
         if let Some(format) = schema.get("format").and_then(Value::as_str)
             && !format_ok(format, text, mode)
         {
+            let path = path.text();
             out.push(Violation {
-                path: path.to_string(),
+                path: path.clone(),
                 code: "invalid_format",
-                message: format!("{} must be a valid {format}", field_name(path)),
+                message: format!("{} must be a valid {format}", field_name(&path)),
             });
         }
     }
@@ -286,7 +305,12 @@ fn has_type(value: &Value, kind: &str) -> bool {
     }
 }
 
-fn check_number(schema: &Value, number: &serde_json::Number, path: &str, out: &mut Vec<Violation>) {
+fn check_number(
+    schema: &Value,
+    number: &serde_json::Number,
+    path: &Path,
+    out: &mut Vec<Violation>,
+) {
     let Some(value) = number.as_f64() else {
         return;
     };
@@ -301,22 +325,25 @@ fn check_number(schema: &Value, number: &serde_json::Number, path: &str, out: &m
     let int32 = schema.get("format").and_then(Value::as_str) == Some("int32")
         && !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&value);
     if let Some(minimum) = below {
+        let path = path.text();
         out.push(Violation {
-            path: path.to_string(),
+            path: path.clone(),
             code: "out_of_range",
-            message: format!("{} must be at least {minimum}", field_name(path)),
+            message: format!("{} must be at least {minimum}", field_name(&path)),
         });
     } else if let Some(maximum) = above {
+        let path = path.text();
         out.push(Violation {
-            path: path.to_string(),
+            path: path.clone(),
             code: "out_of_range",
-            message: format!("{} must be at most {maximum}", field_name(path)),
+            message: format!("{} must be at most {maximum}", field_name(&path)),
         });
     } else if int32 {
+        let path = path.text();
         out.push(Violation {
-            path: path.to_string(),
+            path: path.clone(),
             code: "out_of_range",
-            message: format!("{} must fit in 32 bits", field_name(path)),
+            message: format!("{} must fit in 32 bits", field_name(&path)),
         });
     }
 }
@@ -369,11 +396,28 @@ pub fn is_uuid(text: &str) -> bool {
         })
 }
 
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
+/// Where a value sits in the body, written out only for a violation.
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    /// `address.country`, `lines[0].quantity`; empty for the root.
+    fn text(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Field(parent, name) => {
+                let parent = parent.text();
+                if parent.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{parent}.{name}")
+                }
+            }
+            Path::Index(parent, index) => format!("{}[{index}]", parent.text()),
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use crate::compact::Fields;
 
 /// A point in server time: milliseconds since the Unix epoch, UTC.
 pub type Stamp = i64;
@@ -230,7 +232,8 @@ pub struct Record {
     /// Set when the record is soft-deleted (web shop, Salesforce recycle bin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Stamp>,
-    pub fields: Map<String, Value>,
+    /// Encoded compactly ([`Fields`]); a JSON object in the state file.
+    pub fields: Fields,
 }
 
 impl Record {
@@ -281,9 +284,12 @@ pub struct EntityStore {
     /// Top-level fields whose values must be unique among live records.
     #[serde(skip)]
     unique: Vec<String>,
-    /// `(field, normalised value) -> id` for the unique fields.
+    /// For each unique field, its normalised values -> the live records holding them.
     #[serde(skip)]
-    unique_index: HashMap<(String, String), String>,
+    unique_index: Vec<KeyIndex>,
+    /// Whether writes are kept in `changes` (only entities with a change feed read it).
+    #[serde(skip)]
+    log_changes: bool,
     /// The derived indexes (see the module comment).
     #[serde(skip)]
     indexes: Indexes,
@@ -297,14 +303,186 @@ struct Indexes {
     /// Every record, soft-deleted ones too, in change order (`queryAll`, `include_deleted`).
     all_touched: Ordered<Key>,
     /// `seq -> id` for every record.
-    ids: HashMap<u64, String>,
+    ids: HashMap<u64, String, BuildU64>,
     /// Records whose `modified` and `touched` differ: while there are none, a
     /// modified-since filter is a range of the change order.
     skewed: usize,
     /// The lookup fields and how their values become keys.
     lookup_fields: Vec<(String, KeyFn)>,
-    /// `(field, key) -> seqs` of every record (soft-deleted too) holding that value.
-    lookups: HashMap<(String, String), BTreeSet<u64>>,
+    /// For each lookup field, key -> seqs of every record (soft-deleted too) holding it.
+    lookups: Vec<KeyIndex>,
+}
+
+impl Indexes {
+    fn add(&mut self, record: &Record) {
+        if record.is_live() {
+            for sort in SORTS {
+                self.live[sort.slot()].insert(sort.key(record));
+            }
+        }
+        self.all_touched.insert(Sort::Touched.key(record));
+        self.ids.insert(record.seq, record.id.clone());
+        if record.modified != record.touched {
+            self.skewed += 1;
+        }
+        for ((field, key), index) in self.lookup_fields.iter().zip(&mut self.lookups) {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                index.insert(&value, record.seq);
+            }
+        }
+    }
+
+    fn remove(&mut self, record: &Record) {
+        if record.is_live() {
+            for sort in SORTS {
+                self.live[sort.slot()].remove(&sort.key(record));
+            }
+        }
+        self.all_touched.remove(&Sort::Touched.key(record));
+        self.ids.remove(&record.seq);
+        if record.modified != record.touched {
+            self.skewed -= 1;
+        }
+        for ((field, key), index) in self.lookup_fields.iter().zip(&mut self.lookups) {
+            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
+                index.remove(&value, record.seq);
+            }
+        }
+    }
+}
+
+/// Applies `change` (add or remove) for each unique field's key of a record.
+fn unique_keys(
+    unique: &[String],
+    indexes: &mut [KeyIndex],
+    record: &Record,
+    change: fn(&mut KeyIndex, &str, u64),
+) {
+    for (field, index) in unique.iter().zip(indexes) {
+        if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+            change(index, &key, record.seq);
+        }
+    }
+}
+
+/// Hashes a `u64` key (a creation sequence, or a key already hashed) with one multiply:
+/// enough to spread sequential numbers, far cheaper than SipHash on every index write.
+#[derive(Debug, Default, Clone, Copy)]
+struct BuildU64;
+
+struct U64Hasher(u64);
+
+impl std::hash::BuildHasher for BuildU64 {
+    type Hasher = U64Hasher;
+
+    fn build_hasher(&self) -> U64Hasher {
+        U64Hasher(0)
+    }
+}
+
+impl std::hash::Hasher for U64Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The records holding one key.
+#[derive(Debug, Clone)]
+enum Seqs {
+    One(u64),
+    Many(BTreeSet<u64>),
+}
+
+/// `key -> seqs`, the key kept as a 64-bit hash: no key text is held per record. Every
+/// answer is a candidate list, checked against the records' own values by the caller, so
+/// a collision of two keys costs a look at one more record, never a wrong answer.
+#[derive(Debug, Default, Clone)]
+struct KeyIndex {
+    map: HashMap<u64, Seqs, BuildU64>,
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl KeyIndex {
+    fn insert(&mut self, key: &str, seq: u64) {
+        match self.map.entry(key_hash(key)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Seqs::One(seq));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => match slot.get_mut() {
+                Seqs::One(one) if *one == seq => {}
+                Seqs::One(one) => {
+                    let both = BTreeSet::from([*one, seq]);
+                    slot.insert(Seqs::Many(both));
+                }
+                Seqs::Many(many) => {
+                    many.insert(seq);
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, key: &str, seq: u64) {
+        let hash = key_hash(key);
+        let Some(seqs) = self.map.get_mut(&hash) else {
+            return;
+        };
+        match seqs {
+            Seqs::One(one) if *one == seq => {
+                self.map.remove(&hash);
+            }
+            Seqs::One(_) => {}
+            Seqs::Many(many) => {
+                many.remove(&seq);
+                if many.len() == 1
+                    && let Some(&last) = many.first()
+                {
+                    *seqs = Seqs::One(last);
+                }
+            }
+        }
+    }
+
+    /// The records that may hold `key`, in creation order.
+    fn candidates(&self, key: &str) -> Vec<u64> {
+        match self.map.get(&key_hash(key)) {
+            None => Vec::new(),
+            Some(Seqs::One(one)) => vec![*one],
+            Some(Seqs::Many(many)) => many.iter().copied().collect(),
+        }
+    }
+}
+
+/// Where field values are read from for a unique-key check: stored fields or a request's.
+pub trait FieldValues {
+    fn value(&self, name: &str) -> Option<Value>;
+}
+
+impl FieldValues for serde_json::Map<String, Value> {
+    fn value(&self, name: &str) -> Option<Value> {
+        self.get(name).cloned()
+    }
+}
+
+impl FieldValues for Fields {
+    fn value(&self, name: &str) -> Option<Value> {
+        self.get(name)
+    }
 }
 
 /// Normalises a unique-key value: trimmed and lower-cased.
@@ -320,34 +498,49 @@ impl EntityStore {
     /// Declares the unique fields and rebuilds their index.
     pub fn set_unique(&mut self, fields: &[&str]) {
         self.unique = fields.iter().map(|field| field.to_string()).collect();
-        self.unique_index.clear();
-        let entries: Vec<(String, String, String)> = self
-            .records
-            .values()
-            .filter(|record| record.is_live())
-            .flat_map(|record| {
-                self.unique.iter().filter_map(|field| {
-                    let key = normalise_key(record.fields.get(field)?)?;
-                    Some((field.clone(), key, record.id.clone()))
-                })
-            })
-            .collect();
-        for (field, key, id) in entries {
-            self.unique_index.insert((field, key), id);
+        self.rebuild_unique();
+    }
+
+    fn rebuild_unique(&mut self) {
+        let mut indexes = vec![KeyIndex::default(); self.unique.len()];
+        for record in self.records.values().filter(|record| record.is_live()) {
+            for (field, index) in self.unique.iter().zip(&mut indexes) {
+                if let Some(key) = record.fields.get(field).as_ref().and_then(normalise_key) {
+                    index.insert(&key, record.seq);
+                }
+            }
         }
+        self.unique_index = indexes;
+    }
+
+    /// Keeps the entity's writes in [`EntityStore::changes`], for a change feed.
+    pub fn log_changes(&mut self) {
+        self.log_changes = true;
     }
 
     /// The first unique field whose value in `fields` is held by another live record.
     pub fn unique_conflict(
         &self,
-        fields: &Map<String, Value>,
+        fields: &impl FieldValues,
         own_id: Option<&str>,
     ) -> Option<String> {
-        self.unique.iter().find_map(|field| {
-            let key = normalise_key(fields.get(field)?)?;
-            let holder = self.unique_index.get(&(field.clone(), key))?;
-            (Some(holder.as_str()) != own_id).then(|| field.clone())
-        })
+        self.unique
+            .iter()
+            .zip(&self.unique_index)
+            .find_map(|(field, index)| {
+                let key = normalise_key(&fields.value(field)?)?;
+                index
+                    .candidates(&key)
+                    .into_iter()
+                    .filter_map(|seq| self.by_seq(seq))
+                    .any(|holder| {
+                        holder.is_live()
+                            && Some(holder.id.as_str()) != own_id
+                            && holder.fields.get(field).as_ref().and_then(normalise_key)
+                                == Some(key.clone())
+                    })
+                    .then(|| field.clone())
+            })
     }
 
     /// Declares fields looked up by value ([`EntityStore::lookup`]) and rebuilds their index.
@@ -372,6 +565,7 @@ impl EntityStore {
             lookup_fields,
             ..Indexes::default()
         };
+        self.indexes.lookups = vec![KeyIndex::default(); self.indexes.lookup_fields.len()];
         let records: Vec<&Record> = self.records.values().collect();
         let mut live: [Vec<Key>; 4] = Default::default();
         let mut all = Vec::with_capacity(records.len());
@@ -386,13 +580,14 @@ impl EntityStore {
             if record.modified != record.touched {
                 self.indexes.skewed += 1;
             }
-            for (field, key) in &self.indexes.lookup_fields {
+            for ((field, key), index) in self
+                .indexes
+                .lookup_fields
+                .iter()
+                .zip(&mut self.indexes.lookups)
+            {
                 if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                    self.indexes
-                        .lookups
-                        .entry((field.clone(), value))
-                        .or_default()
-                        .insert(record.seq);
+                    index.insert(&value, record.seq);
                 }
             }
         }
@@ -402,57 +597,15 @@ impl EntityStore {
 
     /// Takes a record out of the derived indexes (before it changes or goes).
     fn forget(&mut self, id: &str) {
-        let Some(record) = self.records.get(id) else {
-            return;
-        };
-        let indexes = &mut self.indexes;
-        if record.is_live() {
-            for sort in SORTS {
-                indexes.live[sort.slot()].remove(&sort.key(record));
-            }
-        }
-        indexes.all_touched.remove(&Sort::Touched.key(record));
-        indexes.ids.remove(&record.seq);
-        if record.modified != record.touched {
-            indexes.skewed -= 1;
-        }
-        for (field, key) in &indexes.lookup_fields {
-            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                let entry = (field.clone(), value);
-                if let Some(seqs) = indexes.lookups.get_mut(&entry) {
-                    seqs.remove(&record.seq);
-                    if seqs.is_empty() {
-                        indexes.lookups.remove(&entry);
-                    }
-                }
-            }
+        if let Some(record) = self.records.get(id) {
+            self.indexes.remove(record);
         }
     }
 
     /// Puts a stored record into the derived indexes.
     fn remember(&mut self, id: &str) {
-        let Some(record) = self.records.get(id) else {
-            return;
-        };
-        let indexes = &mut self.indexes;
-        if record.is_live() {
-            for sort in SORTS {
-                indexes.live[sort.slot()].insert(sort.key(record));
-            }
-        }
-        indexes.all_touched.insert(Sort::Touched.key(record));
-        indexes.ids.insert(record.seq, record.id.clone());
-        if record.modified != record.touched {
-            indexes.skewed += 1;
-        }
-        for (field, key) in &indexes.lookup_fields {
-            if let Some(value) = lookup_value(record, field).and_then(|value| key(&value)) {
-                indexes
-                    .lookups
-                    .entry((field.clone(), value))
-                    .or_default()
-                    .insert(record.seq);
-            }
+        if let Some(record) = self.records.get(id) {
+            self.indexes.add(record);
         }
     }
 
@@ -480,21 +633,25 @@ impl EntityStore {
     /// Records (soft-deleted ones too) whose lookup field holds a value with this key, in
     /// creation order; `None` when the field is not a lookup field.
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<&Record>> {
-        let (_, key) = self
+        let position = self
             .indexes
             .lookup_fields
             .iter()
-            .find(|(name, _)| name == field)?;
-        let Some(key) = key(value) else {
+            .position(|(name, _)| name == field)?;
+        let key_of = self.indexes.lookup_fields[position].1;
+        let Some(key) = key_of(value) else {
             return Some(Vec::new());
         };
+        let index = self.indexes.lookups.get(position)?;
         Some(
-            self.indexes
-                .lookups
-                .get(&(field.to_string(), key))
+            index
+                .candidates(&key)
                 .into_iter()
-                .flatten()
-                .filter_map(|seq| self.by_seq(*seq))
+                .filter_map(|seq| self.by_seq(seq))
+                .filter(|record| {
+                    lookup_value(record, field).and_then(|value| key_of(&value))
+                        == Some(key.clone())
+                })
                 .collect(),
         )
     }
@@ -523,33 +680,12 @@ impl EntityStore {
 
     fn unindex(&mut self, id: &str) {
         if let Some(record) = self.records.get(id) {
-            let keys: Vec<(String, String)> = self
-                .unique
-                .iter()
-                .filter_map(|field| {
-                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
-                })
-                .collect();
-            for key in keys {
-                if self.unique_index.get(&key).map(String::as_str) == Some(id) {
-                    self.unique_index.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn index(&mut self, id: &str) {
-        if let Some(record) = self.records.get(id).filter(|record| record.is_live()) {
-            let keys: Vec<(String, String)> = self
-                .unique
-                .iter()
-                .filter_map(|field| {
-                    Some((field.clone(), normalise_key(record.fields.get(field)?)?))
-                })
-                .collect();
-            for key in keys {
-                self.unique_index.insert(key, id.to_string());
-            }
+            unique_keys(
+                &self.unique,
+                &mut self.unique_index,
+                record,
+                KeyIndex::remove,
+            );
         }
     }
 
@@ -568,7 +704,7 @@ impl EntityStore {
     }
 
     /// A new record with the given id and fields, created and modified at `at`.
-    pub fn new_record(&mut self, id: String, fields: Map<String, Value>, at: Stamp) -> Record {
+    pub fn new_record(&mut self, id: String, fields: impl Into<Fields>, at: Stamp) -> Record {
         self.next_seq += 1;
         Record {
             id,
@@ -578,12 +714,15 @@ impl EntityStore {
             modified: at,
             touched: at,
             deleted: None,
-            fields,
+            fields: fields.into(),
         }
     }
 
     fn log(&mut self, id: &str, kind: ChangeKind, at: Stamp) {
         self.next_change += 1;
+        if !self.log_changes {
+            return;
+        }
         self.changes.push(Change {
             seq: self.next_change,
             id: id.to_string(),
@@ -594,19 +733,25 @@ impl EntityStore {
 
     /// Stores a record (new or replaced), keeping the unique index and change log current.
     pub fn put(&mut self, record: Record) {
-        let id = record.id.clone();
-        let kind = if self.records.contains_key(&id) {
-            ChangeKind::Updated
-        } else {
-            ChangeKind::Created
+        let kind = match self.records.get(&record.id) {
+            Some(old) => {
+                unique_keys(&self.unique, &mut self.unique_index, old, KeyIndex::remove);
+                self.indexes.remove(old);
+                ChangeKind::Updated
+            }
+            None => ChangeKind::Created,
         };
-        let at = record.touched;
-        self.unindex(&id);
-        self.forget(&id);
-        self.records.insert(id.clone(), record);
-        self.index(&id);
-        self.remember(&id);
-        self.log(&id, kind, at);
+        if record.is_live() {
+            unique_keys(
+                &self.unique,
+                &mut self.unique_index,
+                &record,
+                KeyIndex::insert,
+            );
+        }
+        self.indexes.add(&record);
+        self.log(&record.id, kind, record.touched);
+        self.records.insert(record.id.clone(), record);
     }
 
     /// Removes a record for good, leaving a tombstone.
@@ -760,7 +905,7 @@ fn lookup_value(record: &Record, field: &str) -> Option<Value> {
     if field == "Id" {
         return Some(Value::String(record.id.clone()));
     }
-    record.fields.get(field).cloned()
+    record.fields.get(field)
 }
 
 /// All simulated data: per system, per entity.
@@ -880,7 +1025,7 @@ pub fn parse_lenient_datetime(text: &str) -> Option<Stamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     fn fields(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
@@ -916,6 +1061,7 @@ mod tests {
     #[test]
     fn hard_deletes_leave_tombstones_and_change_log_entries() {
         let mut entity = EntityStore::default();
+        entity.log_changes();
         let record = entity.new_record("7".into(), Map::new(), 10);
         entity.put(record);
         assert!(entity.remove("7", 20).is_some());
@@ -1131,7 +1277,7 @@ mod tests {
                     let mut expected: Vec<&Record> = entity
                         .records
                         .values()
-                        .filter(|record| record.fields.get("tag") == Some(&json!(format!("T{tag}"))))
+                        .filter(|record| record.fields.get("tag") == Some(json!(format!("T{tag}"))))
                         .collect();
                     expected.sort_by_key(|record| record.seq);
                     proptest::prop_assert_eq!(seqs(&found), seqs(&expected));

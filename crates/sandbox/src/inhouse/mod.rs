@@ -235,7 +235,6 @@ impl InHouse {
                 record
                     .fields
                     .get(name)
-                    .cloned()
                     .or_else(|| self.default_value(schema, name))
             };
             if let Some(value) = value {
@@ -362,7 +361,7 @@ impl InHouse {
         };
         let mut store = self.shared.store();
         let at = self.shared.stamp(&mut store);
-        match self.create_at(&mut store, entity.name, body, at) {
+        match self.create_at(&mut store, entity.name, body, at, true) {
             Ok(id) => match store
                 .entity(self.conventions.system, entity.name)
                 .and_then(|entity_store| entity_store.get(&id))
@@ -410,13 +409,13 @@ impl InHouse {
         let changes = body.as_object().cloned().unwrap_or_default();
         let mut record = current;
         if replace {
-            record.fields = changes;
+            record.fields = changes.into();
         } else {
             for (name, value) in changes {
                 record.fields.insert(name, value);
             }
         }
-        if let Err(response) = self.check_references(&store, entity, &record.fields) {
+        if let Err(response) = self.check_references(&store, entity, &record.fields.to_map()) {
             return response;
         }
         if let Some(field) = store
@@ -499,12 +498,13 @@ impl InHouse {
                     Some((list, field)) => record
                         .fields
                         .get(list)
+                        .as_ref()
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
                         .filter_map(|item| item.get(field))
                         .any(refers),
-                    None => record.fields.get(*path).is_some_and(refers),
+                    None => record.fields.get(path).as_ref().is_some_and(refers),
                 };
                 if found {
                     return Some((owner, record.id.clone(), path.to_string()));
@@ -879,12 +879,18 @@ impl Backend for InHouse {
         entity_name: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse> {
         let entity = self
             .entity(entity_name)
             .ok_or_else(|| self.not_found("collection"))?;
-        self.validate(entity.write, &body)?;
-        let fields = body.as_object().cloned().unwrap_or_default();
+        if check_schema {
+            self.validate(entity.write, &body)?;
+        }
+        let fields = match body {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
         self.check_references(store, entity, &fields)?;
         let system = self.conventions.system;
         let entity_store = store.entity_mut(system, entity.name);

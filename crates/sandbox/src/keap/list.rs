@@ -141,12 +141,11 @@ impl Keap {
         };
         let title = record
             .fields
-            .get("job_title")
-            .and_then(Value::as_str)
+            .get_str("job_title")
             .unwrap_or_default()
             .to_owned();
         record.fields.insert(
-            "job_title".into(),
+            "job_title".to_string(),
             json!(format!("{title} (edited during a read)")),
         );
         let at = self.shared.stamp(&mut store);
@@ -267,8 +266,7 @@ impl Keap {
         let text = |record: &Record, name: &str| -> String {
             record
                 .fields
-                .get(name)
-                .and_then(Value::as_str)
+                .get_str(name)
                 .unwrap_or_default()
                 .to_lowercase()
         };
@@ -276,6 +274,7 @@ impl Keap {
             record
                 .fields
                 .get("email_addresses")
+                .as_ref()
                 .and_then(Value::as_array)
                 .and_then(|emails| emails.first())
                 .and_then(|email| email.get("email"))
@@ -298,6 +297,7 @@ impl Keap {
                         record
                             .fields
                             .get("email_addresses")
+                            .as_ref()
                             .and_then(Value::as_array)
                             .is_some_and(|emails| {
                                 emails.iter().any(|entry| {
@@ -319,6 +319,7 @@ impl Keap {
                         record
                             .fields
                             .get("stage")
+                            .as_ref()
                             .and_then(|value| value.get("id"))
                             .map(Value::to_string)
                             == Some(stage.to_string())
@@ -326,6 +327,7 @@ impl Keap {
                         record
                             .fields
                             .get("user")
+                            .as_ref()
                             .and_then(|value| value.get("id"))
                             .map(Value::to_string)
                             == Some(user.to_string())
@@ -337,6 +339,7 @@ impl Keap {
                         record
                             .fields
                             .get("active")
+                            .as_ref()
                             .and_then(Value::as_bool)
                             .unwrap_or(false)
                             == (active == "true")
@@ -364,6 +367,7 @@ impl Keap {
                 record
                     .fields
                     .get("contact")
+                    .as_ref()
                     .and_then(|contact| contact.get("id"))
                     .and_then(Value::as_u64)
                     .and_then(|id| Self::find(store, "contacts", &id.to_string()))

@@ -130,6 +130,8 @@ impl Keap {
                 per_ms: DAY_MS,
             },
         ]);
+        // Only products have a change feed (`/products/sync`); other entities keep no log.
+        shared.store().entity_mut(SYSTEM, "products").log_changes();
         Ok(Self {
             shared,
             root: root.to_string(),
@@ -359,13 +361,16 @@ impl Keap {
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse> {
         if !body.is_object() {
             return Err(bad_request(
                 "Input could not be converted to a valid request",
             ));
         }
-        self.validate(Self::write_schema(entity), &body)?;
+        if check_schema {
+            self.validate(Self::write_schema(entity), &body)?;
+        }
         let fields = self.writable(entity, &body);
         self.check_rules(store, entity, &fields, true)?;
         let entity_store = store.entity_mut(SYSTEM, entity);
@@ -443,7 +448,7 @@ impl Keap {
         };
         let mut store = self.shared.store();
         let at = self.shared.stamp(&mut store);
-        match self.create_in(&mut store, entity, body, at) {
+        match self.create_in(&mut store, entity, body, at, true) {
             Ok(id) => {
                 let Some(record) = Self::find(&store, entity, &id) else {
                     return not_found(entity);
@@ -491,11 +496,7 @@ impl Keap {
                 .get(name)
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let found = record
-                .fields
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let found = record.fields.get_str(name).unwrap_or_default();
             wanted.eq_ignore_ascii_case(found)
         };
         let mut store = self.shared.store();
@@ -504,10 +505,8 @@ impl Keap {
                 .by_change(false)
                 .into_iter()
                 .find(|record| {
-                    let emails = record
-                        .fields
-                        .get("email_addresses")
-                        .and_then(Value::as_array);
+                    let emails = record.fields.get("email_addresses");
+                    let emails = emails.as_ref().and_then(Value::as_array);
                     let matches_email = emails.into_iter().flatten().any(|entry| {
                         entry
                             .get("email")
@@ -526,7 +525,9 @@ impl Keap {
                 for (name, value) in changes {
                     record.fields.insert(name, value);
                 }
-                if let Err(response) = self.check_rules(&store, "contacts", &record.fields, false) {
+                if let Err(response) =
+                    self.check_rules(&store, "contacts", &record.fields.to_map(), false)
+                {
                     return response;
                 }
                 record.modified = at;
@@ -535,10 +536,12 @@ impl Keap {
                 store.entity_mut(SYSTEM, "contacts").put(record);
                 id
             }
-            None => match self.create_in(&mut store, "contacts", Value::Object(changes), at) {
-                Ok(id) => id,
-                Err(response) => return response,
-            },
+            None => {
+                match self.create_in(&mut store, "contacts", Value::Object(changes), at, true) {
+                    Ok(id) => id,
+                    Err(response) => return response,
+                }
+            }
         };
         match Self::find(&store, "contacts", &id) {
             Some(record) => ApiResponse::json(
@@ -600,7 +603,7 @@ impl Keap {
         for (name, value) in changes {
             record.fields.insert(name, value);
         }
-        if let Err(response) = self.check_rules(&store, entity, &record.fields, false) {
+        if let Err(response) = self.check_rules(&store, entity, &record.fields.to_map(), false) {
             return response;
         }
         let at = self.shared.stamp(&mut store);
@@ -750,8 +753,9 @@ impl Backend for Keap {
         entity: &str,
         body: Value,
         at: Stamp,
+        check_schema: bool,
     ) -> Result<String, ApiResponse> {
-        self.create_in(store, entity, body, at)
+        self.create_in(store, entity, body, at, check_schema)
     }
 
     fn edit_between_pages(&self, pages: usize) -> bool {
@@ -783,7 +787,7 @@ impl Backend for Keap {
                 if object.contains_key(*name) {
                     continue;
                 }
-                let Some(value) = current.and_then(|record| record.fields.get(*name)) else {
+                let Some(value) = current.and_then(|record| record.fields.get(name)) else {
                     continue;
                 };
                 // References are written as `{id}`.

@@ -10,7 +10,7 @@ use crate::store::{Record, Store, offset_datetime};
 
 impl Keap {
     pub(super) fn render_company(record: &Record, optional: &[String], full: bool) -> Value {
-        let fields = &record.fields;
+        let fields = &record.fields.to_map();
         let email = non_null(fields.get("email_address"))
             .cloned()
             .unwrap_or(Value::Null);
@@ -65,7 +65,7 @@ impl Keap {
         optional: &[String],
         full: bool,
     ) -> Value {
-        let fields = &record.fields;
+        let fields = &record.fields.to_map();
         let emails = fields
             .get("email_addresses")
             .cloned()
@@ -79,7 +79,7 @@ impl Keap {
             .map(|company| {
                 json!({
                     "id": company.id.parse::<u64>().unwrap_or_default(),
-                    "company_name": company.fields.get("company_name").cloned().unwrap_or(Value::Null),
+                    "company_name": company.fields.get("company_name").unwrap_or(Value::Null),
                 })
             });
         let mut out = Map::new();
@@ -178,7 +178,7 @@ impl Keap {
     }
 
     pub(super) fn render_opportunity(store: &Store, record: &Record) -> Value {
-        let fields = &record.fields;
+        let fields = &record.fields.to_map();
         let contact = non_null(fields.get("contact"))
             .and_then(|contact| contact.get("id"))
             .and_then(Value::as_u64)
@@ -186,27 +186,30 @@ impl Keap {
                 let found = Self::find(store, "contacts", &id.to_string());
                 let field = |name: &str| {
                     found
-                        .and_then(|contact| contact.fields.get(name).cloned())
+                        .and_then(|contact| contact.fields.get(name))
                         .unwrap_or(Value::Null)
                 };
                 let email = found
                     .and_then(|contact| contact.fields.get("email_addresses"))
+                    .as_ref()
                     .and_then(Value::as_array)
                     .and_then(|emails| emails.first())
                     .and_then(|email| email.get("email").cloned())
                     .unwrap_or(Value::Null);
                 let phone = found
                     .and_then(|contact| contact.fields.get("phone_numbers"))
+                    .as_ref()
                     .and_then(Value::as_array)
                     .and_then(|phones| phones.first())
                     .and_then(|phone| phone.get("number").cloned())
                     .unwrap_or(Value::Null);
                 let company_name = found
                     .and_then(|contact| contact.fields.get("company"))
+                    .as_ref()
                     .and_then(|company| company.get("id"))
                     .and_then(Value::as_u64)
                     .and_then(|id| Self::find(store, "companies", &id.to_string()))
-                    .and_then(|company| company.fields.get("company_name").cloned())
+                    .and_then(|company| company.fields.get("company_name"))
                     .unwrap_or(Value::Null);
                 json!({
                     "id": id,
@@ -296,7 +299,7 @@ impl Keap {
     /// `RestProductV1` (one product) or, with `listed`, `Product_` (list and sync items,
     /// which carry `status` 1/0 instead of `active`).
     pub(super) fn render_product(record: &Record, listed: bool) -> Value {
-        let fields = &record.fields;
+        let fields = &record.fields.to_map();
         let active = fields
             .get("active")
             .and_then(Value::as_bool)

@@ -171,7 +171,7 @@ impl Salesforce {
             books
                 .records
                 .values()
-                .any(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+                .any(|book| book.fields.get("IsStandard") == Some(json!(true)))
         });
         if exists {
             return;
@@ -345,9 +345,14 @@ impl Backend for Salesforce {
         entity: &str,
         body: Value,
         at: Stamp,
+        _check_schema: bool,
     ) -> Result<String, ApiResponse> {
+        // No write schema: every field is checked against the describe as it is stored.
         let object = self.object(entity).ok_or_else(|| not_found().response())?;
-        let body = body.as_object().cloned().unwrap_or_default();
+        let body = match body {
+            Value::Object(body) => body,
+            _ => serde_json::Map::new(),
+        };
         let prepared = self
             .prepare_create(store, object, &body)
             .map_err(|error| error.response())?;

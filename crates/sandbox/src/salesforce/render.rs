@@ -30,16 +30,8 @@ impl Salesforce {
         }
         match (object.name, field.name.as_str()) {
             ("Contact", "Name") => {
-                let first = record
-                    .fields
-                    .get("FirstName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let last = record
-                    .fields
-                    .get("LastName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let first = record.fields.get_str("FirstName").unwrap_or_default();
+                let last = record.fields.get_str("LastName").unwrap_or_default();
                 return json!(format!("{first} {last}").trim());
             }
             ("PricebookEntry", "Name" | "ProductCode") => {
@@ -50,19 +42,17 @@ impl Salesforce {
                 };
                 return record
                     .fields
-                    .get("Product2Id")
-                    .and_then(Value::as_str)
+                    .get_str("Product2Id")
                     .and_then(|id| store.entity(SYSTEM, "Product2")?.get(id))
-                    .and_then(|product| product.fields.get(source).cloned())
+                    .and_then(|product| product.fields.get(source))
                     .unwrap_or(Value::Null);
             }
             ("Quote", "AccountId") => {
                 return record
                     .fields
-                    .get("OpportunityId")
-                    .and_then(Value::as_str)
+                    .get_str("OpportunityId")
                     .and_then(|id| store.entity(SYSTEM, "Opportunity")?.get(id))
-                    .and_then(|opportunity| opportunity.fields.get("AccountId").cloned())
+                    .and_then(|opportunity| opportunity.fields.get("AccountId"))
                     .unwrap_or(Value::Null);
             }
             _ => {}
@@ -88,7 +78,6 @@ impl Salesforce {
                     let value = record
                         .fields
                         .get(&format!("{prefix}{suffix}"))
-                        .cloned()
                         .unwrap_or(Value::Null);
                     (key.to_string(), value)
                 })

@@ -296,12 +296,12 @@ impl Salesforce {
         if object.name == "Order" {
             let activated =
                 |value: Option<&Value>| value.and_then(Value::as_str) == Some("Activated");
-            let was_active = activated(current.fields.get("Status"));
+            let was_active = activated(current.fields.get("Status").as_ref());
             let activating = !was_active && activated(fields.get("Status"));
             let others: Vec<String> = fields
                 .iter()
                 .filter(|(name, value)| {
-                    name.as_str() != "Status" && current.fields.get(name.as_str()) != Some(*value)
+                    name.as_str() != "Status" && current.fields.get(name).as_ref() != Some(*value)
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -366,7 +366,7 @@ impl Salesforce {
             fields
                 .get(name)
                 .cloned()
-                .or_else(|| current.and_then(|record| record.fields.get(name).cloned()))
+                .or_else(|| current.and_then(|record| record.fields.get(name)))
                 .filter(|value| !value.is_null())
         };
         let integrity = |message: &str, field: &str| {
@@ -404,8 +404,7 @@ impl Salesforce {
                     .and_then(|id| id.as_str().map(str::to_string))
                     .and_then(|id| Self::find_live(store, parent_object, &id));
                 let book = parent
-                    .and_then(|parent| parent.fields.get("Pricebook2Id"))
-                    .and_then(Value::as_str)
+                    .and_then(|parent| parent.fields.get_str("Pricebook2Id"))
                     .map(str::to_string);
                 let entry = match merged("PricebookEntryId")
                     .and_then(|id| id.as_str().map(str::to_string))
@@ -416,9 +415,8 @@ impl Salesforce {
                         store.entity(SYSTEM, "PricebookEntry").and_then(|entries| {
                             entries.records.values().find(|entry| {
                                 entry.is_live()
-                                    && entry.fields.get("Product2Id") == product.as_ref()
-                                    && entry.fields.get("Pricebook2Id").and_then(Value::as_str)
-                                        == book.as_deref()
+                                    && entry.fields.get("Product2Id").as_ref() == product.as_ref()
+                                    && entry.fields.get_str("Pricebook2Id") == book.as_deref()
                             })
                         })
                     }
@@ -429,9 +427,7 @@ impl Salesforce {
                         "PricebookEntryId",
                     ));
                 };
-                if book.is_none()
-                    || entry.fields.get("Pricebook2Id").and_then(Value::as_str) != book.as_deref()
-                {
+                if book.is_none() || entry.fields.get_str("Pricebook2Id") != book.as_deref() {
                     return Err(integrity(
                         &format!(
                             "PricebookEntryId (pricebook entry is in a different pricebook than the one assigned to the {}, or {} has no pricebook assigned)",
@@ -441,7 +437,7 @@ impl Salesforce {
                     ));
                 }
                 if let Some(product) = merged("Product2Id")
-                    && entry.fields.get("Product2Id") != Some(&product)
+                    && entry.fields.get("Product2Id") != Some(product)
                 {
                     return Err(integrity(
                         "Product2Id (does not match the price book entry)",
@@ -451,20 +447,12 @@ impl Salesforce {
                 fields.insert("PricebookEntryId".into(), json!(entry.id));
                 fields.insert(
                     "Product2Id".into(),
-                    entry
-                        .fields
-                        .get("Product2Id")
-                        .cloned()
-                        .unwrap_or(Value::Null),
+                    entry.fields.get("Product2Id").unwrap_or(Value::Null),
                 );
                 if fields.get("ListPrice").is_none_or(Value::is_null) {
                     fields.insert(
                         "ListPrice".into(),
-                        entry
-                            .fields
-                            .get("UnitPrice")
-                            .cloned()
-                            .unwrap_or(Value::Null),
+                        entry.fields.get("UnitPrice").unwrap_or(Value::Null),
                     );
                 }
             }
@@ -474,7 +462,7 @@ impl Salesforce {
                 let standard = book_id
                     .as_deref()
                     .and_then(|id| Self::find_live(store, "Pricebook2", id))
-                    .is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)));
+                    .is_some_and(|book| book.fields.get("IsStandard") == Some(json!(true)));
                 // Found through the Product2Id lookup, then compared exactly as before.
                 let entries: Vec<&Record> = store
                     .entity(SYSTEM, "PricebookEntry")
@@ -489,14 +477,15 @@ impl Salesforce {
                             .into_iter()
                             .filter(|entry| {
                                 entry.is_live()
-                                    && entry.fields.get("Product2Id") == product.as_ref()
+                                    && entry.fields.get("Product2Id").as_ref() == product.as_ref()
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                if entries.iter().any(|entry| {
-                    entry.fields.get("Pricebook2Id").and_then(Value::as_str) == book_id.as_deref()
-                }) {
+                if entries
+                    .iter()
+                    .any(|entry| entry.fields.get_str("Pricebook2Id") == book_id.as_deref())
+                {
                     return Err(SfError::bad(
                         "DUPLICATE_VALUE",
                         "This price definition already exists in this price book",
@@ -505,10 +494,9 @@ impl Salesforce {
                 let has_standard = entries.iter().any(|entry| {
                     entry
                         .fields
-                        .get("Pricebook2Id")
-                        .and_then(Value::as_str)
+                        .get_str("Pricebook2Id")
                         .and_then(|id| Self::find_live(store, "Pricebook2", id))
-                        .is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+                        .is_some_and(|book| book.fields.get("IsStandard") == Some(json!(true)))
                 });
                 if !standard && !has_standard {
                     return Err(SfError::bad(
@@ -523,7 +511,7 @@ impl Salesforce {
                 let book = merged("OpportunityId")
                     .and_then(|id| id.as_str().map(str::to_string))
                     .and_then(|id| Self::find_live(store, "Opportunity", &id))
-                    .and_then(|opportunity| opportunity.fields.get("Pricebook2Id").cloned());
+                    .and_then(|opportunity| opportunity.fields.get("Pricebook2Id"));
                 if let Some(book) = book {
                     fields.insert("Pricebook2Id".into(), book);
                 }

@@ -140,26 +140,24 @@ impl Salesforce {
         let Some(mut parent) = parents.get(&parent_id).cloned() else {
             return;
         };
+        let mut totals = parent.fields.to_map();
         if object == "OrderItem" {
-            let total =
-                cents(parent.fields.get("TotalAmount")) + sign * cents(fields.get("TotalPrice"));
-            parent.fields.insert("TotalAmount".into(), money(total));
+            let total = cents(totals.get("TotalAmount")) + sign * cents(fields.get("TotalPrice"));
+            totals.insert("TotalAmount".into(), money(total));
         } else {
-            let subtotal =
-                cents(parent.fields.get("Subtotal")) + sign * cents(fields.get("Subtotal"));
-            let total =
-                cents(parent.fields.get("TotalPrice")) + sign * cents(fields.get("TotalPrice"));
-            let count = parent
-                .fields
+            let subtotal = cents(totals.get("Subtotal")) + sign * cents(fields.get("Subtotal"));
+            let total = cents(totals.get("TotalPrice")) + sign * cents(fields.get("TotalPrice"));
+            let count = totals
                 .get("LineItemCount")
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
                 + sign;
-            parent.fields.insert("Subtotal".into(), money(subtotal));
-            parent.fields.insert("TotalPrice".into(), money(total));
-            parent.fields.insert("LineItemCount".into(), json!(count));
-            Self::derived("Quote", &mut parent.fields);
+            totals.insert("Subtotal".into(), money(subtotal));
+            totals.insert("TotalPrice".into(), money(total));
+            totals.insert("LineItemCount".into(), json!(count));
+            Self::derived("Quote", &mut totals);
         }
+        parent.fields = totals.into();
         parent.touched = parent.touched.max(at);
         parents.put(parent);
     }
@@ -171,14 +169,15 @@ impl Salesforce {
                 let Some(mut record) = store.entity_mut(SYSTEM, object).get(&id).cloned() else {
                     return id;
                 };
-                let before = record.fields.clone();
+                let before = record.fields.to_map();
+                let mut after = before.clone();
                 for (name, value) in prepared.fields {
-                    record.fields.insert(name, value);
+                    after.insert(name, value);
                 }
-                Self::derived(object, &mut record.fields);
+                Self::derived(object, &mut after);
+                record.fields = (&after).into();
                 record.modified = at;
                 record.touched = at;
-                let after = record.fields.clone();
                 store.entity_mut(SYSTEM, object).put(record);
                 Self::roll_up(store, object, &before, -1, at);
                 Self::roll_up(store, object, &after, 1, at);
@@ -272,8 +271,7 @@ impl Salesforce {
                         .records
                         .values()
                         .filter(|record| {
-                            record.is_live()
-                                && record.fields.get(field).and_then(Value::as_str) == Some(id)
+                            record.is_live() && record.fields.get_str(field) == Some(id)
                         })
                         .map(|record| record.id.clone())
                         .collect()
@@ -282,7 +280,7 @@ impl Salesforce {
         };
         if object == "Pricebook2"
             && Self::find_live(store, object, id)
-                .is_some_and(|book| book.fields.get("IsStandard") == Some(&json!(true)))
+                .is_some_and(|book| book.fields.get("IsStandard") == Some(json!(true)))
         {
             return Err(SfError::bad(
                 "DELETE_FAILED",
@@ -309,7 +307,7 @@ impl Salesforce {
         let fields = store
             .entity(SYSTEM, object)
             .and_then(|records| records.get(id))
-            .map(|record| record.fields.clone())
+            .map(|record| record.fields.to_map())
             .unwrap_or_default();
         store.entity_mut(SYSTEM, object).soft_delete(id, at);
         Self::roll_up(store, object, &fields, -1, at);
