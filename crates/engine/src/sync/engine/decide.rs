@@ -95,7 +95,9 @@ impl Engine {
                 .await?;
             // An unfinished initial sync whose rest fitted in one read is done.
             if chunk.unfinished && done.report.stopped.is_none() {
-                self.store.set_cursor(&initial_key(m), INITIAL_DONE).await?;
+                self.store
+                    .set_cursor(&initial_key(m), &initial_done(pass.run_started))
+                    .await?;
             }
             return Ok((done.report, done.waiting));
         };
@@ -148,7 +150,9 @@ impl Engine {
                 break;
             }
             if !more {
-                self.store.set_cursor(&initial_key(m), INITIAL_DONE).await?;
+                self.store
+                    .set_cursor(&initial_key(m), &initial_done(pass.run_started))
+                    .await?;
                 break;
             }
             whole = done.carry.unwrap_or_default();
@@ -179,9 +183,12 @@ impl Engine {
             return Ok(Chunking::default());
         }
         let m = pass.m;
-        let unfinished =
-            self.store.cursor(&initial_key(m)).await?.as_deref() == Some(INITIAL_IN_CHUNKS);
-        let initial = unfinished || linked_before == 0;
+        let marker = self.store.cursor(&initial_key(m)).await?;
+        let unfinished = marker.as_deref() == Some(INITIAL_IN_CHUNKS);
+        // An initial sync that went on from a stopped run and finished in this run: the
+        // run's later passes (reading what it created) are part of it.
+        let finished_now = marker.as_deref() == Some(initial_done(pass.run_started).as_str());
+        let initial = unfinished || finished_now || linked_before == 0;
         Ok(Chunking {
             size: initial.then_some(size),
             unfinished,

@@ -1465,7 +1465,7 @@ fn listing_key(m: &MappingRuntime, side: Side) -> CursorKey {
 }
 
 /// Where a mapping keeps whether its initial sync went in chunks and is unfinished
-/// ([`INITIAL_IN_CHUNKS`]) or done ([`INITIAL_DONE`]).
+/// ([`INITIAL_IN_CHUNKS`]) or done ([`initial_done`]).
 fn initial_key(m: &MappingRuntime) -> CursorKey {
     CursorKey {
         mapping: m.name.clone(),
@@ -1477,8 +1477,10 @@ fn initial_key(m: &MappingRuntime) -> CursorKey {
 
 /// An initial sync in chunks has begun and not reached the end of its reads.
 const INITIAL_IN_CHUNKS: &str = "in chunks";
-/// An initial sync in chunks has read to the end.
-const INITIAL_DONE: &str = "done";
+/// An initial sync in chunks read to the end in the run started at `run_started`.
+fn initial_done(run_started: chrono::DateTime<Utc>) -> String {
+    format!("done in the run of {}", run_started.to_rfc3339())
+}
 
 fn cursor_key(m: &MappingRuntime, side: Side, deletions: bool) -> CursorKey {
     let rt = m.side(side);
