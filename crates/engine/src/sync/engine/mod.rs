@@ -161,8 +161,8 @@ pub struct RunOptions {
     pub resync: Option<Resync>,
     /// What started the run (`schedule`, `api`, `webhook`, `resync`), recorded with it.
     pub trigger: Option<String>,
-    /// An initial sync reads its source in chunks of about this many records, each decided,
-    /// written and its cursor stored before the next is read (0: whole).
+    /// An initial sync reads its large side in chunks of about this many records, each
+    /// decided, written and its cursor stored before the next is read (0: whole).
     pub initial_chunk: usize,
 }
 

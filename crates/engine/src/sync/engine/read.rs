@@ -321,7 +321,7 @@ impl Engine {
                 read.records.insert(record.id.clone(), record);
             }
             if !ids.is_empty() {
-                self.pass_unchanged(m, side, &ids, read).await?;
+                self.pass_unchanged(m, &ids, read).await?;
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
@@ -356,19 +356,18 @@ impl Engine {
         Ok(complete)
     }
 
-    /// Lets go of the records `ids` of a lean read whose mapped content hashes as their
-    /// pair last saw it (see [`Self::read_side_lean`]).
+    /// Lets go of the target records `ids` of a lean read whose mapped content hashes as
+    /// their pair last saw it (see [`Self::read_side_lean`]).
     async fn pass_unchanged(
         &self,
         m: &MappingRuntime,
-        side: Side,
         ids: &[String],
         read: &mut SideRead,
     ) -> Result<(), EngineError> {
-        let keep_ids = !m.side(side).info.incremental;
+        let keep_ids = !m.target.info.incremental;
         for pair in self
             .store
-            .pair_states_of_records(&m.name, side, ids)
+            .pair_states_of_records(&m.name, Side::Target, ids)
             .await?
         {
             let unchanged = read.records.get(&pair.target_id).is_some_and(|record| {
