@@ -188,6 +188,7 @@ store_tests!(
     concurrent_lease_requests_have_one_winner,
     concurrent_transactions_all_land,
     status_sums_up_each_mapping,
+    batch_writes_leave_what_one_by_one_writes_leave,
 );
 
 fn record(system: &str, entity: &str, id: &str) -> RecordKey {
@@ -1450,6 +1451,220 @@ async fn status_sums_up_each_mapping(db: TestDb) {
         (0, 1, 0)
     );
     assert!(contacts.last_run.is_none());
+}
+
+/// The writes a batch of creates or matches makes in a few statements: each leaves what
+/// the one-by-one write leaves, batches larger than one statement's rows included.
+async fn batch_writes_leave_what_one_by_one_writes_leave(db: TestDb) {
+    let store = db.open().await;
+    let mapping = "customers-to-shop";
+    let mut tx = store.transaction().await.expect("tx");
+    let globals = tx
+        .new_global_ids("customer", 250)
+        .await
+        .expect("global ids");
+    assert_eq!(globals.len(), 250);
+    let distinct: std::collections::HashSet<&GlobalId> = globals.iter().collect();
+    assert_eq!(distinct.len(), 250, "every global id is new");
+
+    // Links: in the order given; one already there with the same global id is kept.
+    let already = record("customerp", "customers", "0");
+    tx.link("customer", &globals[0], &already, LinkOrigin::Manual)
+        .await
+        .expect("link");
+    let wanted: Vec<(GlobalId, RecordKey)> = globals
+        .iter()
+        .enumerate()
+        .map(|(n, g)| (g.clone(), record("customerp", "customers", &n.to_string())))
+        .collect();
+    let links = tx
+        .link_all("customer", &wanted, LinkOrigin::Create)
+        .await
+        .expect("links");
+    assert_eq!(links.len(), 250);
+    assert_eq!(
+        links[0].origin,
+        LinkOrigin::Manual,
+        "the existing link is kept"
+    );
+    assert_eq!(links[249].record, record("customerp", "customers", "249"));
+    assert_eq!(links[249].global_id, globals[249]);
+    // A record linked to another global id, in a batch, is the conflict `link` reports,
+    // and the transaction goes on.
+    match tx
+        .link_all(
+            "customer",
+            &[
+                (
+                    globals[1].clone(),
+                    record("customwebshop", "customers", "S-1"),
+                ),
+                (globals[2].clone(), record("customerp", "customers", "1")),
+            ],
+            LinkOrigin::Create,
+        )
+        .await
+    {
+        Err(StoreError::LinkConflict(conflict)) => assert_eq!(
+            *conflict,
+            LinkConflict::RecordLinked {
+                identity: "customer".into(),
+                record: record("customerp", "customers", "1"),
+                existing: globals[1].clone(),
+            }
+        ),
+        other => panic!("expected RecordLinked, got {other:?}"),
+    }
+    let never_created = GlobalId::new("not-a-global-id");
+    match tx
+        .link_all(
+            "customer",
+            &[(
+                never_created.clone(),
+                record("customwebshop", "customers", "S-9"),
+            )],
+            LinkOrigin::Create,
+        )
+        .await
+    {
+        Err(StoreError::UnknownGlobalId { global_id, .. }) => assert_eq!(global_id, never_created),
+        other => panic!("expected UnknownGlobalId, got {other:?}"),
+    }
+
+    // Intents: pending in the order given, completed each with its own record.
+    let intents: Vec<NewIntent> = globals
+        .iter()
+        .take(150)
+        .map(|g| target_intent(mapping, g))
+        .collect();
+    let recorded = tx.record_intents(&intents).await.expect("intents");
+    let done: Vec<_> = recorded
+        .iter()
+        .enumerate()
+        .map(|(n, intent)| (intent.id.clone(), format!("S-{n}")))
+        .collect();
+    tx.commit().await.expect("commit");
+    let open = store.open_intents(mapping).await.expect("open");
+    assert_eq!(
+        open.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        recorded.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        "oldest first is the order given"
+    );
+    assert_eq!(open[3].global_id, globals[3]);
+    store.complete_intents(&done).await.expect("complete");
+    assert!(store.open_intents(mapping).await.expect("open").is_empty());
+    let one = store
+        .intent(&done[120].0)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(one.state, IntentState::Done);
+    assert_eq!(one.created_record_id.as_deref(), Some("S-120"));
+    match store.complete_intents(&done[5..7]).await {
+        Err(StoreError::IntentNotPending(id)) => assert_eq!(id, done[5].0),
+        other => panic!("expected IntentNotPending, got {other:?}"),
+    }
+
+    // Pair states: a pair given twice keeps the last.
+    let mut states: Vec<PairState> = globals
+        .iter()
+        .take(150)
+        .map(|g| pair_state(mapping, g))
+        .collect();
+    let mut again = pair_state(mapping, &globals[7]);
+    again.target_id = "S-7b".into();
+    states.push(again);
+    store.put_pair_states(&states).await.expect("pair states");
+    let stored = store.pair_states(mapping).await.expect("pairs");
+    assert_eq!(stored.len(), 150);
+    let seventh = store
+        .pair_state(mapping, &globals[7])
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(seventh.target_id, "S-7b");
+
+    // Match keys: the last key of a record is kept, `None` removes one.
+    let mut keys: Vec<(String, Option<String>)> = (0..150)
+        .map(|n| (n.to_string(), Some(format!("key-{}", n % 75))))
+        .collect();
+    keys.push(("3".into(), Some("moved".into())));
+    store
+        .put_record_keys(mapping, Side::Source, &keys)
+        .await
+        .expect("keys");
+    store
+        .put_record_keys(mapping, Side::Source, &[("4".into(), None)])
+        .await
+        .expect("key removed");
+    let found = store
+        .find_records_by_keys(
+            mapping,
+            Side::Source,
+            &[
+                "key-3".into(),
+                "moved".into(),
+                "key-4".into(),
+                "absent".into(),
+            ],
+        )
+        .await
+        .expect("found");
+    assert_eq!(
+        found,
+        [
+            ("key-3".to_owned(), "78".to_owned()),
+            ("key-4".to_owned(), "79".to_owned()),
+            ("moved".to_owned(), "3".to_owned()),
+        ]
+    );
+    assert!(
+        store
+            .find_records_by_keys(mapping, Side::Target, &["key-3".into()])
+            .await
+            .expect("other side")
+            .is_empty()
+    );
+
+    // Change log rows read back in the order given; forgotten records removed at once.
+    let writes: Vec<NewHistory> = (0..3)
+        .map(|n| NewHistory {
+            run_id: None,
+            mapping: mapping.into(),
+            identity: "customer".into(),
+            global_id: globals[0].clone(),
+            record: record("customwebshop", "customers", &format!("S-{n}")),
+            action: HistoryAction::Update,
+            changes: Vec::new(),
+        })
+        .collect();
+    store.record_histories(&writes).await.expect("history");
+    let log = store
+        .history_of_global("customer", &globals[0])
+        .await
+        .expect("log");
+    assert_eq!(
+        log.iter().map(|e| e.record.id.as_str()).collect::<Vec<_>>(),
+        ["S-0", "S-1", "S-2"]
+    );
+    for id in ["1", "2", "3"] {
+        store
+            .put_unlinked(mapping, Side::Target, id, "h")
+            .await
+            .expect("put");
+    }
+    let removed = store
+        .remove_unlinked_all(mapping, Side::Target, &["1".into(), "3".into(), "9".into()])
+        .await
+        .expect("removed");
+    assert_eq!(removed, 2);
+    let left = store.unlinked(mapping).await.expect("unlinked");
+    assert_eq!(
+        left.iter()
+            .map(|u| u.record_id.as_str())
+            .collect::<Vec<_>>(),
+        ["2"]
+    );
 }
 
 fn pair_state(mapping: &str, global_id: &GlobalId) -> PairState {

@@ -422,6 +422,9 @@ shared_methods! {
         fn record_keys_of(mapping: &str, side: Side, record_ids: &[String]) -> Vec<(String, String)>;
         /// The records of one side of a mapping whose match key is `key`.
         fn find_record_keys(mapping: &str, side: Side, key: &str) -> Vec<String>;
+        /// The records of one side of a mapping whose match key is one of `keys`, as
+        /// (key, record id), sorted.
+        fn find_records_by_keys(mapping: &str, side: Side, keys: &[String]) -> Vec<(String, String)>;
         /// The record of a system entity linked to a global id.
         fn link_by_global(
             identity: &str, global_id: &GlobalId, system: &str, entity: &str
@@ -485,6 +488,8 @@ shared_methods! {
     writes {
         /// Creates a global id of an identity type.
         fn new_global_id(identity: &str) -> GlobalId;
+        /// Creates `count` global ids of an identity type.
+        fn new_global_ids(identity: &str, count: usize) -> Vec<GlobalId>;
         /// Links a record to a global id. Linking a record again to the same global id
         /// returns the existing link; a link that would give the record a second global id
         /// of this identity type, or the global id a second record in this entity, fails with
@@ -492,12 +497,23 @@ shared_methods! {
         fn link(
             identity: &str, global_id: &GlobalId, record: &RecordKey, origin: LinkOrigin
         ) -> Link;
+        /// [`Store::link`] for many records, in few statements; the links in the order
+        /// given, or the first conflict.
+        fn link_all(
+            identity: &str, links: &[(GlobalId, RecordKey)], origin: LinkOrigin
+        ) -> Vec<Link>;
         /// Removes a record's link for an identity type; `false` when there was none.
         fn unlink(identity: &str, record: &RecordKey) -> bool;
         /// Records the match key of a record a mapping read (`None` removes it).
         fn put_record_key(mapping: &str, side: Side, record_id: &str, key: Option<&str>) -> ();
+        /// Records the match keys of many records of one side (`None` removes one); the
+        /// last key given for a record is kept.
+        fn put_record_keys(mapping: &str, side: Side, keys: &[(String, Option<String>)]) -> ();
         /// Writes a pair state, replacing the one of the same mapping and global id.
         fn put_pair_state(state: &PairState) -> ();
+        /// Writes pair states, each replacing the one of the same mapping and global id (the
+        /// last given for a pair is kept).
+        fn put_pair_states(states: &[PairState]) -> ();
         /// Removes a pair state; `false` when there was none.
         fn delete_pair_state(mapping: &str, global_id: &GlobalId) -> bool;
         /// Writes a cursor position.
@@ -511,8 +527,12 @@ shared_methods! {
         fn close_alert_incident(incident: &str) -> bool;
         /// Records a create intent as pending, before the create is sent.
         fn record_intent(intent: &NewIntent) -> CreateIntent;
+        /// Records create intents as pending, in the order given.
+        fn record_intents(intents: &[NewIntent]) -> Vec<CreateIntent>;
         /// Marks a pending intent done with the id of the created (or found) record.
         fn complete_intent(id: &IntentId, created_record_id: &str) -> ();
+        /// Marks pending intents done, each with the id of its created record.
+        fn complete_intents(done: &[(IntentId, String)]) -> ();
         /// Marks a pending intent abandoned.
         fn abandon_intent(id: &IntentId) -> ();
         /// Parks a record, or counts one more attempt (with the new reason) when it is
@@ -537,9 +557,14 @@ shared_methods! {
         /// Forgets that a record's pair was forgotten (it was linked again, or changed);
         /// `false` when there was no entry.
         fn remove_unlinked(mapping: &str, side: Side, record_id: &str) -> bool;
+        /// [`Store::remove_unlinked`] for many records of one side; how many entries there
+        /// were.
+        fn remove_unlinked_all(mapping: &str, side: Side, record_ids: &[String]) -> u64;
         /// Appends a write to the change log, stamped now. Nothing changes a row once
         /// written; only [`Store::prune_history`] removes rows, by age.
         fn record_history(entry: &NewHistory) -> ();
+        /// Appends many writes to the change log, stamped now.
+        fn record_histories(entries: &[NewHistory]) -> ();
         /// Removes the change log's rows written before `before` (the retention); how many.
         fn prune_history(before: DateTime<Utc>) -> u64;
         /// Records a conflict of a run: decided when it has a winner, held otherwise.

@@ -49,6 +49,41 @@ macro_rules! on {
 /// How many record ids one `IN (...)` list carries.
 const IN_LIST_CHUNK: usize = 500;
 
+/// How many rows one multi-row statement writes. A statement is a round trip to the
+/// database (for SQLite, to its worker thread): a batch of creates writes each table once,
+/// not once per record. At a dozen columns this stays far below both backends' limits on
+/// bound parameters.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// The `VALUES` rows of a multi-row statement: `rows` groups of `columns` numbered
+/// placeholders, the first numbered `first`.
+fn values_rows(rows: usize, columns: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(first + row * columns + column).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$first, $first+1, …`: the placeholders of an `IN (...)` list of `count` values.
+fn in_list(count: usize, first: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
@@ -145,16 +180,41 @@ fn all<R, T>(rows: &[R], read: impl Fn(&R) -> Result<T, StoreError>) -> Result<V
 
 pub(crate) async fn new_global_id(conn: Conn<'_>, identity: &str) -> Result<GlobalId, StoreError> {
     let id = new_id();
-    on!(conn, |c| sqlx::query(
-        "INSERT INTO global_ids (identity, global_id, created_at) VALUES ($1, $2, $3)",
-    )
-    .bind(identity)
-    .bind(&id)
-    .bind(micros(Utc::now()))
-    .execute(c)
-    .await
-    .map(|_| ())?);
+    insert_global_ids(conn, identity, std::slice::from_ref(&id)).await?;
     Ok(GlobalId::new(id))
+}
+
+pub(crate) async fn new_global_ids(
+    conn: Conn<'_>,
+    identity: &str,
+    count: usize,
+) -> Result<Vec<GlobalId>, StoreError> {
+    let ids: Vec<String> = (0..count).map(|_| new_id()).collect();
+    insert_global_ids(conn, identity, &ids).await?;
+    Ok(ids.into_iter().map(GlobalId::new).collect())
+}
+
+async fn insert_global_ids(
+    mut conn: Conn<'_>,
+    identity: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let sql = format!(
+            "INSERT INTO global_ids (identity, global_id, created_at) VALUES {}",
+            values_rows(chunk.len(), 3, 1)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(identity).bind(id).bind(now);
+            }
+            query.execute(&mut **c).await?;
+        });
+    }
+    Ok(())
 }
 
 macro_rules! link_columns {
@@ -227,6 +287,98 @@ pub(crate) async fn link(
             return Err(StoreError::Contended("link"));
         }
     }
+}
+
+/// Links records to global ids, as [`link`] does one by one: in one statement per
+/// [`ROWS_PER_STATEMENT`] (and a check that the global ids exist), each link that meets one
+/// in the way then settled by [`link`]. The links are returned in the order given.
+pub(crate) async fn link_all(
+    mut conn: Conn<'_>,
+    identity: &str,
+    links: &[(GlobalId, RecordKey)],
+    origin: LinkOrigin,
+) -> Result<Vec<Link>, StoreError> {
+    let now = Utc::now();
+    let created_at = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
+    let mut out = Vec::with_capacity(links.len());
+    for chunk in links.chunks(ROWS_PER_STATEMENT) {
+        // Checked first, so that the insert cannot break a PostgreSQL transaction on the
+        // foreign key, and the error names the global id.
+        let mut globals: Vec<&str> = chunk.iter().map(|(global, _)| global.as_str()).collect();
+        globals.sort_unstable();
+        globals.dedup();
+        let sql = format!(
+            "SELECT global_id FROM global_ids WHERE identity = $1 AND global_id IN ({})",
+            in_list(globals.len(), 2)
+        );
+        let known: std::collections::HashSet<String> = on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(identity);
+            for global in &globals {
+                query = query.bind(*global);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            all(&rows, |row| row.text("global_id"))?
+        })
+        .into_iter()
+        .collect();
+        if let Some((global, _)) = chunk.iter().find(|(g, _)| !known.contains(g.as_str())) {
+            return Err(StoreError::UnknownGlobalId {
+                identity: identity.to_owned(),
+                global_id: global.clone(),
+            });
+        }
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let sql = format!(
+            "INSERT INTO links (system, entity, record_id, identity, global_id, origin, \
+             created_at) VALUES {} ON CONFLICT DO NOTHING RETURNING system, entity, record_id",
+            values_rows(chunk.len(), 7, 1)
+        );
+        let inserted: std::collections::HashSet<(String, String, String)> = on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (global, record) in chunk {
+                query = query
+                    .bind(&record.system)
+                    .bind(&record.entity)
+                    .bind(&record.id)
+                    .bind(identity)
+                    .bind(global.as_str())
+                    .bind(origin.as_str())
+                    .bind(micros(created_at));
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            all(&rows, |row| {
+                Ok((
+                    row.text("system")?,
+                    row.text("entity")?,
+                    row.text("record_id")?,
+                ))
+            })?
+        })
+        .into_iter()
+        .collect();
+        let mut seen: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
+        for (global, record) in chunk {
+            let key = (
+                record.system.clone(),
+                record.entity.clone(),
+                record.id.clone(),
+            );
+            // A record given twice was inserted by its first row: the second is settled by
+            // `link`, as it would be one after the other.
+            if seen.insert(record) && inserted.contains(&key) {
+                out.push(Link {
+                    identity: identity.to_owned(),
+                    global_id: global.clone(),
+                    record: record.clone(),
+                    origin,
+                    created_at,
+                });
+            } else {
+                out.push(link(reborrow(&mut conn), identity, global, record, origin).await?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Inserts a link unless one is in the way; `None` when one is.
@@ -401,32 +553,66 @@ pub(crate) async fn links_of_entity(
 
 /// Records the match key of a record a mapping read (`None` removes it).
 pub(crate) async fn put_record_key(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_id: &str,
     key: Option<&str>,
 ) -> Result<(), StoreError> {
-    on!(&mut conn, |c| {
-        sqlx::query("DELETE FROM record_keys WHERE mapping = $1 AND side = $2 AND record_id = $3")
-            .bind(mapping)
-            .bind(side_str(side))
-            .bind(record_id)
-            .execute(&mut **c)
-            .await?;
-        if let Some(key) = key {
-            sqlx::query(
-                "INSERT INTO record_keys (mapping, side, record_id, match_key) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(mapping)
-            .bind(side_str(side))
-            .bind(record_id)
-            .bind(key)
-            .execute(&mut **c)
-            .await?;
-        }
-        Ok(())
-    })
+    put_record_keys(
+        conn,
+        mapping,
+        side,
+        &[(record_id.to_owned(), key.map(str::to_owned))],
+    )
+    .await
+}
+
+/// Records the match keys of records of one side (`None` removes a record's key); the last
+/// key given for a record is the one kept.
+pub(crate) async fn put_record_keys(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    keys: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
+    let keys = last_of_each(keys, |(id, _)| id.as_str());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let delete = format!(
+            "DELETE FROM record_keys WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
+            in_list(chunk.len(), 3)
+        );
+        let kept: Vec<(&String, &String)> = chunk
+            .iter()
+            .filter_map(|(id, key)| key.as_ref().map(|key| (id, key)))
+            .collect();
+        let insert = format!(
+            "INSERT INTO record_keys (mapping, side, record_id, match_key) VALUES {}",
+            values_rows(kept.len(), 4, 1)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(delete))
+                .bind(mapping)
+                .bind(side_str(side));
+            for (id, _) in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut **c).await?;
+            if !kept.is_empty() {
+                let mut query = sqlx::query(AssertSqlSafe(insert));
+                for (id, key) in &kept {
+                    query = query
+                        .bind(mapping)
+                        .bind(side_str(side))
+                        .bind(*id)
+                        .bind(*key);
+                }
+                query.execute(&mut **c).await?;
+            }
+        });
+    }
+    Ok(())
 }
 
 /// The stored match keys of some records of one side of a mapping, by record id (records
@@ -480,6 +666,44 @@ pub(crate) async fn find_record_keys(
     })?;
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The records of one side of a mapping with one of `keys` as match key, as (key, record
+/// id), sorted: the lookups of a chunk's records in one statement per [`IN_LIST_CHUNK`].
+pub(crate) async fn find_records_by_keys(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    keys: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(IN_LIST_CHUNK) {
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(find_records_by_keys_sql(chunk.len())))
+                .bind(mapping)
+                .bind(side_str(side));
+            for key in chunk {
+                query = query.bind(key);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            found.extend(all(&rows, |row| {
+                Ok((row.text("match_key")?, row.text("record_id")?))
+            })?);
+        });
+    }
+    found.sort_unstable();
+    found.dedup();
+    Ok(found)
+}
+
+/// The lookup of `count` match keys: only numbered placeholders are spliced into the text,
+/// the keys are bound. Sorted by the caller, for the reason below.
+fn find_records_by_keys_sql(count: usize) -> String {
+    format!(
+        "SELECT match_key, record_id FROM record_keys \
+         WHERE mapping = $1 AND side = $2 AND match_key IN ({})",
+        in_list(count, 3)
+    )
 }
 
 /// The records of one side with one match key. Sorted by the caller: with an `ORDER BY
@@ -683,32 +907,70 @@ pub(crate) async fn count_pairs_synced_before(
 }
 
 pub(crate) async fn put_pair_state(conn: Conn<'_>, state: &PairState) -> Result<(), StoreError> {
-    on!(conn, |c| sqlx::query(
-        "INSERT INTO pair_states (mapping, global_id, source_id, target_id, base, base_hash, \
-         source_hash, source_modified_at, target_hash, target_modified_at, synced_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (mapping, global_id) DO UPDATE SET \
-         source_id = excluded.source_id, target_id = excluded.target_id, \
-         base = excluded.base, base_hash = excluded.base_hash, \
-         source_hash = excluded.source_hash, source_modified_at = excluded.source_modified_at, \
-         target_hash = excluded.target_hash, target_modified_at = excluded.target_modified_at, \
-         synced_at = excluded.synced_at",
-    )
-    .bind(&state.mapping)
-    .bind(state.global_id.as_str())
-    .bind(&state.source_id)
-    .bind(&state.target_id)
-    .bind(state.base.to_string())
-    .bind(&state.base_hash)
-    .bind(state.source.hash.as_deref())
-    .bind(state.source.modified_at.map(micros))
-    .bind(state.target.hash.as_deref())
-    .bind(state.target.modified_at.map(micros))
-    .bind(micros(state.synced_at))
-    .execute(c)
-    .await
-    .map(|_| ())?);
+    put_pair_states(conn, std::slice::from_ref(state)).await
+}
+
+pub(crate) async fn put_pair_states(
+    mut conn: Conn<'_>,
+    states: &[PairState],
+) -> Result<(), StoreError> {
+    // One statement may not upsert a row twice (PostgreSQL refuses): the last state of a
+    // pair is the one written, as if they were written one after the other.
+    let states = last_of_each(states, |state| (&state.mapping, state.global_id.as_str()));
+    for chunk in states.chunks(ROWS_PER_STATEMENT) {
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let sql = format!(
+            "INSERT INTO pair_states (mapping, global_id, source_id, target_id, base, \
+             base_hash, source_hash, source_modified_at, target_hash, target_modified_at, \
+             synced_at) VALUES {} \
+             ON CONFLICT (mapping, global_id) DO UPDATE SET \
+             source_id = excluded.source_id, target_id = excluded.target_id, \
+             base = excluded.base, base_hash = excluded.base_hash, \
+             source_hash = excluded.source_hash, \
+             source_modified_at = excluded.source_modified_at, \
+             target_hash = excluded.target_hash, \
+             target_modified_at = excluded.target_modified_at, synced_at = excluded.synced_at",
+            values_rows(chunk.len(), 11, 1)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for state in chunk {
+                query = query
+                    .bind(&state.mapping)
+                    .bind(state.global_id.as_str())
+                    .bind(&state.source_id)
+                    .bind(&state.target_id)
+                    .bind(state.base.to_string())
+                    .bind(&state.base_hash)
+                    .bind(state.source.hash.as_deref())
+                    .bind(state.source.modified_at.map(micros))
+                    .bind(state.target.hash.as_deref())
+                    .bind(state.target.modified_at.map(micros))
+                    .bind(micros(state.synced_at));
+            }
+            query.execute(&mut **c).await?;
+        });
+    }
     Ok(())
+}
+
+/// The last of the items sharing a key, in the order of their first appearance.
+fn last_of_each<'a, T, K: std::hash::Hash + Eq>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> Vec<&'a T> {
+    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut out: Vec<&T> = Vec::with_capacity(items.len());
+    for item in items {
+        match at.entry(key(item)) {
+            std::collections::hash_map::Entry::Occupied(slot) => out[*slot.get()] = item,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(out.len());
+                out.push(item);
+            }
+        }
+    }
+    out
 }
 
 pub(crate) async fn delete_pair_state(
@@ -842,25 +1104,68 @@ pub(crate) async fn record_intent(
     conn: Conn<'_>,
     intent: &NewIntent,
 ) -> Result<CreateIntent, StoreError> {
-    on!(conn, |c| {
-        let row = sqlx::query(concat!(
-            "INSERT INTO create_intents (id, mapping, side, source_record_id, global_id, \
-             match_values, payload_hash, state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ",
-            intent_columns!()
-        ))
-        .bind(new_id())
-        .bind(&intent.mapping)
-        .bind(side_str(intent.side))
-        .bind(&intent.source_record_id)
-        .bind(intent.global_id.as_str())
-        .bind(intent.match_values.to_string())
-        .bind(&intent.payload_hash)
-        .bind(micros(Utc::now()))
-        .fetch_one(c)
-        .await?;
-        read_intent(&row)
+    let mut recorded = record_intents(conn, std::slice::from_ref(intent)).await?;
+    recorded.pop().ok_or(StoreError::Corrupt {
+        what: "create intent",
+        value: "(none recorded)".to_owned(),
     })
+}
+
+pub(crate) async fn record_intents(
+    mut conn: Conn<'_>,
+    intents: &[NewIntent],
+) -> Result<Vec<CreateIntent>, StoreError> {
+    // Each a microsecond after the one before: "oldest first" is the order given.
+    let first = micros(Utc::now());
+    let mut recorded = Vec::with_capacity(intents.len());
+    for (n, chunk) in intents.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let stamps: Vec<i64> = (0..chunk.len())
+            .map(|i| first + i64::try_from(n * ROWS_PER_STATEMENT + i).unwrap_or(i64::MAX))
+            .collect();
+        let ids: Vec<String> = chunk.iter().map(|_| new_id()).collect();
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let sql = format!(
+            "INSERT INTO create_intents (id, mapping, side, source_record_id, global_id, \
+             match_values, payload_hash, state, created_at) VALUES {}",
+            values_rows(chunk.len(), 9, 1)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for ((intent, id), stamp) in chunk.iter().zip(&ids).zip(&stamps) {
+                query = query
+                    .bind(id)
+                    .bind(&intent.mapping)
+                    .bind(side_str(intent.side))
+                    .bind(&intent.source_record_id)
+                    .bind(intent.global_id.as_str())
+                    .bind(intent.match_values.to_string())
+                    .bind(&intent.payload_hash)
+                    .bind(IntentState::Pending.as_str())
+                    .bind(*stamp);
+            }
+            query.execute(&mut **c).await?;
+        });
+        let stamped = ids.into_iter().zip(stamps);
+        recorded.extend(
+            chunk
+                .iter()
+                .zip(stamped)
+                .map(|(intent, (id, stamp))| CreateIntent {
+                    id: IntentId::new(id),
+                    mapping: intent.mapping.clone(),
+                    side: intent.side,
+                    source_record_id: intent.source_record_id.clone(),
+                    global_id: intent.global_id.clone(),
+                    match_values: intent.match_values.clone(),
+                    payload_hash: intent.payload_hash.clone(),
+                    state: IntentState::Pending,
+                    created_record_id: None,
+                    created_at: DateTime::from_timestamp_micros(stamp).unwrap_or_else(Utc::now),
+                    resolved_at: None,
+                }),
+        );
+    }
+    Ok(recorded)
 }
 
 pub(crate) async fn open_intents(
@@ -926,6 +1231,48 @@ pub(crate) async fn complete_intent(
     created_record_id: &str,
 ) -> Result<(), StoreError> {
     resolve_intent(conn, id, IntentState::Done, Some(created_record_id)).await
+}
+
+/// Marks pending intents done, each with the id of its created record, in one statement
+/// per [`ROWS_PER_STATEMENT`]; an intent that was not pending fails it as
+/// [`complete_intent`] does.
+pub(crate) async fn complete_intents(
+    mut conn: Conn<'_>,
+    done: &[(IntentId, String)],
+) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for chunk in done.chunks(ROWS_PER_STATEMENT) {
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let cases = (0..chunk.len())
+            .map(|n| format!("WHEN ${} THEN ${}", 3 + 2 * n, 4 + 2 * n))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ids = in_list(chunk.len(), 3 + 2 * chunk.len());
+        let sql = format!(
+            "UPDATE create_intents SET state = $1, resolved_at = $2, \
+             created_record_id = CASE id {cases} END \
+             WHERE state = 'pending' AND id IN ({ids}) RETURNING id"
+        );
+        let updated: std::collections::HashSet<String> = on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(IntentState::Done.as_str())
+                .bind(now);
+            for (id, created) in chunk {
+                query = query.bind(id.as_str()).bind(created);
+            }
+            for (id, _) in chunk {
+                query = query.bind(id.as_str());
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            all(&rows, |row| row.text("id"))?
+        })
+        .into_iter()
+        .collect();
+        if let Some((id, _)) = chunk.iter().find(|(id, _)| !updated.contains(id.as_str())) {
+            return Err(StoreError::IntentNotPending(id.clone()));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn abandon_intent(conn: Conn<'_>, id: &IntentId) -> Result<(), StoreError> {
@@ -1216,6 +1563,33 @@ pub(crate) async fn remove_unlinked(
     .await
 }
 
+/// [`remove_unlinked`] for many records of one side; how many entries there were.
+pub(crate) async fn remove_unlinked_all(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_ids: &[String],
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "DELETE FROM unlinked WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
+            in_list(chunk.len(), 3)
+        );
+        removed += on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(mapping)
+                .bind(side_str(side));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut **c).await?.rows_affected()
+        });
+    }
+    Ok(removed)
+}
+
 pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlinked>, StoreError> {
     on!(conn, |c| {
         let rows = sqlx::query(
@@ -1270,29 +1644,50 @@ fn read_history(row: &impl Get) -> Result<HistoryEntry, StoreError> {
 }
 
 pub(crate) async fn record_history(conn: Conn<'_>, entry: &NewHistory) -> Result<(), StoreError> {
-    let changes = serde_json::to_string(&entry.changes).map_err(|error| StoreError::Corrupt {
-        what: "changes",
-        value: error.to_string(),
-    })?;
-    on!(conn, |c| sqlx::query(concat!(
-        "INSERT INTO history (",
-        history_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    ))
-    .bind(new_id())
-    .bind(entry.run_id.as_ref().map(RunId::as_str))
-    .bind(micros(Utc::now()))
-    .bind(&entry.mapping)
-    .bind(&entry.identity)
-    .bind(entry.global_id.as_str())
-    .bind(&entry.record.system)
-    .bind(&entry.record.entity)
-    .bind(&entry.record.id)
-    .bind(entry.action.as_str())
-    .bind(changes)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    record_histories(conn, std::slice::from_ref(entry)).await
+}
+
+pub(crate) async fn record_histories(
+    mut conn: Conn<'_>,
+    entries: &[NewHistory],
+) -> Result<(), StoreError> {
+    // Each a microsecond after the one before: the change log reads in the order given.
+    let first = micros(Utc::now());
+    for (n, chunk) in entries.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let changes = chunk
+            .iter()
+            .map(|entry| {
+                serde_json::to_string(&entry.changes).map_err(|error| StoreError::Corrupt {
+                    what: "changes",
+                    value: error.to_string(),
+                })
+            })
+            .collect::<Result<Vec<String>, StoreError>>()?;
+        // Only numbered placeholders are spliced into the text; the values are bound.
+        let sql = format!(
+            concat!("INSERT INTO history (", history_columns!(), ") VALUES {}"),
+            values_rows(chunk.len(), 11, 1)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (i, (entry, changes)) in chunk.iter().zip(&changes).enumerate() {
+                let stamp = first + i64::try_from(n * ROWS_PER_STATEMENT + i).unwrap_or(0);
+                query = query
+                    .bind(new_id())
+                    .bind(entry.run_id.as_ref().map(RunId::as_str))
+                    .bind(stamp)
+                    .bind(&entry.mapping)
+                    .bind(&entry.identity)
+                    .bind(entry.global_id.as_str())
+                    .bind(&entry.record.system)
+                    .bind(&entry.record.entity)
+                    .bind(&entry.record.id)
+                    .bind(entry.action.as_str())
+                    .bind(changes);
+            }
+            query.execute(&mut **c).await?;
+        });
+    }
     Ok(())
 }
 
@@ -1889,5 +2284,43 @@ mod tests {
                 .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)")),
             "{details:?}"
         );
+        // The lookup of a chunk's keys at once searches the same index, key by key.
+        let plan = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            find_records_by_keys_sql(3)
+        )))
+        .bind("m")
+        .bind("source")
+        .bind("k1")
+        .bind("k2")
+        .bind("k3")
+        .fetch_all(&mut c)
+        .await
+        .expect("plan");
+        let details: Vec<String> = plan
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)")),
+            "{details:?}"
+        );
+    }
+
+    #[test]
+    fn multi_row_statements_number_their_placeholders_row_by_row() {
+        assert_eq!(values_rows(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_rows(1, 2, 4), "($4, $5)");
+        assert_eq!(values_rows(0, 2, 1), "");
+        assert_eq!(in_list(3, 3), "$3, $4, $5");
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_of_each_key_in_the_place_of_the_first() {
+        let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        let kept: Vec<&(&str, i32)> = last_of_each(&items, |(key, _)| *key);
+        assert_eq!(kept, [&("a", 3), &("b", 5), &("c", 4)]);
     }
 }

@@ -968,17 +968,39 @@ impl Engine {
             }
         }
 
-        // Unlinked records: match, or create on the other side.
+        // Unlinked records: match, or create on the other side. Their match keys first, and
+        // the records of earlier passes with those keys on the other side, looked up for the
+        // whole chunk at once.
+        let unlinked: Sides<Vec<(&Record, Option<String>)>> = Sides([
+            keyed_records(compiled, Side::Source, unlinked_source),
+            keyed_records(compiled, Side::Target, unlinked_target),
+        ]);
+        let mut known_keys: Sides<HashMap<String, Vec<String>>> = Sides::default();
+        for side in [Side::Source, Side::Target] {
+            let mut keys: Vec<String> = unlinked[side.other()]
+                .iter()
+                .filter_map(|(_, key)| key.clone())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for (key, id) in self
+                .store
+                .find_records_by_keys(&m.name, side, &keys)
+                .await?
+            {
+                known_keys[side].entry(key).or_default().push(id);
+            }
+        }
         let mut claimed: HashSet<(Side, String)> = HashSet::new();
-        for (side, records) in [
-            (Side::Source, unlinked_source),
-            (Side::Target, unlinked_target),
-        ] {
+        for (side, records) in [Side::Source, Side::Target].into_iter().zip(unlinked.0) {
             let allowed = match side {
                 Side::Source => m.spec.direction.forward(),
                 Side::Target => m.spec.direction.backward(),
             };
-            for record in records {
+            for (record, key) in records {
                 if claimed.contains(&(side, record.id.clone())) {
                     continue;
                 }
@@ -990,7 +1012,6 @@ impl Engine {
                     }
                     work.revived.push((side, record.id.clone()));
                 }
-                let key = match_key(compiled, side, &record.data);
                 work.record_keys
                     .push((side, record.id.clone(), key.clone()));
                 if side == Side::Source {
@@ -1024,6 +1045,7 @@ impl Engine {
                             m,
                             other_side,
                             key,
+                            known_keys[other_side].get(key).map_or(&[], Vec::as_slice),
                             other_read,
                             &pair_of_source,
                             &pair_of_target,
@@ -1212,22 +1234,24 @@ impl Engine {
     }
 
     /// Records of `side` with match key `key` that are free to link: read in this pass or
-    /// known from earlier ones, and not in a pair of this mapping or claimed in this pass.
+    /// known from earlier ones (`known`, looked up for the chunk), and not in a pair of this
+    /// mapping or claimed in this pass.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn candidates(
         &self,
         m: &MappingRuntime,
         side: Side,
         key: &str,
+        known: &[String],
         read: &SideRead,
         pair_of_source: &HashMap<&str, &PairState>,
         pair_of_target: &HashMap<&str, &PairState>,
         claimed: &HashSet<(Side, String)>,
     ) -> Result<Vec<String>, EngineError> {
         let mut ids: Vec<String> = read.with_key(key).cloned().collect();
-        for id in self.store.find_record_keys(&m.name, side, key).await? {
-            if !ids.contains(&id) {
-                ids.push(id);
+        for id in known {
+            if !ids.contains(id) {
+                ids.push(id.clone());
             }
         }
         let paired = match side {

@@ -293,6 +293,18 @@ fn key_text(values: &[Option<Value>]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\u{1f}"))
 }
 
+/// Records of one side with their match keys.
+fn keyed_records<'r>(
+    compiled: &CompiledMapping,
+    side: Side,
+    records: Vec<&'r Record>,
+) -> Vec<(&'r Record, Option<String>)> {
+    records
+        .into_iter()
+        .map(|record| (record, match_key(compiled, side, &record.data)))
+        .collect()
+}
+
 /// The match key of a record on one side of a mapping.
 fn match_key(compiled: &CompiledMapping, side: Side, record: &Value) -> Option<String> {
     if compiled.match_keys.is_empty() {

@@ -6,6 +6,7 @@ use futures_util::stream::{self, StreamExt};
 
 use super::*;
 use crate::ops::history;
+use crate::store::NewHistory;
 
 /// What writing one pair did.
 struct PairWritten {
@@ -318,14 +319,21 @@ impl Engine {
             .map(|(side, id, _)| (*side, id.as_str()))
             .collect();
         let mut tx = self.store.transaction().await?;
-        for (side, id, key) in &work.record_keys {
-            let unchanged = match key {
-                Some(key) => stored.contains(&(*side, id.clone(), key.clone())),
-                None => !stored_ids.contains(&(*side, id.as_str())),
-            };
-            if !unchanged {
-                tx.put_record_key(&m.name, *side, id, key.as_deref())
-                    .await?;
+        for side in [Side::Source, Side::Target] {
+            let changed: Vec<(String, Option<String>)> = work
+                .record_keys
+                .iter()
+                .filter(|(s, id, key)| {
+                    *s == side
+                        && match key {
+                            Some(key) => !stored.contains(&(side, id.clone(), key.clone())),
+                            None => stored_ids.contains(&(side, id.as_str())),
+                        }
+                })
+                .map(|(_, id, key)| (id.clone(), key.clone()))
+                .collect();
+            if !changed.is_empty() {
+                tx.put_record_keys(&m.name, side, &changed).await?;
             }
         }
         tx.commit().await?;
@@ -428,25 +436,36 @@ impl Engine {
                 results.push(written.outcome);
             }
             let mut tx = self.store.transaction().await?;
+            let mut fresh = tx
+                .new_global_ids(
+                    &identity,
+                    chunk
+                        .iter()
+                        .zip(&results)
+                        .filter(|(pair, result)| pair.new_global && matches!(result, Ok(Some(_))))
+                        .count(),
+                )
+                .await?
+                .into_iter();
+            // What the pairs leave in the store, written table by table after the loop.
+            let mut links: Vec<(GlobalId, RecordKey)> = Vec::new();
+            let mut relinked: Sides<Vec<String>> = Sides::default();
+            let mut histories: Vec<NewHistory> = Vec::new();
+            let mut pair_states: Vec<PairState> = Vec::new();
             for (pair, result) in chunk.iter().zip(results) {
                 match result {
                     Ok(None) => {}
                     Ok(Some((source_stored, target_stored))) => {
                         let global = if pair.new_global {
-                            tx.new_global_id(&identity).await?
+                            fresh.next().unwrap_or_else(|| pair.global_id.clone())
                         } else {
                             pair.global_id.clone()
                         };
                         for (side, id) in &pair.new_links {
                             let rt = m.side(*side);
-                            tx.remove_unlinked(&m.name, *side, id).await?;
-                            tx.link(
-                                &identity,
-                                &global,
-                                &RecordKey::new(&rt.system, &rt.entity, id),
-                                LinkOrigin::MatchKey,
-                            )
-                            .await?;
+                            relinked[*side].push(id.clone());
+                            links
+                                .push((global.clone(), RecordKey::new(&rt.system, &rt.entity, id)));
                         }
                         if !pair.new_links.is_empty() {
                             report.linked += 1;
@@ -477,7 +496,7 @@ impl Engine {
                                 Side::Source => &pair.target_id,
                                 Side::Target => &pair.source_id,
                             };
-                            tx.record_history(&history::update(
+                            histories.push(history::update(
                                 history::Writer {
                                     run_id,
                                     mapping: &m.name,
@@ -491,10 +510,9 @@ impl Engine {
                                 &pair.conflicts,
                                 &pair.applied,
                                 m.spec.conflict,
-                            ))
-                            .await?;
+                            ));
                         }
-                        tx.put_pair_state(&PairState {
+                        pair_states.push(PairState {
                             mapping: m.name.clone(),
                             global_id: global,
                             source_id: pair.source_id.clone(),
@@ -515,8 +533,7 @@ impl Engine {
                                 modified_at: pair.target_seen.modified_at,
                             },
                             synced_at: Utc::now(),
-                        })
-                        .await?;
+                        });
                         done_ids.push((Side::Source, pair.source_id.clone()));
                         done_ids.push((Side::Target, pair.target_id.clone()));
                     }
@@ -526,43 +543,72 @@ impl Engine {
                     }
                 }
             }
+            for side in [Side::Source, Side::Target] {
+                if !relinked[side].is_empty() {
+                    tx.remove_unlinked_all(&m.name, side, &relinked[side])
+                        .await?;
+                }
+            }
+            tx.link_all(&identity, &links, LinkOrigin::MatchKey).await?;
+            tx.record_histories(&histories).await?;
+            tx.put_pair_states(&pair_states).await?;
             tx.commit().await?;
         }
 
         // Creates, each recorded as an intent before it is sent.
         for chunk in work.creates.chunks(BATCH) {
             self.checkpoint(m, options).await?;
+            // The intents of a batch, with the links of their origins, in one transaction
+            // and a few statements.
             let mut tx = self.store.transaction().await?;
-            let mut prepared = Vec::with_capacity(chunk.len());
-            for create in chunk {
-                let global = if create.new_global {
-                    tx.new_global_id(&identity).await?
-                } else {
-                    create.global_id.clone()
-                };
-                let from_rt = m.side(create.on.other());
-                tx.link(
-                    &identity,
-                    &global,
-                    &RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
-                    LinkOrigin::Create,
-                )
-                .await?;
-                let intent = tx
-                    .record_intent(&NewIntent {
-                        mapping: m.name.clone(),
-                        side: create.on,
-                        source_record_id: create.from_id.clone(),
-                        global_id: global.clone(),
-                        match_values: create
-                            .match_values
-                            .clone()
-                            .map_or(Value::Null, Value::String),
-                        payload_hash: created_fields_hash(&m.compiled, create.on, &create.fields),
-                    })
-                    .await?;
-                prepared.push((create, global, intent.id));
-            }
+            let mut fresh = tx
+                .new_global_ids(&identity, chunk.iter().filter(|c| c.new_global).count())
+                .await?
+                .into_iter();
+            let globals: Vec<GlobalId> = chunk
+                .iter()
+                .map(|create| {
+                    if create.new_global {
+                        fresh.next().unwrap_or_else(|| create.global_id.clone())
+                    } else {
+                        create.global_id.clone()
+                    }
+                })
+                .collect();
+            let origins: Vec<(GlobalId, RecordKey)> = chunk
+                .iter()
+                .zip(&globals)
+                .map(|(create, global)| {
+                    let from_rt = m.side(create.on.other());
+                    (
+                        global.clone(),
+                        RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
+                    )
+                })
+                .collect();
+            tx.link_all(&identity, &origins, LinkOrigin::Create).await?;
+            let intents: Vec<NewIntent> = chunk
+                .iter()
+                .zip(&globals)
+                .map(|(create, global)| NewIntent {
+                    mapping: m.name.clone(),
+                    side: create.on,
+                    source_record_id: create.from_id.clone(),
+                    global_id: global.clone(),
+                    match_values: create
+                        .match_values
+                        .clone()
+                        .map_or(Value::Null, Value::String),
+                    payload_hash: created_fields_hash(&m.compiled, create.on, &create.fields),
+                })
+                .collect();
+            let recorded = tx.record_intents(&intents).await?;
+            let prepared: Vec<(&Create, GlobalId, crate::store::IntentId)> = chunk
+                .iter()
+                .zip(globals)
+                .zip(recorded)
+                .map(|((create, global), intent)| (create, global, intent.id))
+                .collect();
             tx.commit().await?;
             for on in [Side::Source, Side::Target] {
                 let group: Vec<&(&Create, GlobalId, crate::store::IntentId)> =
@@ -575,17 +621,21 @@ impl Engine {
                 let results = rt.connector.create_many(&rt.entity, bodies).await;
                 let mut uncertain = 0;
                 let mut tx = self.store.transaction().await?;
+                // What the created records leave in the store, written table by table after
+                // the loop (a batch costs a few statements, not a few per record).
+                let mut links: Vec<(GlobalId, RecordKey)> = Vec::new();
+                let mut completed: Vec<(crate::store::IntentId, String)> = Vec::new();
+                let mut histories: Vec<NewHistory> = Vec::new();
+                let mut pair_states: Vec<PairState> = Vec::new();
+                let mut keys: Vec<(String, Option<String>)> = Vec::new();
                 for ((create, global, intent_id), result) in group.into_iter().zip(results) {
                     match result {
                         Ok(written) => {
-                            tx.link(
-                                &identity,
-                                global,
-                                &RecordKey::new(&rt.system, &rt.entity, &written.id),
-                                LinkOrigin::Create,
-                            )
-                            .await?;
-                            tx.complete_intent(intent_id, &written.id).await?;
+                            links.push((
+                                global.clone(),
+                                RecordKey::new(&rt.system, &rt.entity, &written.id),
+                            ));
+                            completed.push((intent_id.clone(), written.id.clone()));
                             let base = without_create_only(&m.compiled, create.fields.clone());
                             let hash = fields_hash(&base);
                             // The created record as the system stored it. A value the system
@@ -617,7 +667,7 @@ impl Engine {
                                 Side::Source => (written.id.clone(), create.from_id.clone()),
                             };
                             let from_rt = m.side(on.other());
-                            tx.record_history(&history::create(
+                            histories.push(history::create(
                                 history::Writer {
                                     run_id,
                                     mapping: &m.name,
@@ -628,9 +678,8 @@ impl Engine {
                                 RecordKey::new(&rt.system, &rt.entity, &written.id),
                                 &RecordKey::new(&from_rt.system, &from_rt.entity, &create.from_id),
                                 &create.fields,
-                            ))
-                            .await?;
-                            tx.put_pair_state(&PairState {
+                            ));
+                            pair_states.push(PairState {
                                 mapping: m.name.clone(),
                                 global_id: global.clone(),
                                 source_id,
@@ -656,11 +705,9 @@ impl Engine {
                                     modified_at: written.record.as_ref().and_then(|r| r.modified),
                                 },
                                 synced_at: Utc::now(),
-                            })
-                            .await?;
+                            });
                             if let Some(key) = &create.match_values {
-                                tx.put_record_key(&m.name, on, &written.id, Some(key))
-                                    .await?;
+                                keys.push((written.id.clone(), Some(key.clone())));
                             }
                             match on {
                                 Side::Source => report.created_source += 1,
@@ -702,6 +749,11 @@ impl Engine {
                         }
                     }
                 }
+                tx.link_all(&identity, &links, LinkOrigin::Create).await?;
+                tx.complete_intents(&completed).await?;
+                tx.record_histories(&histories).await?;
+                tx.put_pair_states(&pair_states).await?;
+                tx.put_record_keys(&m.name, on, &keys).await?;
                 tx.commit().await?;
                 if uncertain > 0 {
                     // Looked for at once, in a fresh read of the side the creates went to:
