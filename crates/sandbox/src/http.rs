@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::Shared;
 use crate::faults::FaultKind;
-use crate::store::Stamp;
+use crate::store::{Stamp, push_digits};
 
 /// The largest request body the simulators read.
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -275,12 +275,35 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
     response.into_response(date)
 }
 
-/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of a server time.
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of a server time: chrono's
+/// `%a, %d %b %Y %H:%M:%S GMT`, written digit by digit (every answer carries one).
 fn http_date(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
+    use chrono::{Datelike as _, Timelike as _};
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let moment = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
+    let year = moment.year();
+    if !(0..=9999).contains(&year) {
+        return moment.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    }
+    let mut out = String::with_capacity(29);
+    out.push_str(DAYS[moment.weekday().num_days_from_monday() as usize]);
+    out.push_str(", ");
+    push_digits(&mut out, moment.day(), 2);
+    out.push(' ');
+    out.push_str(MONTHS[moment.month0() as usize]);
+    out.push(' ');
+    push_digits(&mut out, year as u32, 4);
+    out.push(' ');
+    push_digits(&mut out, moment.hour(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.minute(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.second(), 2);
+    out.push_str(" GMT");
+    out
 }
 
 /// Splits and decodes `a=1&b=x+y` (query strings and form bodies).
@@ -455,6 +478,22 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_written_as_chrono_writes_them() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let stamps = [0, -1, 784_111_777_000, 253_402_300_800_000, i64::MIN]
+            .into_iter()
+            .chain((0..2_000).map(|_| rng.i64(-70_000_000_000_000..300_000_000_000_000)));
+        for at in stamps {
+            let expected = chrono::DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            assert_eq!(http_date(at), expected, "{at}");
+        }
+        assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
 
     #[test]
     fn base64_decodes_basic_credentials() {

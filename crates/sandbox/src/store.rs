@@ -989,18 +989,63 @@ pub fn uuid_v4(rng: &mut fastrand::Rng) -> String {
 
 /// `2024-05-01T12:00:00.123Z`: RFC 3339 with milliseconds, as the in-house systems write it.
 pub fn rfc3339(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    datetime(at, "Z")
 }
 
 /// `2024-11-07T20:35:13.000+0000`: the form Keap v1 and Salesforce write.
 pub fn offset_datetime(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
-        .to_string()
+    datetime(at, "+0000")
+}
+
+/// `YYYY-MM-DDThh:mm:ss.mmm` and `zone`, as chrono's `%Y-%m-%dT%H:%M:%S%.3f` writes it, but
+/// digit by digit: every rendered record carries two or three of these, and chrono reads
+/// its format string again on every call. Years chrono writes otherwise (before 0, after
+/// 9999) are left to chrono.
+fn datetime(at: Stamp, zone: &str) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    let moment = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
+    let year = moment.year();
+    if !(0..=9999).contains(&year) {
+        return format!("{}{zone}", moment.format("%Y-%m-%dT%H:%M:%S%.3f"));
+    }
+    let mut out = String::with_capacity(24 + zone.len());
+    push_digits(&mut out, year as u32, 4);
+    out.push('-');
+    push_digits(&mut out, moment.month(), 2);
+    out.push('-');
+    push_digits(&mut out, moment.day(), 2);
+    out.push('T');
+    push_digits(&mut out, moment.hour(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.minute(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.second(), 2);
+    out.push('.');
+    // A leap second's millisecond count runs past 999; chrono writes it as it is.
+    push_digits(&mut out, moment.timestamp_subsec_millis(), 3);
+    out.push_str(zone);
+    out
+}
+
+/// `value` in decimal, padded with zeros to `width` digits (more when it needs more).
+pub(crate) fn push_digits(out: &mut String, value: u32, width: usize) {
+    let mut digits = [0u8; 10];
+    let mut rest = value;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        out.push('0');
+    }
+    for digit in digits[..len].iter().rev() {
+        out.push(char::from(*digit));
+    }
 }
 
 /// Parses an RFC 3339 instant (`Z` or `+hh:mm`) to a stamp.
@@ -1283,6 +1328,44 @@ mod tests {
                     proptest::prop_assert_eq!(seqs(&found), seqs(&expected));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn datetimes_are_written_as_chrono_writes_them() {
+        let chrono_form = |at: Stamp, format: &str| {
+            chrono::DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .format(format)
+                .to_string()
+        };
+        let mut stamps = vec![
+            0,
+            1,
+            999,
+            -1,
+            -86_400_001,
+            951_782_400_000,     // 2000-02-29
+            1_731_011_713_217,   // 2024-11-07
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            -62_167_219_200_001, // just before year 0
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        stamps.extend((0..2_000).map(|_| rng.i64(-70_000_000_000_000..300_000_000_000_000)));
+        for at in stamps {
+            assert_eq!(
+                rfc3339(at),
+                chrono_form(at, "%Y-%m-%dT%H:%M:%S%.3fZ"),
+                "{at}"
+            );
+            assert_eq!(
+                offset_datetime(at),
+                chrono_form(at, "%Y-%m-%dT%H:%M:%S%.3f+0000"),
+                "{at}"
+            );
         }
     }
 
