@@ -100,11 +100,30 @@ pub struct Conventions {
     pub refuse_referenced_delete: bool,
 }
 
+/// Where one property of a read schema comes from when a record is rendered.
+#[derive(Debug, Clone)]
+enum Source {
+    Id,
+    /// The server-assigned number (absent while the record has none).
+    Number,
+    Created,
+    Modified,
+    Deleted,
+    /// A stored field, else the schema's default for an absent optional value (if any).
+    Field(Option<Value>),
+}
+
+/// How an entity's records are rendered: its read schema's properties in order, each with
+/// its [`Source`]; worked out once from the contract, not on every record.
+type RenderPlan = Vec<(String, Source)>;
+
 /// An in-house simulator: one system's [`Conventions`] served over the shared store.
 pub struct InHouse {
     pub conventions: Conventions,
     pub doc: SchemaDoc,
     pub shared: Arc<Shared>,
+    /// Per entity of [`Conventions::entities`], in its order; `None` without a read schema.
+    plans: Vec<Option<RenderPlan>>,
     limiter: Mutex<Limiter>,
     /// Access tokens issued by a client credentials grant, and when they expire.
     tokens: auth::Tokens,
@@ -140,6 +159,11 @@ impl InHouse {
         windows: Vec<Window>,
     ) -> Result<Self, SchemaDocError> {
         let doc = SchemaDoc::parse(conventions.contract)?;
+        let plans = conventions
+            .entities
+            .iter()
+            .map(|entity| render_plan(&conventions, &doc, entity))
+            .collect();
         {
             let mut store = shared.store();
             for entity in &conventions.entities {
@@ -152,6 +176,7 @@ impl InHouse {
             conventions,
             doc,
             shared,
+            plans,
             limiter: Mutex::new(Limiter::new(&windows)),
             tokens: auth::Tokens::default(),
         })
@@ -215,53 +240,31 @@ impl InHouse {
     /// A record as the API returns it: the read schema's properties in order, absent
     /// optional values as their defaults.
     pub fn render(&self, entity: &EntityDef, record: &Record) -> Value {
-        let conventions = &self.conventions;
-        let Some(schema) = self.doc.component(entity.read) else {
+        let plan = self
+            .conventions
+            .entities
+            .iter()
+            .position(|known| known.name == entity.name)
+            .and_then(|index| self.plans.get(index)?.as_ref());
+        let Some(plan) = plan else {
             return Value::Null;
         };
-        let mut out = Map::new();
-        for name in self.doc.property_names(schema) {
-            let value = if name == "id" {
-                Some(self.render_id(&record.id))
-            } else if entity.number.is_some_and(|(field, _)| field == name) {
-                record.number.clone().map(Value::String)
-            } else if conventions.created_field == Some(name) {
-                Some(Value::String(rfc3339(record.created)))
-            } else if conventions.modified_field == name {
-                Some(Value::String(rfc3339(record.modified)))
-            } else if conventions.deleted_field == Some(name) {
-                Some(Value::Bool(!record.is_live()))
-            } else {
-                record
-                    .fields
-                    .get(name)
-                    .or_else(|| self.default_value(schema, name))
+        let mut fields = record.fields.decode();
+        let mut out = Map::with_capacity(plan.len());
+        for (name, source) in plan {
+            let value = match source {
+                Source::Id => Some(self.render_id(&record.id)),
+                Source::Number => record.number.clone().map(Value::String),
+                Source::Created => Some(Value::String(rfc3339(record.created))),
+                Source::Modified => Some(Value::String(rfc3339(record.modified))),
+                Source::Deleted => Some(Value::Bool(!record.is_live())),
+                Source::Field(default) => fields.take(name).or_else(|| default.clone()),
             };
             if let Some(value) = value {
-                out.insert(name.to_string(), value);
+                out.insert(name.clone(), value);
             }
         }
         Value::Object(out)
-    }
-
-    fn default_value(&self, schema: &Value, name: &str) -> Option<Value> {
-        let property = self.doc.property(schema, name)?;
-        let types: Vec<&str> = match property.get("type") {
-            Some(Value::String(one)) => vec![one.as_str()],
-            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if types.contains(&"null") {
-            Some(Value::Null)
-        } else if types.contains(&"array") {
-            Some(json!([]))
-        } else if types.contains(&"boolean") {
-            Some(Value::Bool(false))
-        } else if types.contains(&"integer") || types.contains(&"number") {
-            Some(json!(0))
-        } else {
-            None
-        }
     }
 
     fn validate(&self, schema_name: &str, body: &Value) -> Result<(), ApiResponse> {
@@ -929,6 +932,58 @@ impl Backend for InHouse {
     }
 }
 
+/// The [`RenderPlan`] of an entity: where each property of its read schema comes from.
+fn render_plan(
+    conventions: &Conventions,
+    doc: &SchemaDoc,
+    entity: &EntityDef,
+) -> Option<RenderPlan> {
+    let schema = doc.component(entity.read)?;
+    let plan = doc
+        .property_names(schema)
+        .into_iter()
+        .map(|name| {
+            let source = if name == "id" {
+                Source::Id
+            } else if entity.number.is_some_and(|(field, _)| field == name) {
+                Source::Number
+            } else if conventions.created_field == Some(name) {
+                Source::Created
+            } else if conventions.modified_field == name {
+                Source::Modified
+            } else if conventions.deleted_field == Some(name) {
+                Source::Deleted
+            } else {
+                Source::Field(default_value(doc, schema, name))
+            };
+            (name.to_string(), source)
+        })
+        .collect();
+    Some(plan)
+}
+
+/// What an absent optional property reads as: null where the schema allows it, else the
+/// empty value of its type; `None` (left out) for other types.
+fn default_value(doc: &SchemaDoc, schema: &Value, name: &str) -> Option<Value> {
+    let property = doc.property(schema, name)?;
+    let types: Vec<&str> = match property.get("type") {
+        Some(Value::String(one)) => vec![one.as_str()],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"null") {
+        Some(Value::Null)
+    } else if types.contains(&"array") {
+        Some(json!([]))
+    } else if types.contains(&"boolean") {
+        Some(Value::Bool(false))
+    } else if types.contains(&"integer") || types.contains(&"number") {
+        Some(json!(0))
+    } else {
+        None
+    }
+}
+
 /// The records of a list in change order (`touched`, then creation), those modified at or
 /// after `since` (strictly after with `strict`). While every record's modified time is its
 /// change stamp (always, in the in-house systems) this is a run of the change-order index;
@@ -986,6 +1041,124 @@ fn decode_cursor(text: &str) -> Option<(Stamp, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(crate) fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            store: std::sync::Mutex::new(Store::default()),
+            clock: crate::store::Clock::default(),
+            faults: crate::FaultSpec::default(),
+            options: crate::SandboxOptions::default(),
+            fault_rng: std::sync::Mutex::new(fastrand::Rng::with_seed(1)),
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(1)),
+            counts: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// A record as the read schema renders it, worked out from the contract for every
+    /// property of every record (as rendering did before its plan was kept per entity).
+    fn reference_render(house: &InHouse, entity: &EntityDef, record: &Record) -> Value {
+        let conventions = &house.conventions;
+        let Some(schema) = house.doc.component(entity.read) else {
+            return Value::Null;
+        };
+        let mut out = Map::new();
+        for name in house.doc.property_names(schema) {
+            let value = if name == "id" {
+                Some(house.render_id(&record.id))
+            } else if entity.number.is_some_and(|(field, _)| field == name) {
+                record.number.clone().map(Value::String)
+            } else if conventions.created_field == Some(name) {
+                Some(Value::String(rfc3339(record.created)))
+            } else if conventions.modified_field == name {
+                Some(Value::String(rfc3339(record.modified)))
+            } else if conventions.deleted_field == Some(name) {
+                Some(Value::Bool(!record.is_live()))
+            } else {
+                record
+                    .fields
+                    .get(name)
+                    .or_else(|| default_value(&house.doc, schema, name))
+            };
+            if let Some(value) = value {
+                out.insert(name.to_string(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// Records of every shape rendering meets: no fields, every property of the read
+    /// schema (in reverse order, with values of several kinds), fields the schema does not
+    /// know, a server number or none, soft-deleted or live, ids that are not numbers.
+    fn records_of(house: &InHouse, entity: &EntityDef) -> Vec<Record> {
+        let names: Vec<String> = house
+            .doc
+            .component(entity.read)
+            .map(|schema| {
+                house
+                    .doc
+                    .property_names(schema)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut store = EntityStore::default();
+        let mut out = Vec::new();
+        for (index, id) in ["7", "3f2b8c1e-0000-4000-8000-000000000001", "x"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut full = Map::new();
+            for (at, name) in names.iter().rev().enumerate() {
+                let value = match (at + index) % 5 {
+                    0 => json!(format!("{name} \"quoted\" ✓")),
+                    1 => json!(at as i64 - 2),
+                    2 => json!([{"line1": "a"}, null, 1.5]),
+                    3 => Value::Null,
+                    _ => json!({"nested": {"deep": [true]}}),
+                };
+                full.insert(name.clone(), value);
+            }
+            full.insert("not_in_the_schema".into(), json!("kept but not rendered"));
+            let at = 1_700_000_000_000 + index as i64;
+            for fields in [Map::new(), full] {
+                let mut record = store.new_record(id.to_string(), fields, at);
+                record.modified = at + 5;
+                if index == 1 {
+                    record.number = Some(format!("N-{index}"));
+                    record.deleted = Some(at + 9);
+                }
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn records_render_as_their_read_schema_says() {
+        for conventions in [
+            crate::customcrm::conventions(),
+            crate::customerp::conventions(),
+            crate::customwebshop::conventions(),
+        ] {
+            let house = InHouse::new(conventions, shared(), Vec::new()).expect("contract");
+            for entity in &house.conventions.entities {
+                for record in records_of(&house, entity) {
+                    let expected = reference_render(&house, entity, &record);
+                    let rendered = house.render(entity, &record);
+                    assert_eq!(rendered, expected, "{} {}", house.system(), entity.name);
+                    assert_eq!(
+                        serde_json::to_string(&rendered).expect("text"),
+                        serde_json::to_string(&expected).expect("text"),
+                        "{} {}: the order of the properties",
+                        house.system(),
+                        entity.name
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -10,9 +10,10 @@ use crate::store::{Record, Store, offset_datetime};
 
 impl Keap {
     pub(super) fn render_company(record: &Record, optional: &[String], full: bool) -> Value {
-        let fields = &record.fields.to_map();
-        let email = non_null(fields.get("email_address"))
-            .cloned()
+        let mut fields = record.fields.decode();
+        let email = fields
+            .take("email_address")
+            .filter(|email| !email.is_null())
             .unwrap_or(Value::Null);
         let opted_in = !email.is_null() && non_null(fields.get("opt_in_reason")).is_some();
         let mut out = Map::new();
@@ -22,7 +23,7 @@ impl Keap {
         );
         out.insert(
             "company_name".into(),
-            fields.get("company_name").cloned().unwrap_or(Value::Null),
+            fields.take("company_name").unwrap_or(Value::Null),
         );
         out.insert("email_address".into(), email);
         out.insert("email_opted_in".into(), json!(opted_in));
@@ -36,15 +37,15 @@ impl Keap {
         );
         out.insert(
             "phone_number".into(),
-            fields.get("phone_number").cloned().unwrap_or(Value::Null),
+            fields.take("phone_number").unwrap_or(Value::Null),
         );
         out.insert(
             "address".into(),
-            fields.get("address").cloned().unwrap_or(Value::Null),
+            fields.take("address").unwrap_or(Value::Null),
         );
         out.insert(
             "website".into(),
-            fields.get("website").cloned().unwrap_or(Value::Null),
+            fields.take("website").unwrap_or(Value::Null),
         );
         for name in ["notes", "fax_number", "custom_fields"] {
             if full || optional.iter().any(|wanted| wanted == name) {
@@ -53,7 +54,7 @@ impl Keap {
                 } else {
                     Value::Null
                 };
-                out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
+                out.insert(name.into(), fields.take(name).unwrap_or(default));
             }
         }
         Value::Object(out)
@@ -65,11 +66,8 @@ impl Keap {
         optional: &[String],
         full: bool,
     ) -> Value {
-        let fields = &record.fields.to_map();
-        let emails = fields
-            .get("email_addresses")
-            .cloned()
-            .unwrap_or_else(|| json!([]));
+        let mut fields = record.fields.decode();
+        let emails = fields.take("email_addresses").unwrap_or_else(|| json!([]));
         let has_email = emails.as_array().is_some_and(|emails| !emails.is_empty());
         let opted_in = has_email && non_null(fields.get("opt_in_reason")).is_some();
         let company = non_null(fields.get("company"))
@@ -95,10 +93,7 @@ impl Keap {
             "suffix",
             "preferred_name",
         ] {
-            out.insert(
-                name.into(),
-                fields.get(name).cloned().unwrap_or(Value::Null),
-            );
+            out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         out.insert("email_addresses".into(), emails);
         for name in [
@@ -107,10 +102,7 @@ impl Keap {
             "addresses",
             "social_accounts",
         ] {
-            out.insert(
-                name.into(),
-                fields.get(name).cloned().unwrap_or_else(|| json!([])),
-            );
+            out.insert(name.into(), fields.take(name).unwrap_or_else(|| json!([])));
         }
         out.insert(
             "company_name".into(),
@@ -140,10 +132,7 @@ impl Keap {
             "time_zone",
             "website",
         ] {
-            out.insert(
-                name.into(),
-                fields.get(name).cloned().unwrap_or(Value::Null),
-            );
+            out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         out.insert("ScoreValue".into(), Value::Null);
         out.insert(
@@ -162,7 +151,7 @@ impl Keap {
                 } else {
                     Value::Null
                 };
-                out.insert(name.into(), fields.get(name).cloned().unwrap_or(default));
+                out.insert(name.into(), fields.take(name).unwrap_or(default));
             }
         }
         if full {
@@ -178,7 +167,7 @@ impl Keap {
     }
 
     pub(super) fn render_opportunity(store: &Store, record: &Record) -> Value {
-        let fields = &record.fields.to_map();
+        let mut fields = record.fields.decode();
         let contact = non_null(fields.get("contact"))
             .and_then(|contact| contact.get("id"))
             .and_then(Value::as_u64)
@@ -249,10 +238,7 @@ impl Keap {
         );
         out.insert(
             "opportunity_title".into(),
-            fields
-                .get("opportunity_title")
-                .cloned()
-                .unwrap_or(Value::Null),
+            fields.take("opportunity_title").unwrap_or(Value::Null),
         );
         out.insert("contact".into(), contact);
         out.insert("stage".into(), stage);
@@ -266,24 +252,15 @@ impl Keap {
             "opportunity_notes",
             "affiliate_id",
         ] {
-            out.insert(
-                name.into(),
-                fields.get(name).cloned().unwrap_or(Value::Null),
-            );
+            out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         out.insert(
             "include_in_forecast".into(),
-            fields
-                .get("include_in_forecast")
-                .cloned()
-                .unwrap_or(json!(0)),
+            fields.take("include_in_forecast").unwrap_or(json!(0)),
         );
         out.insert(
             "custom_fields".into(),
-            fields
-                .get("custom_fields")
-                .cloned()
-                .unwrap_or_else(|| json!([])),
+            fields.take("custom_fields").unwrap_or_else(|| json!([])),
         );
         out.insert(
             "date_created".into(),
@@ -299,7 +276,7 @@ impl Keap {
     /// `RestProductV1` (one product) or, with `listed`, `Product_` (list and sync items,
     /// which carry `status` 1/0 instead of `active`).
     pub(super) fn render_product(record: &Record, listed: bool) -> Value {
-        let fields = &record.fields.to_map();
+        let mut fields = record.fields.decode();
         let active = fields
             .get("active")
             .and_then(Value::as_bool)
@@ -316,10 +293,7 @@ impl Keap {
             "product_short_desc",
             "sku",
         ] {
-            out.insert(
-                name.into(),
-                fields.get(name).cloned().unwrap_or(Value::Null),
-            );
+            out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         if listed {
             out.insert("status".into(), json!(i32::from(active)));
@@ -329,10 +303,7 @@ impl Keap {
         }
         out.insert(
             "subscription_only".into(),
-            fields
-                .get("subscription_only")
-                .cloned()
-                .unwrap_or(json!(false)),
+            fields.take("subscription_only").unwrap_or(json!(false)),
         );
         out.insert("subscription_plans".into(), json!([]));
         out.insert("url".into(), Value::Null);
