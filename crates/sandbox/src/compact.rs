@@ -404,6 +404,28 @@ impl Fields {
         take_fields(&self.bytes, &read_names()).unwrap_or_default()
     }
 
+    /// Every field's encoded value, found in one pass ([`EncodedView`]).
+    pub fn encoded(&self) -> EncodedView<'_> {
+        let table = read_names();
+        let mut entries = Vec::with_capacity(16);
+        let mut bytes = &self.bytes[..];
+        while !bytes.is_empty() {
+            let Some(name) = take_name(&mut bytes) else {
+                break;
+            };
+            let name: &str = match name {
+                NameRef::Id(id) => table.names.get(id as usize).copied().unwrap_or_default(),
+                NameRef::Inline(text) => text,
+            };
+            let before = bytes;
+            if skip_value(&mut bytes).is_none() {
+                break;
+            }
+            entries.push((name, &before[..before.len() - bytes.len()]));
+        }
+        EncodedView { table, entries }
+    }
+
     /// Every field decoded in one pass, its name borrowed: what a rendering that reads most
     /// fields of a record needs, without a lookup (and a scan of the buffer) per field or
     /// a copy of every name as `to_map` makes.
@@ -530,6 +552,30 @@ impl Fields {
         let mut map = self.to_map();
         map.extend(fields);
         *self = Self::from_map(&map);
+    }
+}
+
+/// A record's fields as they are encoded ([`Fields::encoded`]): each value serialises as
+/// JSON straight from the buffer, with no `Value` built and no text copied. It holds the
+/// table of names for reading while it lives, so nothing that looks a name up (any other
+/// method of [`Fields`]) may run on its thread until it is dropped.
+pub struct EncodedView<'a> {
+    table: std::sync::RwLockReadGuard<'static, Names>,
+    entries: Vec<(&'a str, &'a [u8])>,
+}
+
+impl EncodedView<'_> {
+    /// A field's value, ready to serialise; the first of its name, as [`Fields::get`].
+    pub fn value(&self, name: &str) -> Option<impl Serialize + '_> {
+        let bytes = self
+            .entries
+            .iter()
+            .find(|(own, _)| *own == name)
+            .map(|(_, bytes)| *bytes)?;
+        Some(Encoded {
+            bytes,
+            table: &self.table,
+        })
     }
 }
 
@@ -919,6 +965,22 @@ mod tests {
             assert_eq!(decoded.take(name), None, "{name} taken twice");
         }
         assert!(Fields::new().decode().get("a").is_none());
+    }
+
+    #[test]
+    fn encoded_values_serialise_as_the_decoded_ones() {
+        let original = every_kind();
+        let fields = Fields::from_map(&original);
+        let view = fields.encoded();
+        for (name, value) in &original {
+            let encoded = view.value(name).expect("present");
+            assert_eq!(
+                serde_json::to_string(&encoded).expect("text"),
+                serde_json::to_string(value).expect("text"),
+                "{name}"
+            );
+        }
+        assert!(view.value("missing").is_none());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Made by [`crate::Sandbox`]'s direct access, not received over HTTP: an answer is
+    /// read back as a value, so records are answered as values rather than JSON text.
+    pub direct: bool,
 }
 
 impl ApiRequest {
@@ -41,6 +44,7 @@ impl ApiRequest {
             query: parse_urlencoded(query),
             headers,
             body,
+            direct: false,
         }
     }
 
@@ -107,6 +111,9 @@ pub struct ApiResponse {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, String)>,
     pub body: Option<Value>,
+    /// A JSON body already written out (records rendered straight from the store), sent
+    /// instead of `body` (boxed, so that a refusal stays small to return).
+    pub text: Option<Box<[u8]>>,
     /// Set on answers that refuse a request for being over a rate limit.
     pub throttled: bool,
 }
@@ -117,7 +124,27 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body: Some(body),
+            text: None,
             throttled: false,
+        }
+    }
+
+    /// A JSON answer whose body is already written out.
+    pub fn json_text(status: StatusCode, text: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: Some(text.into_boxed_slice()),
+            throttled: false,
+        }
+    }
+
+    /// The body as a JSON value, read back from its text when it was written out.
+    pub fn into_body(self) -> Option<Value> {
+        match self.text {
+            Some(text) => serde_json::from_slice(&text).ok(),
+            None => self.body,
         }
     }
 
@@ -126,6 +153,7 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body: None,
+            text: None,
             throttled: false,
         }
     }
@@ -145,17 +173,21 @@ impl ApiResponse {
         let mut builder = Response::builder()
             .status(self.status)
             .header(header::DATE, http_date(date));
-        for (name, value) in &self.headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::try_from(value) {
                 builder = builder.header(name, value);
             }
         }
-        let body = match &self.body {
-            Some(value) => {
+        let body = match (self.text, self.body) {
+            (Some(text), _) => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json;charset=UTF-8");
-                Body::from(serde_json::to_vec(value).unwrap_or_default())
+                Body::from(Bytes::from(text))
             }
-            None => Body::empty(),
+            (None, Some(value)) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json;charset=UTF-8");
+                Body::from(serde_json::to_vec(&value).unwrap_or_default())
+            }
+            (None, None) => Body::empty(),
         };
         builder
             .body(body)
