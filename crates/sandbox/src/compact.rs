@@ -565,16 +565,35 @@ pub struct EncodedView<'a> {
 }
 
 impl EncodedView<'_> {
-    /// A field's value, ready to serialise; the first of its name, as [`Fields::get`].
-    pub fn value(&self, name: &str) -> Option<impl Serialize + '_> {
-        let bytes = self
-            .entries
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.entries
             .iter()
             .find(|(own, _)| *own == name)
-            .map(|(_, bytes)| *bytes)?;
+            .map(|(_, bytes)| *bytes)
+    }
+
+    /// A field's value, ready to serialise; the first of its name, as [`Fields::get`].
+    pub fn value(&self, name: &str) -> Option<impl Serialize + '_> {
         Some(Encoded {
-            bytes,
+            bytes: self.bytes(name)?,
             table: &self.table,
+        })
+    }
+
+    /// Whether a field is there and not null.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.bytes(name)
+            .is_some_and(|bytes| bytes.first().is_some_and(|tag| *tag != NULL))
+    }
+
+    /// Whether a field is an array with at least one item.
+    pub fn is_nonempty_array(&self, name: &str) -> bool {
+        self.bytes(name).is_some_and(|bytes| {
+            let mut rest = bytes;
+            matches!(rest.split_first(), Some((&ARRAY, _))) && {
+                rest = &rest[1..];
+                take_varint(&mut rest).is_some_and(|len| len > 0)
+            }
         })
     }
 }
@@ -981,6 +1000,11 @@ mod tests {
             );
         }
         assert!(view.value("missing").is_none());
+        assert!(view.is_set("yes") && view.is_set("empty") && view.is_set("nothing"));
+        assert!(!view.is_set("null") && !view.is_set("missing"));
+        assert!(view.is_nonempty_array("list"));
+        assert!(!view.is_nonempty_array("nothing") && !view.is_nonempty_array("object"));
+        assert!(!view.is_nonempty_array("missing") && !view.is_nonempty_array("text"));
     }
 
     #[test]

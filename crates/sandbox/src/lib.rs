@@ -429,6 +429,21 @@ impl Shared {
     }
 }
 
+/// State for a simulator under a unit test: an empty store, the default options.
+#[cfg(test)]
+pub(crate) fn test_shared() -> Arc<Shared> {
+    Arc::new(Shared {
+        store: Mutex::new(Store::default()),
+        clock: Clock::default(),
+        faults: FaultSpec::default(),
+        options: SandboxOptions::default(),
+        fault_rng: Mutex::new(fastrand::Rng::with_seed(1)),
+        rng: Mutex::new(fastrand::Rng::with_seed(1)),
+        counts: Mutex::new(BTreeMap::new()),
+        dirty: AtomicBool::new(false),
+    })
+}
+
 /// What the sandbox needs from each simulator beyond HTTP: direct access and seeding.
 pub(crate) trait Backend: Simulator {
     /// The entities, named as in the system's API (`customers`, `Contact`).

@@ -1176,17 +1176,8 @@ fn decode_cursor(text: &str) -> Option<(Stamp, u64)> {
 mod tests {
     use super::*;
 
-    pub(crate) fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            store: std::sync::Mutex::new(Store::default()),
-            clock: crate::store::Clock::default(),
-            faults: crate::FaultSpec::default(),
-            options: crate::SandboxOptions::default(),
-            fault_rng: std::sync::Mutex::new(fastrand::Rng::with_seed(1)),
-            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(1)),
-            counts: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-            dirty: std::sync::atomic::AtomicBool::new(false),
-        })
+    fn shared() -> Arc<Shared> {
+        crate::test_shared()
     }
 
     /// A record as the read schema renders it, worked out from the contract for every
