@@ -153,9 +153,10 @@ fn step<T>(label: &str, run: impl FnOnce() -> (usize, T)) -> T {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu;
     println!(
-        "{label:<32} {count:>6} requests in {seconds:>6.2} s: {:>7.0} requests/s, {:>6.1} µs CPU each",
+        "{label:<32} {count:>6} requests in {seconds:>6.2} s: {:>7.0} requests/s, {:>6.1} µs CPU each; peak {:.0} MiB",
         count as f64 / seconds.max(1e-9),
         cpu * 1e6 / (count.max(1) as f64),
+        peak_mib(),
     );
     out
 }

@@ -341,7 +341,9 @@ fn take_value(bytes: &mut &[u8], table: &Names) -> Option<Value> {
         ARRAY => {
             let len = usize::try_from(take_varint(bytes)?).ok()?;
             let mut inner = take(bytes, len)?;
-            let mut items = Vec::new();
+            // Sized to its items, as a copy of a `Value` would be: a decoded record whose
+            // values are kept (a rendering) holds no spare room.
+            let mut items = Vec::with_capacity(count_values(inner));
             while !inner.is_empty() {
                 items.push(take_value(&mut inner, table)?);
             }
@@ -359,8 +361,26 @@ fn take_value(bytes: &mut &[u8], table: &Names) -> Option<Value> {
     })
 }
 
+/// How many values follow one another in `bytes` (an array's items).
+fn count_values(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && skip_value(&mut bytes).is_some() {
+        count += 1;
+    }
+    count
+}
+
+/// How many fields follow one another in `bytes` (an object's).
+fn count_fields(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && take_name(&mut bytes).is_some() && skip_value(&mut bytes).is_some() {
+        count += 1;
+    }
+    count
+}
+
 fn take_fields(mut bytes: &[u8], table: &Names) -> Option<Map<String, Value>> {
-    let mut map = Map::new();
+    let mut map = Map::with_capacity(count_fields(bytes));
     while !bytes.is_empty() {
         let name = take_name(&mut bytes)?.resolve(table).to_owned();
         let value = take_value(&mut bytes, table)?;
@@ -984,6 +1004,10 @@ mod tests {
             assert_eq!(decoded.take(name), None, "{name} taken twice");
         }
         assert!(Fields::new().decode().get("a").is_none());
+        // Decoded arrays hold no spare room (a rendering keeps them).
+        let list = fields.get("list").expect("list");
+        let items = list.as_array().expect("array");
+        assert_eq!(items.capacity(), items.len());
     }
 
     #[test]
