@@ -606,6 +606,11 @@ impl EncodedView<'_> {
             .is_some_and(|bytes| bytes.first().is_some_and(|tag| *tag != NULL))
     }
 
+    /// Whether a field is `true`.
+    pub fn is_true(&self, name: &str) -> bool {
+        self.bytes(name) == Some(&[TRUE][..])
+    }
+
     /// Whether a field is an array with at least one item.
     pub fn is_nonempty_array(&self, name: &str) -> bool {
         self.bytes(name).is_some_and(|bytes| {
@@ -1025,6 +1030,7 @@ mod tests {
         }
         assert!(view.value("missing").is_none());
         assert!(view.is_set("yes") && view.is_set("empty") && view.is_set("nothing"));
+        assert!(view.is_true("yes") && !view.is_true("no") && !view.is_true("text"));
         assert!(!view.is_set("null") && !view.is_set("missing"));
         assert!(view.is_nonempty_array("list"));
         assert!(!view.is_nonempty_array("nothing") && !view.is_nonempty_array("object"));

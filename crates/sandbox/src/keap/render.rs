@@ -341,11 +341,15 @@ impl Keap {
 enum TextKind {
     Company,
     Contact,
+    /// A product: in a list's form (`status`, `product_options`) unless `full`.
+    Product,
 }
 
-/// A company or contact written out as JSON text straight from its encoded fields, as
-/// [`Keap::render_company`] and [`Keap::render_contact`] render it (plus, for a GET of a
-/// contact, the `tag_ids` its answer carries last).
+/// A company, contact or product written out as JSON text straight from its encoded
+/// fields, as [`Keap::render_company`], [`Keap::render_contact`] and
+/// [`Keap::render_product`] render it (plus, for a GET of a contact, the `tag_ids` its
+/// answer carries last). A product is written in a list's form when not `full`, as lists
+/// render it; every answer about one product renders it whole.
 pub(super) struct Text<'a> {
     kind: TextKind,
     record: &'a Record,
@@ -359,8 +363,8 @@ pub(super) struct Text<'a> {
 }
 
 impl Keap {
-    /// A company or contact to write out as text; `None` for other entities, which are
-    /// rendered as values.
+    /// A company, contact or product to write out as text; `None` for opportunities,
+    /// which are rendered as values.
     pub(super) fn text<'a>(
         store: &Store,
         entity: &str,
@@ -372,6 +376,7 @@ impl Keap {
         let kind = match entity {
             "companies" => TextKind::Company,
             "contacts" => TextKind::Contact,
+            "products" => TextKind::Product,
             _ => return None,
         };
         let (mut company, mut origin) = (Value::Null, Value::Null);
@@ -522,6 +527,27 @@ impl serde::Serialize for Text<'_> {
                     map.serialize_entry("tag_ids", &empty)?;
                 }
             }
+            TextKind::Product => {
+                let active = fields.is_true("active");
+                for name in [
+                    "product_name",
+                    "product_desc",
+                    "product_price",
+                    "product_short_desc",
+                    "sku",
+                ] {
+                    stored(&mut map, &fields, name, &null)?;
+                }
+                if self.full {
+                    map.serialize_entry("active", &active)?;
+                } else {
+                    map.serialize_entry("status", &i32::from(active))?;
+                    map.serialize_entry("product_options", &empty)?;
+                }
+                stored(&mut map, &fields, "subscription_only", &Value::Bool(false))?;
+                map.serialize_entry("subscription_plans", &empty)?;
+                map.serialize_entry("url", &null)?;
+            }
         }
         map.end()
     }
@@ -573,9 +599,20 @@ mod tests {
             json!({"email_addresses": null, "company": null, "origin": {"no_ip": 1}, "job_title": null}),
             json!({"company": {"id": 3, "company_name": "stale"}, "origin": {"ip_address": null}}),
         ];
+        let products = [
+            json!({}),
+            json!({"product_name": "P ✓", "product_desc": null, "product_price": 12.5, "sku": "S-1",
+                   "active": true, "subscription_only": true, "product_short_desc": "s"}),
+            json!({"active": false, "subscription_only": null}),
+            json!({"active": "yes"}),
+        ];
         let mut store = keap.shared.store();
         let mut out = Vec::new();
-        for (entity, bodies) in [("companies", &companies[..]), ("contacts", &contacts[..])] {
+        for (entity, bodies) in [
+            ("companies", &companies[..]),
+            ("contacts", &contacts[..]),
+            ("products", &products[..]),
+        ] {
             let entity_store = store.entity_mut("keap", entity);
             for body in bodies {
                 let id = entity_store.allocate_id().to_string();
@@ -611,7 +648,11 @@ mod tests {
                 {
                     let text =
                         Keap::text(&store, entity, record, &optional, full, tag_ids).expect("text");
-                    let mut expected = Keap::render(&store, entity, record, &optional, full);
+                    let mut expected = if *entity == "products" {
+                        Keap::render_product(record, !full)
+                    } else {
+                        Keap::render(&store, entity, record, &optional, full)
+                    };
                     if tag_ids && *entity == "contacts" {
                         expected
                             .as_object_mut()
@@ -629,7 +670,7 @@ mod tests {
         assert!(
             Keap::text(
                 &store,
-                "products",
+                "opportunities",
                 store
                     .entity("keap", "contacts")
                     .and_then(|e| e.get("1"))
@@ -709,6 +750,20 @@ mod tests {
                 &format!("{root}/contacts/?limit=3&offset=0&order=id")
             )
         );
+        // Products list in their list form, with the feed's token.
+        let products =
+            text(keap.route_inner(&over_http(Method::GET, "/crm/rest/v1/products?limit=2")));
+        let expected = {
+            let store = keap.shared.store();
+            let entity = store.entity("keap", "products").expect("products");
+            let page: Vec<Value> = ["1", "2"]
+                .iter()
+                .map(|id| Keap::render_product(entity.get(id).expect("product"), true))
+                .collect();
+            json!({"products": page, "count": 4, "next": format!("{root}/products/?limit=2&offset=2"),
+                   "previous": format!("{root}/products/?limit=2&offset=0"), "sync_token": entity.next_change.to_string()})
+        };
+        assert_eq!(products, serde_json::to_string(&expected).expect("text"));
         // A read by id carries `tag_ids` last; direct access gets the same as a value.
         let read = text(keap.route_inner(&over_http(Method::GET, "/crm/rest/v1/contacts/2")));
         let direct = keap.route_inner(&crate::request(
