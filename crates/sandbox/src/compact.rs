@@ -341,7 +341,9 @@ fn take_value(bytes: &mut &[u8], table: &Names) -> Option<Value> {
         ARRAY => {
             let len = usize::try_from(take_varint(bytes)?).ok()?;
             let mut inner = take(bytes, len)?;
-            let mut items = Vec::new();
+            // Sized to its items, as a copy of a `Value` would be: a decoded record whose
+            // values are kept (a rendering) holds no spare room.
+            let mut items = Vec::with_capacity(count_values(inner));
             while !inner.is_empty() {
                 items.push(take_value(&mut inner, table)?);
             }
@@ -359,8 +361,26 @@ fn take_value(bytes: &mut &[u8], table: &Names) -> Option<Value> {
     })
 }
 
+/// How many values follow one another in `bytes` (an array's items).
+fn count_values(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && skip_value(&mut bytes).is_some() {
+        count += 1;
+    }
+    count
+}
+
+/// How many fields follow one another in `bytes` (an object's).
+fn count_fields(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && take_name(&mut bytes).is_some() && skip_value(&mut bytes).is_some() {
+        count += 1;
+    }
+    count
+}
+
 fn take_fields(mut bytes: &[u8], table: &Names) -> Option<Map<String, Value>> {
-    let mut map = Map::new();
+    let mut map = Map::with_capacity(count_fields(bytes));
     while !bytes.is_empty() {
         let name = take_name(&mut bytes)?.resolve(table).to_owned();
         let value = take_value(&mut bytes, table)?;
@@ -402,6 +422,52 @@ impl Fields {
     /// The fields as a JSON map (every value decoded).
     pub fn to_map(&self) -> Map<String, Value> {
         take_fields(&self.bytes, &read_names()).unwrap_or_default()
+    }
+
+    /// Every field's encoded value, found in one pass ([`EncodedView`]).
+    pub fn encoded(&self) -> EncodedView<'_> {
+        let table = read_names();
+        let mut entries = Vec::with_capacity(16);
+        let mut bytes = &self.bytes[..];
+        while !bytes.is_empty() {
+            let Some(name) = take_name(&mut bytes) else {
+                break;
+            };
+            let name: &str = match name {
+                NameRef::Id(id) => table.names.get(id as usize).copied().unwrap_or_default(),
+                NameRef::Inline(text) => text,
+            };
+            let before = bytes;
+            if skip_value(&mut bytes).is_none() {
+                break;
+            }
+            entries.push((name, &before[..before.len() - bytes.len()]));
+        }
+        EncodedView { table, entries }
+    }
+
+    /// Every field decoded in one pass, its name borrowed: what a rendering that reads most
+    /// fields of a record needs, without a lookup (and a scan of the buffer) per field or
+    /// a copy of every name as `to_map` makes.
+    pub fn decode(&self) -> Decoded<'_> {
+        let table = read_names();
+        let mut entries = Vec::with_capacity(16);
+        let mut bytes = &self.bytes[..];
+        while !bytes.is_empty() {
+            let Some(name) = take_name(&mut bytes) else {
+                break;
+            };
+            let name: &str = match name {
+                // Interned names live as long as the process.
+                NameRef::Id(id) => table.names.get(id as usize).copied().unwrap_or_default(),
+                NameRef::Inline(text) => text,
+            };
+            let Some(value) = take_value(&mut bytes, &table) else {
+                break;
+            };
+            entries.push((name, value));
+        }
+        Decoded { entries }
     }
 
     #[cfg(test)]
@@ -506,6 +572,76 @@ impl Fields {
         let mut map = self.to_map();
         map.extend(fields);
         *self = Self::from_map(&map);
+    }
+}
+
+/// A record's fields as they are encoded ([`Fields::encoded`]): each value serialises as
+/// JSON straight from the buffer, with no `Value` built and no text copied. It holds the
+/// table of names for reading while it lives, so nothing that looks a name up (any other
+/// method of [`Fields`]) may run on its thread until it is dropped.
+pub struct EncodedView<'a> {
+    table: std::sync::RwLockReadGuard<'static, Names>,
+    entries: Vec<(&'a str, &'a [u8])>,
+}
+
+impl EncodedView<'_> {
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(own, _)| *own == name)
+            .map(|(_, bytes)| *bytes)
+    }
+
+    /// A field's value, ready to serialise; the first of its name, as [`Fields::get`].
+    pub fn value(&self, name: &str) -> Option<impl Serialize + '_> {
+        Some(Encoded {
+            bytes: self.bytes(name)?,
+            table: &self.table,
+        })
+    }
+
+    /// Whether a field is there and not null.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.bytes(name)
+            .is_some_and(|bytes| bytes.first().is_some_and(|tag| *tag != NULL))
+    }
+
+    /// Whether a field is `true`.
+    pub fn is_true(&self, name: &str) -> bool {
+        self.bytes(name) == Some(&[TRUE][..])
+    }
+
+    /// Whether a field is an array with at least one item.
+    pub fn is_nonempty_array(&self, name: &str) -> bool {
+        self.bytes(name).is_some_and(|bytes| {
+            let mut rest = bytes;
+            matches!(rest.split_first(), Some((&ARRAY, _))) && {
+                rest = &rest[1..];
+                take_varint(&mut rest).is_some_and(|len| len > 0)
+            }
+        })
+    }
+}
+
+/// A record's fields decoded ([`Fields::decode`]): looked up by name, and taken out by a
+/// rendering that moves each value into its answer instead of copying it.
+pub struct Decoded<'a> {
+    entries: Vec<(&'a str, Value)>,
+}
+
+impl Decoded<'_> {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|(own, _)| *own == name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.position(name).map(|at| &self.entries[at].1)
+    }
+
+    /// A field's value, moved out; a later `get` or `take` of the name finds nothing.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        let at = self.position(name)?;
+        Some(self.entries.swap_remove(at).1)
     }
 }
 
@@ -857,6 +993,48 @@ mod tests {
         assert_eq!(fields.get_str("zero"), None);
         assert_eq!(fields.len(), original.len());
         assert!(fields.encoded_len() < serde_json::to_string(&original).expect("text").len());
+    }
+
+    #[test]
+    fn decoded_fields_are_the_map_and_give_each_value_once() {
+        let original = every_kind();
+        let fields = Fields::from_map(&original);
+        let mut decoded = fields.decode();
+        for (name, value) in &original {
+            assert_eq!(decoded.get(name), Some(value), "{name}");
+        }
+        assert_eq!(decoded.get("missing"), None);
+        for (name, value) in original.iter().rev() {
+            assert_eq!(decoded.take(name).as_ref(), Some(value), "{name}");
+            assert_eq!(decoded.take(name), None, "{name} taken twice");
+        }
+        assert!(Fields::new().decode().get("a").is_none());
+        // Decoded arrays hold no spare room (a rendering keeps them).
+        let list = fields.get("list").expect("list");
+        let items = list.as_array().expect("array");
+        assert_eq!(items.capacity(), items.len());
+    }
+
+    #[test]
+    fn encoded_values_serialise_as_the_decoded_ones() {
+        let original = every_kind();
+        let fields = Fields::from_map(&original);
+        let view = fields.encoded();
+        for (name, value) in &original {
+            let encoded = view.value(name).expect("present");
+            assert_eq!(
+                serde_json::to_string(&encoded).expect("text"),
+                serde_json::to_string(value).expect("text"),
+                "{name}"
+            );
+        }
+        assert!(view.value("missing").is_none());
+        assert!(view.is_set("yes") && view.is_set("empty") && view.is_set("nothing"));
+        assert!(view.is_true("yes") && !view.is_true("no") && !view.is_true("text"));
+        assert!(!view.is_set("null") && !view.is_set("missing"));
+        assert!(view.is_nonempty_array("list"));
+        assert!(!view.is_nonempty_array("nothing") && !view.is_nonempty_array("object"));
+        assert!(!view.is_nonempty_array("missing") && !view.is_nonempty_array("text"));
     }
 
     #[test]

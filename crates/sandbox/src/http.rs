@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::Shared;
 use crate::faults::FaultKind;
-use crate::store::Stamp;
+use crate::store::{Stamp, push_digits};
 
 /// The largest request body the simulators read.
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -28,6 +28,9 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Made by [`crate::Sandbox`]'s direct access, not received over HTTP: an answer is
+    /// read back as a value, so records are answered as values rather than JSON text.
+    pub direct: bool,
 }
 
 impl ApiRequest {
@@ -41,6 +44,7 @@ impl ApiRequest {
             query: parse_urlencoded(query),
             headers,
             body,
+            direct: false,
         }
     }
 
@@ -107,6 +111,9 @@ pub struct ApiResponse {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, String)>,
     pub body: Option<Value>,
+    /// A JSON body already written out (records rendered straight from the store), sent
+    /// instead of `body` (boxed, so that a refusal stays small to return).
+    pub text: Option<Box<[u8]>>,
     /// Set on answers that refuse a request for being over a rate limit.
     pub throttled: bool,
 }
@@ -117,7 +124,27 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body: Some(body),
+            text: None,
             throttled: false,
+        }
+    }
+
+    /// A JSON answer whose body is already written out.
+    pub fn json_text(status: StatusCode, text: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: Some(text.into_boxed_slice()),
+            throttled: false,
+        }
+    }
+
+    /// The body as a JSON value, read back from its text when it was written out.
+    pub fn into_body(self) -> Option<Value> {
+        match self.text {
+            Some(text) => serde_json::from_slice(&text).ok(),
+            None => self.body,
         }
     }
 
@@ -126,6 +153,7 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body: None,
+            text: None,
             throttled: false,
         }
     }
@@ -145,17 +173,21 @@ impl ApiResponse {
         let mut builder = Response::builder()
             .status(self.status)
             .header(header::DATE, http_date(date));
-        for (name, value) in &self.headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::try_from(value) {
                 builder = builder.header(name, value);
             }
         }
-        let body = match &self.body {
-            Some(value) => {
+        let body = match (self.text, self.body) {
+            (Some(text), _) => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json;charset=UTF-8");
-                Body::from(serde_json::to_vec(value).unwrap_or_default())
+                Body::from(Bytes::from(text))
             }
-            None => Body::empty(),
+            (None, Some(value)) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json;charset=UTF-8");
+                Body::from(serde_json::to_vec(&value).unwrap_or_default())
+            }
+            (None, None) => Body::empty(),
         };
         builder
             .body(body)
@@ -275,12 +307,35 @@ async fn handle(State(app): State<App>, request: Request) -> Response {
     response.into_response(date)
 }
 
-/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of a server time.
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of a server time: chrono's
+/// `%a, %d %b %Y %H:%M:%S GMT`, written digit by digit (every answer carries one).
 fn http_date(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
+    use chrono::{Datelike as _, Timelike as _};
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let moment = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
+    let year = moment.year();
+    if !(0..=9999).contains(&year) {
+        return moment.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    }
+    let mut out = String::with_capacity(29);
+    out.push_str(DAYS[moment.weekday().num_days_from_monday() as usize]);
+    out.push_str(", ");
+    push_digits(&mut out, moment.day(), 2);
+    out.push(' ');
+    out.push_str(MONTHS[moment.month0() as usize]);
+    out.push(' ');
+    push_digits(&mut out, year as u32, 4);
+    out.push(' ');
+    push_digits(&mut out, moment.hour(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.minute(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.second(), 2);
+    out.push_str(" GMT");
+    out
 }
 
 /// Splits and decodes `a=1&b=x+y` (query strings and form bodies).
@@ -455,6 +510,22 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_written_as_chrono_writes_them() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let stamps = [0, -1, 784_111_777_000, 253_402_300_800_000, i64::MIN]
+            .into_iter()
+            .chain((0..2_000).map(|_| rng.i64(-70_000_000_000_000..300_000_000_000_000)));
+        for at in stamps {
+            let expected = chrono::DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            assert_eq!(http_date(at), expected, "{at}");
+        }
+        assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
 
     #[test]
     fn base64_decodes_basic_credentials() {

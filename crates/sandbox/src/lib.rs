@@ -429,6 +429,21 @@ impl Shared {
     }
 }
 
+/// State for a simulator under a unit test: an empty store, the default options.
+#[cfg(test)]
+pub(crate) fn test_shared() -> Arc<Shared> {
+    Arc::new(Shared {
+        store: Mutex::new(Store::default()),
+        clock: Clock::default(),
+        faults: FaultSpec::default(),
+        options: SandboxOptions::default(),
+        fault_rng: Mutex::new(fastrand::Rng::with_seed(1)),
+        rng: Mutex::new(fastrand::Rng::with_seed(1)),
+        counts: Mutex::new(BTreeMap::new()),
+        dirty: AtomicBool::new(false),
+    })
+}
+
 /// What the sandbox needs from each simulator beyond HTTP: direct access and seeding.
 pub(crate) trait Backend: Simulator {
     /// The entities, named as in the system's API (`customers`, `Contact`).
@@ -467,7 +482,7 @@ pub(crate) trait Backend: Simulator {
         response
             .status
             .is_success()
-            .then_some(response.body)
+            .then(|| response.into_body())
             .flatten()
     }
     /// A person's partial edit: PATCH where the API has it; the web shop merges the
@@ -483,7 +498,10 @@ pub(crate) fn request(method: Method, path: &str, body: Option<&Value>) -> ApiRe
     let body = body
         .map(|value| Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
         .unwrap_or_default();
-    ApiRequest::new(method, path, HeaderMap::new(), body)
+    ApiRequest {
+        direct: true,
+        ..ApiRequest::new(method, path, HeaderMap::new(), body)
+    }
 }
 
 /// How often a changed store is written to its state file, at most.
@@ -955,13 +973,14 @@ impl Drop for Sandbox {
 }
 
 fn accepted(system: &str, response: ApiResponse) -> Result<Option<Value>, SandboxError> {
-    if response.status.is_success() {
-        Ok(response.body)
+    let status = response.status;
+    if status.is_success() {
+        Ok(response.into_body())
     } else {
         Err(SandboxError::Rejected {
             system: system.to_string(),
-            status: response.status.as_u16(),
-            body: response.body.unwrap_or(Value::Null),
+            status: status.as_u16(),
+            body: response.into_body().unwrap_or(Value::Null),
         })
     }
 }

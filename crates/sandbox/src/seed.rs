@@ -407,7 +407,7 @@ impl Seeder<'_> {
                 system: system.to_string(),
                 entity: entity.to_string(),
                 status: response.status.as_u16(),
-                body: response.body.unwrap_or(Value::Null),
+                body: response.into_body().unwrap_or(Value::Null),
             })
     }
 

@@ -976,31 +976,77 @@ pub fn uuid_v4(rng: &mut fastrand::Rng) -> String {
     }
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// `2024-05-01T12:00:00.123Z`: RFC 3339 with milliseconds, as the in-house systems write it.
 pub fn rfc3339(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    datetime(at, "Z")
 }
 
 /// `2024-11-07T20:35:13.000+0000`: the form Keap v1 and Salesforce write.
 pub fn offset_datetime(at: Stamp) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
-        .to_string()
+    datetime(at, "+0000")
+}
+
+/// `YYYY-MM-DDThh:mm:ss.mmm` and `zone`, as chrono's `%Y-%m-%dT%H:%M:%S%.3f` writes it, but
+/// digit by digit: every rendered record carries two or three of these, and chrono reads
+/// its format string again on every call. Years chrono writes otherwise (before 0, after
+/// 9999) are left to chrono.
+fn datetime(at: Stamp, zone: &str) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    let moment = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
+    let year = moment.year();
+    if !(0..=9999).contains(&year) {
+        return format!("{}{zone}", moment.format("%Y-%m-%dT%H:%M:%S%.3f"));
+    }
+    let mut out = String::with_capacity(24 + zone.len());
+    push_digits(&mut out, year as u32, 4);
+    out.push('-');
+    push_digits(&mut out, moment.month(), 2);
+    out.push('-');
+    push_digits(&mut out, moment.day(), 2);
+    out.push('T');
+    push_digits(&mut out, moment.hour(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.minute(), 2);
+    out.push(':');
+    push_digits(&mut out, moment.second(), 2);
+    out.push('.');
+    // A leap second's millisecond count runs past 999; chrono writes it as it is.
+    push_digits(&mut out, moment.timestamp_subsec_millis(), 3);
+    out.push_str(zone);
+    out
+}
+
+/// `value` in decimal, padded with zeros to `width` digits (more when it needs more).
+pub(crate) fn push_digits(out: &mut String, value: u32, width: usize) {
+    let mut digits = [0u8; 10];
+    let mut rest = value;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        out.push('0');
+    }
+    for digit in digits[..len].iter().rev() {
+        out.push(char::from(*digit));
+    }
 }
 
 /// Parses an RFC 3339 instant (`Z` or `+hh:mm`) to a stamp.
@@ -1079,7 +1125,27 @@ mod tests {
 
     #[test]
     fn uuids_are_version_4() {
+        // The same random bytes give the same text as before (seed data stays the same).
         let mut rng = fastrand::Rng::with_seed(1);
+        let mut again = fastrand::Rng::with_seed(1);
+        for _ in 0..100 {
+            let mut bytes = [0u8; 16];
+            for byte in &mut bytes {
+                *byte = again.u8(..);
+            }
+            bytes[6] = (bytes[6] & 0x0f) | 0x40;
+            bytes[8] = (bytes[8] & 0x3f) | 0x80;
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let expected = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            );
+            assert_eq!(uuid_v4(&mut rng), expected);
+        }
         let id = uuid_v4(&mut rng);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
@@ -1283,6 +1349,44 @@ mod tests {
                     proptest::prop_assert_eq!(seqs(&found), seqs(&expected));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn datetimes_are_written_as_chrono_writes_them() {
+        let chrono_form = |at: Stamp, format: &str| {
+            chrono::DateTime::from_timestamp_millis(at)
+                .unwrap_or_default()
+                .format(format)
+                .to_string()
+        };
+        let mut stamps = vec![
+            0,
+            1,
+            999,
+            -1,
+            -86_400_001,
+            951_782_400_000,     // 2000-02-29
+            1_731_011_713_217,   // 2024-11-07
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            -62_167_219_200_001, // just before year 0
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        stamps.extend((0..2_000).map(|_| rng.i64(-70_000_000_000_000..300_000_000_000_000)));
+        for at in stamps {
+            assert_eq!(
+                rfc3339(at),
+                chrono_form(at, "%Y-%m-%dT%H:%M:%S%.3fZ"),
+                "{at}"
+            );
+            assert_eq!(
+                offset_datetime(at),
+                chrono_form(at, "%Y-%m-%dT%H:%M:%S%.3f+0000"),
+                "{at}"
+            );
         }
     }
 

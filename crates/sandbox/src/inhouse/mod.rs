@@ -11,6 +11,8 @@ mod auth;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode, header};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::http::{ApiRequest, ApiResponse, Limiter, Simulator, Window, retry_after_seconds};
@@ -100,11 +102,30 @@ pub struct Conventions {
     pub refuse_referenced_delete: bool,
 }
 
+/// Where one property of a read schema comes from when a record is rendered.
+#[derive(Debug, Clone)]
+enum Source {
+    Id,
+    /// The server-assigned number (absent while the record has none).
+    Number,
+    Created,
+    Modified,
+    Deleted,
+    /// A stored field, else the schema's default for an absent optional value (if any).
+    Field(Option<Value>),
+}
+
+/// How an entity's records are rendered: its read schema's properties in order, each with
+/// its [`Source`]; worked out once from the contract, not on every record.
+type RenderPlan = Vec<(String, Source)>;
+
 /// An in-house simulator: one system's [`Conventions`] served over the shared store.
 pub struct InHouse {
     pub conventions: Conventions,
     pub doc: SchemaDoc,
     pub shared: Arc<Shared>,
+    /// Per entity of [`Conventions::entities`], in its order; `None` without a read schema.
+    plans: Vec<Option<RenderPlan>>,
     limiter: Mutex<Limiter>,
     /// Access tokens issued by a client credentials grant, and when they expire.
     tokens: auth::Tokens,
@@ -140,6 +161,11 @@ impl InHouse {
         windows: Vec<Window>,
     ) -> Result<Self, SchemaDocError> {
         let doc = SchemaDoc::parse(conventions.contract)?;
+        let plans = conventions
+            .entities
+            .iter()
+            .map(|entity| render_plan(&conventions, &doc, entity))
+            .collect();
         {
             let mut store = shared.store();
             for entity in &conventions.entities {
@@ -152,6 +178,7 @@ impl InHouse {
             conventions,
             doc,
             shared,
+            plans,
             limiter: Mutex::new(Limiter::new(&windows)),
             tokens: auth::Tokens::default(),
         })
@@ -212,61 +239,73 @@ impl InHouse {
         }
     }
 
+    fn plan(&self, entity: &EntityDef) -> Option<&RenderPlan> {
+        self.conventions
+            .entities
+            .iter()
+            .position(|known| known.name == entity.name)
+            .and_then(|index| self.plans.get(index)?.as_ref())
+    }
+
+    /// An answer carrying one record: written out as JSON text straight from the stored
+    /// fields over HTTP, rendered as a value for direct access (which reads it as one).
+    fn record_answer(
+        &self,
+        request: &ApiRequest,
+        status: StatusCode,
+        entity: &EntityDef,
+        record: &Record,
+    ) -> ApiResponse {
+        if request.direct {
+            ApiResponse::json(status, self.render(entity, record))
+        } else {
+            ApiResponse::json_text(status, self.render_text(entity, record))
+        }
+    }
+
+    /// A record as [`InHouse::render`] gives it, written out as JSON text straight from the
+    /// stored fields (no `Value` built): the body of a GET, a create or an update.
+    fn render_text(&self, entity: &EntityDef, record: &Record) -> Vec<u8> {
+        let rendered = Rendered {
+            house: self,
+            plan: self.plan(entity),
+            record,
+        };
+        serde_json::to_vec(&rendered).unwrap_or_else(|_| {
+            serde_json::to_vec(&self.render(entity, record)).unwrap_or_default()
+        })
+    }
+
     /// A record as the API returns it: the read schema's properties in order, absent
     /// optional values as their defaults.
     pub fn render(&self, entity: &EntityDef, record: &Record) -> Value {
-        let conventions = &self.conventions;
-        let Some(schema) = self.doc.component(entity.read) else {
+        let Some(plan) = self.plan(entity) else {
             return Value::Null;
         };
-        let mut out = Map::new();
-        for name in self.doc.property_names(schema) {
-            let value = if name == "id" {
-                Some(self.render_id(&record.id))
-            } else if entity.number.is_some_and(|(field, _)| field == name) {
-                record.number.clone().map(Value::String)
-            } else if conventions.created_field == Some(name) {
-                Some(Value::String(rfc3339(record.created)))
-            } else if conventions.modified_field == name {
-                Some(Value::String(rfc3339(record.modified)))
-            } else if conventions.deleted_field == Some(name) {
-                Some(Value::Bool(!record.is_live()))
-            } else {
-                record
-                    .fields
-                    .get(name)
-                    .or_else(|| self.default_value(schema, name))
+        let mut fields = record.fields.decode();
+        let mut out = Map::with_capacity(plan.len());
+        for (name, source) in plan {
+            let value = match source {
+                Source::Id => Some(self.render_id(&record.id)),
+                Source::Number => record.number.clone().map(Value::String),
+                Source::Created => Some(Value::String(rfc3339(record.created))),
+                Source::Modified => Some(Value::String(rfc3339(record.modified))),
+                Source::Deleted => Some(Value::Bool(!record.is_live())),
+                Source::Field(default) => fields.take(name).or_else(|| default.clone()),
             };
             if let Some(value) = value {
-                out.insert(name.to_string(), value);
+                out.insert(name.clone(), value);
             }
         }
         Value::Object(out)
     }
 
-    fn default_value(&self, schema: &Value, name: &str) -> Option<Value> {
-        let property = self.doc.property(schema, name)?;
-        let types: Vec<&str> = match property.get("type") {
-            Some(Value::String(one)) => vec![one.as_str()],
-            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if types.contains(&"null") {
-            Some(Value::Null)
-        } else if types.contains(&"array") {
-            Some(json!([]))
-        } else if types.contains(&"boolean") {
-            Some(Value::Bool(false))
-        } else if types.contains(&"integer") || types.contains(&"number") {
-            Some(json!(0))
-        } else {
-            None
-        }
-    }
-
     fn validate(&self, schema_name: &str, body: &Value) -> Result<(), ApiResponse> {
-        let schema = json!({ "$ref": format!("#/components/schemas/{schema_name}") });
-        match self.doc.validate(&schema, body, Mode::default()).first() {
+        // The component itself, as a `$ref` to it resolves (none: everything passes).
+        let Some(schema) = self.doc.component(schema_name) else {
+            return Ok(());
+        };
+        match self.doc.validate(schema, body, Mode::default()).first() {
             Some(violation) => Err(invalid(violation)),
             None => Ok(()),
         }
@@ -366,20 +405,20 @@ impl InHouse {
                 .entity(self.conventions.system, entity.name)
                 .and_then(|entity_store| entity_store.get(&id))
             {
-                Some(record) => ApiResponse::json(StatusCode::CREATED, self.render(entity, record)),
+                Some(record) => self.record_answer(request, StatusCode::CREATED, entity, record),
                 None => self.not_found(singular(entity.name)),
             },
             Err(response) => response,
         }
     }
 
-    fn get(&self, entity: &EntityDef, id: &str) -> ApiResponse {
+    fn get(&self, entity: &EntityDef, id: &str, request: &ApiRequest) -> ApiResponse {
         let store = self.shared.store();
         let record = self
             .canonical_id(id)
             .and_then(|id| store.entity(self.conventions.system, entity.name)?.get(&id));
         match record {
-            Some(record) => ApiResponse::json(StatusCode::OK, self.render(entity, record)),
+            Some(record) => self.record_answer(request, StatusCode::OK, entity, record),
             None => self.not_found(singular(entity.name)),
         }
     }
@@ -427,11 +466,11 @@ impl InHouse {
         let at = self.shared.stamp(&mut store);
         record.modified = at;
         record.touched = at;
-        let rendered = self.render(entity, &record);
+        let answer = self.record_answer(request, StatusCode::OK, entity, &record);
         store
             .entity_mut(self.conventions.system, entity.name)
             .put(record);
-        ApiResponse::json(StatusCode::OK, rendered)
+        answer
     }
 
     fn delete(&self, entity: &EntityDef, id: &str) -> ApiResponse {
@@ -627,24 +666,24 @@ impl InHouse {
             since,
             conventions.since_strict,
         );
-        let render = |records: &[&Record]| -> Vec<Value> {
-            records
-                .iter()
-                .map(|record| self.render(entity, record))
-                .collect()
+        let plan = self.plan(entity);
+        let render = |records| Page {
+            house: self,
+            plan,
+            records,
         };
-        let body = match conventions.paging {
+        let text = match conventions.paging {
             Paging::Pages => {
                 let page = self.int_parameter(request, &path, "page")?;
                 let per_page = self.int_parameter(request, &path, "per_page")?.max(1);
                 let total = records.len() as i64;
                 let start = (page - 1).max(0).saturating_mul(per_page).min(total) as usize;
                 let end = (start + per_page as usize).min(records.len());
-                json!({
-                    "results": render(&records.slice(start, end)),
-                    "page": page,
-                    "per_page": per_page,
-                    "total_pages": (total + per_page - 1) / per_page,
+                serde_json::to_vec(&PagesBody {
+                    results: render(records.slice(start, end)),
+                    page,
+                    per_page,
+                    total_pages: (total + per_page - 1) / per_page,
                 })
             }
             Paging::Offset => {
@@ -652,11 +691,11 @@ impl InHouse {
                 let limit = self.int_parameter(request, &path, "limit")?.max(1);
                 let start = (offset.max(0) as usize).min(records.len());
                 let end = (start + limit as usize).min(records.len());
-                json!({
-                    "data": render(&records.slice(start, end)),
-                    "total": records.len(),
-                    "offset": offset,
-                    "limit": limit,
+                serde_json::to_vec(&OffsetBody {
+                    data: render(records.slice(start, end)),
+                    total: records.len(),
+                    offset,
+                    limit,
                 })
             }
             Paging::Cursor => {
@@ -677,17 +716,28 @@ impl InHouse {
                     Some(position) => records.position_after(position),
                 };
                 let end = (start + page_size).min(records.len());
-                let page = &records.slice(start, end);
+                let page = records.slice(start, end);
                 let next_cursor = match page.last() {
                     Some(last) if end < records.len() => {
-                        Value::String(encode_cursor(last.touched, last.seq))
+                        Some(encode_cursor(last.touched, last.seq))
                     }
-                    _ => Value::Null,
+                    _ => None,
                 };
-                json!({ "items": render(page), "next_cursor": next_cursor })
+                serde_json::to_vec(&CursorBody {
+                    items: render(page),
+                    next_cursor,
+                })
             }
         };
-        Ok(ApiResponse::json(StatusCode::OK, body))
+        let text = text.map_err(|source| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                format!("a stored record cannot be rendered: {source}"),
+                None,
+            )
+        })?;
+        Ok(ApiResponse::json_text(StatusCode::OK, text))
     }
 
     fn list_deleted(&self, request: &ApiRequest) -> ApiResponse {
@@ -837,7 +887,7 @@ impl Backend for InHouse {
         match (&request.method, &segments[1..]) {
             (&Method::GET, []) => self.list(entity, request),
             (&Method::POST, []) => self.create(entity, request),
-            (&Method::GET, [id]) => self.get(entity, id),
+            (&Method::GET, [id]) => self.get(entity, id, request),
             (&Method::PATCH, [id]) if self.conventions.update == UpdateMethod::Patch => {
                 self.update(entity, id, request)
             }
@@ -929,6 +979,148 @@ impl Backend for InHouse {
     }
 }
 
+/// A record as [`InHouse::render`] renders it, serialised straight from its encoded fields.
+struct Rendered<'a> {
+    house: &'a InHouse,
+    /// `None` without a read schema: the record renders as `null`, as `render` gives it.
+    plan: Option<&'a RenderPlan>,
+    record: &'a Record,
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(plan) = self.plan else {
+            return serializer.serialize_unit();
+        };
+        let record = self.record;
+        // Holds the table of field names for reading until the record is written.
+        let fields = record.fields.encoded();
+        let mut map = serializer.serialize_map(Some(plan.len()))?;
+        for (name, source) in plan {
+            match source {
+                Source::Id => match self.house.conventions.ids {
+                    IdKind::Integer => match record.id.parse::<u64>() {
+                        Ok(id) => map.serialize_entry(name, &id)?,
+                        Err(_) => map.serialize_entry(name, &())?,
+                    },
+                    IdKind::Uuid => map.serialize_entry(name, &record.id)?,
+                },
+                Source::Number => {
+                    if let Some(number) = &record.number {
+                        map.serialize_entry(name, number)?;
+                    }
+                }
+                Source::Created => map.serialize_entry(name, &rfc3339(record.created))?,
+                Source::Modified => map.serialize_entry(name, &rfc3339(record.modified))?,
+                Source::Deleted => map.serialize_entry(name, &!record.is_live())?,
+                Source::Field(default) => match fields.value(name) {
+                    Some(value) => map.serialize_entry(name, &value)?,
+                    None => {
+                        if let Some(default) = default {
+                            map.serialize_entry(name, default)?;
+                        }
+                    }
+                },
+            }
+        }
+        map.end()
+    }
+}
+
+/// The records of a list page, each as [`Rendered`].
+struct Page<'a> {
+    house: &'a InHouse,
+    plan: Option<&'a RenderPlan>,
+    records: Vec<&'a Record>,
+}
+
+impl Serialize for Page<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.records.iter().map(|record| Rendered {
+            house: self.house,
+            plan: self.plan,
+            record,
+        }))
+    }
+}
+
+/// `page`/`per_page` paging's answer.
+#[derive(Serialize)]
+struct PagesBody<'a> {
+    results: Page<'a>,
+    page: i64,
+    per_page: i64,
+    total_pages: i64,
+}
+
+/// `offset`/`limit` paging's answer.
+#[derive(Serialize)]
+struct OffsetBody<'a> {
+    data: Page<'a>,
+    total: usize,
+    offset: i64,
+    limit: i64,
+}
+
+/// Cursor paging's answer; `next_cursor` is null on the last page.
+#[derive(Serialize)]
+struct CursorBody<'a> {
+    items: Page<'a>,
+    next_cursor: Option<String>,
+}
+
+/// The [`RenderPlan`] of an entity: where each property of its read schema comes from.
+fn render_plan(
+    conventions: &Conventions,
+    doc: &SchemaDoc,
+    entity: &EntityDef,
+) -> Option<RenderPlan> {
+    let schema = doc.component(entity.read)?;
+    let plan = doc
+        .property_names(schema)
+        .into_iter()
+        .map(|name| {
+            let source = if name == "id" {
+                Source::Id
+            } else if entity.number.is_some_and(|(field, _)| field == name) {
+                Source::Number
+            } else if conventions.created_field == Some(name) {
+                Source::Created
+            } else if conventions.modified_field == name {
+                Source::Modified
+            } else if conventions.deleted_field == Some(name) {
+                Source::Deleted
+            } else {
+                Source::Field(default_value(doc, schema, name))
+            };
+            (name.to_string(), source)
+        })
+        .collect();
+    Some(plan)
+}
+
+/// What an absent optional property reads as: null where the schema allows it, else the
+/// empty value of its type; `None` (left out) for other types.
+fn default_value(doc: &SchemaDoc, schema: &Value, name: &str) -> Option<Value> {
+    let property = doc.property(schema, name)?;
+    let types: Vec<&str> = match property.get("type") {
+        Some(Value::String(one)) => vec![one.as_str()],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"null") {
+        Some(Value::Null)
+    } else if types.contains(&"array") {
+        Some(json!([]))
+    } else if types.contains(&"boolean") {
+        Some(Value::Bool(false))
+    } else if types.contains(&"integer") || types.contains(&"number") {
+        Some(json!(0))
+    } else {
+        None
+    }
+}
+
 /// The records of a list in change order (`touched`, then creation), those modified at or
 /// after `since` (strictly after with `strict`). While every record's modified time is its
 /// change stamp (always, in the in-house systems) this is a run of the change-order index;
@@ -986,6 +1178,238 @@ fn decode_cursor(text: &str) -> Option<(Stamp, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Arc<Shared> {
+        crate::test_shared()
+    }
+
+    /// A record as the read schema renders it, worked out from the contract for every
+    /// property of every record (as rendering did before its plan was kept per entity).
+    fn reference_render(house: &InHouse, entity: &EntityDef, record: &Record) -> Value {
+        let conventions = &house.conventions;
+        let Some(schema) = house.doc.component(entity.read) else {
+            return Value::Null;
+        };
+        let mut out = Map::new();
+        for name in house.doc.property_names(schema) {
+            let value = if name == "id" {
+                Some(house.render_id(&record.id))
+            } else if entity.number.is_some_and(|(field, _)| field == name) {
+                record.number.clone().map(Value::String)
+            } else if conventions.created_field == Some(name) {
+                Some(Value::String(rfc3339(record.created)))
+            } else if conventions.modified_field == name {
+                Some(Value::String(rfc3339(record.modified)))
+            } else if conventions.deleted_field == Some(name) {
+                Some(Value::Bool(!record.is_live()))
+            } else {
+                record
+                    .fields
+                    .get(name)
+                    .or_else(|| default_value(&house.doc, schema, name))
+            };
+            if let Some(value) = value {
+                out.insert(name.to_string(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// Records of every shape rendering meets: no fields, every property of the read
+    /// schema (in reverse order, with values of several kinds), fields the schema does not
+    /// know, a server number or none, soft-deleted or live, ids that are not numbers.
+    fn records_of(house: &InHouse, entity: &EntityDef) -> Vec<Record> {
+        let names: Vec<String> = house
+            .doc
+            .component(entity.read)
+            .map(|schema| {
+                house
+                    .doc
+                    .property_names(schema)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut store = EntityStore::default();
+        let mut out = Vec::new();
+        for (index, id) in ["7", "3f2b8c1e-0000-4000-8000-000000000001", "x"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut full = Map::new();
+            for (at, name) in names.iter().rev().enumerate() {
+                let value = match (at + index) % 5 {
+                    0 => json!(format!("{name} \"quoted\" ✓")),
+                    1 => json!(at as i64 - 2),
+                    2 => json!([{"line1": "a"}, null, 1.5]),
+                    3 => Value::Null,
+                    _ => json!({"nested": {"deep": [true]}}),
+                };
+                full.insert(name.clone(), value);
+            }
+            full.insert("not_in_the_schema".into(), json!("kept but not rendered"));
+            let at = 1_700_000_000_000 + index as i64;
+            for fields in [Map::new(), full] {
+                let mut record = store.new_record(id.to_string(), fields, at);
+                record.modified = at + 5;
+                if index == 1 {
+                    record.number = Some(format!("N-{index}"));
+                    record.deleted = Some(at + 9);
+                }
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn records_render_as_their_read_schema_says() {
+        for conventions in [
+            crate::customcrm::conventions(),
+            crate::customerp::conventions(),
+            crate::customwebshop::conventions(),
+        ] {
+            let house = InHouse::new(conventions, shared(), Vec::new()).expect("contract");
+            for entity in &house.conventions.entities {
+                for record in records_of(&house, entity) {
+                    let expected = reference_render(&house, entity, &record);
+                    assert_eq!(
+                        String::from_utf8(house.render_text(entity, &record)).expect("UTF-8"),
+                        serde_json::to_string(&expected).expect("text"),
+                        "{} {}: written straight from the store",
+                        house.system(),
+                        entity.name
+                    );
+                    let rendered = house.render(entity, &record);
+                    assert_eq!(rendered, expected, "{} {}", house.system(), entity.name);
+                    assert_eq!(
+                        serde_json::to_string(&rendered).expect("text"),
+                        serde_json::to_string(&expected).expect("text"),
+                        "{} {}: the order of the properties",
+                        house.system(),
+                        entity.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pages, single reads, updates and creates answer the records as rendered, in the
+    /// envelope of each system's paging.
+    #[test]
+    fn answers_carry_the_rendered_records() {
+        for conventions in [
+            crate::customcrm::conventions(),
+            crate::customerp::conventions(),
+            crate::customwebshop::conventions(),
+        ] {
+            let house = InHouse::new(conventions, shared(), Vec::new()).expect("contract");
+            let entity = &house.conventions.entities[0];
+            let path = house.collection_path(entity.name);
+            let ids: Vec<String> = (1..=7)
+                .map(|n| match house.conventions.ids {
+                    IdKind::Integer => n.to_string(),
+                    IdKind::Uuid => format!("3f2b8c1e-0000-4000-8000-{n:012}"),
+                })
+                .collect();
+            {
+                let mut store = house.shared.store();
+                let entity_store = store.entity_mut(house.conventions.system, entity.name);
+                for (n, id) in ids.iter().enumerate() {
+                    let full = records_of(&house, entity).pop().expect("a record");
+                    let mut record =
+                        entity_store.new_record(id.clone(), full.fields.to_map(), 1_000 + n as i64);
+                    record.number = entity.number.map(|(_, format)| format(n as u64));
+                    entity_store.put(record);
+                }
+            }
+            // As received over HTTP (direct access answers values; see below).
+            let over_http = |method: Method, path: &str, body: Option<&Value>| ApiRequest {
+                direct: false,
+                ..request(method, path, body)
+            };
+            let get = |query: &str| {
+                let response =
+                    house.route(&over_http(Method::GET, &format!("{path}{query}"), None));
+                assert_eq!(response.status, StatusCode::OK, "{query}");
+                String::from_utf8(response.text.expect("written out").into_vec()).expect("UTF-8")
+            };
+            let expected = |ids: &[String]| -> Vec<Value> {
+                let store = house.shared.store();
+                let entity_store = store
+                    .entity(house.conventions.system, entity.name)
+                    .expect("entity");
+                ids.iter()
+                    .map(|id| {
+                        reference_render(&house, entity, entity_store.get(id).expect("record"))
+                    })
+                    .collect()
+            };
+            let text = |value: Value| serde_json::to_string(&value).expect("text");
+            match house.conventions.paging {
+                Paging::Pages => assert_eq!(
+                    get("?page=2&per_page=3"),
+                    text(
+                        json!({"results": expected(&ids[3..6]), "page": 2, "per_page": 3, "total_pages": 3})
+                    )
+                ),
+                Paging::Offset => assert_eq!(
+                    get("?offset=5&limit=3"),
+                    text(json!({"data": expected(&ids[5..]), "total": 7, "offset": 5, "limit": 3}))
+                ),
+                Paging::Cursor => {
+                    let first = get("?page_size=4");
+                    let cursor =
+                        serde_json::from_str::<Value>(&first).expect("json")["next_cursor"]
+                            .as_str()
+                            .expect("a cursor")
+                            .to_string();
+                    assert_eq!(
+                        first,
+                        text(json!({"items": expected(&ids[..4]), "next_cursor": cursor}))
+                    );
+                    assert_eq!(
+                        get(&format!("?page_size=4&cursor={cursor}")),
+                        text(json!({"items": expected(&ids[4..]), "next_cursor": null}))
+                    );
+                }
+            }
+            assert_eq!(
+                get(&format!("/{}", ids[2])),
+                text(expected(&ids[2..3]).remove(0))
+            );
+            // An update answers the record as stored after it.
+            let patch = json!({});
+            let method = match house.conventions.update {
+                UpdateMethod::Patch => Method::PATCH,
+                UpdateMethod::Put => Method::PUT,
+            };
+            // The web shop's PUT replaces the customer: a whole valid one.
+            let body = match method {
+                Method::PUT => {
+                    json!({"email": "ann@example.com", "addresses": [], "marketing_opt_in": true})
+                }
+                _ => patch,
+            };
+            let response = house.route(&over_http(
+                method,
+                &format!("{path}/{}", ids[1]),
+                Some(&body),
+            ));
+            assert_eq!(response.status, StatusCode::OK, "{}", house.system());
+            assert_eq!(
+                String::from_utf8(response.text.clone().expect("written out").into_vec())
+                    .expect("UTF-8"),
+                text(expected(&ids[1..2]).remove(0))
+            );
+            assert_eq!(response.into_body(), Some(expected(&ids[1..2]).remove(0)));
+            // Direct access gets the same record as a value.
+            let direct = house.route(&request(Method::GET, &format!("{path}/{}", ids[1]), None));
+            assert!(direct.text.is_none());
+            assert_eq!(direct.body, Some(expected(&ids[1..2]).remove(0)));
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

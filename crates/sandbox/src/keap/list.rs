@@ -3,9 +3,10 @@
 //! ordering, and the `GET /products/sync` change feed with its sync token.
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::http::{ApiRequest, ApiResponse, encode_query};
+use crate::keap::render::Text;
 use crate::keap::{BASE_PATH, Keap, MAX_LIMIT, bad_request};
 use crate::store::{
     ChangeKind, EntityStore, Listing, Record, Sort, Stamp, Store, parse_lenient_datetime,
@@ -91,9 +92,9 @@ impl Keap {
 
     pub(super) fn list(&self, entity: &str, request: &ApiRequest) -> ApiResponse {
         match self.try_list(entity, request) {
-            Ok(response) => {
+            Ok((response, summary)) => {
                 if entity == "contacts" {
-                    self.edit_after_page(&response);
+                    self.edit_after_page(summary);
                 }
                 response
             }
@@ -109,23 +110,12 @@ impl Keap {
     /// request (Keap REST v1 reference, `GET /contacts`: `limit`, `offset`, `order`,
     /// `since`), so such an edit moves every later contact one place up and the next page
     /// starts one contact too late.
-    fn edit_after_page(&self, response: &ApiResponse) {
+    fn edit_after_page(&self, summary: PageSummary) {
         use std::sync::atomic::Ordering;
-        let Some(body) = &response.body else { return };
-        let count = body["count"].as_u64().unwrap_or(0);
-        let page = body["contacts"].as_array().map_or(&[][..], Vec::as_slice);
-        let offset = body["next"]
-            .as_str()
-            .and_then(|next| {
-                next.split(['?', '&'])
-                    .find_map(|p| p.strip_prefix("offset="))
-            })
-            .and_then(|offset| offset.parse::<u64>().ok())
-            .unwrap_or(u64::MAX);
-        let Some(id) = page.first().and_then(|contact| contact["id"].as_u64()) else {
+        let Some(id) = summary.first_id else {
             return;
         };
-        if offset >= count
+        if summary.next_offset >= summary.count
             || self
                 .edits_between_pages
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
@@ -158,7 +148,7 @@ impl Keap {
         &self,
         entity: &str,
         request: &ApiRequest,
-    ) -> Result<ApiResponse, ApiResponse> {
+    ) -> Result<(ApiResponse, PageSummary), ApiResponse> {
         let (limit, offset) = Self::paging(request)?;
         let instant = |name: &str| -> Result<Option<Stamp>, ApiResponse> {
             match request.query(name) {
@@ -204,7 +194,12 @@ impl Keap {
         let optional = Self::optional_properties(request);
         let store = self.shared.store();
         let Some(entity_store) = Self::entity_store(&store, entity) else {
-            return Ok(self.list_body(entity, Vec::new(), 0, request, limit, offset, None));
+            let summary = PageSummary::of(&[], 0, limit, offset);
+            let body = Page::Values(Vec::new());
+            return Ok((
+                self.list_body(entity, body, 0, request, limit, offset, None),
+                summary,
+            ));
         };
         // Served from an index when nothing but the order and (for `last_updated`) the
         // modified-time window narrows the list; scanned and sorted otherwise.
@@ -238,16 +233,30 @@ impl Keap {
         let total = records.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(limit).unwrap_or(0));
-        let page: Vec<Value> = records
-            .slice(start, end)
-            .into_iter()
-            .map(|record| match entity {
-                "products" => Self::render_product(record, true),
-                _ => Self::render(&store, entity, record, &optional, false),
-            })
+        let records = records.slice(start, end);
+        let summary = PageSummary::of(&records, total, limit, offset);
+        // Companies and contacts are written out straight from their stored fields.
+        let texts: Option<Vec<Text<'_>>> = records
+            .iter()
+            .map(|record| Self::text(&store, entity, record, &optional, false, false))
             .collect();
+        let page = match texts {
+            Some(texts) => Page::Texts(texts),
+            None => Page::Values(
+                records
+                    .into_iter()
+                    .map(|record| match entity {
+                        "products" => Self::render_product(record, true),
+                        _ => Self::render(&store, entity, record, &optional, false),
+                    })
+                    .collect(),
+            ),
+        };
         let sync_token = (entity == "products").then(|| entity_store.next_change.to_string());
-        Ok(self.list_body(entity, page, total, request, limit, offset, sync_token))
+        Ok((
+            self.list_body(entity, page, total, request, limit, offset, sync_token),
+            summary,
+        ))
     }
 
     /// The records of a list the indexes cannot serve: filtered and sorted by a scan.
@@ -386,7 +395,7 @@ impl Keap {
     pub(super) fn list_body(
         &self,
         entity: &str,
-        page: Vec<Value>,
+        page: Page<'_>,
         total: usize,
         request: &ApiRequest,
         limit: i64,
@@ -394,15 +403,21 @@ impl Keap {
         sync_token: Option<String>,
     ) -> ApiResponse {
         let (next, previous) = self.page_links(entity, request, limit, offset);
-        let mut body = Map::new();
-        body.insert(entity.to_string(), Value::Array(page));
-        body.insert("count".into(), json!(total));
-        body.insert("next".into(), json!(next));
-        body.insert("previous".into(), json!(previous));
-        if let Some(token) = sync_token {
-            body.insert("sync_token".into(), json!(token));
+        let body = ListBody {
+            entity,
+            page,
+            count: total,
+            next,
+            previous,
+            sync_token,
+        };
+        match serde_json::to_vec(&body) {
+            Ok(text) => ApiResponse::json_text(StatusCode::OK, text),
+            Err(source) => ApiResponse::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"message": format!("a stored record cannot be rendered: {source}")}),
+            ),
         }
-        ApiResponse::json(StatusCode::OK, Value::Object(body))
     }
 
     /// `GET /products/sync`: what changed since the token (everything without one), one
@@ -479,5 +494,67 @@ impl Keap {
                 "previous": previous,
             }),
         )
+    }
+}
+
+/// What a person's edit between two pages needs to know of a contact page
+/// ([`Keap::edit_after_page`]): the matches, the first contact's id, and where the `next`
+/// link starts.
+pub(super) struct PageSummary {
+    count: u64,
+    first_id: Option<u64>,
+    next_offset: u64,
+}
+
+impl PageSummary {
+    fn of(page: &[&Record], count: usize, limit: i64, offset: i64) -> Self {
+        Self {
+            count: count as u64,
+            first_id: page
+                .first()
+                .map(|record| record.id.parse::<u64>().unwrap_or_default()),
+            next_offset: u64::try_from(offset.saturating_add(limit)).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// A list page's records: written out straight from the store, or rendered as values.
+pub(super) enum Page<'a> {
+    Texts(Vec<Text<'a>>),
+    Values(Vec<Value>),
+}
+
+impl serde::Serialize for Page<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Page::Texts(texts) => serializer.collect_seq(texts),
+            Page::Values(values) => serializer.collect_seq(values),
+        }
+    }
+}
+
+/// A list's answer: the page under the entity's name, `count`, `next`, `previous` and, for
+/// products, the `sync_token`.
+struct ListBody<'a> {
+    entity: &'a str,
+    page: Page<'a>,
+    count: usize,
+    next: String,
+    previous: String,
+    sync_token: Option<String>,
+}
+
+impl serde::Serialize for ListBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(self.entity, &self.page)?;
+        map.serialize_entry("count", &self.count)?;
+        map.serialize_entry("next", &self.next)?;
+        map.serialize_entry("previous", &self.previous)?;
+        if let Some(token) = &self.sync_token {
+            map.serialize_entry("sync_token", token)?;
+        }
+        map.end()
     }
 }

@@ -458,10 +458,37 @@ impl Keap {
                 } else {
                     StatusCode::CREATED
                 };
-                ApiResponse::json(status, Self::render(&store, entity, record, &[], true))
+                Self::answer(request, status, &store, entity, record, &[], true)
             }
             Err(response) => response,
         }
+    }
+
+    /// An answer carrying one record: companies and contacts are written out as JSON text
+    /// straight from their stored fields over HTTP; other entities, and every answer to
+    /// direct access (read back as a value), are rendered as values. A contact read by id
+    /// carries `tag_ids` besides what `render` gives (`full` off).
+    fn answer(
+        request: &ApiRequest,
+        status: StatusCode,
+        store: &Store,
+        entity: &str,
+        record: &Record,
+        optional: &[String],
+        full: bool,
+    ) -> ApiResponse {
+        let tag_ids = request.method == Method::GET && entity == "contacts";
+        if !request.direct
+            && let Some(text) = Self::text(store, entity, record, optional, full, tag_ids)
+            && let Ok(text) = serde_json::to_vec(&text)
+        {
+            return ApiResponse::json_text(status, text);
+        }
+        let mut body = Self::render(store, entity, record, optional, full);
+        if tag_ids && let Some(object) = body.as_object_mut() {
+            object.insert("tag_ids".into(), json!([]));
+        }
+        ApiResponse::json(status, body)
     }
 
     /// `PUT /contacts`: create or update by `duplicate_option` (`Email` or
@@ -558,13 +585,15 @@ impl Keap {
             Some(record) => {
                 let optional = Self::optional_properties(request);
                 let full = matches!(entity, "opportunities" | "products");
-                let mut body = Self::render(&store, entity, record, &optional, full);
-                if entity == "contacts"
-                    && let Some(object) = body.as_object_mut()
-                {
-                    object.insert("tag_ids".into(), json!([]));
-                }
-                ApiResponse::json(StatusCode::OK, body)
+                Self::answer(
+                    request,
+                    StatusCode::OK,
+                    &store,
+                    entity,
+                    record,
+                    &optional,
+                    full,
+                )
             }
             None => not_found(entity),
         }
@@ -609,11 +638,9 @@ impl Keap {
         let at = self.shared.stamp(&mut store);
         record.modified = at;
         record.touched = at;
-        store.entity_mut(SYSTEM, entity).put(record.clone());
-        ApiResponse::json(
-            StatusCode::OK,
-            Self::render(&store, entity, &record, &[], true),
-        )
+        let answer = Self::answer(request, StatusCode::OK, &store, entity, &record, &[], true);
+        store.entity_mut(SYSTEM, entity).put(record);
+        answer
     }
 
     fn list_parameter(request: &ApiRequest, name: &str) -> Vec<String> {
