@@ -994,6 +994,37 @@ impl Engine {
                 known_keys[side].entry(key).or_default().push(id);
             }
         }
+        // The links of every record that could be a candidate, so that a match finds the
+        // global id its candidate may have without a lookup of its own.
+        let mut candidate_links: Sides<HashMap<String, GlobalId>> = Sides::default();
+        for side in [Side::Source, Side::Target] {
+            let read = match side {
+                Side::Source => source,
+                Side::Target => target,
+            };
+            let mut ids: Vec<String> = unlinked[side.other()]
+                .iter()
+                .filter_map(|(_, key)| key.as_deref())
+                .flat_map(|key| {
+                    read.with_key(key)
+                        .chain(known_keys[side].get(key).into_iter().flatten())
+                })
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let rt = m.side(side);
+            candidate_links[side] = self
+                .store
+                .links_by_records(identity, &rt.system, &rt.entity, &ids)
+                .await?
+                .into_iter()
+                .map(|l| (l.record.id, l.global_id))
+                .collect();
+        }
         let mut claimed: HashSet<(Side, String)> = HashSet::new();
         for (side, records) in [Side::Source, Side::Target].into_iter().zip(unlinked.0) {
             let allowed = match side {
@@ -1107,14 +1138,8 @@ impl Engine {
                         };
                         claimed.insert((other_side, candidate_id.clone()));
                         let other_rt = m.side(other_side);
-                        let candidate_global = self
-                            .store
-                            .link_by_record(
-                                identity,
-                                &RecordKey::new(&other_rt.system, &other_rt.entity, &candidate_id),
-                            )
-                            .await?
-                            .map(|l| l.global_id);
+                        let candidate_global =
+                            candidate_links[other_side].get(&candidate_id).cloned();
                         let (global, new_global) = match (own_global, candidate_global) {
                             (Some(a), Some(b)) if a != b => {
                                 work.parked.push(Parking {
