@@ -1444,6 +1444,82 @@ async fn an_initial_sync_in_chunks_matches_records_of_later_chunks_and_creates_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_with_a_record_that_is_already_another_customer_is_parked_not_merged() {
+    // The ERP's "Nordlys Holding" and the shop login with its email are one customer.
+    let w = world("already-another", 0).await;
+    let address =
+        json!({ "street": "Torget 1", "city": "Oslo", "postal_code": "0150", "country": "NO" });
+    w.sandbox
+        .insert(
+            "customerp",
+            "customers",
+            json!({ "name": "Nordlys Holding", "email": "post@nordlys.example",
+                    "currency": "NOK", "is_active": true, "billing_address": address }),
+        )
+        .expect("ERP customer");
+    w.sandbox
+        .insert(
+            "customwebshop",
+            "customers",
+            json!({ "email": "post@nordlys.example", "company": "Nordlys Holding",
+                    "first_name": "Kari", "last_name": "Nordmann", "marketing_opt_in": false,
+                    "addresses": [{ "type": "billing", "line1": "Torget 1", "city": "Oslo", "zip": "0150", "country": "NO" }] }),
+        )
+        .expect("shop customer");
+    let report = w.run(&[ERP_SHOP_CUSTOMERS]).await;
+    assert_eq!(report.mappings[0].linked, 1, "{report:#?}");
+    // Keap's "Nordlys AS" (matched to the ERP by name: none) becomes another ERP customer.
+    let company = w
+        .sandbox
+        .insert(
+            "keap",
+            "companies",
+            keap_company("Nordlys AS", "post@nordlys.example"),
+        )
+        .expect("Keap company");
+    let report = w.run(&[COMPANIES]).await;
+    assert_eq!(report.mappings[0].created_target, 1, "{report:#?}");
+
+    // Keap to the shop: the company's email finds the shop login, but the two are already
+    // different customers; neither is merged into the other nor created again.
+    let mapping = "keap-companies-to-customwebshop-customers";
+    let report = w.run(&[mapping]).await;
+    let m = &report.mappings[0];
+    assert_eq!(
+        (m.parked, m.linked, m.created_source, m.created_target),
+        (1, 0, 0, 0),
+        "{report:#?}"
+    );
+    let parked = w.store().await.parked(Some(mapping)).await.expect("parked");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].record_id, id_of(&company));
+    assert!(
+        parked[0].reason.contains("already different"),
+        "{}",
+        parked[0].reason
+    );
+    assert_eq!(
+        w.find(
+            "customwebshop",
+            "customers",
+            "email",
+            "post@nordlys.example"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        w.one(
+            "customwebshop",
+            "customers",
+            "email",
+            "post@nordlys.example"
+        )["company"],
+        "Nordlys Holding"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_sync_in_chunks_reads_each_page_of_its_source_once() {
     // 300 ERP customers made in one burst (an import): every one inside the read's lookback
     // of the others. The chunks go on from where the one before stopped, so the source is

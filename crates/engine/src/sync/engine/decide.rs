@@ -1104,10 +1104,10 @@ impl Engine {
                         None => work.record_keys.push((other_side, id, None)),
                     }
                 }
-                let candidates = live;
-                match candidates.len() {
-                    0 if !allowed => {}
-                    0 => {
+                let links = &candidate_links[other_side];
+                match plan::plan_match(live, allowed, own_global.as_ref(), links) {
+                    plan::MatchPlan::Nothing => {}
+                    plan::MatchPlan::Create => {
                         self.links_ready(resolver, || {
                             let _ = self.decide_create(
                                 m,
@@ -1126,43 +1126,48 @@ impl Engine {
                             Decision::Wait(parking) => work.deferred.push(parking),
                         }
                     }
-                    1 => {
-                        let candidate_id = candidates[0].clone();
-                        let Some(candidate) = other_read
+                    plan::MatchPlan::Different {
+                        candidate,
+                        own,
+                        theirs,
+                    } => {
+                        if !other_read.records.contains_key(&candidate)
+                            && !fetched.contains_key(&candidate)
+                        {
+                            continue;
+                        }
+                        claimed.insert((other_side, candidate.clone()));
+                        let other_rt = m.side(other_side);
+                        work.parked.push(Parking {
+                            side,
+                            id: record.id.clone(),
+                            reason: format!(
+                                "matches {} `{candidate}` by key, but the two are already different {identity}s ({} and {}); link them by hand or fix the data",
+                                other_rt.system,
+                                own.as_str(),
+                                theirs.as_str()
+                            ),
+                            field: None,
+                            value: key.clone(),
+                        });
+                    }
+                    plan::MatchPlan::Link { candidate, global } => {
+                        let Some(candidate_record) = other_read
                             .records
-                            .get(&candidate_id)
-                            .or_else(|| fetched.get(&candidate_id))
+                            .get(&candidate)
+                            .or_else(|| fetched.get(&candidate))
                             .cloned()
                         else {
                             continue;
                         };
-                        claimed.insert((other_side, candidate_id.clone()));
-                        let other_rt = m.side(other_side);
-                        let candidate_global =
-                            candidate_links[other_side].get(&candidate_id).cloned();
-                        let (global, new_global) = match (own_global, candidate_global) {
-                            (Some(a), Some(b)) if a != b => {
-                                work.parked.push(Parking {
-                                    side,
-                                    id: record.id.clone(),
-                                    reason: format!(
-                                        "matches {} `{candidate_id}` by key, but the two are already different {identity}s ({} and {}); link them by hand or fix the data",
-                                        other_rt.system,
-                                        a.as_str(),
-                                        b.as_str()
-                                    ),
-                                    field: None,
-                                    value: key.clone(),
-                                });
-                                continue;
-                            }
-                            (Some(a), _) => (a, false),
-                            (None, Some(b)) => (b, false),
-                            (None, None) => (GlobalId::new(String::new()), true),
+                        claimed.insert((other_side, candidate));
+                        let (global, new_global) = match global {
+                            Some(global) => (global, false),
+                            None => (GlobalId::new(String::new()), true),
                         };
                         let (source_record, target_record) = match side {
-                            Side::Source => (record.clone(), candidate),
-                            Side::Target => (candidate, record.clone()),
+                            Side::Source => (record.clone(), candidate_record),
+                            Side::Target => (candidate_record, record.clone()),
                         };
                         self.links_ready(resolver, || {
                             let _ = self.merge_pair(
@@ -1197,26 +1202,26 @@ impl Engine {
                             Err(parking) => work.parked.push(parking),
                         }
                     }
-                    _ => {
+                    plan::MatchPlan::Ambiguous(candidates) => {
                         let reason = format!(
                             "ambiguous match: {} records of {} {} have the same match key; link one by hand or make the key unique",
                             candidates.len(),
                             m.side(other_side).system,
                             m.side(other_side).entity
                         );
-                        work.ambiguous.push(Action::Ambiguous {
-                            mapping: m.name.clone(),
-                            side,
-                            record_id: record.id.clone(),
-                            key: key.clone().unwrap_or_default(),
-                            candidates: candidates.clone(),
-                        });
                         work.parked.push(Parking {
                             side,
                             id: record.id.clone(),
                             reason,
                             field: None,
                             value: key.clone(),
+                        });
+                        work.ambiguous.push(Action::Ambiguous {
+                            mapping: m.name.clone(),
+                            side,
+                            record_id: record.id.clone(),
+                            key: key.clone().unwrap_or_default(),
+                            candidates,
                         });
                     }
                 }

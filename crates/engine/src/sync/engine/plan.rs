@@ -114,6 +114,65 @@ pub(super) fn breaker(
 /// records says nothing.
 pub(super) const BREAKER_MIN_LINKED: usize = 10;
 
+/// What a record without a counterpart does, from the records its match key found on the
+/// other side (`candidates`, free to link and alive).
+#[derive(Debug, PartialEq)]
+pub(super) enum MatchPlan {
+    /// No candidate, and the mapping does not carry records this way: nothing.
+    Nothing,
+    /// No candidate: its counterpart is created.
+    Create,
+    /// One candidate: the two are linked, under `global` (the record's own global id or
+    /// the candidate's), or under a new one when neither has one.
+    Link {
+        candidate: String,
+        global: Option<GlobalId>,
+    },
+    /// One candidate, but the two are already different global ids of the identity (linked
+    /// by other mappings): the record is parked for a person.
+    Different {
+        candidate: String,
+        own: GlobalId,
+        theirs: GlobalId,
+    },
+    /// More than one candidate: the record is parked as ambiguous.
+    Ambiguous(Vec<String>),
+}
+
+/// The match of a record without a counterpart: `allowed` when the mapping carries records
+/// from its side, `own` its global id (linked by another mapping of the identity), `links`
+/// the global ids of candidate records. Pure.
+pub(super) fn plan_match(
+    mut candidates: Vec<String>,
+    allowed: bool,
+    own: Option<&GlobalId>,
+    links: &HashMap<String, GlobalId>,
+) -> MatchPlan {
+    match candidates.len() {
+        0 if allowed => MatchPlan::Create,
+        0 => MatchPlan::Nothing,
+        1 => {
+            let candidate = candidates.remove(0);
+            match (own, links.get(&candidate)) {
+                (Some(own), Some(theirs)) if own != theirs => MatchPlan::Different {
+                    candidate,
+                    own: own.clone(),
+                    theirs: theirs.clone(),
+                },
+                (Some(own), _) => MatchPlan::Link {
+                    candidate,
+                    global: Some(own.clone()),
+                },
+                (None, theirs) => MatchPlan::Link {
+                    candidate,
+                    global: theirs.cloned(),
+                },
+            }
+        }
+        _ => MatchPlan::Ambiguous(candidates),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +339,59 @@ mod tests {
         );
         assert_eq!(plan.deletes.len(), 1);
         assert_eq!(plan.unlinks.len(), 1);
+    }
+
+    #[test]
+    fn a_record_without_candidates_is_created_only_the_way_the_mapping_carries_records() {
+        let links = HashMap::new();
+        assert_eq!(plan_match(vec![], true, None, &links), MatchPlan::Create);
+        assert_eq!(plan_match(vec![], false, None, &links), MatchPlan::Nothing);
+        let own = GlobalId::new("g1");
+        assert_eq!(
+            plan_match(vec![], true, Some(&own), &links),
+            MatchPlan::Create
+        );
+    }
+
+    #[test]
+    fn one_candidate_links_under_the_global_id_either_has_and_a_second_one_is_a_conflict() {
+        let (g1, g2) = (GlobalId::new("g1"), GlobalId::new("g2"));
+        let none = HashMap::new();
+        let theirs: HashMap<String, GlobalId> = [("c".to_owned(), g2.clone())].into();
+        let same: HashMap<String, GlobalId> = [("c".to_owned(), g1.clone())].into();
+        let link = |global: Option<&GlobalId>| MatchPlan::Link {
+            candidate: "c".into(),
+            global: global.cloned(),
+        };
+        assert_eq!(plan_match(vec!["c".into()], true, None, &none), link(None));
+        assert_eq!(
+            plan_match(vec!["c".into()], true, Some(&g1), &none),
+            link(Some(&g1))
+        );
+        assert_eq!(
+            plan_match(vec!["c".into()], true, None, &theirs),
+            link(Some(&g2))
+        );
+        assert_eq!(
+            plan_match(vec!["c".into()], false, Some(&g1), &same),
+            link(Some(&g1)),
+            "a match links even where the mapping creates nothing"
+        );
+        assert_eq!(
+            plan_match(vec!["c".into()], true, Some(&g1), &theirs),
+            MatchPlan::Different {
+                candidate: "c".into(),
+                own: g1,
+                theirs: g2,
+            }
+        );
+    }
+
+    #[test]
+    fn several_candidates_are_ambiguous_in_the_order_found() {
+        assert_eq!(
+            plan_match(vec!["b".into(), "a".into()], true, None, &HashMap::new()),
+            MatchPlan::Ambiguous(vec!["b".into(), "a".into()])
+        );
     }
 }
