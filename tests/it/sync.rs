@@ -1229,6 +1229,75 @@ async fn writes_to_a_slow_system_go_out_side_by_side_within_its_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_known_from_earlier_runs_are_read_again_side_by_side_and_matched() {
+    // CRM products the mapping has seen (their SKUs kept) but that did not change since: new
+    // shop products with those SKUs are linked to them, the CRM products read again at
+    // once, not one after the other.
+    let w = world_with(
+        "unread-candidates",
+        SandboxOptions {
+            faults: FaultSpec {
+                latency: Duration::from_millis(40),
+                systems: vec!["customcrm".to_owned()],
+                ..FaultSpec::default()
+            },
+            rate_limits: RateLimits::unlimited(),
+            ..SandboxOptions::default()
+        },
+    )
+    .await;
+    let mapping = "customcrm-products-to-customwebshop-products";
+    const PRODUCTS: usize = 20;
+    for i in 0..PRODUCTS {
+        w.sandbox
+            .insert(
+                "customcrm",
+                "products",
+                json!({ "name": format!("Sykkelhjelm {i:02}"), "sku": format!("HJELM-{i:02}"),
+                        "listPrice": "49.50", "currencyCode": "USD", "isActive": true }),
+            )
+            .expect("CRM product");
+    }
+    // A CRM product creates nothing in the shop; the run keeps the SKUs it read.
+    let report = w.run(&[mapping]).await;
+    assert_eq!(report.writes(), 0, "{report:#?}");
+    w.sandbox.advance_clock(Duration::from_secs(600));
+    for i in 0..PRODUCTS {
+        w.sandbox
+            .insert(
+                "customwebshop",
+                "products",
+                json!({ "sku": format!("HJELM-{i:02}"), "title": format!("Sykkelhjelm {i:02}"),
+                        "price_cents": 4950, "currency": "USD", "active": true, "inventory": 3 }),
+            )
+            .expect("shop product");
+    }
+    w.sandbox.reset_request_counts();
+    let report = w.run(&[mapping]).await;
+    let m = &report.mappings[0];
+    assert_eq!(
+        (m.linked, m.created_source, m.created_target, m.parked),
+        (PRODUCTS as u64, 0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(
+        w.sandbox
+            .records("customcrm", "products")
+            .expect("records")
+            .len(),
+        PRODUCTS,
+        "nothing created twice"
+    );
+    let crm = w.sandbox.request_counts()["customcrm"];
+    assert!(crm.reads >= PRODUCTS as u64, "{crm:?}");
+    assert!(
+        crm.max_in_flight >= 2,
+        "the CRM products were read one after the other: {crm:?}"
+    );
+    assert_eq!(w.run(&[mapping]).await.writes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_never_has_more_requests_in_flight_than_its_concurrency() {
     let w = slow_erp_world("in-flight-cap", Duration::from_millis(150)).await;
     let path = flows().join("systems").join("customerp.yaml");

@@ -994,6 +994,58 @@ impl Engine {
                 known_keys[side].entry(key).or_default().push(id);
             }
         }
+        // Records of earlier passes found by key but not read in this one: those paired
+        // already are no candidates; the others are read again, side by side up to their
+        // system's requests in flight (one that no longer exists is no candidate).
+        let mut unread: Sides<HashMap<String, Option<Record>>> = Sides::default();
+        for side in [Side::Source, Side::Target] {
+            let read = match side {
+                Side::Source => source,
+                Side::Target => target,
+            };
+            let paired = match side {
+                Side::Source => &pair_of_source,
+                Side::Target => &pair_of_target,
+            };
+            let mut ids: Vec<String> = known_keys[side]
+                .values()
+                .flatten()
+                .filter(|id| !read.records.contains_key(*id) && !paired.contains_key(id.as_str()))
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let paired_elsewhere: HashSet<String> = self
+                .store
+                .pair_states_of_records(&m.name, side, &ids)
+                .await?
+                .into_iter()
+                .map(|p| match side {
+                    Side::Source => p.source_id,
+                    Side::Target => p.target_id,
+                })
+                .collect();
+            for ids in known_keys[side].values_mut() {
+                ids.retain(|id| !paired_elsewhere.contains(id));
+            }
+            ids.retain(|id| !paired_elsewhere.contains(id));
+            let rt = m.side(side);
+            let found: Vec<Result<(String, Option<Record>), EngineError>> = stream::iter(ids)
+                .map(|id| async move {
+                    let record = rt.connector.get(&rt.entity, &id).await?;
+                    Ok((id, record))
+                })
+                .buffered(rt.connector.concurrency())
+                .collect()
+                .await;
+            for found in found {
+                let (id, record) = found?;
+                unread[side].insert(id, record);
+            }
+        }
         // The links of every record that could be a candidate, so that a match finds the
         // global id its candidate may have without a lookup of its own.
         let mut candidate_links: Sides<HashMap<String, GlobalId>> = Sides::default();
@@ -1071,39 +1123,30 @@ impl Engine {
                     Side::Target => target,
                 };
                 let candidates = match &key {
-                    Some(key) => {
-                        self.candidates(
-                            m,
-                            other_side,
-                            key,
-                            known_keys[other_side].get(key).map_or(&[], Vec::as_slice),
-                            other_read,
-                            &pair_of_source,
-                            &pair_of_target,
-                            &claimed,
-                        )
-                        .await?
-                    }
+                    Some(key) => candidates(
+                        other_side,
+                        key,
+                        known_keys[other_side].get(key).map_or(&[], Vec::as_slice),
+                        other_read,
+                        Sides([&pair_of_source, &pair_of_target]),
+                        &claimed,
+                    ),
                     None => Vec::new(),
                 };
-                // Candidates known only from earlier passes are read again: one that no longer
-                // exists is no candidate, and its match key is forgotten.
-                let mut fetched: HashMap<String, Record> = HashMap::new();
+                // Candidates known only from earlier passes were read again above: one that
+                // no longer exists is no candidate, and its match key is forgotten.
                 let mut live = Vec::with_capacity(candidates.len());
                 for id in candidates {
                     if other_read.records.contains_key(&id) {
                         live.push(id);
                         continue;
                     }
-                    let rt = m.side(other_side);
-                    match rt.connector.get(&rt.entity, &id).await? {
-                        Some(found) => {
-                            fetched.insert(id.clone(), found);
-                            live.push(id);
-                        }
-                        None => work.record_keys.push((other_side, id, None)),
+                    match unread[other_side].get(&id) {
+                        Some(Some(_)) => live.push(id),
+                        _ => work.record_keys.push((other_side, id, None)),
                     }
                 }
+                let fetched = &unread[other_side];
                 let links = &candidate_links[other_side];
                 match plan::plan_match(live, allowed, own_global.as_ref(), links) {
                     plan::MatchPlan::Nothing => {}
@@ -1132,7 +1175,7 @@ impl Engine {
                         theirs,
                     } => {
                         if !other_read.records.contains_key(&candidate)
-                            && !fetched.contains_key(&candidate)
+                            && !matches!(fetched.get(&candidate), Some(Some(_)))
                         {
                             continue;
                         }
@@ -1155,7 +1198,7 @@ impl Engine {
                         let Some(candidate_record) = other_read
                             .records
                             .get(&candidate)
-                            .or_else(|| fetched.get(&candidate))
+                            .or_else(|| fetched.get(&candidate).and_then(Option::as_ref))
                             .cloned()
                         else {
                             continue;
@@ -1261,56 +1304,6 @@ impl Engine {
             }
         }
         Ok(work)
-    }
-
-    /// Records of `side` with match key `key` that are free to link: read in this pass or
-    /// known from earlier ones (`known`, looked up for the chunk), and not in a pair of this
-    /// mapping or claimed in this pass.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn candidates(
-        &self,
-        m: &MappingRuntime,
-        side: Side,
-        key: &str,
-        known: &[String],
-        read: &SideRead,
-        pair_of_source: &HashMap<&str, &PairState>,
-        pair_of_target: &HashMap<&str, &PairState>,
-        claimed: &HashSet<(Side, String)>,
-    ) -> Result<Vec<String>, EngineError> {
-        let mut ids: Vec<String> = read.with_key(key).cloned().collect();
-        for id in known {
-            if !ids.contains(id) {
-                ids.push(id.clone());
-            }
-        }
-        let paired = match side {
-            Side::Source => pair_of_source,
-            Side::Target => pair_of_target,
-        };
-        ids.retain(|id| {
-            !paired.contains_key(id.as_str()) && !claimed.contains(&(side, id.clone()))
-        });
-        // Records known from earlier passes may be paired without being read in this one.
-        let unread: Vec<String> = ids
-            .iter()
-            .filter(|id| !read.records.contains_key(*id))
-            .cloned()
-            .collect();
-        if !unread.is_empty() {
-            let paired_elsewhere: HashSet<String> = self
-                .store
-                .pair_states_of_records(&m.name, side, &unread)
-                .await?
-                .into_iter()
-                .map(|p| match side {
-                    Side::Source => p.source_id,
-                    Side::Target => p.target_id,
-                })
-                .collect();
-            ids.retain(|id| !paired_elsewhere.contains(id));
-        }
-        Ok(ids)
     }
 
     /// Plans the create of `record`'s counterpart on the other side.
@@ -1646,4 +1639,27 @@ impl Engine {
             applied,
         }))
     }
+}
+
+/// Records of `side` with match key `key` that are free to link: read in this pass or known
+/// from earlier ones (`known`, looked up for the chunk, those paired already left out), and
+/// not in a pair of this mapping or claimed in this pass.
+fn candidates(
+    side: Side,
+    key: &str,
+    known: &[String],
+    read: &SideRead,
+    pair_of: Sides<&HashMap<&str, &PairState>>,
+    claimed: &HashSet<(Side, String)>,
+) -> Vec<String> {
+    let mut ids: Vec<String> = read.with_key(key).cloned().collect();
+    for id in known {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids.retain(|id| {
+        !pair_of[side].contains_key(id.as_str()) && !claimed.contains(&(side, id.clone()))
+    });
+    ids
 }
