@@ -429,6 +429,11 @@ shared_methods! {
         fn link_by_global(
             identity: &str, global_id: &GlobalId, system: &str, entity: &str
         ) -> Option<Link>;
+        /// The records of a system entity linked to some global ids (any order; global ids
+        /// without one are left out).
+        fn links_by_globals(
+            identity: &str, global_ids: &[GlobalId], system: &str, entity: &str
+        ) -> Vec<Link>;
         /// Every record linked to a global id, across systems.
         fn links_of_global(identity: &str, global_id: &GlobalId) -> Vec<Link>;
         /// Every link of a record, whatever its identity type, by identity.

@@ -735,6 +735,39 @@ pub(crate) async fn link_by_global(
     .transpose())
 }
 
+/// The records of a system entity linked to some global ids (any order; global ids without
+/// one are left out).
+pub(crate) async fn links_by_globals(
+    mut conn: Conn<'_>,
+    identity: &str,
+    global_ids: &[GlobalId],
+    system: &str,
+    entity: &str,
+) -> Result<Vec<Link>, StoreError> {
+    let mut links = Vec::new();
+    for chunk in global_ids.chunks(IN_LIST_CHUNK) {
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "SELECT {} FROM links \
+             WHERE identity = $1 AND system = $2 AND entity = $3 AND global_id IN ({})",
+            link_columns!(),
+            in_list(chunk.len(), 4)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(identity)
+                .bind(system)
+                .bind(entity);
+            for global in chunk {
+                query = query.bind(global.as_str());
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            links.extend(all(&rows, read_link)?);
+        });
+    }
+    Ok(links)
+}
+
 pub(crate) async fn links_of_global(
     conn: Conn<'_>,
     identity: &str,

@@ -795,6 +795,51 @@ impl Engine {
             .map(|l| (l.record.id, l.global_id))
             .collect();
 
+        // Records linked (by another mapping of the identity) but not paired in this one:
+        // their counterparts by global id, and whether those are paired here already, looked
+        // up for the chunk at once.
+        let mut counterparts: Sides<HashMap<GlobalId, String>> = Sides::default();
+        for (side, links) in [(Side::Source, &source_links), (Side::Target, &target_links)] {
+            if links.is_empty() {
+                continue;
+            }
+            let mut globals: Vec<GlobalId> = links.values().cloned().collect();
+            globals.sort_unstable();
+            globals.dedup();
+            let other_rt = m.side(side.other());
+            let found = self
+                .store
+                .links_by_globals(identity, &globals, &other_rt.system, &other_rt.entity)
+                .await?;
+            let loaded = match side.other() {
+                Side::Source => &pair_of_source,
+                Side::Target => &pair_of_target,
+            };
+            let unloaded: Vec<String> = found
+                .iter()
+                .map(|l| l.record.id.clone())
+                .filter(|id| !loaded.contains_key(id.as_str()))
+                .collect();
+            let paired: HashSet<String> = self
+                .store
+                .pair_states_of_records(&m.name, side.other(), &unloaded)
+                .await?
+                .into_iter()
+                .map(|p| match side.other() {
+                    Side::Source => p.source_id,
+                    Side::Target => p.target_id,
+                })
+                .collect();
+            // Only counterparts free in this mapping.
+            counterparts[side] = found
+                .into_iter()
+                .filter(|l| {
+                    !loaded.contains_key(l.record.id.as_str()) && !paired.contains(&l.record.id)
+                })
+                .map(|l| (l.global_id, l.record.id))
+                .collect();
+        }
+
         // Pairs touched by this pass, by global id: (source id, target id, pair state).
         let mut touched: IndexMap<String, Touched<'_>> = IndexMap::new();
         let mut unlinked_source: Vec<&Record> = Vec::new();
@@ -834,22 +879,14 @@ impl Engine {
                     ),
                 );
             } else if let Some(global) = source_links.get(&record.id) {
-                match self
-                    .store
-                    .link_by_global(identity, global, &m.target.system, &m.target.entity)
-                    .await?
-                {
-                    Some(link)
-                        if !self
-                            .is_paired(m, Side::Target, &link.record.id, &pair_of_target)
-                            .await? =>
-                    {
+                match counterparts[Side::Source].get(global) {
+                    Some(target_id) => {
                         touched.insert(
                             global.as_str().to_owned(),
-                            (Some(record.id.clone()), Some(link.record.id), None),
+                            (Some(record.id.clone()), Some(target_id.clone()), None),
                         );
                     }
-                    _ => unlinked_source.push(record),
+                    None => unlinked_source.push(record),
                 }
             } else {
                 unlinked_source.push(record);
@@ -878,22 +915,14 @@ impl Engine {
                 if touched.contains_key(global.as_str()) {
                     continue;
                 }
-                match self
-                    .store
-                    .link_by_global(identity, global, &m.source.system, &m.source.entity)
-                    .await?
-                {
-                    Some(link)
-                        if !self
-                            .is_paired(m, Side::Source, &link.record.id, &pair_of_source)
-                            .await? =>
-                    {
+                match counterparts[Side::Target].get(global) {
+                    Some(source_id) => {
                         touched.insert(
                             global.as_str().to_owned(),
-                            (Some(link.record.id), Some(record.id.clone()), None),
+                            (Some(source_id.clone()), Some(record.id.clone()), None),
                         );
                     }
-                    _ => unlinked_target.push(record),
+                    None => unlinked_target.push(record),
                 }
             } else {
                 unlinked_target.push(record);

@@ -683,25 +683,6 @@ impl Engine {
         }
         Ok(pairs.into_values().collect())
     }
-
-    /// Whether the record `id` of `side` is in a pair of the mapping: among the pairs loaded
-    /// for the pass, or, for a record the pass did not read, in the store.
-    pub(super) async fn is_paired(
-        &self,
-        m: &MappingRuntime,
-        side: Side,
-        id: &str,
-        loaded: &HashMap<&str, &PairState>,
-    ) -> Result<bool, EngineError> {
-        if loaded.contains_key(id) {
-            return Ok(true);
-        }
-        Ok(!self
-            .store
-            .pair_states_of_records(&m.name, side, &[id.to_owned()])
-            .await?
-            .is_empty())
-    }
 }
 
 #[cfg(test)]
