@@ -1665,6 +1665,18 @@ async fn batch_writes_leave_what_one_by_one_writes_leave(db: TestDb) {
             .collect::<Vec<_>>(),
         ["2"]
     );
+    let of_records = store
+        .unlinked_of_records(mapping, Side::Target, &["2".into(), "3".into()])
+        .await
+        .expect("of records");
+    assert_eq!(of_records, left);
+    assert!(
+        store
+            .unlinked_of_records(mapping, Side::Source, &["2".into()])
+            .await
+            .expect("other side")
+            .is_empty()
+    );
 }
 
 fn pair_state(mapping: &str, global_id: &GlobalId) -> PairState {

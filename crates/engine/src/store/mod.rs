@@ -481,6 +481,8 @@ shared_methods! {
         /// The records of a mapping whose pairs were forgotten when their counterparts were
         /// deleted (the `unlink` policy), by side and record id.
         fn unlinked(mapping: &str) -> Vec<Unlinked>;
+        /// The entries of some records of one side among [`Store::unlinked`] (any order).
+        fn unlinked_of_records(mapping: &str, side: Side, record_ids: &[String]) -> Vec<Unlinked>;
         /// A run.
         fn run(id: &RunId) -> Option<Run>;
         /// The latest run that covered a mapping, finished or not.

@@ -1623,6 +1623,16 @@ pub(crate) async fn remove_unlinked_all(
     Ok(removed)
 }
 
+fn read_unlinked(row: &impl Get) -> Result<Unlinked, StoreError> {
+    Ok(Unlinked {
+        mapping: row.text("mapping")?,
+        side: row.side("side")?,
+        record_id: row.text("record_id")?,
+        content_hash: row.text("content_hash")?,
+        unlinked_at: row.time("unlinked_at")?,
+    })
+}
+
 pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlinked>, StoreError> {
     on!(conn, |c| {
         let rows = sqlx::query(
@@ -1632,16 +1642,37 @@ pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlink
         .bind(mapping)
         .fetch_all(c)
         .await?;
-        all(&rows, |row| {
-            Ok(Unlinked {
-                mapping: row.text("mapping")?,
-                side: row.side("side")?,
-                record_id: row.text("record_id")?,
-                content_hash: row.text("content_hash")?,
-                unlinked_at: row.time("unlinked_at")?,
-            })
-        })
+        all(&rows, read_unlinked)
     })
+}
+
+/// The entries of some records of one side among [`unlinked`] (any order).
+pub(crate) async fn unlinked_of_records(
+    mut conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_ids: &[String],
+) -> Result<Vec<Unlinked>, StoreError> {
+    let mut found = Vec::new();
+    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
+        // Only numbered placeholders are spliced into the text; the ids are bound.
+        let sql = format!(
+            "SELECT mapping, side, record_id, content_hash, unlinked_at FROM unlinked \
+             WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
+            in_list(chunk.len(), 3)
+        );
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(mapping)
+                .bind(side_str(side));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut **c).await?;
+            found.extend(all(&rows, read_unlinked)?);
+        });
+    }
+    Ok(found)
 }
 
 // The change log.

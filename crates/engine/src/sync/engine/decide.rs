@@ -758,14 +758,6 @@ impl Engine {
                 work.forgotten.push((side, id, hash));
             }
         }
-        let forgotten: HashMap<(Side, String), String> = self
-            .store
-            .unlinked(&m.name)
-            .await?
-            .into_iter()
-            .map(|u| ((u.side, u.record_id), u.content_hash))
-            .collect();
-
         // Links of the records read, for records that are not in a pair of this mapping.
         // Records carried from an earlier chunk were looked up there.
         let unpaired = |read: &SideRead, pair_of: &HashMap<&str, &PairState>| -> Vec<String> {
@@ -1004,6 +996,24 @@ impl Engine {
             keyed_records(compiled, Side::Source, unlinked_source),
             keyed_records(compiled, Side::Target, unlinked_target),
         ]);
+        // Those whose counterpart was deleted, with their content then.
+        let mut forgotten: HashMap<(Side, String), String> = HashMap::new();
+        for side in [Side::Source, Side::Target] {
+            let ids: Vec<String> = unlinked[side]
+                .iter()
+                .map(|(record, _)| record.id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            forgotten.extend(
+                self.store
+                    .unlinked_of_records(&m.name, side, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|u| ((u.side, u.record_id), u.content_hash)),
+            );
+        }
         let mut known_keys: Sides<HashMap<String, Vec<String>>> = Sides::default();
         for side in [Side::Source, Side::Target] {
             let mut keys: Vec<String> = unlinked[side.other()]
