@@ -358,20 +358,9 @@ impl Engine {
             };
         }
 
-        // Records carried from an earlier chunk were mapped and looked up there.
-        let mapped = |read: &SideRead| if read.carried { 0 } else { read.records.len() };
         // A chunk looks up the links its records refer to, never every link of a large
-        // referenced mapping once per chunk.
-        let resolver = self
-            .resolver(
-                m,
-                if hold.is_some() {
-                    0
-                } else {
-                    mapped(&source) + mapped(&target)
-                },
-            )
-            .await?;
+        // referenced mapping.
+        let resolver = self.resolver(m).await?;
         // The links the records read refer to, looked up at once.
         let map_all = |source: &SideRead, target: &SideRead| {
             for record in source.records.values().filter(|_| !source.carried) {

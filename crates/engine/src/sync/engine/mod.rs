@@ -69,9 +69,6 @@ mod write;
 
 /// Records written per batch and store transaction.
 const BATCH: usize = 50;
-/// A pass that maps more records than this loads every link of the mappings it refers to
-/// at once; one that maps fewer looks up only the links its records ask for.
-const LINKS_BY_RECORD: usize = 1_000;
 
 /// Records per chunk of an initial sync's large read (`RunOptions::initial_chunk`): a few
 /// pages of any API, small beside the memory of a run, large beside the cost of a chunk
@@ -565,15 +562,14 @@ type IdKey = (String, String, String);
 
 /// Translates ids through the links of other mappings.
 ///
-/// A pass that maps many records loads every link of the mappings it refers to up front
-/// (`whole`). One that maps a few loads only the links its records ask for: an id neither
-/// loaded nor looked up yet is noted as missed (and not linked, for now); the engine looks
-/// the missed ids up in the store ([`Engine::load_missed`]) and maps again
+/// A pass loads only the links its records ask for: an id neither loaded nor looked up yet
+/// is noted as missed (and not linked, for now); the engine looks the missed ids up in the
+/// store, all of a chunk's at once ([`Engine::load_missed`]), and maps again
 /// ([`Engine::links_ready`]) before a mapping counts. So a record fetched later in the pass
 /// (a counterpart, a record re-read before its update) is translated with the same links
 /// as one read at the start.
 struct LinkResolver {
-    /// Every link of the referenced mappings is in `ids`.
+    /// Nothing to look up: the mapping refers to no other by id.
     whole: bool,
     /// (mapping, from system, id) -> id on the other side.
     ids: Mutex<HashMap<IdKey, Value>>,

@@ -462,63 +462,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The id translations of the mappings `m` refers to, for a pass that maps `records`
-    /// records: all of them loaded when that is many records, else none yet (see
-    /// [`LinkResolver`]).
-    pub(super) async fn resolver(
-        &self,
-        m: &MappingRuntime,
-        records: usize,
-    ) -> Result<LinkResolver, EngineError> {
-        let whole = records > LINKS_BY_RECORD;
-        let loaded: &[String] = if whole { &m.references } else { &[] };
-        let mut ids = HashMap::new();
-        for name in loaded {
-            let Some(referenced) = self.mappings.iter().find(|r| &r.name == name) else {
-                continue;
-            };
-            let identity = referenced.identity();
-            let source_links = self
-                .store
-                .links_of_entity(
-                    identity,
-                    &referenced.source.system,
-                    &referenced.source.entity,
-                )
-                .await?;
-            let target_links = self
-                .store
-                .links_of_entity(
-                    identity,
-                    &referenced.target.system,
-                    &referenced.target.entity,
-                )
-                .await?;
-            let target_by_global: HashMap<&str, &str> = target_links
-                .iter()
-                .map(|l| (l.global_id.as_str(), l.record.id.as_str()))
-                .collect();
-            for link in &source_links {
-                if let Some(target_id) = target_by_global.get(link.global_id.as_str()) {
-                    ids.insert(
-                        (
-                            name.clone(),
-                            referenced.source.system.clone(),
-                            link.record.id.clone(),
-                        ),
-                        id_value(target_id, referenced.target.id_type),
-                    );
-                    ids.insert(
-                        (
-                            name.clone(),
-                            referenced.target.system.clone(),
-                            (*target_id).to_owned(),
-                        ),
-                        id_value(&link.record.id, referenced.source.id_type),
-                    );
-                }
-            }
-        }
+    /// The id translations of the mappings `m` refers to: none loaded yet; the links a
+    /// chunk's records refer to are looked up for the chunk at once (see [`LinkResolver`]),
+    /// never every link of a large referenced mapping.
+    pub(super) async fn resolver(&self, m: &MappingRuntime) -> Result<LinkResolver, EngineError> {
         // References by key: the referenced mapping's synced value at the key path stands for
         // the record on its target side.
         let mut keyed = HashMap::new();
@@ -557,8 +504,8 @@ impl Engine {
             }
         }
         Ok(LinkResolver {
-            whole: whole || m.references.is_empty(),
-            ids: Mutex::new(ids),
+            whole: m.references.is_empty(),
+            ids: Mutex::new(HashMap::new()),
             looked_up: Mutex::new(HashSet::new()),
             missed: Mutex::new(HashSet::new()),
             keyed,
