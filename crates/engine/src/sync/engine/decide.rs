@@ -821,94 +821,42 @@ impl Engine {
                 .collect();
         }
 
-        // Pairs touched by this pass, by global id: (source id, target id, pair state).
-        let mut touched: IndexMap<String, Touched<'_>> = IndexMap::new();
-        let mut unlinked_source: Vec<&Record> = Vec::new();
-        let mut unlinked_target: Vec<&Record> = Vec::new();
         // A side read again with the content last seen or written has not changed: a full
         // listing (Keap companies) costs its pages, not a read of every counterpart.
-        let source_unchanged = |record: &Record, pair: &PairState| {
-            !compare_all
-                && pair.source.hash.is_some()
-                && mapping::apply_forward_existing(compiled, &record.data, resolver)
-                    .ok()
-                    .map(|body| fields_hash(&Canonical::of(compiled, &body).into_fields()))
-                    == pair.source.hash
+        let unchanged = |side: Side, record: &Record, pair: &PairState| match side {
+            Side::Source => {
+                !compare_all
+                    && pair.source.hash.is_some()
+                    && mapping::apply_forward_existing(compiled, &record.data, resolver)
+                        .ok()
+                        .map(|body| fields_hash(&Canonical::of(compiled, &body).into_fields()))
+                        == pair.source.hash
+            }
+            Side::Target => {
+                !compare_all
+                    && pair.target.hash.is_some()
+                    && Some(fields_hash(&synced_fields(compiled, &record.data))) == pair.target.hash
+            }
         };
-        let target_unchanged = |record: &Record, pair: &PairState| {
-            !compare_all
-                && pair.target.hash.is_some()
-                && Some(fields_hash(&synced_fields(compiled, &record.data))) == pair.target.hash
-        };
-        for record in source.records.values().filter(|_| !source.carried) {
-            if gone.contains(&(Side::Source, record.id.clone())) {
-                continue;
-            }
-            if let Some(pair) = pair_of_source.get(record.id.as_str()) {
-                if source_unchanged(record, pair)
+        let plan::Classified {
+            touched,
+            unlinked: Sides([unlinked_source, unlinked_target]),
+            ok,
+        } = plan::classify(
+            Sides([
+                (!source.carried).then_some(&source.records),
+                (!target.carried).then_some(&target.records),
+            ]),
+            &gone,
+            Sides([&pair_of_source, &pair_of_target]),
+            Sides([&source_links, &target_links]),
+            &counterparts,
+            |side, record, pair| {
+                unchanged(side, record, pair)
                     && !has_choice(&work.decisions, pair.global_id.as_str())
-                {
-                    work.ok_ids.push((Side::Source, record.id.clone()));
-                    continue;
-                }
-                touched.insert(
-                    pair.global_id.as_str().to_owned(),
-                    (
-                        Some(record.id.clone()),
-                        Some(pair.target_id.clone()),
-                        Some(*pair),
-                    ),
-                );
-            } else if let Some(global) = source_links.get(&record.id) {
-                match counterparts[Side::Source].get(global) {
-                    Some(target_id) => {
-                        touched.insert(
-                            global.as_str().to_owned(),
-                            (Some(record.id.clone()), Some(target_id.clone()), None),
-                        );
-                    }
-                    None => unlinked_source.push(record),
-                }
-            } else {
-                unlinked_source.push(record);
-            }
-        }
-        for record in target.records.values().filter(|_| !target.carried) {
-            if gone.contains(&(Side::Target, record.id.clone())) {
-                continue;
-            }
-            if let Some(pair) = pair_of_target.get(record.id.as_str()) {
-                if target_unchanged(record, pair)
-                    && !has_choice(&work.decisions, pair.global_id.as_str())
-                {
-                    if let Some(entry) = touched.get_mut(pair.global_id.as_str()) {
-                        entry.1 = Some(record.id.clone());
-                    } else {
-                        work.ok_ids.push((Side::Target, record.id.clone()));
-                    }
-                    continue;
-                }
-                let entry = touched
-                    .entry(pair.global_id.as_str().to_owned())
-                    .or_insert((Some(pair.source_id.clone()), None, Some(*pair)));
-                entry.1 = Some(record.id.clone());
-            } else if let Some(global) = target_links.get(&record.id) {
-                if touched.contains_key(global.as_str()) {
-                    continue;
-                }
-                match counterparts[Side::Target].get(global) {
-                    Some(source_id) => {
-                        touched.insert(
-                            global.as_str().to_owned(),
-                            (Some(source_id.clone()), Some(record.id.clone()), None),
-                        );
-                    }
-                    None => unlinked_target.push(record),
-                }
-            } else {
-                unlinked_target.push(record);
-            }
-        }
+            },
+        );
+        work.ok_ids.extend(ok);
 
         // Linked pairs: the side that was not read is fetched, side by side up to each
         // system's requests in flight, then the pairs are merged in order.

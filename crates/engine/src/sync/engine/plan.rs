@@ -4,6 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use indexmap::IndexMap;
+
+use super::Touched;
+use crate::connector::Record;
 use crate::spec::flow::{DeletePolicy, Direction, Side, Sides};
 use crate::store::{GlobalId, PairState};
 
@@ -113,6 +117,92 @@ pub(super) fn breaker(
 /// Below this many linked pairs the circuit breaker stays quiet: a share of very few
 /// records says nothing.
 pub(super) const BREAKER_MIN_LINKED: usize = 10;
+
+/// Where the records a pass read stand, before anything is merged or matched.
+#[derive(Debug, Default)]
+pub(super) struct Classified<'r> {
+    /// Pairs touched, by global id: (source id, target id, pair state), in the order met.
+    /// A record linked by another mapping of the identity whose counterpart there is free
+    /// in this mapping makes a pair without a state yet.
+    pub touched: IndexMap<String, Touched<'r>>,
+    /// Records without a counterpart in this mapping: to match or create.
+    pub unlinked: Sides<Vec<&'r Record>>,
+    /// Paired records read as their pair last saw them: nothing to do.
+    pub ok: Vec<(Side, String)>,
+}
+
+/// Sorts the records read (`records`, `None` for a side carried from an earlier chunk) into
+/// pairs touched, records without a counterpart and records with nothing to do. `gone`
+/// records are left out; `pair_of` are the pair states by record id; `links` the global
+/// ids of unpaired records (linked by other mappings) and `counterparts` the free records
+/// of the other side under those global ids; `settled` says whether a paired record is as
+/// its pair last saw it with no person's choice waiting. Pure.
+pub(super) fn classify<'r>(
+    records: Sides<Option<&'r IndexMap<String, Record>>>,
+    gone: &HashSet<(Side, String)>,
+    pair_of: Sides<&HashMap<&str, &'r PairState>>,
+    links: Sides<&HashMap<String, GlobalId>>,
+    counterparts: &Sides<HashMap<GlobalId, String>>,
+    settled: impl Fn(Side, &Record, &PairState) -> bool,
+) -> Classified<'r> {
+    let mut out = Classified::default();
+    for side in [Side::Source, Side::Target] {
+        for record in records[side].into_iter().flat_map(IndexMap::values) {
+            if gone.contains(&(side, record.id.clone())) {
+                continue;
+            }
+            if let Some(pair) = pair_of[side].get(record.id.as_str()) {
+                if settled(side, record, pair) {
+                    match out.touched.get_mut(pair.global_id.as_str()) {
+                        // The other side changed: the pair is merged with this record.
+                        Some(entry) if side == Side::Target => {
+                            entry.1 = Some(record.id.clone());
+                        }
+                        _ => out.ok.push((side, record.id.clone())),
+                    }
+                    continue;
+                }
+                match side {
+                    Side::Source => {
+                        out.touched.insert(
+                            pair.global_id.as_str().to_owned(),
+                            (
+                                Some(record.id.clone()),
+                                Some(pair.target_id.clone()),
+                                Some(*pair),
+                            ),
+                        );
+                    }
+                    Side::Target => {
+                        let entry = out
+                            .touched
+                            .entry(pair.global_id.as_str().to_owned())
+                            .or_insert((Some(pair.source_id.clone()), None, Some(*pair)));
+                        entry.1 = Some(record.id.clone());
+                    }
+                }
+            } else if let Some(global) = links[side].get(&record.id) {
+                if side == Side::Target && out.touched.contains_key(global.as_str()) {
+                    continue;
+                }
+                match counterparts[side].get(global) {
+                    Some(other) => {
+                        let ids = match side {
+                            Side::Source => (Some(record.id.clone()), Some(other.clone())),
+                            Side::Target => (Some(other.clone()), Some(record.id.clone())),
+                        };
+                        out.touched
+                            .insert(global.as_str().to_owned(), (ids.0, ids.1, None));
+                    }
+                    None => out.unlinked[side].push(record),
+                }
+            } else {
+                out.unlinked[side].push(record);
+            }
+        }
+    }
+    out
+}
 
 /// What a record without a counterpart does, from the records its match key found on the
 /// other side (`candidates`, free to link and alive).
@@ -393,5 +483,102 @@ mod tests {
             plan_match(vec!["b".into(), "a".into()], true, None, &HashMap::new()),
             MatchPlan::Ambiguous(vec!["b".into(), "a".into()])
         );
+    }
+
+    fn records(ids: &[&str]) -> IndexMap<String, Record> {
+        ids.iter()
+            .map(|id| {
+                (
+                    (*id).to_owned(),
+                    Record {
+                        id: (*id).to_owned(),
+                        modified: None,
+                        data: json!({ "id": id }),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_read_are_sorted_into_pairs_to_merge_records_to_match_and_records_at_rest() {
+        let (p1, p2, p3) = (
+            pair("g1", "s1", "t1"),
+            pair("g2", "s2", "t2"),
+            pair("g3", "s3", "t3"),
+        );
+        let source = records(&["s1", "s2", "s4", "s5", "s6", "gone"]);
+        let target = records(&["t1", "t2", "t3", "t7"]);
+        let pair_of_source: HashMap<&str, &PairState> =
+            [("s1", &p1), ("s2", &p2), ("s3", &p3)].into();
+        let pair_of_target: HashMap<&str, &PairState> =
+            [("t1", &p1), ("t2", &p2), ("t3", &p3)].into();
+        // s4 is linked by another mapping to g9, whose record t9 is free in this one; s5 to
+        // g8, without a free counterpart here.
+        let source_links: HashMap<String, GlobalId> = [
+            ("s4".to_owned(), GlobalId::new("g9")),
+            ("s5".to_owned(), GlobalId::new("g8")),
+        ]
+        .into();
+        let counterparts = Sides([
+            [(GlobalId::new("g9"), "t9".to_owned())].into(),
+            HashMap::new(),
+        ]);
+        let gone: HashSet<(Side, String)> = [(Side::Source, "gone".to_owned())].into();
+        // Changed since their pair last saw them: s1 (its target at rest), t2 and t3.
+        let changed = ["s1", "t2", "t3"];
+        let plan = classify(
+            Sides([Some(&source), Some(&target)]),
+            &gone,
+            Sides([&pair_of_source, &pair_of_target]),
+            Sides([&source_links, &HashMap::new()]),
+            &counterparts,
+            |_, record, _| !changed.contains(&record.id.as_str()),
+        );
+        // (global id, source id, target id, the pair state's global id)
+        type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let touched: Vec<Row<'_>> = plan
+            .touched
+            .iter()
+            .map(|(global, (s, t, p))| {
+                (
+                    global.as_str(),
+                    s.as_deref(),
+                    t.as_deref(),
+                    p.map(|p| p.global_id.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            touched,
+            [
+                ("g1", Some("s1"), Some("t1"), Some("g1")),
+                ("g9", Some("s4"), Some("t9"), None),
+                ("g2", Some("s2"), Some("t2"), Some("g2")),
+                ("g3", Some("s3"), Some("t3"), Some("g3")),
+            ]
+        );
+        let ids = |side: Side| -> Vec<&str> {
+            plan.unlinked[side].iter().map(|r| r.id.as_str()).collect()
+        };
+        assert_eq!(ids(Side::Source), ["s5", "s6"]);
+        assert_eq!(ids(Side::Target), ["t7"]);
+        assert_eq!(plan.ok, [(Side::Source, "s2".to_owned())]);
+    }
+
+    #[test]
+    fn a_side_carried_from_an_earlier_chunk_is_not_sorted_again() {
+        let target = records(&["t1"]);
+        let plan = classify(
+            Sides([None, Some(&target)]),
+            &HashSet::new(),
+            Sides([&HashMap::new(), &HashMap::new()]),
+            Sides([&HashMap::new(), &HashMap::new()]),
+            &Sides::default(),
+            |_, _, _| false,
+        );
+        assert!(plan.touched.is_empty() && plan.ok.is_empty());
+        assert!(plan.unlinked[Side::Source].is_empty());
+        assert_eq!(plan.unlinked[Side::Target].len(), 1);
     }
 }
