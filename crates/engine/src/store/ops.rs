@@ -2329,48 +2329,33 @@ mod tests {
             .execute(&mut c)
             .await
             .expect("table");
-        let plan = sqlx::query(AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {FIND_RECORD_KEYS}"
-        )))
-        .bind("m")
-        .bind("source")
-        .bind("k")
-        .fetch_all(&mut c)
-        .await
-        .expect("plan");
-        let details: Vec<String> = plan
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
-            .collect();
-        assert!(
+        let uses_key_index = |details: &[String]| {
             details
                 .iter()
-                .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)")),
-            "{details:?}"
-        );
+                .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)"))
+        };
+        let details = query_plan(&mut c, FIND_RECORD_KEYS.to_owned(), &["m", "source", "k"]).await;
+        assert!(uses_key_index(&details), "{details:?}");
         // The lookup of a chunk's keys at once searches the same index, key by key.
-        let plan = sqlx::query(AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            find_records_by_keys_sql(3)
-        )))
-        .bind("m")
-        .bind("source")
-        .bind("k1")
-        .bind("k2")
-        .bind("k3")
-        .fetch_all(&mut c)
-        .await
-        .expect("plan");
-        let details: Vec<String> = plan
-            .iter()
+        let details = query_plan(
+            &mut c,
+            find_records_by_keys_sql(3),
+            &["m", "source", "k1", "k2", "k3"],
+        )
+        .await;
+        assert!(uses_key_index(&details), "{details:?}");
+    }
+
+    /// The lines of SQLite's plan for `sql` with `binds`.
+    async fn query_plan(c: &mut SqliteConnection, sql: String, binds: &[&str]) -> Vec<String> {
+        let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let plan = query.fetch_all(c).await.expect("plan");
+        plan.iter()
             .map(|row| row.try_get::<String, _>("detail").expect("detail"))
-            .collect();
-        assert!(
-            details
-                .iter()
-                .any(|d| d.contains("record_keys_by_key (mapping=? AND side=? AND match_key=?)")),
-            "{details:?}"
-        );
+            .collect()
     }
 
     #[test]

@@ -801,16 +801,7 @@ impl Engine {
                 .map(|l| l.record.id.clone())
                 .filter(|id| !loaded.contains_key(id.as_str()))
                 .collect();
-            let paired: HashSet<String> = self
-                .store
-                .pair_states_of_records(&m.name, side.other(), &unloaded)
-                .await?
-                .into_iter()
-                .map(|p| match side.other() {
-                    Side::Source => p.source_id,
-                    Side::Target => p.target_id,
-                })
-                .collect();
+            let paired = self.paired_among(m, side.other(), &unloaded).await?;
             // Only counterparts free in this mapping.
             counterparts[side] = found
                 .into_iter()
@@ -994,16 +985,7 @@ impl Engine {
             }
             ids.sort_unstable();
             ids.dedup();
-            let paired_elsewhere: HashSet<String> = self
-                .store
-                .pair_states_of_records(&m.name, side, &ids)
-                .await?
-                .into_iter()
-                .map(|p| match side {
-                    Side::Source => p.source_id,
-                    Side::Target => p.target_id,
-                })
-                .collect();
+            let paired_elsewhere = self.paired_among(m, side, &ids).await?;
             for ids in known_keys[side].values_mut() {
                 ids.retain(|id| !paired_elsewhere.contains(id));
             }

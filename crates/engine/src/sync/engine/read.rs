@@ -586,6 +586,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Which of the records `ids` of `side` are in a pair of the mapping.
+    pub(super) async fn paired_among(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        ids: &[String],
+    ) -> Result<HashSet<String>, EngineError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(self
+            .store
+            .pair_states_of_records(&m.name, side, ids)
+            .await?
+            .into_iter()
+            .map(|p| match side {
+                Side::Source => p.source_id,
+                Side::Target => p.target_id,
+            })
+            .collect())
+    }
+
     /// The pair states a pass needs: those of the records read or reported deleted and,
     /// beside a complete listing, those of paired records missing from it. A run that read
     /// a few changes loads a few merge bases, not every pair of the mapping.
