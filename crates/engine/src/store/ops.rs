@@ -84,6 +84,64 @@ fn in_list(count: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// `sql` with its `{ids}` replaced by the placeholders of `count` values that follow `head`
+/// leading ones. Only numbered placeholders are spliced into the text; the values are bound.
+fn with_in_list(sql: &str, head: usize, count: usize) -> String {
+    sql.replace("{ids}", &in_list(count, head + 1))
+}
+
+/// The rows of `sql` for many values: one statement per [`IN_LIST_CHUNK`] of `ids`, the
+/// `head` values bound first (`$1`…) and the chunk in `{ids}` (see [`with_in_list`]), each
+/// row read by `read`.
+async fn select_in<T>(
+    mut conn: Conn<'_>,
+    sql: &str,
+    head: &[&str],
+    ids: &[&str],
+    read: impl Fn(&dyn Get) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
+        let sql = with_in_list(sql, head.len(), chunk.len());
+        on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for value in head.iter().chain(chunk) {
+                query = query.bind(*value);
+            }
+            for row in query.fetch_all(&mut **c).await? {
+                out.push(read(&row)?);
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// [`select_in`] for a statement that returns no rows; how many rows it changed.
+async fn execute_in(
+    mut conn: Conn<'_>,
+    sql: &str,
+    head: &[&str],
+    ids: &[&str],
+) -> Result<u64, StoreError> {
+    let mut changed = 0;
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
+        let sql = with_in_list(sql, head.len(), chunk.len());
+        changed += on!(&mut conn, |c| {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for value in head.iter().chain(chunk) {
+                query = query.bind(*value);
+            }
+            query.execute(&mut **c).await?.rows_affected()
+        });
+    }
+    Ok(changed)
+}
+
+/// The text of each string, for binding.
+fn strs(values: &[String]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
+}
+
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
@@ -223,7 +281,7 @@ macro_rules! link_columns {
     };
 }
 
-fn read_link(row: &impl Get) -> Result<Link, StoreError> {
+fn read_link(row: &(impl Get + ?Sized)) -> Result<Link, StoreError> {
     Ok(Link {
         identity: row.text("identity")?,
         global_id: GlobalId::new(row.text("global_id")?),
@@ -307,18 +365,14 @@ pub(crate) async fn link_all(
         let mut globals: Vec<&str> = chunk.iter().map(|(global, _)| global.as_str()).collect();
         globals.sort_unstable();
         globals.dedup();
-        let sql = format!(
-            "SELECT global_id FROM global_ids WHERE identity = $1 AND global_id IN ({})",
-            in_list(globals.len(), 2)
-        );
-        let known: std::collections::HashSet<String> = on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(identity);
-            for global in &globals {
-                query = query.bind(*global);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            all(&rows, |row| row.text("global_id"))?
-        })
+        let known: std::collections::HashSet<String> = select_in(
+            reborrow(&mut conn),
+            "SELECT global_id FROM global_ids WHERE identity = $1 AND global_id IN ({ids})",
+            &[identity],
+            &globals,
+            |row| row.text("global_id"),
+        )
+        .await?
         .into_iter()
         .collect();
         if let Some((global, _)) = chunk.iter().find(|(g, _)| !known.contains(g.as_str())) {
@@ -456,42 +510,32 @@ pub(crate) async fn link_by_record(
 }
 
 pub(crate) async fn links_by_records(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     identity: &str,
     system: &str,
     entity: &str,
     record_ids: &[String],
 ) -> Result<Vec<Link>, StoreError> {
-    let mut links = Vec::new();
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        let placeholders: Vec<String> = (4..4 + chunk.len()).map(|n| format!("${n}")).collect();
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "SELECT {} FROM links \
-             WHERE identity = $1 AND system = $2 AND entity = $3 AND record_id IN ({})",
+    select_in(
+        conn,
+        concat!(
+            "SELECT ",
             link_columns!(),
-            placeholders.join(", ")
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(identity)
-                .bind(system)
-                .bind(entity);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            links.extend(all(&rows, read_link)?);
-        });
-    }
-    Ok(links)
+            " FROM links \
+             WHERE identity = $1 AND system = $2 AND entity = $3 AND record_id IN ({ids})"
+        ),
+        &[identity, system, entity],
+        &strs(record_ids),
+        |row| read_link(row),
+    )
+    .await
 }
 
 /// The records of entity `to` linked to the same global ids as some records of entity
 /// `from`, as (record id in `from`, record id in `to`); records without such a counterpart
 /// are left out.
 pub(crate) async fn linked_counterparts(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     identity: &str,
     from_system: &str,
     from_entity: &str,
@@ -499,34 +543,17 @@ pub(crate) async fn linked_counterparts(
     to_entity: &str,
     record_ids: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let mut pairs = Vec::new();
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        let placeholders: Vec<String> = (6..6 + chunk.len()).map(|n| format!("${n}")).collect();
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "SELECT a.record_id AS from_id, b.record_id AS to_id FROM links a \
-             JOIN links b ON b.identity = a.identity AND b.global_id = a.global_id \
-             AND b.system = $4 AND b.entity = $5 \
-             WHERE a.identity = $1 AND a.system = $2 AND a.entity = $3 AND a.record_id IN ({})",
-            placeholders.join(", ")
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(identity)
-                .bind(from_system)
-                .bind(from_entity)
-                .bind(to_system)
-                .bind(to_entity);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            pairs.extend(all(&rows, |row| {
-                Ok((row.text("from_id")?, row.text("to_id")?))
-            })?);
-        });
-    }
-    Ok(pairs)
+    select_in(
+        conn,
+        "SELECT a.record_id AS from_id, b.record_id AS to_id FROM links a \
+         JOIN links b ON b.identity = a.identity AND b.global_id = a.global_id \
+         AND b.system = $4 AND b.entity = $5 \
+         WHERE a.identity = $1 AND a.system = $2 AND a.entity = $3 AND a.record_id IN ({ids})",
+        &[identity, from_system, from_entity, to_system, to_entity],
+        &strs(record_ids),
+        |row| Ok((row.text("from_id")?, row.text("to_id")?)),
+    )
+    .await
 }
 
 /// Every link of one entity for an identity type.
@@ -618,34 +645,20 @@ pub(crate) async fn put_record_keys(
 /// The stored match keys of some records of one side of a mapping, by record id (records
 /// without one are left out).
 pub(crate) async fn record_keys_of(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_ids: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let mut keys = Vec::new();
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        let placeholders: Vec<String> = (3..3 + chunk.len()).map(|n| format!("${n}")).collect();
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "SELECT record_id, match_key FROM record_keys \
-             WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
-            placeholders.join(", ")
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(mapping)
-                .bind(side_str(side));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            keys.extend(all(&rows, |row| {
-                Ok((row.text("record_id")?, row.text("match_key")?))
-            })?);
-        });
-    }
-    Ok(keys)
+    select_in(
+        conn,
+        "SELECT record_id, match_key FROM record_keys \
+         WHERE mapping = $1 AND side = $2 AND record_id IN ({ids})",
+        &[mapping, side_str(side)],
+        &strs(record_ids),
+        |row| Ok((row.text("record_id")?, row.text("match_key")?)),
+    )
+    .await
 }
 
 /// The records of one side of a mapping whose match key is `key`.
@@ -671,40 +684,28 @@ pub(crate) async fn find_record_keys(
 /// The records of one side of a mapping with one of `keys` as match key, as (key, record
 /// id), sorted: the lookups of a chunk's records in one statement per [`IN_LIST_CHUNK`].
 pub(crate) async fn find_records_by_keys(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     keys: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let mut found = Vec::new();
-    for chunk in keys.chunks(IN_LIST_CHUNK) {
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(find_records_by_keys_sql(chunk.len())))
-                .bind(mapping)
-                .bind(side_str(side));
-            for key in chunk {
-                query = query.bind(key);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            found.extend(all(&rows, |row| {
-                Ok((row.text("match_key")?, row.text("record_id")?))
-            })?);
-        });
-    }
+    let mut found = select_in(
+        conn,
+        FIND_RECORDS_BY_KEYS,
+        &[mapping, side_str(side)],
+        &strs(keys),
+        |row| Ok((row.text("match_key")?, row.text("record_id")?)),
+    )
+    .await?;
     found.sort_unstable();
     found.dedup();
     Ok(found)
 }
 
-/// The lookup of `count` match keys: only numbered placeholders are spliced into the text,
-/// the keys are bound. Sorted by the caller, for the reason below.
-fn find_records_by_keys_sql(count: usize) -> String {
-    format!(
-        "SELECT match_key, record_id FROM record_keys \
-         WHERE mapping = $1 AND side = $2 AND match_key IN ({})",
-        in_list(count, 3)
-    )
-}
+/// The lookup of many match keys (see [`select_in`]). Sorted by the caller, for the reason
+/// below.
+const FIND_RECORDS_BY_KEYS: &str = "SELECT match_key, record_id FROM record_keys \
+     WHERE mapping = $1 AND side = $2 AND match_key IN ({ids})";
 
 /// The records of one side with one match key. Sorted by the caller: with an `ORDER BY
 /// record_id`, SQLite walks the primary key (every key of the mapping's side, one lookup
@@ -738,34 +739,26 @@ pub(crate) async fn link_by_global(
 /// The records of a system entity linked to some global ids (any order; global ids without
 /// one are left out).
 pub(crate) async fn links_by_globals(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     identity: &str,
     global_ids: &[GlobalId],
     system: &str,
     entity: &str,
 ) -> Result<Vec<Link>, StoreError> {
-    let mut links = Vec::new();
-    for chunk in global_ids.chunks(IN_LIST_CHUNK) {
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "SELECT {} FROM links \
-             WHERE identity = $1 AND system = $2 AND entity = $3 AND global_id IN ({})",
+    let globals: Vec<&str> = global_ids.iter().map(GlobalId::as_str).collect();
+    select_in(
+        conn,
+        concat!(
+            "SELECT ",
             link_columns!(),
-            in_list(chunk.len(), 4)
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(identity)
-                .bind(system)
-                .bind(entity);
-            for global in chunk {
-                query = query.bind(global.as_str());
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            links.extend(all(&rows, read_link)?);
-        });
-    }
-    Ok(links)
+            " FROM links \
+             WHERE identity = $1 AND system = $2 AND entity = $3 AND global_id IN ({ids})"
+        ),
+        &[identity, system, entity],
+        &globals,
+        |row| read_link(row),
+    )
+    .await
 }
 
 pub(crate) async fn links_of_global(
@@ -817,7 +810,7 @@ macro_rules! pair_columns {
     };
 }
 
-fn read_pair(row: &impl Get) -> Result<PairState, StoreError> {
+fn read_pair(row: &(impl Get + ?Sized)) -> Result<PairState, StoreError> {
     Ok(PairState {
         mapping: row.text("mapping")?,
         global_id: GlobalId::new(row.text("global_id")?),
@@ -874,35 +867,27 @@ pub(crate) async fn pair_states(
 
 /// The pair states of a mapping whose record on `side` is one of `record_ids`.
 pub(crate) async fn pair_states_of_records(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_ids: &[String],
 ) -> Result<Vec<PairState>, StoreError> {
-    let column = match side {
-        Side::Source => "source_id",
-        Side::Target => "target_id",
-    };
-    let mut pairs = Vec::new();
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        let placeholders: Vec<String> = (2..2 + chunk.len()).map(|n| format!("${n}")).collect();
-        // Only a fixed column name and numbered placeholders are spliced into the text; the
-        // ids are bound.
-        let sql = format!(
-            "SELECT {} FROM pair_states WHERE mapping = $1 AND {column} IN ({})",
+    let sql = match side {
+        Side::Source => concat!(
+            "SELECT ",
             pair_columns!(),
-            placeholders.join(", ")
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(mapping);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            pairs.extend(all(&rows, read_pair)?);
-        });
-    }
-    Ok(pairs)
+            " FROM pair_states WHERE mapping = $1 AND source_id IN ({ids})"
+        ),
+        Side::Target => concat!(
+            "SELECT ",
+            pair_columns!(),
+            " FROM pair_states WHERE mapping = $1 AND target_id IN ({ids})"
+        ),
+    };
+    select_in(conn, sql, &[mapping], &strs(record_ids), |row| {
+        read_pair(row)
+    })
+    .await
 }
 
 /// The record ids on one side of every pair of a mapping.
@@ -1598,32 +1583,21 @@ pub(crate) async fn remove_unlinked(
 
 /// [`remove_unlinked`] for many records of one side; how many entries there were.
 pub(crate) async fn remove_unlinked_all(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_ids: &[String],
 ) -> Result<u64, StoreError> {
-    let mut removed = 0;
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "DELETE FROM unlinked WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
-            in_list(chunk.len(), 3)
-        );
-        removed += on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(mapping)
-                .bind(side_str(side));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            query.execute(&mut **c).await?.rows_affected()
-        });
-    }
-    Ok(removed)
+    execute_in(
+        conn,
+        "DELETE FROM unlinked WHERE mapping = $1 AND side = $2 AND record_id IN ({ids})",
+        &[mapping, side_str(side)],
+        &strs(record_ids),
+    )
+    .await
 }
 
-fn read_unlinked(row: &impl Get) -> Result<Unlinked, StoreError> {
+fn read_unlinked(row: &(impl Get + ?Sized)) -> Result<Unlinked, StoreError> {
     Ok(Unlinked {
         mapping: row.text("mapping")?,
         side: row.side("side")?,
@@ -1648,31 +1622,20 @@ pub(crate) async fn unlinked(conn: Conn<'_>, mapping: &str) -> Result<Vec<Unlink
 
 /// The entries of some records of one side among [`unlinked`] (any order).
 pub(crate) async fn unlinked_of_records(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     mapping: &str,
     side: Side,
     record_ids: &[String],
 ) -> Result<Vec<Unlinked>, StoreError> {
-    let mut found = Vec::new();
-    for chunk in record_ids.chunks(IN_LIST_CHUNK) {
-        // Only numbered placeholders are spliced into the text; the ids are bound.
-        let sql = format!(
-            "SELECT mapping, side, record_id, content_hash, unlinked_at FROM unlinked \
-             WHERE mapping = $1 AND side = $2 AND record_id IN ({})",
-            in_list(chunk.len(), 3)
-        );
-        on!(&mut conn, |c| {
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(mapping)
-                .bind(side_str(side));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut **c).await?;
-            found.extend(all(&rows, read_unlinked)?);
-        });
-    }
-    Ok(found)
+    select_in(
+        conn,
+        "SELECT mapping, side, record_id, content_hash, unlinked_at FROM unlinked \
+         WHERE mapping = $1 AND side = $2 AND record_id IN ({ids})",
+        &[mapping, side_str(side)],
+        &strs(record_ids),
+        |row| read_unlinked(row),
+    )
+    .await
 }
 
 // The change log.
@@ -2339,7 +2302,7 @@ mod tests {
         // The lookup of a chunk's keys at once searches the same index, key by key.
         let details = query_plan(
             &mut c,
-            find_records_by_keys_sql(3),
+            with_in_list(FIND_RECORDS_BY_KEYS, 2, 3),
             &["m", "source", "k1", "k2", "k3"],
         )
         .await;
