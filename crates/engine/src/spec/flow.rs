@@ -356,7 +356,20 @@ pub enum ConflictPolicy {
 }
 
 /// A side of a mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Side {
     #[default]
@@ -373,6 +386,9 @@ impl Side {
         }
     }
 
+    /// Both sides, source first.
+    pub const BOTH: [Side; 2] = [Side::Source, Side::Target];
+
     /// The other side of the mapping.
     pub fn other(self) -> Side {
         match self {
@@ -386,6 +402,19 @@ impl Side {
 /// `match side` in every place that picks one of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sides<T>(pub [T; 2]);
+
+impl<T> Sides<T> {
+    /// Both values borrowed.
+    pub fn as_ref(&self) -> Sides<&T> {
+        Sides([&self.0[0], &self.0[1]])
+    }
+
+    /// Each value turned into another, with its side.
+    pub fn map<U>(self, mut f: impl FnMut(Side, T) -> U) -> Sides<U> {
+        let [source, target] = self.0;
+        Sides([f(Side::Source, source), f(Side::Target, target)])
+    }
+}
 
 impl<T> std::ops::Index<Side> for Sides<T> {
     type Output = T;

@@ -183,6 +183,24 @@ pub struct PairState {
     pub synced_at: DateTime<Utc>,
 }
 
+impl PairState {
+    /// The pair's record on `side`.
+    pub fn id(&self, side: Side) -> &str {
+        match side {
+            Side::Source => &self.source_id,
+            Side::Target => &self.target_id,
+        }
+    }
+
+    /// What the engine last saw or wrote on `side`.
+    pub fn seen(&self, side: Side) -> &SideSeen {
+        match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        }
+    }
+}
+
 /// Where a cursor belongs: one side of one mapping, reading one system's entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CursorKey {

@@ -1,6 +1,6 @@
 //! The engine: one run over the selected mappings, in dependency order, repeated in passes
 //! until nothing changes. (Over 1,000 lines: the run loop, the engine's vocabulary and their
-//! unit tests; the pure parts move out with the planner split.)
+//! unit tests.)
 //!
 //! One pass of one mapping:
 //! 1. Read both sides from their cursors (changes only, where the API allows), deletions
@@ -27,7 +27,8 @@
 //!
 //! This file holds the run (passes, leases, cancel) and the engine's vocabulary (pair plans,
 //! bodies, hashes); `read.rs` reads a side and the links it needs (step 1), `decide.rs` is one
-//! pass of one mapping (steps 2 to 5), `write.rs` sends and records the writes (step 6).
+//! pass of one mapping (steps 2 to 5) around the pure `planner.rs` (steps 3 and 4) and
+//! `plan.rs`, `write.rs` sends and records the writes (step 6).
 //!
 //! The engine knows systems only through the `Connector` trait and state only through the
 //! store; it never imports the simulators.
@@ -63,6 +64,7 @@ use crate::sync::report::{
 
 mod decide;
 mod plan;
+mod planner;
 mod read;
 pub(crate) use read::{fields_used, split_missing};
 mod write;
@@ -863,11 +865,6 @@ struct MappingWork {
     ambiguous: Vec<Action>,
     ok_ids: Vec<(Side, String)>,
     record_keys: Vec<(Side, String, Option<String>)>,
-    /// Fields of held conflicts, held or chosen, by global id.
-    decisions: Decisions,
-    /// A resync: every pair read is merged field by field, its stored content hashes not
-    /// trusted to say that a side is as it was.
-    compare_all: bool,
     /// Records of the held side without a counterpart, left for a later chunk of the
     /// other side (read fresh in this chunk).
     held: Vec<String>,
@@ -1041,6 +1038,12 @@ impl Engine {
 
     /// Runs (or, with `dry_run`, plans) the selected mappings.
     pub async fn run(&self, options: &RunOptions) -> Result<RunReport, EngineError> {
+        // Boxed: a run's future is large, and a debug build keeps a copy of it in the frame
+        // of every function that awaits a run.
+        Box::pin(self.run_passes(options)).await
+    }
+
+    async fn run_passes(&self, options: &RunOptions) -> Result<RunReport, EngineError> {
         let selected = self.selected(options)?;
         self.connectors.start_run();
         let before = self.connectors.stats();
@@ -1178,9 +1181,15 @@ impl Engine {
                         // go on as a run does.
                         resync: options.resync.as_ref().filter(|_| pass == 1),
                     };
-                    let outcome = self
-                        .sync_mapping(&pass_of, carry, Sides(fresh), &mut report.actions)
-                        .await;
+                    // Boxed: a pass's future is large, and a debug build keeps it inline in
+                    // every frame that polls it.
+                    let outcome = Box::pin(self.sync_mapping(
+                        &pass_of,
+                        carry,
+                        Sides(fresh),
+                        &mut report.actions,
+                    ))
+                    .await;
                     let wrote = match &outcome {
                         Ok((r, _)) => [
                             r.created_source + r.updated_source + r.deleted_source > 0,

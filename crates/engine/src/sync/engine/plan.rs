@@ -9,7 +9,8 @@ use indexmap::IndexMap;
 use super::Touched;
 use crate::connector::Record;
 use crate::spec::flow::{DeletePolicy, Direction, Side, Sides};
-use crate::store::{GlobalId, PairState};
+use crate::store::{GlobalId, PairState, ParkedRecord};
+use chrono::{DateTime, Utc};
 
 /// What the deletions a pass found do to the pairs of its mapping.
 #[derive(Debug, Default, PartialEq)]
@@ -117,6 +118,46 @@ pub(super) fn breaker(
 /// Below this many linked pairs the circuit breaker stays quiet: a share of very few
 /// records says nothing.
 pub(super) const BREAKER_MIN_LINKED: usize = 10;
+
+/// Refused deletes: a pair whose record waits to be deleted (`deleting`, with the pair
+/// states `pairs` of those records) is neither deleted again nor unlinked by the pass's
+/// deletion discovery; a wait that is over at `now` sends the delete again (and forgets the
+/// pair once it lands). Pure.
+pub(super) fn hold_deletes(
+    deletes: &mut Vec<(Side, String, GlobalId)>,
+    unlinks: &mut Vec<(Side, String, GlobalId)>,
+    deleting: &[&ParkedRecord],
+    pairs: &[PairState],
+    now: DateTime<Utc>,
+) {
+    if deleting.is_empty() {
+        return;
+    }
+    let mut held: HashSet<&str> = HashSet::new();
+    let mut due = Vec::new();
+    for parked in deleting {
+        let Some(pair) = pairs
+            .iter()
+            .find(|pair| pair.id(parked.side) == parked.record_id)
+        else {
+            continue;
+        };
+        held.insert(pair.global_id.as_str());
+        if parked.is_due(now) {
+            due.push((parked.side, pair));
+        }
+    }
+    deletes.retain(|(_, _, global)| !held.contains(global.as_str()));
+    unlinks.retain(|(_, _, global)| !held.contains(global.as_str()));
+    for (side, pair) in due {
+        deletes.push((side, pair.id(side).to_owned(), pair.global_id.clone()));
+        unlinks.push((
+            side.other(),
+            pair.id(side.other()).to_owned(),
+            pair.global_id.clone(),
+        ));
+    }
+}
 
 /// Where the records a pass read stand, before anything is merged or matched.
 #[derive(Debug, Default)]
@@ -399,6 +440,68 @@ mod tests {
         );
         assert!(ignored.deletes.is_empty() && ignored.unlinks.is_empty());
         assert!(ignored.survivors.is_empty());
+    }
+
+    fn waiting_delete(side: Side, id: &str, retry_at: Option<DateTime<Utc>>) -> ParkedRecord {
+        let now = Utc::now();
+        ParkedRecord {
+            mapping: "m".into(),
+            side,
+            record_id: id.into(),
+            reason: "the system refused the delete".into(),
+            field: None,
+            value: None,
+            attempts: 1,
+            first_parked_at: now,
+            last_tried_at: now,
+            skipped_at: None,
+            skipped_hash: None,
+            deleting: true,
+            retry_at,
+        }
+    }
+
+    #[test]
+    fn a_refused_delete_waits_then_is_sent_again_and_the_pair_forgotten_once_due() {
+        let now = Utc::now();
+        let pairs = [pair("g1", "s1", "t1"), pair("g2", "s2", "t2")];
+        let later = waiting_delete(Side::Target, "t1", Some(now + chrono::Duration::hours(1)));
+        let due = waiting_delete(Side::Target, "t2", Some(now - chrono::Duration::minutes(1)));
+        let g = |id: &str| GlobalId::new(id);
+        // The pass's deletion discovery found both pairs' sources gone, and a third pair.
+        let mut deletes = vec![
+            (Side::Target, "t1".to_owned(), g("g1")),
+            (Side::Target, "t2".to_owned(), g("g2")),
+            (Side::Target, "t3".to_owned(), g("g3")),
+        ];
+        let mut unlinks = vec![
+            (Side::Source, "s1".to_owned(), g("g1")),
+            (Side::Source, "s2".to_owned(), g("g2")),
+            (Side::Source, "s3".to_owned(), g("g3")),
+        ];
+        hold_deletes(&mut deletes, &mut unlinks, &[&later, &due], &pairs, now);
+        // The pair whose delete waits is left alone; the due one is deleted (once) and its
+        // pair forgotten by the record left; the pair nothing waits for goes on.
+        assert_eq!(
+            deletes,
+            [
+                (Side::Target, "t3".to_owned(), g("g3")),
+                (Side::Target, "t2".to_owned(), g("g2")),
+            ]
+        );
+        assert_eq!(
+            unlinks,
+            [
+                (Side::Source, "s3".to_owned(), g("g3")),
+                (Side::Source, "s2".to_owned(), g("g2")),
+            ]
+        );
+        // A record waiting for a delete whose pair is gone changes nothing.
+        let mut none = Vec::new();
+        let mut also_none = Vec::new();
+        let orphan = waiting_delete(Side::Source, "s9", None);
+        hold_deletes(&mut none, &mut also_none, &[&orphan], &pairs, now);
+        assert!(none.is_empty() && also_none.is_empty());
     }
 
     #[test]

@@ -614,15 +614,12 @@ impl Engine {
     pub(super) async fn pairs_of(
         &self,
         m: &MappingRuntime,
-        source: &SideRead,
-        target: &SideRead,
+        reads: &Sides<SideRead>,
     ) -> Result<Vec<PairState>, EngineError> {
         let mut pairs: HashMap<String, PairState> = HashMap::new();
         // Records carried from an earlier chunk were found unpaired there.
-        for (side, read) in [(Side::Source, source), (Side::Target, target)]
-            .into_iter()
-            .filter(|(_, read)| !read.carried)
-        {
+        for side in Side::BOTH.into_iter().filter(|side| !reads[*side].carried) {
+            let read = &reads[side];
             let mut ids: Vec<String> = read
                 .records
                 .keys()

@@ -75,9 +75,8 @@ impl Engine {
     pub(super) async fn resolve_intents(
         &self,
         m: &MappingRuntime,
-        source: &mut SideRead,
-        target: &mut SideRead,
-        fresh: [bool; 2],
+        reads: &mut Sides<SideRead>,
+        fresh: Sides<bool>,
         resolver: &LinkResolver,
     ) -> Result<ResolvedIntents, EngineError> {
         let intents = self.store.open_intents(&m.name).await?;
@@ -85,21 +84,14 @@ impl Engine {
         let mut fetched = false;
         for intent in intents {
             let origin = intent.side.other();
-            let side_fresh = match intent.side {
-                Side::Source => fresh[0],
-                Side::Target => fresh[1],
-            };
-            if !side_fresh {
+            if !fresh[intent.side] {
                 held.insert((origin, intent.source_record_id.clone()));
                 continue;
             }
             // The origin, read by id when its own side's read did not list it: the create
             // it made is recognised by what the create sent, and a create that did not
             // happen is sent again from it.
-            let (origin_read, origin_rt) = match origin {
-                Side::Source => (&mut *source, &m.source),
-                Side::Target => (&mut *target, &m.target),
-            };
+            let (origin_read, origin_rt) = (&mut reads[origin], m.side(origin));
             if !origin_read.records.contains_key(&intent.source_record_id)
                 && let Some(record) = origin_rt
                     .connector
@@ -115,10 +107,7 @@ impl Engine {
                 .records
                 .get(&intent.source_record_id)
                 .and_then(|record| sent_body(m, origin, &record.data, resolver));
-            let (side_read, rt) = match intent.side {
-                Side::Source => (&*source, &m.source),
-                Side::Target => (&*target, &m.target),
-            };
+            let (side_read, rt) = (&reads[intent.side], m.side(intent.side));
             let key = intent.match_values.as_str().map(str::to_owned);
             let mut candidates: Vec<String> = Vec::new();
             if let Some(key) = &key {
@@ -270,18 +259,21 @@ impl Engine {
     }
 
     /// Sends the writes of one pass and records their results, a batch per transaction.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute(
         &self,
-        m: &MappingRuntime,
-        options: &RunOptions,
-        run_id: Option<&RunId>,
+        pass: &Pass<'_>,
+        resolver: &LinkResolver,
         work: MappingWork,
         report: &mut MappingReport,
         parked_before: &[crate::store::ParkedRecord],
-        run_started: chrono::DateTime<Utc>,
-        resolver: &LinkResolver,
     ) -> Result<(), EngineError> {
+        let Pass {
+            m,
+            options,
+            run_id,
+            run_started,
+            ..
+        } = *pass;
         let identity = m.identity().to_owned();
         let was_parked: HashSet<(Side, &str)> = parked_before
             .iter()
@@ -759,20 +751,10 @@ impl Engine {
                     // Looked for at once, in a fresh read of the side the creates went to:
                     // before the next mapping of this identity reads that entity, or it would
                     // take a record these creates made for one of its own and sync it again.
-                    let mut fresh = self.read_side_spaced(m, on, true, false, None).await?;
-                    let mut other_read = SideRead::default();
-                    let (source, target) = match on {
-                        Side::Source => (&mut fresh, &mut other_read),
-                        Side::Target => (&mut other_read, &mut fresh),
-                    };
-                    self.resolve_intents(
-                        m,
-                        source,
-                        target,
-                        [on == Side::Source, on == Side::Target],
-                        resolver,
-                    )
-                    .await?;
+                    let mut reads: Sides<SideRead> = Sides::default();
+                    reads[on] = self.read_side_spaced(m, on, true, false, None).await?;
+                    let fresh = Sides([on == Side::Source, on == Side::Target]);
+                    self.resolve_intents(m, &mut reads, fresh, resolver).await?;
                 }
             }
         }
