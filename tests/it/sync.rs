@@ -230,6 +230,66 @@ async fn an_edit_is_synced_and_a_whole_listing_is_read_once_per_run() {
     );
 }
 
+/// Keap companies have no modified time: each run lists them whole. The records at rest are
+/// let go page by page as they are listed (memory does not grow with the entity), and what
+/// the pass needs of them is still there: their ids, so that none is taken for deleted by
+/// its absence, and the record itself, read by id, when its ERP customer changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listing_lets_go_of_records_at_rest_yet_an_edit_on_the_other_side_syncs() {
+    let w = world("lean-listing", 0).await;
+    for (name, email) in [
+        ("Aker Tools", "post@aker.example"),
+        ("Bergen Bakeri", "hei@bergen.example"),
+        ("Dovre Data", "kontakt@dovre.example"),
+    ] {
+        w.sandbox
+            .insert("keap", "companies", keap_company(name, email))
+            .expect("keap company");
+    }
+    w.run(&[COMPANIES]).await;
+    let bergen = w.one("customerp", "customers", "name", "Bergen Bakeri");
+    w.sandbox
+        .update(
+            "customerp",
+            "customers",
+            &id_of(&bergen),
+            json!({ "website": "https://bergen.example" }),
+        )
+        .expect("edit erp customer");
+
+    let report = w.run(&[COMPANIES]).await;
+    let companies = report
+        .mappings
+        .iter()
+        .find(|m| m.mapping == COMPANIES)
+        .expect("companies report");
+    assert_eq!(
+        w.one("keap", "companies", "company_name", "Bergen Bakeri")["website"],
+        "https://bergen.example",
+        "the ERP's edit reaches the Keap company let go by the listing: {report:#?}"
+    );
+    // The companies let go are still in the listing: none is taken for deleted.
+    assert_eq!(
+        (
+            companies.unlinked,
+            companies.deleted_source,
+            companies.deleted_target
+        ),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    // Counted as read in each pass that listed them (the write to Keap makes a second).
+    assert_eq!(
+        companies.read_source,
+        3 * report.passes as u64,
+        "{report:#?}"
+    );
+    let pairs = w.store().await.pair_states(COMPANIES).await.expect("pairs");
+    assert_eq!(pairs.len(), 3, "every company stays linked");
+    let again = w.run(&[COMPANIES]).await;
+    assert_eq!(again.writes(), 0, "{again:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_flow_both_ways_and_the_same_field_edited_twice_follows_the_policy() {
     let w = world("edits", 0).await;

@@ -335,6 +335,13 @@ impl Direction {
     pub fn backward(self) -> bool {
         matches!(self, Direction::Both | Direction::TargetToSource)
     }
+    /// Whether records are carried from `side` to the other.
+    pub fn from(self, side: Side) -> bool {
+        match side {
+            Side::Source => self.forward(),
+            Side::Target => self.backward(),
+        }
+    }
 }
 
 /// How a conflict (the same field changed on both sides) is resolved.

@@ -78,11 +78,20 @@ impl Engine {
         let other = streamed.other();
         // The two sides are different systems (or entities): read at once, each at its own
         // system's pace, so a pass waits for the slower side, not for both in turn.
+        // Of a side read whole, only what the pass can act on is kept (records at rest are
+        // let go page by page), but not in a resync, which compares every record read.
+        let lean = pass.resync.is_none();
         let (first, whole) = tokio::join!(
-            self.read_side_chunk(m, streamed, fresh[streamed], chunk.size),
-            // Of the side read whole beside chunks, only what the pass can act on is kept.
             async {
-                if chunk.size.is_some() {
+                if chunk.size.is_none() && lean {
+                    self.read_side_lean(m, streamed, fresh[streamed]).await
+                } else {
+                    self.read_side_chunk(m, streamed, fresh[streamed], chunk.size)
+                        .await
+                }
+            },
+            async {
+                if lean {
                     self.read_side_lean(m, other, fresh[other]).await
                 } else {
                     self.read_side(m, other, fresh[other]).await

@@ -589,6 +589,17 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LinkResolver {
+    /// A resolver for a mapping that refers to no other: it never looks anything up.
+    fn unlinked() -> LinkResolver {
+        LinkResolver {
+            whole: true,
+            ids: Mutex::new(HashMap::new()),
+            looked_up: Mutex::new(HashSet::new()),
+            missed: Mutex::new(HashSet::new()),
+            keyed: HashMap::new(),
+        }
+    }
+
     fn take_missed(&self) -> Vec<IdKey> {
         locked(&self.missed).drain().collect()
     }

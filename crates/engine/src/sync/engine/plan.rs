@@ -60,17 +60,12 @@ pub(super) fn plan_deletions(
         if !plan.gone.insert((side, id.clone())) {
             continue;
         }
-        let (counterpart, seen) = match side {
-            Side::Source => (pair.target_id.clone(), pair.target.hash.clone()),
-            Side::Target => (pair.source_id.clone(), pair.source.hash.clone()),
-        };
+        let other = side.other();
+        let (counterpart, seen) = (pair.id(other).to_owned(), pair.seen(other).hash.clone());
         // A delete propagates the way the mapping carries records: in a one-way mapping,
         // a delete on the side that never creates (a shop order of a CRM user) only
         // forgets the pair.
-        let carried = match side {
-            Side::Source => direction.forward(),
-            Side::Target => direction.backward(),
-        };
+        let carried = direction.from(side);
         match policy {
             DeletePolicy::Ignore => {}
             DeletePolicy::Propagate if carried && can_delete[side.other()] => {

@@ -120,10 +120,7 @@ impl Planner<'_> {
         // Unlinked records: match, or create on the other side.
         let mut claimed: HashSet<(Side, String)> = HashSet::new();
         for side in Side::BOTH {
-            let allowed = match side {
-                Side::Source => m.spec.direction.forward(),
-                Side::Target => m.spec.direction.backward(),
-            };
+            let allowed = m.spec.direction.from(side);
             for (record, key) in &lookups.unlinked[side] {
                 let record: &Record = record;
                 if claimed.contains(&(side, record.id.clone())) {
@@ -276,17 +273,22 @@ impl Planner<'_> {
                     .collect();
             }
         }
-        // Match keys of linked records too, so later records can find them.
-        let keyed: HashSet<(Side, String)> = work
+        // Match keys of linked records too, so later records can find them; not those of
+        // records at rest (their mapped content is as when their key was stored, and a
+        // paired record is no candidate for a match anyway): a full listing of an entity
+        // costs no key work for the records that did not change.
+        let keyed: HashSet<(Side, &str)> = work
             .record_keys
             .iter()
-            .map(|(side, id, _)| (*side, id.clone()))
+            .map(|(side, id, _)| (*side, id.as_str()))
+            .chain(work.ok_ids.iter().map(|(side, id)| (*side, id.as_str())))
             .collect();
+        let mut linked = Vec::new();
         for side in Side::BOTH {
             let read = &reads[side];
             for record in read.records.values().filter(|_| !read.carried) {
-                if !keyed.contains(&(side, record.id.clone())) {
-                    work.record_keys.push((
+                if !keyed.contains(&(side, record.id.as_str())) {
+                    linked.push((
                         side,
                         record.id.clone(),
                         match_key(compiled, side, &record.data),
@@ -294,6 +296,7 @@ impl Planner<'_> {
                 }
             }
         }
+        work.record_keys.extend(linked);
         work
     }
 
@@ -366,10 +369,7 @@ impl Planner<'_> {
                 (Side::Target, Side::Source)
             };
             let (from_rt, to_rt) = (referenced.side(from_side), referenced.side(to_side));
-            let creates = match from_side {
-                Side::Source => referenced.spec.direction.forward(),
-                Side::Target => referenced.spec.direction.backward(),
-            };
+            let creates = referenced.spec.direction.from(from_side);
             let hint = if creates {
                 format!(
                     "`{name}` makes it when it syncs that {} {} record: check that the record exists and is not parked there",
@@ -676,16 +676,6 @@ mod tests {
         (engine, dir)
     }
 
-    fn resolver() -> LinkResolver {
-        LinkResolver {
-            whole: true,
-            ids: Mutex::new(HashMap::new()),
-            looked_up: Mutex::new(HashSet::new()),
-            missed: Mutex::new(HashSet::new()),
-            keyed: HashMap::new(),
-        }
-    }
-
     fn erp(id: &str, name: &str, email: &str, phone: &str) -> Record {
         Record {
             id: id.into(),
@@ -748,7 +738,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn records_are_linked_by_key_created_without_one_and_a_linked_pair_merges_an_edit() {
         let (engine, dir) = engine("planner-link").await;
-        let (resolver, decisions) = (resolver(), Decisions::new());
+        let (resolver, decisions) = (LinkResolver::unlinked(), Decisions::new());
         let planner = planner(&engine, &resolver, &decisions);
         let m = planner.m;
         let chunk = reads(
@@ -803,9 +793,13 @@ mod tests {
             target: linked.target_seen.clone(),
             synced_at: Utc::now(),
         };
+        // Birch, linked since, is listed again as its pair last saw it: at rest.
         let edited = reads(
             m,
-            vec![erp("1", "Acme", "ann@acme.test", "+1 555 0199")],
+            vec![
+                erp("1", "Acme", "ann@acme.test", "+1 555 0199"),
+                erp("2", "Birch", "bo@birch.test", "+1 555 0101"),
+            ],
             vec![],
         );
         let mut fetched: Sides<HashMap<String, Option<Record>>> = Sides::default();
@@ -819,6 +813,7 @@ mod tests {
                 "s-a".into(),
                 Some(&pair),
             )],
+            ok: vec![(Side::Source, "2".into())],
             fetched,
             ..Lookups::default()
         };
@@ -833,6 +828,14 @@ mod tests {
         assert_eq!(merged.updates[0].id, "s-a");
         assert_eq!(merged.updates[0].body["phone"], json!("+15550199"));
         assert!(work.creates.is_empty());
+        // The record at rest costs nothing: no write, no match key to check again.
+        assert_eq!(work.ok_ids, [(Side::Source, "2".to_owned())]);
+        let keyed: Vec<&str> = work
+            .record_keys
+            .iter()
+            .map(|(_, id, _)| id.as_str())
+            .collect();
+        assert_eq!(keyed, ["1"]);
         drop(engine);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -841,7 +844,7 @@ mod tests {
     async fn a_candidate_known_from_an_earlier_pass_links_while_it_exists_and_is_forgotten_when_gone()
      {
         let (engine, dir) = engine("planner-known").await;
-        let (resolver, decisions) = (resolver(), Decisions::new());
+        let (resolver, decisions) = (LinkResolver::unlinked(), Decisions::new());
         let planner = planner(&engine, &resolver, &decisions);
         let m = planner.m;
         let chunk = reads(m, vec![erp("1", "Acme", "ann@acme.test", "")], vec![]);
@@ -871,7 +874,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn two_candidates_park_the_record_and_a_held_side_waits_for_later_chunks() {
         let (engine, dir) = engine("planner-ambiguous").await;
-        let (resolver, decisions) = (resolver(), Decisions::new());
+        let (resolver, decisions) = (LinkResolver::unlinked(), Decisions::new());
         let mut planner = planner(&engine, &resolver, &decisions);
         let m = planner.m;
         let chunk = reads(

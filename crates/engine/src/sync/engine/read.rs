@@ -148,10 +148,15 @@ impl Engine {
         self.read_side_spaced(m, side, fresh, true, None).await
     }
 
-    /// [`Self::read_side`] that keeps only what a pass can act on: a target record whose
-    /// mapped content hashes as its pair last saw it is counted and let go page by page
-    /// (`passed`), so a side the engine filled itself (the records a stopped initial sync
-    /// created, read again when it resumes) does not fill memory.
+    /// [`Self::read_side`] that keeps only what a pass can act on: a record whose mapped
+    /// content hashes as its pair last saw it is counted and let go page by page
+    /// (`passed`; its id kept in `passed_ids` where a complete listing finds deletions by
+    /// absence), so a full listing of a large entity, or a side the engine filled itself
+    /// (the records a stopped initial sync created, read again when it resumes), does not
+    /// fill memory. A pair whose record was let go and whose other side changed reads it
+    /// again by id, as it does when the side was not read at all. A source side is read
+    /// lean only when the mapping refers to no other mapping (its content hash needs no
+    /// link lookups); the target side's never does.
     pub(super) async fn read_side_lean(
         &self,
         m: &MappingRuntime,
@@ -159,7 +164,7 @@ impl Engine {
         fresh: bool,
     ) -> Result<SideRead, EngineError> {
         let mut read = SideRead {
-            lean: side == Side::Target,
+            lean: side == Side::Target || m.references.is_empty(),
             ..SideRead::default()
         };
         if !read.lean {
@@ -321,7 +326,7 @@ impl Engine {
                 read.records.insert(record.id.clone(), record);
             }
             if !ids.is_empty() {
-                self.pass_unchanged(m, &ids, read).await?;
+                self.pass_unchanged(m, side, &ids, read).await?;
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
@@ -356,29 +361,33 @@ impl Engine {
         Ok(complete)
     }
 
-    /// Lets go of the target records `ids` of a lean read whose mapped content hashes as
+    /// Lets go of the records `ids` of `side` of a lean read whose mapped content hashes as
     /// their pair last saw it (see [`Self::read_side_lean`]).
     async fn pass_unchanged(
         &self,
         m: &MappingRuntime,
+        side: Side,
         ids: &[String],
         read: &mut SideRead,
     ) -> Result<(), EngineError> {
-        let keep_ids = !m.target.info.incremental;
+        let keep_ids = !m.side(side).info.incremental;
+        // Only a mapping that refers to no other reads its source lean: nothing to resolve.
+        let resolver = LinkResolver::unlinked();
         for pair in self
             .store
-            .pair_states_of_records(&m.name, Side::Target, ids)
+            .pair_states_of_records(&m.name, side, ids)
             .await?
         {
-            let unchanged = read.records.get(&pair.target_id).is_some_and(|record| {
-                pair.target.hash.as_deref()
-                    == Some(fields_hash(&synced_fields(&m.compiled, &record.data)).as_str())
+            let id = pair.id(side);
+            let unchanged = read.records.get(id).is_some_and(|record| {
+                pair.seen(side).hash.is_some()
+                    && seen_hash(m, side, &record.data, &resolver) == pair.seen(side).hash
             });
             if unchanged {
-                read.records.shift_remove(&pair.target_id);
+                read.records.shift_remove(id);
                 read.passed += 1;
                 if keep_ids {
-                    read.passed_ids.push(pair.target_id);
+                    read.passed_ids.push(id.to_owned());
                 }
             }
         }
@@ -601,10 +610,7 @@ impl Engine {
             .pair_states_of_records(&m.name, side, ids)
             .await?
             .into_iter()
-            .map(|p| match side {
-                Side::Source => p.source_id,
-                Side::Target => p.target_id,
-            })
+            .map(|p| p.id(side).to_owned())
             .collect())
     }
 
