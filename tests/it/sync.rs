@@ -1513,6 +1513,65 @@ async fn an_initial_sync_stopped_midway_goes_on_from_its_last_chunk() {
     );
 }
 
+/// Keap companies have no incremental read: their initial sync is listed in chunks all the
+/// same, each chunk written before the next page is read, once; an ERP customer that
+/// matches a company of a later chunk is linked to it, not created in Keap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_listed_whole_is_synced_in_chunks_once_and_matched_across_chunks() {
+    // Pages of 10: five full ones and a short one that ends the listing.
+    const COUNT: usize = 55;
+    let flows = edited_flows("systems/keap.yaml", "size: 1000\n", "size: 10\n");
+    let w = world("listing-chunks", 0).await;
+    for i in 0..COUNT {
+        w.sandbox
+            .insert(
+                "keap",
+                "companies",
+                keap_company(&format!("Bolk {i:03} AS"), &format!("b{i}@bolk.example")),
+            )
+            .expect("keap company");
+    }
+    // The ERP already holds the last few, which the first chunks cannot match.
+    for i in COUNT - 5..COUNT {
+        w.sandbox
+            .insert("customerp", "customers", json!({ "name": format!("Bolk {i:03} AS"), "email": format!("b{i}@bolk.example"), "currency": "NOK", "is_active": true }))
+            .expect("erp customer");
+    }
+    w.sandbox.reset_request_counts();
+    let report = run_chunked(&w, &flows.0, COMPANIES, 20).await;
+    let companies = &report.mappings[0];
+    assert_eq!(companies.created_target, (COUNT - 5) as u64, "{report:#?}");
+    assert_eq!(
+        companies.created_source, 0,
+        "nothing comes back to Keap: {report:#?}"
+    );
+    assert_eq!(companies.linked, 5, "{report:#?}");
+    let keap = w.sandbox.request_counts()["keap"];
+    // Each pass lists the six pages once (a pass that wrote to Keap makes another), with
+    // no second listing for deletions; a company is read again just before its update.
+    assert_eq!(
+        keap.reads,
+        6 * report.passes as u64 + keap.writes,
+        "{keap:#?} {report:#?}"
+    );
+    let names: std::collections::HashSet<String> = w
+        .sandbox
+        .records("customerp", "customers")
+        .expect("records")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names.len(), COUNT, "each company once in the ERP");
+    assert_eq!(
+        w.sandbox
+            .records("customerp", "customers")
+            .expect("records")
+            .len(),
+        COUNT
+    );
+    assert_eq!(run_chunked(&w, &flows.0, COMPANIES, 20).await.writes(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_sync_in_chunks_matches_records_of_later_chunks_and_creates_nothing_twice() {
     // Both sides hold the same customers, the shop's in the opposite order, and records

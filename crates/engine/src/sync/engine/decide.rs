@@ -50,8 +50,10 @@ impl Engine {
     /// is read again (a later pass reading what the run created). One reader goes on from
     /// chunk to chunk; each chunk is decided and written and its cursor stored before the
     /// next is read, so memory holds one chunk beside the other side's records that wait
-    /// for a match, and a run stopped midway starts again from the last chunk written.
-    /// Later runs read whole, so the circuit breaker weighs all of a run's changes at once.
+    /// for a match, and a run stopped midway starts again from the last chunk written (an
+    /// entity listed whole, with no incremental read, is listed again from its beginning).
+    /// Later runs read whole, so the circuit breaker weighs all of a run's changes at once;
+    /// records at rest are let go as they are read ([`Self::read_side_lean`]).
     pub(super) async fn sync_mapping(
         &self,
         pass: &Pass<'_>,

@@ -176,8 +176,9 @@ impl Engine {
     }
 
     /// [`Self::read_side`] that stops at the end of the page where it holds `chunk`
-    /// records, when the read is incremental and has more pages (`partial`; its cursor is
-    /// that page's, safe to store once the chunk is written).
+    /// records, when more pages follow (`partial`; its cursor is that page's, safe to store
+    /// once the chunk is written; a full listing ignores it, and a run stopped midway lists
+    /// the entity again, its records of earlier chunks at rest).
     pub(super) async fn read_side_chunk(
         &self,
         m: &MappingRuntime,
@@ -257,6 +258,11 @@ impl Engine {
                     self.deletions_by_listing(m, side, &error, read).await?;
                 }
             }
+            // A full listing read in chunks finds deletions on a later run's complete
+            // listing: the ids of one chunk are not the entity's, and listing them apart
+            // would read it twice.
+            crate::connector::DeletionDiscovery::FullListing
+                if !rt.info.incremental && read.partial => {}
             crate::connector::DeletionDiscovery::FullListing => {
                 if !rt.info.incremental && complete {
                     read.listed = Some(
@@ -314,7 +320,6 @@ impl Engine {
         read: &mut SideRead,
         chunk: Option<usize>,
     ) -> Result<bool, EngineError> {
-        let rt = m.side(side);
         let mut complete = false;
         while let Some(page) = reader.next_page().await? {
             let ids: Vec<String> = if read.lean {
@@ -350,10 +355,9 @@ impl Engine {
             }
             read.cursor = Some(page.cursor.to_string());
             complete = page.last;
-            if rt.info.incremental
-                && !page.last
-                && chunk.is_some_and(|chunk| read.records.len() >= chunk)
-            {
+            // A full listing (no incremental read) stops at a chunk's end too: a stopped
+            // run lists it again from the beginning, its records of earlier chunks at rest.
+            if !page.last && chunk.is_some_and(|chunk| read.records.len() >= chunk) {
                 read.partial = true;
                 break;
             }
