@@ -46,8 +46,9 @@ impl Engine {
     ///
     /// An initial sync (no pair of the mapping linked before this run, or an initial sync
     /// a stopped run left unfinished) reads one side in chunks of about
-    /// `RunOptions::initial_chunk` records: the source, or the target when only the target
-    /// is read again (a later pass reading what the run created). One reader goes on from
+    /// `RunOptions::initial_chunk` records: the side records come from (the source, or
+    /// the target of a mapping that only carries records from it), or the target when only
+    /// the target is read again (a later pass reading what the run created). One reader goes on from
     /// chunk to chunk; each chunk is decided and written and its cursor stored before the
     /// next is read, so memory holds one chunk beside the other side's records that wait
     /// for a match, and a run stopped midway starts again from the last chunk written (an
@@ -72,10 +73,13 @@ impl Engine {
             .count_pairs_synced_before(&m.name, pass.run_started)
             .await? as usize;
         let chunk = self.chunking(pass, fresh, linked_before).await?;
-        let streamed = if fresh[Side::Source] {
-            Side::Source
-        } else {
-            Side::Target
+        // The side read in chunks is the one records come from: the source, unless the
+        // mapping only carries records from the target (ERP products into Keap), or only the
+        // target is read again (a later pass reading what the run created there).
+        let streamed = match (fresh[Side::Source], fresh[Side::Target]) {
+            (true, true) if !m.spec.direction.from(Side::Source) => Side::Target,
+            (true, _) => Side::Source,
+            _ => Side::Target,
         };
         let other = streamed.other();
         // The two sides are different systems (or entities): read at once, each at its own
