@@ -17,6 +17,7 @@ use super::{SF_CONTACTS, World, read_all, shipped_connector};
 const DAY: Duration = Duration::from_secs(86_400);
 const KEAP_CONTACTS: &str = "keap-contacts-to-customerp-contacts";
 const KEAP_COMPANIES: &str = "keap-companies-to-customerp-customers";
+const KEAP_PRODUCTS: &str = "keap-products-to-customerp-products";
 
 fn env(sandbox: &Sandbox, name: &str) -> String {
     sandbox
@@ -409,5 +410,65 @@ async fn keap_full_listings_run_every_six_hours_not_every_run_and_still_find_del
     assert!(
         erp.iter().any(|c| c["name"] == "Listing Holding AS"),
         "the company's edit arrives with its listing"
+    );
+}
+
+// ---- Creates that meet a spent allowance wait unread, not parked ---------------------------
+
+/// The ERP's products reach Keap one create each. When Keap's day's allowance runs out in
+/// the middle, the mapping stops for the run: the creates not sent are not parked one by one
+/// (a large initial sync would park most of its records, and retry them all by id the next
+/// day); their records are read again from the last cursor the next day, and each product
+/// arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_meet_a_spent_allowance_wait_for_the_next_day_unparked() {
+    const PRODUCTS: usize = 40;
+    let w = World::with_options("allowance-creates", allowance_world_options(10_000, 30)).await;
+    for n in 0..PRODUCTS {
+        w.insert(
+            "customerp",
+            "products",
+            json!({ "sku": format!("QUOTA-{n:03}"), "name": format!("Quota Product {n}"), "unit_price": "12.50",
+                    "currency": "EUR", "vat_rate": "25.00", "is_active": true, "stock_quantity": 5 }),
+        );
+    }
+    let report = w.run(&[KEAP_PRODUCTS]).await;
+    assert_eq!(report.outcome, Some(RunOutcome::Ok), "{report:#?}");
+    let products = &report.mappings[0];
+    assert!(products.postponed.is_some(), "{products:#?}");
+    assert!(
+        (1..PRODUCTS as u64).contains(&products.created_source),
+        "Keap took some before its allowance ran out: {products:#?}"
+    );
+    assert_eq!(report.parked(), 0, "nothing is parked for an allowance");
+    let keap = report
+        .systems
+        .iter()
+        .find(|s| s.system == "keap")
+        .expect("Keap in the report");
+    assert!(
+        keap.stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("daily allowance")),
+        "{keap:?}"
+    );
+
+    w.sandbox.advance_clock(DAY + Duration::from_secs(1));
+    let next = w.run(&[KEAP_PRODUCTS]).await;
+    assert_eq!(next.outcome, Some(RunOutcome::Ok), "{next:#?}");
+    assert_eq!(next.parked(), 0, "{next:#?}");
+    let skus: Vec<String> = w
+        .sandbox
+        .records("keap", "products")
+        .expect("products")
+        .iter()
+        .filter_map(|p| p["sku"].as_str().map(str::to_owned))
+        .filter(|sku| sku.starts_with("QUOTA-"))
+        .collect();
+    let unique: std::collections::HashSet<&String> = skus.iter().collect();
+    assert_eq!(
+        (skus.len(), unique.len()),
+        (PRODUCTS, PRODUCTS),
+        "every product once in Keap"
     );
 }

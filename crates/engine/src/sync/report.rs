@@ -62,6 +62,9 @@ pub struct MappingReport {
     /// stopped it (not a failure: the next run reads from the same cursors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postponed: Option<String>,
+    /// The system whose allowance postponed the mapping.
+    #[serde(skip)]
+    pub postponed_by: Option<String>,
     /// What the run did differently and why (a deletion feed replaced by a full listing).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -116,6 +119,7 @@ impl MappingReport {
         }
         if other.postponed.is_some() {
             self.postponed.clone_from(&other.postponed);
+            self.postponed_by.clone_from(&other.postponed_by);
         }
         for note in &other.notes {
             if !self.notes.contains(note) {

@@ -119,7 +119,8 @@ impl Engine {
             let done =
                 Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
             // An unfinished initial sync whose rest fitted in one read is done.
-            if chunk.unfinished && done.report.stopped.is_none() {
+            if chunk.unfinished && done.report.stopped.is_none() && done.report.postponed.is_none()
+            {
                 self.store
                     .set_cursor(&initial_key(m), &initial_done(pass.run_started))
                     .await?;
@@ -157,7 +158,7 @@ impl Engine {
                 Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
             first_chunk = false;
             waiting.extend(done.waiting);
-            let stopped = done.report.stopped.is_some();
+            let stopped = done.report.stopped.is_some() || done.report.postponed.is_some();
             match &mut total {
                 Some(total) => {
                     total.absorb(&done.report);
@@ -468,7 +469,23 @@ impl Engine {
             })
         }));
 
-        Box::pin(self.execute(pass, &resolver, work, &mut report, &parked)).await?;
+        match Box::pin(self.execute(pass, &resolver, work, &mut report, &parked)).await {
+            Ok(()) => {}
+            // A system's day's allowance ran out while writing: what was written stands and
+            // is counted, the mapping waits for the next run, and the cursors stay where
+            // they were, so that run reads the rest again.
+            Err(EngineError::Connector(error)) if error.is_allowance() => {
+                warn!(mapping = %m.name, %error, "the system's daily allowance stops this mapping for the run");
+                report.postponed = Some(error.to_string());
+                report.postponed_by = Some(error.system().to_owned());
+                return Ok(ChunkDone {
+                    report,
+                    waiting,
+                    carry: None,
+                });
+            }
+            Err(error) => return Err(error),
+        }
 
         // Everything read is done, parked or carried: the cursors move, but the held side's
         // only once none of its records is carried (they would not be read again).

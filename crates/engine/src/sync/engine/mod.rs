@@ -1216,6 +1216,13 @@ impl Engine {
                     step += 1;
                     match outcome {
                         Ok((pass_report, waiting)) => {
+                            if let (Some(system), Some(why)) =
+                                (&pass_report.postponed_by, &pass_report.postponed)
+                            {
+                                allowance_stops
+                                    .entry(system.clone())
+                                    .or_insert_with(|| why.clone());
+                            }
                             writes += pass_report.writes();
                             linked += pass_report.linked;
                             if !waiting.is_empty() {

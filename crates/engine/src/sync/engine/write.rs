@@ -612,6 +612,7 @@ impl Engine {
                 let bodies: Vec<Value> = group.iter().map(|(c, _, _)| c.body.clone()).collect();
                 let results = rt.connector.create_many(&rt.entity, bodies).await;
                 let mut uncertain = 0;
+                let mut stopped: Option<ConnectorError> = None;
                 let mut tx = self.store.transaction().await?;
                 // What the created records leave in the store, written table by table after
                 // the loop (a batch costs a few statements, not a few per record).
@@ -707,6 +708,14 @@ impl Engine {
                             }
                             done_ids.push((on.other(), create.from_id.clone()));
                         }
+                        // A system stopped for the run (its day's allowance spent, its wait
+                        // budget gone) stops the mapping after this batch: the creates not
+                        // sent wait, unparked, for a run that reads their records again from
+                        // the cursors this pass leaves where they were.
+                        Err(error) if error.stops_system() && !error.may_have_applied() => {
+                            tx.abandon_intent(intent_id).await?;
+                            stopped.get_or_insert(error);
+                        }
                         Err(error) if !error.may_have_applied() => {
                             tx.abandon_intent(intent_id).await?;
                             tx.park(&park_of(
@@ -755,6 +764,9 @@ impl Engine {
                     reads[on] = self.read_side_spaced(m, on, true, false, None).await?;
                     let fresh = Sides([on == Side::Source, on == Side::Target]);
                     self.resolve_intents(m, &mut reads, fresh, resolver).await?;
+                }
+                if let Some(error) = stopped {
+                    return Err(error.into());
                 }
             }
         }
