@@ -688,14 +688,7 @@ impl Engine {
                 .filter(|id| !paired[side].contains_key(id.as_str()))
                 .cloned()
                 .collect();
-            let rt = m.side(side);
-            links[side] = self
-                .store
-                .links_by_records(identity, &rt.system, &rt.entity, &ids)
-                .await?
-                .into_iter()
-                .map(|l| (l.record.id, l.global_id))
-                .collect();
+            links[side] = self.global_ids(m, side, &ids).await?;
         }
 
         // Records linked (by another mapping of the identity) but not paired in this one:
@@ -864,14 +857,7 @@ impl Engine {
             }
             ids.sort_unstable();
             ids.dedup();
-            let rt = m.side(side);
-            candidate_links[side] = self
-                .store
-                .links_by_records(identity, &rt.system, &rt.entity, &ids)
-                .await?
-                .into_iter()
-                .map(|l| (l.record.id, l.global_id))
-                .collect();
+            candidate_links[side] = self.global_ids(m, side, &ids).await?;
         }
 
         // Every record the plan reads by id, read side by side.
@@ -893,6 +879,24 @@ impl Engine {
             known_keys,
             candidate_links,
         })
+    }
+
+    /// The global ids of the records `ids` of `side`, linked in the mapping's identity (by
+    /// this mapping or another of it), by record id.
+    async fn global_ids(
+        &self,
+        m: &MappingRuntime,
+        side: Side,
+        ids: &[String],
+    ) -> Result<HashMap<String, GlobalId>, EngineError> {
+        let rt = m.side(side);
+        Ok(self
+            .store
+            .links_by_records(m.identity(), &rt.system, &rt.entity, ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.record.id, l.global_id))
+            .collect())
     }
 
     /// Plans a chunk ([`Planner::plan_chunk`]) once the links its records refer to are
