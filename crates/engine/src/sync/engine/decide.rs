@@ -29,6 +29,8 @@ struct Chunk {
     /// counterpart are not created on the other side but carried to the next chunk (a
     /// later chunk may hold their match), and its cursor waits until none is carried.
     hold: Option<Side>,
+    /// The pass's references by key, loaded once for all its chunks.
+    keyed: Arc<KeyedRefs>,
 }
 
 /// What one chunk of a pass did, and what it leaves for the next.
@@ -73,6 +75,7 @@ impl Engine {
             .count_pairs_synced_before(&m.name, pass.run_started)
             .await? as usize;
         let chunk = self.chunking(pass, fresh, linked_before).await?;
+        let keyed = self.keyed_references(m).await?;
         // The side read in chunks is the one records come from: the source, unless the
         // mapping only carries records from the target (ERP products into Keap), or only the
         // target is read again (a later pass reading what the run created there).
@@ -115,6 +118,7 @@ impl Engine {
                 carried,
                 intents_fresh: fresh,
                 hold: None,
+                keyed,
             };
             let done =
                 Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
@@ -153,6 +157,7 @@ impl Engine {
                 carried: carried.take().unwrap_or_default(),
                 intents_fresh: intents,
                 hold: more.then_some(other),
+                keyed: keyed.clone(),
             };
             let done =
                 Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
@@ -242,6 +247,7 @@ impl Engine {
             carried,
             intents_fresh,
             hold,
+            keyed,
         } = chunk;
         let mut report = MappingReport {
             mapping: m.name.clone(),
@@ -342,7 +348,7 @@ impl Engine {
 
         // A chunk looks up the links its records refer to, never every link of a large
         // referenced mapping.
-        let resolver = self.resolver(m).await?;
+        let resolver = self.resolver(m, keyed);
         self.links_ready(&resolver, || map_all(m, &reads, &resolver))
             .await?;
         // Intents left open by a crash or a lost answer are resolved before anything is

@@ -581,8 +581,11 @@ struct LinkResolver {
     missed: Mutex<HashSet<IdKey>>,
     /// (mapping, key path, from system, id or key value) -> key value or id on the other
     /// side, for references by key (`ref_key`), from the referenced mapping's synced values.
-    keyed: HashMap<(String, String, String, String), Value>,
+    keyed: Arc<KeyedRefs>,
 }
+
+/// (mapping, key path, from system, id or key value) -> key value or id on the other side.
+type KeyedRefs = HashMap<(String, String, String, String), Value>;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -596,7 +599,7 @@ impl LinkResolver {
             ids: Mutex::new(HashMap::new()),
             looked_up: Mutex::new(HashSet::new()),
             missed: Mutex::new(HashSet::new()),
-            keyed: HashMap::new(),
+            keyed: Arc::default(),
         }
     }
 

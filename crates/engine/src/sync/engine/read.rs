@@ -475,13 +475,14 @@ impl Engine {
         Ok(())
     }
 
-    /// The id translations of the mappings `m` refers to: none loaded yet; the links a
-    /// chunk's records refer to are looked up for the chunk at once (see [`LinkResolver`]),
-    /// never every link of a large referenced mapping.
-    pub(super) async fn resolver(&self, m: &MappingRuntime) -> Result<LinkResolver, EngineError> {
-        // References by key: the referenced mapping's synced value at the key path stands for
-        // the record on its target side.
-        let mut keyed = HashMap::new();
+    /// The translations of `m`'s references by key (`ref_key`): the referenced mapping's
+    /// synced value at the key path stands for the record on its target side. Loaded once
+    /// per pass and shared by its chunks (the referenced mapping does not write meanwhile).
+    pub(super) async fn keyed_references(
+        &self,
+        m: &MappingRuntime,
+    ) -> Result<Arc<KeyedRefs>, EngineError> {
+        let mut keyed = KeyedRefs::new();
         for reference in m.compiled.references() {
             let Some(key) = reference.key else { continue };
             let Some(referenced) = self.mappings.iter().find(|r| r.name == reference.mapping)
@@ -516,13 +517,21 @@ impl Engine {
                 );
             }
         }
-        Ok(LinkResolver {
+        Ok(Arc::new(keyed))
+    }
+
+    /// The id translations of the mappings `m` refers to: none loaded yet; the links a
+    /// chunk's records refer to are looked up for the chunk at once (see [`LinkResolver`]),
+    /// never every link of a large referenced mapping. `keyed`: the pass's references by
+    /// key ([`Self::keyed_references`]).
+    pub(super) fn resolver(&self, m: &MappingRuntime, keyed: Arc<KeyedRefs>) -> LinkResolver {
+        LinkResolver {
             whole: m.references.is_empty(),
             ids: Mutex::new(HashMap::new()),
             looked_up: Mutex::new(HashSet::new()),
             missed: Mutex::new(HashSet::new()),
             keyed,
-        })
+        }
     }
 
     /// Looks up the links of the ids mappings asked `resolver` for and did not find loaded;
