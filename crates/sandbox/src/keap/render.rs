@@ -8,6 +8,61 @@ use crate::http::ApiRequest;
 use crate::keap::{Keap, STAGES, USERS, non_null};
 use crate::store::{Record, Store, offset_datetime};
 
+// The fields of each answer, in Keap's order, written once for the rendering into a
+// `Value` and the one written straight from the stored fields (`Text`).
+
+/// A company's fields after its email, as stored (null when unset).
+const COMPANY_PLAIN: [&str; 3] = ["phone_number", "address", "website"];
+/// A company's fields answered only when `optional_properties` asks (or on a GET of one).
+const COMPANY_OPTIONAL: [&str; 3] = ["notes", "fax_number", "custom_fields"];
+/// A contact's names, as stored (null when unset).
+const CONTACT_NAMES: [&str; 6] = [
+    "given_name",
+    "middle_name",
+    "family_name",
+    "prefix",
+    "suffix",
+    "preferred_name",
+];
+/// A contact's lists after its email addresses (empty when unset).
+const CONTACT_LISTS: [&str; 4] = [
+    "phone_numbers",
+    "fax_numbers",
+    "addresses",
+    "social_accounts",
+];
+/// A contact's fields after its email status, as stored (null when unset).
+const CONTACT_PLAIN: [&str; 9] = [
+    "anniversary",
+    "birthday",
+    "contact_type",
+    "owner_id",
+    "preferred_locale",
+    "source_type",
+    "spouse_name",
+    "time_zone",
+    "website",
+];
+/// A contact's fields answered only when `optional_properties` asks (or on a GET of one).
+const CONTACT_OPTIONAL: [&str; 3] = ["job_title", "lead_source_id", "custom_fields"];
+/// A product's fields, as stored (null when unset).
+const PRODUCT_PLAIN: [&str; 5] = [
+    "product_name",
+    "product_desc",
+    "product_price",
+    "product_short_desc",
+    "sku",
+];
+
+/// What an optional field answers when the record has none.
+fn optional_default(name: &str) -> Value {
+    if name == "custom_fields" {
+        json!([])
+    } else {
+        Value::Null
+    }
+}
+
 impl Keap {
     pub(super) fn render_company(record: &Record, optional: &[String], full: bool) -> Value {
         let mut fields = record.fields.decode();
@@ -27,37 +82,34 @@ impl Keap {
         );
         out.insert("email_address".into(), email);
         out.insert("email_opted_in".into(), json!(opted_in));
-        out.insert(
-            "email_status".into(),
-            json!(if opted_in {
-                "SingleOptIn"
-            } else {
-                "NonMarketable"
-            }),
-        );
-        out.insert(
-            "phone_number".into(),
-            fields.take("phone_number").unwrap_or(Value::Null),
-        );
-        out.insert(
-            "address".into(),
-            fields.take("address").unwrap_or(Value::Null),
-        );
-        out.insert(
-            "website".into(),
-            fields.take("website").unwrap_or(Value::Null),
-        );
-        for name in ["notes", "fax_number", "custom_fields"] {
+        out.insert("email_status".into(), json!(email_status(opted_in)));
+        for name in COMPANY_PLAIN {
+            out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
+        }
+        for name in COMPANY_OPTIONAL {
             if full || optional.iter().any(|wanted| wanted == name) {
-                let default = if name == "custom_fields" {
-                    json!([])
-                } else {
-                    Value::Null
-                };
-                out.insert(name.into(), fields.take(name).unwrap_or(default));
+                out.insert(
+                    name.into(),
+                    fields.take(name).unwrap_or_else(|| optional_default(name)),
+                );
             }
         }
         Value::Object(out)
+    }
+
+    /// A contact's company as its answers show it (`id` and `company_name`), from the
+    /// stored reference, while that company exists.
+    fn contact_company(store: &Store, company: Option<&Value>) -> Option<Value> {
+        non_null(company)
+            .and_then(|company| company.get("id"))
+            .and_then(Value::as_u64)
+            .and_then(|id| Self::find(store, "companies", &id.to_string()))
+            .map(|company| {
+                json!({
+                    "id": company.id.parse::<u64>().unwrap_or_default(),
+                    "company_name": company.fields.get("company_name").unwrap_or(Value::Null),
+                })
+            })
     }
 
     pub(super) fn render_contact(
@@ -70,38 +122,17 @@ impl Keap {
         let emails = fields.take("email_addresses").unwrap_or_else(|| json!([]));
         let has_email = emails.as_array().is_some_and(|emails| !emails.is_empty());
         let opted_in = has_email && non_null(fields.get("opt_in_reason")).is_some();
-        let company = non_null(fields.get("company"))
-            .and_then(|company| company.get("id"))
-            .and_then(Value::as_u64)
-            .and_then(|id| Self::find(store, "companies", &id.to_string()))
-            .map(|company| {
-                json!({
-                    "id": company.id.parse::<u64>().unwrap_or_default(),
-                    "company_name": company.fields.get("company_name").unwrap_or(Value::Null),
-                })
-            });
+        let company = Self::contact_company(store, fields.get("company"));
         let mut out = Map::new();
         out.insert(
             "id".into(),
             json!(record.id.parse::<u64>().unwrap_or_default()),
         );
-        for name in [
-            "given_name",
-            "middle_name",
-            "family_name",
-            "prefix",
-            "suffix",
-            "preferred_name",
-        ] {
+        for name in CONTACT_NAMES {
             out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         out.insert("email_addresses".into(), emails);
-        for name in [
-            "phone_numbers",
-            "fax_numbers",
-            "addresses",
-            "social_accounts",
-        ] {
+        for name in CONTACT_LISTS {
             out.insert(name.into(), fields.take(name).unwrap_or_else(|| json!([])));
         }
         out.insert(
@@ -113,25 +144,8 @@ impl Keap {
         );
         out.insert("company".into(), company.unwrap_or(Value::Null));
         out.insert("email_opted_in".into(), json!(opted_in));
-        out.insert(
-            "email_status".into(),
-            json!(if opted_in {
-                "SingleOptIn"
-            } else {
-                "NonMarketable"
-            }),
-        );
-        for name in [
-            "anniversary",
-            "birthday",
-            "contact_type",
-            "owner_id",
-            "preferred_locale",
-            "source_type",
-            "spouse_name",
-            "time_zone",
-            "website",
-        ] {
+        out.insert("email_status".into(), json!(email_status(opted_in)));
+        for name in CONTACT_PLAIN {
             out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         out.insert("ScoreValue".into(), Value::Null);
@@ -144,14 +158,12 @@ impl Keap {
             json!(offset_datetime(record.modified)),
         );
         out.insert("last_updated_utc_millis".into(), json!(record.modified));
-        for name in ["job_title", "lead_source_id", "custom_fields"] {
+        for name in CONTACT_OPTIONAL {
             if full || optional.iter().any(|wanted| wanted == name) {
-                let default = if name == "custom_fields" {
-                    json!([])
-                } else {
-                    Value::Null
-                };
-                out.insert(name.into(), fields.take(name).unwrap_or(default));
+                out.insert(
+                    name.into(),
+                    fields.take(name).unwrap_or_else(|| optional_default(name)),
+                );
             }
         }
         if full {
@@ -286,13 +298,7 @@ impl Keap {
             "id".into(),
             json!(record.id.parse::<u64>().unwrap_or_default()),
         );
-        for name in [
-            "product_name",
-            "product_desc",
-            "product_price",
-            "product_short_desc",
-            "sku",
-        ] {
+        for name in PRODUCT_PLAIN {
             out.insert(name.into(), fields.take(name).unwrap_or(Value::Null));
         }
         if listed {
@@ -381,19 +387,7 @@ impl Keap {
         };
         let (mut company, mut origin) = (Value::Null, Value::Null);
         if kind == TextKind::Contact {
-            company = record
-                .fields
-                .get("company")
-                .as_ref()
-                .and_then(|company| non_null(Some(company))?.get("id"))
-                .and_then(Value::as_u64)
-                .and_then(|id| Self::find(store, "companies", &id.to_string()))
-                .map(|company| {
-                    json!({
-                        "id": company.id.parse::<u64>().unwrap_or_default(),
-                        "company_name": company.fields.get("company_name").unwrap_or(Value::Null),
-                    })
-                })
+            company = Self::contact_company(store, record.fields.get("company").as_ref())
                 .unwrap_or(Value::Null);
             if full {
                 origin = record
@@ -448,40 +442,20 @@ impl serde::Serialize for Text<'_> {
                 stored(&mut map, &fields, "email_address", &null)?;
                 map.serialize_entry("email_opted_in", &opted_in)?;
                 map.serialize_entry("email_status", email_status(opted_in))?;
-                for name in ["phone_number", "address", "website"] {
+                for name in COMPANY_PLAIN {
                     stored(&mut map, &fields, name, &null)?;
                 }
-                for name in ["notes", "fax_number", "custom_fields"] {
-                    if wanted(name) {
-                        let default = if name == "custom_fields" {
-                            &empty
-                        } else {
-                            &null
-                        };
-                        stored(&mut map, &fields, name, default)?;
-                    }
+                for name in COMPANY_OPTIONAL.into_iter().filter(|name| wanted(name)) {
+                    stored(&mut map, &fields, name, &optional_default(name))?;
                 }
             }
             TextKind::Contact => {
                 let opted_in =
                     fields.is_nonempty_array("email_addresses") && fields.is_set("opt_in_reason");
-                for name in [
-                    "given_name",
-                    "middle_name",
-                    "family_name",
-                    "prefix",
-                    "suffix",
-                    "preferred_name",
-                ] {
+                for name in CONTACT_NAMES {
                     stored(&mut map, &fields, name, &null)?;
                 }
-                for name in [
-                    "email_addresses",
-                    "phone_numbers",
-                    "fax_numbers",
-                    "addresses",
-                    "social_accounts",
-                ] {
+                for name in std::iter::once("email_addresses").chain(CONTACT_LISTS) {
                     stored(&mut map, &fields, name, &empty)?;
                 }
                 map.serialize_entry(
@@ -491,32 +465,15 @@ impl serde::Serialize for Text<'_> {
                 map.serialize_entry("company", &self.company)?;
                 map.serialize_entry("email_opted_in", &opted_in)?;
                 map.serialize_entry("email_status", email_status(opted_in))?;
-                for name in [
-                    "anniversary",
-                    "birthday",
-                    "contact_type",
-                    "owner_id",
-                    "preferred_locale",
-                    "source_type",
-                    "spouse_name",
-                    "time_zone",
-                    "website",
-                ] {
+                for name in CONTACT_PLAIN {
                     stored(&mut map, &fields, name, &null)?;
                 }
                 map.serialize_entry("ScoreValue", &null)?;
                 map.serialize_entry("date_created", &offset_datetime(record.created))?;
                 map.serialize_entry("last_updated", &offset_datetime(record.modified))?;
                 map.serialize_entry("last_updated_utc_millis", &record.modified)?;
-                for name in ["job_title", "lead_source_id", "custom_fields"] {
-                    if wanted(name) {
-                        let default = if name == "custom_fields" {
-                            &empty
-                        } else {
-                            &null
-                        };
-                        stored(&mut map, &fields, name, default)?;
-                    }
+                for name in CONTACT_OPTIONAL.into_iter().filter(|name| wanted(name)) {
+                    stored(&mut map, &fields, name, &optional_default(name))?;
                 }
                 if self.full {
                     map.serialize_entry("tag_ids", &empty)?;
@@ -529,13 +486,7 @@ impl serde::Serialize for Text<'_> {
             }
             TextKind::Product => {
                 let active = fields.is_true("active");
-                for name in [
-                    "product_name",
-                    "product_desc",
-                    "product_price",
-                    "product_short_desc",
-                    "sku",
-                ] {
+                for name in PRODUCT_PLAIN {
                     stored(&mut map, &fields, name, &null)?;
                 }
                 if self.full {
