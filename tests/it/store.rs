@@ -522,6 +522,20 @@ async fn pair_states_round_trip(db: TestDb) {
         .await
         .expect("list");
     assert_eq!(all, vec![state.clone()]);
+    // What a read lets records at rest go by: the hash each side last saw, by record id.
+    let ids = ["17".to_owned(), "C-9".to_owned(), "99".to_owned()];
+    let seen = |side| store.seen_hashes_of_records("companies-to-customers", side, &ids);
+    assert_eq!(
+        seen(Side::Source).await.expect("source hashes"),
+        vec![("17".to_owned(), "s1".to_owned())]
+    );
+    assert_eq!(
+        seen(Side::Target).await.expect("target hashes"),
+        vec![("C-9".to_owned(), "t2".to_owned())]
+    );
+    state.source.hash = None;
+    store.put_pair_state(&state).await.expect("upsert");
+    assert!(seen(Side::Source).await.expect("source hashes").is_empty());
     assert!(
         store
             .pair_state("contacts-to-contacts", &global_id)

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::connector::project::Projection;
 use crate::connector::value::{self, JsonPath};
 use crate::connector::{Malformed, Record};
 use crate::spec::system::{
@@ -373,6 +374,17 @@ impl EntityRt {
             });
         }
         Ok((id, item))
+    }
+
+    /// What a listing read for its ids keeps of each item: its id and modified time (what
+    /// a keyset read goes on from). `None` when a path to them or to the items is not a
+    /// plain member chain: such a listing is parsed whole.
+    pub fn ids_projection(&self) -> Option<Projection> {
+        let mut keep = vec![self.id.members()?.to_vec()];
+        if let Some(modified) = &self.modified {
+            keep.push(modified.members()?.to_vec());
+        }
+        Some(Projection::new(self.records.members()?.to_vec(), keep))
     }
 
     /// Builds a record from an item; [`Malformed`] when it has no id or one that cannot

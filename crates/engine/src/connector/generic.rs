@@ -254,6 +254,7 @@ impl HttpConnector {
             body: Body::Json(fields),
             entity: entity.to_owned(),
             idempotent: false,
+            projection: None,
         };
         let reply = self.core.send(&request).await?;
         if !reply.is_success() {
@@ -357,6 +358,7 @@ impl HttpConnector {
             body: Body::Json(body),
             entity: entity.to_owned(),
             idempotent: true,
+            projection: None,
         };
         let reply = self.core.send(&request).await?;
         if !reply.is_success() {
@@ -401,6 +403,7 @@ impl HttpConnector {
             body: Body::None,
             entity: entity.to_owned(),
             idempotent: true,
+            projection: None,
         };
         let reply = self.core.send(&request).await?;
         match reply.status {
@@ -448,6 +451,7 @@ impl HttpConnector {
             .collect();
         let request = Request {
             idempotent: method != Method::POST,
+            projection: None,
             method,
             url,
             body: Body::Json(json!({ "allOrNone": false, "records": items })),
@@ -594,6 +598,11 @@ impl Connector for HttpConnector {
     fn list_all(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError> {
         let rt = self.entity_rt(entity)?;
         Ok(Box::new(ListReader::full(self.core.clone(), rt)))
+    }
+
+    fn list_ids(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError> {
+        let rt = self.entity_rt(entity)?;
+        Ok(Box::new(ListReader::ids(self.core.clone(), rt)))
     }
 
     fn deletions(

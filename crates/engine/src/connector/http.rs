@@ -26,7 +26,7 @@
 //! and counted; errors never carry credentials.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::connector::ConnectorStats;
 use crate::connector::error::{ApiError, ConnectorError, RequestContext};
+use crate::connector::project::Projection;
 use crate::connector::value::{self, JsonPath};
 use crate::spec::env::EnvError;
 use crate::spec::system::{
@@ -68,6 +69,8 @@ pub(crate) struct Request {
     pub entity: String,
     /// Whether sending it twice does no harm; creates are not.
     pub idempotent: bool,
+    /// A success's body parsed for some fields of its items only (a listing read for ids).
+    pub projection: Option<Arc<Projection>>,
 }
 
 impl Request {
@@ -78,6 +81,7 @@ impl Request {
             body: Body::None,
             entity: entity.to_owned(),
             idempotent: true,
+            projection: None,
         }
     }
 }
@@ -90,7 +94,7 @@ pub(crate) struct Reply {
     pub url: Url,
     /// The body as JSON; `None` when it is empty.
     pub json: Option<Value>,
-    /// The body as text, for error messages.
+    /// The body as text, for error messages (empty for a success: only errors quote it).
     pub text: String,
     /// The `Date` header: when the system answered, by its clock.
     pub date: Option<chrono::DateTime<chrono::Utc>>,
@@ -754,6 +758,7 @@ impl HttpCore {
             body: Body::Form(form),
             entity: String::new(),
             idempotent: true,
+            projection: None,
         };
         let context = self.context(&request.method, &request.url, "");
         let salesforce = matches!(source.kind, TokenKind::Salesforce { .. });
@@ -1005,11 +1010,20 @@ impl HttpCore {
                     if status >= 400 {
                         self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let success = (200..300).contains(&status);
+                    // A page of a thousand records is not copied for an error it is not.
+                    let text = if success {
+                        String::new()
+                    } else {
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    };
                     let json = if bytes.iter().all(u8::is_ascii_whitespace) {
                         Ok(None)
                     } else {
-                        serde_json::from_slice::<Value>(&bytes).map(Some)
+                        match request.projection.as_deref().filter(|_| success) {
+                            Some(projection) => projection.parse(&bytes).map(Some),
+                            None => serde_json::from_slice::<Value>(&bytes).map(Some),
+                        }
                     };
                     match status {
                         200..=299 => match json {

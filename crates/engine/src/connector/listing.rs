@@ -41,6 +41,7 @@ use crate::connector::cursor::{Admit, Tracker, minus};
 use crate::connector::describe;
 use crate::connector::error::ConnectorError;
 use crate::connector::http::{HttpCore, Request, join_path};
+use crate::connector::project::Projection;
 use crate::connector::value::{self, JsonPath};
 use crate::connector::{Ahead, BoxFuture, Cursor, Deletion, Malformed, Page, PageReader, Record};
 
@@ -419,15 +420,29 @@ fn log_ahead(core: &HttpCore, entity: &str, ahead: &[Ahead]) {
     }
 }
 
-/// The items at `path` in a page: the elements of the array it selects, or every value
-/// it selects; `None` when it selects nothing.
-fn items(path: &JsonPath, body: &Value) -> Option<Vec<Value>> {
-    let selected = path.select(body);
-    match selected.as_slice() {
+/// How many items [`take_items`] would take from a page; `None` when `path` selects nothing.
+fn count_items(path: &JsonPath, body: &Value) -> Option<usize> {
+    match path.select(body).as_slice() {
         [] => None,
-        [Value::Array(items)] => Some(items.clone()),
-        [Value::Null] => Some(Vec::new()),
-        many => Some(many.iter().map(|v| (*v).clone()).collect()),
+        [Value::Array(items)] => Some(items.len()),
+        [Value::Null] => Some(0),
+        many => Some(many.len()),
+    }
+}
+
+/// The items at `path` in a page, taken out of it (a page of a thousand records is not
+/// copied): the elements of the array it selects, or every value it selects; `None` when
+/// it selects nothing.
+fn take_items(path: &JsonPath, body: &mut Value) -> Option<Vec<Value>> {
+    let mut selected = path.take(body);
+    match selected.len() {
+        0 => None,
+        1 => Some(match selected.pop() {
+            Some(Value::Array(items)) => items,
+            Some(Value::Null) | None => Vec::new(),
+            Some(one) => vec![one],
+        }),
+        _ => Some(selected),
     }
 }
 
@@ -446,6 +461,7 @@ async fn fetch(
     entity: &str,
     pager: &Pager,
     paging: &Paging,
+    projection: Option<&Arc<Projection>>,
 ) -> Result<(Value, Url, Url, Option<DateTime<Utc>>), ConnectorError> {
     let api_base = core.api_base().await?;
     let url = pager
@@ -454,7 +470,7 @@ async fn fetch(
             system: core.system.clone(),
             message: format!("entity `{entity}`: {message}"),
         })?;
-    let (body, answered, date) = fetch_url(core, entity, url.clone()).await?;
+    let (body, answered, date) = fetch_url(core, entity, url.clone(), projection).await?;
     Ok((body, answered, url, date))
 }
 
@@ -463,8 +479,10 @@ async fn fetch_url(
     core: &HttpCore,
     entity: &str,
     url: Url,
+    projection: Option<&Arc<Projection>>,
 ) -> Result<(Value, Url, Option<DateTime<Utc>>), ConnectorError> {
-    let request = Request::get(url, entity);
+    let mut request = Request::get(url, entity);
+    request.projection = projection.cloned();
     let reply = core.send(&request).await?;
     if !reply.is_success() {
         return Err(ConnectorError::Status {
@@ -536,7 +554,7 @@ pub(crate) async fn complete_children(
                     ),
                 });
             }
-            let (body, answered, _) = fetch_url(core, &entity.name, url.clone()).await?;
+            let (body, answered, _) = fetch_url(core, &entity.name, url.clone(), None).await?;
             let Some(Value::Array(more)) = entity.records.first(&body) else {
                 return Err(shape_error(
                     core,
@@ -659,6 +677,8 @@ pub(crate) struct ListReader {
     /// For a SOQL read of a described entity: the fields the org has, once read (the
     /// query asks only for those).
     present: Option<describe::Columns>,
+    /// For a listing read for its ids: each item parsed for its id and modified time only.
+    projection: Option<Arc<Projection>>,
 }
 
 impl ListReader {
@@ -683,6 +703,16 @@ impl ListReader {
         Self::list_endpoint(core, entity)
     }
 
+    /// [`Self::full`] for the ids alone: each item of a page is parsed for its id and
+    /// modified time (what a keyset read goes on from), the rest skipped, where the system
+    /// file's paths to the items, the id and the modified time are plain member chains.
+    pub fn ids(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
+        let projection = entity.ids_projection();
+        let mut reader = Self::full(core, entity);
+        reader.projection = projection.map(Arc::new);
+        reader
+    }
+
     /// Lists the entity's list endpoint whole.
     fn list_endpoint(core: Arc<HttpCore>, entity: Arc<EntityRt>) -> ListReader {
         let query = list_query(&entity);
@@ -699,6 +729,7 @@ impl ListReader {
             guard: Guard::new(max_pages),
             keyset: None,
             present: None,
+            projection: None,
         }
     }
 
@@ -732,6 +763,7 @@ impl ListReader {
                     guard: Guard::new(entity.max_pages),
                     keyset,
                     present: None,
+                    projection: None,
                     entity,
                 }
             }
@@ -758,6 +790,7 @@ impl ListReader {
                     guard: Guard::new(entity.max_pages),
                     keyset: None,
                     present: None,
+                    projection: None,
                     entity,
                 }
             }
@@ -781,6 +814,7 @@ impl ListReader {
                     guard: Guard::new(entity.max_pages),
                     keyset: None,
                     present: None,
+                    projection: None,
                     entity,
                 }
             }
@@ -806,14 +840,20 @@ impl ListReader {
             }
             self.present = Some(present);
         }
-        let (body, answered, asked, date) =
-            fetch(&self.core, &entity.name, &self.pager, &entity.paging).await?;
+        let (mut body, answered, asked, date) = fetch(
+            &self.core,
+            &entity.name,
+            &self.pager,
+            &entity.paging,
+            self.projection.as_ref(),
+        )
+        .await?;
         let clock = date.unwrap_or_else(Utc::now);
         let item_path = match (&self.source, &entity.incremental) {
             (Source::Feed { .. }, Some(IncrementalRt::SyncToken { changes, .. })) => changes,
             _ => &entity.records,
         };
-        let Some(mut items) = items(item_path, &body) else {
+        let Some(count) = count_items(item_path, &body) else {
             return Err(shape_error(
                 &self.core,
                 &entity.name,
@@ -821,14 +861,14 @@ impl ListReader {
                 format!("the page has nothing at `{}`", item_path.as_str()),
             ));
         };
-        for item in &mut items {
-            complete_children(&self.core, &entity, item, &answered).await?;
-        }
-        let count = items.len();
         let next = self
             .pager
             .next(&entity.paging, &body, count, &answered)
             .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+        let mut items = take_items(item_path, &mut body).unwrap_or_default();
+        for item in &mut items {
+            complete_children(&self.core, &entity, item, &answered).await?;
+        }
         let key = Guard::key(page_ids(&entity.id, &items));
         if let Some(reason) =
             self.guard
@@ -1153,10 +1193,10 @@ impl TombstoneReader {
         if let Some(reason) = self.guard.before() {
             return Err(endless(&self.core, &entity.name, &self.guard, reason));
         }
-        let (body, answered, asked, date) =
-            fetch(&self.core, &entity.name, &self.pager, paging).await?;
+        let (mut body, answered, asked, date) =
+            fetch(&self.core, &entity.name, &self.pager, paging, None).await?;
         let clock = date.unwrap_or_else(Utc::now);
-        let Some(items) = items(records, &body) else {
+        let Some(count) = count_items(records, &body) else {
             return Err(shape_error(
                 &self.core,
                 &entity.name,
@@ -1166,8 +1206,9 @@ impl TombstoneReader {
         };
         let next = self
             .pager
-            .next(paging, &body, items.len(), &answered)
+            .next(paging, &body, count, &answered)
             .map_err(|message| shape_error(&self.core, &entity.name, &asked, message))?;
+        let items = take_items(records, &mut body).unwrap_or_default();
         let key = Guard::key(page_ids(id, &items));
         if let Some(reason) =
             self.guard
@@ -1289,7 +1330,7 @@ impl DeletedWindowReader {
             ],
         );
         let (body, _, asked, date) =
-            fetch(&self.core, &self.entity.name, &pager, &Paging::None).await?;
+            fetch(&self.core, &self.entity.name, &pager, &Paging::None, None).await?;
         let clock = date.unwrap_or_else(Utc::now);
         let Some(Value::Array(deleted)) = body.get("deletedRecords") else {
             return Err(shape_error(

@@ -115,6 +115,7 @@ mod error;
 mod generic;
 mod http;
 mod listing;
+mod project;
 mod registry;
 mod value;
 
@@ -317,6 +318,12 @@ pub trait Connector: Send + Sync {
 
     /// Lists every record of the entity, ignoring any incremental read.
     fn list_all(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError>;
+
+    /// [`Connector::list_all`] for the ids alone: the records' `data` may hold no more than
+    /// their id and modified time (a full listing that finds deletions reads nothing else).
+    fn list_ids(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError> {
+        self.list_all(entity)
+    }
 
     /// Reads the deletions since `cursor`, for entities whose deletions are a
     /// [`DeletionDiscovery::Feed`].

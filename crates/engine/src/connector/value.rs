@@ -46,6 +46,15 @@ impl JsonPath {
         &self.text
     }
 
+    /// The member names of a plain member chain (`$.a.b`: `a`, `b`; `$`: none); `None`
+    /// for any other path.
+    pub fn members(&self) -> Option<&[String]> {
+        match &self.kind {
+            PathKind::Members(members) => Some(members),
+            PathKind::Query(_) => None,
+        }
+    }
+
     /// Every value the path selects.
     pub fn select<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
         match &self.kind {
@@ -62,6 +71,25 @@ impl JsonPath {
             PathKind::Query(query) => jsonpath_rust::query::js_path_process(query, value)
                 .map(|refs| refs.into_iter().map(|r| r.val()).collect())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Every value the path selects, taken out of `value` (left `null` there). Plain member
+    /// chains move the value without copying it; other paths copy what they select and
+    /// leave `value` as it was.
+    pub fn take(&self, value: &mut Value) -> Vec<Value> {
+        match &self.kind {
+            PathKind::Members(members) => {
+                let mut current = value;
+                for member in members {
+                    match current.get_mut(member) {
+                        Some(next) => current = next,
+                        None => return Vec::new(),
+                    }
+                }
+                vec![current.take()]
+            }
+            PathKind::Query(_) => self.select(value).into_iter().cloned().collect(),
         }
     }
 
@@ -321,6 +349,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_path_takes_what_it_selects_out_of_a_page() {
+        let mut body = json!({"data": [{"id": 1}], "next": "/page/2"});
+        let data = JsonPath::compile("$.data").unwrap();
+        assert_eq!(data.take(&mut body), vec![json!([{"id": 1}])]);
+        assert_eq!(body, json!({"data": null, "next": "/page/2"}));
+        assert!(
+            JsonPath::compile("$.missing")
+                .unwrap()
+                .take(&mut body)
+                .is_empty()
+        );
+        let ids = JsonPath::compile("$.list[*].id").unwrap();
+        let mut listed = json!({"list": [{"id": 1}, {"id": 2}]});
+        assert_eq!(ids.take(&mut listed), vec![json!(1), json!(2)]);
+        assert_eq!(listed, json!({"list": [{"id": 1}, {"id": 2}]}));
+    }
 
     #[test]
     fn paths_select_members_and_filters() {

@@ -451,6 +451,13 @@ shared_methods! {
         fn pair_states_of_records(
             mapping: &str, side: Side, record_ids: &[String]
         ) -> Vec<PairState>;
+        /// The hash each pair last saw on `side`, of the pairs of a mapping whose record on
+        /// that side is one of `record_ids`, as (record id, hash) (any order; pairs that saw
+        /// none and records without a pair are left out). What a read lets go of records at
+        /// rest by, without loading their pairs.
+        fn seen_hashes_of_records(
+            mapping: &str, side: Side, record_ids: &[String]
+        ) -> Vec<(String, String)>;
         /// The record ids on one side of every pair of a mapping (any order).
         fn paired_ids(mapping: &str, side: Side) -> Vec<String>;
         /// How many pairs of a mapping were last synced before `before`.

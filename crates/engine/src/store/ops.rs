@@ -890,6 +890,28 @@ pub(crate) async fn pair_states_of_records(
     .await
 }
 
+pub(crate) async fn seen_hashes_of_records(
+    conn: Conn<'_>,
+    mapping: &str,
+    side: Side,
+    record_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = match side {
+        Side::Source => {
+            "SELECT source_id AS id, source_hash AS hash FROM pair_states \
+             WHERE mapping = $1 AND source_hash IS NOT NULL AND source_id IN ({ids})"
+        }
+        Side::Target => {
+            "SELECT target_id AS id, target_hash AS hash FROM pair_states \
+             WHERE mapping = $1 AND target_hash IS NOT NULL AND target_id IN ({ids})"
+        }
+    };
+    select_in(conn, sql, &[mapping], &strs(record_ids), |row| {
+        Ok((row.text("id")?, row.text("hash")?))
+    })
+    .await
+}
+
 /// The record ids on one side of every pair of a mapping.
 pub(crate) async fn paired_ids(
     conn: Conn<'_>,

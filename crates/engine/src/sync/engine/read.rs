@@ -274,7 +274,7 @@ impl Engine {
                     );
                 } else if listing_due {
                     let began = Utc::now();
-                    let mut reader = rt.connector.list_all(&rt.entity)?;
+                    let mut reader = rt.connector.list_ids(&rt.entity)?;
                     let mut ids = HashSet::new();
                     let mut done = false;
                     while let Some(page) = reader.next_page().await? {
@@ -322,16 +322,13 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let mut complete = false;
         while let Some(page) = reader.next_page().await? {
-            let ids: Vec<String> = if read.lean {
-                page.records.iter().map(|r| r.id.clone()).collect()
+            let records = if read.lean {
+                self.pass_unchanged(m, side, page.records, read).await?
             } else {
-                Vec::new()
+                page.records
             };
-            for record in page.records {
+            for record in records {
                 read.records.insert(record.id.clone(), record);
-            }
-            if !ids.is_empty() {
-                self.pass_unchanged(m, side, &ids, read).await?;
             }
             read.deleted.extend(page.deleted.into_iter().map(|d| d.id));
             for malformed in page.malformed {
@@ -365,37 +362,46 @@ impl Engine {
         Ok(complete)
     }
 
-    /// Lets go of the records `ids` of `side` of a lean read whose mapped content hashes as
-    /// their pair last saw it (see [`Self::read_side_lean`]).
+    /// The records of a page of a lean read that it keeps: those whose mapped content does
+    /// not hash as their pair last saw it; the others are let go (see
+    /// [`Self::read_side_lean`]).
     async fn pass_unchanged(
         &self,
         m: &MappingRuntime,
         side: Side,
-        ids: &[String],
+        records: Vec<Record>,
         read: &mut SideRead,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<Record>, EngineError> {
+        if records.is_empty() {
+            return Ok(records);
+        }
         let keep_ids = !m.side(side).info.incremental;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let seen: HashMap<String, String> = self
+            .store
+            .seen_hashes_of_records(&m.name, side, &ids)
+            .await?
+            .into_iter()
+            .collect();
         // Only a mapping that refers to no other reads its source lean: nothing to resolve.
         let resolver = LinkResolver::unlinked();
-        for pair in self
-            .store
-            .pair_states_of_records(&m.name, side, ids)
-            .await?
-        {
-            let id = pair.id(side);
-            let unchanged = read.records.get(id).is_some_and(|record| {
-                pair.seen(side).hash.is_some()
-                    && seen_hash(m, side, &record.data, &resolver) == pair.seen(side).hash
+        let mut kept = Vec::with_capacity(records.len() - seen.len().min(records.len()));
+        for record in records {
+            let unchanged = seen.get(&record.id).is_some_and(|hash| {
+                seen_hash(m, side, &record.data, &resolver).as_deref() == Some(hash.as_str())
             });
-            if unchanged {
-                read.records.shift_remove(id);
-                read.passed += 1;
-                if keep_ids {
-                    read.passed_ids.push(id.to_owned());
-                }
+            if !unchanged {
+                kept.push(record);
+                continue;
+            }
+            // A record listed twice whose earlier copy was kept is at rest as last listed.
+            read.records.shift_remove(&record.id);
+            read.passed += 1;
+            if keep_ids {
+                read.passed_ids.push(record.id);
             }
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// Reads a deletion feed from `cursor` into `read`.
@@ -436,7 +442,7 @@ impl Engine {
         let mut ids = HashSet::new();
         let mut done = false;
         let listed: Result<(), ConnectorError> = async {
-            let mut reader = rt.connector.list_all(&rt.entity)?;
+            let mut reader = rt.connector.list_ids(&rt.entity)?;
             while let Some(page) = reader.next_page().await? {
                 ids.extend(page.records.into_iter().map(|r| r.id));
                 done = page.last;
