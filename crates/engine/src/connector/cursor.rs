@@ -14,7 +14,7 @@
 //! read again because of the lookback, an inclusive filter or equal timestamps across pages
 //! come out once), and says which cursor is safe to store after each page.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -81,11 +81,19 @@ enum State {
     },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Document {
     v: u32,
     #[serde(flatten)]
     state: State,
+}
+
+/// [`Document`] as written, borrowing the state.
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    v: u32,
+    #[serde(flatten)]
+    state: &'a State,
 }
 
 /// A stored cursor string that cannot be read.
@@ -151,9 +159,9 @@ impl Cursor {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let document = Document {
+        let document = DocumentRef {
             v: 1,
-            state: self.state.clone(),
+            state: &self.state,
         };
         match serde_json::to_string(&document) {
             Ok(text) => f.write_str(&text),
@@ -195,7 +203,9 @@ impl<'de> Deserialize<'de> for Cursor {
 pub(crate) struct Tracker {
     start: Option<DateTime<Utc>>,
     lookback: chrono::Duration,
-    seen: HashSet<(String, DateTime<Utc>)>,
+    /// The versions handed out, oldest first (by time, then id): a page's checkpoint takes
+    /// the newest without sorting them again.
+    seen: BTreeSet<(DateTime<Utc>, String)>,
     max: Option<DateTime<Utc>>,
     last: Option<DateTime<Utc>>,
     ordered: bool,
@@ -211,7 +221,7 @@ impl Tracker {
     pub fn new(cursor: Option<&Cursor>, lookback: chrono::Duration) -> Tracker {
         let start = cursor.and_then(Cursor::watermark);
         let seen = cursor
-            .map(|c| c.seen().iter().cloned().collect())
+            .map(|c| c.seen().iter().map(|(id, m)| (*m, id.clone())).collect())
             .unwrap_or_default();
         Tracker {
             start,
@@ -256,7 +266,7 @@ impl Tracker {
         let Some(modified) = modified else {
             return Admit::New;
         };
-        if !self.seen.insert((id.to_owned(), modified)) {
+        if !self.seen.insert((modified, id.to_owned())) {
             return Admit::Repeat;
         }
         if self.last.is_some_and(|last| modified < last) {
@@ -291,13 +301,10 @@ impl Tracker {
     fn prune(&mut self) {
         if let Some(max) = self.max {
             let floor = minus(max, self.lookback);
-            self.seen.retain(|(_, m)| *m >= floor);
+            self.seen = self.seen.split_off(&(floor, String::new()));
         }
-        if self.seen.len() > MAX_SEEN {
-            let mut newest: Vec<(String, DateTime<Utc>)> = self.seen.drain().collect();
-            newest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-            newest.truncate(MAX_SEEN);
-            self.seen = newest.into_iter().collect();
+        while self.seen.len() > MAX_SEEN {
+            self.seen.pop_first();
         }
     }
 
@@ -316,13 +323,12 @@ impl Tracker {
         let floor = minus(at, self.lookback);
         let mut seen: Vec<(String, DateTime<Utc>)> = self
             .seen
-            .iter()
-            .filter(|(_, m)| *m >= floor)
-            .cloned()
+            .range((floor, String::new())..)
+            .rev()
+            .take(MAX_SEEN)
+            .map(|(m, id)| (id.clone(), *m))
             .collect();
-        seen.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        seen.truncate(MAX_SEEN);
-        seen.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        seen.reverse();
         Cursor {
             state: State::Watermark { at, seen },
         }

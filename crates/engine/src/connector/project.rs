@@ -8,8 +8,10 @@
 //! Only plain member chains can be projected (`$.contacts`, `$.id`); the page's other
 //! members (next links, counts, tokens) are parsed as they are.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
@@ -184,11 +186,11 @@ impl<'de> Visitor<'de> for Item<'_> {
             return Ok(Value::Object(out));
         }
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let paths: Vec<&[String]> = self
                 .paths
                 .iter()
-                .filter(|p| p.first() == Some(&key))
+                .filter(|p| p.first().is_some_and(|m| *m == key))
                 .map(|p| &p[1..])
                 .collect();
             if paths.is_empty() {
@@ -196,9 +198,35 @@ impl<'de> Visitor<'de> for Item<'_> {
                 continue;
             }
             let value = map.next_value_seed(Item { paths: &paths })?;
-            out.insert(key, value);
+            out.insert(key.into_owned(), value);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A member name, borrowed from the page where it has no escapes: the names of the members
+/// skipped cost no allocation.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -263,6 +291,15 @@ mod tests {
             .parse(bare.to_string().as_bytes())
             .expect("parsed");
         assert_eq!(projected, json!([{"id": 1}, {"id": 2.5}]));
+    }
+
+    #[test]
+    fn member_names_written_with_escapes_are_read_as_the_names_they_spell() {
+        let page = br#"{"items": [{"\u0069d": 5, "n\u00e4me": "x", "last": 1}]}"#;
+        let projected = Projection::new(chain("items"), vec![chain("id")])
+            .parse(page)
+            .expect("parsed");
+        assert_eq!(projected, json!({"items": [{"id": 5}]}));
     }
 
     #[test]

@@ -502,7 +502,8 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|c| hold == Some(side) && !c.records.is_empty());
             if let Some(position) = read.cursor.as_ref().filter(|_| !waits) {
-                tx.set_cursor(&cursor_key(m, side, false), position).await?;
+                tx.set_cursor(&cursor_key(m, side, false), &position.to_string())
+                    .await?;
             }
             if let Some(position) = &read.deletion_cursor {
                 tx.set_cursor(&cursor_key(m, side, true), position).await?;

@@ -666,7 +666,9 @@ struct SideRead {
     deleted: Vec<String>,
     /// The ids of a complete full listing, when the read was one (deletions by absence).
     listed: Option<HashSet<String>>,
-    cursor: Option<String>,
+    /// Where the next read starts once what was read is done (written as text only when
+    /// stored: a page's cursor can remember thousands of versions).
+    cursor: Option<ConnectorCursor>,
     deletion_cursor: Option<String>,
     /// Listed items that could not be records, and records stamped ahead of the clock.
     malformed: Vec<ListedProblem>,
@@ -1627,7 +1629,7 @@ mod tests {
 
     fn read_of(ids: &[&str]) -> SideRead {
         let mut read = SideRead {
-            cursor: Some("page 3".into()),
+            cursor: Some(ConnectorCursor::sync_token("page 3")),
             ..SideRead::default()
         };
         for id in ids {
@@ -1649,7 +1651,7 @@ mod tests {
         let mut carried = fresh.carry(&["a".to_owned(), "c".to_owned()], &[]);
         assert!(carried.carried && carried.counted);
         assert_eq!(carried.records.keys().collect::<Vec<_>>(), ["a", "c"]);
-        assert_eq!(carried.cursor.as_deref(), Some("page 3"));
+        assert_eq!(carried.cursor, Some(ConnectorCursor::sync_token("page 3")));
         carried.keys = Some(HashMap::from([(
             "k".to_owned(),
             vec!["a".to_owned(), "c".to_owned()],
@@ -1659,7 +1661,7 @@ mod tests {
         assert_eq!(next.records.keys().collect::<Vec<_>>(), ["c"]);
         assert_eq!(next.with_key("k").collect::<Vec<_>>(), ["c"]);
         assert_eq!(next.with_key("other").count(), 0);
-        assert_eq!(next.cursor.as_deref(), Some("page 3"));
+        assert_eq!(next.cursor, Some(ConnectorCursor::sync_token("page 3")));
     }
 
     fn field(spec: &str) -> FieldSpec {

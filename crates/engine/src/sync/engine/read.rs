@@ -350,7 +350,7 @@ impl Engine {
                     id: Some(ahead.id),
                 });
             }
-            read.cursor = Some(page.cursor.to_string());
+            read.cursor = Some(page.cursor);
             complete = page.last;
             // A full listing (no incremental read) stops at a chunk's end too: a stopped
             // run lists it again from the beginning, its records of earlier chunks at rest.
