@@ -153,27 +153,50 @@ async fn the_connector_reads_every_contact_when_one_moves_between_pages() {
         .collect();
     assert_eq!(edited.len(), 1, "the edit made during the read is read too");
 
-    // A full listing (the one that finds deleted contacts) misses none either, so no
-    // contact is taken for deleted.
-    w.sandbox
-        .edit_between_pages("keap", 1)
-        .expect("keap simulates it");
-    let pages = read_all(connector.list_all("contacts").expect("reader"))
-        .await
-        .expect("contacts listed");
-    let listed: HashSet<&str> = pages
-        .iter()
-        .flat_map(|p| &p.records)
-        .map(|r| r.id.as_str())
-        .collect();
-    let missed: Vec<&String> = all
-        .iter()
-        .filter(|id| !listed.contains(id.as_str()))
-        .collect();
-    assert!(
-        missed.is_empty(),
-        "contacts missing from the full listing: {missed:?}"
-    );
+    // A full listing misses none either, nor the listing of ids alone (the one that finds
+    // deleted contacts, which parses each contact for its id and modified time only, the
+    // time a keyset read goes on from), so no contact is taken for deleted.
+    for ids_only in [false, true] {
+        w.sandbox
+            .edit_between_pages("keap", 1)
+            .expect("keap simulates it");
+        let reader = if ids_only {
+            connector.list_ids("contacts")
+        } else {
+            connector.list_all("contacts")
+        };
+        let pages = read_all(reader.expect("reader"))
+            .await
+            .expect("contacts listed");
+        let listed: HashSet<&str> = pages
+            .iter()
+            .flat_map(|p| &p.records)
+            .map(|r| r.id.as_str())
+            .collect();
+        let missed: Vec<&String> = all
+            .iter()
+            .filter(|id| !listed.contains(id.as_str()))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "contacts missing from the full listing (ids only: {ids_only}): {missed:?}"
+        );
+        if ids_only {
+            let fields: HashSet<&str> = pages
+                .iter()
+                .flat_map(|p| &p.records)
+                .flat_map(|r| r.data.as_object().into_iter().flat_map(|o| o.keys()))
+                .map(String::as_str)
+                .collect();
+            assert_eq!(fields, HashSet::from(["id", "last_updated"]));
+            assert!(
+                pages
+                    .iter()
+                    .flat_map(|p| &p.records)
+                    .all(|r| r.modified.is_some())
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,11 +321,29 @@ impl Engine {
         chunk: Option<usize>,
     ) -> Result<bool, EngineError> {
         let mut complete = false;
-        while let Some(page) = reader.next_page().await? {
-            let records = if read.lean {
-                self.pass_unchanged(m, side, page.records, read).await?
+        let mut following = None;
+        loop {
+            let fetched = match following.take() {
+                Some(fetched) => fetched,
+                None => reader.next_page().await,
+            };
+            let Some(mut page) = fetched? else {
+                break;
+            };
+            let records = std::mem::take(&mut page.records);
+            let records = if !read.lean {
+                records
+            } else if chunk.is_none() && !page.last {
+                // A whole read lets go of a page's records at rest while the next page is
+                // fetched (its error, if any, comes once this page is taken).
+                let (kept, next) = tokio::join!(
+                    self.pass_unchanged(m, side, records, read),
+                    reader.next_page()
+                );
+                following = Some(next);
+                kept?
             } else {
-                page.records
+                self.pass_unchanged(m, side, records, read).await?
             };
             for record in records {
                 read.records.insert(record.id.clone(), record);
