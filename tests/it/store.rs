@@ -536,6 +536,19 @@ async fn pair_states_round_trip(db: TestDb) {
     state.source.hash = None;
     store.put_pair_state(&state).await.expect("upsert");
     assert!(seen(Side::Source).await.expect("source hashes").is_empty());
+    // Pairs synced before a run began: counted for the circuit breaker, and whether there
+    // is any (a mapping without one starts with an initial sync).
+    for (before, count) in [(at(50), 1), (at(40), 0)] {
+        let mapping = "companies-to-customers";
+        assert_eq!(
+            store.count_pairs_synced_before(mapping, before).await.expect("count"),
+            count
+        );
+        assert_eq!(
+            store.any_pair_synced_before(mapping, before).await.expect("any"),
+            count > 0
+        );
+    }
     assert!(
         store
             .pair_state("contacts-to-contacts", &global_id)

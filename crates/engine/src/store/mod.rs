@@ -460,6 +460,8 @@ shared_methods! {
         ) -> Vec<(String, String)>;
         /// The record ids on one side of every pair of a mapping (any order).
         fn paired_ids(mapping: &str, side: Side) -> Vec<String>;
+        /// Whether any pair of a mapping was last synced before `before`.
+        fn any_pair_synced_before(mapping: &str, before: DateTime<Utc>) -> bool;
         /// How many pairs of a mapping were last synced before `before`.
         fn count_pairs_synced_before(mapping: &str, before: DateTime<Utc>) -> u64;
         /// A stored cursor position.

@@ -928,6 +928,24 @@ pub(crate) async fn paired_ids(
     })
 }
 
+/// Whether any pair of a mapping was last synced before `before`.
+pub(crate) async fn any_pair_synced_before(
+    conn: Conn<'_>,
+    mapping: &str,
+    before: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    on!(conn, |c| {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM pair_states WHERE mapping = $1 AND synced_at < $2 LIMIT 1",
+        )
+        .bind(mapping)
+        .bind(micros(before))
+        .fetch_optional(c)
+        .await?;
+        Ok(row.is_some())
+    })
+}
+
 /// How many pairs of a mapping were last synced before `before`.
 pub(crate) async fn count_pairs_synced_before(
     conn: Conn<'_>,

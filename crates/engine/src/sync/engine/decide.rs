@@ -8,6 +8,9 @@ use futures_util::stream::{self, StreamExt};
 use super::planner::{Lookups, Planner};
 use super::*;
 
+/// The pairs of a pass's mapping linked before the run, counted at most once per pass.
+type LinkedBefore = tokio::sync::OnceCell<u64>;
+
 /// How a pass reads its large side.
 #[derive(Debug, Default, Clone, Copy)]
 struct Chunking {
@@ -69,12 +72,13 @@ impl Engine {
         self.check_fields(m).await?;
         // Pairs linked before the run, counted once for the pass: the circuit breaker's
         // measure (pairs made earlier in this run do not count: an initial sync in several
-        // passes is not a mass change).
-        let linked_before = self
-            .store
-            .count_pairs_synced_before(&m.name, pass.run_started)
-            .await? as usize;
-        let chunk = self.chunking(pass, fresh, linked_before).await?;
+        // passes is not a mass change). Counted when a chunk would overwrite or delete
+        // something, before it writes; a pass in chunks counts before its first.
+        let linked_before = LinkedBefore::default();
+        let chunk = self.chunking(pass, fresh).await?;
+        if chunk.size.is_some() {
+            self.linked_before(pass, &linked_before).await?;
+        }
         let keyed = self.keyed_references(m).await?;
         // The side read in chunks is the one records come from: the source, unless the
         // mapping only carries records from the target (ERP products into Keap), or only the
@@ -121,7 +125,7 @@ impl Engine {
                 keyed,
             };
             let done =
-                Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
+                Box::pin(self.sync_chunk(pass, input, &linked_before, started, actions)).await?;
             // An unfinished initial sync whose rest fitted in one read is done.
             if chunk.unfinished && done.report.stopped.is_none() && done.report.postponed.is_none()
             {
@@ -160,7 +164,7 @@ impl Engine {
                 keyed: keyed.clone(),
             };
             let done =
-                Box::pin(self.sync_chunk(pass, input, linked_before, started, actions)).await?;
+                Box::pin(self.sync_chunk(pass, input, &linked_before, started, actions)).await?;
             first_chunk = false;
             waiting.extend(done.waiting);
             let stopped = done.report.stopped.is_some() || done.report.postponed.is_some();
@@ -194,13 +198,24 @@ impl Engine {
         Ok((total.unwrap_or_default(), waiting))
     }
 
-    /// How this pass reads (see [`Self::sync_mapping`]).
-    async fn chunking(
+    /// The pairs of the pass's mapping linked before the run, counted once for the pass.
+    async fn linked_before(
         &self,
         pass: &Pass<'_>,
-        fresh: Sides<bool>,
-        linked_before: usize,
-    ) -> Result<Chunking, EngineError> {
+        linked_before: &LinkedBefore,
+    ) -> Result<usize, EngineError> {
+        let count = linked_before
+            .get_or_try_init(|| async {
+                self.store
+                    .count_pairs_synced_before(&pass.m.name, pass.run_started)
+                    .await
+            })
+            .await?;
+        Ok(*count as usize)
+    }
+
+    /// How this pass reads (see [`Self::sync_mapping`]).
+    async fn chunking(&self, pass: &Pass<'_>, fresh: Sides<bool>) -> Result<Chunking, EngineError> {
         let size = pass.options.initial_chunk;
         if size == 0
             || pass.options.dry_run
@@ -215,7 +230,12 @@ impl Engine {
         // An initial sync that went on from a stopped run and finished in this run: the
         // run's later passes (reading what it created) are part of it.
         let finished_now = marker.as_deref() == Some(initial_done(pass.run_started).as_str());
-        let initial = unfinished || finished_now || linked_before == 0;
+        let initial = unfinished
+            || finished_now
+            || !self
+                .store
+                .any_pair_synced_before(&m.name, pass.run_started)
+                .await?;
         Ok(Chunking {
             size: initial.then_some(size),
             unfinished,
@@ -230,7 +250,7 @@ impl Engine {
         &self,
         pass: &Pass<'_>,
         chunk: Chunk,
-        linked_before: usize,
+        linked_before: &LinkedBefore,
         started: std::time::Instant,
         actions: &mut Vec<Action>,
     ) -> Result<ChunkDone, EngineError> {
@@ -398,9 +418,14 @@ impl Engine {
         // The circuit breaker counts overwrites and deletes of pairs that existed before.
         let changes =
             overwrites(&work.pairs, run_started) + work.deletes.len() + work.unlinks.len();
+        // With nothing to overwrite or delete the breaker has nothing to weigh.
+        let linked = match changes {
+            0 => 0,
+            _ => self.linked_before(pass, linked_before).await?,
+        };
         if let Some(message) = plan::breaker(
             changes,
-            linked_before,
+            linked,
             m.spec.max_change_share,
             options.allow_mass_change,
         ) {
