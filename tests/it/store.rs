@@ -541,11 +541,17 @@ async fn pair_states_round_trip(db: TestDb) {
     for (before, count) in [(at(50), 1), (at(40), 0)] {
         let mapping = "companies-to-customers";
         assert_eq!(
-            store.count_pairs_synced_before(mapping, before).await.expect("count"),
+            store
+                .count_pairs_synced_before(mapping, before)
+                .await
+                .expect("count"),
             count
         );
         assert_eq!(
-            store.any_pair_synced_before(mapping, before).await.expect("any"),
+            store
+                .any_pair_synced_before(mapping, before)
+                .await
+                .expect("any"),
             count > 0
         );
     }

@@ -129,33 +129,54 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Some((member, rest)) = self.chain.split_first() else {
+            // At the items with a page that is one object: it is the one item.
+            let paths: Vec<&[String]> = self.keep.iter().map(Vec::as_slice).collect();
+            return keep_members(map, &paths);
+        };
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = match self.chain.split_first() {
-                Some((member, rest)) if *member == key => map.next_value_seed(Walk {
+            let value = if *member == key {
+                map.next_value_seed(Walk {
                     chain: rest,
                     keep: self.keep,
-                })?,
-                // At the items with a page that is one object: it is the one item.
-                None => {
-                    let paths: Vec<&[String]> = self
-                        .keep
-                        .iter()
-                        .filter(|p| p.first() == Some(&key))
-                        .map(|p| &p[1..])
-                        .collect();
-                    if paths.is_empty() {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    map.next_value_seed(Item { paths: &paths })?
-                }
-                Some(_) => map.next_value::<Value>()?,
+                })?
+            } else {
+                map.next_value::<Value>()?
             };
             out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
+}
+
+/// The members of an object on `paths` (relative to it), the others skipped; a path that
+/// ends here keeps the whole object.
+fn keep_members<'de, A: MapAccess<'de>>(
+    mut map: A,
+    paths: &[&[String]],
+) -> Result<Value, A::Error> {
+    let mut out = Map::new();
+    if paths.iter().any(|p| p.is_empty()) {
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            out.insert(key, value);
+        }
+        return Ok(Value::Object(out));
+    }
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        let below: Vec<&[String]> = paths
+            .iter()
+            .filter(|p| p.first().is_some_and(|m| *m == key))
+            .map(|p| &p[1..])
+            .collect();
+        if below.is_empty() {
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        }
+        let value = map.next_value_seed(Item { paths: &below })?;
+        out.insert(key.into_owned(), value);
+    }
+    Ok(Value::Object(out))
 }
 
 impl<'de> Visitor<'de> for Item<'_> {
@@ -176,31 +197,8 @@ impl<'de> Visitor<'de> for Item<'_> {
         Ok(Value::Array(out))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        // A path that ends here keeps the whole value.
-        if self.paths.iter().any(|p| p.is_empty()) {
-            let mut out = Map::new();
-            while let Some((key, value)) = map.next_entry::<String, Value>()? {
-                out.insert(key, value);
-            }
-            return Ok(Value::Object(out));
-        }
-        let mut out = Map::new();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let paths: Vec<&[String]> = self
-                .paths
-                .iter()
-                .filter(|p| p.first().is_some_and(|m| *m == key))
-                .map(|p| &p[1..])
-                .collect();
-            if paths.is_empty() {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            let value = map.next_value_seed(Item { paths: &paths })?;
-            out.insert(key.into_owned(), value);
-        }
-        Ok(Value::Object(out))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        keep_members(map, self.paths)
     }
 }
 
