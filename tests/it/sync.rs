@@ -5,6 +5,7 @@
 mod faults;
 mod matrix;
 mod optimistic;
+mod repeats;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

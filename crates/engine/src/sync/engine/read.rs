@@ -403,16 +403,22 @@ impl Engine {
             .collect();
         // Only a mapping that refers to no other reads its source lean: nothing to resolve.
         let resolver = LinkResolver::unlinked();
-        let mut kept = Vec::with_capacity(records.len() - seen.len().min(records.len()));
+        let mut kept: Vec<Record> =
+            Vec::with_capacity(records.len() - seen.len().min(records.len()));
+        let mut kept_ids = HashSet::new();
         for record in records {
             let unchanged = seen.get(&record.id).is_some_and(|hash| {
                 seen_hash(m, side, &record.data, &resolver).as_deref() == Some(hash.as_str())
             });
             if !unchanged {
+                kept_ids.insert(record.id.clone());
                 kept.push(record);
                 continue;
             }
             // A record listed twice whose earlier copy was kept is at rest as last listed.
+            if kept_ids.remove(&record.id) {
+                kept.retain(|earlier| earlier.id != record.id);
+            }
             read.records.shift_remove(&record.id);
             read.passed += 1;
             if keep_ids {
