@@ -6,6 +6,7 @@ mod faults;
 mod matrix;
 mod optimistic;
 mod repeats;
+mod tapped;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,28 +3,14 @@
 //! earlier state first; a listing read whole that lets go of records at rest page by page
 //! must not keep the earlier copy and write it to the other side.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
-use tether_engine::connector::{
-    BoxFuture, Connector, ConnectorError, ConnectorStats, Connectors, Cursor, Deleted, EntityInfo,
-    Page, PageReader, Record, Written,
-};
-use tether_engine::spec::load::Project;
-use tether_engine::store::Store;
-use tether_engine::sync::engine::{Engine, RunOptions};
+use tether_engine::connector::{BoxFuture, ConnectorError, Page, PageReader};
+use tether_engine::sync::engine::RunOptions;
 
-use super::{COMPANIES, flows, id_of, keap_company, world};
+use super::tapped::Tapped;
+use super::{COMPANIES, id_of, keap_company, world};
 
-/// Keap, except that its company listing hands out an earlier state of one company just
-/// before the company itself.
-struct ListedTwice {
-    inner: Arc<dyn Connector>,
-    id: String,
-    earlier: Value,
-}
-
-/// The listing of [`ListedTwice`].
+/// A listing that hands out an earlier state of one record just before the record itself.
 struct TwiceReader {
     inner: Box<dyn PageReader>,
     id: String,
@@ -49,72 +35,6 @@ impl PageReader for TwiceReader {
     }
 }
 
-impl Connector for ListedTwice {
-    fn system(&self) -> &str {
-        self.inner.system()
-    }
-    fn entity(&self, entity: &str) -> Option<EntityInfo> {
-        self.inner.entity(entity)
-    }
-    fn changes(
-        &self,
-        entity: &str,
-        cursor: Option<&Cursor>,
-    ) -> Result<Box<dyn PageReader>, ConnectorError> {
-        let inner = self.inner.changes(entity, cursor)?;
-        if entity != "companies" {
-            return Ok(inner);
-        }
-        Ok(Box::new(TwiceReader {
-            inner,
-            id: self.id.clone(),
-            earlier: self.earlier.clone(),
-        }))
-    }
-    fn list_all(&self, entity: &str) -> Result<Box<dyn PageReader>, ConnectorError> {
-        self.inner.list_all(entity)
-    }
-    fn deletions(
-        &self,
-        entity: &str,
-        cursor: Option<&Cursor>,
-    ) -> Result<Box<dyn PageReader>, ConnectorError> {
-        self.inner.deletions(entity, cursor)
-    }
-    fn get<'a>(
-        &'a self,
-        entity: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Record>, ConnectorError>> {
-        self.inner.get(entity, id)
-    }
-    fn create<'a>(
-        &'a self,
-        entity: &'a str,
-        fields: Value,
-    ) -> BoxFuture<'a, Result<Written, ConnectorError>> {
-        self.inner.create(entity, fields)
-    }
-    fn update<'a>(
-        &'a self,
-        entity: &'a str,
-        id: &'a str,
-        changes: Value,
-    ) -> BoxFuture<'a, Result<Written, ConnectorError>> {
-        self.inner.update(entity, id, changes)
-    }
-    fn delete<'a>(
-        &'a self,
-        entity: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Deleted, ConnectorError>> {
-        self.inner.delete(entity, id)
-    }
-    fn stats(&self) -> ConnectorStats {
-        self.inner.stats()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_company_listed_twice_in_one_read_is_the_copy_listed_last() {
     let w = world("listed-twice", 0).await;
@@ -135,21 +55,23 @@ async fn a_company_listed_twice_in_one_read_is_the_copy_listed_last() {
         .expect("keap company");
     w.run(&[COMPANIES]).await;
 
-    let env: std::collections::HashMap<String, String> = w.sandbox.env().into_iter().collect();
-    let lookup = move |name: &str| env.get(name).cloned();
-    let project = Project::load_dir(&flows());
-    let (plans, _) = tether_engine::mapping::compile_project(&project);
-    let systems: Vec<_> = project.systems.values().map(|s| s.spec.clone()).collect();
-    let mut connectors =
-        Connectors::from_systems_with(systems.iter(), &lookup).expect("connectors");
-    let keap = connectors.get("keap").expect("keap");
-    connectors.insert(Arc::new(ListedTwice {
-        inner: keap,
-        id: id_of(&company),
-        earlier: json!({ "company_name": "Fjord Frakt (old name)" }),
-    }));
-    let store = Store::open(&w.state).await.expect("store");
-    let engine = Engine::new(&project, &plans, connectors, store).expect("engine");
+    // Keap's company listing hands out an earlier state of the company just before it.
+    let id = id_of(&company);
+    let engine = w
+        .engine_tapping("keap", |keap| Tapped {
+            changes: Some(Box::new(move |entity, reader| {
+                if entity != "companies" {
+                    return reader;
+                }
+                Box::new(TwiceReader {
+                    inner: reader,
+                    id: id.clone(),
+                    earlier: json!({ "company_name": "Fjord Frakt (old name)" }),
+                })
+            })),
+            ..Tapped::new(keap)
+        })
+        .await;
     let report = engine
         .run(&RunOptions {
             mappings: vec![COMPANIES.into()],

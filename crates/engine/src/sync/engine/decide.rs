@@ -5,7 +5,7 @@
 
 use futures_util::stream::{self, StreamExt};
 
-use super::planner::{Lookups, Planner};
+use super::planner::{Lookups, PairOf, Planner};
 use super::*;
 
 /// The pairs of a pass's mapping linked before the run, counted at most once per pass.
@@ -675,13 +675,13 @@ impl Engine {
         let m = planner.m;
         let compiled = &m.compiled;
         let identity = m.identity();
-        let mut found = Lookups::default();
+        let mut paired_by_id: Sides<PairOf<'r>> = Sides::default();
         for pair in pairs {
             for side in Side::BOTH {
-                found.paired[side].insert(pair.id(side), pair);
+                paired_by_id[side].insert(pair.id(side), pair);
             }
         }
-        let paired = &found.paired;
+        let paired = &paired_by_id;
 
         // Deletions: explicit, or by absence from a complete listing.
         let deletions = plan::plan_deletions(
@@ -760,10 +760,14 @@ impl Engine {
         // A side read again with the content last seen or written has not changed: a full
         // listing (Keap companies) costs its pages, not a read of every counterpart.
         let unchanged = |side: Side, record: &Record, pair: &PairState| {
-            let seen = pair.seen(side);
             !planner.compare_all
-                && seen.hash.is_some()
-                && seen_hash(m, side, &record.data, planner.resolver) == seen.hash
+                && at_rest(
+                    m,
+                    side,
+                    &record.data,
+                    planner.resolver,
+                    pair.seen(side).hash.as_deref(),
+                )
         };
         let plan::Classified {
             touched,
@@ -900,7 +904,7 @@ impl Engine {
             fetched[*side].insert(id.clone(), record);
         }
         Ok(Lookups {
-            paired: found.paired,
+            paired: paired_by_id,
             deletions,
             links,
             touched,

@@ -1450,6 +1450,18 @@ impl Engine {
 
 /// The hash of a record's mapped content as merges compare it: the target as it is, the
 /// source mapped forward; `None` when the source no longer maps.
+/// Whether a record of `side` is as its pair last saw it: its mapped content hashes as
+/// `seen` (a pair that saw nothing never is).
+fn at_rest(
+    m: &MappingRuntime,
+    side: Side,
+    data: &Value,
+    resolver: &LinkResolver,
+    seen: Option<&str>,
+) -> bool {
+    seen.is_some() && seen_hash(m, side, data, resolver).as_deref() == seen
+}
+
 fn seen_hash(
     m: &MappingRuntime,
     side: Side,

@@ -214,10 +214,7 @@ impl Planner<'_> {
                             continue;
                         };
                         claimed.insert((other_side, candidate));
-                        let (global, new_global) = match global {
-                            Some(global) => (global, false),
-                            None => (GlobalId::new(String::new()), true),
-                        };
+                        let (global, new_global) = global_or_new(global);
                         let (source_record, target_record) = match side {
                             Side::Source => (record, candidate_record),
                             Side::Target => (candidate_record, record),
@@ -328,10 +325,7 @@ impl Planner<'_> {
             Side::Target => Canonical::of(compiled, &record.data).into_fields(),
         };
         shape_body(&mut body, &m.side(side.other()).fields, None);
-        let (global_id, new_global) = match own_global {
-            Some(global) => (global, false),
-            None => (GlobalId::new(String::new()), true),
-        };
+        let (global_id, new_global) = global_or_new(own_global);
         Decision::Create(Create {
             on: side.other(),
             from_id: record.id.clone(),
@@ -578,21 +572,20 @@ impl Planner<'_> {
                 Err(error) => return Err(parking_from(Side::Target, &target.id, &error)),
             }
         }
+        let written_hash = fields_hash(&merged.base);
+        // Nothing changed and the stored state is current.
         if updates.is_empty()
             && applied.is_empty()
-            && pair.is_some()
-            && pair.is_some_and(|p| p.base_hash == fields_hash(&merged.base))
+            && pair.is_some_and(|p| {
+                p.base_hash == written_hash
+                    && unchanged(&p.source, &source_hash)
+                    && unchanged(&p.target, &target_hash)
+            })
         {
-            // Nothing changed and the stored state is current.
-            if pair.is_some_and(|p| {
-                unchanged(&p.source, &source_hash) && unchanged(&p.target, &target_hash)
-            }) {
-                work.ok_ids.push((Side::Source, source.id.clone()));
-                work.ok_ids.push((Side::Target, target.id.clone()));
-                return Ok(None);
-            }
+            work.ok_ids.push((Side::Source, source.id.clone()));
+            work.ok_ids.push((Side::Target, target.id.clone()));
+            return Ok(None);
         }
-        let written_hash = fields_hash(&merged.base);
         Ok(Some(PairDecision {
             global_id,
             source_id: source.id.clone(),
@@ -621,6 +614,14 @@ impl Planner<'_> {
             new_global: false,
             applied,
         }))
+    }
+}
+
+/// The global id a record is linked under, or a new one to be made (`true`).
+fn global_or_new(global: Option<GlobalId>) -> (GlobalId, bool) {
+    match global {
+        Some(global) => (global, false),
+        None => (GlobalId::new(String::new()), true),
     }
 }
 

@@ -4,6 +4,19 @@
 
 use super::*;
 
+/// The ids of a complete listing of `rt`'s entity; `None` when the listing ended before its
+/// last page.
+async fn listed_ids(rt: &SideRuntime) -> Result<Option<HashSet<String>>, ConnectorError> {
+    let mut reader = rt.connector.list_ids(&rt.entity)?;
+    let mut ids = HashSet::new();
+    let mut done = false;
+    while let Some(page) = reader.next_page().await? {
+        ids.extend(page.records.into_iter().map(|r| r.id));
+        done = page.last;
+    }
+    Ok(done.then_some(ids))
+}
+
 /// Whether a full listing spaced by `every` is due at `now`, the last complete one having
 /// been at `last` (`None`: never). A last listing stamped after `now` (a clock set back)
 /// makes it due, so a wrong clock cannot hold listings back.
@@ -274,14 +287,7 @@ impl Engine {
                     );
                 } else if listing_due {
                     let began = Utc::now();
-                    let mut reader = rt.connector.list_ids(&rt.entity)?;
-                    let mut ids = HashSet::new();
-                    let mut done = false;
-                    while let Some(page) = reader.next_page().await? {
-                        ids.extend(page.records.into_iter().map(|r| r.id));
-                        done = page.last;
-                    }
-                    if done {
+                    if let Some(ids) = listed_ids(rt).await? {
                         read.listed = Some(ids);
                         if every.is_some() {
                             read.listing_cursor = Some(began.to_rfc3339());
@@ -407,10 +413,8 @@ impl Engine {
             Vec::with_capacity(records.len() - seen.len().min(records.len()));
         let mut kept_ids = HashSet::new();
         for record in records {
-            let unchanged = seen.get(&record.id).is_some_and(|hash| {
-                seen_hash(m, side, &record.data, &resolver).as_deref() == Some(hash.as_str())
-            });
-            if !unchanged {
+            let seen = seen.get(&record.id).map(String::as_str);
+            if !at_rest(m, side, &record.data, &resolver, seen) {
                 kept_ids.insert(record.id.clone());
                 kept.push(record);
                 continue;
@@ -463,19 +467,8 @@ impl Engine {
             entity = %rt.entity, %error,
             "the deletion feed cannot be read; deletions are found by a full listing of ids instead");
         let began = chrono::Utc::now();
-        let mut ids = HashSet::new();
-        let mut done = false;
-        let listed: Result<(), ConnectorError> = async {
-            let mut reader = rt.connector.list_ids(&rt.entity)?;
-            while let Some(page) = reader.next_page().await? {
-                ids.extend(page.records.into_iter().map(|r| r.id));
-                done = page.last;
-            }
-            Ok(())
-        }
-        .await;
-        match listed {
-            Ok(()) if done => {
+        match listed_ids(rt).await {
+            Ok(Some(ids)) => {
                 warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity,
                     listed = ids.len(),
                     "deletions were found by a full listing; the deletion feed resumes from its start");
@@ -489,7 +482,7 @@ impl Engine {
                 read.listed = Some(ids);
                 read.deletion_cursor = Some(ConnectorCursor::at(began).to_string());
             }
-            Ok(()) => {}
+            Ok(None) => {}
             Err(listing) if listing.stops_system() => return Err(listing.into()),
             Err(listing) => {
                 warn!(mapping = %m.name, side = side.as_str(), entity = %rt.entity, error = %listing,
